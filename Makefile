@@ -1,0 +1,34 @@
+# Spartan: `make run` sets everything up and runs the default research pipeline offline;
+# `make test` runs the test suite in the same environment.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+PARAMS ?= params/daily.yaml
+
+.PHONY: install run test lab bench clean
+
+install: $(STAMP)
+
+# Re-install whenever the dependency list changes.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/spartan run $(PARAMS)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest --cov=research_lib --cov-report=term --cov-fail-under=90
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks
+
+bench: $(STAMP)
+	$(BIN)/python tests/bench/run_bench.py
+
+clean:
+	rm -rf reports/runs reports/index.html reports/bench data/snapshots

@@ -1,0 +1,228 @@
+"""Run parameters: layered YAML files validated by strict pydantic models.
+
+A scenario file (``params/daily.yaml``) names the file it builds on with
+``inherits: base.yaml``; keys it sets replace the inherited ones (nested sections are
+merged key by key). ``--set section.key=value`` overrides are applied last; values are
+parsed as YAML, so ``--set data.symbols=[AAPL,MSFT]`` gives a list. Unknown keys are
+refused (with a "did you mean" hint) because papermill would only warn about them.
+
+Secrets never live here: API keys come from the environment (see ``research_lib.env``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from research_lib.errors import ConfigError
+
+DataSource = Literal["bundled", "yfinance", "alpaca", "file"]
+StrategyName = Literal["momentum_12_1", "equal_weight"]
+RebalanceFrequency = Literal["monthly", "weekly"]
+
+_SECRET_WORDS = ("api_key", "secret", "password", "token")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    """Which prices to load and how strictly to check them."""
+
+    source: DataSource = "bundled"
+    symbols: list[str] | None = Field(None, description="tradable universe; null: the source's default")
+    benchmark: str = Field("SP500", description="index the tearsheet compares against")
+    start: dt.date | None = Field(None, description="first session to load (inclusive)")
+    end: dt.date | None = Field(None, description="last session to load (inclusive)")
+    path: Path | None = Field(None, description="CSV or parquet file, for source: file")
+    max_stale_sessions: int = Field(10, ge=1, description="longest run of unchanged closes allowed")
+    max_daily_price_ratio: float = Field(3.0, gt=1.0, description="a close more than this multiple (or under its inverse) of the previous one is an error unless a split explains it")
+    refresh: bool = Field(False, description="re-fetch from the source instead of reusing the snapshot")
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(value) == 0:
+            raise ValueError("is an empty list; give at least one symbol or null for the source's default universe")
+        if value is not None and len(set(value)) != len(value):
+            dupes = sorted({s for s in value if value.count(s) > 1})
+            raise ValueError(f"lists {dupes} more than once; list each symbol once")
+        return value
+
+    @model_validator(mode="after")
+    def _check_range_and_path(self) -> DataConfig:
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}; swap them")
+        if self.source == "file" and self.path is None:
+            raise ValueError("source 'file' needs data.path, the CSV or parquet file to read")
+        return self
+
+
+class StrategyConfig(_Strict):
+    """The baseline strategy backtested by 06_validate."""
+
+    name: StrategyName = "momentum_12_1"
+    lookback_days: int = Field(252, ge=2, description="momentum window in sessions")
+    skip_days: int = Field(21, ge=0, description="most recent sessions left out of momentum")
+    top_n: int = Field(5, ge=1, description="number of symbols held, equally weighted")
+    rebalance: RebalanceFrequency = "monthly"
+
+    @model_validator(mode="after")
+    def _skip_inside_lookback(self) -> StrategyConfig:
+        if self.skip_days >= self.lookback_days:
+            raise ValueError(f"skip_days ({self.skip_days}) must be smaller than lookback_days ({self.lookback_days})")
+        return self
+
+
+class BacktestConfig(_Strict):
+    cost_bps: float = Field(10.0, ge=0, description="cost per unit of turnover, in basis points")
+    execution_lag_sessions: int = Field(1, ge=1, description="sessions between decision and trade (>= 1: no same-close fills)")
+
+
+class ReportConfig(_Strict):
+    title: str = "Spartan baseline"
+    tearsheet: bool = Field(True, description="write the quantstats HTML tearsheet")
+
+
+class RunConfig(_Strict):
+    """Everything one research run needs, saved as ``config.yaml`` in its run folder."""
+
+    scenario: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="short name used in run ids")
+    description: str = ""
+    data: DataConfig = DataConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    backtest: BacktestConfig = BacktestConfig()
+    report: ReportConfig = ReportConfig()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a parameter file (with what it inherits), apply overrides and validate.
+
+    Parameters
+    ----------
+    path : path to a YAML file, e.g. ``params/daily.yaml``.
+    overrides : ``"section.key=value"`` strings, applied in order.
+
+    Raises
+    ------
+    ConfigError
+        naming the file, the key, the value and the valid choices.
+    """
+    path = Path(path)
+    raw = _read_layered(path, seen=())
+    for item in overrides:
+        _apply_override(raw, item)
+    _refuse_secrets(raw, path)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, path)) from None
+
+
+def save_config(config: RunConfig, path: str | Path) -> Path:
+    """Write the resolved configuration (no ``inherits``) to ``path``."""
+    path = Path(path)
+    path.write_text(config.to_yaml())
+    return path
+
+
+def _read_layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Parameter file {path} does not exist; pass a YAML file such as params/daily.yaml.")
+    if path.resolve() in seen:
+        raise ConfigError(f"Parameter file {path} inherits itself through {[str(p) for p in seen]}; break the cycle.")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"Parameter file {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"Parameter file {path} must hold a mapping of keys to values, not {type(raw).__name__}.")
+    parent = raw.pop("inherits", None)
+    if parent is None:
+        return raw
+    base = _read_layered(path.parent / parent, seen=(*seen, path.resolve()))
+    return _deep_merge(base, raw)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"Override {item!r} is not of the form section.key=value, e.g. backtest.cost_bps=5.")
+    *parents, leaf = key.strip().split(".")
+    model: type[BaseModel] = RunConfig
+    node = raw
+    for depth, name in enumerate([*parents, leaf]):
+        fields = model.model_fields
+        if name not in fields:
+            where = ".".join([*parents, leaf][:depth]) or "the top level"
+            hint = difflib.get_close_matches(name, list(fields), n=1)
+            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            raise ConfigError(f"Override {item!r}: {name!r} is not a key of {where}; valid keys: {sorted(fields)}.{did_you_mean}")
+        if name == leaf:
+            break
+        annotation = fields[name].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            raise ConfigError(f"Override {item!r}: {name!r} is a value, not a section.")
+        model = annotation
+        node = node.setdefault(name, {})
+    try:
+        node[leaf] = yaml.safe_load(text)
+    except yaml.YAMLError:
+        node[leaf] = text
+
+
+def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
+    for key, value in raw.items():
+        dotted = f"{prefix}{key}"
+        if any(word in str(key).lower() for word in _SECRET_WORDS):
+            raise ConfigError(
+                f"{path}: key {dotted!r} looks like a secret. Secrets never go in parameter files "
+                "(they are copied into reports); set them in the environment or a git-ignored .env."
+            )
+        if isinstance(value, dict):
+            _refuse_secrets(value, path, prefix=f"{dotted}.")
+
+
+def _describe(err: ValidationError, path: Path) -> str:
+    lines = [f"Invalid parameters in {path} (after inherits and overrides):"]
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        if problem["type"] == "extra_forbidden":
+            parent_model = _model_at(problem["loc"][:-1])
+            valid = sorted(parent_model.model_fields) if parent_model else []
+            hint = difflib.get_close_matches(str(problem["loc"][-1]), valid, n=1)
+            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+            lines.append(f"- {where}: unknown key; valid keys here: {valid}.{did_you_mean}")
+        else:
+            shown = problem.get("input")
+            lines.append(f"- {where}: {problem['msg']} (got {shown!r}).")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = RunConfig
+    for name in loc:
+        field = model.model_fields.get(str(name))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model

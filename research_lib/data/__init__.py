@@ -1,0 +1,141 @@
+"""Market data: one canonical, validated price frame from any source.
+
+``load_prices`` is the entry point. Sources: ``bundled`` (real history shipped in PyPI
+packages, offline, the default), ``yfinance``, ``alpaca`` (keys from the environment)
+and ``file`` (your own CSV or parquet). Every load is validated, then saved as a parquet
+snapshot with its provenance under ``data/snapshots/``; later loads of the same request
+reuse the snapshot, so a run can be repeated exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from research_lib import paths
+from research_lib.data._bundled import BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
+from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
+from research_lib._io import now_utc
+from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
+from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance, read_price_file
+from research_lib.data._validate import validate_prices
+from research_lib.errors import DataValidationError
+
+__all__ = [
+    "BUNDLED_SYMBOLS", "DEFAULT_UNIVERSE", "FIELDS", "canonical_frame", "from_alpaca", "from_yfinance",
+    "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
+    "validate_prices", "write_snapshot",
+]
+
+SOURCES = ("bundled", "yfinance", "alpaca", "file")
+
+
+def load_prices(
+    source: str = "bundled",
+    symbols: list[str] | None = None,
+    start: str | dt.date | None = None,
+    end: str | dt.date | None = None,
+    *,
+    path: str | Path | None = None,
+    refresh: bool = False,
+    snapshot_dir: str | Path | None = None,
+    max_stale_sessions: int = 10,
+    max_daily_price_ratio: float = 3.0,
+) -> pd.DataFrame:
+    """Load validated daily prices as the canonical frame.
+
+    Parameters
+    ----------
+    source : ``"bundled"``, ``"yfinance"``, ``"alpaca"`` or ``"file"``.
+    symbols : symbols in the order wanted; ``None`` for the 20 bundled US large caps.
+    start, end : first and last session wanted (inclusive); ``None`` for all.
+    path : the CSV or parquet file, for ``source="file"``.
+    refresh : fetch again even if a snapshot of this request exists.
+    snapshot_dir : where snapshots live; default ``data/snapshots`` in the workspace.
+    max_stale_sessions, max_daily_price_ratio : validation limits, see ``validate_prices``.
+
+    Returns
+    -------
+    DataFrame
+        sessions x ``(field, symbol)``; ``attrs["provenance"]`` holds the snapshot record
+        (source, symbols, dates, retrieval time, sha256, snapshot path).
+
+    Raises
+    ------
+    DataValidationError
+        when the source lacks a symbol, the range is empty or any check fails. Nothing is
+        written in that case.
+    """
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r}; valid sources: {list(SOURCES)}")
+    symbols = list(symbols) if symbols else (None if source == "file" else list(DEFAULT_UNIVERSE))
+    start = pd.Timestamp(start).date() if start is not None else None
+    end = pd.Timestamp(end).date() if end is not None else None
+    request = {"source": source, "symbols": symbols, "start": str(start) if start else None,
+               "end": str(end) if end else None}
+    if source == "file":
+        request["path"] = str(Path(path).resolve()) if path else None
+        request["file_sha256"] = sha256_of(Path(path)) if path and Path(path).is_file() else None
+    key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+    snapshot = Path(snapshot_dir or paths.data_dir() / "snapshots") / f"{source}-{key}.parquet"
+    limits = {"max_stale_sessions": max_stale_sessions, "max_daily_price_ratio": max_daily_price_ratio}
+    if snapshot.is_file() and read_provenance(snapshot) is not None and not refresh:
+        prices = read_snapshot(snapshot, **limits)
+        prices.attrs["provenance"]["snapshot"] = str(snapshot)
+        return prices
+
+    prices, splits = _fetch(source, symbols, start, end, path)
+    prices = select(prices, None, start, end)
+    label = source if source != "file" else f"file {path}"
+    if prices.empty:
+        raise DataValidationError([f"{label} has no sessions between {start or 'the start'} and {end or 'the end'}; widen data.start/data.end."])
+    validate_prices(prices, label, splits=splits, **limits)
+    record = write_snapshot(prices, snapshot, {**request, "symbols": symbols_of(prices), "retrieved_at": now_utc(),
+                                               "versions": _source_versions(source)})
+    prices.attrs["provenance"] = {**record, "snapshot": str(snapshot)}
+    return prices
+
+
+def _fetch(source, symbols, start, end, path):
+    if source == "bundled":
+        everything = bundled_prices()
+        _refuse_unknown(symbols, BUNDLED_SYMBOLS, "bundled")
+        return select(everything, symbols), None
+    if source == "yfinance":
+        return fetch_yfinance(symbols, start, end)
+    if source == "alpaca":
+        return fetch_alpaca(symbols, start, end)
+    if path is None:
+        raise DataValidationError(["data.source 'file' needs data.path, the CSV or parquet file to read."])
+    prices, splits = read_price_file(Path(path), symbols)
+    if symbols:
+        _refuse_unknown(symbols, [s for s in symbols_of(prices) if prices["close"][s].notna().any()], f"file {path}")
+    return prices, splits
+
+
+def _refuse_unknown(symbols: list[str], available, label: str) -> None:
+    unknown = [s for s in symbols if s not in available]
+    if not unknown:
+        return
+    hints = []
+    for s in unknown:
+        close = difflib.get_close_matches(s, list(available), n=1)
+        if close:
+            hints.append(f"{s!r} -> did you mean {close[0]!r}?")
+    hint = (" " + " ".join(hints)) if hints else ""
+    raise DataValidationError([
+        f"{label} has no symbols {unknown}.{hint} Available: {', '.join(available)}. Fix data.symbols."
+    ])
+
+
+def _source_versions(source: str) -> dict[str, str]:
+    packages = {"bundled": ("skfolio", "arch"), "yfinance": ("yfinance",), "alpaca": ("alpaca-py",), "file": ()}[source]
+    from importlib.metadata import version
+
+    return {"python": sys.version.split()[0], **{p: version(p) for p in packages}}

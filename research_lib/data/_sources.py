@@ -1,0 +1,129 @@
+"""Fetchers: each returns ``(prices, splits)`` for the requested symbols and dates.
+
+``prices`` is a canonical frame (see ``_frame``), not yet validated; ``splits`` is a
+dates x symbols frame of split ratios, or ``None`` when the source has adjusted for them.
+Online fetchers are thin: the conversion of their answers is a pure function tested
+offline, and the Alpaca client is exercised against a local HTTP server in the tests.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from research_lib.data._frame import FIELDS, canonical_frame
+from research_lib.errors import DataValidationError, SpartanError
+
+# The environment variables alpaca-py's own examples use.
+ALPACA_KEY_ENV = "APCA_API_KEY_ID"
+ALPACA_SECRET_ENV = "APCA_API_SECRET_KEY"
+ALPACA_DATA_URL_ENV = "APCA_API_DATA_URL"
+
+
+def fetch_yfinance(symbols: list[str], start: dt.date | None, end: dt.date | None):
+    """Daily split- and dividend-adjusted bars from Yahoo Finance (needs the network)."""
+    import yfinance as yf
+
+    raw = yf.download(
+        symbols, start=start, end=_exclusive(end), auto_adjust=True, actions=True,
+        progress=False, group_by="column", multi_level_index=True, threads=False,
+    )
+    return from_yfinance(raw, symbols)
+
+
+def from_yfinance(raw: pd.DataFrame, symbols: list[str]):
+    """Convert ``yfinance.download`` output (columns: price x ticker) to a canonical frame.
+
+    A ticker yfinance failed to fetch comes back as an all-NaN column (or not at all); it is
+    kept as all-NaN so that validation names it.
+    """
+    if raw is None or raw.empty:
+        empty = pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=symbols, dtype="float64")
+        return canonical_frame({"close": empty}), None
+    names = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
+    fields = {names[p]: raw[p].reindex(columns=symbols) for p in names if p in raw.columns.get_level_values(0)}
+    splits = raw["Stock Splits"].reindex(columns=symbols) if "Stock Splits" in raw.columns.get_level_values(0) else None
+    frame = canonical_frame(fields)
+    if splits is not None:
+        splits = splits.where(splits > 0)
+        splits.index = frame.index
+    return frame, splits
+
+
+def fetch_alpaca(symbols: list[str], start: dt.date | None, end: dt.date | None, *, feed: str = "sip"):
+    """Daily adjusted bars from Alpaca market data (keys from the environment)."""
+    from alpaca.data.enums import Adjustment, DataFeed
+    from alpaca.data.historical import StockHistoricalDataClient
+    from alpaca.data.requests import StockBarsRequest
+    from alpaca.data.timeframe import TimeFrame
+
+    key, secret = os.environ.get(ALPACA_KEY_ENV), os.environ.get(ALPACA_SECRET_ENV)
+    if not key or not secret:
+        raise SpartanError(
+            f"data.source 'alpaca' needs {ALPACA_KEY_ENV} and {ALPACA_SECRET_ENV} in the environment "
+            "(or in a git-ignored .env file at the workspace root); or use data.source: bundled offline."
+        )
+    client = StockHistoricalDataClient(key, secret, url_override=os.environ.get(ALPACA_DATA_URL_ENV) or None)
+    request = StockBarsRequest(
+        symbol_or_symbols=symbols, timeframe=TimeFrame.Day, adjustment=Adjustment.ALL,
+        start=pd.Timestamp(start or "2016-01-01").to_pydatetime(),
+        end=pd.Timestamp(_exclusive(end)).to_pydatetime() if end else None,
+        feed=DataFeed(feed),
+    )
+    bars = client.get_stock_bars(request).df
+    return from_alpaca(bars, symbols), None
+
+
+def from_alpaca(bars: pd.DataFrame, symbols: list[str]) -> pd.DataFrame:
+    """Convert alpaca-py's bar frame (index: symbol x UTC timestamp) to a canonical frame."""
+    if bars.empty:
+        empty = pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=symbols, dtype="float64")
+        return canonical_frame({"close": empty})
+    bars = bars.reset_index()
+    stamps = pd.to_datetime(bars["timestamp"], utc=True).dt.tz_convert("America/New_York")
+    bars["date"] = stamps.dt.tz_localize(None).dt.normalize()
+    fields = {f: bars.pivot(index="date", columns="symbol", values=f).reindex(columns=symbols) for f in FIELDS}
+    return canonical_frame(fields)
+
+
+def read_price_file(path: Path, symbols: list[str] | None):
+    """Read your own prices from CSV or parquet.
+
+    Two layouts are accepted:
+
+    - long: columns ``date, symbol, close`` and optionally ``open, high, low, volume``;
+    - wide: a ``date`` column and one column of adjusted closes per symbol.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataValidationError([f"Price file {path} does not exist; set data.path to a CSV or parquet file."])
+    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    columns = {c.lower(): c for c in table.columns}
+    if "date" not in columns:
+        raise DataValidationError([f"Price file {path} has no 'date' column (columns: {list(table.columns)}); name the session-date column 'date'."])
+    table = table.rename(columns={v: k for k, v in columns.items()})
+    try:
+        table["date"] = pd.to_datetime(table["date"])
+    except (ValueError, TypeError) as err:
+        raise DataValidationError([f"Price file {path}: column 'date' has a value that is not a date ({err}); use YYYY-MM-DD."]) from None
+    if "symbol" in table.columns:
+        if "close" not in table.columns:
+            raise DataValidationError([f"Price file {path} is in long layout (it has 'symbol') but has no 'close' column; add the adjusted closes."])
+        dupes = table.duplicated(["date", "symbol"])
+        if dupes.any():
+            row = table[dupes].iloc[0]
+            raise DataValidationError([f"Price file {path}: {row['symbol']} has more than one row on {row['date']:%Y-%m-%d}; keep one row per date and symbol."])
+        wanted = symbols or sorted(table["symbol"].unique())
+        fields = {f: table.pivot(index="date", columns="symbol", values=f).reindex(columns=wanted) for f in FIELDS if f in table.columns}
+    else:
+        closes = table.set_index("date")
+        fields = {"close": closes.reindex(columns=symbols) if symbols else closes}
+    return canonical_frame(fields), None
+
+
+def _exclusive(end: dt.date | None):
+    """Sources take an exclusive end date; ours are inclusive."""
+    return None if end is None else pd.Timestamp(end) + pd.Timedelta(days=1)

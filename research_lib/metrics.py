@@ -1,0 +1,74 @@
+"""Headline performance numbers from daily simple returns.
+
+Pure functions of NumPy arrays; fractions, never percentages; 252 sessions a year;
+the risk-free rate is taken as zero.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PERIODS_PER_YEAR = 252
+
+
+def cagr(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """Compound annual growth rate."""
+    returns = np.asarray(returns, dtype=float)
+    growth = np.prod(1.0 + returns)
+    return float(growth ** (periods_per_year / len(returns)) - 1.0)
+
+
+def annual_volatility(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    return float(np.std(returns, ddof=1) * np.sqrt(periods_per_year))
+
+
+def sharpe_ratio(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+    """Annualized Sharpe ratio (mean over standard deviation, ddof=1); NaN if flat."""
+    returns = np.asarray(returns, dtype=float)
+    std = np.std(returns, ddof=1)
+    return float(np.mean(returns) / std * np.sqrt(periods_per_year)) if std > 0 else float("nan")
+
+
+def max_drawdown(returns: np.ndarray) -> float:
+    """Largest peak-to-trough loss of the compounded curve, as a negative fraction."""
+    wealth = np.cumprod(1.0 + np.asarray(returns, dtype=float))
+    peaks = np.maximum.accumulate(np.r_[1.0, wealth])[1:]
+    return float(np.min(wealth / peaks - 1.0))
+
+
+def win_rate(returns: np.ndarray) -> float:
+    """Share of sessions with a positive return among sessions with a non-zero return."""
+    returns = np.asarray(returns, dtype=float)
+    active = returns[returns != 0]
+    return float(np.mean(active > 0)) if active.size else float("nan")
+
+
+def headline_metrics(returns: pd.Series) -> dict[str, float | str | int]:
+    """The numbers a tearsheet leads with, as plain JSON-ready values."""
+    values = returns.to_numpy(dtype=float)
+    return {
+        "start": returns.index[0].strftime("%Y-%m-%d"),
+        "end": returns.index[-1].strftime("%Y-%m-%d"),
+        "sessions": int(len(values)),
+        "total_return": float(np.prod(1.0 + values) - 1.0),
+        "cagr": cagr(values),
+        "annual_volatility": annual_volatility(values),
+        "sharpe": sharpe_ratio(values),
+        "max_drawdown": max_drawdown(values),
+        "win_rate": win_rate(values),
+    }
+
+
+def backtest_metrics(returns: pd.Series, turnover: pd.Series, costs: pd.Series, benchmark: pd.Series) -> dict:
+    """Headline numbers of a backtest and of its benchmark over the same sessions.
+
+    ``benchmark`` holds the benchmark's daily simple returns; sessions it lacks count as 0.
+    """
+    years = len(returns) / PERIODS_PER_YEAR
+    return {
+        "strategy": headline_metrics(returns),
+        "benchmark": headline_metrics(benchmark.reindex(returns.index).fillna(0.0)),
+        "annual_turnover": float(turnover.sum() / years),
+        "annual_cost": float(costs.sum() / years),
+    }

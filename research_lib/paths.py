@@ -1,0 +1,35 @@
+"""Where the workspace lives: ``params/``, ``data/``, ``reports/`` and ``notebooks/``.
+
+The workspace root is ``$SPARTAN_HOME`` when set, otherwise the nearest folder at or
+above the current directory that holds ``params/base.yaml`` (so notebooks opened from
+``notebooks/`` find it), otherwise the current directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def workspace_root() -> Path:
+    """Return the workspace root folder (see the module docstring)."""
+    env = os.environ.get("SPARTAN_HOME")
+    if env:
+        return Path(env).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "params" / "base.yaml").is_file():
+            return folder
+    return here
+
+
+def data_dir() -> Path:
+    return workspace_root() / "data"
+
+
+def reports_dir() -> Path:
+    return workspace_root() / "reports"
+
+
+def notebooks_dir() -> Path:
+    return workspace_root() / "notebooks"

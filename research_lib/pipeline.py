@@ -1,0 +1,215 @@
+"""Execute the notebook chain with papermill and record the run.
+
+One run: resolve parameters -> create ``reports/runs/<run_id>/`` with ``config.yaml`` ->
+execute each ``notebooks/NN_name.ipynb`` into the run folder (parameters: ``config_path``
+and ``run_dir`` only; secrets stay in the environment) -> HTML of each executed notebook
+-> ``manifest.json`` updated after every stage -> ``reports/index.html`` rebuilt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+from jupyter_client.manager import AsyncKernelManager
+
+from research_lib import paths
+from research_lib.config import RunConfig, load_config, save_config
+from research_lib.data import read_provenance
+from research_lib._io import atomic_write_bytes, now_utc, read_json, write_json
+from research_lib.errors import ConfigError, SpartanError
+
+STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+MANIFEST = "manifest.json"
+_VERSIONED = ("pandas", "numpy", "papermill", "quantstats", "scikit-learn", "skfolio", "arch")
+
+
+class _IPCKernelManager(AsyncKernelManager):
+    """Kernels talk over local IPC sockets in a temp folder, not unencrypted TCP ports."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+        self.ip = os.path.join(tempfile.gettempdir(), f"spartan-kernel-{uuid.uuid4().hex[:8]}")
+
+
+class StageFailed(SpartanError):
+    """A notebook of the chain raised; the run is marked failed in its manifest."""
+
+
+def discover_stages(notebooks_dir: Path) -> list[Path]:
+    """The chain: every ``NN_verb_object.ipynb`` in ``notebooks_dir``, in number order."""
+    return sorted(p for p in Path(notebooks_dir).iterdir() if STAGE_PATTERN.match(p.name))
+
+
+def select_stages(available: list[Path], wanted: list[str] | None) -> list[Path]:
+    """Pick stages by name (``01_load_data``) or number (``01``); refuse unknown ones."""
+    if not wanted:
+        return available
+    by_key = {}
+    for path in available:
+        by_key[path.stem] = path
+        by_key[path.stem[:2]] = path
+    unknown = [w for w in wanted if w not in by_key]
+    if unknown:
+        raise ConfigError(f"Unknown stage(s) {unknown}; the chain has {[p.stem for p in available]}.")
+    chosen = {by_key[w] for w in wanted}
+    return [p for p in available if p in chosen]
+
+
+def new_run_id(scenario: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{scenario}-{uuid.uuid4().hex[:4]}"
+
+
+def git_commit(repo: Path) -> dict[str, str | bool | None]:
+    """The code commit the run used, and whether the working tree had changes."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                                capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return {"commit": None, "dirty": None}
+    if commit.returncode != 0:
+        return {"commit": None, "dirty": None}
+    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in _VERSIONED:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def write_manifest(run_dir: Path, manifest: dict) -> None:
+    write_json(run_dir / MANIFEST, manifest)
+
+
+def run_pipeline(
+    params: str | Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    stages: list[str] | None = None,
+    run_dir: str | Path | None = None,
+    *,
+    notebooks_dir: str | Path | None = None,
+    echo: Callable[[str], None] = print,
+) -> Path:
+    """Run the chain for ``params`` and return the run folder.
+
+    Raises
+    ------
+    ConfigError
+        bad parameters or stage names (before anything is written).
+    StageFailed
+        a notebook failed; the manifest says which, and the index is rebuilt.
+    """
+    config = load_config(params, overrides)
+    notebooks = Path(notebooks_dir or paths.notebooks_dir())
+    chain = select_stages(discover_stages(notebooks), stages)
+    if not chain:
+        raise ConfigError(f"No notebooks named NN_verb_object.ipynb in {notebooks}; nothing to run.")
+    run_id = new_run_id(config.scenario) if run_dir is None else Path(run_dir).name
+    run_dir = Path(run_dir or paths.reports_dir() / "runs" / run_id).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_path = save_config(config, run_dir / "config.yaml")
+
+    manifest = {
+        "run_id": run_id, "scenario": config.scenario, "description": config.description,
+        "params_file": str(params), "overrides": list(overrides), "status": "running",
+        "created_at": now_utc(), "finished_at": None, "error": None,
+        "code": git_commit(paths.workspace_root()), "versions": _versions(),
+        "config": config.model_dump(mode="json"), "data": None, "metrics": None,
+        "stages": [{"name": p.stem, "status": "pending"} for p in chain],
+    }
+    write_manifest(run_dir, manifest)
+    echo(f"spartan run {params} -> {run_dir}")
+    try:
+        for number, notebook in enumerate(chain):
+            stage = manifest["stages"][number]
+            echo(f"[{number + 1}/{len(chain)}] {notebook.stem} ...")
+            stage.update(status="running", started_at=now_utc())
+            write_manifest(run_dir, manifest)
+            started = time.perf_counter()
+            error = _execute(notebook, run_dir, config_path, notebooks)
+            stage["duration_s"] = round(time.perf_counter() - started, 3)
+            stage["notebook"] = f"{notebook.stem}.ipynb"
+            stage["html"] = _to_html(run_dir / f"{notebook.stem}.ipynb")
+            if error:
+                stage.update(status="failed", error=error)
+                raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {run_dir / stage['html']}")
+            stage["status"] = "succeeded"
+            echo(f"      done in {stage['duration_s']:.1f} s")
+            write_manifest(run_dir, manifest)
+        manifest["status"] = "succeeded"
+    except StageFailed as err:
+        manifest.update(status="failed", error=str(err))
+        raise
+    except KeyboardInterrupt:
+        manifest.update(status="interrupted", error="interrupted by the user")
+        raise
+    finally:
+        manifest["finished_at"] = now_utc()
+        manifest["data"] = read_provenance(run_dir / "prices.parquet")
+        manifest["metrics"] = read_json(run_dir / "metrics.json")
+        write_manifest(run_dir, manifest)
+        _rebuild_index()
+    return run_dir
+
+
+def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path) -> str | None:
+    """Execute one notebook; return a one-line description of the failure, or None."""
+    import papermill as pm
+
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["SPARTAN_HOME"] = str(paths.workspace_root())
+    try:
+        pm.execute_notebook(
+            str(notebook), str(run_dir / notebook.name),
+            parameters={"config_path": str(config_path), "run_dir": str(run_dir)},
+            kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=False,
+            kernel_manager_class=f"{__name__}._IPCKernelManager",
+        )
+    except pm.PapermillExecutionError as err:
+        first_line = next((line for line in err.source.splitlines() if line.strip()), "")
+        return f"cell {err.exec_count} (`{first_line.strip()}`) raised {err.ename}: {err.evalue}"
+    return None
+
+
+def _to_html(executed: Path) -> str | None:
+    """Convert an executed notebook to HTML beside it; return the file name."""
+    if not executed.is_file():
+        return None
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    target = executed.with_suffix(".html")
+    atomic_write_bytes(target, body.encode())
+    return target.name
+
+
+def _rebuild_index() -> None:
+    from research_lib.reports import build_index
+
+    build_index(paths.reports_dir())
+
+
+def load_manifest(run_dir: str | Path) -> dict:
+    return json.loads((Path(run_dir) / MANIFEST).read_text())
+
+
+__all__ = ["RunConfig", "StageFailed", "discover_stages", "load_manifest", "run_pipeline", "select_stages"]

@@ -1,0 +1,46 @@
+"""The run's tearsheet (quantstats HTML) and its headline numbers (metrics.json)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from research_lib._io import write_json
+
+
+def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str) -> Path:
+    """Write quantstats' full HTML report of ``returns`` against ``benchmark`` to ``path``.
+
+    Both series are daily simple returns; the benchmark is aligned to the strategy's
+    dates. The file appears only when complete.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
+    import quantstats as qs
+
+    path = Path(path)
+    benchmark = benchmark.reindex(returns.index).fillna(0.0).rename("Benchmark")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".html")
+    os.close(fd)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            qs.reports.html(returns.rename("Strategy"), benchmark=benchmark, output=tmp, title=title,
+                            benchmark_title=str(benchmark.name))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_metrics(metrics: dict, path: str | Path) -> Path:
+    """Write ``metrics`` as indented JSON, atomically."""
+    return write_json(Path(path), metrics)
