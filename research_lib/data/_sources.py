@@ -55,6 +55,7 @@ def from_yfinance(raw: pd.DataFrame, symbols: list[str]):
 
 def fetch_alpaca(symbols: list[str], start: dt.date | None, end: dt.date | None, *, feed: str = "sip"):
     """Daily adjusted bars from Alpaca market data (keys from the environment)."""
+    from alpaca.common.exceptions import APIError
     from alpaca.data.enums import Adjustment, DataFeed
     from alpaca.data.historical import StockHistoricalDataClient
     from alpaca.data.requests import StockBarsRequest
@@ -73,7 +74,14 @@ def fetch_alpaca(symbols: list[str], start: dt.date | None, end: dt.date | None,
         end=pd.Timestamp(_exclusive(end)).to_pydatetime() if end else None,
         feed=DataFeed(feed),
     )
-    bars = client.get_stock_bars(request).df
+    try:
+        bars = client.get_stock_bars(request).df
+    except APIError as err:  # 401/403 (keys, plan), or 429/504 after alpaca-py's retries
+        raise SpartanError(
+            f"Alpaca refused the bars request for {', '.join(symbols)} (HTTP {err.status_code}: {err}); "
+            f"check {ALPACA_KEY_ENV}/{ALPACA_SECRET_ENV} and that your Alpaca plan allows feed '{feed}', "
+            "or retry later if rate-limited."
+        ) from err
     return from_alpaca(bars, symbols), None
 
 

@@ -27,7 +27,8 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
         try:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
-            runs.append({"run_id": folder.name, "status": "unreadable", "created_at": "", "links": [], "metrics": {}})
+            runs.append({"run_id": folder.name, "status": "unreadable", "created_at": "", "links": [],
+                         "metrics": dict.fromkeys(_HEADLINE)})
             continue
         strategy = (manifest.get("metrics") or {}).get("strategy", {})
         links = [("tearsheet", f"runs/{folder.name}/tearsheet.html")] if (folder / "tearsheet.html").is_file() else []

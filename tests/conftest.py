@@ -1,0 +1,40 @@
+"""Shared fixtures: small real data, and a throw-away workspace for runs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from research_lib.data import canonical_frame, load_prices
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def bundled_small(tmp_path_factory) -> pd.DataFrame:
+    """Six bundled stocks and the S&P 500 index, 2015-2018 (real prices)."""
+    return load_prices("bundled", ["AAPL", "JPM", "KO", "MSFT", "PFE", "XOM", "SP500"], "2015-01-01", "2018-12-31",
+                       snapshot_dir=tmp_path_factory.mktemp("snapshots"))
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """An empty workspace (SPARTAN_HOME) that uses the repository's params and notebooks."""
+    (tmp_path / "params").symlink_to(REPO / "params")
+    (tmp_path / "notebooks").symlink_to(REPO / "notebooks")
+    monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
+    return tmp_path
+
+
+def make_prices(closes: dict[str, list[float]], start: str = "2020-01-01", **fields) -> pd.DataFrame:
+    """A canonical frame from lists of closes on consecutive business days."""
+    dates = pd.bdate_range(start, periods=len(next(iter(closes.values()))))
+    frames = {"close": pd.DataFrame(closes, index=dates)}
+    for name, values in fields.items():
+        frames[name] = pd.DataFrame(values, index=dates)
+    return canonical_frame(frames)

@@ -1,0 +1,104 @@
+"""Parameters: layered, strict, overridable, and refused with the fix when wrong."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+import yaml
+
+from research_lib.config import load_config, save_config
+from research_lib.errors import ConfigError
+from tests.conftest import REPO
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_daily_inherits_base_and_overrides_its_own_keys():
+    config = load_config(REPO / "params" / "daily.yaml")
+    assert config.scenario == "daily"
+    assert config.data.source == "bundled"
+    assert config.data.start == dt.date(1993, 1, 1)
+    assert config.strategy.name == "momentum_12_1"
+
+
+def test_nested_sections_merge_key_by_key():
+    config = load_config(REPO / "params" / "smoke.yaml")
+    assert config.data.symbols == ["AAPL", "JPM", "KO", "MSFT", "PFE", "XOM"]
+    assert config.data.benchmark == "SP500", "keys the scenario does not set come from base.yaml"
+    assert config.strategy.top_n == 2 and config.strategy.lookback_days == 252
+
+
+def test_set_overrides_parse_yaml_values():
+    config = load_config(REPO / "params" / "daily.yaml", ["backtest.cost_bps=5", "data.symbols=[AAPL, MSFT]", "data.end=2010-12-31"])
+    assert config.backtest.cost_bps == 5.0
+    assert config.data.symbols == ["AAPL", "MSFT"]
+    assert config.data.end == dt.date(2010, 12, 31)
+
+
+def test_unknown_key_in_file_is_refused_with_a_hint(tmp_path):
+    path = write(tmp_path / "p.yaml", "scenario: x\nbacktest:\n  cost_bp: 5\n")
+    with pytest.raises(ConfigError, match=r"backtest.cost_bp: unknown key; valid keys here: \['cost_bps', 'execution_lag_sessions'\]. Did you mean 'cost_bps'\?"):
+        load_config(path)
+
+
+def test_unknown_override_key_is_refused_with_a_hint():
+    with pytest.raises(ConfigError, match=r"Override 'strategy.top=3': 'top' is not a key of strategy; valid keys: .*Did you mean 'top_n'\?"):
+        load_config(REPO / "params" / "daily.yaml", ["strategy.top=3"])
+
+
+def test_bad_choice_lists_the_valid_options():
+    with pytest.raises(ConfigError, match=r"data.source: Input should be 'bundled', 'yfinance', 'alpaca' or 'file' \(got 'bloomberg'\)"):
+        load_config(REPO / "params" / "daily.yaml", ["data.source=bloomberg"])
+
+
+@pytest.mark.parametrize("override, match", [
+    ("backtest.cost_bps=-1", r"backtest.cost_bps: Input should be greater than or equal to 0 \(got -1\)"),
+    ("backtest.execution_lag_sessions=0", r"execution_lag_sessions: Input should be greater than or equal to 1"),
+    ("data.start=2020-01-01", r"start 2020-01-01 is after end 2019-01-01; swap them"),
+    ("strategy.skip_days=300", r"skip_days \(300\) must be smaller than lookback_days \(252\)"),
+    ("data.symbols=[]", r"data.symbols: Value error, is an empty list"),
+    ("data.symbols=[AAPL, AAPL]", r"lists \['AAPL'\] more than once"),
+    ("data.source=file", r"source 'file' needs data.path"),
+    ("scenario=has space", r"scenario: String should match pattern"),
+])
+def test_bad_values_name_the_key_and_value(override, match):
+    overrides = [override, "data.end=2019-01-01"] if "start" in override else [override]
+    with pytest.raises(ConfigError, match=match):
+        load_config(REPO / "params" / "daily.yaml", overrides)
+
+
+def test_malformed_override_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"Override 'cost_bps' is not of the form section.key=value"):
+        load_config(REPO / "params" / "daily.yaml", ["cost_bps"])
+    with pytest.raises(ConfigError, match=r"Override 'backtest.cost_bps.x=1': 'cost_bps' is a value, not a section"):
+        load_config(REPO / "params" / "daily.yaml", ["backtest.cost_bps.x=1"])
+    with pytest.raises(ConfigError, match=r"Parameter file .*nope.yaml does not exist"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_broken_yaml_non_mapping_and_inheritance_cycle(tmp_path):
+    with pytest.raises(ConfigError, match="is not valid YAML"):
+        load_config(write(tmp_path / "bad.yaml", "scenario: [unclosed\n"))
+    with pytest.raises(ConfigError, match="must hold a mapping of keys to values, not list"):
+        load_config(write(tmp_path / "list.yaml", "- a\n- b\n"))
+    write(tmp_path / "a.yaml", "inherits: b.yaml\nscenario: a\n")
+    write(tmp_path / "b.yaml", "inherits: a.yaml\n")
+    with pytest.raises(ConfigError, match="inherits itself"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_secrets_are_refused_in_parameter_files(tmp_path):
+    path = write(tmp_path / "p.yaml", "scenario: x\ndata:\n  alpaca_api_key: abc\n")
+    with pytest.raises(ConfigError, match=r"key 'data.alpaca_api_key' looks like a secret.*environment or a git-ignored .env"):
+        load_config(path)
+
+
+def test_resolved_config_round_trips_without_inherits(tmp_path):
+    config = load_config(REPO / "params" / "smoke.yaml", ["backtest.cost_bps=7.5"])
+    saved = save_config(config, tmp_path / "config.yaml")
+    assert "inherits" not in yaml.safe_load(saved.read_text())
+    assert load_config(saved) == config

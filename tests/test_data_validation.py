@@ -1,0 +1,121 @@
+"""Every bad input of the data layer is refused with a message naming source, symbol, date and value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from research_lib.data import load_prices, validate_prices
+from research_lib.errors import DataValidationError
+from tests.conftest import make_prices
+
+GOOD = [10.0, 10.5, 10.2, 10.8, 11.0, 10.9]
+
+
+def test_clean_prices_pass():
+    validate_prices(make_prices({"AAA": GOOD, "BBB": [20, 21, 22, 21, 20, 21]}), "test")
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.nan, r"test, AAA: missing \(NaN\) close on 2020-01-03 .*fill the gap"),
+    (np.inf, r"test, AAA: infinite close \(inf\) on 2020-01-03.*re-fetch"),
+    (-1.0, r"test, AAA: non-positive close -1 on 2020-01-03 .*prices must be > 0"),
+    (0.0, r"test, AAA: non-positive close 0 on 2020-01-03"),
+])
+def test_bad_close_values_are_named(bad, match):
+    closes = list(GOOD)
+    closes[2] = bad
+    with pytest.raises(DataValidationError, match=match):
+        validate_prices(make_prices({"AAA": closes}), "test")
+
+
+def test_leading_and_trailing_nan_are_a_listing_span_not_a_gap():
+    validate_prices(make_prices({"AAA": [np.nan, *GOOD[1:-1], np.nan], "BBB": GOOD}), "test")
+
+
+def test_duplicate_dates():
+    prices = make_prices({"AAA": GOOD})
+    prices = pd.concat([prices, prices.iloc[[3]]]).sort_index()
+    with pytest.raises(DataValidationError, match=r"duplicated dates \(1: 2020-01-06\).*duplicated\(keep='last'\)"):
+        validate_prices(prices, "test")
+
+
+def test_unsorted_dates():
+    prices = make_prices({"AAA": GOOD}).iloc[[0, 2, 1, 3, 4, 5]]
+    with pytest.raises(DataValidationError, match=r"unsorted dates: 2020-01-02 comes after 2020-01-03 \(row 2\); sort it"):
+        validate_prices(prices, "test")
+
+
+def test_yfinance_silent_failure_all_nan_column():
+    prices = make_prices({"AAA": GOOD, "NOPE": [np.nan] * 6})
+    with pytest.raises(DataValidationError, match=r"yfinance returned no prices for NOPE .*remove NOPE from data.symbols"):
+        validate_prices(prices, "yfinance")
+
+
+def test_stale_series():
+    closes = [10.0] + [12.0] * 12 + [12.5]
+    with pytest.raises(DataValidationError, match=r"test, AAA: stale series, the close stayed at 12 for 11 sessions from 2020-01-02.*max_stale_sessions \(now 10\)"):
+        validate_prices(make_prices({"AAA": closes}), "test", max_stale_sessions=10)
+    validate_prices(make_prices({"AAA": closes}), "test", max_stale_sessions=11)
+
+
+def test_impossible_jump_without_split():
+    closes = [100.0, 101.0, 25.0, 25.5, 26.0, 25.8]
+    with pytest.raises(DataValidationError, match=r"test, AAA: impossible one-day move on 2020-01-03, close 101 -> 25 \(x0.248\) with no split recorded"):
+        validate_prices(make_prices({"AAA": closes}), "test")
+
+
+def test_jump_explained_by_a_recorded_split_is_accepted():
+    prices = make_prices({"AAA": [100.0, 101.0, 25.0, 25.5, 26.0, 25.8]})
+    splits = pd.DataFrame({"AAA": [np.nan, np.nan, 4.0, np.nan, np.nan, np.nan]}, index=prices.index)
+    validate_prices(prices, "test", splits=splits)
+
+
+def test_bad_volume_and_ohlc_fields():
+    prices = make_prices({"AAA": GOOD}, volume={"AAA": [1e6, 2e6, -5, 1e6, 1e6, 1e6]}, high={"AAA": [11, 11, 11, np.inf, 12, 12]})
+    with pytest.raises(DataValidationError) as caught:
+        validate_prices(prices, "test")
+    assert caught.value.problems == [
+        "test, AAA: invalid high inf on 2020-01-06 (1 such sessions); fix or re-fetch the data.",
+        "test, AAA: invalid volume -5 on 2020-01-03 (1 such sessions); fix or re-fetch the data.",
+    ]
+
+
+def test_empty_and_undated_frames():
+    empty = make_prices({"AAA": GOOD}).iloc[:0]
+    with pytest.raises(DataValidationError, match="has no sessions; widen data.start/data.end"):
+        validate_prices(empty, "test")
+    undated = make_prices({"AAA": GOOD}).reset_index(drop=True)
+    with pytest.raises(DataValidationError, match="is not indexed by dates"):
+        validate_prices(undated, "test")
+
+
+def test_many_problems_are_counted_in_one_paragraph():
+    prices = make_prices({"AAA": [np.nan if i == 2 else v for i, v in enumerate(GOOD)], "BBB": [1, 2, -1, 2, 2, 2]})
+    with pytest.raises(DataValidationError, match=r"\(1 more problem of the same data not shown.\)$") as caught:
+        validate_prices(prices, "test")
+    assert len(caught.value.problems) == 2
+    assert "\n" not in str(caught.value)
+
+
+def test_unknown_bundled_symbol_suggests_the_right_one(tmp_path):
+    with pytest.raises(DataValidationError, match=r"bundled has no symbols \['APPL'\]. 'APPL' -> did you mean 'AAPL'\?"):
+        load_prices("bundled", ["APPL", "MSFT"], snapshot_dir=tmp_path)
+    assert not any(tmp_path.iterdir()), "nothing is written when a load fails"
+
+
+def test_empty_date_range(tmp_path):
+    with pytest.raises(DataValidationError, match=r"bundled has no sessions between 2030-01-01 and 2030-12-31"):
+        load_prices("bundled", ["AAPL"], "2030-01-01", "2030-12-31", snapshot_dir=tmp_path)
+
+
+def test_real_bundled_history_before_1993_is_refused_as_stale(tmp_path):
+    """RRC's early-1990s quotes really are stale; the default start (1993) avoids them."""
+    with pytest.raises(DataValidationError, match=r"bundled, RRC: stale series, the close stayed at 3.322 for 68 sessions from 1990-01-02"):
+        load_prices("bundled", ["RRC"], "1990-01-01", "1992-12-31", snapshot_dir=tmp_path)
+
+
+def test_unknown_source_lists_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match=r"unknown data source 'bloomberg'; valid sources: \['bundled', 'yfinance', 'alpaca', 'file'\]"):
+        load_prices("bloomberg", snapshot_dir=tmp_path)

@@ -1,0 +1,125 @@
+"""The research run end to end: papermill chain, manifest, reports, failures and exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from research_lib.cli import main
+from research_lib.data import read_provenance
+from research_lib.pipeline import discover_stages, load_manifest, select_stages
+from research_lib.errors import ConfigError
+from tests.conftest import REPO
+
+CANARY = "sk-ant-canary-0123456789abcdefghij"
+
+
+def only_run(workspace):
+    runs = sorted((workspace / "reports" / "runs").iterdir())
+    assert len(runs) == 1
+    return runs[0]
+
+
+@pytest.mark.notebook
+def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", CANARY + "-alpaca")
+    assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "report.tearsheet=true"]) == 0
+    run = only_run(workspace)
+    out = capsys.readouterr().out
+    assert "[1/2] 01_load_data" in out and "[2/2] 06_validate" in out and "Run succeeded: CAGR" in out
+
+    manifest = load_manifest(run)
+    assert manifest["status"] == "succeeded" and manifest["scenario"] == "smoke"
+    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "06_validate"]
+    assert all(s["status"] == "succeeded" and s["duration_s"] > 0 for s in manifest["stages"])
+    assert manifest["config"]["report"]["tearsheet"] is True, "overrides are saved with the run"
+    assert manifest["data"]["sha256"] == read_provenance(run / "prices.parquet")["sha256"]
+    assert manifest["data"]["source"] == "bundled"
+    assert set(manifest["metrics"]["strategy"]) >= {"cagr", "sharpe", "max_drawdown", "win_rate"}
+
+    for name in ("config.yaml", "prices.parquet", "metrics.json", "01_load_data.ipynb", "01_load_data.html",
+                 "06_validate.ipynb", "06_validate.html", "tearsheet.html"):
+        assert (run / name).is_file(), name
+    tearsheet = (run / "tearsheet.html").read_text()
+    for section in ("Cumulative Returns", "Drawdown", "Monthly Returns", "Sharpe", "Benchmark"):
+        assert section in tearsheet, section
+
+    index = (workspace / "reports" / "index.html").read_text()
+    assert run.name in index and f"runs/{run.name}/tearsheet.html" in index and "succeeded" in index
+
+    for path in [*run.rglob("*"), workspace / "reports" / "index.html"]:
+        if path.is_file():
+            assert CANARY.encode() not in path.read_bytes(), f"secret leaked into {path}"
+
+
+@pytest.mark.notebook
+@pytest.mark.parametrize("corrupt, message", [
+    ("nan", r"snapshot .*bundled-\w+\.parquet, KO: missing \(NaN\) close on 2016-03-01"),
+    ("negative", r"snapshot .*bundled-\w+\.parquet, KO: non-positive close -1 on 2016-03-01"),
+    ("duplicate", r"snapshot .*bundled-\w+\.parquet has duplicated dates \(1: 2016-03-01\)"),
+])
+def test_corrupted_snapshot_fails_the_run_with_one_clear_paragraph(workspace, capsys, corrupt, message):
+    params = str(workspace / "params" / "smoke.yaml")
+    assert main(["run", params, "--stages", "01"]) == 0
+    [snapshot] = (workspace / "data" / "snapshots").glob("*.parquet")
+    prices = pd.read_parquet(snapshot)
+    day = pd.Timestamp("2016-03-01")
+    if corrupt == "duplicate":
+        prices = pd.concat([prices, prices.loc[[day]]]).sort_index()
+    else:
+        prices.loc[day, ("close", "KO")] = float("nan") if corrupt == "nan" else -1.0
+    prices.to_parquet(snapshot)
+    capsys.readouterr()
+
+    assert main(["run", params, "--stages", "01"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert "Stage 01_load_data failed" in err and "DataValidationError" in err
+    import re
+    assert re.search(message, err), err
+
+    failed = max((workspace / "reports" / "runs").iterdir(), key=lambda p: load_manifest(p)["created_at"] + p.name)
+    manifest = load_manifest(failed)
+    assert manifest["status"] == "failed" and manifest["stages"][0]["status"] == "failed"
+    assert (failed / "01_load_data.html").is_file(), "the failed notebook is kept, with its traceback"
+    assert "failed" in (workspace / "reports" / "index.html").read_text()
+
+
+def test_bad_parameters_exit_2_and_write_nothing(workspace, capsys):
+    assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "backtest.cost_bps=-3"]) == 2
+    assert "backtest.cost_bps: Input should be greater than or equal to 0" in capsys.readouterr().err
+    assert not (workspace / "reports").exists()
+
+
+def test_unknown_stage_exits_2(workspace, capsys):
+    assert main(["run", str(workspace / "params" / "smoke.yaml"), "--stages", "99"]) == 2
+    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '06_validate']" in capsys.readouterr().err
+
+
+def test_bad_command_line_exits_2(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["run"])
+    assert caught.value.code == 2
+
+
+def test_stage_discovery_and_selection(tmp_path):
+    chain = discover_stages(REPO / "notebooks")
+    assert [p.stem for p in chain] == ["01_load_data", "06_validate"]
+    assert select_stages(chain, ["06"]) == chain[1:]
+    assert select_stages(chain, None) == chain
+    (tmp_path / "scratch.ipynb").write_text("{}")
+    with pytest.raises(ConfigError, match="No notebooks named NN_verb_object.ipynb"):
+        from research_lib.pipeline import run_pipeline
+        run_pipeline(REPO / "params" / "smoke.yaml", notebooks_dir=tmp_path, run_dir=tmp_path / "run")
+
+
+def test_index_command_lists_runs_even_with_a_broken_manifest(workspace, capsys):
+    broken = workspace / "reports" / "runs" / "20260101T000000Z-x-0000"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text("{not json")
+    assert main(["index"]) == 0
+    html = (workspace / "reports" / "index.html").read_text()
+    assert "20260101T000000Z-x-0000" in html and "unreadable" in html
