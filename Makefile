@@ -22,7 +22,7 @@ run: $(STAMP)
 	$(BIN)/spartan run $(PARAMS)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest --cov=research_lib --cov-report=term --cov-fail-under=90
+	$(BIN)/python -m pytest --cov=research_lib --cov-report=term --cov-fail-under=90 tests notebooks --nbval-lax
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks

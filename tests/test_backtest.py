@@ -100,7 +100,7 @@ def test_rebalance_dates_are_month_ends_and_never_the_last_data_day():
     dates = rebalance_dates(sessions, "monthly")
     assert list(dates.strftime("%Y-%m-%d")) == ["2021-01-29", "2021-02-26"]
     weekly = rebalance_dates(sessions, "weekly")
-    assert (weekly.dayofweek == 4).all() and len(weekly) == 11, "every Friday from 2021-01-01 to 2021-03-12"
+    assert (weekly.day_of_week == 4).all() and len(weekly) == 11, "every Friday from 2021-01-01 to 2021-03-12"
     with pytest.raises(ValueError, match=r"unknown rebalance frequency 'daily'; valid: \['monthly', 'weekly'\]"):
         rebalance_dates(sessions, "daily")
 

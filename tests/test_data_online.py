@@ -260,3 +260,9 @@ def test_yfinance_recorded_split_explains_a_price_jump():
     without_split, no_splits = from_yfinance(yfinance_download({"AAA": history(closes)}), ["AAA"])
     with pytest.raises(DataValidationError, match=r"^yfinance, AAA: impossible one-day move on 2024-03-08, close 101 -> 50\.5 \(x0\.5\) with no split recorded.*max_daily_price_ratio \(now 1\.8\)"):
         validate_prices(without_split, "yfinance", splits=no_splits, max_daily_price_ratio=1.8)
+
+
+def test_yfinance_answers_in_the_callers_spelling_of_a_ticker():
+    """yfinance upper-cases tickers; a lowercase request must not look like a failed download."""
+    prices, _ = from_yfinance(yfinance_download({"AAPL": history([169.0, 169.1, 170.7, 172.8, 173.2])}), ["aapl"])
+    assert prices["close"]["aapl"].tolist() == [169.0, 169.1, 170.7, 172.8, 173.2]

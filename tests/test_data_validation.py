@@ -106,7 +106,7 @@ def test_unknown_bundled_symbol_suggests_the_right_one(tmp_path):
 
 
 def test_empty_date_range(tmp_path):
-    with pytest.raises(DataValidationError, match=r"bundled has no sessions between 2030-01-01 and 2030-12-31"):
+    with pytest.raises(DataValidationError, match=r"bundled returned no sessions for \['AAPL'\] between 2030-01-01 and 2030-12-31; check the symbols and widen"):
         load_prices("bundled", ["AAPL"], "2030-01-01", "2030-12-31", snapshot_dir=tmp_path)
 
 

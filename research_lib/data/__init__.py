@@ -94,7 +94,9 @@ def load_prices(
     prices = select(prices, None, start, end)
     label = source if source != "file" else f"file {path}"
     if prices.empty:
-        raise DataValidationError([f"{label} has no sessions between {start or 'the start'} and {end or 'the end'}; widen data.start/data.end."])
+        asked = f" for {symbols}" if symbols else ""
+        raise DataValidationError([f"{label} returned no sessions{asked} between {start or 'the start'} and {end or 'the end'}; "
+                                   "check the symbols and widen data.start/data.end."])
     validate_prices(prices, label, splits=splits, **limits)
     record = write_snapshot(prices, snapshot, {**request, "symbols": symbols_of(prices), "retrieved_at": now_utc(),
                                                "versions": _source_versions(source)})

@@ -44,6 +44,9 @@ def from_yfinance(raw: pd.DataFrame, symbols: list[str]):
         empty = pd.DataFrame(index=pd.DatetimeIndex([], name="date"), columns=symbols, dtype="float64")
         return canonical_frame({"close": empty}), None
     names = {"Open": "open", "High": "high", "Low": "low", "Close": "close", "Volume": "volume"}
+    # yfinance upper-cases tickers; answer in the caller's spelling.
+    spelled = {s.upper(): s for s in symbols}
+    raw = raw.rename(columns=lambda c: spelled.get(str(c).upper(), c), level=1)
     fields = {names[p]: raw[p].reindex(columns=symbols) for p in names if p in raw.columns.get_level_values(0)}
     splits = raw["Stock Splits"].reindex(columns=symbols) if "Stock Splits" in raw.columns.get_level_values(0) else None
     frame = canonical_frame(fields)
@@ -67,7 +70,7 @@ def fetch_alpaca(symbols: list[str], start: dt.date | None, end: dt.date | None,
             f"data.source 'alpaca' needs {ALPACA_KEY_ENV} and {ALPACA_SECRET_ENV} in the environment "
             "(or in a git-ignored .env file at the workspace root); or use data.source: bundled offline."
         )
-    client = StockHistoricalDataClient(key, secret, url_override=os.environ.get(ALPACA_DATA_URL_ENV) or None)
+    client = StockHistoricalDataClient(key, secret, url_override=os.environ.get(ALPACA_DATA_URL_ENV, "").rstrip("/") or None)
     request = StockBarsRequest(
         symbol_or_symbols=symbols, timeframe=TimeFrame.Day, adjustment=Adjustment.ALL,
         start=pd.Timestamp(start or "2016-01-01").to_pydatetime(),
@@ -109,10 +112,11 @@ def read_price_file(path: Path, symbols: list[str] | None):
     if not path.is_file():
         raise DataValidationError([f"Price file {path} does not exist; set data.path to a CSV or parquet file."])
     table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    columns = {c.lower(): c for c in table.columns}
-    if "date" not in columns:
+    # Known column names may be capitalized ("Date", "Close"); symbols keep their case.
+    known = {"date", "symbol", *FIELDS}
+    table = table.rename(columns={c: c.lower() for c in table.columns if str(c).lower() in known})
+    if "date" not in table.columns:
         raise DataValidationError([f"Price file {path} has no 'date' column (columns: {list(table.columns)}); name the session-date column 'date'."])
-    table = table.rename(columns={v: k for k, v in columns.items()})
     try:
         table["date"] = pd.to_datetime(table["date"])
     except (ValueError, TypeError) as err:

@@ -1,0 +1,117 @@
+"""Snapshots: provenance, exact re-use, refusal of edited or half-written files; your own files."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from research_lib.config import load_config
+from research_lib.data import load_prices, read_provenance, read_snapshot, write_snapshot
+from research_lib.errors import DataValidationError
+from research_lib.run import run_prices, save_run_prices
+from tests.conftest import REPO, make_prices
+
+
+def test_a_load_is_snapshotted_with_provenance_and_reused(tmp_path):
+    first = load_prices("bundled", ["KO", "PEP"], "2010-01-01", "2010-12-31", snapshot_dir=tmp_path)
+    record = first.attrs["provenance"]
+    assert record["source"] == "bundled" and record["symbols"] == ["KO", "PEP"]
+    assert record["first_date"] == "2010-01-04" and record["last_date"] == "2010-12-31"
+    assert len(record["sha256"]) == 64 and record["versions"]["skfolio"]
+    again = load_prices("bundled", ["KO", "PEP"], "2010-01-01", "2010-12-31", snapshot_dir=tmp_path)
+    assert again.attrs["provenance"]["retrieved_at"] == record["retrieved_at"], "served from the snapshot"
+    pd.testing.assert_frame_equal(first, again)
+    refreshed = load_prices("bundled", ["KO", "PEP"], "2010-01-01", "2010-12-31", snapshot_dir=tmp_path, refresh=True)
+    assert refreshed.attrs["provenance"]["sha256"] == record["sha256"], "same data, same bytes"
+
+
+def test_an_edited_snapshot_is_refused(tmp_path):
+    path = tmp_path / "s.parquet"
+    prices = make_prices({"AAA": [10.0, 10.5, 10.2, 10.8]})
+    write_snapshot(prices, path, {"source": "test"})
+    edited = prices.copy()
+    edited.loc[edited.index[1], ("close", "AAA")] = 10.6
+    edited.to_parquet(path)
+    with pytest.raises(DataValidationError, match=r"Snapshot .*s.parquet changed after it was written \(sha256 \w{12} != recorded \w{12}\)"):
+        read_snapshot(path)
+
+
+def test_a_snapshot_without_provenance_or_unreadable_is_refused(tmp_path):
+    path = tmp_path / "s.parquet"
+    write_snapshot(make_prices({"AAA": [1.0, 2.0]}), path, {"source": "test"})
+    path.write_bytes(b"not parquet")
+    with pytest.raises(DataValidationError, match=r"Snapshot .*s.parquet cannot be read .* delete it"):
+        read_snapshot(path)
+    path.with_suffix(".json").unlink()
+    with pytest.raises(DataValidationError, match=r"has no provenance file s.json \(an interrupted write\?\)"):
+        read_snapshot(path)
+
+
+def test_a_half_written_snapshot_is_fetched_again(tmp_path):
+    load_prices("bundled", ["KO"], "2010-01-01", "2010-03-31", snapshot_dir=tmp_path)
+    [parquet] = tmp_path.glob("*.parquet")
+    parquet.with_suffix(".json").unlink()
+    again = load_prices("bundled", ["KO"], "2010-01-01", "2010-03-31", snapshot_dir=tmp_path)
+    assert read_provenance(parquet)["sha256"] == again.attrs["provenance"]["sha256"]
+
+
+def test_a_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def broken(self, path, *args, **kwargs):
+        open(path, "wb").write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_snapshot(make_prices({"AAA": [1.0, 2.0]}), tmp_path / "s.parquet", {"source": "test"})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_your_own_long_csv(tmp_path):
+    csv = tmp_path / "mine.csv"
+    csv.write_text("date,symbol,close,volume\n2021-01-04,AAA,10,100\n2021-01-04,BBB,20,200\n"
+                   "2021-01-05,AAA,10.5,110\n2021-01-05,BBB,19.5,210\n")
+    prices = load_prices("file", path=csv, snapshot_dir=tmp_path / "snap")
+    assert prices["close"].to_dict() == {"AAA": {pd.Timestamp("2021-01-04"): 10.0, pd.Timestamp("2021-01-05"): 10.5},
+                                         "BBB": {pd.Timestamp("2021-01-04"): 20.0, pd.Timestamp("2021-01-05"): 19.5}}
+    assert prices["volume"]["BBB"].tolist() == [200.0, 210.0]
+    assert prices.attrs["provenance"]["path"] == str(csv.resolve())
+
+
+def test_your_own_wide_parquet_and_its_errors(tmp_path):
+    wide = pd.DataFrame({"date": pd.bdate_range("2021-01-04", periods=3), "AAA": [1.0, 1.1, -1.2]})
+    wide.to_parquet(tmp_path / "w.parquet")
+    with pytest.raises(DataValidationError, match=r"file .*w.parquet, AAA: non-positive close -1.2 on 2021-01-06"):
+        load_prices("file", path=tmp_path / "w.parquet", snapshot_dir=tmp_path / "snap")
+    with pytest.raises(DataValidationError, match=r"file .*w.parquet has no symbols \['ZZZ'\]"):
+        load_prices("file", ["ZZZ"], path=tmp_path / "w.parquet", snapshot_dir=tmp_path / "snap")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("day,AAA\n2021-01-04,1\n", r"has no 'date' column \(columns: \['day', 'AAA'\]\); name the session-date column 'date'"),
+    ("date,AAA\nsoon,1\n", r"column 'date' has a value that is not a date"),
+    ("date,symbol,price\n2021-01-04,AAA,1\n", r"is in long layout .* has no 'close' column"),
+    ("date,symbol,close\n2021-01-04,AAA,1\n2021-01-04,AAA,2\n", r"AAA has more than one row on 2021-01-04"),
+])
+def test_malformed_files_say_what_to_fix(tmp_path, text, match):
+    (tmp_path / "bad.csv").write_text(text)
+    with pytest.raises(DataValidationError, match=match):
+        load_prices("file", path=tmp_path / "bad.csv", snapshot_dir=tmp_path / "snap")
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(DataValidationError, match=r"Price file .*nope.csv does not exist; set data.path"):
+        load_prices("file", path=tmp_path / "nope.csv", snapshot_dir=tmp_path)
+    with pytest.raises(DataValidationError, match=r"data.source 'file' needs data.path"):
+        load_prices("file", snapshot_dir=tmp_path)
+
+
+def test_run_prices_are_computed_once_then_read_from_the_run_folder(workspace, tmp_path):
+    config = load_config(REPO / "params" / "smoke.yaml")
+    run_dir = tmp_path / "run"
+    first = run_prices(config, run_dir)
+    assert set(first["close"].columns) == {*config.data.symbols, "SP500"}, "the benchmark is loaded too"
+    record = read_provenance(run_dir / "prices.parquet")
+    assert record["source_sha256"] == first.attrs["provenance"]["sha256"]
+    second = run_prices(config, run_dir)
+    pd.testing.assert_frame_equal(first, second)
+    assert save_run_prices(second, tmp_path / "copy")["rows"] == len(first)
