@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline passes the resolved copy
-run_dir: str = "../reports/runs/lab"  # folder for this run's artifacts
+run_dir: str = "../reports/lab"  # folder for this run's artifacts
 
 # %%
 from research_lib.plots import plot_prices

@@ -21,7 +21,7 @@
 
 # %% tags=["parameters"]
 config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline passes the resolved copy
-run_dir: str = "../reports/runs/lab"  # folder with upstream artifacts; outputs go here too
+run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go here too
 
 # %%
 from research_lib.backtest import run_backtest

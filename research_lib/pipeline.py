@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from jupyter_client.manager import AsyncKernelManager
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from research_lib import paths
 from research_lib.config import RunConfig, load_config, save_config
@@ -144,7 +145,10 @@ def run_pipeline(
             stage.update(status="running", started_at=now_utc())
             write_manifest(run_dir, manifest)
             started = time.perf_counter()
-            error = _execute(notebook, run_dir, config_path, notebooks)
+            try:
+                error = _execute(notebook, run_dir, config_path, notebooks)
+            except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as err:  # kernel died or hung
+                error = f"the notebook could not be executed ({type(err).__name__}: {err})."
             stage["duration_s"] = round(time.perf_counter() - started, 3)
             stage["notebook"] = f"{notebook.stem}.ipynb"
             stage["html"] = _to_html(run_dir / f"{notebook.stem}.ipynb")

@@ -44,7 +44,7 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
                  "06_validate.ipynb", "06_validate.html", "tearsheet.html"):
         assert (run / name).is_file(), name
     tearsheet = (run / "tearsheet.html").read_text()
-    for section in ("Cumulative Returns", "Drawdown", "Monthly Returns", "Sharpe", "Benchmark"):
+    for section in ("Cumulative Returns", "Drawdown", "Monthly Returns", "Sharpe", "Benchmark: SP500"):
         assert section in tearsheet, section
 
     index = (workspace / "reports" / "index.html").read_text()
@@ -57,7 +57,7 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
 
 @pytest.mark.notebook
 @pytest.mark.parametrize("corrupt, message", [
-    ("nan", r"snapshot .*bundled-\w+\.parquet, KO: missing \(NaN\) close on 2016-03-01"),
+    ("nan", r"snapshot .*bundled-\w+\.parquet, KO: missing \(NaN\) close on 2016-03-01.*The snapshot is corrupt: delete bundled-\w+\.parquet or run with --set data.refresh=true"),
     ("negative", r"snapshot .*bundled-\w+\.parquet, KO: non-positive close -1 on 2016-03-01"),
     ("duplicate", r"snapshot .*bundled-\w+\.parquet has duplicated dates \(1: 2016-03-01\)"),
 ])
@@ -123,3 +123,24 @@ def test_index_command_lists_runs_even_with_a_broken_manifest(workspace, capsys)
     assert main(["index"]) == 0
     html = (workspace / "reports" / "index.html").read_text()
     assert "20260101T000000Z-x-0000" in html and "unreadable" in html
+
+
+@pytest.mark.notebook
+def test_a_dying_kernel_fails_the_run_cleanly(workspace, tmp_path, capsys):
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('config_path = ""\nrun_dir = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import os\nos._exit(1)"),
+    ])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    chain = tmp_path / "chain"
+    chain.mkdir()
+    nbformat.write(notebook, chain / "01_crash_kernel.ipynb")
+    from research_lib.pipeline import StageFailed, run_pipeline
+
+    with pytest.raises(StageFailed, match=r"Stage 01_crash_kernel failed: the notebook could not be executed \(DeadKernelError"):
+        run_pipeline(REPO / "params" / "smoke.yaml", notebooks_dir=chain, run_dir=tmp_path / "run")
+    manifest = load_manifest(tmp_path / "run")
+    assert manifest["status"] == "failed" and manifest["stages"][0]["status"] == "failed"
+    assert manifest["finished_at"] is not None

@@ -73,7 +73,12 @@ def read_snapshot(path: str | Path, *, max_stale_sessions: int = 10, max_daily_p
         prices = pd.read_parquet(path)
     except (OSError, ValueError) as err:
         raise DataValidationError([f"Snapshot {path} cannot be read ({err}); delete it so it is fetched again."]) from None
-    validate_prices(prices, f"snapshot {path}", max_stale_sessions=max_stale_sessions, max_daily_price_ratio=max_daily_price_ratio)
+    try:
+        validate_prices(prices, f"snapshot {path}", max_stale_sessions=max_stale_sessions,
+                        max_daily_price_ratio=max_daily_price_ratio)
+    except DataValidationError as err:
+        fix = f" The snapshot is corrupt: delete {path.name} or run with --set data.refresh=true to fetch it again."
+        raise DataValidationError([err.problems[0] + fix, *err.problems[1:]]) from None
     actual = sha256_of(path)
     if actual != record.get("sha256"):
         raise DataValidationError([

@@ -26,14 +26,15 @@ def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, 
     import quantstats as qs
 
     path = Path(path)
-    benchmark = benchmark.reindex(returns.index).fillna(0.0).rename("Benchmark")
+    benchmark_title = str(benchmark.name or "Benchmark")
+    benchmark = benchmark.reindex(returns.index).fillna(0.0)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".html")
     os.close(fd)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             qs.reports.html(returns.rename("Strategy"), benchmark=benchmark, output=tmp, title=title,
-                            benchmark_title=str(benchmark.name))
+                            benchmark_title=benchmark_title)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
