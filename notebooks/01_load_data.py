@@ -25,7 +25,7 @@ run_dir: str = "../reports/lab"  # folder for this run's artifacts
 
 # %%
 from research_lib.plots import plot_prices
-from research_lib.run import fetch_run_prices, open_run, save_run_prices
+from research_lib.run import open_run, run_prices
 
 config, run_dir = open_run(config_path, run_dir)
 config.data
@@ -36,9 +36,8 @@ config.data
 # impossible jumps) and cached as a snapshot under `data/snapshots/`.
 
 # %%
-prices = fetch_run_prices(config)
-provenance = save_run_prices(prices, run_dir)
-provenance
+prices = run_prices(config, run_dir)
+prices.attrs["provenance"]
 
 # %% [markdown]
 # ## What was loaded

@@ -24,44 +24,39 @@ config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline
 run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go here too
 
 # %%
-from research_lib.backtest import run_backtest
-from research_lib.metrics import backtest_metrics
+import pandas as pd
+
 from research_lib.plots import plot_growth
 from research_lib.reports import write_metrics, write_tearsheet
-from research_lib.run import open_run, run_prices, universe_and_benchmark
-from research_lib.strategies import baseline_weights
+from research_lib.run import backtest_strategies, open_run, run_prices, validation_metrics
 
 config, run_dir = open_run(config_path, run_dir)
 prices = run_prices(config, run_dir)
-symbols, benchmark = universe_and_benchmark(config, prices)
 config.strategy
 
 # %% [markdown]
-# ## Target weights
-# Decided at the close of each rebalance date from closes up to that date.
-
-# %%
-weights = baseline_weights(prices["close"][symbols], config.strategy)
-weights.tail(3).round(3)
-
-# %% [markdown]
 # ## Backtest
+# Target weights are decided at the close of each rebalance date from data up to that date;
+# the ML signal strategy (top names by out-of-sample score) is backtested alongside when
+# 03_ml_signals has run.
 
 # %%
-result = run_backtest(weights, prices, cost_bps=config.backtest.cost_bps,
-                      execution_lag_sessions=config.backtest.execution_lag_sessions)
-benchmark_returns = prices["close"][benchmark].pct_change().reindex(result.returns.index).fillna(0.0)
-metrics = backtest_metrics(result.returns, result.turnover, result.costs, benchmark_returns)
-write_metrics(metrics, run_dir / "metrics.json")
+results = backtest_strategies(config, prices, run_dir)
+metrics = validation_metrics(config, prices, results)
 metrics
 
 # %%
-plot_growth(result.returns.to_frame("strategy").join(benchmark_returns.rename(benchmark)), title="Growth of $1, net of costs");
+benchmark_returns = prices["close"][config.data.benchmark].pct_change()
+plot_growth(pd.DataFrame({n: r.returns for n, r in results.items()}).join(benchmark_returns.rename(config.data.benchmark), how="left"),
+            title="Growth of $1, net of costs");
 
 # %% [markdown]
-# ## Tearsheet
-# The full quantstats report is written to the run folder as `tearsheet.html`.
+# ## Tearsheet and metrics
+# The full quantstats report of the configured strategy is written to `tearsheet.html`;
+# the headline numbers to `metrics.json`.
 
 # %%
+main = results[metrics["strategy_name"]]
 if config.report.tearsheet:
-    print(write_tearsheet(result.returns, benchmark_returns.rename(benchmark), run_dir / "tearsheet.html", config.report.title))
+    write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), run_dir / "tearsheet.html", config.report.title)
+write_metrics(metrics, run_dir / "metrics.json")

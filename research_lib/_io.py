@@ -6,21 +6,37 @@ import datetime as dt
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` via a temporary file in the same folder, then rename."""
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(payload)
+
+
+def write_parquet(frame, path: Path) -> Path:
+    """Write a DataFrame to parquet atomically."""
+    with atomic_path(path) as tmp:
+        frame.to_parquet(tmp)
+    return Path(path)
 
 
 def write_json(path: Path, payload: dict) -> Path:
@@ -37,3 +53,17 @@ def read_json(path: Path) -> dict | None:
 
 def now_utc() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def package_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """Python's and the installed packages' versions (packages not installed are left out)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version()}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found

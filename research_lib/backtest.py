@@ -4,7 +4,8 @@ Convention: ``weights`` are decided at the close of their date ``d``; the trade 
 the close of the session ``execution_lag_sessions`` later, so the new holdings first earn
 the return of the session after that. Between trades, holdings drift with prices. Cash
 (``1 - sum(weights)``) earns nothing. Costs are ``cost_bps`` per unit of turnover
-(``sum |target - drifted|``), taken from NAV at the trade.
+(``sum |target - drifted|``), taken from NAV at the trade. A holding whose prices end is
+sold at its last close (its weight becomes cash).
 
 This is a plain event-by-event loop: easy to check by hand and fast enough for daily data
 (about 8,000 sessions x 20 symbols in well under a second).
@@ -80,8 +81,9 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     rate = cost_bps / 1e4
     for t in range(n_sessions):
         gross = held @ returns_np[t]
-        if gross != 0.0:
-            held = held * (1.0 + returns_np[t]) / (1.0 + gross)
+        held = held * (1.0 + returns_np[t]) / (1.0 + gross)
+        # A holding whose prices end (delisted, or the data stops) is sold at its last close.
+        held[np.isnan(prices_np[t])] = 0.0
         cost = 0.0
         if t in targets:
             target = targets[t]

@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from research_lib._io import atomic_write_bytes
 from research_lib.errors import ConfigError
+from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
 
 DataSource = Literal["bundled", "yfinance", "alpaca", "file"]
-StrategyName = Literal["momentum_12_1", "equal_weight"]
+StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal"]
+ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]
 
 _SECRET_WORDS = ("api_key", "secret", "password", "token")
+SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
 
 
 class _Strict(BaseModel):
@@ -80,6 +85,36 @@ class StrategyConfig(_Strict):
         return self
 
 
+class FeaturesConfig(_Strict):
+    """Which point-in-time features 02_build_features computes (research_lib.features)."""
+
+    names: list[FeatureName] = Field(list(ALL_FEATURES), min_length=1, description="features to compute")
+    cross_section: CrossSection = Field("zscore", description="standardize symbol features across symbols each date")
+    vix_symbol: str | None = Field("^VIX", description="VIX series loaded for regime features; null: none")
+    garch_refit_days: int = Field(252, ge=1, description="sessions between GARCH(1,1) re-estimations")
+
+
+class MLConfig(_Strict):
+    """Walk-forward models of 03_ml_signals (research_lib.models)."""
+
+    models: list[ModelName] = Field(["ridge", "hgbr"], min_length=1, description="models fitted and evaluated")
+    signal_model: ModelName = Field("hgbr", description="model whose scores become signals_ml.parquet")
+    label: Literal["excess", "raw"] = Field("excess", description="forward return in excess of the cross-section, or raw")
+    horizon_days: int = Field(21, ge=1, description="label horizon in sessions")
+    test_days: int = Field(252, ge=5, description="sessions per walk-forward test block")
+    min_train_days: int = Field(1260, ge=60, description="sessions of history before the first test block")
+    embargo_days: int = Field(5, ge=0, description="extra sessions between training labels and the test block")
+    train_step_days: int = Field(5, ge=1, description="train on every n-th date (overlapping labels are redundant)")
+    inner_splits: int = Field(2, ge=1, description="walk-forward splits inside each training window for tuning")
+    random_state: int = 0
+
+    @model_validator(mode="after")
+    def _signal_model_is_fitted(self) -> MLConfig:
+        if self.signal_model not in self.models:
+            raise ValueError(f"signal_model {self.signal_model!r} is not in models {self.models}; add it there")
+        return self
+
+
 class BacktestConfig(_Strict):
     cost_bps: float = Field(10.0, ge=0, description="cost per unit of turnover, in basis points")
     execution_lag_sessions: int = Field(1, ge=1, description="sessions between decision and trade (>= 1: no same-close fills)")
@@ -97,6 +132,8 @@ class RunConfig(_Strict):
     description: str = ""
     data: DataConfig = DataConfig()
     strategy: StrategyConfig = StrategyConfig()
+    features: FeaturesConfig = FeaturesConfig()
+    ml: MLConfig = MLConfig()
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
 
@@ -129,10 +166,9 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
 
 
 def save_config(config: RunConfig, path: str | Path) -> Path:
-    """Write the resolved configuration (no ``inherits``) to ``path``."""
-    path = Path(path)
-    path.write_text(config.to_yaml())
-    return path
+    """Write the resolved configuration (no ``inherits``) to ``path``, atomically."""
+    atomic_write_bytes(Path(path), config.to_yaml().encode())
+    return Path(path)
 
 
 def _read_layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -183,7 +219,9 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             raise ConfigError(f"Override {item!r}: {name!r} is a value, not a section.")
         model = annotation
-        node = node.setdefault(name, {})
+        if not isinstance(node.get(name), dict):  # missing, or an empty section written as `name:`
+            node[name] = {}
+        node = node[name]
     try:
         node[leaf] = yaml.safe_load(text)
     except yaml.YAMLError:
@@ -191,8 +229,13 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
+    """Refuse keys that look like secrets, and values equal to a key set in the environment."""
+    live = {os.environ[n] for n in SECRET_NAMES if len(os.environ.get(n, "")) >= 8}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
+        if live and any(secret in str(value) for secret in live):
+            raise ConfigError(f"{path}: the value of {dotted!r} contains an API key from the environment. "
+                              "Secrets never go in parameters (they are copied into reports); remove it.")
         if any(word in str(key).lower() for word in _SECRET_WORDS):
             raise ConfigError(
                 f"{path}: key {dotted!r} looks like a secret. Secrets never go in parameter files "

@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 
 from research_lib import paths
 
-SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
+from research_lib.config import SECRET_NAMES  # noqa: F401  (re-exported: the keys Spartan reads)
 
 
 def load_env_file() -> bool:

@@ -22,7 +22,6 @@ class DataValidationError(SpartanError):
 
     def __init__(self, problems: list[str]):
         self.problems = list(problems)
-        head = self.problems[0]
-        more = len(self.problems) - 1
-        tail = f" ({more} more problem{'s' if more > 1 else ''} of the same data not shown.)" if more else ""
-        super().__init__(head + tail)
+        rest = self.problems[1:]
+        tail = f" Also: {' '.join(rest)}" if rest else ""
+        super().__init__(self.problems[0] + tail)

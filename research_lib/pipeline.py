@@ -11,13 +11,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import platform
 import re
 import subprocess
 import tempfile
 import time
 import uuid
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Callable
 
@@ -27,7 +25,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from research_lib import paths
 from research_lib.config import RunConfig, load_config, save_config
 from research_lib.data import read_provenance
-from research_lib._io import atomic_write_bytes, now_utc, read_json, write_json
+from research_lib._io import atomic_write_bytes, now_utc, package_versions, read_json, write_json
 from research_lib.errors import ConfigError, SpartanError
 
 STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
@@ -86,16 +84,6 @@ def git_commit(repo: Path) -> dict[str, str | bool | None]:
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
 def write_manifest(run_dir: Path, manifest: dict) -> None:
     write_json(run_dir / MANIFEST, manifest)
 
@@ -125,6 +113,9 @@ def run_pipeline(
         raise ConfigError(f"No notebooks named NN_verb_object.ipynb in {notebooks}; nothing to run.")
     run_id = new_run_id(config.scenario) if run_dir is None else Path(run_dir).name
     run_dir = Path(run_dir or paths.reports_dir() / "runs" / run_id).resolve()
+    if (run_dir / MANIFEST).exists():
+        raise ConfigError(f"Run folder {run_dir} already holds a run; its artifacts would be mixed with this one. "
+                          "Choose a new --run-dir (or leave it out for reports/runs/<run_id>).")
     run_dir.mkdir(parents=True, exist_ok=True)
     config_path = save_config(config, run_dir / "config.yaml")
 
@@ -132,39 +123,42 @@ def run_pipeline(
         "run_id": run_id, "scenario": config.scenario, "description": config.description,
         "params_file": str(params), "overrides": list(overrides), "status": "running",
         "created_at": now_utc(), "finished_at": None, "error": None,
-        "code": git_commit(paths.workspace_root()), "versions": _versions(),
+        "code": git_commit(paths.workspace_root()), "versions": package_versions(_VERSIONED),
         "config": config.model_dump(mode="json"), "data": None, "metrics": None,
         "stages": [{"name": p.stem, "status": "pending"} for p in chain],
     }
     write_manifest(run_dir, manifest)
     echo(f"spartan run {params} -> {run_dir}")
+    stage = None
     try:
         for number, notebook in enumerate(chain):
             stage = manifest["stages"][number]
             echo(f"[{number + 1}/{len(chain)}] {notebook.stem} ...")
-            stage.update(status="running", started_at=now_utc())
+            stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
             write_manifest(run_dir, manifest)
             started = time.perf_counter()
             try:
                 error = _execute(notebook, run_dir, config_path, notebooks)
             except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as err:  # kernel died or hung
                 error = f"the notebook could not be executed ({type(err).__name__}: {err})."
-            stage["duration_s"] = round(time.perf_counter() - started, 3)
-            stage["notebook"] = f"{notebook.stem}.ipynb"
-            stage["html"] = _to_html(run_dir / f"{notebook.stem}.ipynb")
+            stage.update(duration_s=round(time.perf_counter() - started, 3), status="failed" if error else "succeeded",
+                         error=error)
+            stage["html"] = _to_html(run_dir / notebook.name)
             if error:
-                stage.update(status="failed", error=error)
-                raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {run_dir / stage['html']}")
-            stage["status"] = "succeeded"
+                kept = run_dir / (stage["html"] or notebook.name)
+                raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
             echo(f"      done in {stage['duration_s']:.1f} s")
             write_manifest(run_dir, manifest)
         manifest["status"] = "succeeded"
-    except StageFailed as err:
-        manifest.update(status="failed", error=str(err))
-        raise
-    except KeyboardInterrupt:
-        manifest.update(status="interrupted", error="interrupted by the user")
-        raise
+    except BaseException as err:
+        status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+        message = str(err) if isinstance(err, StageFailed) else f"{type(err).__name__}: {err}"
+        if stage is not None and stage["status"] == "running":
+            stage.update(status=status, error=message)
+        manifest.update(status=status, error=message)
+        if isinstance(err, (StageFailed, KeyboardInterrupt)):
+            raise
+        raise StageFailed(f"Run {run_id} failed: {message}") from err
     finally:
         manifest["finished_at"] = now_utc()
         manifest["data"] = read_provenance(run_dir / "prices.parquet")

@@ -1,62 +1,181 @@
-"""Artifacts of one run folder, read if present and computed (then saved) if not.
+"""Artifacts of one run folder, read if present and fresh, computed (then saved) if not.
 
 Notebooks call these so that each one also runs alone from JupyterLab: a stage reads
 what upstream stages left in ``run_dir`` and the library fills in whatever is missing.
+Each artifact ``X.parquet`` has a ``X.json`` beside it recording a hash of the parameter
+sections it was computed from; an artifact made with other parameters is recomputed,
+never silently reused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
+from research_lib._io import read_json, write_json, write_parquet
+from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.config import RunConfig, load_config
 from research_lib.data import DEFAULT_UNIVERSE, load_prices, read_snapshot, write_snapshot
+from research_lib.env import load_env_file
+from research_lib.features import VIX_FEATURES
+from research_lib.metrics import backtest_metrics
+from research_lib.signals import (
+    compute_features,
+    evaluate_signal,
+    fit_models,
+    labels_for,
+    permutation_importance,
+    signal_frame,
+    tradable_symbols,
+)
+from research_lib.strategies import baseline_weights
 
 PRICES_FILE = "prices.parquet"
+FEATURES_FILE = "features.parquet"
+SIGNALS_FILE = "signals_ml.parquet"
+PREDICTIONS_FILE = "ml_predictions.parquet"
+ML_REPORT_FILE = "ml_report.json"
+IC_FILE = "ic_by_date.parquet"
+
+# The parameter sections each artifact depends on.
+_DEPENDS = {PRICES_FILE: ("data", "features"), FEATURES_FILE: ("data", "features"),
+            SIGNALS_FILE: ("data", "features", "ml")}
 
 
 def open_run(config_path: str | Path, run_dir: str | Path) -> tuple[RunConfig, Path]:
-    """Load the run's parameters and make sure its folder exists."""
+    """Load the run's parameters (and keys from ``.env``) and make sure its folder exists."""
+    load_env_file()
     config = load_config(config_path)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     return config, run_dir
 
 
+def config_key(config: RunConfig, sections: tuple[str, ...]) -> str:
+    """A short hash of the named parameter sections."""
+    dumped = config.model_dump(mode="json")
+    payload = json.dumps({s: dumped[s] for s in sections}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _is_fresh(path: Path, config: RunConfig) -> bool:
+    record = read_json(path.with_suffix(".json"))
+    return path.is_file() and record is not None and record.get("config_key") == config_key(config, _DEPENDS[path.name])
+
+
+def _save_frame(frame: pd.DataFrame, path: Path, config: RunConfig) -> pd.DataFrame:
+    path.with_suffix(".json").unlink(missing_ok=True)  # never a new frame beside an old record
+    write_parquet(frame, path)
+    write_json(path.with_suffix(".json"), {"config_key": config_key(config, _DEPENDS[path.name]), "rows": len(frame)})
+    return frame
+
+
+def _cached_frame(path: Path, config: RunConfig, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+    return pd.read_parquet(path) if _is_fresh(path, config) else _save_frame(compute(), path, config)
+
+
 def universe_and_benchmark(config: RunConfig, prices: pd.DataFrame) -> tuple[list[str], str]:
-    """The tradable symbols (all loaded symbols but the benchmark) and the benchmark."""
-    symbols = [s for s in prices["close"].columns if s != config.data.benchmark]
-    return symbols, config.data.benchmark
+    """The tradable symbols (all loaded but the benchmark and context series) and the benchmark."""
+    return tradable_symbols(config, prices["close"]), config.data.benchmark
 
 
-def fetch_run_prices(config: RunConfig) -> pd.DataFrame:
-    """Load the universe plus the benchmark as configured (through the snapshot cache)."""
+def symbols_to_load(config: RunConfig) -> list[str] | None:
+    """The universe plus the benchmark and, when VIX features are wanted, the VIX."""
     data = config.data
     symbols = data.symbols
     if symbols is None and data.source != "file":  # a file's default universe is all its symbols
         symbols = list(DEFAULT_UNIVERSE)
-    if symbols is not None and data.benchmark not in symbols:
-        symbols = [*symbols, data.benchmark]
-    return load_prices(
-        data.source, symbols, data.start, data.end, path=data.path, refresh=data.refresh,
-        max_stale_sessions=data.max_stale_sessions, max_daily_price_ratio=data.max_daily_price_ratio,
-    )
-
-
-def save_run_prices(prices: pd.DataFrame, run_dir: str | Path) -> dict:
-    """Write the run's copy of the prices, with the snapshot's provenance, to ``run_dir``."""
-    provenance = dict(prices.attrs.get("provenance", {}))
-    provenance["source_sha256"] = provenance.pop("sha256", None)
-    return write_snapshot(prices, Path(run_dir) / PRICES_FILE, provenance)
+    if symbols is None:
+        return None
+    wants_vix = config.features.vix_symbol is not None and any(n in VIX_FEATURES for n in config.features.names)
+    extra = [data.benchmark, config.features.vix_symbol] if wants_vix else [data.benchmark]
+    return [*symbols, *[s for s in extra if s not in symbols]]
 
 
 def run_prices(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
-    """The run's prices: ``run_dir/prices.parquet`` if present, else loaded and saved there."""
+    """The run's validated prices: ``prices.parquet`` if fresh, else loaded (via the snapshot cache) and saved."""
     path = Path(run_dir) / PRICES_FILE
-    if path.is_file():
-        return read_snapshot(path, max_stale_sessions=config.data.max_stale_sessions,
-                             max_daily_price_ratio=config.data.max_daily_price_ratio)
-    prices = fetch_run_prices(config)
-    save_run_prices(prices, run_dir)
+    limits = {"max_stale_sessions": config.data.max_stale_sessions, "max_daily_price_ratio": config.data.max_daily_price_ratio}
+    if _is_fresh(path, config):
+        return read_snapshot(path, **limits)
+    data = config.data
+    prices = load_prices(data.source, symbols_to_load(config), data.start, data.end, path=data.path,
+                         refresh=data.refresh, **limits)
+    provenance = dict(prices.attrs["provenance"])
+    provenance["source_sha256"] = provenance.pop("sha256")
+    provenance["config_key"] = config_key(config, _DEPENDS[PRICES_FILE])
+    prices.attrs["provenance"] = write_snapshot(prices, path, provenance)
     return prices
+
+
+def run_features(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The run's (date, symbol) feature panel."""
+    return _cached_frame(Path(run_dir) / FEATURES_FILE, config,
+                         lambda: compute_features(config, run_prices(config, run_dir)["close"]))
+
+
+def run_ml_signals(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The run's out-of-sample ML scores (dates x symbols): read if fresh, else fitted with their report."""
+    path = Path(run_dir) / SIGNALS_FILE
+    return pd.read_parquet(path) if _is_fresh(path, config) else fit_ml_signals(config, run_dir)["signals"]
+
+
+def fit_ml_signals(config: RunConfig, run_dir: str | Path) -> dict:
+    """Fit every configured model walk-forward; save signals, predictions and the evaluation.
+
+    Returns ``{"signals", "models", "report", "importance", "ic_by_date"}``.
+    """
+    run_dir = Path(run_dir)
+    close = run_prices(config, run_dir)["close"]
+    features = run_features(config, run_dir)
+    labels = labels_for(features, close, config.ml)
+    models = fit_models(features, labels, config.ml)
+    report = {"label": config.ml.label, "horizon_days": config.ml.horizon_days, "signal_model": config.ml.signal_model,
+              "models": {}}
+    daily_ic = {}
+    for name, model in models.items():
+        summary, daily_ic[name] = evaluate_signal(signal_frame(model), close, config.ml.horizon_days)
+        report["models"][name] = {**summary, "folds": model.folds_}
+    importance = permutation_importance(models[config.ml.signal_model], features, labels)
+    report["permutation_importance"] = importance["mean"].to_dict()
+    ic_by_date = pd.DataFrame(daily_ic)
+    write_parquet(pd.DataFrame({n: m.predictions_ for n, m in models.items()}), run_dir / PREDICTIONS_FILE)
+    write_parquet(ic_by_date, run_dir / IC_FILE)
+    write_json(run_dir / ML_REPORT_FILE, report)
+    signals = _save_frame(signal_frame(models[config.ml.signal_model]), run_dir / SIGNALS_FILE, config)
+    return {"signals": signals, "models": models, "report": report, "importance": importance, "ic_by_date": ic_by_date}
+
+
+def strategy_weights(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path, name: str | None = None) -> pd.DataFrame:
+    """Target weights of the configured strategy (or of ``name``), reading ML scores when needed."""
+    strategy = config.strategy if name is None else config.strategy.model_copy(update={"name": name})
+    close = prices["close"][tradable_symbols(config, prices["close"])]
+    scores = run_ml_signals(config, run_dir) if strategy.name == "ml_signal" else None
+    return baseline_weights(close, strategy, scores=scores)
+
+
+def backtest_strategies(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path) -> dict[str, BacktestResult]:
+    """Backtest the configured strategy and, when the run has fresh ML signals, ``ml_signal`` too."""
+    names = [config.strategy.name]
+    if config.strategy.name != "ml_signal" and _is_fresh(Path(run_dir) / SIGNALS_FILE, config):
+        names.append("ml_signal")
+    return {name: run_backtest(strategy_weights(config, prices, run_dir, name), prices, cost_bps=config.backtest.cost_bps,
+                               execution_lag_sessions=config.backtest.execution_lag_sessions) for name in names}
+
+
+def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[str, BacktestResult]) -> dict:
+    """metrics.json: the configured strategy's numbers and its benchmark's, plus any alternative."""
+    benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
+    main, *others = results
+    metrics = {"strategy_name": main, **backtest_metrics(**_parts(results[main]), benchmark=benchmark)}
+    metrics["alternatives"] = {name: backtest_metrics(**_parts(results[name]), benchmark=benchmark)["strategy"]
+                               for name in others}
+    return metrics
+
+
+def _parts(result: BacktestResult) -> dict:
+    return {"returns": result.returns, "turnover": result.turnover, "costs": result.costs}

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib.config import StrategyConfig
+from research_lib.features._price import momentum
 
 _PERIOD = {"monthly": "M", "weekly": "W"}
 
@@ -27,14 +28,6 @@ def rebalance_dates(sessions: pd.DatetimeIndex, frequency: str) -> pd.DatetimeIn
     return sessions[is_last]
 
 
-def momentum_scores(close: pd.DataFrame, lookback_days: int = 252, skip_days: int = 21) -> pd.DataFrame:
-    """12-1 style momentum: the return from ``t - lookback_days`` to ``t - skip_days``.
-
-    NaN until a symbol has ``lookback_days`` sessions of history.
-    """
-    return close.shift(skip_days) / close.shift(lookback_days) - 1.0
-
-
 def top_n_equal_weights(scores: pd.DataFrame, top_n: int) -> pd.DataFrame:
     """Equal weights on the ``top_n`` highest scores of each row (ties: earlier column).
 
@@ -46,13 +39,21 @@ def top_n_equal_weights(scores: pd.DataFrame, top_n: int) -> pd.DataFrame:
     return chosen.div(counts, axis=0).fillna(0.0)
 
 
-def baseline_weights(close: pd.DataFrame, config: StrategyConfig) -> pd.DataFrame:
-    """Target weights (rebalance dates x symbols) for the configured baseline strategy."""
+def baseline_weights(close: pd.DataFrame, config: StrategyConfig, scores: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Target weights (rebalance dates x symbols) for the configured strategy.
+
+    ``ml_signal`` holds the ``top_n`` symbols by ``scores`` (dates x symbols, e.g. the
+    out-of-sample ML scores); dates without scores hold cash.
+    """
     dates = rebalance_dates(close.index, config.rebalance)
+    priced = close.notna()  # only symbols with a price on the decision date can be chosen
     if config.name == "equal_weight":
-        listed = close.notna().astype(float)
+        listed = priced.astype(float)
         weights = listed.div(listed.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
+    elif config.name == "ml_signal":
+        if scores is None:
+            raise ValueError("strategy 'ml_signal' needs the ML scores (signals_ml.parquet from 03_ml_signals).")
+        weights = top_n_equal_weights(scores.reindex(index=close.index, columns=close.columns).where(priced), config.top_n)
     else:
-        scores = momentum_scores(close, config.lookback_days, config.skip_days)
-        weights = top_n_equal_weights(scores, config.top_n)
+        weights = top_n_equal_weights(momentum(close, config.lookback_days, config.skip_days).where(priced), config.top_n)
     return weights.loc[dates]

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from research_lib.backtest import run_backtest
 from research_lib.config import StrategyConfig
-from research_lib.strategies import baseline_weights, momentum_scores, rebalance_dates, top_n_equal_weights
+from research_lib.features._price import momentum
+from research_lib.strategies import baseline_weights, rebalance_dates, top_n_equal_weights
 from tests.conftest import make_prices
 
 
@@ -108,7 +109,7 @@ def test_rebalance_dates_are_month_ends_and_never_the_last_data_day():
 def test_momentum_skips_the_last_month_and_picks_the_top_n():
     close = pd.DataFrame({"A": np.arange(1.0, 31.0), "B": np.full(30, 5.0), "C": np.arange(30.0, 0.0, -1)},
                          index=pd.bdate_range("2020-01-01", periods=30))
-    scores = momentum_scores(close, lookback_days=10, skip_days=2)
+    scores = momentum(close, lookback_days=10, skip_days=2)
     assert scores["A"].iloc[-1] == pytest.approx(close["A"].iloc[-3] / close["A"].iloc[-11] - 1)
     assert scores.iloc[:10].isna().all().all()
     weights = top_n_equal_weights(scores, 2)

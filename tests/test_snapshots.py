@@ -109,7 +109,7 @@ def test_run_prices_are_computed_once_then_read_from_the_run_folder(workspace, t
     config = load_config(REPO / "params" / "smoke.yaml")
     run_dir = tmp_path / "run"
     first = run_prices(config, run_dir)
-    assert set(first["close"].columns) == {*config.data.symbols, "SP500"}, "the benchmark is loaded too"
+    assert set(first["close"].columns) == {*config.data.symbols, "SP500", "^VIX"}, "benchmark and VIX are loaded too"
     record = read_provenance(run_dir / "prices.parquet")
     assert record["source_sha256"] == first.attrs["provenance"]["sha256"]
     second = run_prices(config, run_dir)

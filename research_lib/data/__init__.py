@@ -13,7 +13,6 @@ import datetime as dt
 import difflib
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -21,10 +20,10 @@ import pandas as pd
 from research_lib import paths
 from research_lib.data._bundled import BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
-from research_lib._io import now_utc
+from research_lib._io import now_utc, package_versions
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
 from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance, read_price_file
-from research_lib.data._validate import validate_prices
+from research_lib.data._validate import validate_index, validate_prices
 from research_lib.errors import DataValidationError
 
 __all__ = [
@@ -33,7 +32,7 @@ __all__ = [
     "validate_prices", "write_snapshot",
 ]
 
-SOURCES = ("bundled", "yfinance", "alpaca", "file")
+SOURCES = ("bundled", "yfinance", "alpaca", "file")  # research_lib.config.DataSource lists the same
 
 
 def load_prices(
@@ -91,8 +90,9 @@ def load_prices(
         return prices
 
     prices, splits = _fetch(source, symbols, start, end, path)
-    prices = select(prices, None, start, end)
     label = source if source != "file" else f"file {path}"
+    validate_index(prices, label)  # slicing by date needs sorted, unique dates
+    prices = select(prices, None, start, end)
     if prices.empty:
         asked = f" for {symbols}" if symbols else ""
         raise DataValidationError([f"{label} returned no sessions{asked} between {start or 'the start'} and {end or 'the end'}; "
@@ -138,6 +138,4 @@ def _refuse_unknown(symbols: list[str], available, label: str) -> None:
 
 def _source_versions(source: str) -> dict[str, str]:
     packages = {"bundled": ("skfolio", "arch"), "yfinance": ("yfinance",), "alpaca": ("alpaca-py",), "file": ()}[source]
-    from importlib.metadata import version
-
-    return {"python": sys.version.split()[0], **{p: version(p) for p in packages}}
+    return package_versions(packages)

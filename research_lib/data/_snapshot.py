@@ -9,13 +9,11 @@ snapshot that looks complete.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from research_lib._io import read_json, write_json
+from research_lib._io import read_json, write_json, write_parquet
 from research_lib.data._validate import validate_prices
 from research_lib.errors import DataValidationError
 
@@ -35,22 +33,17 @@ def write_snapshot(prices: pd.DataFrame, path: str | Path, provenance: dict) -> 
     ``last_date`` filled in.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        prices.to_parquet(tmp)
-        record = {
-            **provenance,
-            "rows": len(prices),
-            "first_date": prices.index[0].strftime("%Y-%m-%d") if len(prices) else None,
-            "last_date": prices.index[-1].strftime("%Y-%m-%d") if len(prices) else None,
-            "sha256": sha256_of(Path(tmp)),
-        }
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    # Drop the old provenance first: a crash before the new one is written leaves a parquet
+    # without provenance, which is treated as "not cached", never as a mismatched pair.
+    path.with_suffix(".json").unlink(missing_ok=True)
+    write_parquet(prices, path)
+    record = {
+        **provenance,
+        "rows": len(prices),
+        "first_date": prices.index[0].strftime("%Y-%m-%d") if len(prices) else None,
+        "last_date": prices.index[-1].strftime("%Y-%m-%d") if len(prices) else None,
+        "sha256": sha256_of(path),
+    }
     write_json(path.with_suffix(".json"), record)
     return record
 

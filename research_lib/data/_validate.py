@@ -44,15 +44,22 @@ def validate_prices(
         raise DataValidationError(problems[:_MAX_PROBLEMS])
 
 
+def validate_index(prices: pd.DataFrame, source: str) -> None:
+    """Raise ``DataValidationError`` unless rows are unique, sorted session dates with a close."""
+    problems = _index_problems(prices, source, allow_empty=True)
+    if problems:
+        raise DataValidationError(problems)
+
+
 def _day(ts) -> str:
     return pd.Timestamp(ts).strftime("%Y-%m-%d")
 
 
-def _index_problems(prices: pd.DataFrame, source: str) -> list[str]:
+def _index_problems(prices: pd.DataFrame, source: str, allow_empty: bool = False) -> list[str]:
     index = prices.index
     if not isinstance(index, pd.DatetimeIndex):
         return [f"Data from {source} is not indexed by dates (got {type(index).__name__}); index it by session date."]
-    if len(index) == 0:
+    if len(index) == 0 and not allow_empty:
         return [f"Data from {source} has no sessions; widen data.start/data.end or check the symbols."]
     if "close" not in prices.columns.get_level_values(0):
         return [f"Data from {source} has no 'close' field; every source must provide adjusted closes."]
@@ -78,9 +85,10 @@ def _close_problems(close: pd.Series, symbol: str, source: str, max_stale: int, 
     where = f"{source}, {symbol}"
     present = np.flatnonzero(~np.isnan(values))
     if present.size == 0:
+        why = " (an all-NaN column, which is how yfinance reports a failed or delisted ticker)" if "yfinance" in source else ""
         return [
-            f"{source} returned no prices for {symbol} (an all-NaN column, which is how yfinance reports a failed "
-            f"or delisted ticker); check the ticker spelling or remove {symbol} from data.symbols."
+            f"{source} returned no prices for {symbol}{why}; check the ticker spelling for this source, or remove "
+            f"{symbol} from data.symbols (or change data.benchmark / features.vix_symbol if it is one of those)."
         ]
     problems = []
     first, last = present[0], present[-1]
@@ -121,9 +129,9 @@ def _stale_problem(span: np.ndarray, dates: pd.DatetimeIndex, where: str, max_st
         return []
     start = np.flatnonzero(run_id == longest)[0]
     return [
-        f"{where}: stale series, the close stayed at {span[start]:g} for {int(run_length[longest])} sessions from "
-        f"{_day(dates[start])}; the quote feed likely stopped. Narrow data.start/data.end, drop the symbol, "
-        f"or raise data.max_stale_sessions (now {max_stale})."
+        f"{where}: stale series, the close did not change for {int(run_length[longest])} sessions in a row after "
+        f"{_day(dates[start])} (stuck at {span[start]:g}); the quote feed likely stopped. Narrow data.start/data.end, "
+        f"drop the symbol, or raise data.max_stale_sessions (now {max_stale})."
     ]
 
 

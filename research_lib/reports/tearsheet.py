@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
-from research_lib._io import write_json
+from research_lib._io import atomic_path, write_json
 
 
 def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str) -> Path:
@@ -28,17 +26,10 @@ def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, 
     path = Path(path)
     benchmark_title = str(benchmark.name or "Benchmark")
     benchmark = benchmark.reindex(returns.index).fillna(0.0)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".html")
-    os.close(fd)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            qs.reports.html(returns.rename("Strategy"), benchmark=benchmark, output=tmp, title=title,
-                            benchmark_title=benchmark_title)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        qs.reports.html(returns.rename("Strategy"), benchmark=benchmark, output=str(tmp), title=title,
+                        benchmark_title=benchmark_title)
     return path
 
 

@@ -1,0 +1,148 @@
+"""GARCH(1,1) forecasts of next-session volatility, refitted on a schedule, point in time.
+
+Conventions. Returns are daily log returns of each symbol's own valid closes, scaled by
+100 (percent) for the fit; variances in the numerical core are in percent squared per
+session. The output is annualized volatility as a fraction (0.25 = 25 % a year), scaled
+by ``sqrt(252)``. The value dated ``t`` is the forecast of the volatility of the return
+from the close of ``t`` to the close of ``t + 1``, made with closes up to and including
+``t`` only.
+
+Schedule. Parameters are estimated by ``arch`` (constant mean, GARCH(1,1), normal
+errors) at return positions ``min_history - 1``, ``min_history - 1 + refit_every``, ...
+of each symbol, on the returns up to that date (all of them, or the last ``window``).
+The forecast at a refit date is exactly ``arch``'s one-step forecast from that fit.
+Between refits the variance recursion runs forward with the last fitted parameters,
+
+    sigma2[t + 1] = omega + alpha * (r[t] - mu) ** 2 + beta * sigma2[t],
+
+which only uses returns up to ``t``. If a fit fails (``arch`` reports no convergence, or
+raises on degenerate data) the previous parameters are kept and the recursion simply
+continues; before the first successful fit the output is NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from arch import arch_model
+from scipy.signal import lfilter
+
+SESSIONS_PER_YEAR = 252
+PERCENT = 100.0
+MIN_HISTORY_FLOOR = 100
+
+
+def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: int = 500,
+                     window: int | None = None) -> pd.DataFrame:
+    """Annualized GARCH(1,1) forecast of next-session volatility at each close.
+
+    Parameters
+    ----------
+    close : pd.DataFrame, shape (n_dates, n_symbols)
+        Closing prices, dates ascending. Each symbol is handled on its own valid closes:
+        leading, trailing or interior NaN are skipped (a return then spans the gap).
+    refit_every : int, default 252
+        Sessions between re-estimations of the parameters (each symbol's own sessions).
+    min_history : int, default 500
+        Returns needed before the first fit; the first forecast is dated at the close
+        that completes ``min_history`` returns. At least 100.
+    window : int or None, default None
+        Fit on the last ``window`` returns only; None fits on all returns so far
+        (expanding). At least ``min_history``.
+
+    Returns
+    -------
+    pd.DataFrame, shape (n_dates, n_symbols)
+        Same index and columns as ``close``. Annualized volatility as a fraction; NaN
+        before each symbol's first successful fit and on dates where its close is NaN.
+
+    Raises
+    ------
+    ValueError
+        for ``refit_every < 1``, ``min_history < 100``, ``window < min_history``, an
+        index that is not unique and ascending, or closes that are not positive.
+    """
+    _check_arguments(refit_every, min_history, window)
+    if not (close.index.is_monotonic_increasing and close.index.is_unique):
+        raise ValueError("close.index must be unique dates sorted ascending (oldest first); "
+                         "try close[~close.index.duplicated()].sort_index().")
+    not_positive = [str(s) for s in close.columns if (close[s] <= 0).any()]
+    if not_positive:
+        raise ValueError(f"close has zero or negative prices for {not_positive}; "
+                         "load prices through research_lib.data.load_prices, which validates them.")
+
+    out = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
+    for position, symbol in enumerate(close.columns):
+        valid = close.iloc[:, position].dropna()
+        returns = PERCENT * np.diff(np.log(valid.to_numpy(dtype=float)))
+        variance = garch_variance_forecasts(returns, refit_every, min_history, window)
+        annualized = np.sqrt(variance * SESSIONS_PER_YEAR) / PERCENT
+        out.iloc[close.index.get_indexer(valid.index[1:]), position] = annualized
+    return out
+
+
+def garch_variance_forecasts(returns: np.ndarray, refit_every: int = 252, min_history: int = 500,
+                             window: int | None = None) -> np.ndarray:
+    """Next-session variance forecasts from one symbol's returns (the numerical core).
+
+    Parameters
+    ----------
+    returns : np.ndarray, shape (n,)
+        Finite daily returns in percent, oldest first.
+    refit_every, min_history, window
+        As in ``garch_volatility``.
+
+    Returns
+    -------
+    np.ndarray, shape (n,)
+        Element ``t`` is the forecast of the variance of ``returns[t + 1]`` (percent
+        squared per session) from ``returns[: t + 1]``; NaN before the first successful fit.
+    """
+    _check_arguments(refit_every, min_history, window)
+    n = returns.size
+    forecasts = np.full(n, np.nan)
+    params = None  # (mu, omega, alpha, beta) of the last successful fit
+    for refit in range(min_history - 1, n, refit_every):
+        stop = min(refit + refit_every, n)
+        first = 0 if window is None else max(0, refit + 1 - window)
+        fitted = _fit(returns[first: refit + 1])
+        if fitted is not None:
+            params, forecasts[refit] = fitted
+            start = refit + 1
+        elif params is None:
+            continue
+        else:
+            start = refit  # failed fit: carry on with the previous parameters
+        mu, omega, alpha, beta = params
+        drive = omega + alpha * (returns[start:stop] - mu) ** 2
+        forecasts[start:stop] = lfilter([1.0], [1.0, -beta], drive, zi=[beta * forecasts[start - 1]])[0]
+    return forecasts
+
+
+def _fit(sample: np.ndarray) -> tuple[tuple[float, float, float, float], float] | None:
+    """``(mu, omega, alpha, beta)`` and the one-step variance forecast, or None on failure."""
+    model = arch_model(sample, mean="Constant", vol="GARCH", p=1, q=1, dist="normal", rescale=False)
+    with np.errstate(all="ignore"):
+        try:
+            result = model.fit(disp="off", show_warning=False)
+        except (ValueError, np.linalg.LinAlgError):
+            return None
+    if result.convergence_flag != 0:
+        return None
+    mu, omega, alpha, beta = (float(v) for v in result.params.to_numpy())
+    forecast = omega + alpha * result.resid[-1] ** 2 + beta * result.conditional_volatility[-1] ** 2
+    if not np.isfinite(forecast):
+        return None
+    return (mu, omega, alpha, beta), float(forecast)
+
+
+def _check_arguments(refit_every: int, min_history: int, window: int | None) -> None:
+    if refit_every < 1:
+        raise ValueError(f"refit_every must be at least 1 session (got {refit_every}); "
+                         "252 refits once a year.")
+    if min_history < MIN_HISTORY_FLOOR:
+        raise ValueError(f"min_history must be at least {MIN_HISTORY_FLOOR} returns (got {min_history}); "
+                         "a GARCH fit on less is unreliable, 500 is the default.")
+    if window is not None and window < min_history:
+        raise ValueError(f"window must be at least min_history={min_history} returns (got {window}); "
+                         "raise window, lower min_history, or pass window=None for an expanding fit.")

@@ -1,0 +1,104 @@
+"""From prices to out-of-sample ML signals: the dataset, the walk-forward fits, the report.
+
+The signal frame is wide: rows are dates, columns symbols, values the model's score
+(higher = expected to outperform over the label horizon). Scores exist only for dates
+inside walk-forward test blocks.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from research_lib.config import MLConfig, RunConfig
+from research_lib.evaluation import (
+    ic_decay,
+    ic_summary,
+    information_coefficient,
+    quantile_returns,
+    quantile_spread_summary,
+    signal_turnover,
+)
+from research_lib.features import FeatureInputs, build_features
+from research_lib.labels import excess_forward_returns, forward_returns
+from research_lib.models import WalkForwardModel, mean_rank_ic
+
+
+def tradable_symbols(config: RunConfig, close: pd.DataFrame) -> list[str]:
+    """Loaded symbols that may be traded: all but the benchmark and context series (VIX)."""
+    context = {config.data.benchmark, config.features.vix_symbol}
+    return [s for s in close.columns if s not in context]
+
+
+def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:
+    vix = config.features.vix_symbol
+    return FeatureInputs(close=close[tradable_symbols(config, close)], index_close=close[config.data.benchmark],
+                         vix=close[vix] if vix in close.columns else None,
+                         garch_refit_days=config.features.garch_refit_days)
+
+
+def compute_features(config: RunConfig, close: pd.DataFrame) -> pd.DataFrame:
+    """The configured features as a (date, symbol) panel."""
+    return build_features(feature_inputs(config, close), config.features.names, config.features.cross_section)
+
+
+def labels_for(features: pd.DataFrame, close: pd.DataFrame, ml: MLConfig) -> pd.Series:
+    """Forward returns over ``ml.horizon_days`` aligned to the feature panel (NaN at the end)."""
+    symbols = features.index.get_level_values("symbol").unique()
+    make = excess_forward_returns if ml.label == "excess" else forward_returns
+    return make(close[list(symbols)], ml.horizon_days).stack(future_stack=True).reindex(features.index).rename("label")
+
+
+def fit_models(features: pd.DataFrame, labels: pd.Series, ml: MLConfig) -> dict[str, WalkForwardModel]:
+    """One walk-forward fit per configured model."""
+    return {name: WalkForwardModel(name, ml.test_days, ml.min_train_days, ml.horizon_days, ml.embargo_days,
+                                   ml.train_step_days, ml.inner_splits, ml.random_state).fit(features, labels)
+            for name in ml.models}
+
+
+def signal_frame(model: WalkForwardModel) -> pd.DataFrame:
+    """Out-of-sample scores as dates x symbols."""
+    return model.predictions_.unstack("symbol").rename_axis(columns=None)
+
+
+def evaluate_signal(scores: pd.DataFrame, close: pd.DataFrame, horizon: int, n_quantiles: int = 5) -> tuple[dict, pd.Series]:
+    """IC and rank IC (Newey-West t-stats), IC decay, quantile spreads and turnover of ``scores``.
+
+    Returns the summary (JSON-ready) and the daily rank IC series.
+    """
+    close = close[scores.columns].loc[scores.index[0]:]
+    labels = forward_returns(close, horizon).loc[scores.index]
+    rank_ic = information_coefficient(scores, labels, method="spearman")
+    summary = {
+        "ic": ic_summary(information_coefficient(scores, labels, method="pearson"), horizon),
+        "rank_ic": ic_summary(rank_ic, horizon),
+        "ic_decay": ic_decay(scores, close).reset_index().to_dict(orient="records"),
+        "quantiles": quantile_spread_summary(quantile_returns(scores, labels, n_quantiles), horizon),
+        "turnover": signal_turnover(scores, step=horizon, n_quantiles=n_quantiles),
+    }
+    return summary, rank_ic
+
+
+def permutation_importance(model: WalkForwardModel, features: pd.DataFrame, labels: pd.Series,
+                           n_repeats: int = 3, random_state: int = 0) -> pd.DataFrame:
+    """Drop in mean rank IC on the latest test block with labels when a feature is shuffled.
+
+    Each feature's column is permuted across that block's rows ``n_repeats`` times. Returns
+    a frame indexed by feature with ``mean`` and ``std`` of the drop, largest first.
+    """
+    labelled = [b for b in model.fitted_blocks_ if labels.loc[b[1]].notna().sum() >= 20]
+    if not labelled:
+        raise ValueError("no walk-forward test block has labels yet; importance needs out-of-sample outcomes.")
+    estimator, index, used = labelled[-1]
+    X, y = features.loc[index, used], labels.loc[index]
+    base = mean_rank_ic(pd.Series(estimator.predict(X), index=index), y)
+    rng = np.random.default_rng(random_state)
+    drops = {}
+    for column in used:
+        shuffled = X.copy()
+        drops[column] = []
+        for _ in range(n_repeats):
+            shuffled[column] = rng.permutation(X[column].to_numpy())
+            drops[column].append(base - mean_rank_ic(pd.Series(estimator.predict(shuffled), index=index), y))
+    table = pd.DataFrame({"mean": {k: np.mean(v) for k, v in drops.items()}, "std": {k: np.std(v) for k, v in drops.items()}})
+    return table.sort_values("mean", ascending=False)
