@@ -233,9 +233,6 @@ def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
     live = {os.environ[n] for n in SECRET_NAMES if len(os.environ.get(n, "")) >= 8}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
-        if live and any(secret in str(value) for secret in live):
-            raise ConfigError(f"{path}: the value of {dotted!r} contains an API key from the environment. "
-                              "Secrets never go in parameters (they are copied into reports); remove it.")
         if any(word in str(key).lower() for word in _SECRET_WORDS):
             raise ConfigError(
                 f"{path}: key {dotted!r} looks like a secret. Secrets never go in parameter files "
@@ -243,6 +240,9 @@ def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
             )
         if isinstance(value, dict):
             _refuse_secrets(value, path, prefix=f"{dotted}.")
+        elif live and any(secret in str(value) for secret in live):
+            raise ConfigError(f"{path}: the value of {dotted!r} contains an API key from the environment. "
+                              "Secrets never go in parameters (they are copied into reports); remove it.")
 
 
 def _describe(err: ValidationError, path: Path) -> str:

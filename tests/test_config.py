@@ -102,3 +102,19 @@ def test_resolved_config_round_trips_without_inherits(tmp_path):
     saved = save_config(config, tmp_path / "config.yaml")
     assert "inherits" not in yaml.safe_load(saved.read_text())
     assert load_config(saved) == config
+
+
+def test_override_into_a_section_left_empty(tmp_path):
+    path = write(tmp_path / "p.yaml", "scenario: x\nreport:\n")
+    assert load_config(path, ["report.title=Hello"]).report.title == "Hello"
+
+
+def test_a_secret_from_the_environment_is_refused_as_a_value(monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary-abcdef")
+    with pytest.raises(ConfigError, match=r"the value of 'report.title' contains an API key from the environment"):
+        load_config(REPO / "params" / "smoke.yaml", ["report.title=sk-ant-canary-abcdef"])
+
+
+def test_ml_signal_model_must_be_fitted():
+    with pytest.raises(ConfigError, match=r"signal_model 'hgbr' is not in models \['ridge'\]"):
+        load_config(REPO / "params" / "smoke.yaml", ["ml.models=[ridge]"])

@@ -97,7 +97,7 @@ def test_alpaca_request_asks_for_adjusted_daily_bars_with_the_keys_as_headers(al
 def test_alpaca_symbol_without_bars_is_refused_by_name(alpaca, tmp_path):
     """A symbol the server has no bars for is an all-NaN column, which validation names;
     nothing is written."""
-    with pytest.raises(DataValidationError, match=r"^alpaca returned no prices for NOPE .*remove NOPE from data\.symbols"):
+    with pytest.raises(DataValidationError, match=r"^alpaca returned no prices for NOPE; check the ticker spelling for this source, or remove NOPE from data\.symbols"):
         load_prices("alpaca", ["AAPL", "NOPE"], "2024-03-06", "2024-03-13", snapshot_dir=tmp_path)
     assert alpaca.requests[0].query["symbols"] == "AAPL,NOPE"
     assert list(tmp_path.iterdir()) == []

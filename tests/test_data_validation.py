@@ -49,13 +49,13 @@ def test_unsorted_dates():
 
 def test_yfinance_silent_failure_all_nan_column():
     prices = make_prices({"AAA": GOOD, "NOPE": [np.nan] * 6})
-    with pytest.raises(DataValidationError, match=r"yfinance returned no prices for NOPE .*remove NOPE from data.symbols"):
+    with pytest.raises(DataValidationError, match=r"yfinance returned no prices for NOPE \(an all-NaN column.*remove NOPE from data.symbols \(or change data.benchmark"):
         validate_prices(prices, "yfinance")
 
 
 def test_stale_series():
     closes = [10.0] + [12.0] * 12 + [12.5]
-    with pytest.raises(DataValidationError, match=r"test, AAA: stale series, the close stayed at 12 for 11 sessions from 2020-01-02.*max_stale_sessions \(now 10\)"):
+    with pytest.raises(DataValidationError, match=r"test, AAA: stale series, the close did not change for 11 sessions in a row after 2020-01-02 \(stuck at 12\).*max_stale_sessions \(now 10\)"):
         validate_prices(make_prices({"AAA": closes}), "test", max_stale_sessions=10)
     validate_prices(make_prices({"AAA": closes}), "test", max_stale_sessions=11)
 
@@ -93,10 +93,10 @@ def test_empty_and_undated_frames():
 
 def test_many_problems_are_counted_in_one_paragraph():
     prices = make_prices({"AAA": [np.nan if i == 2 else v for i, v in enumerate(GOOD)], "BBB": [1, 2, -1, 2, 2, 2]})
-    with pytest.raises(DataValidationError, match=r"\(1 more problem of the same data not shown.\)$") as caught:
+    with pytest.raises(DataValidationError, match=r"test, AAA: missing \(NaN\) close .* Also: test, BBB: non-positive close -1") as caught:
         validate_prices(prices, "test")
     assert len(caught.value.problems) == 2
-    assert "\n" not in str(caught.value)
+    assert "\n" not in str(caught.value), "one paragraph"
 
 
 def test_unknown_bundled_symbol_suggests_the_right_one(tmp_path):
@@ -112,10 +112,16 @@ def test_empty_date_range(tmp_path):
 
 def test_real_bundled_history_before_1993_is_refused_as_stale(tmp_path):
     """RRC's early-1990s quotes really are stale; the default start (1993) avoids them."""
-    with pytest.raises(DataValidationError, match=r"bundled, RRC: stale series, the close stayed at 3.322 for 68 sessions from 1990-01-02"):
+    with pytest.raises(DataValidationError, match=r"bundled, RRC: stale series, the close did not change for 68 sessions in a row after 1990-01-02 \(stuck at 3.322\)"):
         load_prices("bundled", ["RRC"], "1990-01-01", "1992-12-31", snapshot_dir=tmp_path)
 
 
 def test_unknown_source_lists_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"unknown data source 'bloomberg'; valid sources: \['bundled', 'yfinance', 'alpaca', 'file'\]"):
         load_prices("bloomberg", snapshot_dir=tmp_path)
+
+
+def test_unsorted_file_is_reported_before_any_date_slicing(tmp_path):
+    (tmp_path / "p.csv").write_text("date,AAA\n2021-01-05,10\n2021-01-04,11\n2021-01-06,12\n")
+    with pytest.raises(DataValidationError, match=r"unsorted dates: 2021-01-04 comes after 2021-01-05"):
+        load_prices("file", path=tmp_path / "p.csv", start="2021-01-01", snapshot_dir=tmp_path / "snap")

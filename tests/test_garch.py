@@ -18,8 +18,15 @@ REFIT_EVERY = 100  # refits at return positions 299, 399, ... = close positions 
 
 @pytest.fixture(scope="module")
 def close(bundled_small) -> pd.DataFrame:
-    """AAPL and JPM closes 2015-2018: about 1,000 sessions, 7 refits each."""
+    """AAPL and JPM closes 2015-2018: 1,006 sessions, 8 refits each."""
     return bundled_small["close"][["AAPL", "JPM"]]
+
+
+@pytest.fixture(scope="module", params=[None, 350], ids=["expanding", "window=350"])
+def fitted(request, close) -> tuple[dict, pd.DataFrame]:
+    """Keyword arguments and the forecasts they give on ``close``."""
+    kwargs = dict(refit_every=REFIT_EVERY, min_history=MIN_HISTORY, window=request.param)
+    return kwargs, garch_volatility(close, **kwargs)
 
 
 def percent_log_returns(prices: pd.Series) -> np.ndarray:
@@ -30,12 +37,10 @@ def annualized(variance_percent2: float) -> float:
     return float(np.sqrt(variance_percent2 * 252) / 100.0)
 
 
-@pytest.mark.parametrize("window", [None, 350])
 @pytest.mark.parametrize("cut", [300, 301, 400, 401, 450], ids=lambda c: f"t=close[{c}]")
-def test_no_look_ahead(close, window, cut):
+def test_no_look_ahead(close, fitted, cut):
     """Changing every close after t leaves every forecast up to t exactly as it was."""
-    kwargs = dict(refit_every=REFIT_EVERY, min_history=MIN_HISTORY, window=window)
-    base = garch_volatility(close, **kwargs)
+    kwargs, base = fitted
     shocked = close.copy()
     after = close.index > close.index[cut]
     shocked.loc[after] *= np.random.default_rng(cut).uniform(0.8, 1.25, size=(after.sum(), close.shape[1]))
@@ -47,9 +52,9 @@ def test_no_look_ahead(close, window, cut):
     assert (out.loc[after] != base.loc[after]).all().all(), "the shock reaches the later forecasts"
 
 
-@pytest.mark.parametrize("window", [None, 350])
-def test_equals_arch_at_a_refit_date_and_between_refits(close, window):
-    ours = garch_volatility(close, refit_every=REFIT_EVERY, min_history=MIN_HISTORY, window=window)["AAPL"]
+def test_equals_arch_at_a_refit_date_and_between_refits(close, fitted):
+    kwargs, forecasts = fitted
+    ours, window = forecasts["AAPL"], kwargs["window"]
     returns = percent_log_returns(close["AAPL"])
     refit, later = 399, 450  # return positions; the return at position k is dated close.index[k + 1]
     first = 0 if window is None else refit + 1 - window
@@ -119,7 +124,7 @@ def test_a_failed_fit_keeps_the_previous_parameters(close, monkeypatch):
 
     monkeypatch.setattr(garch, "_fit", fail_after_first)
     pd.testing.assert_frame_equal(garch_volatility(close, **kwargs), only_first_fit, check_exact=True)
-    assert len(calls) == 7, "every scheduled refit was attempted"
+    assert calls == {MIN_HISTORY + k * REFIT_EVERY: 2 for k in range(8)}, "every scheduled refit was tried"
 
     monkeypatch.setattr(garch, "_fit", lambda sample: None)
     assert garch_volatility(close, **kwargs).isna().all().all()

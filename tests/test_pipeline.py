@@ -29,19 +29,20 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "report.tearsheet=true"]) == 0
     run = only_run(workspace)
     out = capsys.readouterr().out
-    assert "[1/2] 01_load_data" in out and "[2/2] 06_validate" in out and "Run succeeded: CAGR" in out
+    assert "[1/4] 01_load_data" in out and "[4/4] 06_validate" in out and "Run succeeded: CAGR" in out
 
     manifest = load_manifest(run)
     assert manifest["status"] == "succeeded" and manifest["scenario"] == "smoke"
-    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "06_validate"]
+    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "02_build_features", "03_ml_signals", "06_validate"]
     assert all(s["status"] == "succeeded" and s["duration_s"] > 0 for s in manifest["stages"])
     assert manifest["config"]["report"]["tearsheet"] is True, "overrides are saved with the run"
     assert manifest["data"]["sha256"] == read_provenance(run / "prices.parquet")["sha256"]
     assert manifest["data"]["source"] == "bundled"
     assert set(manifest["metrics"]["strategy"]) >= {"cagr", "sharpe", "max_drawdown", "win_rate"}
 
-    for name in ("config.yaml", "prices.parquet", "metrics.json", "01_load_data.ipynb", "01_load_data.html",
-                 "06_validate.ipynb", "06_validate.html", "tearsheet.html"):
+    for name in ("config.yaml", "prices.parquet", "features.parquet", "signals_ml.parquet", "ml_report.json",
+                 "metrics.json", "01_load_data.ipynb", "01_load_data.html", "06_validate.ipynb", "06_validate.html",
+                 "tearsheet.html"):
         assert (run / name).is_file(), name
     tearsheet = (run / "tearsheet.html").read_text()
     for section in ("Cumulative Returns", "Drawdown", "Monthly Returns", "Sharpe", "Benchmark: SP500"):
@@ -96,7 +97,7 @@ def test_bad_parameters_exit_2_and_write_nothing(workspace, capsys):
 
 def test_unknown_stage_exits_2(workspace, capsys):
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--stages", "99"]) == 2
-    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '06_validate']" in capsys.readouterr().err
+    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_ml_signals', '06_validate']" in capsys.readouterr().err
 
 
 def test_bad_command_line_exits_2(capsys):
@@ -107,8 +108,8 @@ def test_bad_command_line_exits_2(capsys):
 
 def test_stage_discovery_and_selection(tmp_path):
     chain = discover_stages(REPO / "notebooks")
-    assert [p.stem for p in chain] == ["01_load_data", "06_validate"]
-    assert select_stages(chain, ["06"]) == chain[1:]
+    assert [p.stem for p in chain] == ["01_load_data", "02_build_features", "03_ml_signals", "06_validate"]
+    assert select_stages(chain, ["06"]) == chain[3:]
     assert select_stages(chain, None) == chain
     (tmp_path / "scratch.ipynb").write_text("{}")
     with pytest.raises(ConfigError, match="No notebooks named NN_verb_object.ipynb"):
@@ -144,3 +145,23 @@ def test_a_dying_kernel_fails_the_run_cleanly(workspace, tmp_path, capsys):
     manifest = load_manifest(tmp_path / "run")
     assert manifest["status"] == "failed" and manifest["stages"][0]["status"] == "failed"
     assert manifest["finished_at"] is not None
+
+
+def test_an_unexpected_error_still_marks_the_run_failed(workspace, tmp_path):
+    from research_lib.pipeline import StageFailed, run_pipeline
+
+    chain = tmp_path / "chain"
+    chain.mkdir()
+    (chain / "01_broken_json.ipynb").write_text("{ not a notebook")
+    with pytest.raises(StageFailed, match=r"failed: .*Error"):
+        run_pipeline(REPO / "params" / "smoke.yaml", notebooks_dir=chain, run_dir=tmp_path / "run")
+    manifest = load_manifest(tmp_path / "run")
+    assert manifest["status"] == "failed" and manifest["stages"][0]["status"] == "failed"
+
+
+def test_a_run_folder_is_never_reused(workspace, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "manifest.json").write_text("{}")
+    assert main(["run", str(workspace / "params" / "smoke.yaml"), "--run-dir", str(run_dir)]) == 2
+    assert "already holds a run" in capsys.readouterr().err

@@ -8,7 +8,7 @@ import pytest
 from research_lib.config import load_config
 from research_lib.data import load_prices, read_provenance, read_snapshot, write_snapshot
 from research_lib.errors import DataValidationError
-from research_lib.run import run_prices, save_run_prices
+from research_lib.run import run_prices
 from tests.conftest import REPO, make_prices
 
 
@@ -111,7 +111,17 @@ def test_run_prices_are_computed_once_then_read_from_the_run_folder(workspace, t
     first = run_prices(config, run_dir)
     assert set(first["close"].columns) == {*config.data.symbols, "SP500", "^VIX"}, "benchmark and VIX are loaded too"
     record = read_provenance(run_dir / "prices.parquet")
-    assert record["source_sha256"] == first.attrs["provenance"]["sha256"]
+    assert record["source_sha256"] == read_provenance(first.attrs["provenance"]["snapshot"])["sha256"]
     second = run_prices(config, run_dir)
+    assert second.attrs["provenance"]["sha256"] == record["sha256"], "read back from the run folder"
     pd.testing.assert_frame_equal(first, second)
-    assert save_run_prices(second, tmp_path / "copy")["rows"] == len(first)
+
+
+def test_run_prices_made_with_other_parameters_are_not_reused(workspace, tmp_path):
+    """Running 06 alone in a folder left by another configuration must not use its data."""
+    run_dir = tmp_path / "run"
+    run_prices(load_config(REPO / "params" / "smoke.yaml"), run_dir)
+    narrower = load_config(REPO / "params" / "smoke.yaml", ["data.start=2016-01-01"])
+    again = run_prices(narrower, run_dir)
+    assert again.index[0] == pd.Timestamp("2016-01-04")
+    assert read_provenance(run_dir / "prices.parquet")["first_date"] == "2016-01-04"
