@@ -169,5 +169,5 @@ class WalkForwardModel(BaseEstimator):
         for params in candidates:
             ics = [mean_rank_ic(pd.Series(_fit_predict(estimator, params, X.iloc[tr], y.iloc[tr], X.iloc[te])[2],
                                           index=X.index[te]), y.iloc[te]) for tr, te in splits]
-            scores.append(np.nanmean(ics))
+            scores.append(np.nanmean(ics) if np.isfinite(ics).any() else np.nan)
         return candidates[int(np.nanargmax(scores))] if np.isfinite(scores).any() else candidates[0]
