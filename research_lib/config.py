@@ -92,6 +92,7 @@ class FeaturesConfig(_Strict):
     cross_section: CrossSection = Field("zscore", description="standardize symbol features across symbols each date")
     vix_symbol: str | None = Field("^VIX", description="VIX series loaded for regime features; null: none")
     garch_refit_days: int = Field(252, ge=1, description="sessions between GARCH(1,1) re-estimations")
+    n_jobs: int = Field(2, description="processes for GARCH fits (-1: one per core); speed only")
 
 
 class MLConfig(_Strict):

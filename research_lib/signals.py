@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from research_lib import paths
 from research_lib.config import MLConfig, RunConfig
 from research_lib.evaluation import (
     ic_decay,
@@ -34,7 +35,8 @@ def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:
     vix = config.features.vix_symbol
     return FeatureInputs(close=close[tradable_symbols(config, close)], index_close=close[config.data.benchmark],
                          vix=close[vix] if vix in close.columns else None,
-                         garch_refit_days=config.features.garch_refit_days)
+                         garch_refit_days=config.features.garch_refit_days, n_jobs=config.features.n_jobs,
+                         cache_dir=str(paths.data_dir() / "cache" / "garch"))
 
 
 def compute_features(config: RunConfig, close: pd.DataFrame) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from threadpoolctl import threadpool_limits
 from arch import arch_model
 
 import research_lib.features._garch as garch
@@ -61,7 +62,8 @@ def test_equals_arch_at_a_refit_date_and_between_refits(close, fitted):
 
     model = arch_model(returns[first: refit + 1], mean="Constant", vol="GARCH", p=1, q=1, dist="normal",
                        rescale=False)
-    fitted = model.fit(disp="off")
+    with threadpool_limits(limits=1):  # the same numerics as garch_volatility, which fits on one thread
+        fitted = model.fit(disp="off")
     at_refit = fitted.forecast(horizon=1, reindex=False).variance.to_numpy()[-1, 0]
     assert ours.iloc[refit + 1] == pytest.approx(annualized(at_refit), rel=1e-8)
 

@@ -40,18 +40,24 @@ VIX_FEATURES = ("vix_level", "vix_trend_63d")
 
 @dataclass(frozen=True)
 class FeatureInputs:
-    """What features are computed from: universe closes, the index, optionally the VIX."""
+    """What features are computed from: universe closes, the index, optionally the VIX.
+
+    ``n_jobs`` and ``cache_dir`` only affect speed (GARCH fits in parallel, kept on disk).
+    """
 
     close: pd.DataFrame
     index_close: pd.Series
     vix: pd.Series | None = None
     garch_refit_days: int = 252
+    n_jobs: int = 1
+    cache_dir: str | None = None
 
 
 def _garch(inputs: FeatureInputs) -> pd.DataFrame:
     from research_lib.features._garch import garch_volatility
 
-    return garch_volatility(inputs.close, refit_every=inputs.garch_refit_days)
+    return garch_volatility(inputs.close, refit_every=inputs.garch_refit_days, n_jobs=inputs.n_jobs,
+                            cache_dir=inputs.cache_dir)
 
 
 _SYMBOL_FEATURES: dict[str, Callable[[FeatureInputs], pd.DataFrame]] = {

@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from pathlib import Path
+
 from arch import arch_model
+from joblib import Memory, Parallel, delayed
 from scipy.signal import lfilter
+from threadpoolctl import threadpool_limits
 
 SESSIONS_PER_YEAR = 252
 PERCENT = 100.0
@@ -33,7 +37,7 @@ MIN_HISTORY_FLOOR = 100
 
 
 def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: int = 500,
-                     window: int | None = None) -> pd.DataFrame:
+                     window: int | None = None, *, n_jobs: int = 1, cache_dir: str | Path | None = None) -> pd.DataFrame:
     """Annualized GARCH(1,1) forecast of next-session volatility at each close.
 
     Parameters
@@ -49,6 +53,11 @@ def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: i
     window : int or None, default None
         Fit on the last ``window`` returns only; None fits on all returns so far
         (expanding). At least ``min_history``.
+    n_jobs : int, default 1
+        Symbols fitted in parallel processes (joblib); -1 for one per core.
+    cache_dir : path or None
+        Keep each fit on disk (joblib.Memory), keyed by the exact returns it was fitted
+        on: a later run on the same or extended history reuses them, with identical results.
 
     Returns
     -------
@@ -71,18 +80,20 @@ def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: i
         raise ValueError(f"close has zero or negative prices for {not_positive}; "
                          "load prices through research_lib.data.load_prices, which validates them.")
 
+    series = [close.iloc[:, position].dropna() for position in range(close.shape[1])]
+    fit = Memory(str(cache_dir), verbose=0).cache(_fit) if cache_dir is not None else _fit
+    variances = Parallel(n_jobs=n_jobs)(
+        delayed(garch_variance_forecasts)(PERCENT * np.diff(np.log(valid.to_numpy(dtype=float))), refit_every,
+                                          min_history, window, fit=fit)
+        for valid in series)
     out = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
-    for position, symbol in enumerate(close.columns):
-        valid = close.iloc[:, position].dropna()
-        returns = PERCENT * np.diff(np.log(valid.to_numpy(dtype=float)))
-        variance = garch_variance_forecasts(returns, refit_every, min_history, window)
-        annualized = np.sqrt(variance * SESSIONS_PER_YEAR) / PERCENT
-        out.iloc[close.index.get_indexer(valid.index[1:]), position] = annualized
+    for position, (valid, variance) in enumerate(zip(series, variances)):
+        out.iloc[close.index.get_indexer(valid.index[1:]), position] = np.sqrt(variance * SESSIONS_PER_YEAR) / PERCENT
     return out
 
 
 def garch_variance_forecasts(returns: np.ndarray, refit_every: int = 252, min_history: int = 500,
-                             window: int | None = None) -> np.ndarray:
+                             window: int | None = None, fit=None) -> np.ndarray:
     """Next-session variance forecasts from one symbol's returns (the numerical core).
 
     Parameters
@@ -91,6 +102,8 @@ def garch_variance_forecasts(returns: np.ndarray, refit_every: int = 252, min_hi
         Finite daily returns in percent, oldest first.
     refit_every, min_history, window
         As in ``garch_volatility``.
+    fit : callable, optional
+        The estimator of one sample (default ``_fit``; a cached version may be passed).
 
     Returns
     -------
@@ -99,13 +112,19 @@ def garch_variance_forecasts(returns: np.ndarray, refit_every: int = 252, min_hi
         squared per session) from ``returns[: t + 1]``; NaN before the first successful fit.
     """
     _check_arguments(refit_every, min_history, window)
+    fit = fit or _fit
+    with threadpool_limits(limits=1):  # the same numbers in the main process and in joblib workers
+        return _forecasts(returns, refit_every, min_history, window, fit)
+
+
+def _forecasts(returns: np.ndarray, refit_every: int, min_history: int, window: int | None, fit) -> np.ndarray:
     n = returns.size
     forecasts = np.full(n, np.nan)
     params = None  # (mu, omega, alpha, beta) of the last successful fit
     for refit in range(min_history - 1, n, refit_every):
         stop = min(refit + refit_every, n)
         first = 0 if window is None else max(0, refit + 1 - window)
-        fitted = _fit(returns[first: refit + 1])
+        fitted = fit(returns[first: refit + 1])
         if fitted is not None:
             params, forecasts[refit] = fitted
             start = refit + 1

@@ -1,10 +1,14 @@
-"""`make bench`: time the default research pipeline end to end and per stage.
+"""`make bench`: time the research pipeline and its heavy parts; save JSON under reports/bench/.
 
-Runs `spartan run params/daily.yaml` in a scratch workspace (so reports/ keeps only real
-runs): once cold (no data snapshot yet) and twice warm. In the same run it times two
-reference costs the pipeline cannot avoid, papermill executing an empty notebook and
-quantstats writing one HTML report, so that the figures can be compared across noisy
-machines as ratios. Prints a table and saves JSON under reports/bench/.
+`python tests/bench/run_bench.py [pipeline] [features] [walk_forward]` (all by default).
+
+- pipeline: `spartan run params/daily.yaml` in a scratch workspace (reports/ keeps only
+  real runs), once cold (no snapshot, no GARCH cache) and once warm, with per-stage times;
+  in the same run, two costs it cannot avoid (papermill executing an empty notebook and
+  quantstats writing one report) so the figures can be compared as ratios on noisy machines.
+- features: every feature for the 20 bundled stocks over their full history (8,313
+  sessions): without GARCH, GARCH serial, GARCH on 2 processes, GARCH from the fit cache.
+- walk_forward: both models fitted walk-forward on the daily scenario's features.
 """
 
 from __future__ import annotations
@@ -64,54 +68,109 @@ def quantstats_report(scratch: Path) -> float:
     return timed(lambda: write_tearsheet(returns["AAPL"], returns["SP500"], scratch / "qs.html", "bench"))
 
 
-def main() -> int:
+def bench_pipeline() -> dict:
     with tempfile.TemporaryDirectory(prefix="spartan-bench-") as tmp:
         home = Path(tmp)
         (home / "params").symlink_to(REPO / "params")
         (home / "notebooks").symlink_to(REPO / "notebooks")
-        print("timing the default pipeline (1 cold run, 2 warm runs) ...", flush=True)
+        print("pipeline: 1 cold run, 1 warm run of params/daily.yaml ...", flush=True)
         cold = run_pipeline(home)
-        warm = [run_pipeline(home) for _ in range(2)]
-        print("timing reference costs (papermill empty notebook, quantstats report) ...", flush=True)
+        warm = [run_pipeline(home)]
         empty_nb = papermill_empty_notebook(home)
         qs_html = quantstats_report(home)
 
     warm_wall = statistics.median(w["wall_s"] for w in warm)
     result = {
-        "benchmark": "pipeline_daily",
-        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()},
-        "cold": cold,
-        "warm": warm,
-        "warm_wall_median_s": warm_wall,
-        "target_s": TARGET_S,
+        "cold": cold, "warm": warm, "warm_wall_median_s": warm_wall, "target_s": TARGET_S,
         "meets_target": warm_wall < TARGET_S,
         "reference": {"papermill_empty_notebook_s": round(empty_nb, 2), "quantstats_html_s": round(qs_html, 2)},
-        "ratios": {
-            "warm_wall_over_papermill_empty": round(warm_wall / empty_nb, 2),
-            "warm_wall_over_unavoidable": round(warm_wall / (2 * empty_nb + qs_html), 2),
-        },
+        "ratios": {"warm_wall_over_papermill_empty": round(warm_wall / empty_nb, 2),
+                   "warm_wall_over_unavoidable": round(warm_wall / (4 * empty_nb + qs_html), 2)},
     }
+    rows = [("pipeline, cold (no snapshot, no GARCH cache)", cold["wall_s"]), ("pipeline, warm", warm[0]["wall_s"])]
+    rows += [(f"  cold stage {n}", v) for n, v in cold["stages_s"].items()]
+    rows += [(f"  warm stage {n}", v) for n, v in warm[0]["stages_s"].items()]
+    rows += [("reference: papermill, empty notebook", empty_nb), ("reference: quantstats HTML report", qs_html)]
+    verdict = (f"warm pipeline {warm_wall:.1f} s vs target {TARGET_S:.0f} s: {'OK' if result['meets_target'] else 'MISSED'}; "
+               f"{result['ratios']['warm_wall_over_unavoidable']}x the unavoidable cost (4 empty notebooks + 1 quantstats report)")
+    return {"result": result, "rows": rows, "verdict": verdict}
+
+
+def bench_features() -> dict:
+    from research_lib.data._bundled import STOCKS, bundled_prices
+    from research_lib.features import ALL_FEATURES, FeatureInputs, build_features
+
+    close = bundled_prices()["close"]
+    print(f"features: 20 stocks x {len(close)} sessions ...", flush=True)
+    stocks = close[list(STOCKS)]
+    no_garch = [n for n in ALL_FEATURES if n != "garch_vol"]
+    times = {}
+    with tempfile.TemporaryDirectory(prefix="spartan-garch-") as cache:
+        def build(names, n_jobs=1, cache_dir=None):
+            inputs = FeatureInputs(stocks, close["SP500"], close["^VIX"], 252, n_jobs=n_jobs, cache_dir=cache_dir)
+            return timed(lambda: build_features(inputs, names))
+        times["all but GARCH (23 features)"] = build(no_garch)
+        times["GARCH only, serial, no cache"] = build(["garch_vol"])
+        times["GARCH only, 2 processes, cold cache"] = build(["garch_vol"], 2, cache)
+        times["GARCH only, warm cache"] = build(["garch_vol"], 2, cache)
+        times["all 24 features, warm cache"] = build(list(ALL_FEATURES), 2, cache)
+    target = 2.0
+    cold_all = times["all but GARCH (23 features)"] + times["GARCH only, 2 processes, cold cache"]
+    verdict = (f"features: {times['all 24 features, warm cache']:.2f} s warm (target {target:.0f} s: "
+               f"{'OK' if times['all 24 features, warm cache'] < target else 'MISSED'}); {cold_all:.1f} s cold, "
+               f"of which GARCH {times['GARCH only, 2 processes, cold cache']:.1f} s (about 560 arch fits)")
+    return {"result": {"sessions": len(close), "symbols": 20, "seconds": times, "target_s": target},
+            "rows": list(times.items()), "verdict": verdict}
+
+
+def bench_walk_forward() -> dict:
+    from research_lib.config import load_config
+    from research_lib.data._bundled import bundled_prices
+    from research_lib.signals import compute_features, fit_models, labels_for
+
+    config = load_config(REPO / "params" / "daily.yaml")
+    close = bundled_prices()["close"].loc[str(config.data.start):]
+    with tempfile.TemporaryDirectory(prefix="spartan-garch-") as cache:
+        os.environ["SPARTAN_HOME"] = cache
+        features = compute_features(config, close)
+    labels = labels_for(features, close, config.ml)
+    print(f"walk_forward: {len(features):,} rows x {features.shape[1]} features ...", flush=True)
+    times = {}
+    for name in config.ml.models:
+        ml = config.ml.model_copy(update={"models": [name], "signal_model": name})
+        times[name] = timed(lambda: fit_models(features, labels, ml))
+    total, target = sum(times.values()), 60.0
+    verdict = f"walk-forward, both models: {total:.1f} s (target {target:.0f} s: {'OK' if total < target else 'MISSED'})"
+    return {"result": {"rows": len(features), "features": features.shape[1], "seconds": times, "target_s": target},
+            "rows": [(f"walk-forward {n}", v) for n, v in times.items()], "verdict": verdict}
+
+
+BENCHES = {"pipeline": bench_pipeline, "features": bench_features, "walk_forward": bench_walk_forward}
+
+
+def main(names: list[str]) -> int:
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        print(f"unknown benchmarks {unknown}; valid: {list(BENCHES)}", file=sys.stderr)
+        return 2
     out_dir = REPO / "reports" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"pipeline-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}.json"
-    out.write_text(json.dumps(result, indent=2))
-
-    print(f"\n{'measure':42s} {'seconds':>8s}")
-    print(f"{'pipeline, cold (fresh snapshot)':42s} {cold['wall_s']:8.2f}")
-    for i, w in enumerate(warm, 1):
-        print(f"{f'pipeline, warm run {i}':42s} {w['wall_s']:8.2f}")
-    for name, seconds in cold["stages_s"].items():
-        print(f"{'  cold stage ' + name:42s} {seconds:8.2f}")
-    for name, seconds in warm[-1]["stages_s"].items():
-        print(f"{'  warm stage ' + name:42s} {seconds:8.2f}")
-    print(f"{'reference: papermill, empty notebook':42s} {empty_nb:8.2f}")
-    print(f"{'reference: quantstats HTML report':42s} {qs_html:8.2f}")
-    print(f"\nwarm pipeline {warm_wall:.1f} s vs target {TARGET_S:.0f} s: {'OK' if result['meets_target'] else 'MISSED'}; "
-          f"{result['ratios']['warm_wall_over_unavoidable']}x the unavoidable cost (2 empty notebooks + 1 quantstats report)")
-    print(f"saved {out}")
-    return 0 if result["meets_target"] else 1
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
+    verdicts = []
+    for name in names or list(BENCHES):
+        outcome = BENCHES[name]()
+        path = out_dir / f"{name}-{stamp}.json"
+        path.write_text(json.dumps({"benchmark": name, "when": stamp, "machine": machine, **outcome["result"]}, indent=2))
+        print(f"\n{'measure':48s} {'seconds':>8s}")
+        for label, seconds in outcome["rows"]:
+            print(f"{label:48s} {seconds:8.2f}")
+        print(outcome["verdict"])
+        print(f"saved {path}")
+        verdicts.append(outcome["verdict"])
+    print("\n" + "\n".join(verdicts))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
