@@ -108,6 +108,7 @@ class MLConfig(_Strict):
     train_step_days: int = Field(5, ge=1, description="train on every n-th date (overlapping labels are redundant)")
     inner_splits: int = Field(2, ge=1, description="walk-forward splits inside each training window for tuning")
     random_state: int = 0
+    n_jobs: int = Field(2, description="processes fitting walk-forward blocks (-1: one per core); speed only")
 
     @model_validator(mode="after")
     def _signal_model_is_fitted(self) -> MLConfig:

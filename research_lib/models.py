@@ -16,6 +16,7 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
@@ -114,7 +115,7 @@ class WalkForwardModel(BaseEstimator):
 
     def __init__(self, model: ModelName = "hgbr", test_days: int = 252, min_train_days: int = 1260,
                  horizon: int = 21, embargo_days: int = 5, train_step_days: int = 5, inner_splits: int = 2,
-                 random_state: int = 0):
+                 random_state: int = 0, n_jobs: int = 1):
         self.model = model
         self.test_days = test_days
         self.min_train_days = min_train_days
@@ -123,9 +124,14 @@ class WalkForwardModel(BaseEstimator):
         self.train_step_days = train_step_days
         self.inner_splits = inner_splits
         self.random_state = random_state
+        self.n_jobs = n_jobs
 
     def fit(self, X: pd.DataFrame, y: pd.Series) -> WalkForwardModel:
-        """``X``: features indexed by (date, symbol); ``y``: labels on the same index (NaN allowed)."""
+        """``X``: features indexed by (date, symbol); ``y``: labels on the same index (NaN allowed).
+
+        Blocks are fitted in ``n_jobs`` processes, each on one thread; results do not
+        depend on ``n_jobs``.
+        """
         if not X.index.equals(y.index):
             raise ValueError("X and y must share the same (date, symbol) index; align them with y.reindex(X.index).")
         estimator, grid = make_estimator(self.model, self.random_state)
@@ -133,41 +139,61 @@ class WalkForwardModel(BaseEstimator):
         sessions = np.unique(np.asarray(dates))
         thinned = sessions[:: self.train_step_days]
         outer = PurgedWalkForward(self.test_days, self.min_train_days, self.horizon, self.embargo_days)
-        predictions, self.folds_, self.fitted_blocks_ = [], [], []
-        # One thread per fit: on small folds OpenMP start-up costs more than it saves.
-        with threadpool_limits(limits=1):
-            for train, test in outer.split(dates):
-                train = train[np.isin(dates[train], thinned) & y.iloc[train].notna().to_numpy()]
-                params = self._tune(estimator, grid, X.iloc[train], y.iloc[train], sessions)
-                fitted, used, predicted = _fit_predict(estimator, params, X.iloc[train], y.iloc[train], X.iloc[test])
-                predictions.append(pd.Series(predicted, index=X.index[test], name=self.model))
-                self.fitted_blocks_.append((fitted, X.index[test], used))
-                self.folds_.append({
-                    "train_start": str(dates[train].min().date()), "train_end": str(dates[train].max().date()),
-                    "test_start": str(dates[test].min().date()), "test_end": str(dates[test].max().date()),
-                    "train_rows": int(len(train)), "params": params,
-                    "unused_features": [c for c in X.columns if c not in used],
-                    "test_rank_ic": mean_rank_ic(predictions[-1], y.iloc[test]),
-                })
-        if not predictions:
+        blocks = []
+        for train, test in outer.split(dates):
+            train = train[np.isin(dates[train], thinned) & y.iloc[train].notna().to_numpy()]
+            blocks.append((train, test))
+        if not blocks:
             raise ValueError(f"no walk-forward fold fits in {len(sessions)} sessions: need more than "
                              f"min_train_days ({self.min_train_days}) sessions; lower it or load more history.")
+        inner = {"calendar": sessions, "horizon": self.horizon, "embargo_days": self.embargo_days,
+                 "inner_splits": self.inner_splits}
+        fitted_blocks = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_block)(estimator, grid, X.iloc[train], y.iloc[train], X.iloc[test], **inner)
+            for train, test in blocks)
+
+        predictions, self.folds_, self.fitted_blocks_ = [], [], []
+        for (train, test), (params, fitted, used, predicted) in zip(blocks, fitted_blocks):
+            predictions.append(pd.Series(predicted, index=X.index[test], name=self.model))
+            self.fitted_blocks_.append((fitted, X.index[test], used))
+            self.folds_.append({
+                "train_start": str(dates[train].min().date()), "train_end": str(dates[train].max().date()),
+                "test_start": str(dates[test].min().date()), "test_end": str(dates[test].max().date()),
+                "train_rows": int(len(train)), "params": params,
+                "unused_features": [c for c in X.columns if c not in used],
+                "test_rank_ic": mean_rank_ic(predictions[-1], y.iloc[test]),
+            })
         self.predictions_ = pd.concat(predictions)
         return self
 
-    def _tune(self, estimator, grid: dict, X: pd.DataFrame, y: pd.Series, calendar: np.ndarray) -> dict:
-        """Pick hyperparameters by purged walk-forward CV inside the training window only."""
-        candidates = list(ParameterGrid(grid))
-        dates = X.index.get_level_values("date")
-        n_sessions = int(np.searchsorted(calendar, np.asarray(dates).max())) + 1
-        block = max(n_sessions // (self.inner_splits + 2), 1)
-        inner = PurgedWalkForward(block, n_sessions - self.inner_splits * block, self.horizon, self.embargo_days)
-        splits = list(inner.split(dates, calendar))
-        if len(candidates) == 1 or not splits:
-            return candidates[0]
-        scores = []
-        for params in candidates:
-            ics = [mean_rank_ic(pd.Series(_fit_predict(estimator, params, X.iloc[tr], y.iloc[tr], X.iloc[te])[2],
-                                          index=X.index[te]), y.iloc[te]) for tr, te in splits]
-            scores.append(np.nanmean(ics) if np.isfinite(ics).any() else np.nan)
-        return candidates[int(np.nanargmax(scores))] if np.isfinite(scores).any() else candidates[0]
+
+def _fit_block(estimator, grid: dict, X_train: pd.DataFrame, y_train: pd.Series, X_test: pd.DataFrame, *,
+               calendar: np.ndarray, horizon: int, embargo_days: int, inner_splits: int):
+    """Tune inside the training window, refit on all of it, predict the test block.
+
+    One thread (OpenMP start-up costs more than it saves on these sizes, and results then
+    do not depend on where the block runs). Returns ``(params, fitted, used_columns, predictions)``.
+    """
+    with threadpool_limits(limits=1):
+        params = _tune(estimator, grid, X_train, y_train, calendar, horizon, embargo_days, inner_splits)
+        fitted, used, predicted = _fit_predict(estimator, params, X_train, y_train, X_test)
+    return params, fitted, used, predicted
+
+
+def _tune(estimator, grid: dict, X: pd.DataFrame, y: pd.Series, calendar: np.ndarray, horizon: int,
+          embargo_days: int, inner_splits: int) -> dict:
+    """Pick hyperparameters by purged walk-forward CV inside the training window only."""
+    candidates = list(ParameterGrid(grid))
+    dates = X.index.get_level_values("date")
+    n_sessions = int(np.searchsorted(calendar, np.asarray(dates).max())) + 1
+    block = max(n_sessions // (inner_splits + 2), 1)
+    inner = PurgedWalkForward(block, n_sessions - inner_splits * block, horizon, embargo_days)
+    splits = list(inner.split(dates, calendar))
+    if len(candidates) == 1 or not splits:
+        return candidates[0]
+    scores = []
+    for params in candidates:
+        ics = [mean_rank_ic(pd.Series(_fit_predict(estimator, params, X.iloc[tr], y.iloc[tr], X.iloc[te])[2],
+                                      index=X.index[te]), y.iloc[te]) for tr, te in splits]
+        scores.append(np.nanmean(ics) if np.isfinite(ics).any() else np.nan)
+    return candidates[int(np.nanargmax(scores))] if np.isfinite(scores).any() else candidates[0]

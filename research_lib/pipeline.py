@@ -163,6 +163,7 @@ def run_pipeline(
         manifest["finished_at"] = now_utc()
         manifest["data"] = read_provenance(run_dir / "prices.parquet")
         manifest["metrics"] = read_json(run_dir / "metrics.json")
+        manifest["ml"] = _ml_headline(read_json(run_dir / "ml_report.json"))
         write_manifest(run_dir, manifest)
         _rebuild_index()
     return run_dir
@@ -172,7 +173,6 @@ def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path) -> str
     """Execute one notebook; return a one-line description of the failure, or None."""
     import papermill as pm
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["SPARTAN_HOME"] = str(paths.workspace_root())
     try:
         pm.execute_notebook(
@@ -198,6 +198,15 @@ def _to_html(executed: Path) -> str | None:
     target = executed.with_suffix(".html")
     atomic_write_bytes(target, body.encode())
     return target.name
+
+
+def _ml_headline(report: dict | None) -> dict | None:
+    """The signal model's out-of-sample rank IC (mean and Newey-West t) for the manifest."""
+    if not report:
+        return None
+    rank_ic = report["models"][report["signal_model"]]["rank_ic"]
+    return {"model": report["signal_model"], "horizon_days": report["horizon_days"],
+            "rank_ic": rank_ic["mean"], "rank_ic_t": rank_ic["t_stat"]}
 
 
 def _rebuild_index() -> None:

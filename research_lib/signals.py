@@ -54,7 +54,7 @@ def labels_for(features: pd.DataFrame, close: pd.DataFrame, ml: MLConfig) -> pd.
 def fit_models(features: pd.DataFrame, labels: pd.Series, ml: MLConfig) -> dict[str, WalkForwardModel]:
     """One walk-forward fit per configured model."""
     return {name: WalkForwardModel(name, ml.test_days, ml.min_train_days, ml.horizon_days, ml.embargo_days,
-                                   ml.train_step_days, ml.inner_splits, ml.random_state).fit(features, labels)
+                                   ml.train_step_days, ml.inner_splits, ml.random_state, ml.n_jobs).fit(features, labels)
             for name in ml.models}
 
 

@@ -24,6 +24,7 @@ def only_run(workspace):
 
 @pytest.mark.notebook
 def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, capsys):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # as for a user: kernels plot inline
     monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
     monkeypatch.setenv("APCA_API_SECRET_KEY", CANARY + "-alpaca")
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "report.tearsheet=true"]) == 0
@@ -39,17 +40,27 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert manifest["data"]["sha256"] == read_provenance(run / "prices.parquet")["sha256"]
     assert manifest["data"]["source"] == "bundled"
     assert set(manifest["metrics"]["strategy"]) >= {"cagr", "sharpe", "max_drawdown", "win_rate"}
+    assert manifest["metrics"]["strategy_name"] == "momentum_12_1"
+    assert set(manifest["metrics"]["alternatives"]) == {"ml_signal"}, "06 backtests the ML signal alongside"
+    report = json.loads((run / "ml_report.json").read_text())
+    assert manifest["ml"]["rank_ic"] == report["models"]["hgbr"]["rank_ic"]["mean"]
+    assert set(report["models"]) == {"ridge", "hgbr"} and report["permutation_importance"]
 
     for name in ("config.yaml", "prices.parquet", "features.parquet", "signals_ml.parquet", "ml_report.json",
                  "metrics.json", "01_load_data.ipynb", "01_load_data.html", "06_validate.ipynb", "06_validate.html",
                  "tearsheet.html"):
         assert (run / name).is_file(), name
+    for stage in ("01_load_data", "03_ml_signals", "06_validate"):
+        cells = json.loads((run / f"{stage}.ipynb").read_text())["cells"]
+        assert any("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])), f"{stage} shows its charts"
+    assert (run / "tearsheet.html").stat().st_mode & 0o044, "reports are readable by others, like any file"
     tearsheet = (run / "tearsheet.html").read_text()
     for section in ("Cumulative Returns", "Drawdown", "Monthly Returns", "Sharpe", "Benchmark: SP500"):
         assert section in tearsheet, section
 
     index = (workspace / "reports" / "index.html").read_text()
     assert run.name in index and f"runs/{run.name}/tearsheet.html" in index and "succeeded" in index
+    assert f"{manifest['ml']['rank_ic']:.3f}" in index
 
     for path in [*run.rglob("*"), workspace / "reports" / "index.html"]:
         if path.is_file():

@@ -28,9 +28,10 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             runs.append({"run_id": folder.name, "status": "unreadable", "created_at": "", "links": [],
-                         "metrics": dict.fromkeys(_HEADLINE)})
+                         "metrics": dict.fromkeys(_HEADLINE), "ml": {}})
             continue
         strategy = (manifest.get("metrics") or {}).get("strategy", {})
+        ml = manifest.get("ml") or {}
         links = [("tearsheet", f"runs/{folder.name}/tearsheet.html")] if (folder / "tearsheet.html").is_file() else []
         links += [(s["name"], f"runs/{folder.name}/{s['html']}") for s in manifest.get("stages", []) if s.get("html")]
         links.append(("manifest", f"runs/{folder.name}/manifest.json"))
@@ -43,6 +44,7 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
             "error": manifest.get("error"),
             "commit": ((manifest.get("code") or {}).get("commit") or "")[:8],
             "metrics": {k: strategy.get(k) for k in _HEADLINE},
+            "ml": ml,
             "links": links,
         })
     return sorted(runs, key=lambda r: r["created_at"], reverse=True)

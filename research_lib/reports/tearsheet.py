@@ -17,9 +17,6 @@ def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, 
     Both series are daily simple returns; the benchmark is aligned to the strategy's
     dates. The file appears only when complete.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import quantstats as qs
 
