@@ -28,7 +28,7 @@ import pandas as pd
 
 from research_lib.plots import plot_growth
 from research_lib.reports import write_metrics, write_tearsheet
-from research_lib.run import backtest_strategies, open_run, run_prices, validation_metrics
+from research_lib.run import backtest_strategies, open_run, read_llm_report, run_prices, tearsheet_title, validation_metrics
 
 config, run_dir = open_run(config_path, run_dir)
 prices = run_prices(config, run_dir)
@@ -58,5 +58,6 @@ plot_growth(pd.DataFrame({n: r.returns for n, r in results.items()}).join(benchm
 # %%
 main = results[metrics["strategy_name"]]
 if config.report.tearsheet:
-    write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), run_dir / "tearsheet.html", config.report.title)
+    write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), run_dir / "tearsheet.html",
+                    tearsheet_title(config, read_llm_report(run_dir)))
 write_metrics(metrics, run_dir / "metrics.json")

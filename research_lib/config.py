@@ -29,7 +29,7 @@ StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal"]
 ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]
 
-_SECRET_WORDS = ("api_key", "secret", "password", "token")
+_SECRET_WORDS = ("api_key", "apikey", "secret", "password")  # anywhere in a key; and a key part "token"
 SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
 
 
@@ -117,6 +117,45 @@ class MLConfig(_Strict):
         return self
 
 
+class ModelPrice(_Strict):
+    """US dollars per million tokens (the Anthropic pricing page); the Batch API halves them."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float = Field(ge=0, description="5-minute prompt-cache write")
+    cache_read: float = Field(ge=0, description="prompt-cache hit")
+
+
+class LLMConfig(_Strict):
+    """Claude as an analyst (04_claude_signals, research_lib.llm)."""
+
+    provider: Literal["auto", "anthropic", "replay", "offline"] = Field(
+        "auto", description="auto: Claude if ANTHROPIC_API_KEY is set (cache first), else the offline analyst")
+    model: str = Field("claude-sonnet-5-5", description="Anthropic model id")
+    max_tokens: int = Field(4096, ge=256, description="answer length cap; a cut-off answer abstains")
+    temperature: float | None = Field(None, ge=0, le=1, description="null: the model's default (Sonnet 5.x refuses others)")
+    reasoning: bool = Field(False, description="a brief analysis call before the structured answer")
+    mask: bool = Field(True, description="anonymous symbols and hidden dates in prompts")
+    rebalance: RebalanceFrequency = Field("monthly", description="dates views are formed on")
+    inputs: list[FeatureName] = Field(["ret_21d", "ret_63d", "momentum_12_1", "reversal_5d", "vol_63d",
+                                       "drawdown_252d", "rsi_14", "beta_252d"], min_length=1,
+                                      description="features shown per symbol (from 02_build_features)")
+    budget_usd: float = Field(5.0, ge=0, description="spending cap per run; the call that would pass it is not sent")
+    dry_run: bool = Field(False, description="estimate tokens and dollars, send nothing")
+    max_retries: int = Field(4, ge=0, le=10)
+    timeout_s: float = Field(60.0, gt=0, description="HTTP timeout per call")
+    knowledge_cutoff: dict[str, dt.date] = Field(default_factory=dict, description="model -> reliable knowledge cutoff")
+    prices: dict[str, ModelPrice] = Field(default_factory=dict, description="model -> price per million tokens")
+
+    @model_validator(mode="after")
+    def _model_is_described(self) -> LLMConfig:
+        for table in ("knowledge_cutoff", "prices"):
+            if self.provider != "offline" and self.model not in getattr(self, table):
+                raise ValueError(f"model {self.model!r} has no entry in llm.{table} (entries: {sorted(getattr(self, table))}); "
+                                 f"add one, or choose a listed model")
+        return self
+
+
 class BacktestConfig(_Strict):
     cost_bps: float = Field(10.0, ge=0, description="cost per unit of turnover, in basis points")
     execution_lag_sessions: int = Field(1, ge=1, description="sessions between decision and trade (>= 1: no same-close fills)")
@@ -136,6 +175,7 @@ class RunConfig(_Strict):
     strategy: StrategyConfig = StrategyConfig()
     features: FeaturesConfig = FeaturesConfig()
     ml: MLConfig = MLConfig()
+    llm: LLMConfig = LLMConfig(provider="offline")
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
 
@@ -235,7 +275,7 @@ def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
     live = {os.environ[n] for n in SECRET_NAMES if len(os.environ.get(n, "")) >= 8}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
-        if any(word in str(key).lower() for word in _SECRET_WORDS):
+        if any(word in str(key).lower() for word in _SECRET_WORDS) or "token" in str(key).lower().split("_"):
             raise ConfigError(
                 f"{path}: key {dotted!r} looks like a secret. Secrets never go in parameter files "
                 "(they are copied into reports); set them in the environment or a git-ignored .env."

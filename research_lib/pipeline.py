@@ -164,6 +164,7 @@ def run_pipeline(
         manifest["data"] = read_provenance(run_dir / "prices.parquet")
         manifest["metrics"] = read_json(run_dir / "metrics.json")
         manifest["ml"] = _ml_headline(read_json(run_dir / "ml_report.json"))
+        manifest["llm"] = _llm_headline(read_json(run_dir / "llm_report.json"))
         write_manifest(run_dir, manifest)
         _rebuild_index()
     return run_dir
@@ -207,6 +208,14 @@ def _ml_headline(report: dict | None) -> dict | None:
     rank_ic = report["models"][report["signal_model"]]["rank_ic"]
     return {"model": report["signal_model"], "horizon_days": report["horizon_days"],
             "rank_ic": rank_ic["mean"], "rank_ic_t": rank_ic["t_stat"]}
+
+
+def _llm_headline(report: dict | None) -> dict | None:
+    """Who the analyst was (Claude or the offline stand-in), what it cost, what it abstained on."""
+    if not report or "analyst" not in report:
+        return None
+    return {k: report[k] for k in ("analyst", "model", "sources", "views", "abstentions", "contaminated_views",
+                                   "cost_usd", "usd_per_signal")}
 
 
 def _rebuild_index() -> None:

@@ -9,8 +9,10 @@ never silently reused.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -21,7 +23,22 @@ from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.config import RunConfig, load_config
 from research_lib.data import DEFAULT_UNIVERSE, load_prices, read_snapshot, write_snapshot
 from research_lib.env import load_env_file
+from research_lib import paths
+from research_lib.evaluation import ic_summary, information_coefficient
 from research_lib.features import VIX_FEATURES
+from research_lib.labels import forward_returns
+from research_lib.llm import (
+    API_KEY_ENV,
+    AnalystSettings,
+    ClaudeAnalyst,
+    LLMResult,
+    Price,
+    ResponseCache,
+    estimate_backfill,
+    generate_views,
+    make_client,
+    prompt_tables,
+)
 from research_lib.metrics import backtest_metrics
 from research_lib.signals import (
     compute_features,
@@ -32,18 +49,22 @@ from research_lib.signals import (
     signal_frame,
     tradable_symbols,
 )
-from research_lib.strategies import baseline_weights
+from research_lib.strategies import baseline_weights, rebalance_dates
 
 PRICES_FILE = "prices.parquet"
 FEATURES_FILE = "features.parquet"
 SIGNALS_FILE = "signals_ml.parquet"
 PREDICTIONS_FILE = "ml_predictions.parquet"
 ML_REPORT_FILE = "ml_report.json"
+LLM_VIEWS_FILE = "signals_llm.parquet"
+LLM_REPORT_FILE = "llm_report.json"
 IC_FILE = "ic_by_date.parquet"
+
+STATE_DB = "spartan.sqlite"  # the workspace's SQLite state under data/ (LLM response cache, later the ledger)
 
 # The parameter sections each artifact depends on.
 _DEPENDS = {PRICES_FILE: ("data", "features"), FEATURES_FILE: ("data", "features"),
-            SIGNALS_FILE: ("data", "features", "ml")}
+            SIGNALS_FILE: ("data", "features", "ml"), LLM_VIEWS_FILE: ("data", "features", "ml", "llm")}
 
 
 def open_run(config_path: str | Path, run_dir: str | Path) -> tuple[RunConfig, Path]:
@@ -179,3 +200,78 @@ def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[st
 
 def _parts(result: BacktestResult) -> dict:
     return {"returns": result.returns, "turnover": result.turnover, "costs": result.costs}
+
+
+def llm_settings(config: RunConfig) -> AnalystSettings:
+    llm = config.llm
+    price = llm.prices.get(llm.model)
+    return AnalystSettings(
+        provider=llm.provider, model=llm.model, horizon_days=config.ml.horizon_days,
+        price=Price(**price.model_dump()) if price else Price(0.0, 0.0, 0.0, 0.0),
+        knowledge_cutoff=llm.knowledge_cutoff.get(llm.model, dt.date.max), budget_usd=llm.budget_usd, mask=llm.mask,
+        reasoning=llm.reasoning, max_tokens=llm.max_tokens, temperature=llm.temperature)
+
+
+def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
+    """The Claude client when the provider may call it and a key is set; else None."""
+    llm = config.llm
+    if llm.provider not in ("auto", "anthropic") or not os.environ.get(API_KEY_ENV):
+        return None
+    return ClaudeAnalyst(make_client(llm.timeout_s), llm.model, llm.max_tokens, llm.temperature, llm.reasoning,
+                         llm.max_retries)
+
+
+def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
+    """The analyst's views for every rebalance date, saved with their costs and evaluation.
+
+    Returns ``{"result", "report"}`` (``result`` is None on a dry run, whose estimate is the report).
+    """
+    run_dir = Path(run_dir)
+    close = run_prices(config, run_dir)["close"]
+    features = run_features(config, run_dir)
+    tables = prompt_tables(features, rebalance_dates(close.index, config.llm.rebalance), config.llm.inputs)
+    cache = ResponseCache(paths.data_dir() / STATE_DB)
+    settings = llm_settings(config)
+    if config.llm.dry_run:
+        report = {"dry_run": estimate_backfill(tables, settings, cache)}
+        write_json(run_dir / LLM_REPORT_FILE, report)
+        return {"result": None, "report": report}
+    result = generate_views(tables, settings, cache, _live_analyst(config))
+    report = {**result.summary, **_evaluate_llm(result, close, config, run_dir)}
+    write_parquet(result.abstentions, run_dir / "llm_abstentions.parquet")
+    write_parquet(result.requests, run_dir / "llm_requests.parquet")
+    write_json(run_dir / LLM_REPORT_FILE, report)
+    _save_frame(result.views, run_dir / LLM_VIEWS_FILE, config)
+    return {"result": result, "report": report}
+
+
+def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run_dir: Path) -> dict:
+    """IC of the views before and after the model's knowledge cutoff, and agreement with the ML signal."""
+    scores = result.scores()
+    if scores.empty:
+        return {"ic_before_cutoff": None, "ic_after_cutoff": None, "agreement_with_ml": None}
+    labels = forward_returns(close[scores.columns], config.ml.horizon_days).reindex(scores.index)
+    ic = information_coefficient(scores, labels, method="spearman", min_symbols=3)
+    cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+    # Views are monthly and their 21-session labels barely overlap: no Newey-West lags needed.
+    split = {"ic_before_cutoff": ic[ic.index <= cutoff], "ic_after_cutoff": ic[ic.index > cutoff]}
+    out = {name: (ic_summary(part, horizon=1) if len(part) else None) for name, part in split.items()}
+    agreement = None
+    if _is_fresh(run_dir / SIGNALS_FILE, config):
+        ml = pd.read_parquet(run_dir / SIGNALS_FILE).reindex(index=scores.index, columns=scores.columns)
+        both = information_coefficient(scores, ml, method="spearman", min_symbols=3)
+        agreement = {"mean_rank_correlation": float(both.mean()) if len(both) else None, "dates": int(len(both))}
+    out["agreement_with_ml"] = agreement
+    return out
+
+
+def read_llm_report(run_dir: str | Path) -> dict | None:
+    return read_json(Path(run_dir) / LLM_REPORT_FILE)
+
+
+def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
+    """The tearsheet's title; it names the LLM analyst and its cost when the run had one."""
+    if not llm_report or "analyst" not in llm_report:
+        return config.report.title
+    return (f"{config.report.title} | LLM views: {llm_report['analyst']}, ${llm_report['cost_usd']:.2f} "
+            f"(${llm_report['usd_per_signal']:.4f} per signal)")

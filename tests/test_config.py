@@ -91,9 +91,10 @@ def test_broken_yaml_non_mapping_and_inheritance_cycle(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-def test_secrets_are_refused_in_parameter_files(tmp_path):
-    path = write(tmp_path / "p.yaml", "scenario: x\ndata:\n  alpaca_api_key: abc\n")
-    with pytest.raises(ConfigError, match=r"key 'data.alpaca_api_key' looks like a secret.*environment or a git-ignored .env"):
+@pytest.mark.parametrize("key", ["alpaca_api_key", "secret", "auth_token"])
+def test_secrets_are_refused_in_parameter_files(tmp_path, key):
+    path = write(tmp_path / "p.yaml", f"scenario: x\ndata:\n  {key}: abc\n")
+    with pytest.raises(ConfigError, match=rf"key 'data.{key}' looks like a secret.*environment or a git-ignored .env"):
         load_config(path)
 
 

@@ -28,7 +28,7 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             runs.append({"run_id": folder.name, "status": "unreadable", "created_at": "", "links": [],
-                         "metrics": dict.fromkeys(_HEADLINE), "ml": {}})
+                         "metrics": dict.fromkeys(_HEADLINE), "ml": {}, "llm": {}})
             continue
         strategy = (manifest.get("metrics") or {}).get("strategy", {})
         ml = manifest.get("ml") or {}
@@ -45,6 +45,7 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
             "commit": ((manifest.get("code") or {}).get("commit") or "")[:8],
             "metrics": {k: strategy.get(k) for k in _HEADLINE},
             "ml": ml,
+            "llm": manifest.get("llm") or {},
             "links": links,
         })
     return sorted(runs, key=lambda r: r["created_at"], reverse=True)

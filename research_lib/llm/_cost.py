@@ -1,0 +1,54 @@
+"""Token prices, cost of a completion, estimates before a backfill, and the budget cap."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from research_lib.errors import SpartanError
+
+
+class BudgetExceeded(SpartanError):
+    """The next call would take spending past ``llm.budget_usd``: nothing more is sent."""
+
+
+@dataclass(frozen=True)
+class Price:
+    """US dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_write: float
+    cache_read: float
+    batch_discount: float = 0.5
+
+
+def completion_cost(price: Price, input_tokens: int, output_tokens: int, cache_read_tokens: int = 0,
+                    cache_write_tokens: int = 0, batch: bool = False) -> float:
+    """Dollars for one completion. ``input_tokens`` excludes cached tokens (as the API reports)."""
+    dollars = (input_tokens * price.input + output_tokens * price.output
+               + cache_read_tokens * price.cache_read + cache_write_tokens * price.cache_write) / 1e6
+    return dollars * (1.0 - price.batch_discount) if batch else dollars
+
+
+def estimate_tokens(text: str) -> int:
+    """A conservative token estimate (about 3.5 characters a token for English and numbers)."""
+    return math.ceil(len(text) / 3.5)
+
+
+@dataclass
+class Budget:
+    """Refuses a call whose worst-case cost would take spending past ``cap_usd``."""
+
+    cap_usd: float
+    spent_usd: float = 0.0
+
+    def check(self, estimated_usd: float) -> None:
+        if self.spent_usd + estimated_usd > self.cap_usd:
+            raise BudgetExceeded(
+                f"LLM budget: spent ${self.spent_usd:.4f}, the next call could cost up to ${estimated_usd:.4f}, "
+                f"which would pass llm.budget_usd (${self.cap_usd:.2f}). Nothing more was sent; raise the budget "
+                "or run with a cache (llm.provider: replay).")
+
+    def add(self, usd: float) -> None:
+        self.spent_usd += usd
