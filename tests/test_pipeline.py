@@ -30,11 +30,13 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "report.tearsheet=true"]) == 0
     run = only_run(workspace)
     out = capsys.readouterr().out
-    assert "[1/4] 01_load_data" in out and "[4/4] 06_validate" in out and "Run succeeded: CAGR" in out
+    assert "[1/5] 01_load_data" in out and "[5/5] 06_validate" in out and "Run succeeded: CAGR" in out
 
     manifest = load_manifest(run)
     assert manifest["status"] == "succeeded" and manifest["scenario"] == "smoke"
-    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "02_build_features", "03_ml_signals", "06_validate"]
+    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "02_build_features", "03_ml_signals",
+                                                       "04_claude_signals", "06_validate"]
+    assert manifest["llm"]["analyst"] == "offline analyst, not Claude" and manifest["llm"]["cost_usd"] == 0.0
     assert all(s["status"] == "succeeded" and s["duration_s"] > 0 for s in manifest["stages"])
     assert manifest["config"]["report"]["tearsheet"] is True, "overrides are saved with the run"
     assert manifest["data"]["sha256"] == read_provenance(run / "prices.parquet")["sha256"]
@@ -61,6 +63,9 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     index = (workspace / "reports" / "index.html").read_text()
     assert run.name in index and f"runs/{run.name}/tearsheet.html" in index and "succeeded" in index
     assert f"{manifest['ml']['rank_ic']:.3f}" in index
+    assert "offline analyst, not Claude" in index, "the dashboard says who the analyst was"
+    assert "offline analyst, not Claude" in (run / "tearsheet.html").read_text()
+    assert "offline analyst, not Claude" in (run / "04_claude_signals.html").read_text()
 
     for path in [*run.rglob("*"), workspace / "reports" / "index.html"]:
         if path.is_file():
@@ -108,7 +113,7 @@ def test_bad_parameters_exit_2_and_write_nothing(workspace, capsys):
 
 def test_unknown_stage_exits_2(workspace, capsys):
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--stages", "99"]) == 2
-    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_ml_signals', '06_validate']" in capsys.readouterr().err
+    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_ml_signals', '04_claude_signals', '06_validate']" in capsys.readouterr().err
 
 
 def test_bad_command_line_exits_2(capsys):
@@ -119,8 +124,9 @@ def test_bad_command_line_exits_2(capsys):
 
 def test_stage_discovery_and_selection(tmp_path):
     chain = discover_stages(REPO / "notebooks")
-    assert [p.stem for p in chain] == ["01_load_data", "02_build_features", "03_ml_signals", "06_validate"]
-    assert select_stages(chain, ["06"]) == chain[3:]
+    assert [p.stem for p in chain] == ["01_load_data", "02_build_features", "03_ml_signals", "04_claude_signals",
+                                       "06_validate"]
+    assert select_stages(chain, ["06"]) == chain[4:]
     assert select_stages(chain, None) == chain
     (tmp_path / "scratch.ipynb").write_text("{}")
     with pytest.raises(ConfigError, match="No notebooks named NN_verb_object.ipynb"):

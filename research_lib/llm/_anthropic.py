@@ -4,8 +4,9 @@ The client is built once at the edge (key from the environment) and passed in. R
 ours, not the SDK's (it is created with ``max_retries=0``) so that the rules are explicit:
 429 (rate limit), 5xx including 529 (overloaded), timeouts and dropped connections are
 retried with backoff, honouring ``retry-after``, up to ``max_retries`` times and
-``max_wait_s`` seconds in total; a 429 that says a spend limit was reached is never
-retried (waiting does not lift it); anything else is raised at once.
+``max_wait_s`` seconds in total; a spend limit (a 429 with error code
+``enforced_spend_limit_reached``, or a 400 about "API usage limits") is never retried,
+since waiting does not lift it; anything else is raised at once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from research_lib.llm._prompt import PromptRequest
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
-SPEND_LIMIT_MARKERS = ("spend limit", "spending limit", "usage limit", "credit balance", "billing")
+SPEND_LIMIT_MARKERS = ("spend limit", "api usage limits")
 ANALYSIS_PROMPT = "First write a brief analysis of the inputs (150 words at most, no JSON)."
 ANSWER_PROMPT = "Now give the JSON answer for every symbol."
 
@@ -76,16 +77,18 @@ class ClaudeAnalyst:
         kwargs = {"model": self.model, "max_tokens": self.max_tokens, "system": system, "messages": messages}
         if schema is not None:
             kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
-        if self.temperature is not None:
-            kwargs["temperature"] = self.temperature
+        if self.temperature is not None:  # not a create() argument in this SDK; the API takes it in the body
+            kwargs["extra_body"] = {"temperature": self.temperature}
         waited = 0.0
         for attempt in range(self.max_retries + 1):
             try:
                 return self.client.messages.create(**kwargs)
-            except anthropic.RateLimitError as err:
-                if any(marker in str(err).lower() for marker in SPEND_LIMIT_MARKERS):
+            except (anthropic.RateLimitError, anthropic.BadRequestError) as err:
+                if _is_spend_limit(err):
                     raise SpendLimitReached(f"Anthropic API spend limit reached ({err}); not retried. "
                                             "Raise the limit in the Anthropic console or use llm.provider: replay.") from err
+                if isinstance(err, anthropic.BadRequestError):
+                    raise
                 error = err
             except (anthropic.InternalServerError, anthropic.APITimeoutError, anthropic.APIConnectionError) as err:
                 error = err
@@ -95,6 +98,15 @@ class ClaudeAnalyst:
             self.sleep(delay)
             waited += delay
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _is_spend_limit(error: anthropic.APIStatusError) -> bool:
+    """A usage-tier or contract spend cap (429 with its error code; the SDK has classes for
+    them) or a limit the customer set (400 "...API usage limits", known only by its text):
+    waiting will not lift either."""
+    if isinstance(error, (anthropic.EnforcedSpendLimitReachedError, anthropic.ContractSpendLimitReachedError)):
+        return True
+    return isinstance(error, anthropic.BadRequestError) and any(m in str(error).lower() for m in SPEND_LIMIT_MARKERS)
 
 
 def _retry_after(error: Exception) -> float | None:

@@ -65,7 +65,8 @@ by default) finds it ``ended`` with a ``results_url`` on this server; ``GET
 .../results`` streams JSONL ``{"custom_id", "result": {"type": "succeeded", "message"}}``
 (or ``"errored"`` for invalid params or a responder that raises ``ItemError``).
 ``client.messages.batches.results(id)`` itself retrieves the batch first, which is a poll.
-``GET /v1/messages/batches`` lists batches and ``POST .../cancel`` cancels one.
+``GET /v1/messages/batches`` lists batches; ``POST .../cancel`` answers ``canceling``, and the
+next poll finds the batch ``ended`` with every result ``canceled``.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ import hashlib
 import json
 import random
 import string
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -227,8 +229,8 @@ class AnthropicServer:
 
     url = base_url
 
-    def fail_next(self, status: int, error_type: str | None = None, message: str | None = None, *, times: int = 1,
-                  headers: dict[str, str | None] | None = None, error_code: str | None = None,
+    def fail_next(self, status: int, error_type: str | None = None, message: str | None = None, times: int = 1,
+                  headers: dict[str, str | None] | None = None, *, error_code: str | None = None,
                   path: str | None = None) -> None:
         """Answer the next ``times`` requests (to ``path`` only, if given) with ``status`` and the
         error envelope. ``error_code`` goes in ``error.details.error_code``."""
@@ -491,7 +493,8 @@ class AnthropicServer:
             if batch is None:
                 return _error(404, "not_found_error", f"Message batch {batch_id} not found")
             batch.polls += 1
-            if batch.processing_status != "ended" and batch.polls >= self.batch_polls:
+            if batch.processing_status == "canceling" or (batch.processing_status == "in_progress"
+                                                           and batch.polls >= self.batch_polls):
                 self._end(batch)
             return _Answer(200, self._batch_object(batch))
 
@@ -545,8 +548,10 @@ _INVALID_JSON = object()
 
 
 class _QuietHTTPServer(ThreadingHTTPServer):
-    def handle_error(self, request, client_address) -> None:  # a client that gave up (timeout) is not an error
-        pass
+    def handle_error(self, request, client_address) -> None:
+        if isinstance(sys.exc_info()[1], OSError):  # a client that gave up (timeout, disconnect) is no error
+            return
+        super().handle_error(request, client_address)  # a bug in the server: print the traceback
 
 
 class _Handler(BaseHTTPRequestHandler):
