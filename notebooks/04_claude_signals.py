@@ -72,3 +72,10 @@ pd.DataFrame({k: report.get(k) for k in ("ic_before_cutoff", "ic_after_cutoff")}
 
 # %%
 report.get("agreement_with_ml")
+
+# %% [markdown]
+# ## Masked versus unmasked (when `llm.ablation` is on)
+# Much better unmasked IC before the cutoff suggests the model recalls history.
+
+# %%
+pd.DataFrame(report["ablation"]).drop(index=[], errors="ignore").round(4) if report.get("ablation") else "llm.ablation is off"

@@ -136,10 +136,12 @@ class LLMConfig(_Strict):
     temperature: float | None = Field(None, ge=0, le=1, description="null: the model's default (Sonnet 5.x refuses others)")
     reasoning: bool = Field(False, description="a brief analysis call before the structured answer")
     mask: bool = Field(True, description="anonymous symbols and hidden dates in prompts")
+    ablation: bool = Field(False, description="also ask with masking flipped and compare the ICs (doubles cost)")
     rebalance: RebalanceFrequency = Field("monthly", description="dates views are formed on")
     inputs: list[FeatureName] = Field(["ret_21d", "ret_63d", "momentum_12_1", "reversal_5d", "vol_63d",
                                        "drawdown_252d", "rsi_14", "beta_252d"], min_length=1,
                                       description="features shown per symbol (from 02_build_features)")
+    batch: bool = Field(False, description="send uncached requests as one Message Batch (half price, slower)")
     budget_usd: float = Field(5.0, ge=0, description="spending cap per run; the call that would pass it is not sent")
     dry_run: bool = Field(False, description="estimate tokens and dollars, send nothing")
     max_retries: int = Field(4, ge=0, le=10)
@@ -149,6 +151,8 @@ class LLMConfig(_Strict):
 
     @model_validator(mode="after")
     def _model_is_described(self) -> LLMConfig:
+        if self.batch and self.reasoning:
+            raise ValueError("batch and reasoning cannot both be true: reasoning needs two dependent calls per date")
         for table in ("knowledge_cutoff", "prices"):
             if self.provider != "offline" and self.model not in getattr(self, table):
                 raise ValueError(f"model {self.model!r} has no entry in llm.{table} (entries: {sorted(getattr(self, table))}); "

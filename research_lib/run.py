@@ -13,6 +13,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -209,7 +210,7 @@ def llm_settings(config: RunConfig) -> AnalystSettings:
         provider=llm.provider, model=llm.model, horizon_days=config.ml.horizon_days,
         price=Price(**price.model_dump()) if price else Price(0.0, 0.0, 0.0, 0.0),
         knowledge_cutoff=llm.knowledge_cutoff.get(llm.model, dt.date.max), budget_usd=llm.budget_usd, mask=llm.mask,
-        reasoning=llm.reasoning, max_tokens=llm.max_tokens, temperature=llm.temperature)
+        reasoning=llm.reasoning, max_tokens=llm.max_tokens, temperature=llm.temperature, batch=llm.batch)
 
 
 def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
@@ -236,8 +237,11 @@ def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
         report = {"dry_run": estimate_backfill(tables, settings, cache)}
         write_json(run_dir / LLM_REPORT_FILE, report)
         return {"result": None, "report": report}
-    result = generate_views(tables, settings, cache, _live_analyst(config))
+    claude = _live_analyst(config)
+    result = generate_views(tables, settings, cache, claude)
     report = {**result.summary, **_evaluate_llm(result, close, config, run_dir)}
+    if config.llm.ablation:
+        report["ablation"] = _masking_ablation(result, tables, settings, cache, claude, close, config)
     write_parquet(result.abstentions, run_dir / "llm_abstentions.parquet")
     write_parquet(result.requests, run_dir / "llm_requests.parquet")
     write_json(run_dir / LLM_REPORT_FILE, report)
@@ -262,6 +266,22 @@ def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run
         both = information_coefficient(scores, ml, method="spearman", min_symbols=3)
         agreement = {"mean_rank_correlation": float(both.mean()) if len(both) else None, "dates": int(len(both))}
     out["agreement_with_ml"] = agreement
+    return out
+
+
+def _masking_ablation(result: LLMResult, tables: dict, settings: AnalystSettings, cache: ResponseCache,
+                      claude: ClaudeAnalyst | None, close: pd.DataFrame, config: RunConfig) -> dict:
+    """The same dates asked with masking flipped: if unmasked views score much better before
+    the cutoff, the model is probably recalling history rather than reading the inputs."""
+    flipped_settings = replace(settings, mask=not settings.mask, budget_usd=max(settings.budget_usd - result.summary["cost_usd"], 0.0))
+    flipped = generate_views(tables, flipped_settings, cache, claude)
+    out = {}
+    for label, views in (("masked", result), ("unmasked", flipped)) if settings.mask else (("unmasked", result), ("masked", flipped)):
+        scores = views.scores()
+        labels = forward_returns(close[scores.columns], config.ml.horizon_days).reindex(scores.index)
+        ic = information_coefficient(scores, labels, method="spearman", min_symbols=3)
+        out[label] = ic_summary(ic, horizon=1) if len(ic) else None
+    out["extra_cost_usd"] = flipped.summary["cost_usd"]
     return out
 
 

@@ -310,3 +310,62 @@ def test_a_missing_key_for_the_anthropic_provider_is_a_clear_error(tmp_path, mon
         make_client()
     with pytest.raises(SpartanError, match="llm.provider 'anthropic' needs ANTHROPIC_API_KEY"):
         generate_views(TABLES, settings("anthropic"), ResponseCache(tmp_path / "s.sqlite"), None)
+
+
+def test_a_backfill_goes_as_one_message_batch_at_half_price(server, tmp_path):
+    cache = ResponseCache(tmp_path / "s.sqlite")
+    claude, slept = analyst(server)
+    result = generate_views(TABLES, settings(batch=True), cache, claude)
+    paths = [r.path for r in server.requests]
+    assert paths.count("/v1/messages/batches") == 1 and "/v1/messages" not in paths
+    assert len(result.views) == 12 and slept, "polled until the batch ended"
+    usage = result.requests.iloc[0]
+    full = completion_cost(PRICE, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens, usage.cache_write_tokens)
+    assert usage.cost_usd == pytest.approx(full / 2)
+    requests_before = len(server.requests)
+    assert len(generate_views(TABLES, settings(batch=True), cache, claude).views) == 12
+    assert len(server.requests) == requests_before, "batched answers are cached too"
+
+
+def test_masking_ablation_asks_again_unmasked_and_compares(server, workspace, tmp_path, monkeypatch):
+    from research_lib.config import load_config
+    from research_lib.run import fit_llm_signals
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    config = load_config(REPO / "params" / "smoke.yaml", ["data.start=2017-01-01", "llm.provider=anthropic",
+                                                          "llm.ablation=true", "features.names=[ret_21d, momentum_12_1, reversal_5d]",
+                                                          "llm.inputs=[ret_21d, momentum_12_1, reversal_5d]"])
+    report = fit_llm_signals(config, tmp_path / "run")["report"]
+    users = [r.body["messages"][0]["content"] for r in server.requests]
+    masked = [u for u in users if "day T" in u]
+    assert len(masked) == len(users) // 2 and any("2017-" in u for u in users), "half the prompts show dates"
+    assert set(report["ablation"]) == {"masked", "unmasked", "extra_cost_usd"} and report["ablation"]["extra_cost_usd"] > 0
+    assert report["ablation"]["masked"]["n_dates"] == report["ablation"]["unmasked"]["n_dates"]
+
+
+def test_dry_run_sends_nothing(workspace, tmp_path, monkeypatch, server):
+    from research_lib.config import load_config
+    from research_lib.run import fit_llm_signals
+    from tests.conftest import REPO
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+    config = load_config(REPO / "params" / "smoke.yaml", ["data.start=2017-01-01", "llm.provider=anthropic", "llm.dry_run=true",
+                                                          "features.names=[ret_21d, momentum_12_1]", "llm.inputs=[ret_21d, momentum_12_1]"])
+    out = fit_llm_signals(config, tmp_path / "run")
+    assert out["result"] is None and server.requests == []
+    assert out["report"]["dry_run"]["to_send"] == out["report"]["dry_run"]["requests"] > 0
+    assert out["report"]["dry_run"]["usd_est"] > 0
+
+
+def test_the_default_model_is_one_the_sdk_lists():
+    from typing import get_args
+
+    from anthropic.types.model_param import ModelParam
+    from research_lib.config import load_config
+    from tests.conftest import REPO
+
+    listed = get_args(get_args(ModelParam)[0])
+    assert load_config(REPO / "params" / "daily.yaml").llm.model in listed

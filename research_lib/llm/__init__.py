@@ -51,6 +51,7 @@ class AnalystSettings:
     reasoning: bool = False
     max_tokens: int = 4096
     temperature: float | None = None
+    batch: bool = False
 
     def cache_settings(self) -> dict:
         return {"max_tokens": self.max_tokens, "temperature": self.temperature, "reasoning": self.reasoning}
@@ -127,11 +128,16 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
     source = _source_for(settings, has_key=claude is not None)
     if source == "anthropic" and claude is None:
         raise SpartanError(f"llm.provider 'anthropic' needs {API_KEY_ENV}; set it, or use llm.provider: offline or replay.")
+    built = {date: build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning,
+                                 headlines=(headlines or {}).get(date, ())) for date, table in sorted(tables.items())}
+    batched = _prefetch_batch(built, schema, settings, cache, claude, budget) if settings.batch and source == "anthropic" else {}
     views, abstentions, requests = [], [], []
-    for date, table in sorted(tables.items()):
-        request = build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning,
-                                headlines=(headlines or {}).get(date, ()))
-        completion, origin, model = _answer(request, table, schema, settings, cache, claude, source, budget)
+    for date, request in built.items():
+        table = tables[date]
+        if date in batched:
+            completion, origin, model = batched[date], "claude", settings.model
+        else:
+            completion, origin, model = _answer(request, table, schema, settings, cache, claude, source, budget)
         date_views, date_abstentions = parse_answer(completion.text, completion.stop_reason, request)
         contaminated = date.date() <= settings.knowledge_cutoff and origin != "offline"
         for view in date_views:
@@ -169,6 +175,32 @@ def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings:
     cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system, "user": request.user},
               completion)
     return completion, "claude", settings.model
+
+
+def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache: ResponseCache,
+                    claude: ClaudeAnalyst, budget: Budget) -> dict[pd.Timestamp, Completion]:
+    """Send every uncached request as one Message Batch (half price); cache what it answers."""
+    keys = {date: request_key(settings.model, r.system, r.user, schema, settings.cache_settings()) for date, r in built.items()}
+    missing = {keys[d]: r for d, r in built.items() if cache.get(keys[d]) is None}
+    if not missing:
+        return {}
+    worst = sum(completion_cost(settings.price, estimate_tokens(r.system + r.user + str(schema)), settings.max_tokens,
+                                batch=True) for r in missing.values())
+    budget.check(worst)
+    answers = claude.complete_batch(missing, schema)
+    fetched = {}
+    for date, key in keys.items():
+        if key not in answers:
+            continue
+        answer = answers[key]
+        cost = completion_cost(settings.price, answer.input_tokens, answer.output_tokens, answer.cache_read_tokens,
+                               answer.cache_write_tokens, batch=True)
+        fetched[date] = Completion(**{**answer.__dict__, "cost_usd": cost})
+        budget.add(cost)
+        if not answer.stop_reason.startswith("batch_"):
+            cache.put(key, settings.model, {"date": str(date.date()), "system": built[date].system,
+                                            "user": built[date].user, "batch": True}, fetched[date])
+    return fetched
 
 
 def _result(views: list, abstentions: list, requests: list, settings: AnalystSettings) -> LLMResult:

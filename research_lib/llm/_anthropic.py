@@ -58,31 +58,64 @@ class ClaudeAnalyst:
         self.sleep = sleep
 
     def complete(self, request: PromptRequest, schema: dict) -> Completion:
-        system = [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+        system = self._system(request)
         messages = [{"role": "user", "content": request.user}]
-        usage = []
+        calls = []
         if self.reasoning:
-            analysis = self._call(system, [{"role": "user", "content": request.user + "\n\n" + ANALYSIS_PROMPT}], None)
-            usage.append(analysis.usage)
-            messages += [{"role": "assistant", "content": _text(analysis)}, {"role": "user", "content": ANSWER_PROMPT}]
-        answer = self._call(system, messages, schema)
-        usage.append(answer.usage)
-        return Completion(
-            text=_text(answer), stop_reason=answer.stop_reason,
-            input_tokens=sum(u.input_tokens or 0 for u in usage), output_tokens=sum(u.output_tokens or 0 for u in usage),
-            cache_read_tokens=sum(getattr(u, "cache_read_input_tokens", 0) or 0 for u in usage),
-            cache_write_tokens=sum(getattr(u, "cache_creation_input_tokens", 0) or 0 for u in usage))
+            calls.append(self._call(system, [{"role": "user", "content": request.user + "\n\n" + ANALYSIS_PROMPT}], None))
+            messages += [{"role": "assistant", "content": _text(calls[0])}, {"role": "user", "content": ANSWER_PROMPT}]
+        calls.append(self._call(system, messages, schema))
+        return _completion(calls)
+
+    def complete_batch(self, requests: dict[str, PromptRequest], schema: dict, poll_s: float = 30.0,
+                       max_wait_s: float = 24 * 3600.0) -> dict[str, Completion]:
+        """Send ``{custom_id: request}`` as one Message Batch (half price), wait, collect.
+
+        A request the batch did not answer (errored, expired, canceled) comes back as a
+        completion with ``stop_reason`` ``batch_<type>``, so it abstains and is not cached.
+        """
+        if self.reasoning:
+            raise SpartanError("llm.batch cannot be combined with llm.reasoning (two dependent calls per date).")
+        items = [{"custom_id": key, "params": self._params(self._system(request), [{"role": "user", "content": request.user}],
+                                                            schema)} for key, request in requests.items()]
+        batch = self._with_retries(lambda: self.client.messages.batches.create(requests=items))
+        waited = 0.0
+        while batch.processing_status != "ended":
+            if waited >= max_wait_s:
+                raise SpartanError(f"Message batch {batch.id} did not end within {max_wait_s:.0f} s; its answers "
+                                   "can be collected later with the same parameters (they will be cached).")
+            self.sleep(poll_s)
+            waited += poll_s
+            batch = self._with_retries(lambda: self.client.messages.batches.retrieve(batch.id))
+        answers = {}
+        for entry in self._with_retries(lambda: list(self.client.messages.batches.results(batch.id))):
+            if entry.result.type == "succeeded":
+                answers[entry.custom_id] = _completion([entry.result.message])
+            else:
+                answers[entry.custom_id] = Completion(text="", stop_reason=f"batch_{entry.result.type}")
+        return answers
+
+    @staticmethod
+    def _system(request: PromptRequest) -> list:
+        return [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
+
+    def _params(self, system: list, messages: list, schema: dict | None) -> dict:
+        params = {"model": self.model, "max_tokens": self.max_tokens, "system": system, "messages": messages}
+        if schema is not None:
+            params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        return params
 
     def _call(self, system: list, messages: list, schema: dict | None):
-        kwargs = {"model": self.model, "max_tokens": self.max_tokens, "system": system, "messages": messages}
-        if schema is not None:
-            kwargs["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
+        kwargs = self._params(system, messages, schema)
         if self.temperature is not None:  # not a create() argument in this SDK; the API takes it in the body
             kwargs["extra_body"] = {"temperature": self.temperature}
+        return self._with_retries(lambda: self.client.messages.create(**kwargs))
+
+    def _with_retries(self, send: Callable):
         waited = 0.0
         for attempt in range(self.max_retries + 1):
             try:
-                return self.client.messages.create(**kwargs)
+                return send()
             except (anthropic.RateLimitError, anthropic.BadRequestError) as err:
                 if _is_spend_limit(err):
                     raise SpendLimitReached(f"Anthropic API spend limit reached ({err}); not retried. "
@@ -121,6 +154,16 @@ def _retry_after(error: Exception) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def _completion(messages: list) -> Completion:
+    """The last message's text and stop reason, with the usage of all of them."""
+    usage = [m.usage for m in messages]
+    return Completion(
+        text=_text(messages[-1]), stop_reason=messages[-1].stop_reason,
+        input_tokens=sum(u.input_tokens or 0 for u in usage), output_tokens=sum(u.output_tokens or 0 for u in usage),
+        cache_read_tokens=sum(getattr(u, "cache_read_input_tokens", 0) or 0 for u in usage),
+        cache_write_tokens=sum(getattr(u, "cache_creation_input_tokens", 0) or 0 for u in usage))
 
 
 def _text(message) -> str:

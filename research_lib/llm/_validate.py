@@ -26,6 +26,8 @@ def parse_answer(text: str, stop_reason: str | None, request: PromptRequest) -> 
         return [], everyone("the model refused")
     if stop_reason == "max_tokens":
         return [], everyone("answer cut off at max_tokens")
+    if stop_reason and stop_reason.startswith("batch_"):
+        return [], everyone(f"the batch did not answer ({stop_reason.removeprefix('batch_')})")
     found = _JSON.search(text or "")
     try:
         answer = json.loads(found.group(0) if found else text)
