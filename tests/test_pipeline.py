@@ -27,7 +27,10 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     monkeypatch.delenv("MPLBACKEND", raising=False)  # as for a user: kernels plot inline
     monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
     monkeypatch.setenv("APCA_API_SECRET_KEY", CANARY + "-alpaca")
-    assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "report.tearsheet=true"]) == 0
+    # With a key set, provider "auto" would call Claude; this run checks the offline analyst's labels
+    # (the live path and its key scan are in tests/test_llm.py).
+    assert main(["run", str(workspace / "params" / "smoke.yaml"), "--set", "report.tearsheet=true",
+                 "--set", "llm.provider=offline"]) == 0
     run = only_run(workspace)
     out = capsys.readouterr().out
     assert "[1/5] 01_load_data" in out and "[5/5] 06_validate" in out and "Run succeeded: CAGR" in out
