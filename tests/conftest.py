@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +20,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # keys set their own, pointing at local servers. Notebook kernels inherit this environment.
 for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "APCA_API_DATA_URL"):
     os.environ.pop(_name, None)
+# The whole session, nbval's notebook runs included, uses a scratch workspace: its data/ (snapshots,
+# caches, SQLite) is thrown away, and a developer's .env (real keys) is never read by a test.
+_SESSION_HOME = Path(tempfile.mkdtemp(prefix="spartan-tests-"))
+(_SESSION_HOME / "params").symlink_to(REPO / "params")
+(_SESSION_HOME / "notebooks").symlink_to(REPO / "notebooks")
+os.environ["SPARTAN_HOME"] = str(_SESSION_HOME)
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
