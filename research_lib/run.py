@@ -154,13 +154,14 @@ def fit_ml_signals(config: RunConfig, run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     close = run_prices(config, run_dir)["close"]
     features = run_features(config, run_dir)
-    labels = labels_for(features, close, config.ml)
-    models = fit_models(features, labels, config.ml)
-    report = {"label": config.ml.label, "horizon_days": config.ml.horizon_days, "signal_model": config.ml.signal_model,
-              "models": {}}
+    lag = config.backtest.execution_lag_sessions
+    labels = labels_for(features, close, config.ml, lag)
+    models = fit_models(features, labels, config.ml, lag)
+    report = {"label": config.ml.label, "horizon_days": config.ml.horizon_days, "label_lag_sessions": lag,
+              "signal_model": config.ml.signal_model, "models": {}}
     daily_ic = {}
     for name, model in models.items():
-        summary, daily_ic[name] = evaluate_signal(signal_frame(model), close, config.ml.horizon_days)
+        summary, daily_ic[name] = evaluate_signal(signal_frame(model), close, config.ml.horizon_days, lag=lag)
         report["models"][name] = {**summary, "folds": model.folds_}
     importance = permutation_importance(models[config.ml.signal_model], features, labels)
     report["permutation_importance"] = importance["mean"].to_dict()
@@ -249,19 +250,31 @@ def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
     return {"result": result, "report": report}
 
 
-def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run_dir: Path) -> dict:
-    """IC of the views before and after the model's knowledge cutoff, and agreement with the ML signal."""
+def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Series:
+    """Rank IC of the views' expected excess returns against the returns they could earn."""
     scores = result.scores()
     if scores.empty:
-        return {"ic_before_cutoff": None, "ic_after_cutoff": None, "agreement_with_ml": None}
-    labels = forward_returns(close[scores.columns], config.ml.horizon_days).reindex(scores.index)
-    ic = information_coefficient(scores, labels, method="spearman", min_symbols=3)
+        return pd.Series(dtype=float)
+    labels = forward_returns(close[scores.columns], config.ml.horizon_days,
+                             config.backtest.execution_lag_sessions).reindex(scores.index)
+    return information_coefficient(scores, labels, method="spearman", min_symbols=3)
+
+
+def _view_ic_summary(ic: pd.Series, config: RunConfig) -> dict | None:
+    """Views are formed every month (or week); their labels overlap by horizon / spacing."""
+    spacing = {"monthly": 21, "weekly": 5}[config.llm.rebalance]
+    return ic_summary(ic, horizon=max(1, -(-config.ml.horizon_days // spacing))) if len(ic) else None
+
+
+def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run_dir: Path) -> dict:
+    """IC of the views before and after the model's knowledge cutoff, and agreement with the ML signal."""
+    ic = _view_ic(result, close, config)
     cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
-    # Views are monthly and their 21-session labels barely overlap: no Newey-West lags needed.
-    split = {"ic_before_cutoff": ic[ic.index <= cutoff], "ic_after_cutoff": ic[ic.index > cutoff]}
-    out = {name: (ic_summary(part, horizon=1) if len(part) else None) for name, part in split.items()}
+    out = {"ic_before_cutoff": _view_ic_summary(ic[ic.index <= cutoff], config),
+           "ic_after_cutoff": _view_ic_summary(ic[ic.index > cutoff], config)}
     agreement = None
-    if _is_fresh(run_dir / SIGNALS_FILE, config):
+    scores = result.scores()
+    if not scores.empty and _is_fresh(run_dir / SIGNALS_FILE, config):
         ml = pd.read_parquet(run_dir / SIGNALS_FILE).reindex(index=scores.index, columns=scores.columns)
         both = information_coefficient(scores, ml, method="spearman", min_symbols=3)
         agreement = {"mean_rank_correlation": float(both.mean()) if len(both) else None, "dates": int(len(both))}
@@ -273,14 +286,11 @@ def _masking_ablation(result: LLMResult, tables: dict, settings: AnalystSettings
                       claude: ClaudeAnalyst | None, close: pd.DataFrame, config: RunConfig) -> dict:
     """The same dates asked with masking flipped: if unmasked views score much better before
     the cutoff, the model is probably recalling history rather than reading the inputs."""
-    flipped_settings = replace(settings, mask=not settings.mask, budget_usd=max(settings.budget_usd - result.summary["cost_usd"], 0.0))
+    flipped_settings = replace(settings, mask=not settings.mask,
+                               budget_usd=max(settings.budget_usd - result.summary["cost_usd"], 0.0))
     flipped = generate_views(tables, flipped_settings, cache, claude)
-    out = {}
-    for label, views in (("masked", result), ("unmasked", flipped)) if settings.mask else (("unmasked", result), ("masked", flipped)):
-        scores = views.scores()
-        labels = forward_returns(close[scores.columns], config.ml.horizon_days).reindex(scores.index)
-        ic = information_coefficient(scores, labels, method="spearman", min_symbols=3)
-        out[label] = ic_summary(ic, horizon=1) if len(ic) else None
+    named = {("masked" if settings.mask else "unmasked"): result, ("unmasked" if settings.mask else "masked"): flipped}
+    out = {label: _view_ic_summary(_view_ic(views, close, config), config) for label, views in named.items()}
     out["extra_cost_usd"] = flipped.summary["cost_usd"]
     return out
 

@@ -44,16 +44,18 @@ def compute_features(config: RunConfig, close: pd.DataFrame) -> pd.DataFrame:
     return build_features(feature_inputs(config, close), config.features.names, config.features.cross_section)
 
 
-def labels_for(features: pd.DataFrame, close: pd.DataFrame, ml: MLConfig) -> pd.Series:
-    """Forward returns over ``ml.horizon_days`` aligned to the feature panel (NaN at the end)."""
+def labels_for(features: pd.DataFrame, close: pd.DataFrame, ml: MLConfig, lag: int = 1) -> pd.Series:
+    """Forward returns over ``ml.horizon_days`` from the close ``lag`` sessions after each
+    date (the first close a decision can trade at), aligned to the feature panel."""
     symbols = features.index.get_level_values("symbol").unique()
     make = excess_forward_returns if ml.label == "excess" else forward_returns
-    return make(close[list(symbols)], ml.horizon_days).stack(future_stack=True).reindex(features.index).rename("label")
+    return make(close[list(symbols)], ml.horizon_days, lag).stack(future_stack=True).reindex(features.index).rename("label")
 
 
-def fit_models(features: pd.DataFrame, labels: pd.Series, ml: MLConfig) -> dict[str, WalkForwardModel]:
-    """One walk-forward fit per configured model."""
-    return {name: WalkForwardModel(name, ml.test_days, ml.min_train_days, ml.horizon_days, ml.embargo_days,
+def fit_models(features: pd.DataFrame, labels: pd.Series, ml: MLConfig, lag: int = 1) -> dict[str, WalkForwardModel]:
+    """One walk-forward fit per configured model; a label spans ``lag + horizon`` sessions
+    after its date, and that is what purging keeps out of each test block."""
+    return {name: WalkForwardModel(name, ml.test_days, ml.min_train_days, lag + ml.horizon_days, ml.embargo_days,
                                    ml.train_step_days, ml.inner_splits, ml.random_state, ml.n_jobs).fit(features, labels)
             for name in ml.models}
 
@@ -63,18 +65,20 @@ def signal_frame(model: WalkForwardModel) -> pd.DataFrame:
     return model.predictions_.unstack("symbol").rename_axis(columns=None)
 
 
-def evaluate_signal(scores: pd.DataFrame, close: pd.DataFrame, horizon: int, n_quantiles: int = 5) -> tuple[dict, pd.Series]:
-    """IC and rank IC (Newey-West t-stats), IC decay, quantile spreads and turnover of ``scores``.
+def evaluate_signal(scores: pd.DataFrame, close: pd.DataFrame, horizon: int, n_quantiles: int = 5,
+                    lag: int = 1) -> tuple[dict, pd.Series]:
+    """IC and rank IC, IC decay, quantile spreads and turnover of ``scores``, against the
+    returns a trade made ``lag`` sessions after each date would earn.
 
     Returns the summary (JSON-ready) and the daily rank IC series.
     """
     close = close[scores.columns].loc[scores.index[0]:]
-    labels = forward_returns(close, horizon).loc[scores.index]
+    labels = forward_returns(close, horizon, lag).loc[scores.index]
     rank_ic = information_coefficient(scores, labels, method="spearman")
     summary = {
         "ic": ic_summary(information_coefficient(scores, labels, method="pearson"), horizon),
         "rank_ic": ic_summary(rank_ic, horizon),
-        "ic_decay": ic_decay(scores, close).reset_index().to_dict(orient="records"),
+        "ic_decay": ic_decay(scores, close, lag=lag).reset_index().to_dict(orient="records"),
         "quantiles": quantile_spread_summary(quantile_returns(scores, labels, n_quantiles), horizon),
         "turnover": signal_turnover(scores, step=horizon, n_quantiles=n_quantiles),
     }

@@ -111,3 +111,7 @@ def test_labels_start_the_session_after_their_date():
     assert excess.sum(axis=1).iloc[:3].tolist() == pytest.approx([0.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="horizon must be at least 1 session"):
         forward_returns(close, 0)
+    # With the backtest's one-session execution lag, the label is what a trade at t+1 earns.
+    lagged = forward_returns(pd.DataFrame({"A": [100.0, 200.0, 210.0, 231.0]}), 1, lag=1)["A"]
+    assert lagged.iloc[0] == pytest.approx(0.05) and lagged.iloc[1] == pytest.approx(0.1)
+    assert lagged.iloc[2:].isna().all()
