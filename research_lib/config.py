@@ -25,7 +25,7 @@ from research_lib.errors import ConfigError
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
 
 DataSource = Literal["bundled", "yfinance", "alpaca", "file"]
-StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal"]
+StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal", "llm_signal"]
 ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]
 

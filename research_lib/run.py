@@ -40,7 +40,7 @@ from research_lib.llm import (
     make_client,
     prompt_tables,
 )
-from research_lib.metrics import backtest_metrics
+from research_lib.metrics import backtest_metrics, headline_metrics
 from research_lib.signals import (
     compute_features,
     evaluate_signal,
@@ -174,18 +174,30 @@ def fit_ml_signals(config: RunConfig, run_dir: str | Path) -> dict:
 
 
 def strategy_weights(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path, name: str | None = None) -> pd.DataFrame:
-    """Target weights of the configured strategy (or of ``name``), reading ML scores when needed."""
+    """Target weights of the configured strategy (or of ``name``), reading ML or LLM scores when needed."""
     strategy = config.strategy if name is None else config.strategy.model_copy(update={"name": name})
     close = prices["close"][tradable_symbols(config, prices["close"])]
-    scores = run_ml_signals(config, run_dir) if strategy.name == "ml_signal" else None
+    scores = None
+    if strategy.name == "ml_signal":
+        scores = run_ml_signals(config, run_dir)
+    elif strategy.name == "llm_signal":
+        scores = run_llm_scores(config, run_dir).reindex(close.index).ffill(limit=21)  # a view lasts its horizon
     return baseline_weights(close, strategy, scores=scores)
+
+
+def run_llm_scores(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The analyst's expected excess returns (view dates x symbols): read if fresh, else asked for."""
+    path = Path(run_dir) / LLM_VIEWS_FILE
+    views = pd.read_parquet(path) if _is_fresh(path, config) else fit_llm_signals(config, run_dir)["result"].views
+    return views.pivot(index="date", columns="symbol", values="expected_excess_return")
 
 
 def backtest_strategies(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path) -> dict[str, BacktestResult]:
     """Backtest the configured strategy and, when the run has fresh ML signals, ``ml_signal`` too."""
     names = [config.strategy.name]
-    if config.strategy.name != "ml_signal" and _is_fresh(Path(run_dir) / SIGNALS_FILE, config):
-        names.append("ml_signal")
+    for name, artifact in (("ml_signal", SIGNALS_FILE), ("llm_signal", LLM_VIEWS_FILE)):
+        if name not in names and _is_fresh(Path(run_dir) / artifact, config):
+            names.append(name)
     return {name: run_backtest(strategy_weights(config, prices, run_dir, name), prices, cost_bps=config.backtest.cost_bps,
                                execution_lag_sessions=config.backtest.execution_lag_sessions) for name in names}
 
@@ -197,7 +209,18 @@ def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[st
     metrics = {"strategy_name": main, **backtest_metrics(**_parts(results[main]), benchmark=benchmark)}
     metrics["alternatives"] = {name: backtest_metrics(**_parts(results[name]), benchmark=benchmark)["strategy"]
                                for name in others}
+    if "llm_signal" in results:
+        metrics["llm_signal_by_cutoff"] = _split_at_cutoff(results["llm_signal"].returns, config)
     return metrics
+
+
+def _split_at_cutoff(returns: pd.Series, config: RunConfig) -> dict:
+    """The LLM strategy's numbers before and after the model's knowledge cutoff: only the
+    part after it can show skill rather than memory."""
+    cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+    parts = {"before_cutoff": returns[returns.index <= cutoff], "after_cutoff": returns[returns.index > cutoff]}
+    out = {name: (headline_metrics(part) if len(part) >= 21 else None) for name, part in parts.items()}
+    return {"knowledge_cutoff": str(cutoff.date()), **out}
 
 
 def _parts(result: BacktestResult) -> dict:
@@ -219,8 +242,7 @@ def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
     llm = config.llm
     if llm.provider not in ("auto", "anthropic") or not os.environ.get(API_KEY_ENV):
         return None
-    return ClaudeAnalyst(make_client(llm.timeout_s), llm.model, llm.max_tokens, llm.temperature, llm.reasoning,
-                         llm.max_retries)
+    return ClaudeAnalyst(make_client(llm.timeout_s), llm_settings(config), llm.max_retries)
 
 
 def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
@@ -303,5 +325,7 @@ def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
     """The tearsheet's title; it names the LLM analyst and its cost when the run had one."""
     if not llm_report or "analyst" not in llm_report:
         return config.report.title
-    return (f"{config.report.title} | LLM views: {llm_report['analyst']}, ${llm_report['cost_usd']:.2f} "
-            f"(${llm_report['usd_per_signal']:.4f} per signal)")
+    r = llm_report
+    return (f"{config.report.title} | LLM views: {r['analyst']}; tokens {r['input_tokens']:,} in, {r['output_tokens']:,} out, "
+            f"{r['cache_read_tokens']:,} cache read, {r['cache_write_tokens']:,} cache write; ${r['cost_usd']:.2f} "
+            f"(${r['usd_per_signal']:.4f} per signal)")

@@ -42,17 +42,19 @@ def top_n_equal_weights(scores: pd.DataFrame, top_n: int) -> pd.DataFrame:
 def baseline_weights(close: pd.DataFrame, config: StrategyConfig, scores: pd.DataFrame | None = None) -> pd.DataFrame:
     """Target weights (rebalance dates x symbols) for the configured strategy.
 
-    ``ml_signal`` holds the ``top_n`` symbols by ``scores`` (dates x symbols, e.g. the
-    out-of-sample ML scores); dates without scores hold cash.
+    ``ml_signal`` and ``llm_signal`` hold the ``top_n`` symbols by ``scores`` (dates x
+    symbols: the out-of-sample ML scores, or the analyst's expected excess returns); dates
+    without scores hold cash.
     """
     dates = rebalance_dates(close.index, config.rebalance)
     priced = close.notna()  # only symbols with a price on the decision date can be chosen
     if config.name == "equal_weight":
         listed = priced.astype(float)
         weights = listed.div(listed.sum(axis=1).replace(0, np.nan), axis=0).fillna(0.0)
-    elif config.name == "ml_signal":
+    elif config.name in ("ml_signal", "llm_signal"):
         if scores is None:
-            raise ValueError("strategy 'ml_signal' needs the ML scores (signals_ml.parquet from 03_ml_signals).")
+            raise ValueError(f"strategy {config.name!r} needs its scores (signals_ml.parquet from 03_ml_signals, "
+                             "or signals_llm.parquet from 04_claude_signals).")
         weights = top_n_equal_weights(scores.reindex(index=close.index, columns=close.columns).where(priced), config.top_n)
     else:
         weights = top_n_equal_weights(momentum(close, config.lookback_days, config.skip_days).where(priced), config.top_n)

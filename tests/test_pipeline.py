@@ -46,7 +46,10 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert manifest["data"]["source"] == "bundled"
     assert set(manifest["metrics"]["strategy"]) >= {"cagr", "sharpe", "max_drawdown", "win_rate"}
     assert manifest["metrics"]["strategy_name"] == "momentum_12_1"
-    assert set(manifest["metrics"]["alternatives"]) == {"ml_signal"}, "06 backtests the ML signal alongside"
+    assert set(manifest["metrics"]["alternatives"]) == {"ml_signal", "llm_signal"}, "06 backtests both signals alongside"
+    by_cutoff = manifest["metrics"]["llm_signal_by_cutoff"]
+    assert by_cutoff["knowledge_cutoff"] == "2026-06-30" and by_cutoff["after_cutoff"] is None
+    assert by_cutoff["before_cutoff"]["sessions"] > 200
     report = json.loads((run / "ml_report.json").read_text())
     assert manifest["ml"]["rank_ic"] == report["models"]["hgbr"]["rank_ic"]["mean"]
     assert set(report["models"]) == {"ridge", "hgbr"} and report["permutation_importance"]

@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from research_lib.errors import SpartanError
-from research_lib.llm._anthropic import API_KEY_ENV, ClaudeAnalyst, SpendLimitReached, make_client
+from research_lib.llm._anthropic import API_KEY_ENV, ClaudeAnalyst, SpendLimitReached, make_client, request_payload
 from research_lib.llm._cache import Completion, ResponseCache, request_key
 from research_lib.llm._cost import Budget, BudgetExceeded, Price, completion_cost, estimate_tokens
 from research_lib.llm._offline import LABEL as OFFLINE_LABEL
 from research_lib.llm._offline import OFFLINE_MODEL, offline_answer
 from research_lib.llm._prompt import Headline, PromptRequest, build_request
 from research_lib.llm._schema import AnalystAnswer, SymbolView, answer_schema
-from research_lib.llm._validate import parse_answer
+from research_lib.llm._validate import COMPLETE, parse_answer
 
 __all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BudgetExceeded", "ClaudeAnalyst", "Headline",
            "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
@@ -53,8 +53,9 @@ class AnalystSettings:
     temperature: float | None = None
     batch: bool = False
 
-    def cache_settings(self) -> dict:
-        return {"max_tokens": self.max_tokens, "temperature": self.temperature, "reasoning": self.reasoning}
+    def key(self, request: PromptRequest, schema: dict) -> str:
+        """The cache key: the hash of exactly what would be sent for ``request``."""
+        return request_key(request_payload(request, schema, self))
 
 
 @dataclass
@@ -97,7 +98,7 @@ def estimate_backfill(tables: dict, settings: AnalystSettings, cache: ResponseCa
     to_send = cached = input_tokens = output_tokens = 0
     for date, table in tables.items():
         request = build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning)
-        key = request_key(settings.model, request.system, request.user, schema, settings.cache_settings())
+        key = settings.key(request, schema)
         if cache.get(key) is not None:
             cached += 1
             continue
@@ -138,7 +139,7 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
             completion, origin, model = batched[date], "claude", settings.model
         else:
             completion, origin, model = _answer(request, table, schema, settings, cache, claude, source, budget)
-        date_views, date_abstentions = parse_answer(completion.text, completion.stop_reason, request)
+        date_views, date_abstentions = parse_answer(completion.text, completion.stop_reason, request, settings.horizon_days)
         contaminated = date.date() <= settings.knowledge_cutoff and origin != "offline"
         for view in date_views:
             views.append({"date": date, **view, "key_risks": "; ".join(view["key_risks"]), "source": origin,
@@ -156,7 +157,7 @@ def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings:
             cache: ResponseCache, claude: ClaudeAnalyst | None, source: str, budget: Budget) -> tuple[Completion, str, str]:
     if source == "offline":
         return Completion(offline_answer(request, table, settings.horizon_days), "end_turn"), "offline", OFFLINE_MODEL
-    key = request_key(settings.model, request.system, request.user, schema, settings.cache_settings())
+    key = settings.key(request, schema)
     cached = cache.get(key)
     if cached is not None:
         return cached, "cache", settings.model
@@ -172,15 +173,16 @@ def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings:
                            completion.cache_read_tokens, completion.cache_write_tokens)
     completion = Completion(**{**completion.__dict__, "cost_usd": cost})
     budget.add(cost)
-    cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system, "user": request.user},
-              completion)
+    if completion.stop_reason in COMPLETE:  # a refusal or cut-off answer may not happen again: ask again next run
+        cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system,
+                                        "user": request.user}, completion)
     return completion, "claude", settings.model
 
 
 def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache: ResponseCache,
                     claude: ClaudeAnalyst, budget: Budget) -> dict[pd.Timestamp, Completion]:
     """Send every uncached request as one Message Batch (half price); cache what it answers."""
-    keys = {date: request_key(settings.model, r.system, r.user, schema, settings.cache_settings()) for date, r in built.items()}
+    keys = {date: settings.key(r, schema) for date, r in built.items()}
     missing = {keys[d]: r for d, r in built.items() if cache.get(keys[d]) is None}
     if not missing:
         return {}
@@ -197,7 +199,7 @@ def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache:
                                answer.cache_write_tokens, batch=True)
         fetched[date] = Completion(**{**answer.__dict__, "cost_usd": cost})
         budget.add(cost)
-        if not answer.stop_reason.startswith("batch_"):
+        if answer.stop_reason in COMPLETE:
             cache.put(key, settings.model, {"date": str(date.date()), "system": built[date].system,
                                             "user": built[date].user, "batch": True}, fetched[date])
     return fetched

@@ -2,7 +2,7 @@
 
 The client is built once at the edge (key from the environment) and passed in. Retries are
 ours, not the SDK's (it is created with ``max_retries=0``) so that the rules are explicit:
-429 (rate limit), 5xx including 529 (overloaded), timeouts and dropped connections are
+408, 409, 429 (rate limit), 5xx including 529 (overloaded), timeouts and dropped connections are
 retried with backoff, honouring ``retry-after``, up to ``max_retries`` times and
 ``max_wait_s`` seconds in total; a spend limit (a 429 with error code
 ``enforced_spend_limit_reached``, or a 400 about "API usage limits") is never retried,
@@ -24,6 +24,7 @@ from research_lib.llm._prompt import PromptRequest
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 SPEND_LIMIT_MARKERS = ("spend limit", "api usage limits")
+RETRYABLE_STATUSES = (408, 409, 429)  # and every 5xx, 529 (overloaded) included
 ANALYSIS_PROMPT = "First write a brief analysis of the inputs (150 words at most, no JSON)."
 ANSWER_PROMPT = "Now give the JSON answer for every symbol."
 
@@ -42,30 +43,45 @@ def make_client(timeout_s: float = 60.0) -> anthropic.Anthropic:
                                timeout=timeout_s)
 
 
-class ClaudeAnalyst:
-    """Sends one request, returns the final text, stop reason and usage."""
+def request_payload(request: PromptRequest, schema: dict, settings) -> dict:
+    """Exactly what is sent for ``request`` (first call), plus how the answer is produced.
 
-    def __init__(self, client: anthropic.Anthropic, model: str, max_tokens: int = 4096,
-                 temperature: float | None = None, reasoning: bool = False, max_retries: int = 4,
-                 max_wait_s: float = 120.0, sleep: Callable[[float], None] = time.sleep):
+    The response cache is keyed by a hash of this, so a cached answer is always the answer
+    to this very request.
+    """
+    payload = {"model": settings.model, "max_tokens": settings.max_tokens,
+               "system": [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}],
+               "messages": [{"role": "user", "content": request.user}],
+               "output_config": {"format": {"type": "json_schema", "schema": schema}}}
+    if settings.temperature is not None:
+        payload["temperature"] = settings.temperature
+    if settings.reasoning:  # two calls: an analysis, then the answer (fixed prompts)
+        payload["reasoning"] = [ANALYSIS_PROMPT, ANSWER_PROMPT]
+    return payload
+
+
+class ClaudeAnalyst:
+    """Sends requests built from ``AnalystSettings``; returns final text, stop reason and usage."""
+
+    def __init__(self, client: anthropic.Anthropic, settings, max_retries: int = 4, max_wait_s: float = 120.0,
+                 sleep: Callable[[float], None] = time.sleep):
         self.client = client
-        self.model = model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.reasoning = reasoning
+        self.settings = settings
         self.max_retries = max_retries
         self.max_wait_s = max_wait_s
         self.sleep = sleep
 
     def complete(self, request: PromptRequest, schema: dict) -> Completion:
-        system = self._system(request)
-        messages = [{"role": "user", "content": request.user}]
-        calls = []
-        if self.reasoning:
-            calls.append(self._call(system, [{"role": "user", "content": request.user + "\n\n" + ANALYSIS_PROMPT}], None))
-            messages += [{"role": "assistant", "content": _text(calls[0])}, {"role": "user", "content": ANSWER_PROMPT}]
-        calls.append(self._call(system, messages, schema))
-        return _completion(calls)
+        payload = request_payload(request, schema, self.settings)
+        if not self.settings.reasoning:
+            return _completion([self._send(payload)])
+        first = {k: v for k, v in payload.items() if k not in ("output_config", "reasoning")}
+        first["messages"] = [{"role": "user", "content": request.user + "\n\n" + ANALYSIS_PROMPT}]
+        analysis = self._send(first)
+        second = {k: v for k, v in payload.items() if k != "reasoning"}
+        second["messages"] = [*payload["messages"], {"role": "assistant", "content": _text(analysis)},
+                              {"role": "user", "content": ANSWER_PROMPT}]
+        return _completion([analysis, self._send(second)])
 
     def complete_batch(self, requests: dict[str, PromptRequest], schema: dict, poll_s: float = 30.0,
                        max_wait_s: float = 24 * 3600.0) -> dict[str, Completion]:
@@ -74,10 +90,10 @@ class ClaudeAnalyst:
         A request the batch did not answer (errored, expired, canceled) comes back as a
         completion with ``stop_reason`` ``batch_<type>``, so it abstains and is not cached.
         """
-        if self.reasoning:
+        if self.settings.reasoning:
             raise SpartanError("llm.batch cannot be combined with llm.reasoning (two dependent calls per date).")
-        items = [{"custom_id": key, "params": self._params(self._system(request), [{"role": "user", "content": request.user}],
-                                                            schema)} for key, request in requests.items()]
+        items = [{"custom_id": key, "params": _wire(request_payload(request, schema, self.settings))}
+                 for key, request in requests.items()]
         batch = self._with_retries(lambda: self.client.messages.batches.create(requests=items))
         waited = 0.0
         while batch.processing_status != "ended":
@@ -95,35 +111,22 @@ class ClaudeAnalyst:
                 answers[entry.custom_id] = Completion(text="", stop_reason=f"batch_{entry.result.type}")
         return answers
 
-    @staticmethod
-    def _system(request: PromptRequest) -> list:
-        return [{"type": "text", "text": request.system, "cache_control": {"type": "ephemeral"}}]
-
-    def _params(self, system: list, messages: list, schema: dict | None) -> dict:
-        params = {"model": self.model, "max_tokens": self.max_tokens, "system": system, "messages": messages}
-        if schema is not None:
-            params["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
-        return params
-
-    def _call(self, system: list, messages: list, schema: dict | None):
-        kwargs = self._params(system, messages, schema)
-        if self.temperature is not None:  # not a create() argument in this SDK; the API takes it in the body
-            kwargs["extra_body"] = {"temperature": self.temperature}
-        return self._with_retries(lambda: self.client.messages.create(**kwargs))
+    def _send(self, payload: dict):
+        return self._with_retries(lambda: self.client.messages.create(**_wire(payload)))
 
     def _with_retries(self, send: Callable):
         waited = 0.0
         for attempt in range(self.max_retries + 1):
             try:
                 return send()
-            except (anthropic.RateLimitError, anthropic.BadRequestError) as err:
+            except anthropic.APIStatusError as err:
                 if _is_spend_limit(err):
                     raise SpendLimitReached(f"Anthropic API spend limit reached ({err}); not retried. "
                                             "Raise the limit in the Anthropic console or use llm.provider: replay.") from err
-                if isinstance(err, anthropic.BadRequestError):
+                if err.status_code not in RETRYABLE_STATUSES and err.status_code < 500:
                     raise
                 error = err
-            except (anthropic.InternalServerError, anthropic.APITimeoutError, anthropic.APIConnectionError) as err:
+            except (anthropic.APITimeoutError, anthropic.APIConnectionError) as err:
                 error = err
             delay = _retry_after(error) if _retry_after(error) is not None else min(2.0 ** attempt, 30.0)
             if attempt == self.max_retries or waited + delay > self.max_wait_s:
@@ -154,6 +157,15 @@ def _retry_after(error: Exception) -> float | None:
             except ValueError:
                 return None
     return None
+
+
+def _wire(payload: dict) -> dict:
+    """``request_payload`` as ``messages.create`` keyword arguments (temperature goes in the
+    body: it is not a ``create()`` argument in this SDK)."""
+    kwargs = {k: v for k, v in payload.items() if k not in ("temperature", "reasoning")}
+    if "temperature" in payload:
+        kwargs["extra_body"] = {"temperature": payload["temperature"]}
+    return kwargs
 
 
 def _completion(messages: list) -> Completion:

@@ -1,7 +1,7 @@
 """The response cache: SQLite (WAL) under data/, keyed by everything that shapes an answer.
 
 Re-running the same backtest finds every answer here and makes no API call. A key is the
-sha256 of model, system prompt, user message, schema and settings; secrets never enter.
+sha256 of the exact request payload (model, prompts, schema, settings); secrets never enter.
 """
 
 from __future__ import annotations
@@ -41,10 +41,9 @@ class Completion:
     cost_usd: float = 0.0
 
 
-def request_key(model: str, system: str, user: str, schema: dict, settings: dict) -> str:
-    payload = json.dumps({"model": model, "system": system, "user": user, "schema": schema, "settings": settings},
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()
+def request_key(payload: dict) -> str:
+    """sha256 of the exact request payload (model, prompt, schema, settings; never the key)."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 class ResponseCache:

@@ -46,9 +46,20 @@ REASONING_NOTE = """Before the JSON, think step by step inside <analysis> tags (
 what the inputs say about the cross-section. Then give the JSON object."""
 
 
+EXCHANGE_TZ = "America/New_York"
+CLOSE_TIME = pd.Timedelta(hours=16)  # decisions are made at the close
+
+
+def _exchange_time(when) -> pd.Timestamp:
+    """A publication time in exchange time; a naive time is taken to be exchange-local."""
+    stamp = pd.Timestamp(when)
+    return stamp.tz_localize(EXCHANGE_TZ) if stamp.tzinfo is None else stamp.tz_convert(EXCHANGE_TZ)
+
+
 @dataclass(frozen=True)
 class Headline:
-    """A news headline with the time it was published (must be at or before the date)."""
+    """A news headline with the time it was published (at or before the date's close; a naive
+    time is read as New York time)."""
 
     published_at: dt.datetime
     symbol: str
@@ -85,10 +96,11 @@ def build_request(date: pd.Timestamp, table: pd.DataFrame, horizon_days: int, *,
     Headlines published after ``date`` are refused (ValueError): they would leak the future.
     """
     date = pd.Timestamp(date)
-    late = [h for h in headlines if pd.Timestamp(h.published_at).date() > date.date()]
+    close_time = (date + CLOSE_TIME).tz_localize(EXCHANGE_TZ)
+    late = [h for h in headlines if _exchange_time(h.published_at) > close_time]
     if late:
-        raise ValueError(f"headline published {late[0].published_at} is after the analysis date {date:%Y-%m-%d}; "
-                         "only news known at the date may enter its prompt.")
+        raise ValueError(f"headline published {late[0].published_at} is after the close of the analysis date "
+                         f"{date:%Y-%m-%d} ({close_time:%H:%M %Z}); only news known at the decision may enter its prompt.")
     aliases = aliases_for(list(table.index), date, mask)
     by_symbol = {s: a for a, s in aliases.items()}
     shown = table.rename(index=by_symbol).loc[list(aliases)].round(3)
