@@ -130,3 +130,31 @@ def test_importance_needs_a_labelled_block():
     model = WalkForwardModel("ridge", test_days=100, min_train_days=500, horizon=1, embargo_days=0).fit(X, y)
     with pytest.raises(ValueError, match="no walk-forward test block has labels yet"):
         permutation_importance(model, X, y.where(y.index.get_level_values("date") < pd.Timestamp("2001-01-01")))
+
+
+def test_fitted_folds_purge_on_the_true_calendar_with_thinned_training_dates():
+    """The folds WalkForwardModel actually used: the last training date's label (plus the
+    embargo) ends before the first test date, counted in sessions, with every 5th date kept."""
+    X, y = synthetic_panel(n_dates=900, n_symbols=10)
+    model = WalkForwardModel("ridge", test_days=100, min_train_days=300, horizon=22, embargo_days=5,
+                             train_step_days=5).fit(X, y)
+    sessions = X.index.get_level_values("date").unique()
+    for fold in model.folds_:
+        train_end, test_start = sessions.get_loc(pd.Timestamp(fold["train_end"])), sessions.get_loc(pd.Timestamp(fold["test_start"]))
+        assert train_end + 22 + 5 < test_start
+        assert train_end % 5 == 0, "only thinned dates are trained on"
+
+
+def test_overlapping_noise_labels_show_no_skill():
+    """Pure noise with 21-session overlapping labels (the realistic case): the out-of-sample
+    rank IC's t-statistic stays inside +-3, so overlap does not manufacture skill."""
+    rng = np.random.default_rng(5)
+    X, _ = synthetic_panel(n_dates=1500, n_symbols=25, strength=0.0, seed=2)
+    daily = pd.DataFrame(rng.normal(size=(1521, 25)))
+    labels = (daily.rolling(21).sum().shift(-21).iloc[:1500]).to_numpy().ravel()
+    y = pd.Series(labels, index=X.index, name="label")
+    model = WalkForwardModel("hgbr", test_days=126, min_train_days=500, horizon=21, embargo_days=5,
+                             train_step_days=5, inner_splits=1).fit(X, y)
+    summary = ic_summary(information_coefficient(model.predictions_.unstack(), y.loc[model.predictions_.index].unstack()),
+                         horizon=21)
+    assert abs(summary["t_stat"]) < 3 and abs(summary["mean"]) < 0.03, summary
