@@ -106,7 +106,7 @@ class MLConfig(_Strict):
     min_train_days: int = Field(1260, ge=60, description="sessions of history before the first test block")
     embargo_days: int = Field(5, ge=0, description="extra sessions between training labels and the test block")
     train_step_days: int = Field(5, ge=1, description="train on every n-th date (overlapping labels are redundant)")
-    inner_splits: int = Field(2, ge=1, description="walk-forward splits inside each training window for tuning")
+    inner_splits: int = Field(1, ge=1, description="walk-forward validation blocks inside each training window for tuning")
     random_state: int = 0
     n_jobs: int = Field(2, description="processes fitting walk-forward blocks (-1: one per core); speed only")
 
