@@ -183,6 +183,11 @@ class RunConfig(_Strict):
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
 
+    def tradable(self, symbols) -> list[str]:
+        """The given symbols less the benchmark and context series (the VIX): what may be traded."""
+        context = {self.data.benchmark, self.features.vix_symbol}
+        return [s for s in symbols if s not in context]
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 

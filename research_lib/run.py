@@ -15,42 +15,23 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import pandas as pd
 
+from research_lib import paths
 from research_lib._io import read_json, write_json, write_parquet
 from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.config import RunConfig, load_config
 from research_lib.data import DEFAULT_UNIVERSE, load_prices, read_snapshot, write_snapshot
 from research_lib.env import load_env_file
-from research_lib import paths
-from research_lib.evaluation import ic_summary, information_coefficient
 from research_lib.features import VIX_FEATURES
 from research_lib.labels import forward_returns
-from research_lib.llm import (
-    API_KEY_ENV,
-    AnalystSettings,
-    ClaudeAnalyst,
-    LLMResult,
-    Price,
-    ResponseCache,
-    estimate_backfill,
-    generate_views,
-    make_client,
-    prompt_tables,
-)
 from research_lib.metrics import backtest_metrics, headline_metrics
-from research_lib.signals import (
-    compute_features,
-    evaluate_signal,
-    fit_models,
-    labels_for,
-    permutation_importance,
-    signal_frame,
-    tradable_symbols,
-)
 from research_lib.strategies import baseline_weights, rebalance_dates
+
+if TYPE_CHECKING:  # heavy (scikit-learn, statsmodels, anthropic): imported where used, so light stages start fast
+    from research_lib.llm import AnalystSettings, ClaudeAnalyst, LLMResult, ResponseCache
 
 PRICES_FILE = "prices.parquet"
 FEATURES_FILE = "features.parquet"
@@ -102,7 +83,7 @@ def _cached_frame(path: Path, config: RunConfig, compute: Callable[[], pd.DataFr
 
 def universe_and_benchmark(config: RunConfig, prices: pd.DataFrame) -> tuple[list[str], str]:
     """The tradable symbols (all loaded but the benchmark and context series) and the benchmark."""
-    return tradable_symbols(config, prices["close"]), config.data.benchmark
+    return config.tradable(prices["close"].columns), config.data.benchmark
 
 
 def symbols_to_load(config: RunConfig) -> list[str] | None:
@@ -136,6 +117,8 @@ def run_prices(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
 
 def run_features(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     """The run's (date, symbol) feature panel."""
+    from research_lib.signals import compute_features
+
     return _cached_frame(Path(run_dir) / FEATURES_FILE, config,
                          lambda: compute_features(config, run_prices(config, run_dir)["close"]))
 
@@ -151,6 +134,8 @@ def fit_ml_signals(config: RunConfig, run_dir: str | Path) -> dict:
 
     Returns ``{"signals", "models", "report", "importance", "ic_by_date"}``.
     """
+    from research_lib.signals import evaluate_signal, fit_models, labels_for, permutation_importance, signal_frame
+
     run_dir = Path(run_dir)
     close = run_prices(config, run_dir)["close"]
     features = run_features(config, run_dir)
@@ -176,7 +161,7 @@ def fit_ml_signals(config: RunConfig, run_dir: str | Path) -> dict:
 def strategy_weights(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path, name: str | None = None) -> pd.DataFrame:
     """Target weights of the configured strategy (or of ``name``), reading ML or LLM scores when needed."""
     strategy = config.strategy if name is None else config.strategy.model_copy(update={"name": name})
-    close = prices["close"][tradable_symbols(config, prices["close"])]
+    close = prices["close"][config.tradable(prices["close"].columns)]
     scores = None
     if strategy.name == "ml_signal":
         scores = run_ml_signals(config, run_dir)
@@ -228,6 +213,8 @@ def _parts(result: BacktestResult) -> dict:
 
 
 def llm_settings(config: RunConfig) -> AnalystSettings:
+    from research_lib.llm import AnalystSettings, Price
+
     llm = config.llm
     price = llm.prices.get(llm.model)
     return AnalystSettings(
@@ -239,6 +226,8 @@ def llm_settings(config: RunConfig) -> AnalystSettings:
 
 def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
     """The Claude client when the provider may call it and a key is set; else None."""
+    from research_lib.llm import API_KEY_ENV, ClaudeAnalyst, make_client
+
     llm = config.llm
     if llm.provider not in ("auto", "anthropic") or not os.environ.get(API_KEY_ENV):
         return None
@@ -250,6 +239,8 @@ def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
 
     Returns ``{"result", "report"}`` (``result`` is None on a dry run, whose estimate is the report).
     """
+    from research_lib.llm import ResponseCache, estimate_backfill, generate_views, prompt_tables
+
     run_dir = Path(run_dir)
     close = run_prices(config, run_dir)["close"]
     features = run_features(config, run_dir)
@@ -274,6 +265,8 @@ def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
 
 def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Series:
     """Rank IC of the views' expected excess returns against the returns they could earn."""
+    from research_lib.evaluation import information_coefficient
+
     scores = result.scores()
     if scores.empty:
         return pd.Series(dtype=float)
@@ -284,12 +277,16 @@ def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Se
 
 def _view_ic_summary(ic: pd.Series, config: RunConfig) -> dict | None:
     """Views are formed every month (or week); their labels overlap by horizon / spacing."""
+    from research_lib.evaluation import ic_summary
+
     spacing = {"monthly": 21, "weekly": 5}[config.llm.rebalance]
     return ic_summary(ic, horizon=max(1, -(-config.ml.horizon_days // spacing))) if len(ic) else None
 
 
 def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run_dir: Path) -> dict:
     """IC of the views before and after the model's knowledge cutoff, and agreement with the ML signal."""
+    from research_lib.evaluation import information_coefficient
+
     ic = _view_ic(result, close, config)
     cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
     out = {"ic_before_cutoff": _view_ic_summary(ic[ic.index <= cutoff], config),
@@ -308,6 +305,8 @@ def _masking_ablation(result: LLMResult, tables: dict, settings: AnalystSettings
                       claude: ClaudeAnalyst | None, close: pd.DataFrame, config: RunConfig) -> dict:
     """The same dates asked with masking flipped: if unmasked views score much better before
     the cutoff, the model is probably recalling history rather than reading the inputs."""
+    from research_lib.llm import generate_views
+
     flipped_settings = replace(settings, mask=not settings.mask,
                                budget_usd=max(settings.budget_usd - result.summary["cost_usd"], 0.0))
     flipped = generate_views(tables, flipped_settings, cache, claude)

@@ -25,15 +25,9 @@ from research_lib.labels import excess_forward_returns, forward_returns
 from research_lib.models import WalkForwardModel, mean_rank_ic
 
 
-def tradable_symbols(config: RunConfig, close: pd.DataFrame) -> list[str]:
-    """Loaded symbols that may be traded: all but the benchmark and context series (VIX)."""
-    context = {config.data.benchmark, config.features.vix_symbol}
-    return [s for s in close.columns if s not in context]
-
-
 def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:
     vix = config.features.vix_symbol
-    return FeatureInputs(close=close[tradable_symbols(config, close)], index_close=close[config.data.benchmark],
+    return FeatureInputs(close=close[config.tradable(close.columns)], index_close=close[config.data.benchmark],
                          vix=close[vix] if vix in close.columns else None,
                          garch_refit_days=config.features.garch_refit_days, n_jobs=config.features.n_jobs,
                          cache_dir=str(paths.data_dir() / "cache" / "garch"))
