@@ -202,7 +202,7 @@ def _to_html(executed: Path) -> str | None:
 
 
 def _ml_headline(report: dict | None) -> dict | None:
-    """The signal model's out-of-sample rank IC (mean and Newey-West t) for the manifest."""
+    """The signal model's out-of-sample rank IC (mean and t-statistic) for the manifest."""
     if not report:
         return None
     rank_ic = report["models"][report["signal_model"]]["rank_ic"]
