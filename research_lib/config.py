@@ -138,6 +138,9 @@ class LLMConfig(_Strict):
     mask: bool = Field(True, description="anonymous symbols and hidden dates in prompts")
     ablation: bool = Field(False, description="also ask with masking flipped and compare the ICs (doubles cost)")
     rebalance: RebalanceFrequency = Field("monthly", description="dates views are formed on")
+    headlines: Literal["none", "alpaca"] = Field("none", description="news headlines in prompts (alpaca: keys needed)")
+    headline_lookback_days: int = Field(7, ge=1, description="headlines published this many days before a date")
+    max_headlines: int = Field(20, ge=1, le=100, description="most recent headlines per prompt")
     inputs: list[FeatureName] = Field(["ret_21d", "ret_63d", "momentum_12_1", "reversal_5d", "vol_63d",
                                        "drawdown_252d", "rsi_14", "beta_252d"], min_length=1,
                                       description="features shown per symbol (from 02_build_features)")

@@ -252,7 +252,7 @@ def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
         write_json(run_dir / LLM_REPORT_FILE, report)
         return {"result": None, "report": report}
     claude = _live_analyst(config)
-    result = generate_views(tables, settings, cache, claude)
+    result = generate_views(tables, settings, cache, claude, headlines=_headlines(config, tables))
     report = {**result.summary, **_evaluate_llm(result, close, config, run_dir)}
     if config.llm.ablation:
         report["ablation"] = _masking_ablation(result, tables, settings, cache, claude, close, config)
@@ -261,6 +261,20 @@ def fit_llm_signals(config: RunConfig, run_dir: str | Path) -> dict:
     write_json(run_dir / LLM_REPORT_FILE, report)
     _save_frame(result.views, run_dir / LLM_VIEWS_FILE, config)
     return {"result": result, "report": report}
+
+
+def _headlines(config: RunConfig, tables: dict) -> dict | None:
+    """Headlines per analysis date from the configured news source (None: no headlines)."""
+    if config.llm.headlines == "none" or not tables:
+        return None
+    from research_lib.llm._news import fetch_alpaca_headlines, headlines_by_date
+
+    dates = sorted(tables)
+    symbols = sorted({s for table in tables.values() for s in table.index})
+    lookback = pd.Timedelta(days=config.llm.headline_lookback_days)
+    found = fetch_alpaca_headlines(symbols, (dates[0] - lookback).to_pydatetime(),
+                                   (dates[-1] + pd.Timedelta(days=1)).to_pydatetime())
+    return headlines_by_date(found, dates, config.llm.headline_lookback_days, config.llm.max_headlines)
 
 
 def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Series:

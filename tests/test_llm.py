@@ -445,3 +445,31 @@ def test_an_injected_headline_through_the_real_client_changes_no_instruction(tmp
     assert sent_attacked["output_config"] == sent_clean["output_config"]
     assert set(attacked.views["symbol"]) == set(clean.views["symbol"]) == set(SYMBOLS)
     assert attacked.abstentions["reason"].tolist() == ["unknown symbol 'EVIL' (not in the prompt)"]
+
+
+def test_alpaca_headlines_reach_the_prompt_only_when_published_before_the_close(server, workspace, tmp_path, monkeypatch):
+    """The real alpaca-py NewsClient against the local Alpaca server: an article from the
+    morning of a view date is in that date's prompt (ticker masked); one from the evening is not."""
+    from research_lib.config import load_config
+    from research_lib.run import fit_llm_signals
+    from tests.conftest import REPO
+    from tests.servers.alpaca_data import AlpacaDataServer, news_item
+
+    news = [news_item(1, "2017-03-31T13:00:00Z", ["AAPL"], "AAPL unveils a new product line"),
+            news_item(2, "2017-03-31T22:30:00Z", ["MSFT"], "MSFT after-hours surprise")]
+    with AlpacaDataServer(news=news) as alpaca:
+        monkeypatch.setenv("APCA_API_KEY_ID", alpaca.key)
+        monkeypatch.setenv("APCA_API_SECRET_KEY", alpaca.secret)
+        monkeypatch.setenv("APCA_API_DATA_URL", alpaca.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
+        config = load_config(REPO / "params" / "smoke.yaml", [
+            "data.start=2017-01-01", "data.end=2017-06-30", "llm.provider=anthropic", "llm.headlines=alpaca",
+            "features.names=[ret_21d, momentum_12_1]", "llm.inputs=[ret_21d, momentum_12_1]"])
+        fit_llm_signals(config, tmp_path / "run")
+        assert [r.path for r in alpaca.requests if "news" in r.path] == ["/v1beta1/news"]
+    prompts = {r.body["messages"][0]["content"] for r in server.requests}
+    with_news = [p for p in prompts if "<headlines>" in p]
+    assert len(with_news) == 1, "only the 2017-03-31 view is within 7 days after the morning article"
+    assert "unveils a new product line" in with_news[0] and "AAPL" not in with_news[0], "ticker masked"
+    assert not any("after-hours surprise" in p for p in prompts), "published after the close of 03-31"

@@ -34,6 +34,7 @@ from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
 BARS_PATH = "/v2/stocks/bars"
+NEWS_PATH = "/v1beta1/news"
 
 
 def daily_bar(session: str, open: float, high: float, low: float, close: float, volume: float) -> dict:
@@ -65,8 +66,9 @@ class AlpacaDataServer:
     """
 
     def __init__(self, bars: dict[str, list[dict]] | None = None, *, key: str = "test-key-id",
-                 secret: str = "test-secret-key", page_size: int = 10_000) -> None:
+                 secret: str = "test-secret-key", page_size: int = 10_000, news: list[dict] | None = None) -> None:
         self.bars = dict(bars or {})
+        self.news = list(news or [])  # items shaped like news_item(...)
         self.key, self.secret, self.page_size = key, secret, page_size
         self.requests: list[RecordedRequest] = []
         self._faults: collections.deque[tuple[int, str]] = collections.deque()
@@ -118,12 +120,14 @@ class AlpacaDataServer:
             fault = self._faults.popleft() if self._faults else None
         if fault:
             return fault[0], {"message": fault[1]}
-        if request.method != "GET" or request.path != BARS_PATH:
+        if request.method != "GET" or request.path not in (BARS_PATH, NEWS_PATH):
             return 404, {"message": "Not Found"}
         headers = {k.lower(): v for k, v in request.headers.items()}
         if headers.get("apca-api-key-id") != self.key or headers.get("apca-api-secret-key") != self.secret:
             return 401, {"message": "unauthorized."}
         query = request.query
+        if request.path == NEWS_PATH:
+            return self._news(query)
         symbols = [s for s in query.get("symbols", "").split(",") if s]
         if not symbols:
             return 400, {"message": "missing symbols"}
@@ -144,6 +148,25 @@ class AlpacaDataServer:
             grouped.setdefault(symbol, []).append(bar)
         more = offset + size < len(items)
         return 200, {"bars": grouped, "next_page_token": _token(offset + size) if more else None}
+
+
+    def _news(self, query: dict) -> tuple[int, dict]:
+        """``GET /v1beta1/news``: items mentioning any requested symbol, created in [start, end], paged."""
+        wanted = {s for s in query.get("symbols", "").split(",") if s}
+        start = _instant(query.get("start"), dt.datetime.min)
+        end = _instant(query.get("end"), dt.datetime.max)
+        items = [n for n in self.news if (not wanted or wanted & set(n["symbols"]))
+                 and start <= _instant(n["created_at"], None) <= end]
+        items.sort(key=lambda n: n["created_at"], reverse=query.get("sort") != "asc")
+        offset, size = _offset(query.get("page_token")), int(query.get("limit") or 50)
+        more = offset + size < len(items)
+        return 200, {"news": items[offset: offset + size], "next_page_token": _token(offset + size) if more else None}
+
+
+def news_item(item_id: int, created_at: str, symbols: list[str], headline: str) -> dict:
+    """A news article as Alpaca's news API returns it (``created_at`` in RFC 3339, UTC)."""
+    return {"id": item_id, "headline": headline, "source": "benzinga", "url": None, "summary": "", "content": "",
+            "author": "test", "created_at": created_at, "updated_at": created_at, "symbols": symbols, "images": []}
 
 
 class _Handler(BaseHTTPRequestHandler):
