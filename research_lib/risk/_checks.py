@@ -105,7 +105,7 @@ def _size_bounds(order: Order, qty: float, book: Mapping[str, float], selling: M
                    f"max_weight: {sym} weight after the order would be {after:.4f} > limit {w_bound:.4f}"))
     g_bound = max(limits.max_gross_exposure, gross)
     g_after = gross + (abs(p + sgn * qty) - abs(p)) * r / equity
-    0 and bounds.append(((g_bound - gross) * equity / r + abs(p) - sgn * p,
+    bounds.append(((g_bound - gross) * equity / r + abs(p) - sgn * p,
                    f"max_gross_exposure: gross after the order would be {g_after:.4f} > limit {g_bound:.4f}"))
     n_bound = max(limits.max_net_exposure, abs(net))
     n_after = net + sgn * qty * r / equity
