@@ -249,7 +249,7 @@ def quantile_spread_summary(qret: pd.DataFrame, horizon: int) -> dict:
     dict
         ``quantile_means`` ({quantile: mean return}), ``spread_mean`` (mean over dates of
         top minus bottom quantile return), ``spread_t_stat`` and ``spread_p_value``
-        (Newey-West), ``n_dates`` (dates with both ends defined) and ``monotonic``
+        (effective sample n / horizon), ``n_dates`` (dates with both ends defined) and ``monotonic``
         (quantile means strictly increasing or strictly decreasing).
     """
     _check_horizon(horizon)
