@@ -21,10 +21,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from research_lib._io import atomic_write_bytes
+from research_lib.data import DataSource
 from research_lib.errors import ConfigError
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
 
-DataSource = Literal["bundled", "yfinance", "alpaca", "file"]
 StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal", "llm_signal"]
 ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]

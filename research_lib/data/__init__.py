@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+from typing import Literal, get_args
 import hashlib
 import json
 from pathlib import Path
@@ -27,12 +28,13 @@ from research_lib.data._validate import validate_index, validate_prices
 from research_lib.errors import DataValidationError
 
 __all__ = [
-    "BUNDLED_SYMBOLS", "DEFAULT_UNIVERSE", "FIELDS", "canonical_frame", "from_alpaca", "from_yfinance",
+    "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "canonical_frame", "from_alpaca", "from_yfinance",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
     "validate_prices", "write_snapshot",
 ]
 
-SOURCES = ("bundled", "yfinance", "alpaca", "file")  # research_lib.config.DataSource lists the same
+DataSource = Literal["bundled", "yfinance", "alpaca", "file"]
+SOURCES = get_args(DataSource)
 
 
 def load_prices(

@@ -9,6 +9,7 @@ regime features (one value per date) are kept as they are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Literal, get_args
 
 import numpy as np
@@ -52,6 +53,11 @@ class FeatureInputs:
     n_jobs: int = 1
     cache_dir: str | None = None
 
+    @cached_property
+    def beta_and_idio_vol(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """252-session beta and idiosyncratic volatility, computed once for the features that use them."""
+        return beta_and_idiosyncratic_volatility(self.close, self.index_close, 252)
+
 
 def _garch(inputs: FeatureInputs) -> pd.DataFrame:
     from research_lib.features._garch import garch_volatility
@@ -66,7 +72,7 @@ _SYMBOL_FEATURES: dict[str, Callable[[FeatureInputs], pd.DataFrame]] = {
     "ret_63d": lambda x: trailing_return(x.close, 63),
     "ret_126d": lambda x: trailing_return(x.close, 126),
     "momentum_12_1": lambda x: momentum(x.close, 252, 21),
-    "reversal_5d": lambda x: idiosyncratic_reversal(x.close, x.index_close, 5),
+    "reversal_5d": lambda x: idiosyncratic_reversal(x.close, x.index_close, x.beta_and_idio_vol[0], 5),
     "vol_21d": lambda x: realized_volatility(x.close, 21),
     "vol_63d": lambda x: realized_volatility(x.close, 63),
     "garch_vol": _garch,
@@ -75,8 +81,8 @@ _SYMBOL_FEATURES: dict[str, Callable[[FeatureInputs], pd.DataFrame]] = {
     "macd_hist": lambda x: macd_histogram(x.close),
     "dist_ma_50": lambda x: distance_from_moving_average(x.close, 50),
     "dist_ma_200": lambda x: distance_from_moving_average(x.close, 200),
-    "beta_252d": lambda x: beta_and_idiosyncratic_volatility(x.close, x.index_close, 252)[0],
-    "idio_vol_252d": lambda x: beta_and_idiosyncratic_volatility(x.close, x.index_close, 252)[1],
+    "beta_252d": lambda x: x.beta_and_idio_vol[0],
+    "idio_vol_252d": lambda x: x.beta_and_idio_vol[1],
     "ret_4w": lambda x: period_return(x.close, "weekly", 4),
     "vol_13w": lambda x: period_volatility(x.close, "weekly", 13),
     "ret_12m": lambda x: period_return(x.close, "monthly", 12),
@@ -116,16 +122,9 @@ def build_features(inputs: FeatureInputs, names: list[str] | tuple[str, ...] = A
     standardize = {"zscore": cross_sectional_zscore, "rank": cross_sectional_rank, "none": lambda f: f}[cross_section]
 
     columns = {}
-    beta_idio = None
     for name in names:
-        if name in REGIME_FEATURES:
-            continue
-        if name in ("beta_252d", "idio_vol_252d"):
-            beta_idio = beta_idio or beta_and_idiosyncratic_volatility(inputs.close, inputs.index_close, 252)
-            wide = beta_idio[0 if name == "beta_252d" else 1]
-        else:
-            wide = _SYMBOL_FEATURES[name](inputs)
-        columns[name] = standardize(wide.replace([np.inf, -np.inf], np.nan))
+        if name not in REGIME_FEATURES:
+            columns[name] = standardize(_SYMBOL_FEATURES[name](inputs).replace([np.inf, -np.inf], np.nan))
     panel = pd.concat({n: w.stack(future_stack=True) for n, w in columns.items()}, axis=1) if columns else None
 
     regime_names = [n for n in names if n in REGIME_FEATURES]

@@ -34,12 +34,11 @@ def beta_and_idiosyncratic_volatility(close: pd.DataFrame, index_close: pd.Serie
     return beta, np.sqrt(residual_var * SESSIONS_PER_YEAR)
 
 
-def idiosyncratic_reversal(close: pd.DataFrame, index_close: pd.Series, days: int = 5, beta_days: int = 252) -> pd.DataFrame:
+def idiosyncratic_reversal(close: pd.DataFrame, index_close: pd.Series, beta: pd.DataFrame, days: int = 5) -> pd.DataFrame:
     """Short-term reversal: minus the last ``days`` sessions' return not explained by the market.
 
-    ``-(r_i - beta_i * r_m)`` with ``beta_i`` the trailing ``beta_days`` beta known at ``t``.
+    ``-(r_i - beta_i * r_m)`` with ``beta`` the trailing beta known at ``t`` (dates x symbols).
     """
-    beta, _ = beta_and_idiosyncratic_volatility(close, index_close, beta_days)
     own = close / close.shift(days) - 1.0
     market = index_close / index_close.shift(days) - 1.0
     return -(own - beta.mul(market, axis=0))
