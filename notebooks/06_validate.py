@@ -15,9 +15,9 @@
 
 # %% [markdown]
 # # 06 Validate
-# Backtests the baseline strategy on the run's prices, net of costs, with execution one
-# session after each decision, and writes `metrics.json` and the quantstats tearsheet
-# against the benchmark.
+# Backtests the target weights of 05_portfolio (`weights.parquet`) on the run's prices, net of
+# costs, with execution one session after each decision, and writes `metrics.json` and the
+# quantstats tearsheet against the benchmark.
 
 # %% tags=["parameters"]
 config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline passes the resolved copy
@@ -36,9 +36,9 @@ config.strategy
 
 # %% [markdown]
 # ## Backtest
-# Target weights are decided at the close of each rebalance date from data up to that date;
-# the ML signal strategy (top names by out-of-sample score) is backtested alongside when
-# 03_ml_signals has run.
+# Target weights are decided at the close of each rebalance date from data up to that date.
+# Alongside: the 12-1 momentum baseline, and the top names by ML score and by the analyst's
+# views when 03 and 04 have run.
 
 # %%
 results = backtest_strategies(config, prices, run_dir)

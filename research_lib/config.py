@@ -24,8 +24,12 @@ from research_lib._io import atomic_write_bytes
 from research_lib.data import DataSource
 from research_lib.errors import ConfigError
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
+from research_lib.portfolio._constraints import PortfolioConstraints
+from research_lib.portfolio._types import Method, ReturnsModel, RiskModel
+from research_lib.risk import RiskLimits
 
-StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal", "llm_signal"]
+StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal", "llm_signal", "portfolio"]
+SignalSource = Literal["blend", "ml", "llm", "momentum"]
 ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]
 
@@ -163,6 +167,79 @@ class LLMConfig(_Strict):
         return self
 
 
+class VolTargetConfig(_Strict):
+    """Scale each rebalance's weights to a target volatility (research_lib.risk.volatility_target)."""
+
+    target_vol: float = Field(gt=0, description="annualized volatility aimed at, e.g. 0.12")
+    lookback_days: int = Field(63, ge=2, description="sessions of trailing returns the volatility is measured on")
+    max_leverage: float = Field(1.0, gt=0, description="largest multiplier (1: never leverage up)")
+
+
+class CircuitBreakerConfig(_Strict):
+    """Go to cash after a drawdown (research_lib.risk.drawdown_circuit_breaker)."""
+
+    max_drawdown: float = Field(gt=0, lt=1, description="drawdown from peak that trips it, e.g. 0.2")
+    cooldown_days: int = Field(21, ge=0, description="sessions in cash after a trip")
+
+
+class PortfolioConfig(_Strict):
+    """Signals to target weights (05_portfolio, research_lib.portfolio); used by strategy ``portfolio``."""
+
+    signal: SignalSource = Field("blend", description="scores behind expected returns and views: ml, llm, "
+                                 "their blend, or 12-1 momentum")
+    ml_weight: float = Field(0.5, ge=0, le=1, description="weight of the ML score in the blend (the analyst's: 1 - it)")
+    method: Method = Field("black_litterman", description="optimizer")
+    returns_model: ReturnsModel = Field("signals", description="expected returns for max_sharpe and efficient_*")
+    risk_model: RiskModel = Field("ledoit_wolf", description="covariance estimator")
+    lookback_days: int = Field(252, ge=20, description="sessions of returns each estimate uses")
+    rebalance: RebalanceFrequency = "monthly"
+    constraints: PortfolioConstraints = PortfolioConstraints(max_weight=0.2)
+    target_volatility: float | None = Field(None, gt=0, description="annualized, for method efficient_risk")
+    target_return: float | None = Field(None, description="annualized, for method efficient_return")
+    risk_free_rate: float = Field(0.0, description="annualized, for the Sharpe ratio and Black-Litterman")
+    signal_spread: float = Field(0.05, gt=0, description="cross-sectional std of the annual returns a signal implies")
+    base_return: float = Field(0.05, description="cross-sectional mean of the annual returns a signal implies")
+    model_confidence: float = Field(0.2, ge=0, le=1, description="Idzorek confidence of ML and momentum views "
+                                    "(the analyst's views carry their own)")
+    max_signal_age_sessions: int = Field(21, ge=0, description="a score older than this is ignored")
+    capital: float = Field(1_000_000.0, gt=0, description="account value the risk layer sizes orders with")
+    fractional_shares: bool = Field(False, description="discrete allocation in fractional shares")
+    vol_target: VolTargetConfig | None = None
+    circuit_breaker: CircuitBreakerConfig | None = None
+    solver: str = Field("CLARABEL", description="cvxpy solver")
+
+    @model_validator(mode="after")
+    def _method_inputs(self) -> PortfolioConfig:
+        if self.method == "efficient_risk" and self.target_volatility is None:
+            raise ValueError("method 'efficient_risk' needs portfolio.target_volatility (annualized, e.g. 0.15)")
+        if self.method == "efficient_return" and self.target_return is None:
+            raise ValueError("method 'efficient_return' needs portfolio.target_return (annualized, e.g. 0.08)")
+        if self.method == "hrp" and self.constraints != PortfolioConstraints(net_exposure=self.constraints.net_exposure):
+            raise ValueError("method 'hrp' takes no weight bounds, shorts or penalties; leave portfolio.constraints "
+                             "at its defaults except net_exposure (e.g. constraints: {max_weight: 1.0})")
+        if self.constraints.turnover_penalty and self.method in ("max_sharpe", "black_litterman"):
+            raise ValueError(f"constraints.turnover_penalty cannot be used with method {self.method!r} "
+                             "(PyPortfolioOpt's max Sharpe variable change breaks it); use l2_gamma, or efficient_risk")
+        return self
+
+    @property
+    def mu_free(self) -> bool:
+        """Whether the method needs no expected returns (min_volatility, hrp)."""
+        return self.method in ("min_volatility", "hrp")
+
+    @property
+    def uses_signals(self) -> bool:
+        """Whether the weights depend on the signal scores (else on prices alone)."""
+        return self.method == "black_litterman" or (self.method in ("max_sharpe", "efficient_risk", "efficient_return")
+                                                    and self.returns_model == "signals")
+
+
+DEFAULT_RISK_LIMITS = RiskLimits(
+    max_weight=0.25, max_gross_exposure=1.02, max_net_exposure=1.02, max_order_notional=300_000.0,
+    max_adv_fraction=0.05, fat_finger_band=0.05, max_price_age_seconds=900.0, max_open_orders=50,
+    max_daily_orders=100, daily_loss_limit=0.05, drawdown_stop=0.25)
+
+
 class BacktestConfig(_Strict):
     cost_bps: float = Field(10.0, ge=0, description="cost per unit of turnover, in basis points")
     execution_lag_sessions: int = Field(1, ge=1, description="sessions between decision and trade (>= 1: no same-close fills)")
@@ -183,6 +260,8 @@ class RunConfig(_Strict):
     features: FeaturesConfig = FeaturesConfig()
     ml: MLConfig = MLConfig()
     llm: LLMConfig = LLMConfig(provider="offline")
+    portfolio: PortfolioConfig = PortfolioConfig()
+    risk: RiskLimits = DEFAULT_RISK_LIMITS
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
 

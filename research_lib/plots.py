@@ -75,3 +75,59 @@ def plot_quantile_returns(quantiles: dict[str, dict], ax=None):
     table.plot.bar(ax=ax, title="Mean forward return by score quantile")
     ax.set(xlabel="quantile (1 = lowest score)", ylabel="mean forward return")
     return ax
+
+
+def _axes(ax, figsize):
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=figsize)[1] if ax is None else ax
+
+
+def plot_weights(weights: pd.DataFrame, ax=None, title: str = "Target weights"):
+    """Stacked long weights per rebalance date (shorts, if any, stacked below zero)."""
+    ax = _axes(ax, (10, 5))
+    long, short = weights.clip(lower=0.0), weights.clip(upper=0.0)
+    long.plot.area(ax=ax, linewidth=0, title=title, legend=weights.shape[1] <= 25)
+    if (short < 0).any().any():
+        short.plot.area(ax=ax, linewidth=0, legend=False)
+    ax.set_ylabel("fraction of equity")
+    if weights.shape[1] <= 25:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    return ax
+
+
+def plot_exposures(exposures: pd.DataFrame, ax=None):
+    """Gross and net exposure and target turnover per rebalance date (from `book_exposures`)."""
+    ax = _axes(ax, (10, 4))
+    exposures[["gross", "net", "turnover"]].plot(ax=ax, title="Exposure and turnover of the targets")
+    ax.set_ylabel("fraction of equity")
+    return ax
+
+
+def plot_frontier(frontier: pd.DataFrame, mu: pd.Series, cov: pd.DataFrame, weights: pd.Series, ax=None,
+                  title: str = "Efficient frontier"):
+    """The efficient frontier, each asset, and the chosen portfolio (annualized)."""
+    import numpy as np
+
+    ax = _axes(ax, (7, 5))
+    ax.plot(frontier["volatility"], frontier["expected_return"], label="efficient frontier")
+    vols = np.sqrt(np.diag(cov))
+    ax.scatter(vols, mu.reindex(cov.columns), s=12, color="grey", label="assets")
+    for symbol, x, y in zip(cov.columns, vols, mu.reindex(cov.columns)):
+        ax.annotate(symbol, (x, y), fontsize=7, alpha=0.7)
+    w = weights.reindex(cov.columns).fillna(0.0)
+    ax.scatter([float(np.sqrt(w @ cov @ w))], [float(mu.reindex(cov.columns) @ w)], marker="*", s=200,
+               color="red", label="target weights")
+    ax.set_xlabel("volatility (annualized)")
+    ax.set_ylabel("expected return (annualized)")
+    ax.set_title(title)
+    ax.legend()
+    return ax
+
+
+def plot_risk_contributions(contributions: pd.DataFrame, ax=None, title: str = "Weight and share of risk"):
+    """Each asset's weight beside its share of portfolio variance (columns ``weight``, ``risk_contribution``)."""
+    ax = _axes(ax, (10, 4))
+    contributions.sort_values("risk_contribution", ascending=False).plot.bar(ax=ax, title=title)
+    ax.set_ylabel("fraction")
+    return ax

@@ -25,7 +25,9 @@ from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.config import RunConfig, load_config
 from research_lib.data import DEFAULT_UNIVERSE, load_prices, read_snapshot, write_snapshot
 from research_lib.env import load_env_file
+from research_lib.errors import ConfigError
 from research_lib.features import VIX_FEATURES
+from research_lib.features._price import momentum
 from research_lib.labels import forward_returns
 from research_lib.metrics import backtest_metrics, headline_metrics
 from research_lib.strategies import baseline_weights, rebalance_dates
@@ -41,12 +43,17 @@ ML_REPORT_FILE = "ml_report.json"
 LLM_VIEWS_FILE = "signals_llm.parquet"
 LLM_REPORT_FILE = "llm_report.json"
 IC_FILE = "ic_by_date.parquet"
+WEIGHTS_FILE = "weights.parquet"
+OPTIMIZER_WEIGHTS_FILE = "weights_optimizer.parquet"
+RISK_EVENTS_FILE = "risk_events.parquet"
+PORTFOLIO_REPORT_FILE = "portfolio_report.json"
 
 STATE_DB = "spartan.sqlite"  # the workspace's SQLite state under data/ (LLM response cache, later the ledger)
 
 # The parameter sections each artifact depends on.
 _DEPENDS = {PRICES_FILE: ("data", "features"), FEATURES_FILE: ("data", "features"),
-            SIGNALS_FILE: ("data", "features", "ml"), LLM_VIEWS_FILE: ("data", "features", "ml", "llm")}
+            SIGNALS_FILE: ("data", "features", "ml"), LLM_VIEWS_FILE: ("data", "features", "ml", "llm"),
+            WEIGHTS_FILE: ("data", "features", "ml", "llm", "strategy", "portfolio", "risk", "backtest")}
 
 
 def open_run(config_path: str | Path, run_dir: str | Path) -> tuple[RunConfig, Path]:
@@ -159,8 +166,13 @@ def fit_ml_signals(config: RunConfig, run_dir: str | Path) -> dict:
 
 
 def strategy_weights(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path, name: str | None = None) -> pd.DataFrame:
-    """Target weights of the configured strategy (or of ``name``), reading ML or LLM scores when needed."""
+    """Target weights of the configured strategy (or of ``name``), reading ML or LLM scores when needed.
+
+    ``portfolio`` is the optimized book of `run_weights`; the others are the baseline rules.
+    """
     strategy = config.strategy if name is None else config.strategy.model_copy(update={"name": name})
+    if strategy.name == "portfolio":
+        return run_weights(config, run_dir)
     close = prices["close"][config.tradable(prices["close"].columns)]
     scores = None
     if strategy.name == "ml_signal":
@@ -170,21 +182,178 @@ def strategy_weights(config: RunConfig, prices: pd.DataFrame, run_dir: str | Pat
     return baseline_weights(close, strategy, scores=scores)
 
 
-def run_llm_scores(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
-    """The analyst's expected excess returns (view dates x symbols): read if fresh, else asked for."""
+def run_llm_views(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The analyst's views (one row per date and symbol): read if fresh, else asked for."""
     path = Path(run_dir) / LLM_VIEWS_FILE
-    views = pd.read_parquet(path) if _is_fresh(path, config) else fit_llm_signals(config, run_dir)["result"].views
-    return views.pivot(index="date", columns="symbol", values="expected_excess_return")
+    if _is_fresh(path, config):
+        return pd.read_parquet(path)
+    result = fit_llm_signals(config, run_dir)["result"]
+    if result is None:
+        raise ConfigError("llm.dry_run is true, so the run has no analyst views to trade on; set llm.dry_run: false, "
+                          "or use a strategy and portfolio.signal that do not need them (e.g. portfolio.signal: ml)")
+    return result.views
+
+
+def run_llm_scores(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The analyst's expected excess returns (view dates x symbols)."""
+    return run_llm_views(config, run_dir).pivot(index="date", columns="symbol", values="expected_excess_return")
+
+
+def run_weights(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
+    """The configured strategy's target weights (rebalance dates x symbols): ``weights.parquet``
+    if fresh, else built by `build_weights`."""
+    path = Path(run_dir) / WEIGHTS_FILE
+    return pd.read_parquet(path) if _is_fresh(path, config) else build_weights(config, run_dir)["weights"]
+
+
+def portfolio_signals(config: RunConfig, close: pd.DataFrame, run_dir: str | Path) -> tuple[dict, dict]:
+    """The signal sources ``portfolio.signal`` names, and their Idzorek confidences where they
+    state one: the analyst's probability ``p`` that a direction is right maps to ``2p - 1``
+    (a coin flip is no confidence at all); ML and momentum get ``portfolio.model_confidence``."""
+    p = config.portfolio
+    if not p.uses_signals:
+        return {}, {}
+    wanted = ("ml", "llm") if p.signal == "blend" else (p.signal,)
+    scores, confidences = {}, {}
+    if "ml" in wanted:
+        scores["ml"] = run_ml_signals(config, run_dir)
+    if "llm" in wanted:
+        views = run_llm_views(config, run_dir)
+        scores["llm"] = views.pivot(index="date", columns="symbol", values="expected_excess_return")
+        confidences["llm"] = (2.0 * views.pivot(index="date", columns="symbol", values="confidence") - 1.0).clip(0.0, 1.0)
+    if "momentum" in wanted:
+        scores["momentum"] = momentum(close, config.strategy.lookback_days, config.strategy.skip_days)
+    return scores, confidences
+
+
+def build_weights(config: RunConfig, run_dir: str | Path, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Target weights of the configured strategy, saved as ``weights.parquet`` with how they were made.
+
+    For ``strategy.name: portfolio``: signals -> optimizer -> volatility target -> pre-trade
+    risk checks (`research_lib.portfolio.construct_portfolio`) -> drawdown circuit breaker;
+    also saves the optimizer's weights, the risk layer's clamps and ``portfolio_report.json``.
+    Any other strategy's weights are its baseline rule's.
+
+    Returns ``{"weights", "report", "construction"}`` (``construction`` None for a baseline).
+    """
+    run_dir = Path(run_dir)
+    prices = run_prices(config, run_dir)
+    construction, report = None, {"strategy": config.strategy.name}
+    if config.strategy.name != "portfolio":
+        weights = strategy_weights(config, prices, run_dir)
+        report["construction"] = "baseline rule (params: strategy)"
+    else:
+        weights, construction, report = _construct(config, prices, run_dir, progress)
+        write_parquet(construction.optimizer_weights, run_dir / OPTIMIZER_WEIGHTS_FILE)
+        write_parquet(construction.risk_events.astype({"date": "datetime64[ns]"}), run_dir / RISK_EVENTS_FILE)
+    write_json(run_dir / PORTFOLIO_REPORT_FILE, report)
+    _save_frame(weights, run_dir / WEIGHTS_FILE, config)
+    return {"weights": weights, "report": report, "construction": construction}
+
+
+def _construct(config: RunConfig, prices: pd.DataFrame, run_dir: Path, progress) -> tuple:
+    from research_lib.portfolio import construct_portfolio
+
+    p = config.portfolio
+    tradable = config.tradable(prices["close"].columns)
+    close = prices["close"][tradable]
+    volume = prices["volume"].reindex(columns=tradable) if "volume" in prices.columns.get_level_values(0) else None
+    scores, confidences = portfolio_signals(config, close, run_dir)
+    construction = construct_portfolio(close, rebalance_dates(close.index, p.rebalance), p, config.risk,
+                                       scores=scores, confidences=confidences, volume=volume,
+                                       benchmark=prices["close"][config.data.benchmark], progress=progress)
+    weights = construction.weights
+    trips = None
+    if p.circuit_breaker is not None and weights.to_numpy().any():
+        from research_lib.risk import drawdown_circuit_breaker, follow_multiplier
+
+        unmanaged = run_backtest(weights, prices, cost_bps=config.backtest.cost_bps,
+                                 execution_lag_sessions=config.backtest.execution_lag_sessions)
+        multiplier = drawdown_circuit_breaker(unmanaged.returns, p.circuit_breaker.max_drawdown,
+                                              p.circuit_breaker.cooldown_days)
+        trips = int(((multiplier == 0) & (multiplier.shift(1, fill_value=1.0) == 1)).sum())
+        weights = follow_multiplier(weights, multiplier)
+    events = construction.risk_events
+    has_volume = volume is not None and volume.notna().any().any()
+    report = {"strategy": "portfolio", "signal": p.signal if p.uses_signals else None,
+              "signal_sources": sorted(scores), "analyst": (read_llm_report(run_dir) or {}).get("analyst") if "llm" in scores else None,
+              "method": p.method, "returns_model": p.returns_model if p.method in ("max_sharpe", "efficient_risk", "efficient_return") else None,
+              "risk_model": p.risk_model, "rebalances": len(construction.weights),
+              "cash_dates": int(construction.notes["note"].str.startswith("cash").sum()),
+              "previous_targets_kept": int(construction.notes["note"].str.startswith("previous").sum()),
+              "risk_clamped": int((events["action"] == "clamped").sum()),
+              "risk_rejected": int((events["action"] == "rejected").sum()),
+              "adv_checked": bool(has_volume), "capital": p.capital,
+              "vol_target": p.vol_target.model_dump() if p.vol_target else None,
+              "circuit_breaker_trips": trips}
+    return weights, construction, report
+
+
+def portfolio_snapshot(config: RunConfig, run_dir: str | Path, weights: pd.DataFrame) -> dict:
+    """The book on the last rebalance date with positions: what the optimizer saw and chose.
+
+    Returns ``{"date", "mu", "cov", "mu_source", "frontier", "contributions", "allocation"}``:
+    the expected returns (Black-Litterman's posterior when that is the method; for a strategy
+    without return estimates, the historical mean over the lookback, for display), the
+    covariance, the efficient frontier under the portfolio constraints, each asset's weight and
+    share of risk, and the shares `discrete_allocation` buys with ``portfolio.capital``.
+    """
+    from research_lib.portfolio import (black_litterman_posterior, discrete_allocation, efficient_frontier,
+                                        estimates_at, risk_contributions)
+
+    prices = run_prices(config, run_dir)
+    close = prices["close"][config.tradable(prices["close"].columns)]
+    held = weights[weights.abs().sum(axis=1) > 0]
+    if held.empty:
+        raise ValueError("the strategy never holds a position, so there is no book to describe; check its weights")
+    date = held.index[-1]
+    settings = config.portfolio
+    if config.strategy.name != "portfolio" or settings.mu_free:
+        settings = settings.model_copy(update={"method": "max_sharpe", "returns_model": "mean_historical"})
+    scores, confidences = portfolio_signals(config, close, run_dir)
+    est = estimates_at(close, close.index.get_loc(date), settings, scores=scores, confidences=confidences,
+                       benchmark=prices["close"][config.data.benchmark])
+    if isinstance(est, str):
+        raise ValueError(f"no estimates on {date.date()}: {est}")
+    mu, cov, source = est.mu, est.cov, f"{settings.returns_model} expected returns"
+    if est.views is not None:
+        mu, cov = black_litterman_posterior(cov, est.views, settings.risk_free_rate)
+        source = "Black-Litterman posterior of the blended views"
+    book = held.iloc[-1].reindex(cov.columns).fillna(0.0)
+    constraints = config.portfolio.constraints if config.strategy.name == "portfolio" else None
+    contributions = pd.DataFrame({"weight": book, "risk_contribution": risk_contributions(book, cov)})
+    allocation = discrete_allocation(held.iloc[-1][held.iloc[-1] != 0], close.loc[date], settings.capital,
+                                     fractional=settings.fractional_shares)
+    return {"date": date, "mu": mu, "cov": cov, "mu_source": source, "contributions": contributions,
+            "frontier": efficient_frontier(mu, cov, constraints, solver=settings.solver), "allocation": allocation}
+
+
+def progress_printer(label: str, every: float = 0.1) -> Callable[[int, int], None]:
+    """A ``progress(done, total)`` callback printing ``label: done/total`` about every ``every`` of the way."""
+    shown = [-1.0]
+
+    def progress(done: int, total: int) -> None:
+        if done == total or done / total - shown[0] >= every:
+            shown[0] = done / total
+            print(f"{label}: {done}/{total}", flush=True)
+
+    return progress
+
+
+def read_portfolio_report(run_dir: str | Path) -> dict | None:
+    return read_json(Path(run_dir) / PORTFOLIO_REPORT_FILE)
 
 
 def backtest_strategies(config: RunConfig, prices: pd.DataFrame, run_dir: str | Path) -> dict[str, BacktestResult]:
-    """Backtest the configured strategy and, when the run has fresh ML signals, ``ml_signal`` too."""
-    names = [config.strategy.name]
-    for name, artifact in (("ml_signal", SIGNALS_FILE), ("llm_signal", LLM_VIEWS_FILE)):
-        if name not in names and _is_fresh(Path(run_dir) / artifact, config):
-            names.append(name)
-    return {name: run_backtest(strategy_weights(config, prices, run_dir, name), prices, cost_bps=config.backtest.cost_bps,
-                               execution_lag_sessions=config.backtest.execution_lag_sessions) for name in names}
+    """Backtest the configured strategy's ``weights.parquet`` first, then the alternatives the run
+    has: the momentum baseline, and the top-n ML and LLM signal rules when their signals are fresh."""
+    main = config.strategy.name
+    weights = {main: run_weights(config, run_dir)}
+    for name, artifact in (("momentum_12_1", None), ("ml_signal", SIGNALS_FILE), ("llm_signal", LLM_VIEWS_FILE)):
+        if name not in weights and (artifact is None or _is_fresh(Path(run_dir) / artifact, config)):
+            weights[name] = strategy_weights(config, prices, run_dir, name)
+    return {name: run_backtest(w, prices, cost_bps=config.backtest.cost_bps,
+                               execution_lag_sessions=config.backtest.execution_lag_sessions) for name, w in weights.items()}
 
 
 def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[str, BacktestResult]) -> dict:

@@ -22,7 +22,8 @@ def test_daily_inherits_base_and_overrides_its_own_keys():
     assert config.scenario == "daily"
     assert config.data.source == "bundled"
     assert config.data.start == dt.date(1993, 1, 1)
-    assert config.strategy.name == "momentum_12_1"
+    assert config.strategy.name == "portfolio", "daily's own key"
+    assert config.strategy.lookback_days == 252 and config.portfolio.method == "black_litterman", "from base.yaml"
 
 
 def test_nested_sections_merge_key_by_key():
@@ -30,6 +31,8 @@ def test_nested_sections_merge_key_by_key():
     assert config.data.symbols == ["AAPL", "JPM", "KO", "MSFT", "PFE", "XOM"]
     assert config.data.benchmark == "SP500", "keys the scenario does not set come from base.yaml"
     assert config.strategy.top_n == 2 and config.strategy.lookback_days == 252
+    assert config.portfolio.constraints.max_weight == 0.4 and config.portfolio.constraints.side == "long_only"
+    assert config.risk.max_weight == 0.3 and config.risk.max_order_notional == 300_000.0
 
 
 def test_set_overrides_parse_yaml_values():

@@ -7,8 +7,10 @@ import json
 import pandas as pd
 import pytest
 
+from research_lib.backtest import run_backtest
 from research_lib.cli import main
-from research_lib.data import read_provenance
+from research_lib.data import read_provenance, read_snapshot
+from research_lib.metrics import headline_metrics
 from research_lib.pipeline import discover_stages, load_manifest, select_stages
 from research_lib.errors import ConfigError
 from tests.conftest import REPO
@@ -33,20 +35,30 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
                  "--set", "llm.provider=offline"]) == 0
     run = only_run(workspace)
     out = capsys.readouterr().out
-    assert "[1/5] 01_load_data" in out and "[5/5] 06_validate" in out and "Run succeeded: CAGR" in out
+    assert "[1/6] 01_load_data" in out and "[6/6] 06_validate" in out and "Run succeeded: CAGR" in out
 
     manifest = load_manifest(run)
     assert manifest["status"] == "succeeded" and manifest["scenario"] == "smoke"
     assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "02_build_features", "03_ml_signals",
-                                                       "04_claude_signals", "06_validate"]
+                                                       "04_claude_signals", "05_portfolio", "06_validate"]
     assert manifest["llm"]["analyst"] == "offline analyst, not Claude" and manifest["llm"]["cost_usd"] == 0.0
     assert all(s["status"] == "succeeded" and s["duration_s"] > 0 for s in manifest["stages"])
     assert manifest["config"]["report"]["tearsheet"] is True, "overrides are saved with the run"
     assert manifest["data"]["sha256"] == read_provenance(run / "prices.parquet")["sha256"]
     assert manifest["data"]["source"] == "bundled"
     assert set(manifest["metrics"]["strategy"]) >= {"cagr", "sharpe", "max_drawdown", "win_rate"}
-    assert manifest["metrics"]["strategy_name"] == "momentum_12_1"
-    assert set(manifest["metrics"]["alternatives"]) == {"ml_signal", "llm_signal"}, "06 backtests both signals alongside"
+    assert manifest["metrics"]["strategy_name"] == "portfolio"
+    assert set(manifest["metrics"]["alternatives"]) == {"momentum_12_1", "ml_signal", "llm_signal"}, \
+        "06 backtests the baseline and both signal rules alongside"
+    # 06 backtested exactly the weights 05 wrote, and those came from the signals (blend of ML and analyst).
+    weights = pd.read_parquet(run / "weights.parquet")
+    replay = run_backtest(weights, read_snapshot(run / "prices.parquet"), cost_bps=10.0)
+    assert manifest["metrics"]["strategy"]["sharpe"] == pytest.approx(headline_metrics(replay.returns)["sharpe"])
+    portfolio = json.loads((run / "portfolio_report.json").read_text())
+    assert portfolio["signal_sources"] == ["llm", "ml"] and portfolio["method"] == "black_litterman"
+    assert portfolio["analyst"] == "offline analyst, not Claude"
+    events = pd.read_parquet(run / "risk_events.parquet")
+    assert portfolio["risk_clamped"] == (events["action"] == "clamped").sum() > 0, "smoke's limits make the risk layer clamp"
     by_cutoff = manifest["metrics"]["llm_signal_by_cutoff"]
     assert by_cutoff["knowledge_cutoff"] == "2026-06-30" and by_cutoff["after_cutoff"] is None
     assert by_cutoff["before_cutoff"]["sessions"] > 200
@@ -55,10 +67,10 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert set(report["models"]) == {"ridge", "hgbr"} and report["permutation_importance"]
 
     for name in ("config.yaml", "prices.parquet", "features.parquet", "signals_ml.parquet", "ml_report.json",
-                 "metrics.json", "01_load_data.ipynb", "01_load_data.html", "06_validate.ipynb", "06_validate.html",
+                 "weights.parquet", "weights_optimizer.parquet", "05_portfolio.html", "metrics.json", "01_load_data.ipynb", "01_load_data.html", "06_validate.ipynb", "06_validate.html",
                  "tearsheet.html"):
         assert (run / name).is_file(), name
-    for stage in ("01_load_data", "03_ml_signals", "06_validate"):
+    for stage in ("01_load_data", "03_ml_signals", "05_portfolio", "06_validate"):
         cells = json.loads((run / f"{stage}.ipynb").read_text())["cells"]
         assert any("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])), f"{stage} shows its charts"
     assert (run / "tearsheet.html").stat().st_mode & 0o044, "reports are readable by others, like any file"
@@ -72,6 +84,7 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert "offline analyst, not Claude" in index, "the dashboard says who the analyst was"
     assert "offline analyst, not Claude" in (run / "tearsheet.html").read_text()
     assert "offline analyst, not Claude" in (run / "04_claude_signals.html").read_text()
+    assert "offline analyst, not Claude" in (run / "05_portfolio.html").read_text()
 
     for path in [*run.rglob("*"), workspace / "reports" / "index.html"]:
         if path.is_file():
@@ -119,7 +132,7 @@ def test_bad_parameters_exit_2_and_write_nothing(workspace, capsys):
 
 def test_unknown_stage_exits_2(workspace, capsys):
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--stages", "99"]) == 2
-    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_ml_signals', '04_claude_signals', '06_validate']" in capsys.readouterr().err
+    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_ml_signals', '04_claude_signals', '05_portfolio', '06_validate']" in capsys.readouterr().err
 
 
 def test_bad_command_line_exits_2(capsys):
@@ -131,8 +144,8 @@ def test_bad_command_line_exits_2(capsys):
 def test_stage_discovery_and_selection(tmp_path):
     chain = discover_stages(REPO / "notebooks")
     assert [p.stem for p in chain] == ["01_load_data", "02_build_features", "03_ml_signals", "04_claude_signals",
-                                       "06_validate"]
-    assert select_stages(chain, ["06"]) == chain[4:]
+                                       "05_portfolio", "06_validate"]
+    assert select_stages(chain, ["06"]) == chain[5:]
     assert select_stages(chain, None) == chain
     (tmp_path / "scratch.ipynb").write_text("{}")
     with pytest.raises(ConfigError, match="No notebooks named NN_verb_object.ipynb"):

@@ -4,15 +4,31 @@ Conventions: prices are dates x symbols adjusted closes; returns and covariances
 annualized (252 sessions a year); weights are fractions of equity (``sum(w)`` is the net
 exposure, 1 when fully invested); every estimate for a decision date uses only prices dated
 at or before it. Optimizers are PyPortfolioOpt's, solved with CLARABEL by default.
+
+The names below are imported on first use: PyPortfolioOpt and cvxpy take over a second to
+import, and `research_lib.config` needs only the light ``_types`` and ``_constraints``.
 """
 
-from research_lib.portfolio._allocation import Allocation, discrete_allocation, rebalance_weights
-from research_lib.portfolio._black_litterman import BlackLittermanViews, black_litterman_posterior
-from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
-from research_lib.portfolio._inputs import (ReturnsModel, RiskModel, expected_returns, risk_matrix,
-                                            signal_expected_returns)
-from research_lib.portfolio._optimize import Method, optimize_weights
+from importlib import import_module
 
-__all__ = ["Allocation", "BlackLittermanViews", "InfeasibleConstraintsError", "Method", "PortfolioConstraints",
-           "ReturnsModel", "RiskModel", "black_litterman_posterior", "discrete_allocation", "expected_returns",
-           "optimize_weights", "rebalance_weights", "risk_matrix", "signal_expected_returns"]
+_WHERE = {
+    "Allocation": "_allocation", "discrete_allocation": "_allocation", "rebalance_weights": "_allocation",
+    "BlackLittermanViews": "_black_litterman", "black_litterman_posterior": "_black_litterman",
+    "InfeasibleConstraintsError": "_constraints", "PortfolioConstraints": "_constraints",
+    "expected_returns": "_inputs", "risk_matrix": "_inputs", "signal_expected_returns": "_inputs",
+    "Method": "_types", "ReturnsModel": "_types", "RiskModel": "_types",
+    "optimize_weights": "_optimize",
+    "Construction": "_construct", "blend_scores": "_construct", "construct_portfolio": "_construct",
+    "risk_contributions": "_construct", "efficient_frontier": "_construct", "book_exposures": "_construct",
+    "estimates_at": "_construct", "Estimates": "_construct",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'research_lib.portfolio' has no attribute {name!r}")
+    value = getattr(import_module(f"research_lib.portfolio.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -82,3 +82,41 @@ def bench_rebalances(prices: pd.DataFrame, n_rebalances: int = 400, lookback_day
     seconds = time.perf_counter() - start
     return {"n_assets": prices.shape[1], "n_rebalances": len(weights), "seconds": round(seconds, 2),
             "target_s": REBALANCES_TARGET_S, "within_target": seconds < REBALANCES_TARGET_S}
+
+
+def synthetic_prices(n_assets: int, n_sessions: int, seed: int = 0) -> pd.DataFrame:
+    """Daily closes of ``n_assets`` correlated geometric random walks on business days from 1990."""
+    rng = np.random.default_rng(seed)
+    mu, cov = random_problem(n_assets, seed)
+    daily = rng.multivariate_normal(mu.to_numpy() / 252, cov.to_numpy() / 252, size=n_sessions)
+    index = pd.bdate_range("1990-01-01", periods=n_sessions)
+    return pd.DataFrame(100.0 * np.exp(np.cumsum(daily, axis=0)), index=index, columns=mu.index)
+
+
+def bench_construction(n_assets: int = 20, n_rebalances: int = 400, lookback_days: int = 252) -> dict:
+    """Time the whole chain of `construct_portfolio` (signals -> Black-Litterman -> risk checks).
+
+    On synthetic prices (the bundled history has 349 month ends after a year of lookback,
+    not 400), with 12-1 momentum as the signal, the default portfolio settings and risk limits.
+
+    Returns
+    -------
+    dict
+        ``n_assets``, ``n_rebalances``, ``seconds``, ``target_s``, ``within_target``.
+    """
+    from research_lib.config import DEFAULT_RISK_LIMITS, PortfolioConfig
+    from research_lib.features._price import momentum
+    from research_lib.portfolio._construct import construct_portfolio
+    from research_lib.strategies import rebalance_dates
+
+    sessions = lookback_days + 22 * (n_rebalances + 1)
+    close = synthetic_prices(n_assets, sessions)
+    dates = rebalance_dates(close.index, "monthly")
+    dates = dates[dates >= close.index[lookback_days]][-n_rebalances:]
+    settings = PortfolioConfig(signal="momentum", lookback_days=lookback_days)
+    scores = {"momentum": momentum(close, 252, 21)}
+    start = time.perf_counter()
+    built = construct_portfolio(close, dates, settings, DEFAULT_RISK_LIMITS, scores=scores)
+    seconds = time.perf_counter() - start
+    return {"n_assets": n_assets, "n_rebalances": len(built.weights), "seconds": round(seconds, 2),
+            "target_s": REBALANCES_TARGET_S, "within_target": seconds < REBALANCES_TARGET_S}

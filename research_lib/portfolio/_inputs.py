@@ -9,15 +9,15 @@ sessions per year (252: daily prices), in fractions (0.08 is 8 % a year).
 from __future__ import annotations
 
 import difflib
-from typing import Literal, get_args
+from typing import get_args
 
 import numpy as np
 import pandas as pd
 from pypfopt import expected_returns as pf_returns
 from pypfopt import risk_models as pf_risk
 
-ReturnsModel = Literal["mean_historical", "ema_historical", "capm", "signals"]
-RiskModel = Literal["sample", "ledoit_wolf", "exp_cov"]
+from research_lib.portfolio._types import ReturnsModel, RiskModel
+
 
 
 def check_choice(name: str, value: object, choices: type) -> None:
@@ -39,7 +39,7 @@ def prices_as_of(prices: pd.DataFrame, as_of: object = None, min_rows: int = 2) 
     if len(window) < min_rows:
         raise ValueError(f"prices has {len(window)} rows at or before as_of={as_of}; need at least {min_rows}, "
                          "pass a later as_of or more history")
-    bad = [str(c) for c in window.columns if window[c].isna().any() or (window[c] <= 0).any()]
+    bad = [str(c) for c in window.columns[(window.isna() | (window <= 0)).any().to_numpy()]]
     if bad:
         raise ValueError(f"prices has NaN or non-positive values in {bad}; drop or fill them first, "
                          "e.g. prices.dropna(axis=1)")

@@ -8,8 +8,6 @@ its market-neutral mode (efficient_risk / efficient_return only).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import cvxpy as cp
 import numpy as np
 import pandas as pd
@@ -19,8 +17,8 @@ from pypfopt.exceptions import OptimizationError
 from research_lib.portfolio._black_litterman import BlackLittermanViews, black_litterman_posterior
 from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
 from research_lib.portfolio._inputs import check_choice
+from research_lib.portfolio._types import Method
 
-Method = Literal["max_sharpe", "min_volatility", "efficient_risk", "efficient_return", "hrp", "black_litterman"]
 _NEEDS_MU = ("max_sharpe", "efficient_risk", "efficient_return")
 
 

@@ -10,8 +10,10 @@ from research_lib.risk._checks import check_orders
 from research_lib.risk._kill_switch import KillSwitch, next_state, resume
 from research_lib.risk._limits import RiskInputError, RiskLimits
 from research_lib.risk._orders import ClampedOrder, Order, ReferencePrice, RejectedOrder, RiskDecision, Side
-from research_lib.risk._portfolio_controls import drawdown_circuit_breaker, volatility_target
+from research_lib.risk._portfolio_controls import (drawdown_circuit_breaker, follow_multiplier, volatility_multiplier,
+                                                   volatility_target)
+from research_lib.risk._research import clamp_weights
 
 __all__ = ["ClampedOrder", "KillSwitch", "Order", "ReferencePrice", "RejectedOrder", "RiskDecision", "RiskInputError",
-           "RiskLimits", "Side", "check_orders", "drawdown_circuit_breaker", "next_state", "resume",
-           "volatility_target"]
+           "RiskLimits", "Side", "check_orders", "clamp_weights", "drawdown_circuit_breaker", "follow_multiplier", "next_state",
+           "resume", "volatility_multiplier", "volatility_target"]

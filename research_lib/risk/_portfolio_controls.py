@@ -66,9 +66,33 @@ def volatility_target(weights: pd.DataFrame, returns: pd.DataFrame, target_vol: 
     r = np.where(np.isfinite(r), r, 0.0)
     scale = np.zeros(len(w))
     for t in range(lookback, len(w)):
-        vol = np.std(r[t - lookback:t] @ w[t], ddof=1) * math.sqrt(periods_per_year)
-        scale[t] = max_leverage if vol == 0 else min(max_leverage, target_vol / vol)
+        scale[t] = volatility_multiplier(w[t], r[t - lookback:t], target_vol, max_leverage, periods_per_year)
     return weights * scale[:, None]
+
+
+def volatility_multiplier(weights: np.ndarray, trailing_returns: np.ndarray, target_vol: float,
+                          max_leverage: float = 1.0, periods_per_year: int = 252) -> float:
+    """``min(max_leverage, target_vol / vol)`` for one book: ``vol`` is the annualized standard
+    deviation of ``trailing_returns @ weights`` (sessions x symbols, known before the decision);
+    a zero ``vol`` gives ``max_leverage``."""
+    vol = np.std(trailing_returns @ weights, ddof=1) * math.sqrt(periods_per_year)
+    return max_leverage if vol == 0 else min(max_leverage, target_vol / vol)
+
+
+def follow_multiplier(weights: pd.DataFrame, multiplier: pd.Series) -> pd.DataFrame:
+    """Decision rows that apply a daily exposure ``multiplier`` (e.g. the circuit breaker's).
+
+    ``multiplier`` is indexed by the session it applies to and computed from returns before
+    it, so the multiplier of session ``t + 1`` is known at the close of ``t``. The result has
+    a row on every decision date of ``weights`` and on every session before a change of the
+    multiplier: the latest target (cash before the first) times the next session's multiplier.
+    """
+    following = multiplier.shift(-1)
+    changes = multiplier.index[(following != multiplier) & following.notna()]
+    dates = weights.index.union(changes)
+    targets = weights.reindex(dates).ffill().fillna(0.0)
+    factor = following.reindex(dates).fillna(multiplier.reindex(dates)).fillna(1.0)  # 1 before the breaker starts
+    return targets.mul(factor, axis=0)
 
 
 def drawdown_circuit_breaker(returns: pd.Series, max_drawdown: float, cooldown_days: int) -> pd.Series:

@@ -1,0 +1,313 @@
+"""From signals to the target weights of each rebalance date: estimate, optimize, control, check.
+
+For each decision date ``t`` (at its close), in this order:
+
+1. **Universe**: symbols priced on every session of the trailing ``lookback_days`` window
+   and, when the method uses signals, scored by a signal no older than
+   ``max_signal_age_sessions``.
+2. **Estimates**: the covariance (``risk_model``) of the window's returns; expected returns
+   (``returns_model``) or Black-Litterman views, both implied by the blended signal:
+   ``base_return + signal_spread * z`` where ``z`` is the cross-sectional z-score.
+3. **Optimizer**: `optimize_weights` with the configured method and constraints. When it
+   finds no weights, the previous targets are kept (the date is noted with the reason).
+4. **Volatility target** (optional): the weights are scaled so that their trailing
+   volatility matches the target, never above ``max_leverage``.
+5. **Risk layer**: the orders from the drifted current book to the targets go through the
+   pre-trade checks (`research_lib.risk.clamp_weights`); clamps and rejections are kept.
+
+Everything for ``t`` reads only prices and signals dated at or before ``t``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from research_lib.config import PortfolioConfig
+from research_lib.portfolio._black_litterman import BlackLittermanViews
+from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
+from research_lib.portfolio._inputs import expected_returns, risk_matrix, signal_expected_returns
+from research_lib.portfolio._optimize import _NEEDS_MU, optimize_weights
+from research_lib.risk import RiskLimits, clamp_weights, volatility_multiplier
+from research_lib.risk._research import EVENT_COLUMNS
+
+ADV_SESSIONS = 20  # sessions of volume averaged for the share-of-ADV check
+DECISION_TIME = dt.time(16, 0)  # decisions are made at the close
+
+
+@dataclass(frozen=True)
+class Construction:
+    """Target weights of every rebalance date and how they came about.
+
+    weights : DataFrame (rebalance dates x symbols)
+        Final targets, after the optional volatility target and the risk layer.
+    optimizer_weights : DataFrame (rebalance dates x symbols)
+        The optimizer's weights (or the kept previous targets), before both.
+    risk_events : DataFrame
+        One row per order the risk layer clamped or rejected (``EVENT_COLUMNS``).
+    notes : DataFrame
+        ``date, note``: dates held in cash or on previous targets, and why.
+    """
+
+    weights: pd.DataFrame
+    optimizer_weights: pd.DataFrame
+    risk_events: pd.DataFrame
+    notes: pd.DataFrame
+
+
+def _zscore(row: pd.Series) -> pd.Series:
+    row = row.dropna()
+    std = row.std(ddof=0)
+    if len(row) < 2 or not std > 0:
+        return pd.Series(dtype=float)
+    return (row - row.mean()) / std
+
+
+def blend_scores(rows: Mapping[str, pd.Series], weights: Mapping[str, float]) -> pd.Series:
+    """One date's blended score per symbol.
+
+    Each source's scores are z-scored across the symbols it scores; a symbol's blend is the
+    ``weights``-weighted mean of the z-scores it has (sources without a score for it, or
+    with a zero weight, drop out). Symbols no source scores are absent.
+    """
+    total, mass = pd.Series(dtype=float), pd.Series(dtype=float)
+    for name, row in rows.items():
+        if not weights.get(name, 0.0):
+            continue
+        z = _zscore(row)
+        total = total.add(z * weights[name], fill_value=0.0)
+        mass = mass.add(pd.Series(weights[name], index=z.index), fill_value=0.0)
+    return (total / mass).dropna()
+
+
+def _blend_values(rows: Mapping[str, pd.Series], weights: Mapping[str, float], symbols: pd.Index) -> pd.Series:
+    """Weighted mean of per-source values (e.g. confidences) over the sources present per symbol."""
+    total = pd.Series(0.0, index=symbols)
+    mass = pd.Series(0.0, index=symbols)
+    for name, row in rows.items():
+        w = weights.get(name, 0.0)
+        present = row.reindex(symbols).notna()
+        total += row.reindex(symbols).fillna(0.0) * w
+        mass += present * w
+    return total / mass.replace(0.0, np.nan)
+
+
+def source_weights(settings: PortfolioConfig) -> dict[str, float]:
+    """The blend weight of each signal source the settings use."""
+    if settings.signal == "blend":
+        return {"ml": settings.ml_weight, "llm": 1.0 - settings.ml_weight}
+    return {settings.signal: 1.0}
+
+
+def _latest(frame: pd.DataFrame, sessions: pd.DatetimeIndex, at: int, max_age: int) -> pd.Series | None:
+    """The last row of ``frame`` dated at or before session ``at``, if at most ``max_age`` sessions old."""
+    known = frame.loc[: sessions[at]].dropna(how="all")
+    if known.empty:
+        return None
+    age = at - sessions.searchsorted(known.index[-1])
+    return known.iloc[-1] if age <= max_age else None
+
+
+@dataclass(frozen=True)
+class Estimates:
+    """What the optimizer sees on one date: expected returns (None for hrp, min_volatility,
+    Black-Litterman), covariance, and Black-Litterman views when used."""
+
+    mu: pd.Series | None
+    cov: pd.DataFrame
+    views: BlackLittermanViews | None
+    universe: list[str]
+
+
+def estimates_at(close: pd.DataFrame, at: int, settings: PortfolioConfig, *,
+                 scores: Mapping[str, pd.DataFrame] | None = None,
+                 confidences: Mapping[str, pd.DataFrame | float] | None = None,
+                 benchmark: pd.Series | None = None) -> Estimates | str:
+    """The optimizer's inputs at the close of session number ``at``, or why there are none.
+
+    ``scores`` are the signal sources (dates x symbols, e.g. ``{"ml": ..., "llm": ...}``),
+    blended with ``ml_weight``; ``confidences`` give each source's Idzorek confidence (a frame
+    like its scores, or one number). A source absent from ``scores`` drops out of the blend.
+    """
+    lookback = settings.lookback_days
+    date = close.index[at]
+    if at < lookback:
+        return f"only {at + 1} sessions of history; lookback_days={lookback} needs {lookback + 1}"
+    window = close.iloc[at - lookback: at + 1]
+    universe = window.columns[window.notna().all() & (window > 0).all()]
+    needs_signal = settings.uses_signals
+    rows, blend, conf = {}, pd.Series(dtype=float), None
+    if needs_signal:
+        weights = source_weights(settings)
+        for name, frame in (scores or {}).items():
+            row = _latest(frame, close.index, at, settings.max_signal_age_sessions)
+            if row is not None:
+                rows[name] = row.reindex(universe)
+        blend = blend_scores(rows, weights)
+        universe = universe.intersection(blend.index)
+    if len(universe) < 2:
+        what = "priced over the lookback window" + (" and scored by a fresh signal" if needs_signal else "")
+        return f"{len(universe)} symbol(s) {what}; at least 2 are needed"
+    window = window[universe]
+    cov = risk_matrix(window, settings.risk_model)
+    implied = (signal_expected_returns(blend[universe], settings.signal_spread, settings.base_return)
+               if needs_signal else None)
+    views = None
+    if settings.method == "black_litterman":
+        per_source = {}
+        for name in rows:
+            value = (confidences or {}).get(name, settings.model_confidence)
+            row = (_latest(value, close.index, at, settings.max_signal_age_sessions)
+                   if isinstance(value, pd.DataFrame) else pd.Series(float(value), index=rows[name].index))
+            per_source[name] = row.where(rows[name].notna()) if row is not None else rows[name] * np.nan
+        conf = _blend_values(per_source, weights, universe).fillna(settings.model_confidence).clip(0.0, 1.0)
+        views = BlackLittermanViews(implied, conf)
+        return Estimates(None, cov, views, list(universe))
+    mu = None
+    if settings.method in _NEEDS_MU:
+        mu = implied if settings.returns_model == "signals" else expected_returns(
+            window, settings.returns_model, benchmark=benchmark, risk_free_rate=settings.risk_free_rate)
+    return Estimates(mu, cov, views, list(universe))
+
+
+def _drifted(weights: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
+    """Weights after prices moved from ``start`` to ``end`` (cash unchanged); unpriced symbols sold."""
+    growth = (end / start).reindex(weights.index)
+    held = (weights * growth).where(growth.notna(), 0.0)
+    value = 1.0 + (weights * (growth - 1.0)).fillna(0.0).sum()  # an unpriced holding's last value goes to cash
+    return held / value
+
+
+def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: PortfolioConfig, limits: RiskLimits, *,
+                        scores: Mapping[str, pd.DataFrame] | None = None,
+                        confidences: Mapping[str, pd.DataFrame | float] | None = None,
+                        volume: pd.DataFrame | None = None, benchmark: pd.Series | None = None,
+                        progress: Callable[[int, int], None] | None = None) -> Construction:
+    """Target weights on each rebalance date (see the module docstring for the steps).
+
+    Parameters
+    ----------
+    close : DataFrame (sessions x symbols)
+        Adjusted closes of the tradable symbols (NaN where a symbol is not listed).
+    rebalance_dates : sequence of date-like
+        Decision dates, sessions of ``close``.
+    settings : PortfolioConfig
+    limits : RiskLimits
+        The pre-trade limits, applied to a notional account of ``settings.capital``.
+    scores, confidences, benchmark
+        As in `estimates_at`.
+    volume : DataFrame (sessions x symbols), optional
+        Daily volume in shares for the share-of-ADV check; None or NaN: not checked.
+    progress : callable, optional
+        Called with (dates done, dates in all) after each date.
+
+    Returns
+    -------
+    Construction
+    """
+    dates = pd.DatetimeIndex(rebalance_dates)
+    absent = dates.difference(close.index)
+    if len(absent):
+        raise ValueError(f"rebalance dates {[str(d.date()) for d in absent[:3]]} are not sessions of the prices; "
+                         "pick them from the price index")
+    close = close.copy()
+    close.attrs = {}  # pandas deep-copies attrs (the data provenance) into every derived frame: slow here
+    symbols = close.columns
+    previous = pd.Series(0.0, index=symbols)
+    previous_at = None
+    finals, optimized, events, notes = [], [], [], []
+    constraints = settings.constraints
+    for done, date in enumerate(dates, start=1):
+        at = close.index.get_loc(date)
+        estimates = estimates_at(close, at, settings, scores=scores, confidences=confidences, benchmark=benchmark)
+        current = (previous if previous_at is None
+                   else _drifted(previous, close.iloc[previous_at], close.iloc[at]))
+        if isinstance(estimates, str):
+            target = pd.Series(0.0, index=symbols)
+            notes.append({"date": date, "note": f"cash: {estimates}"})
+        else:
+            target = _optimize(estimates, settings, constraints, previous, date, notes, close.iloc[at])
+        optimized.append(target)
+        if settings.vol_target is not None and target.any():
+            vt = settings.vol_target
+            trailing = close.iloc[at - vt.lookback_days: at + 1].pct_change(fill_method=None).iloc[1:]
+            scale = volatility_multiplier(target.to_numpy(), trailing.fillna(0.0).to_numpy(), vt.target_vol,
+                                          vt.max_leverage)
+            target = target * scale
+        adv = None
+        if volume is not None:
+            adv = volume.iloc[max(0, at - ADV_SESSIONS + 1): at + 1].mean().where(lambda v: v > 0)
+        when = dt.datetime.combine(date.date(), DECISION_TIME)
+        final, clamped = clamp_weights(current, target, close.iloc[at], limits, settings.capital, when, adv)
+        final = final.reindex(symbols, fill_value=0.0)
+        if len(clamped):
+            events.append(clamped)
+        finals.append(final)
+        previous, previous_at = final, at
+        if progress is not None:
+            progress(done, len(dates))
+    frame = lambda rows: pd.DataFrame(rows, index=dates, columns=symbols)  # noqa: E731
+    risk_events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=EVENT_COLUMNS)
+    return Construction(frame(finals), frame(optimized), risk_events, pd.DataFrame(notes, columns=["date", "note"]))
+
+
+def _optimize(estimates: Estimates, settings: PortfolioConfig, constraints: PortfolioConstraints,
+              previous: pd.Series, date: pd.Timestamp, notes: list, prices: pd.Series) -> pd.Series:
+    """The optimizer's weights, or the previous targets (on symbols still priced) when it finds none."""
+    try:
+        weights = optimize_weights(estimates.mu, estimates.cov, settings.method, constraints,
+                                   previous_weights=previous.reindex(estimates.universe).fillna(0.0),
+                                   target_volatility=settings.target_volatility,
+                                   target_return=settings.target_return, views=estimates.views,
+                                   risk_free_rate=settings.risk_free_rate, solver=settings.solver)
+    except InfeasibleConstraintsError as exc:
+        notes.append({"date": date, "note": f"previous targets kept: {exc}"})
+        return previous.where(prices.reindex(previous.index) > 0, 0.0)
+    return weights.reindex(previous.index, fill_value=0.0)
+
+
+def risk_contributions(weights: pd.Series, cov: pd.DataFrame) -> pd.Series:
+    """Each asset's share of the portfolio variance, ``w_i (cov w)_i / (w' cov w)`` (sums to 1)."""
+    w = weights.reindex(cov.columns).fillna(0.0)
+    marginal = cov @ w
+    variance = float(w @ marginal)
+    if not variance > 0:
+        raise ValueError("the portfolio has zero variance (no positions?); risk contributions are undefined")
+    return (w * marginal / variance).rename("risk_contribution")
+
+
+def efficient_frontier(mu: pd.Series, cov: pd.DataFrame, constraints: PortfolioConstraints | None = None,
+                       points: int = 25, solver: str = "CLARABEL") -> pd.DataFrame:
+    """Volatility and return of the efficient portfolios, from minimum volatility to the
+    highest reachable return (columns ``volatility``, ``expected_return``; annualized)."""
+    low_w = optimize_weights(mu, cov, "min_volatility", constraints, solver=solver)
+    c = constraints or PortfolioConstraints()
+    low = float(mu @ low_w)
+    # The highest return the bounds allow: the best assets filled to max_weight in turn.
+    high, left = 0.0, c.net_exposure
+    for value in mu.sort_values(ascending=False):
+        take = min(c.max_weight, left)
+        high, left = high + take * value, left - take
+    rows = []
+    for target in np.linspace(low, high - 1e-6 * abs(high), points):
+        try:
+            w = optimize_weights(mu, cov, "efficient_return", constraints, target_return=float(target), solver=solver)
+        except InfeasibleConstraintsError:
+            continue
+        rows.append({"volatility": float(np.sqrt(w @ cov @ w)), "expected_return": float(mu @ w)})
+    return pd.DataFrame(rows)
+
+
+def book_exposures(weights: pd.DataFrame) -> pd.DataFrame:
+    """Per rebalance date: ``gross`` (sum |w|), ``net`` (sum w), ``long``, ``short``, ``positions``
+    (non-zero weights) and ``turnover``, the one-way change of the targets from the previous
+    date (``sum |w_t - w_{t-1}|``; the backtest measures the real turnover, after drift)."""
+    return pd.DataFrame({
+        "gross": weights.abs().sum(axis=1), "net": weights.sum(axis=1),
+        "long": weights.clip(lower=0.0).sum(axis=1), "short": weights.clip(upper=0.0).sum(axis=1),
+        "positions": (weights.abs() > 1e-9).sum(axis=1),
+        "turnover": weights.diff().fillna(weights).abs().sum(axis=1)})
