@@ -217,6 +217,9 @@ class PortfolioConfig(_Strict):
         if self.method == "hrp" and self.constraints != PortfolioConstraints(net_exposure=self.constraints.net_exposure):
             raise ValueError("method 'hrp' takes no weight bounds, shorts or penalties; leave portfolio.constraints "
                              "at its defaults except net_exposure (e.g. constraints: {max_weight: 1.0})")
+        if self.vol_target is not None and self.vol_target.lookback_days > self.lookback_days:
+            raise ValueError(f"vol_target.lookback_days ({self.vol_target.lookback_days}) exceeds lookback_days "
+                             f"({self.lookback_days}); shorten it or lengthen lookback_days")
         if self.constraints.turnover_penalty and self.method in ("max_sharpe", "black_litterman"):
             raise ValueError(f"constraints.turnover_penalty cannot be used with method {self.method!r} "
                              "(PyPortfolioOpt's max Sharpe variable change breaks it); use l2_gamma, or efficient_risk")
@@ -264,6 +267,13 @@ class RunConfig(_Strict):
     risk: RiskLimits = DEFAULT_RISK_LIMITS
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
+
+    @model_validator(mode="after")
+    def _shorts_allowed(self) -> RunConfig:
+        if self.portfolio.constraints.lower_bound < 0 and not self.risk.allow_short:
+            raise ValueError("portfolio.constraints allow short positions but risk.allow_short is false, so the "
+                             "risk layer would reject every short sale; set risk.allow_short: true")
+        return self
 
     def tradable(self, symbols) -> list[str]:
         """The given symbols less the benchmark and context series (the VIX): what may be traded."""

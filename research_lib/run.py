@@ -324,8 +324,12 @@ def portfolio_snapshot(config: RunConfig, run_dir: str | Path, weights: pd.DataF
     contributions = pd.DataFrame({"weight": book, "risk_contribution": risk_contributions(book, cov)})
     allocation = discrete_allocation(held.iloc[-1][held.iloc[-1] != 0], close.loc[date], settings.capital,
                                      fractional=settings.fractional_shares)
+    try:
+        frontier = efficient_frontier(mu, cov, constraints, solver=settings.solver)
+    except ValueError:  # e.g. a market-neutral book: no minimum-volatility end to start the frontier from
+        frontier = pd.DataFrame(columns=["volatility", "expected_return"], dtype=float)
     return {"date": date, "mu": mu, "cov": cov, "mu_source": source, "contributions": contributions,
-            "frontier": efficient_frontier(mu, cov, constraints, solver=settings.solver), "allocation": allocation}
+            "frontier": frontier, "allocation": allocation}
 
 
 def progress_printer(label: str, every: float = 0.1) -> Callable[[int, int], None]:

@@ -122,3 +122,15 @@ def test_a_secret_from_the_environment_is_refused_as_a_value(monkeypatch):
 def test_ml_signal_model_must_be_fitted():
     with pytest.raises(ConfigError, match=r"signal_model 'hgbr' is not in models \['ridge'\]"):
         load_config(REPO / "params" / "smoke.yaml", ["ml.models=[ridge]"])
+
+
+def test_a_long_short_portfolio_needs_the_risk_layer_to_allow_shorts():
+    short_book = ["portfolio.constraints={side: long_short, max_weight: 0.3}"]
+    with pytest.raises(ConfigError, match="risk.allow_short is false.*set risk.allow_short: true"):
+        load_config(REPO / "params" / "smoke.yaml", short_book)
+    assert load_config(REPO / "params" / "smoke.yaml", [*short_book, "risk.allow_short=true"]).risk.allow_short
+
+
+def test_vol_target_cannot_look_further_back_than_the_portfolio():
+    with pytest.raises(ConfigError, match=r"vol_target.lookback_days \(300\) exceeds lookback_days \(252\)"):
+        load_config(REPO / "params" / "smoke.yaml", ["portfolio.vol_target={target_vol: 0.1, lookback_days: 300}"])

@@ -174,7 +174,8 @@ def test_a_stale_signal_leaves_the_date_in_cash_with_a_note():
 
 def test_rebalance_dates_outside_the_prices_are_refused_by_name():
     with pytest.raises(ValueError, match=r"rebalance dates \['2021-01-09', '2030-01-02'\] are not sessions"):
-        construct_portfolio(CLOSE, [DATES[100], "2021-01-09", "2030-01-02"], portfolio(method="min_volatility"),
+        construct_portfolio(CLOSE, sorted([DATES[100], pd.Timestamp("2021-01-09"), pd.Timestamp("2030-01-02")]),
+                            portfolio(method="min_volatility"),
                             loose_limits())
 
 
@@ -194,6 +195,7 @@ def construction_cases(draw):
                           signal="ml", constraints=constraints, vol_target=vol_target)
     gross = draw(st.floats(0.8, 1.3))
     limits = loose_limits(max_weight=draw(st.floats(0.1, min(0.6, gross))), max_gross_exposure=gross,
+                          allow_short=side == "long_short" and draw(st.booleans()),
                           max_net_exposure=draw(st.floats(0.5, gross)),
                           max_order_notional=draw(st.floats(0.1, 1.0)) * CAPITAL,
                           max_adv_fraction=draw(st.floats(0.005, 1.0)))
@@ -227,7 +229,7 @@ def test_every_row_respects_the_risk_limits_and_the_constraints(case):
         if date not in noted:
             assert optimized.sum() == pytest.approx(c.net_exposure, abs=1e-6)
             assert (optimized >= c.lower_bound - 1e-6).all() and (optimized <= c.max_weight + 1e-6).all()
-        if c.side == "long_only":
+        if c.side == "long_only" or not limits.allow_short:
             assert (final >= -tol).all()
         current, previous_at = final, at
     events = built.risk_events
@@ -237,15 +239,16 @@ def test_every_row_respects_the_risk_limits_and_the_constraints(case):
         assert built.weights.loc[event.date, event.symbol] == pytest.approx(event.final_weight, abs=1e-12)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: the risk layer's no_short bound clamps every sell beyond the "
-                   "position held, so construct_portfolio never opens a short even for side='long_short'")
-def test_a_long_short_book_keeps_the_shorts_the_limits_allow():
+def test_a_long_short_book_keeps_its_shorts_only_when_the_risk_layer_allows_them():
     settings_ = portfolio(method="max_sharpe", signal="ml",
                           constraints=PortfolioConstraints(side="long_short", max_weight=0.5, max_gross_exposure=1.6))
-    built = construct_portfolio(CLOSE, DATES[[100, 150, 200]], settings_, loose_limits(),
-                                scores={"ml": random_scores(3)})
-    assert (built.optimizer_weights < -0.05).any().any(), "the optimizer shorts"
-    assert (built.weights < -0.05).any().any(), "loose limits let the shorts through"
+    dates, scores = DATES[[100, 150, 200]], {"ml": random_scores(3)}
+    allowed = construct_portfolio(CLOSE, dates, settings_, loose_limits(allow_short=True), scores=scores)
+    assert (allowed.optimizer_weights < -0.05).any().any(), "the optimizer shorts"
+    assert allowed.risk_events.empty, "loose limits that allow shorts let the whole book through"
+    np.testing.assert_allclose(allowed.weights, allowed.optimizer_weights, rtol=0, atol=1e-9)
+    blocked = construct_portfolio(CLOSE, dates, settings_, loose_limits(), scores=scores)
+    assert (blocked.weights >= 0).all().all() and (blocked.risk_events["reason"].str.startswith("no_short")).any()
 
 
 # --- construct_portfolio: failures of the optimizer, volatility target ---------------------------
@@ -269,15 +272,35 @@ def test_when_the_optimizer_finds_no_weights_the_previous_targets_are_kept():
                                    check_names=False)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: PyPortfolioOpt raises a plain ValueError ('target_return must "
-                   "be lower than the maximum possible return'), which optimize_weights does not translate to "
-                   "InfeasibleConstraintsError, so construct_portfolio crashes instead of keeping targets")
-def test_an_unreachable_target_return_keeps_the_previous_targets():
-    scores = random_scores(6)
-    settings_ = portfolio(method="efficient_return", signal="ml", target_return=5.0,
-                          constraints=PortfolioConstraints(max_weight=0.5))
-    built = construct_portfolio(CLOSE, DATES[[100, 150]], settings_, loose_limits(), scores={"ml": scores})
-    assert all(n.startswith("previous targets kept") for n in built.notes["note"]) and len(built.notes) == 2
+@pytest.mark.parametrize("target", [dict(method="efficient_return", target_return=5.0),
+                                    dict(method="efficient_risk", target_volatility=0.01)])
+def test_an_unreachable_target_keeps_the_previous_targets(target):
+    settings_ = portfolio(signal="ml", constraints=PortfolioConstraints(max_weight=0.5), **target)
+    built = construct_portfolio(CLOSE, DATES[[100, 150]], settings_, loose_limits(), scores={"ml": random_scores(6)})
+    assert len(built.notes) == 2 and all(n.startswith("previous targets kept") for n in built.notes["note"])
+    assert "cannot be reached by these assets" in built.notes["note"].iloc[0]
+    assert not built.weights.any().any()
+
+
+def test_a_failed_date_keeps_the_optimizer_weights_so_the_vol_target_is_not_applied_twice():
+    scores = random_scores(5)
+    scores.iloc[200:, 3:] = np.nan  # from session 200 only 3 symbols are scored: 3 x 0.3 < 1 is infeasible
+    settings_ = portfolio(method="max_sharpe", signal="ml", constraints=PortfolioConstraints(max_weight=0.3),
+                          vol_target=VolTargetConfig(target_vol=0.03, lookback_days=40))
+    dates = DATES[[150, 200, 240, 280]]
+    built = construct_portfolio(CLOSE, dates, settings_, loose_limits(), scores={"ml": scores})
+    first = built.optimizer_weights.loc[dates[0]]
+    assert built.weights.loc[dates[0]].sum() < 0.5 * first.sum(), "the vol target scaled the first book down"
+    for date in dates[1:]:
+        pd.testing.assert_series_equal(built.optimizer_weights.loc[date], first, check_names=False)
+        scale = vol_multiplier_oracle(first, CLOSE, DATES.get_loc(date), 40, 0.03, 1.0)
+        np.testing.assert_allclose(built.weights.loc[date], first * scale, atol=1e-9)  # scaled once, not again
+
+
+def test_unsorted_or_repeated_rebalance_dates_are_refused():
+    for dates in (DATES[[300, 100]], DATES[[100, 100]]):
+        with pytest.raises(ValueError, match="rebalance dates must be increasing and distinct"):
+            construct_portfolio(CLOSE, dates, portfolio(method="min_volatility"), loose_limits())
 
 
 @pytest.mark.parametrize("target_vol, max_leverage", [(0.05, 1.0), (2.0, 1.5)])
@@ -294,22 +317,21 @@ def test_the_volatility_target_scales_the_optimizer_weights(target_vol, max_leve
         np.testing.assert_allclose(built.weights.loc[date], optimized * scale, rtol=0, atol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason="library bug: with vol_target.lookback_days > the date's history the "
-                   "trailing slice close.iloc[at - lookback:] wraps to an empty frame, the volatility is NaN and "
-                   "the book is scaled by max_leverage (volatility_target would hold cash)")
-def test_a_volatility_target_without_enough_history_never_levers_up():
-    vt = VolTargetConfig(target_vol=0.02, lookback_days=63, max_leverage=1.0)
-    settings_ = portfolio(method="min_volatility", lookback_days=20, vol_target=vt,
-                          constraints=PortfolioConstraints(max_weight=0.5))
+def test_a_volatility_target_never_scales_a_book_without_a_full_window():
+    # At the first invested date (at == lookback_days) a window as long as the lookback is all there is.
+    vt = VolTargetConfig(target_vol=0.05, lookback_days=60, max_leverage=1.0)
+    settings_ = portfolio(method="min_volatility", vol_target=vt, constraints=PortfolioConstraints(max_weight=0.5))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            built = construct_portfolio(CLOSE, DATES[[30, 100]], settings_, loose_limits())
-        except ValueError:
-            return  # refusing such settings is a fix too
-    # A 2 % target on ~20 %-volatility stocks scales the book far below 1 wherever it is estimated.
-    assert built.weights.loc[DATES[100]].sum() < 0.5
-    assert built.weights.loc[DATES[30]].sum() < 0.5
+        warnings.simplefilter("error", RuntimeWarning)  # no NaN volatility on the way
+        built = construct_portfolio(CLOSE, DATES[[60]], settings_, loose_limits())
+    optimized = built.optimizer_weights.iloc[0]
+    scale = vol_multiplier_oracle(optimized, CLOSE, 60, 60, 0.05, 1.0)
+    assert scale < 0.5
+    np.testing.assert_allclose(built.weights.iloc[0], optimized * scale, rtol=0, atol=1e-9)
+    # A longer volatility window than the history each date has is refused (it once wrapped around to an
+    # empty slice, a NaN volatility and a book scaled by max_leverage).
+    with pytest.raises(ValidationError, match=r"vol_target.lookback_days \(63\) exceeds lookback_days \(20\)"):
+        portfolio(lookback_days=20, vol_target=VolTargetConfig(target_vol=0.02, lookback_days=63))
 
 
 # --- clamp_weights ------------------------------------------------------------------------------
@@ -445,7 +467,7 @@ def test_weights_are_saved_fresh_reused_and_rebuilt_when_the_portfolio_changes(s
     pd.testing.assert_frame_equal(saved, built["weights"], check_freq=False)
     report = json.loads((run_dir / "portfolio_report.json").read_text())
     events = pd.read_parquet(run_dir / "risk_events.parquet")
-    assert report["risk_clamped"] == (events["action"] == "clamped").sum() > 0, "smoke's limits make the risk layer clamp"
+    assert report["risk_clamped"] == (events["action"] == "clamped").sum() > 0, "smoke's risk limits bind"
     assert report["signal_sources"] == ["llm", "ml"] and report["rebalances"] == len(saved)
     assert (pd.read_parquet(run_dir / "weights_optimizer.parquet").max(axis=1) > 0.3 + 1e-6).any()
 

@@ -123,6 +123,13 @@ def test_max_weight_too_small_for_a_fully_invested_book_is_named_before_solving(
         optimize_weights(mu, cov, "min_volatility", PortfolioConstraints(min_weight=0.3))
 
 
+def test_max_sharpe_without_a_return_above_the_risk_free_rate_is_infeasible_not_a_crash():
+    mu, cov = pd.Series([0.01, 0.02], index=SYMBOLS[:2]), frame([[0.04, 0.0], [0.0, 0.09]])
+    with pytest.raises(InfeasibleConstraintsError, match=r"exceeds risk_free_rate=0.03; the best is 0.0200"):
+        optimize_weights(mu, cov, "max_sharpe", risk_free_rate=0.03)
+    assert optimize_weights(mu, cov, "max_sharpe", risk_free_rate=0.0).sum() == pytest.approx(1.0)
+
+
 def test_solver_infeasibility_is_translated():
     cov = frame([[0.01, 0.0], [0.0, 0.25]])
     mu = pd.Series([0.05, 0.10], index=cov.index)

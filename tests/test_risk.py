@@ -191,6 +191,16 @@ def test_a_sell_never_exceeds_the_position_less_open_sells():
         "no_short: AAA sell of 1 exceeds position 0 less open sells 0 = 0; nothing fits")
 
 
+def test_allow_short_lets_a_long_short_book_sell_short_within_the_other_limits():
+    shorts = limits(allow_short=True)
+    decision = check([sell(quantity=150)], {"AAA": 100}, lim=shorts)
+    assert decision.accepted and decision.positions_after["AAA"] == -50, "a deliberate short is sent"
+    clamp = only_clamp(check([sell(quantity=400)], lim=shorts))
+    assert clamp.order.quantity == pytest.approx(200), "max_weight binds on the short side too"
+    assert clamp.reason.startswith("max_weight: AAA weight after the order would be -0.4000")
+    assert "no_short" in only_rejection(check([sell(quantity=1)])), "shorting stays off by default"
+
+
 def test_max_weight_clamps_the_buy():
     clamp = only_clamp(check([buy(quantity=300)]))
     assert clamp.order.quantity == pytest.approx(200)

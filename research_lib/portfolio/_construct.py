@@ -210,6 +210,9 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
     Construction
     """
     dates = pd.DatetimeIndex(rebalance_dates)
+    if not dates.is_monotonic_increasing or dates.has_duplicates:
+        raise ValueError("rebalance dates must be increasing and distinct; sort them and drop repeats "
+                         "(e.g. sorted(set(dates)))")
     absent = dates.difference(close.index)
     if len(absent):
         raise ValueError(f"rebalance dates {[str(d.date()) for d in absent[:3]]} are not sessions of the prices; "
@@ -217,7 +220,7 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
     close = close.copy()
     close.attrs = {}  # pandas deep-copies attrs (the data provenance) into every derived frame: slow here
     symbols = close.columns
-    previous = pd.Series(0.0, index=symbols)
+    previous = last_optimized = pd.Series(0.0, index=symbols)  # the book after the risk layer; the optimizer's
     previous_at = None
     finals, optimized, events, notes = [], [], [], []
     constraints = settings.constraints
@@ -230,8 +233,10 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
             target = pd.Series(0.0, index=symbols)
             notes.append({"date": date, "note": f"cash: {estimates}"})
         else:
-            target = _optimize(estimates, settings, constraints, previous, date, notes, close.iloc[at])
+            target = _optimize(estimates, settings, constraints, previous, last_optimized, date, notes,
+                               close.iloc[at])
         optimized.append(target)
+        last_optimized = target
         if settings.vol_target is not None and target.any():
             vt = settings.vol_target
             trailing = close.iloc[at - vt.lookback_days: at + 1].pct_change(fill_method=None).iloc[1:]
@@ -256,8 +261,13 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
 
 
 def _optimize(estimates: Estimates, settings: PortfolioConfig, constraints: PortfolioConstraints,
-              previous: pd.Series, date: pd.Timestamp, notes: list, prices: pd.Series) -> pd.Series:
-    """The optimizer's weights, or the previous targets (on symbols still priced) when it finds none."""
+              previous: pd.Series, last_optimized: pd.Series, date: pd.Timestamp, notes: list,
+              prices: pd.Series) -> pd.Series:
+    """The optimizer's weights, or its previous ones (on symbols still priced) when it finds none.
+
+    ``previous`` is the book held (for a turnover penalty); ``last_optimized`` the optimizer's
+    last weights, kept rather than the held book so that a volatility target or a risk clamp
+    is not applied twice."""
     try:
         weights = optimize_weights(estimates.mu, estimates.cov, settings.method, constraints,
                                    previous_weights=previous.reindex(estimates.universe).fillna(0.0),
@@ -266,7 +276,7 @@ def _optimize(estimates: Estimates, settings: PortfolioConfig, constraints: Port
                                    risk_free_rate=settings.risk_free_rate, solver=settings.solver)
     except InfeasibleConstraintsError as exc:
         notes.append({"date": date, "note": f"previous targets kept: {exc}"})
-        return previous.where(prices.reindex(previous.index) > 0, 0.0)
+        return last_optimized.where(prices.reindex(last_optimized.index) > 0, 0.0)
     return weights.reindex(previous.index, fill_value=0.0)
 
 
@@ -284,8 +294,8 @@ def efficient_frontier(mu: pd.Series, cov: pd.DataFrame, constraints: PortfolioC
                        points: int = 25, solver: str = "CLARABEL") -> pd.DataFrame:
     """Volatility and return of the efficient portfolios, from minimum volatility to the
     highest reachable return (columns ``volatility``, ``expected_return``; annualized)."""
-    low_w = optimize_weights(mu, cov, "min_volatility", constraints, solver=solver)
-    c = constraints or PortfolioConstraints()
+    c = (constraints or PortfolioConstraints()).model_copy(update={"turnover_penalty": 0.0})  # no previous book here
+    low_w = optimize_weights(mu, cov, "min_volatility", c, solver=solver)
     low = float(mu @ low_w)
     # The highest return the bounds allow: the best assets filled to max_weight in turn.
     high, left = 0.0, c.net_exposure
@@ -295,7 +305,7 @@ def efficient_frontier(mu: pd.Series, cov: pd.DataFrame, constraints: PortfolioC
     rows = []
     for target in np.linspace(low, high - 1e-6 * abs(high), points):
         try:
-            w = optimize_weights(mu, cov, "efficient_return", constraints, target_return=float(target), solver=solver)
+            w = optimize_weights(mu, cov, "efficient_return", c, target_return=float(target), solver=solver)
         except InfeasibleConstraintsError:
             continue
         rows.append({"volatility": float(np.sqrt(w @ cov @ w)), "expected_return": float(mu @ w)})

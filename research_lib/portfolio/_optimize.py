@@ -72,6 +72,15 @@ def _frontier(mu, cov, c: PortfolioConstraints, scale: float, previous: np.ndarr
     return ef
 
 
+def _unreachable(solve, target: float, neutral: bool, name: str, scale: float) -> None:
+    """Call an efficient_* method; its plain ValueError for an unreachable target becomes infeasibility."""
+    try:
+        solve(target, market_neutral=neutral)
+    except ValueError as exc:
+        raise InfeasibleConstraintsError(f"{name}={target * scale:g} cannot be reached by these assets ({exc}); "
+                                         f"choose a {name} inside the frontier") from exc
+
+
 def optimize_weights(mu: pd.Series | None, cov: pd.DataFrame, method: Method = "max_sharpe",
                      constraints: PortfolioConstraints | None = None, *, previous_weights: pd.Series | None = None,
                      target_volatility: float | None = None, target_return: float | None = None,
@@ -125,17 +134,21 @@ def optimize_weights(mu: pd.Series | None, cov: pd.DataFrame, method: Method = "
     neutral = c.net_exposure == 0
     try:
         if method in ("max_sharpe", "black_litterman"):
+            if not (ef.expected_returns > risk_free_rate).any():
+                raise InfeasibleConstraintsError(
+                    f"max Sharpe needs an asset whose expected return exceeds risk_free_rate={risk_free_rate}; "
+                    f"the best is {ef.expected_returns.max() * scale:.4f}; use min_volatility, or other expected returns")
             ef.max_sharpe(risk_free_rate=risk_free_rate)
         elif method == "min_volatility":
             ef.min_volatility()
         elif method == "efficient_risk":
             if target_volatility is None:
                 raise ValueError("method='efficient_risk' needs target_volatility (annualized, e.g. 0.15)")
-            ef.efficient_risk(float(target_volatility) / scale, market_neutral=neutral)
+            _unreachable(ef.efficient_risk, float(target_volatility) / scale, neutral, "target_volatility", scale)
         else:
             if target_return is None:
                 raise ValueError("method='efficient_return' needs target_return (annualized, e.g. 0.08)")
-            ef.efficient_return(float(target_return) / scale, market_neutral=neutral)
+            _unreachable(ef.efficient_return, float(target_return) / scale, neutral, "target_return", scale)
     except OptimizationError as exc:
         raise InfeasibleConstraintsError(f"the solver found no weights for method={method!r} under {c!r}: {exc}; "
                                          "loosen the bounds, exposures or targets") from exc

@@ -93,7 +93,7 @@ def _size_bounds(order: Order, qty: float, book: Mapping[str, float], selling: M
     sym, sgn, p = order.symbol, order.side.sign, book.get(order.symbol, 0.0)
     bounds = [(limits.max_adv_fraction * adv,
                f"max_adv_fraction: {sym} order of {qty:g} is {qty / adv:.4f} of ADV {adv:g} > limit {limits.max_adv_fraction:.4f}")]
-    if order.side is Side.SELL:
+    if order.side is Side.SELL and not limits.allow_short:
         avail = p - selling.get(sym, 0.0)
         bounds.append((avail, f"no_short: {sym} sell of {qty:g} exceeds position {p:g} less open sells "
                               f"{selling.get(sym, 0.0):g} = {avail:g}"))

@@ -31,6 +31,8 @@ class RiskLimits(BaseModel):
     max_price_age_seconds: float = Field(gt=0, description="oldest reference price accepted")
     max_open_orders: int = Field(ge=0, description="largest number of open orders, counting new ones")
     max_daily_orders: int = Field(ge=0, description="largest number of orders sent in a session")
+    allow_short: bool = Field(False, description="true: sells may open or grow a short (long-short books); "
+                              "false: a sell never exceeds the position less open sells")
     daily_loss_limit: float = Field(gt=0, lt=1, description="day's loss / equity that moves the kill switch to REDUCING")
     drawdown_stop: float = Field(gt=0, lt=1, description="drawdown from peak equity that moves the kill switch to HALTED")
 
