@@ -105,11 +105,13 @@ def source_weights(settings: PortfolioConfig) -> dict[str, float]:
 
 def _latest(frame: pd.DataFrame, sessions: pd.DatetimeIndex, at: int, max_age: int) -> pd.Series | None:
     """The last row of ``frame`` dated at or before session ``at``, if at most ``max_age`` sessions old."""
-    known = frame.loc[: sessions[at]].dropna(how="all")
-    if known.empty:
+    pos = frame.index.searchsorted(sessions[at], side="right") - 1
+    while pos >= 0 and frame.iloc[pos].isna().all():  # a row without any value is no signal
+        pos -= 1
+    if pos < 0:
         return None
-    age = at - sessions.searchsorted(known.index[-1])
-    return known.iloc[-1] if age <= max_age else None
+    age = at - sessions.searchsorted(frame.index[pos])
+    return frame.iloc[pos] if age <= max_age else None
 
 
 @dataclass(frozen=True)
@@ -219,6 +221,13 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
                          "pick them from the price index")
     close = close.copy()
     close.attrs = {}  # pandas deep-copies attrs (the data provenance) into every derived frame: slow here
+    if not all(f.index.is_monotonic_increasing for f in [*(scores or {}).values(),
+                                                         *[v for v in (confidences or {}).values()
+                                                           if isinstance(v, pd.DataFrame)]]):
+        raise ValueError("scores and confidences need increasing dates; sort them first (frame.sort_index())")
+    # Rows without any value are dropped once here, so each date finds its latest signal in one step.
+    scores = {k: v.dropna(how="all") for k, v in (scores or {}).items()}
+    confidences = {k: v.dropna(how="all") if isinstance(v, pd.DataFrame) else v for k, v in (confidences or {}).items()}
     symbols = close.columns
     previous = last_optimized = pd.Series(0.0, index=symbols)  # the book after the risk layer; the optimizer's
     previous_at = None
