@@ -16,8 +16,10 @@
 # %% [markdown]
 # # 06 Validate
 # Backtests the target weights of 05_portfolio (`weights.parquet`) on the run's prices, net of
-# costs, with execution one session after each decision, and writes `metrics.json` and the
-# quantstats tearsheet against the benchmark.
+# costs, with execution one session after each decision; writes `metrics.json`, the quantstats
+# tearsheet against the benchmark, and `validation.html`: the statistics that say whether the
+# numbers are luck (deflated Sharpe over every trial in the workspace, backtest overfitting,
+# bootstrap, costs stressed, years and regimes) and the promotion gate's verdict.
 
 # %% tags=["parameters"]
 config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline passes the resolved copy
@@ -28,7 +30,8 @@ import pandas as pd
 
 from research_lib.plots import plot_growth
 from research_lib.reports import write_metrics, write_tearsheet
-from research_lib.run import backtest_strategies, open_run, read_llm_report, run_prices, tearsheet_title, validation_metrics
+from research_lib.run import (backtest_strategies, open_run, read_llm_report, run_prices, tearsheet_title, validate_run,
+                              validation_metrics)
 
 config, run_dir = open_run(config_path, run_dir)
 prices = run_prices(config, run_dir)
@@ -61,3 +64,19 @@ if config.report.tearsheet:
     write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), run_dir / "tearsheet.html",
                     tearsheet_title(config, read_llm_report(run_dir)))
 write_metrics(metrics, run_dir / "metrics.json")
+
+# %% [markdown]
+# ## Validation and the promotion gate
+# Every configuration this run backtested (its strategies and a sweep of the momentum
+# baseline) is recorded in the workspace's sweep registry; the deflated Sharpe counts them all.
+
+# %%
+validation = validate_run(config, prices, results, run_dir, metrics)
+print("Gate:", "PASSED" if validation["verdict"]["passed"] else f"FAILED on {', '.join(validation['verdict']['failed'])}")
+pd.DataFrame(validation["verdict"]["criteria"]).set_index("name")
+
+# %%
+pd.DataFrame(validation["cost_stress"]).T[["cagr", "sharpe", "max_drawdown"]]
+
+# %%
+pd.DataFrame(validation["by_regime"]).set_index("regime")

@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--run-dir", help="write the run here instead of reports/runs/<run_id>")
 
     commands.add_parser("index", help="rebuild reports/index.html from the runs on disk")
+
+    promote = commands.add_parser("promote", help="freeze a run that passes the promotion gate into params/promoted/")
+    promote.add_argument("run_dir", help="a finished run folder, e.g. reports/runs/<run_id>")
+    promote.add_argument("--override-reason", metavar="TEXT",
+                         help="promote even though the gate fails; the reason is recorded in the file and the index")
     return parser
 
 
@@ -39,7 +44,26 @@ def main(argv: list[str] | None = None) -> int:
 
         print(build_index(paths.reports_dir()))
         return EXIT_OK
+    if args.command == "promote":
+        return _promote(args)
     return _run(args)
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from research_lib.promotion import PromotionRefused, promote
+    from research_lib.reports import build_index
+
+    try:
+        path = promote(args.run_dir, args.override_reason)
+    except ConfigError as err:
+        print(f"spartan: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except PromotionRefused as err:
+        print(f"spartan: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"Promoted{' (gate overridden)' if args.override_reason else ''}: {path}")
+    build_index(paths.reports_dir())
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -59,7 +83,11 @@ def _run(args: argparse.Namespace) -> int:
               f"max drawdown {metrics['max_drawdown']:.1%} ({metrics['start']} to {metrics['end']}, net of costs).")
     else:
         print("Run succeeded.")
-    for name in ("tearsheet.html", "metrics.json", "manifest.json"):
+    gate = load_manifest(run_dir).get("validation")
+    if gate:
+        print(f"Promotion gate: {'passed' if gate['passed'] else 'failed on ' + ', '.join(gate['failed'])}"
+              f" (details: validation.html; spartan promote {run_dir})")
+    for name in ("tearsheet.html", "validation.html", "metrics.json", "manifest.json"):
         if (run_dir / name).is_file():
             print(f"  {name:15s} {run_dir / name}")
     print(f"  {'dashboard':15s} {paths.reports_dir() / 'index.html'}")

@@ -165,6 +165,7 @@ def run_pipeline(
         manifest["metrics"] = read_json(run_dir / "metrics.json")
         manifest["ml"] = _ml_headline(read_json(run_dir / "ml_report.json"))
         manifest["llm"] = _llm_headline(read_json(run_dir / "llm_report.json"))
+        manifest["validation"] = _gate_headline(read_json(run_dir / "validation.json"))
         write_manifest(run_dir, manifest)
         _rebuild_index()
     return run_dir
@@ -216,6 +217,15 @@ def _llm_headline(report: dict | None) -> dict | None:
         return None
     return {k: report[k] for k in ("analyst", "model", "sources", "views", "abstentions", "contaminated_views",
                                    "cost_usd", "usd_per_signal")}
+
+
+def _gate_headline(report: dict | None) -> dict | None:
+    """The gate's verdict and the statistics the dashboard shows."""
+    if not report:
+        return None
+    stats = report["gate_stats"]
+    return {"passed": report["verdict"]["passed"], "failed": report["verdict"]["failed"],
+            "deflated_sharpe": stats["deflated_sharpe"], "pbo": stats["pbo"], "n_trials": stats["n_trials"]}
 
 
 def _rebuild_index() -> None:

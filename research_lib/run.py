@@ -515,3 +515,118 @@ def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
     return (f"{config.report.title} | LLM views: {r['analyst']}; tokens {r['input_tokens']:,} in, {r['output_tokens']:,} out, "
             f"{r['cache_read_tokens']:,} cache read, {r['cache_write_tokens']:,} cache write; ${r['cost_usd']:.2f} "
             f"(${r['usd_per_signal']:.4f} per signal)")
+
+
+# ---------------------------------------------------------------- validation (06_validate)
+
+VALIDATION_JSON = "validation.json"
+VALIDATION_HTML = "validation.html"
+# The baseline family swept by every run, so the gate's overfitting statistics always have
+# alternatives to compare the headline strategy with (all recorded in the sweep registry).
+SWEEP_LOOKBACKS = (126, 252, 378)
+SWEEP_TOP_N = (3, 5, 8)
+
+
+def run_trials(config: RunConfig, prices: pd.DataFrame, results: dict[str, BacktestResult]) -> dict:
+    """Every configuration this run backtested, ``name -> (params, daily returns)``: the
+    strategies of `backtest_strategies` plus a small sweep of the momentum baseline."""
+    sections = {"portfolio": ("strategy", "portfolio", "risk", "ml", "llm", "features"),
+                "ml_signal": ("strategy", "ml", "features"), "llm_signal": ("strategy", "llm", "features")}
+    dumped = config.model_dump(mode="json")
+    common = {"data": dumped["data"], "backtest": dumped["backtest"]}
+    trials = {}
+    for name, result in results.items():
+        params = {s: dumped[s] for s in sections.get(name, ("strategy",))}
+        params["strategy"] = {**params["strategy"], "name": name}
+        trials[name] = ({**common, **params}, result.returns)
+    close = prices["close"][config.tradable(prices["close"].columns)]
+    for lookback in SWEEP_LOOKBACKS:
+        for top_n in SWEEP_TOP_N:
+            strategy = config.strategy.model_copy(update={"name": "momentum_12_1", "lookback_days": lookback,
+                                                          "top_n": top_n})
+            name = f"momentum_{lookback}d_top{top_n}"
+            if name in trials or (lookback == config.strategy.lookback_days and top_n == config.strategy.top_n
+                                  and "momentum_12_1" in trials):
+                continue
+            result = run_backtest(baseline_weights(close, strategy), prices, cost_bps=config.backtest.cost_bps,
+                                  execution_lag_sessions=config.backtest.execution_lag_sessions)
+            trials[name] = ({**common, "strategy": strategy.model_dump(mode="json")}, result.returns)
+    return trials
+
+
+def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, BacktestResult],
+                 run_dir: str | Path, metrics: dict) -> dict:
+    """The statistics that say whether the headline strategy's numbers are luck, and the gate's verdict.
+
+    Records every trial of the run in the workspace's sweep registry first, so the deflated
+    Sharpe counts them; writes ``validation.json`` and ``validation.html`` into ``run_dir``.
+    """
+    from research_lib import registry, validation
+    from research_lib.pipeline import git_commit
+    from research_lib.promotion import evaluate_gate, load_thresholds, verdict
+    from research_lib.reports.validation_page import write_validation_page
+
+    run_dir = Path(run_dir)
+    main = metrics["strategy_name"]
+    returns = results[main].returns
+    trials = run_trials(config, prices, results)
+    db = paths.data_dir() / STATE_DB
+    registry.record_trials(db, run_dir.name, "research", trials)
+    trial_stats = registry.trial_statistics(db)
+    moments = validation.sharpe_moments(returns)
+    thresholds = load_thresholds()
+    dsr = validation.deflated_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"], moments["kurtosis"],
+                                           max(trial_stats["n_trials"], 1), trial_stats["sharpe_variance"])
+    trial_returns = pd.DataFrame({name: r for name, (_, r) in trials.items()}).dropna()
+    pbo = validation.probability_of_backtest_overfitting(trial_returns)
+    stress = {}
+    for multiple in (1.0, 2.0, 3.0, thresholds.cost_stress_multiple):
+        stressed = results[main] if multiple == 1.0 else run_backtest(
+            run_weights(config, run_dir) if main == "portfolio" else strategy_weights(config, prices, run_dir, main),
+            prices, cost_bps=config.backtest.cost_bps * multiple,
+            execution_lag_sessions=config.backtest.execution_lag_sessions)
+        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns)
+    min_trl = validation.minimum_track_record_length(moments["sharpe"], moments["skew"], moments["kurtosis"],
+                                                     confidence=thresholds.track_record_confidence)
+    headline = metrics["strategy"]
+    gate_stats = {"sharpe": headline["sharpe"], "win_rate": headline["win_rate"], "max_drawdown": headline["max_drawdown"],
+                  "deflated_sharpe": dsr, "pbo": pbo["pbo"], "n_obs": moments["n_obs"],
+                  "min_track_record": None if min_trl == float("inf") else min_trl, "n_trials": trial_stats["n_trials"],
+                  "stress_cagr": stress[f"{thresholds.cost_stress_multiple:g}x"]["cagr"]}
+    criteria = evaluate_gate(gate_stats, thresholds)
+    benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
+    # Three years to choose on, one to hold; halved for short histories (e.g. the smoke scenario).
+    train, test = (756, 252) if len(trial_returns) >= 1008 else (len(trial_returns) // 2, len(trial_returns) // 6)
+    walk = validation.walk_forward_selection(trial_returns, train, max(test, 1))
+    llm_report = read_llm_report(run_dir)
+    report = {
+        "strategy": main, "run_id": run_dir.name, "gate_stats": gate_stats, "verdict": verdict(criteria),
+        "thresholds": thresholds.model_dump(), "moments": moments,
+        "psr": validation.probabilistic_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"],
+                                                     moments["kurtosis"]),
+        "trials": {**trial_stats, "this_run": sorted(trials), "expected_max_sharpe_annual":
+                   validation.expected_max_sharpe(max(trial_stats["n_trials"], 1), trial_stats["sharpe_variance"])
+                   * validation.PERIODS_PER_YEAR ** 0.5},
+        "pbo": {k: v for k, v in pbo.items() if k != "logits"},
+        "bootstrap": validation.bootstrap_sharpe_interval(returns),
+        "cost_stress": stress,
+        "by_year": validation.breakdown_by_year(returns).reset_index().to_dict("records"),
+        "by_regime": validation.breakdown_by_regime(returns, benchmark).reset_index().to_dict("records"),
+        "walk_forward": {"sharpe_annual": walk["sharpe"] * validation.PERIODS_PER_YEAR ** 0.5,
+                         "sessions": len(walk["returns"]), "choices": walk["choices"]},
+        "llm": _llm_validation(llm_report, metrics),
+        "provenance": {"code": git_commit(paths.workspace_root()),
+                       "data_sha256": (prices.attrs.get("provenance") or {}).get("sha256"),
+                       "params": config.model_dump(mode="json")},
+    }
+    write_json(run_dir / VALIDATION_JSON, report)
+    write_validation_page(report, run_dir / VALIDATION_HTML)
+    return report
+
+
+def _llm_validation(llm_report: dict | None, metrics: dict) -> dict | None:
+    if not llm_report or "analyst" not in llm_report:
+        return None
+    return {"analyst": llm_report["analyst"], "cost_usd": llm_report.get("cost_usd"),
+            "usd_per_signal": llm_report.get("usd_per_signal"), "views": llm_report.get("views"),
+            "by_cutoff": metrics.get("llm_signal_by_cutoff")}

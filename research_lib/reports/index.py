@@ -28,11 +28,12 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
             manifest = json.loads(manifest_path.read_text())
         except (OSError, ValueError):
             runs.append({"run_id": folder.name, "status": "unreadable", "created_at": "", "links": [],
-                         "metrics": dict.fromkeys(_HEADLINE), "ml": {}, "llm": {}})
+                         "metrics": dict.fromkeys(_HEADLINE), "ml": {}, "llm": {}, "gate": {}})
             continue
         strategy = (manifest.get("metrics") or {}).get("strategy", {})
         ml = manifest.get("ml") or {}
-        links = [("tearsheet", f"runs/{folder.name}/tearsheet.html")] if (folder / "tearsheet.html").is_file() else []
+        links = [(label, f"runs/{folder.name}/{name}") for label, name in
+                 (("tearsheet", "tearsheet.html"), ("validation", "validation.html")) if (folder / name).is_file()]
         links += [(s["name"], f"runs/{folder.name}/{s['html']}") for s in manifest.get("stages", []) if s.get("html")]
         links.append(("manifest", f"runs/{folder.name}/manifest.json"))
         runs.append({
@@ -46,6 +47,7 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
             "metrics": {k: strategy.get(k) for k in _HEADLINE},
             "ml": ml,
             "llm": manifest.get("llm") or {},
+            "gate": manifest.get("validation") or {},
             "links": links,
         })
     return sorted(runs, key=lambda r: r["created_at"], reverse=True)
@@ -57,7 +59,10 @@ def build_index(reports_dir: str | Path) -> Path:
     env = Environment(loader=PackageLoader("research_lib.reports", "templates"), autoescape=select_autoescape())
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
     env.filters["num"] = lambda v: "" if v is None else f"{v:.2f}"
-    html = env.get_template("index.html.j2").render(runs=collect_runs(reports_dir), built_at=now_utc())
+    from research_lib.promotion import promoted_strategies
+
+    html = env.get_template("index.html.j2").render(runs=collect_runs(reports_dir), built_at=now_utc(),
+                                                    promoted=promoted_strategies())
     target = reports_dir / "index.html"
     atomic_write_bytes(target, html.encode())
     return target

@@ -1,0 +1,174 @@
+"""The promotion gate: thresholds from ``params/promotion.yaml``, a verdict per criterion, and
+``spartan promote``, which freezes a passing run into ``params/promoted/<strategy>.yaml``.
+
+Only a promoted strategy may be paper traded. A run that fails the gate is promoted only
+with an explicit ``--override-reason``, which is recorded in the promoted file and shown on
+the dashboard.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from research_lib import paths
+from research_lib._io import atomic_write_bytes, now_utc, read_json
+from research_lib.errors import ConfigError, SpartanError
+
+PROMOTION_FILE = "promotion.yaml"
+VALIDATION_FILE = "validation.json"
+
+
+class GateThresholds(BaseModel):
+    """What a run must show to be promoted (annualized where it says so)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_sharpe: float = Field(1.5, description="annualized Sharpe ratio of the daily net returns")
+    min_win_rate: float = Field(0.55, ge=0, le=1, description="share of sessions with a positive return")
+    max_drawdown: float = Field(0.15, gt=0, le=1, description="largest peak-to-trough loss, a positive fraction")
+    min_deflated_sharpe: float = Field(0.95, ge=0, le=1, description="DSR against every trial in the registry")
+    max_pbo: float = Field(0.5, ge=0, le=1, description="probability of backtest overfitting (CSCV)")
+    track_record_confidence: float = Field(0.95, gt=0, lt=1, description="confidence of the minimum track record "
+                                           "length the out-of-sample history must reach")
+    cost_stress_multiple: float = Field(2.0, ge=1, description="still profitable (CAGR > 0) at this multiple of costs")
+
+
+def load_thresholds(path: str | Path | None = None) -> GateThresholds:
+    """Read the gate's thresholds (default ``params/promotion.yaml``; missing keys take the defaults)."""
+    path = Path(path) if path else paths.workspace_root() / "params" / PROMOTION_FILE
+    if not path.is_file():
+        return GateThresholds()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return GateThresholds.model_validate(raw)
+    except (yaml.YAMLError, ValidationError) as err:
+        raise ConfigError(f"{path} is not a valid promotion gate: {err}; valid keys: "
+                          f"{sorted(GateThresholds.model_fields)}") from None
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """One line of the verdict: ``value`` compared with ``threshold`` by ``rule``."""
+
+    name: str
+    value: float | None
+    threshold: float
+    rule: str  # ">=" or "<="
+    passed: bool
+    meaning: str
+
+
+def _check(name: str, value: float | None, threshold: float, rule: str, meaning: str) -> Criterion:
+    ok = value is not None and not (isinstance(value, float) and math.isnan(value))
+    if ok:
+        ok = value >= threshold if rule == ">=" else value <= threshold
+    return Criterion(name, value, threshold, rule, bool(ok), meaning)
+
+
+def evaluate_gate(stats: dict, thresholds: GateThresholds) -> list[Criterion]:
+    """Every criterion of the gate for the statistics of a run's headline strategy.
+
+    ``stats`` holds ``sharpe`` (annualized), ``win_rate``, ``max_drawdown`` (negative, as in
+    metrics.json), ``deflated_sharpe``, ``pbo``, ``n_obs``, ``min_track_record`` (returns
+    needed at the gate's confidence) and ``stress_cagr`` (CAGR at the stressed costs).
+    A missing statistic fails its criterion.
+    """
+    t = thresholds
+    drawdown = stats.get("max_drawdown")
+    track = stats.get("min_track_record")
+    return [
+        _check("sharpe", stats.get("sharpe"), t.min_sharpe, ">=", "annualized Sharpe ratio, net of costs"),
+        _check("win_rate", stats.get("win_rate"), t.min_win_rate, ">=", "share of sessions with a gain"),
+        _check("max_drawdown", None if drawdown is None else abs(drawdown), t.max_drawdown, "<=",
+               "largest peak-to-trough loss"),
+        _check("deflated_sharpe", stats.get("deflated_sharpe"), t.min_deflated_sharpe, ">=",
+               f"probability the Sharpe beats the best of {stats.get('n_trials', '?')} unskilled trials"),
+        _check("pbo", stats.get("pbo"), t.max_pbo, "<=", "probability the in-sample best trial is below median "
+               "out of sample"),
+        _check("track_record", None if track is None else stats.get("n_obs", 0) - track, 0.0, ">=",
+               f"sessions beyond the minimum track record length ({track if track is None else round(track)})"),
+        _check("cost_stress", stats.get("stress_cagr"), 0.0, ">=",
+               f"CAGR with costs x{t.cost_stress_multiple:g}"),
+    ]
+
+
+def verdict(criteria: list[Criterion]) -> dict:
+    """``{"passed": bool, "criteria": [...], "failed": [names]}`` for reports and the manifest."""
+    return {"passed": all(c.passed for c in criteria), "criteria": [asdict(c) for c in criteria],
+            "failed": [c.name for c in criteria if not c.passed]}
+
+
+class PromotionRefused(SpartanError):
+    """The run failed the gate and no override reason was given (the message lists each failure)."""
+
+
+def describe_failures(criteria: list[Criterion]) -> str:
+    lines = [f"- {c.name}: {'missing' if c.value is None else f'{c.value:.4g}'} (needs {c.rule} {c.threshold:g}; "
+             f"{c.meaning})" for c in criteria if not c.passed]
+    return "\n".join(lines)
+
+
+def promote(run_dir: str | Path, override_reason: str | None = None, thresholds: GateThresholds | None = None,
+            promoted_dir: str | Path | None = None) -> Path:
+    """Freeze a validated run into ``params/promoted/<strategy>.yaml``.
+
+    The strategy is named after the run's scenario. The file holds the resolved parameters,
+    the data and code hashes, the gate's metrics and verdict, the time, and any override.
+
+    Raises
+    ------
+    PromotionRefused
+        The run fails a criterion and ``override_reason`` is empty.
+    ConfigError
+        ``run_dir`` is not a finished run with a validation.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_json(run_dir / "manifest.json")
+    validation = read_json(run_dir / VALIDATION_FILE)
+    if manifest is None or validation is None:
+        raise ConfigError(f"{run_dir} has no manifest.json and validation.json; pass a run folder made by "
+                          "`spartan run` whose 06_validate stage finished (reports/runs/<run_id>)")
+    if manifest.get("status") != "succeeded":
+        raise ConfigError(f"run {run_dir.name} is {manifest.get('status')!r}, not succeeded; promote a finished run")
+    thresholds = thresholds or load_thresholds()
+    criteria = evaluate_gate(validation["gate_stats"], thresholds)
+    result = verdict(criteria)
+    reason = (override_reason or "").strip()
+    if not result["passed"] and not reason:
+        raise PromotionRefused(f"Run {run_dir.name} fails the promotion gate:\n{describe_failures(criteria)}\n"
+                               "Nothing was promoted. Improve the strategy, or promote anyway with "
+                               "--override-reason TEXT (recorded in the promoted file and on the dashboard).")
+    name = manifest["scenario"]
+    record = {
+        "strategy": name, "promoted_at": now_utc(), "run_id": manifest["run_id"], "run_dir": str(run_dir.resolve()),
+        "code": manifest.get("code"), "data": manifest.get("data"),
+        "gate": {"thresholds": thresholds.model_dump(), **result},
+        "override_reason": reason if not result["passed"] else None,
+        "metrics": validation["gate_stats"],
+        "params": manifest["config"],
+    }
+    target = Path(promoted_dir) if promoted_dir else paths.workspace_root() / "params" / "promoted"
+    path = target / f"{name}.yaml"
+    atomic_write_bytes(path, yaml.safe_dump(record, sort_keys=False, default_flow_style=False).encode())
+    return path
+
+
+def promoted_strategies(promoted_dir: str | Path | None = None) -> list[dict]:
+    """Summaries of ``params/promoted/*.yaml`` for the dashboard (unreadable files are listed as such)."""
+    folder = Path(promoted_dir) if promoted_dir else paths.workspace_root() / "params" / "promoted"
+    out = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            record = yaml.safe_load(path.read_text()) or {}
+            out.append({"strategy": record.get("strategy", path.stem), "run_id": record.get("run_id"),
+                        "promoted_at": record.get("promoted_at"), "passed": (record.get("gate") or {}).get("passed"),
+                        "override_reason": record.get("override_reason"), "file": path.name})
+        except (OSError, yaml.YAMLError):
+            out.append({"strategy": path.stem, "run_id": None, "promoted_at": None, "passed": None,
+                        "override_reason": None, "file": path.name, "unreadable": True})
+    return out
