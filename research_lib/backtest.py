@@ -1,14 +1,33 @@
-"""A target-weight backtest with costs and next-session execution.
+"""A target-weight backtest with costs and next-session execution, vectorized over sessions.
 
 Convention: ``weights`` are decided at the close of their date ``d``; the trade is done at
 the close of the session ``execution_lag_sessions`` later, so the new holdings first earn
-the return of the session after that. Between trades, holdings drift with prices. Cash
-(``1 - sum(weights)``) earns nothing. Costs are ``cost_bps`` per unit of turnover
-(``sum |target - drifted|``), taken from NAV at the trade. A holding whose prices end is
-sold at its last close (its weight becomes cash).
+the return of the session after that. Between trades, holdings drift with prices. A
+holding whose prices end is sold at its last close (its weight becomes cash). The daily
+series start at the first trade that takes a position (warm-up cash is left out).
 
-This is a plain event-by-event loop: easy to check by hand and fast enough for daily data
-(about 8,000 sessions x 20 symbols in well under a second).
+Cost model, every cost a fraction of NAV:
+
+- at each trade, with ``turnover = sum |target - drifted|`` (fractions of the NAV before
+  the trade): commissions ``cost_bps * turnover``, half-spread and slippage
+  ``spread_bps * turnover``, and square-root market impact, for each symbol
+  ``impact_coefficient * daily_vol * sqrt(traded_value / adv_value) * traded_value / NAV``.
+  ``traded_value`` is the traded fraction times the account value in currency
+  (``capital`` at the close before the first trade, growing with the NAV); ``adv_value``
+  is the mean of ``close * volume`` and ``daily_vol`` the standard deviation (ddof=1) of
+  daily returns over the ``IMPACT_WINDOW`` sessions before the trade's session (sessions
+  without data are skipped; at least ``IMPACT_MIN_SESSIONS`` needed);
+- each session, borrow ``borrow_bps_per_year / 252`` on the short exposure of the previous
+  close (the sum of the short positions' values).
+
+Cash is ``1 - sum(weights)``: short-sale proceeds included, negative for a leveraged book.
+It earns (or, when negative, pays) ``cash_rate_per_year / 252`` a session, on the balance
+of the previous close. The default model (only ``cost_bps``) is the frictionless book of
+earlier versions: no spread, no impact, no borrow fee, cash earning nothing.
+
+The simulation is vectorized: between two trades a holding's value is its target weight
+times its price relative to the trade's close, so no Python loop runs over sessions (a
+scalar loop over trades compounds the NAV when market impact is asked for).
 """
 
 from __future__ import annotations
@@ -18,6 +37,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+SESSIONS_PER_YEAR = 252
+IMPACT_WINDOW = 20
+IMPACT_MIN_SESSIONS = 5
+COST_COLUMNS = ("commission", "spread", "impact", "borrow")
+
 
 @dataclass(frozen=True)
 class BacktestResult:
@@ -25,30 +49,45 @@ class BacktestResult:
 
     returns : net simple returns of the portfolio.
     turnover : traded fraction of NAV on each session (0 on non-trading days).
-    costs : cost as a fraction of NAV on each session.
+    costs : all costs as a fraction of NAV on each session (the sum of ``cost_breakdown``).
     holdings : end-of-day weights after drift and trades (sessions x symbols).
+    cost_breakdown : sessions x ``COST_COLUMNS`` (commission, spread, impact, borrow).
     """
 
     returns: pd.Series
     turnover: pd.Series
     costs: pd.Series
     holdings: pd.DataFrame
+    cost_breakdown: pd.DataFrame
 
 
 def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 10.0,
-                 execution_lag_sessions: int = 1) -> BacktestResult:
+                 execution_lag_sessions: int = 1, *, spread_bps: float = 0.0, impact_coefficient: float = 0.0,
+                 capital: float | None = None, borrow_bps_per_year: float = 0.0,
+                 cash_rate_per_year: float | pd.Series = 0.0) -> BacktestResult:
     """Simulate holding ``weights`` (decision dates x symbols) on the canonical ``prices``.
+
+    Parameters
+    ----------
+    weights : target weights (fractions of NAV), one row per decision date.
+    prices : the canonical price frame; its ``volume`` field is read for market impact.
+    cost_bps : commissions, per unit of turnover.
+    execution_lag_sessions : sessions from the decision close to the trade's close (>= 1).
+    spread_bps : half-spread plus slippage, per unit of turnover.
+    impact_coefficient : square-root impact coefficient (0 for none).
+    capital : account value in currency at the close before the first trade; needed for impact.
+    borrow_bps_per_year : fee on the short exposure, charged daily (/252).
+    cash_rate_per_year : annual rate earned on cash (/252 a session): a number, or a Series
+        of annual rates by session (the rate on row ``t`` accrues over the session ending at ``t``).
 
     Raises
     ------
     ValueError
-        if a weight is not finite, a decision date is not a session, or a symbol is
-        given weight on a session where it has no price.
+        if a parameter is out of range, a weight is not finite, a decision date is not a
+        session or is repeated, a symbol is given weight on a session where it has no
+        price, or impact is asked for where volume is missing.
     """
-    if execution_lag_sessions < 1:
-        raise ValueError(f"execution_lag_sessions must be >= 1 (got {execution_lag_sessions}); trading at the decision close would use a price not yet tradable.")
-    if cost_bps < 0:
-        raise ValueError(f"cost_bps must be >= 0 (got {cost_bps}).")
+    _check_model(cost_bps, execution_lag_sessions, spread_bps, impact_coefficient, capital, borrow_bps_per_year)
     close = prices["close"]
     missing = [s for s in weights.columns if s not in close.columns]
     if missing:
@@ -59,51 +98,172 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     unknown = weights.index.difference(close.index)
     if len(unknown):
         raise ValueError(f"weights are dated {unknown[0]:%Y-%m-%d}, which is not a session of the price frame.")
+    if weights.index.has_duplicates:
+        raise ValueError(f"weights have two rows dated {weights.index[weights.index.duplicated()][0]:%Y-%m-%d}; "
+                         "keep one row per decision date.")
 
     sessions = close.index
-    decision_pos = sessions.get_indexer(weights.index)
-    trade_pos = decision_pos + execution_lag_sessions
-    keep = trade_pos < len(sessions)
-    targets = dict(zip(trade_pos[keep], weights.to_numpy(dtype=float)[keep]))
-    if not targets:
+    weights = weights.sort_index()
+    trade_rows = sessions.get_indexer(weights.index) + execution_lag_sessions
+    keep = trade_rows < len(sessions)
+    if not keep.any():
         raise ValueError("no trade falls inside the price history: every decision date is within execution_lag_sessions of the end.")
-
-    prices_np = close.to_numpy(dtype=float)
-    returns_np = np.zeros_like(prices_np)
-    returns_np[1:] = prices_np[1:] / prices_np[:-1] - 1.0
-    returns_np = np.nan_to_num(returns_np, nan=0.0)
-
-    n_sessions, n_symbols = prices_np.shape
-    held = np.zeros(n_symbols)
-    net = np.zeros(n_sessions)
-    turnover = np.zeros(n_sessions)
-    holdings = np.zeros((n_sessions, n_symbols))
-    rate = cost_bps / 1e4
-    for t in range(n_sessions):
-        gross = held @ returns_np[t]
-        held = held * (1.0 + returns_np[t]) / (1.0 + gross)
-        # A holding whose prices end (delisted, or the data stops) is sold at its last close.
-        held[np.isnan(prices_np[t])] = 0.0
-        cost = 0.0
-        if t in targets:
-            target = targets[t]
-            unpriced = (target != 0) & np.isnan(prices_np[t])
-            if unpriced.any():
-                symbol = close.columns[np.flatnonzero(unpriced)[0]]
-                raise ValueError(f"weight on {symbol} traded on {sessions[t]:%Y-%m-%d}, when it has no price; give it weight 0 there.")
-            turnover[t] = np.abs(target - held).sum()
-            cost = turnover[t] * rate
-            held = target.copy()
-        net[t] = (1.0 + gross) * (1.0 - cost) - 1.0
-        holdings[t] = held
-
-    first = min((t for t, target in targets.items() if target.any()), default=None)
-    if first is None:
+    trade_rows, targets = trade_rows[keep], weights.to_numpy(dtype=float)[keep]
+    price = close.to_numpy(dtype=float)
+    unpriced = np.argwhere((targets != 0) & np.isnan(price[trade_rows]))
+    if len(unpriced):
+        trade, column = unpriced[0]
+        raise ValueError(f"weight on {close.columns[column]} traded on {sessions[trade_rows[trade]]:%Y-%m-%d}, "
+                         "when it has no price; give it weight 0 there.")
+    active = np.flatnonzero(targets.any(axis=1))
+    if not len(active):
         raise ValueError("every target weight is zero: the strategy never takes a position (too little history for its lookback?).")
-    index = sessions[first:]
+    trade_rows, targets = trade_rows[active[0]:], targets[active[0]:]
+
+    cash_rate = _daily_cash_rate(cash_rate_per_year, sessions, trade_rows[0])
+    path = _drift(price, trade_rows, targets, cash_rate, borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR)
+    traded = np.abs(targets - path["drifted"])
+    turnover = traded.sum(axis=1)
+    costs = np.zeros((len(path["gross"]), len(COST_COLUMNS)))
+    at = trade_rows - trade_rows[0]
+    costs[at, 0] = cost_bps / 1e4 * turnover
+    costs[at, 1] = spread_bps / 1e4 * turnover
+    if impact_coefficient > 0:
+        unit_impact = _unit_impact(prices, close, trade_rows, traded, impact_coefficient, capital)
+        costs[at, 2] = _compound_impact(unit_impact, costs[at, 0] + costs[at, 1], path["segment_growth"])
+    trade_cost = costs[:, :3].sum(axis=1)
+    costs[:, 3] = path["borrow"]
+
+    index = sessions[trade_rows[0]:]
+    daily_turnover = np.zeros(len(index))
+    daily_turnover[at] = turnover
     return BacktestResult(
-        returns=pd.Series(net[first:], index=index, name="strategy"),
-        turnover=pd.Series(turnover[first:], index=index, name="turnover"),
-        costs=pd.Series(turnover[first:] * rate, index=index, name="costs"),
-        holdings=pd.DataFrame(holdings[first:], index=index, columns=close.columns),
+        returns=pd.Series((1.0 + path["gross"]) * (1.0 - trade_cost) - 1.0, index=index, name="strategy"),
+        turnover=pd.Series(daily_turnover, index=index, name="turnover"),
+        costs=pd.Series(trade_cost + path["borrow"], index=index, name="costs"),
+        holdings=pd.DataFrame(path["holdings"], index=index, columns=close.columns),
+        cost_breakdown=pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS)),
     )
+
+
+def _check_model(cost_bps, lag, spread_bps, impact_coefficient, capital, borrow_bps_per_year) -> None:
+    if lag < 1:
+        raise ValueError(f"execution_lag_sessions must be >= 1 (got {lag}); trading at the decision close would use a price not yet tradable.")
+    for name, value in (("cost_bps", cost_bps), ("spread_bps", spread_bps), ("impact_coefficient", impact_coefficient),
+                        ("borrow_bps_per_year", borrow_bps_per_year)):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0 (got {value}).")
+    if impact_coefficient > 0 and not (capital is not None and capital > 0):
+        raise ValueError(f"impact_coefficient={impact_coefficient} needs capital, the account value in currency "
+                         f"(got {capital}); pass e.g. capital=1e6, or impact_coefficient=0.")
+
+
+def _daily_cash_rate(cash_rate_per_year: float | pd.Series, sessions: pd.DatetimeIndex, first_row: int) -> np.ndarray:
+    """The rate cash earns over each session (zero before the first trade's session)."""
+    if isinstance(cash_rate_per_year, pd.Series):
+        annual = cash_rate_per_year.reindex(sessions).to_numpy(dtype=float)
+    else:
+        annual = np.full(len(sessions), float(cash_rate_per_year))
+    gaps = np.flatnonzero(~np.isfinite(annual[first_row:]))
+    if len(gaps):
+        raise ValueError(f"cash_rate_per_year has no rate for {sessions[first_row + gaps[0]]:%Y-%m-%d}; give an annual "
+                         "rate for every session from the first trade on (e.g. rates.reindex(sessions).ffill()).")
+    annual[:first_row] = 0.0
+    return annual / SESSIONS_PER_YEAR
+
+
+def _drift(price: np.ndarray, trade_rows: np.ndarray, targets: np.ndarray, cash_rate: np.ndarray,
+           borrow_rate: float) -> dict[str, np.ndarray]:
+    """Book values between trades, for every session from the first trade on (before trade costs).
+
+    A segment starts at a trade's close with the book ``targets[k]`` and NAV 1 and ends at
+    the next trade's close; an all-cash segment starts one session before the first trade.
+    In segment units a holding is worth ``weight * price[t] / price[start]`` until its price
+    ends (then its last value moves to cash), and cash follows
+    ``cash[t] = (1 + cash_rate[t]) * cash[t-1] + proceeds[t] - borrow_rate * short[t-1]``.
+
+    Returns ``gross`` (daily return before trade costs), ``borrow`` (its fee, a fraction of
+    the previous NAV), ``holdings`` (end-of-day weights, the targets on trade sessions),
+    ``drifted`` (the book's weights just before each trade) and ``segment_growth`` (NAV
+    before each trade relative to the previous trade's NAV after costs).
+    """
+    n_sessions = len(price)
+    starts = np.r_[trade_rows[0] - 1, trade_rows]
+    books = np.vstack([np.zeros(price.shape[1]), targets])
+    t = np.arange(trade_rows[0], n_sessions)
+    segment = np.searchsorted(starts, t) - 1  # the last trade strictly before t
+    start = starts[segment]
+    book = books[segment]
+    ended = np.cumsum(np.isnan(price), axis=0)  # a holding lives while no NaN price follows its trade
+    alive_now = (book != 0) & (ended[t] == ended[start])
+    alive_prev = (book != 0) & (ended[t - 1] == ended[start])
+    value_now = np.where(alive_now, book * price[t] / price[start], 0.0)
+    value_prev = np.where(alive_prev, book * price[t - 1] / price[start], 0.0)
+
+    short_prev = np.maximum(-value_prev, 0.0).sum(axis=1)
+    proceeds = np.where(alive_prev & ~alive_now, value_prev, 0.0).sum(axis=1)
+    cash_prev, cash_now = _segment_recursion(1.0 + cash_rate, proceeds - borrow_rate * short_prev,
+                                             1.0 - book.sum(axis=1), t, start)
+    nav_prev = value_prev.sum(axis=1) + cash_prev
+    nav_now = value_now.sum(axis=1) + cash_now
+    pnl = (np.where(alive_now, value_now - value_prev, 0.0).sum(axis=1)
+           + cash_rate[t] * cash_prev - borrow_rate * short_prev)
+    at = trade_rows - trade_rows[0]
+    holdings = value_now / nav_now[:, None]
+    drifted = holdings[at].copy()
+    holdings[at] = targets
+    return {"gross": pnl / nav_prev, "borrow": borrow_rate * short_prev / nav_prev, "holdings": holdings,
+            "drifted": drifted, "segment_growth": nav_now[at]}
+
+
+def _segment_recursion(growth: np.ndarray, flow: np.ndarray, initial: np.ndarray, t: np.ndarray,
+                       start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``x[t] = growth[t] * x[t-1] + flow`` restarted at each segment's ``start`` with ``initial``.
+
+    ``growth`` is by session (all sessions), ``flow``, ``initial``, ``t`` and ``start`` by row of
+    ``t``. With ``G`` the cumulative product of ``growth``,
+    ``x[t] = G[t] * (x[start] / G[start] + sum over (start, t] of flow / G)``.
+    Returns ``(x[t - 1], x[t])``.
+    """
+    cumulative = np.cumprod(growth)
+    discounted = np.zeros(len(growth))
+    discounted[t] = flow / cumulative[t]
+    summed = np.cumsum(discounted)
+    base = initial / cumulative[start] - summed[start]
+    return cumulative[t - 1] * (base + summed[t - 1]), cumulative[t] * (base + summed[t])
+
+
+def _unit_impact(prices: pd.DataFrame, close: pd.DataFrame, trade_rows: np.ndarray, traded: np.ndarray,
+                 coefficient: float, capital: float) -> np.ndarray:
+    """Each trade's impact cost (fraction of NAV) were the account worth ``capital``.
+
+    It scales with the square root of the account's value: multiply by ``sqrt(NAV / NAV_0)``.
+    """
+    volume = (prices["volume"].reindex(columns=close.columns) if "volume" in prices.columns.get_level_values(0)
+              else pd.DataFrame(np.nan, index=close.index, columns=close.columns))
+    window = {"window": IMPACT_WINDOW, "min_periods": IMPACT_MIN_SESSIONS}
+    adv_value = (close * volume).rolling(**window).mean().shift(1).to_numpy()[trade_rows]
+    daily_vol = close.pct_change(fill_method=None).rolling(**window).std().shift(1).to_numpy()[trade_rows]
+    unknown = np.argwhere((traded > 0) & ~((adv_value > 0) & np.isfinite(daily_vol)))
+    if len(unknown):
+        trade, column = unknown[0]
+        symbol = close.columns[column]
+        raise ValueError(f"impact_coefficient={coefficient} needs {symbol}'s average traded value (close x volume) and "
+                         f"volatility over the {IMPACT_WINDOW} sessions before its trade on "
+                         f"{close.index[trade_rows[trade]]:%Y-%m-%d} (at least {IMPACT_MIN_SESSIONS} sessions with a "
+                         f"price and a volume), and the prices do not have them; pass impact_coefficient=0, or prices "
+                         f"with a volume field for {symbol}.")
+    with np.errstate(invalid="ignore", divide="ignore"):  # untraded symbols may lack volume: 0 * NaN is dropped below
+        per_symbol = coefficient * daily_vol * np.sqrt(traded * capital / adv_value) * traded
+    return np.where(traded > 0, per_symbol, 0.0).sum(axis=1)
+
+
+def _compound_impact(unit_impact: np.ndarray, other_costs: np.ndarray, segment_growth: np.ndarray) -> np.ndarray:
+    """Impact at each trade given the account's value then (it depends on every earlier cost)."""
+    impact = np.zeros(len(unit_impact))
+    value = 1.0  # the account in units of capital, after the previous trade's costs
+    for k, growth in enumerate(segment_growth):
+        value *= growth
+        impact[k] = unit_impact[k] * np.sqrt(value)
+        value *= 1.0 - other_costs[k] - impact[k]
+    return impact

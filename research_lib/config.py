@@ -179,7 +179,7 @@ class CircuitBreakerConfig(_Strict):
     """Go to cash after a drawdown (research_lib.risk.drawdown_circuit_breaker)."""
 
     max_drawdown: float = Field(gt=0, lt=1, description="drawdown from peak that trips it, e.g. 0.2")
-    cooldown_days: int = Field(21, ge=0, description="sessions in cash after a trip")
+    cooldown_days: int = Field(21, ge=1, description="sessions in cash after a trip")
 
 
 class PortfolioConfig(_Strict):

@@ -72,15 +72,30 @@ def config_key(config: RunConfig, sections: tuple[str, ...]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+# Artifacts whose inputs are other artifacts of the run: they are stale when an input was rewritten
+# (a refit signal, or views from another analyst once a key is set), whatever the parameters say.
+_INPUTS = {WEIGHTS_FILE: (PRICES_FILE, SIGNALS_FILE, LLM_VIEWS_FILE)}
+
+
+def _input_hashes(path: Path) -> dict[str, str | None]:
+    from research_lib.data._snapshot import sha256_of
+
+    inputs = [path.parent / name for name in _INPUTS.get(path.name, ())]
+    return {p.name: sha256_of(p) if p.is_file() else None for p in inputs}
+
+
 def _is_fresh(path: Path, config: RunConfig) -> bool:
     record = read_json(path.with_suffix(".json"))
-    return path.is_file() and record is not None and record.get("config_key") == config_key(config, _DEPENDS[path.name])
+    return (path.is_file() and record is not None
+            and record.get("config_key") == config_key(config, _DEPENDS[path.name])
+            and record.get("inputs", {}) == _input_hashes(path))
 
 
 def _save_frame(frame: pd.DataFrame, path: Path, config: RunConfig) -> pd.DataFrame:
     path.with_suffix(".json").unlink(missing_ok=True)  # never a new frame beside an old record
     write_parquet(frame, path)
-    write_json(path.with_suffix(".json"), {"config_key": config_key(config, _DEPENDS[path.name]), "rows": len(frame)})
+    write_json(path.with_suffix(".json"), {"config_key": config_key(config, _DEPENDS[path.name]), "rows": len(frame),
+                                           "inputs": _input_hashes(path)})
     return frame
 
 
@@ -369,6 +384,8 @@ def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[st
                                for name in others}
     if "llm_signal" in results:
         metrics["llm_signal_by_cutoff"] = _split_at_cutoff(results["llm_signal"].returns, config)
+    if main == "portfolio" and config.portfolio.uses_signals and config.portfolio.signal in ("llm", "blend"):
+        metrics["strategy_by_cutoff"] = _split_at_cutoff(results[main].returns, config)  # it trades on the views too
     return metrics
 
 
@@ -629,4 +646,4 @@ def _llm_validation(llm_report: dict | None, metrics: dict) -> dict | None:
         return None
     return {"analyst": llm_report["analyst"], "cost_usd": llm_report.get("cost_usd"),
             "usd_per_signal": llm_report.get("usd_per_signal"), "views": llm_report.get("views"),
-            "by_cutoff": metrics.get("llm_signal_by_cutoff")}
+            "by_cutoff": metrics.get("llm_signal_by_cutoff"), "strategy_by_cutoff": metrics.get("strategy_by_cutoff")}

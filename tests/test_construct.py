@@ -351,19 +351,30 @@ def test_clamp_weights_passes_what_fits_and_clamps_or_rejects_the_rest():
     target = pd.Series({"A": 0.15, "B": 0.50, "C": 0.40, "D": 0.0, "E": 0.05 + 1e-8})
     final, events = clamp_weights(current, target, PRICES, clamp_limits(), EQUITY, WHEN)
     expected = pd.Series({"A": 0.15,   # a 5,000 buy fits: passed unchanged
-                          "B": 0.0,    # 50,000 > max_order_notional 40,000: rejected, stays at 0
+                          "B": 0.30,   # 50,000 > max_order_notional 40,000: sent as 2 x 25,000; max_weight clamps
                           "C": 0.30,   # 30,000 fits the notional but 0.4 > max_weight: clamped to 0.3
                           "D": 0.0,    # a full exit sells exactly the shares held
                           "E": 0.05})  # a change below min_trade is not traded
     pd.testing.assert_series_equal(final, expected, check_names=False, rtol=0, atol=1e-12)
     assert final["D"] == 0.0
-    assert events[["symbol", "action"]].values.tolist() == [["C", "clamped"], ["B", "rejected"]]
+    assert events[["symbol", "action"]].values.tolist() == [["B", "clamped"], ["C", "clamped"]], "one row per trade"
     rows = events.set_index("symbol")
-    assert rows.loc["B", "reason"].startswith("max_order_notional: B order notional 50,000.00 > limit 40,000.00")
+    assert rows.loc["B", "reason"].startswith("max_weight: B weight after the order would be 0.5000 > limit 0.3000")
     assert rows.loc["C", "reason"].startswith("max_weight: C")
-    assert rows.loc["B", "proposed_weight"] == 0.5 and rows.loc["B", "final_weight"] == 0.0
+    assert rows.loc["B", "proposed_weight"] == 0.5 and rows.loc["B", "final_weight"] == pytest.approx(0.3)
     assert rows.loc["C", "proposed_weight"] == 0.4 and rows.loc["C", "final_weight"] == pytest.approx(0.3)
     assert set(events["date"]) == {pd.Timestamp("2024-03-01")}
+
+
+def test_research_orders_ignore_order_counts_but_keep_every_sizing_limit():
+    many = pd.Series(1 / 60, index=[f"S{i:02d}" for i in range(60)])
+    prices = pd.Series(10.0, index=many.index)
+    final, events = clamp_weights(pd.Series(dtype=float), many, prices, clamp_limits(max_open_orders=5,
+                                  max_daily_orders=5, max_gross_exposure=1.01, max_net_exposure=1.01), EQUITY, WHEN)
+    assert events.empty and final.sum() == pytest.approx(1.0), "research fills at once: no open-order cap"
+    final, events = clamp_weights(pd.Series(dtype=float), pd.Series({"A": 0.9}), PRICES,
+                                  clamp_limits(max_weight=1.0, max_order_notional=20_000.0), EQUITY, WHEN)
+    assert final["A"] == pytest.approx(0.9) and events.empty, "a 90,000 trade goes as 5 orders of 18,000"
 
 
 def test_clamp_weights_refuses_an_unpriced_holding_and_clamps_to_the_adv():
@@ -462,7 +473,8 @@ def test_weights_are_saved_fresh_reused_and_rebuilt_when_the_portfolio_changes(s
 
     run_dir, config, built = copy_run(smoke_run, tmp_path), smoke_run.config, smoke_run.built
     record = json.loads((run_dir / "weights.json").read_text())
-    assert record == {"config_key": config_key(config, _DEPENDS[WEIGHTS_FILE]), "rows": len(built["weights"])}
+    assert record["config_key"] == config_key(config, _DEPENDS[WEIGHTS_FILE]) and record["rows"] == len(built["weights"])
+    assert set(record["inputs"]) == {"prices.parquet", "signals_ml.parquet", "signals_llm.parquet"}
     saved = pd.read_parquet(run_dir / WEIGHTS_FILE)
     pd.testing.assert_frame_equal(saved, built["weights"], check_freq=False)
     report = json.loads((run_dir / "portfolio_report.json").read_text())
@@ -485,6 +497,13 @@ def test_weights_are_saved_fresh_reused_and_rebuilt_when_the_portfolio_changes(s
     assert json.loads((run_dir / "weights.json").read_text())["config_key"] == config_key(wider, _DEPENDS[WEIGHTS_FILE])
     run_weights(wider, run_dir)
     assert calls == [1]
+
+    # Same parameters, but 04 ran again and its views changed (e.g. Claude once a key is set): rebuilt.
+    views = pd.read_parquet(run_dir / "signals_llm.parquet")
+    views["expected_excess_return"] = -views["expected_excess_return"]
+    views.to_parquet(run_dir / "signals_llm.parquet")
+    run_weights(wider, run_dir)
+    assert calls == [1, 1], "an input artifact was rewritten: the weights are rebuilt"
 
 
 def test_a_baseline_strategy_writes_its_rule_weights(smoke_run, tmp_path):

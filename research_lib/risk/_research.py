@@ -2,14 +2,18 @@
 the risk layer would let through, with what it clamped or rejected and why.
 
 A research book is a notional account of ``equity`` whose positions are the current
-weights; moving it to the target weights takes one order per symbol, sized in shares at the
-decision close and checked by `check_orders` exactly as paper trading checks real orders.
-The reference prices are the decision closes themselves, so they are always fresh.
+weights; moving it to the target weights takes orders sized in shares at the decision close
+and checked by `check_orders` as paper trading checks real orders, with two differences:
+research orders fill at once, so the open-order and daily order counts do not apply; and a
+trade larger than ``max_order_notional`` is sent as several orders no larger than it (as an
+execution algorithm would), rather than rejected. The reference prices are the decision
+closes themselves, so they are always fresh.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import sys
 
 import pandas as pd
@@ -72,9 +76,11 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
             continue
         # A full exit sells exactly the shares held, so rounding never looks like a short.
         quantity = abs(shares[symbol]) if wanted[symbol] == 0 else abs(delta) * equity / px[symbol]
-        orders.append(Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=float(quantity)))
+        pieces = max(1, math.ceil(quantity * px[symbol] / limits.max_order_notional - 1e-9))
+        orders += [Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=float(quantity / pieces))] * pieces
+    unlimited = limits.model_copy(update={"max_open_orders": len(orders), "max_daily_orders": len(orders)})
     decision = check_orders(orders, {s: float(shares[s]) for s in involved},
-                            {s: ReferencePrice(float(px[s]), when) for s in involved}, limits, KillSwitch.ACTIVE,
+                            {s: ReferencePrice(float(px[s]), when) for s in involved}, unlimited, KillSwitch.ACTIVE,
                             equity, when, adv={s: float(volume[s]) for s in involved})
     after = pd.Series(decision.positions_after, dtype=float).reindex(symbols, fill_value=0.0)
     weights = (after * px / equity).where(after != 0, 0.0)
@@ -84,4 +90,5 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
     events += [{"date": pd.Timestamp(when).normalize(), "symbol": r.order.symbol, "action": "rejected",
                 "proposed_weight": wanted[r.order.symbol], "final_weight": weights[r.order.symbol],
                 "reason": r.reason} for r in decision.rejected]
-    return weights.rename("weight"), pd.DataFrame(events, columns=EVENT_COLUMNS)
+    # A trade split in several orders is reported once, by its first clamp or rejection.
+    return weights.rename("weight"), pd.DataFrame(events, columns=EVENT_COLUMNS).drop_duplicates("symbol")
