@@ -46,8 +46,12 @@ def load_thresholds(path: str | Path | None = None) -> GateThresholds:
     try:
         raw = yaml.safe_load(path.read_text()) or {}
         return GateThresholds.model_validate(raw)
-    except (yaml.YAMLError, ValidationError) as err:
-        raise ConfigError(f"{path} is not a valid promotion gate: {err}; valid keys: "
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e.get('input')!r})"
+                             for e in err.errors())
+        raise ConfigError(f"{path} is not a valid promotion gate: {problems}; valid keys: "
                           f"{sorted(GateThresholds.model_fields)}") from None
 
 

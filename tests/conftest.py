@@ -38,8 +38,11 @@ def bundled_small(tmp_path_factory) -> pd.DataFrame:
 
 @pytest.fixture
 def workspace(tmp_path, monkeypatch) -> Path:
-    """An empty workspace (SPARTAN_HOME) that uses the repository's params and notebooks."""
-    (tmp_path / "params").symlink_to(REPO / "params")
+    """An empty workspace (SPARTAN_HOME) that uses the repository's params and notebooks
+    (its own params/promoted/, so promotions in tests never land in the repository)."""
+    (tmp_path / "params" / "promoted").mkdir(parents=True)
+    for path in (REPO / "params").glob("*.yaml"):
+        (tmp_path / "params" / path.name).symlink_to(path)
     (tmp_path / "notebooks").symlink_to(REPO / "notebooks")
     monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
     return tmp_path

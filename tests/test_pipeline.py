@@ -6,6 +6,7 @@ import json
 
 import pandas as pd
 import pytest
+import yaml
 
 from research_lib.backtest import run_backtest
 from research_lib.cli import main
@@ -86,7 +87,25 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert "offline analyst, not Claude" in (run / "04_claude_signals.html").read_text()
     assert "offline analyst, not Claude" in (run / "05_portfolio.html").read_text()
 
-    for path in [*run.rglob("*"), workspace / "reports" / "index.html"]:
+    # 06 validated the run: the gate's verdict is in the manifest, validation.html and on the dashboard.
+    gate = manifest["validation"]
+    assert gate["passed"] is False and "sharpe" in gate["failed"] and gate["n_trials"] >= 13
+    page = (run / "validation.html").read_text()
+    for section in ("Promotion gate: FAILED", "Deflated Sharpe ratio", "Probability of backtest overfitting",
+                    "Costs stressed", "By volatility regime", "By year", "offline analyst, not Claude", "Data sha256"):
+        assert section in page, section
+    assert f"runs/{run.name}/validation.html" in index and "DSR" in index
+    assert main(["promote", str(run)]) == 1, "a failing run is not promoted"
+    refusal = capsys.readouterr().err
+    assert f"Run {run.name} fails the promotion gate" in refusal and "- sharpe: " in refusal and "needs >= 1.5" in refusal
+    assert not any((workspace / "params" / "promoted").iterdir())
+    assert main(["promote", str(run), "--override-reason", "smoke test of the promotion path"]) == 0
+    promoted = yaml.safe_load((workspace / "params" / "promoted" / "smoke.yaml").read_text())
+    assert promoted["override_reason"] == "smoke test of the promotion path" and promoted["run_id"] == run.name
+    assert promoted["data"]["sha256"] == manifest["data"]["sha256"] and promoted["params"]["scenario"] == "smoke"
+    assert "smoke test of the promotion path" in (workspace / "reports" / "index.html").read_text()
+
+    for path in [*run.rglob("*"), workspace / "reports" / "index.html", workspace / "params" / "promoted" / "smoke.yaml"]:
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), f"secret leaked into {path}"
 
