@@ -4,7 +4,8 @@ The deflated Sharpe ratio needs the number of configurations tried before the on
 judged, and the variance of their Sharpe ratios. Forgetting failed trials is how backtests
 overfit, so every backtest a run makes is recorded here automatically, in the workspace's
 SQLite state (``data/spartan.sqlite``, table ``trials``). A configuration is identified by
-a hash of its parameters and the data it ran on: re-running it is not a new trial.
+a hash of its family and parameters (a run's trials include its data section, so the same
+strategy on other data is another trial): re-running it is not a new trial.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib._io import now_utc
+from research_lib.validation import is_flat
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (
@@ -33,9 +35,14 @@ CREATE TABLE IF NOT EXISTS trials (
 )"""
 
 
+def _plain(value: object) -> object:
+    """JSON for values json cannot write: numpy scalars as Python numbers (so np.int64(20) is 20), else text."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
 def trial_hash(family: str, params: dict) -> str:
     """The identity of a configuration: a hash of its family and parameters (JSON, sorted keys)."""
-    payload = json.dumps({"family": family, "params": params}, sort_keys=True, default=str)
+    payload = json.dumps({"family": family, "params": params}, sort_keys=True, default=_plain)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 
@@ -56,9 +63,9 @@ def record_trials(db_path: str | Path, run_id: str, family: str, trials: dict[st
     rows = []
     for name, (params, returns) in trials.items():
         values = np.asarray(returns.dropna(), dtype=float)
-        if values.size < 3 or values.std(ddof=1) == 0:
+        if values.size < 3 or is_flat(values):
             continue  # a flat or empty backtest has no Sharpe ratio to count
-        rows.append((trial_hash(family, params), family, name, json.dumps(params, sort_keys=True, default=str),
+        rows.append((trial_hash(family, params), family, name, json.dumps(params, sort_keys=True, default=_plain),
                      float(values.mean() / values.std(ddof=1)), int(values.size), run_id, now_utc()))
     with closing(_connect(Path(db_path))) as conn, conn:
         before = conn.total_changes

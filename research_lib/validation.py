@@ -74,12 +74,18 @@ def minimum_track_record_length(sharpe: float, skew: float, kurtosis: float, ben
                                 confidence: float = 0.95) -> float:
     """Number of returns needed for the PSR against ``benchmark_sharpe`` to reach ``confidence``
     (MinTRL, 2012, eq. 12); infinite when the Sharpe does not exceed the benchmark."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence is {confidence}; pass a probability strictly between 0 and 1, e.g. 0.95")
+    if not 0.5 < confidence < 1:
+        raise ValueError(f"confidence is {confidence}; pass a probability strictly between 0.5 and 1, e.g. 0.95 "
+                         "(at 0.5 or less any positive edge needs no track record)")
     if sharpe <= benchmark_sharpe:
         return math.inf
     z = stats.norm.ppf(confidence)
     return float(1.0 + _sharpe_std_term(sharpe, skew, kurtosis) * (z / (sharpe - benchmark_sharpe)) ** 2)
+
+
+def is_flat(values: np.ndarray) -> bool:
+    """Whether returns do not vary (up to rounding): a Sharpe ratio of them is meaningless."""
+    return values.size < 2 or values.std(ddof=1) <= 1e-12 * max(abs(values.mean()), 1e-12)
 
 
 def sharpe_moments(returns: pd.Series | np.ndarray) -> dict:
@@ -87,7 +93,7 @@ def sharpe_moments(returns: pd.Series | np.ndarray) -> dict:
     the papers: sample moments), and the number of returns."""
     values = np.asarray(returns, dtype=float)
     values = values[np.isfinite(values)]
-    if values.size < 3 or values.std(ddof=1) == 0:
+    if values.size < 3 or is_flat(values):
         raise ValueError(f"need at least 3 returns that vary, got {values.size}; a longer backtest is needed")
     return {"sharpe": float(values.mean() / values.std(ddof=1)), "n_obs": int(values.size),
             "skew": float(stats.skew(values)), "kurtosis": float(stats.kurtosis(values, fisher=False))}
@@ -158,6 +164,8 @@ def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int
     with a fixed ``seed`` make the interval reproducible. Returns ``sharpe``, ``low``,
     ``high`` (the ``alpha / 2`` and ``1 - alpha / 2`` quantiles) and the settings.
     """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha is {alpha}; pass a probability strictly between 0 and 1, e.g. 0.05 for 95 %")
     values = np.asarray(returns.dropna(), dtype=float)
     n = values.size
     if n < 2 * block:
@@ -194,7 +202,8 @@ def walk_forward_selection(trial_returns: pd.DataFrame, train_days: int = 756, t
         pick = score.idxmax() if score.notna().any() else values.columns[0]
         block = values.iloc[start:start + test_days, values.columns.get_loc(pick)]
         pieces.append(block)
-        choices[str(values.index[start].date())] = str(pick)
+        when = values.index[start]
+        choices[str(when.date()) if hasattr(when, "date") else str(when)] = str(pick)
     stitched = pd.concat(pieces).rename("walk_forward_oos")
     return {"returns": stitched, "choices": choices,
             "sharpe": float(stitched.mean() / stitched.std(ddof=1)) if stitched.std(ddof=1) > 0 else float("nan")}
