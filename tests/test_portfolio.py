@@ -15,7 +15,7 @@ from pypfopt import expected_returns as pf_returns
 from research_lib.portfolio import (BlackLittermanViews, InfeasibleConstraintsError, PortfolioConstraints,
                                     black_litterman_posterior, discrete_allocation, expected_returns,
                                     optimize_weights, rebalance_weights, risk_matrix, signal_expected_returns)
-from research_lib.portfolio._bench import bench_max_sharpe, bench_rebalances
+from research_lib.portfolio._bench import bench_construction, bench_max_sharpe, bench_rebalances, synthetic_prices
 
 SYMBOLS = ["AAA", "BBB", "CCC", "DDD", "EEE"]
 TOL = 1e-6
@@ -358,3 +358,7 @@ def test_benchmarks_report_their_figures(prices):
     assert result["n_rebalances"] == 3 and result["n_assets"] == 5
     with pytest.raises(ValueError, match="n_rebalances=100 needs more history"):
         bench_rebalances(prices, n_rebalances=100)
+    chain = bench_construction(n_assets=4, n_rebalances=3, lookback_days=60)
+    assert chain["n_rebalances"] == 3 and chain["n_assets"] == 4 and chain["seconds"] > 0
+    close = synthetic_prices(3, 50)
+    assert close.shape == (50, 3) and (close > 0).all().all() and close.index.is_monotonic_increasing
