@@ -51,7 +51,8 @@ class BacktestResult:
     turnover : traded fraction of NAV on each session (0 on non-trading days).
     costs : all costs as a fraction of NAV on each session (the sum of ``cost_breakdown``).
     holdings : end-of-day weights after drift and trades (sessions x symbols).
-    cost_breakdown : sessions x ``COST_COLUMNS`` (commission, spread, impact, borrow).
+    cost_breakdown : sessions x ``COST_COLUMNS`` (commission, spread, impact: fractions of the
+        NAV before the trade; borrow: of the previous close's NAV).
     """
 
     returns: pd.Series
@@ -131,8 +132,8 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     if impact_coefficient > 0:
         unit_impact = _unit_impact(prices, close, trade_rows, traded, impact_coefficient, capital)
         costs[at, 2] = _compound_impact(unit_impact, costs[at, 0] + costs[at, 1], path["segment_growth"])
-    trade_cost = costs[:, :3].sum(axis=1)
-    costs[:, 3] = path["borrow"]
+    trade_cost = costs.sum(axis=1)
+    costs[:, 3] = path["borrow"]  # already in the gross return
 
     index = sessions[trade_rows[0]:]
     daily_turnover = np.zeros(len(index))
@@ -140,7 +141,7 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     return BacktestResult(
         returns=pd.Series((1.0 + path["gross"]) * (1.0 - trade_cost) - 1.0, index=index, name="strategy"),
         turnover=pd.Series(daily_turnover, index=index, name="turnover"),
-        costs=pd.Series(trade_cost + path["borrow"], index=index, name="costs"),
+        costs=pd.Series(costs.sum(axis=1), index=index, name="costs"),
         holdings=pd.DataFrame(path["holdings"], index=index, columns=close.columns),
         cost_breakdown=pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS)),
     )
@@ -159,9 +160,9 @@ def _check_model(cost_bps, lag, spread_bps, impact_coefficient, capital, borrow_
 
 
 def _daily_cash_rate(cash_rate_per_year: float | pd.Series, sessions: pd.DatetimeIndex, first_row: int) -> np.ndarray:
-    """The rate cash earns over each session (zero before the first trade's session)."""
+    """The rate cash earns over each session; rates before the first trade's session are unused (set to 0)."""
     if isinstance(cash_rate_per_year, pd.Series):
-        annual = cash_rate_per_year.reindex(sessions).to_numpy(dtype=float)
+        annual = np.array(cash_rate_per_year.reindex(sessions), dtype=float)
     else:
         annual = np.full(len(sessions), float(cash_rate_per_year))
     gaps = np.flatnonzero(~np.isfinite(annual[first_row:]))

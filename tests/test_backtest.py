@@ -5,34 +5,61 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from research_lib.backtest import run_backtest
+from research_lib.backtest import COST_COLUMNS, run_backtest
 from research_lib.config import StrategyConfig
 from research_lib.features._price import momentum
 from research_lib.strategies import baseline_weights, rebalance_dates, top_n_equal_weights
 from tests.conftest import make_prices
 
 
-def reference_backtest(weights, close, cost_bps, lag):
-    """Shares-and-cash simulation: the same conventions written the slow, obvious way."""
+def reference_backtest(weights, prices, cost_bps, lag, spread_bps=0.0, impact_coefficient=0.0, capital=1.0,
+                       borrow_bps_per_year=0.0, cash_rate_per_year=0.0):
+    """Shares and cash in currency, one session at a time: the same conventions and cost
+    model written the slow, obvious way. A frame by session of the returns, turnover,
+    each cost (a fraction of NAV) and the end-of-day weights."""
+    close = prices["close"][list(weights.columns)]
+    price = close.to_numpy(dtype=float)
+    valued = np.nan_to_num(price)  # a missing price values a (zero) holding at 0
+    has_volume = "volume" in prices.columns.get_level_values(0)
+    traded_value = price * (prices["volume"][list(weights.columns)].to_numpy(dtype=float) if has_volume else np.nan)
     sessions = close.index
-    trades = {sessions.get_loc(d) + lag: w for d, w in weights.iterrows() if sessions.get_loc(d) + lag < len(sessions)}
-    shares = pd.Series(0.0, index=close.columns)
-    cash, value_before = 1.0, 1.0
-    out = []
-    for t, day in enumerate(sessions):
-        price = close.loc[day].fillna(0.0)
-        value = cash + (shares * price).sum()
+    trades = {sessions.get_loc(d) + lag: w.to_numpy(dtype=float) for d, w in weights.iterrows()
+              if sessions.get_loc(d) + lag < len(sessions)}
+    first = min(t for t, target in trades.items() if target.any())
+    rate = (cash_rate_per_year.reindex(sessions).to_numpy() if isinstance(cash_rate_per_year, pd.Series)
+            else np.full(len(sessions), cash_rate_per_year)) / 252
+    shares, cash, value_before = np.zeros(price.shape[1]), capital, capital
+    rows = []
+    for t in range(first, len(sessions)):
+        short_value = np.maximum(-shares * valued[t - 1], 0.0).sum()
+        borrow = borrow_bps_per_year / 1e4 / 252 * short_value
+        cash = cash * (1 + rate[t]) - borrow
+        gone = (shares != 0) & np.isnan(price[t])  # sold at the last close
+        cash += (shares[gone] * price[t - 1][gone]).sum()
+        shares[gone] = 0.0
+        value = cash + (shares * valued[t]).sum()
+        row = {"borrow": borrow / value_before, "turnover": 0.0, "commission": 0.0, "spread": 0.0, "impact": 0.0}
         if t in trades:
-            held = shares * price / value
-            value *= 1 - cost_bps / 1e4 * (trades[t] - held).abs().sum()
-            shares = (trades[t] * value / close.loc[day]).fillna(0.0)
-            cash = value - (shares * price).sum()
-        out.append(value / value_before - 1)
+            traded = np.abs(trades[t] - shares * valued[t] / value)
+            impact = 0.0
+            for i in np.flatnonzero(traded) if impact_coefficient else []:
+                lo = max(t - 20, 1)  # the 20 sessions before the trade's
+                returns = price[lo:t, i] / price[lo - 1:t - 1, i] - 1
+                values = traded_value[lo - 1:t, i][-20:]
+                daily_vol, adv = np.nanstd(returns, ddof=1), np.nanmean(values)
+                impact += impact_coefficient * daily_vol * np.sqrt(traded[i] * value / adv) * traded[i]
+            row.update(turnover=traded.sum(), commission=cost_bps / 1e4 * traded.sum(),
+                       spread=spread_bps / 1e4 * traded.sum(), impact=impact)
+            value *= 1 - row["commission"] - row["spread"] - impact
+            shares = np.where(trades[t] != 0, trades[t] * value / price[t], 0.0)
+            cash = value - (shares * valued[t]).sum()
+        rows.append({"returns": value / value_before - 1, **row,
+                     **dict(zip(close.columns, shares * valued[t] / value))})
         value_before = value
-    return pd.Series(out, index=sessions)
+    return pd.DataFrame(rows, index=sessions[first:])
 
 
 def test_two_assets_by_hand():
@@ -47,18 +74,106 @@ def test_two_assets_by_hand():
     np.testing.assert_allclose(result.holdings.iloc[-1].to_numpy(), [0.55 / 0.95, 0.40 / 0.95])
 
 
-def test_matches_the_shares_and_cash_reference_on_random_cases():
-    rng = np.random.default_rng(7)
-    for _ in range(5):
-        closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, size=(120, 4)), axis=0))
-        prices = make_prices({s: closes[:, i] for i, s in enumerate("ABCD")})
-        dates = prices.index[rng.choice(110, size=8, replace=False)].sort_values()
-        raw = rng.uniform(0, 1, size=(8, 4)) * (rng.uniform(size=(8, 4)) > 0.3)
-        weights = pd.DataFrame(raw / raw.sum(axis=1, keepdims=True).clip(1e-9) * rng.uniform(0.5, 1.0), index=dates, columns=list("ABCD"))
-        lag = int(rng.integers(1, 3))
-        result = run_backtest(weights, prices, cost_bps=25, execution_lag_sessions=lag)
-        expected = reference_backtest(weights, prices["close"], 25, lag).loc[result.returns.index]
-        np.testing.assert_allclose(result.returns.to_numpy(), expected.to_numpy(), atol=1e-12)
+def test_commission_and_spread_are_charged_per_unit_of_turnover():
+    close = make_prices({"A": [100, 110, 121, 121], "B": [50, 50, 40, 40]})
+    weights = pd.DataFrame({"A": [0.5], "B": [0.5]}, index=close.index[[0]])
+    result = run_backtest(weights, close, cost_bps=100, spread_bps=50)
+    np.testing.assert_allclose(result.returns.to_numpy(), [-0.015, -0.05, 0.0])
+    np.testing.assert_allclose(result.cost_breakdown.iloc[0].to_numpy(), [0.01, 0.005, 0.0, 0.0])
+    np.testing.assert_allclose(result.costs.to_numpy(), [0.015, 0.0, 0.0])
+
+
+def alternating_prices(up: float, down: float, n: int) -> pd.DataFrame:
+    """Returns alternate +up, -down (so any 20-session volatility is (up + down) / 2 * sqrt(20/19));
+    volume is 1e6 / close, so every session trades 1e6 in currency."""
+    closes = 100 * np.cumprod(np.r_[1.0, np.where(np.arange(1, n) % 2, 1 + up, 1 - down)])
+    return make_prices({"A": closes}, volume={"A": 1e6 / closes})
+
+
+@pytest.mark.parametrize("weight, capital, sqrt_share", [(1.0, 4e6, 2.0), (0.25, 4e6, 1.0), (1.0, 1e6, 1.0)])
+def test_square_root_impact_by_hand(weight, capital, sqrt_share):
+    """impact = coefficient * daily_vol * sqrt(traded value / average traded value) * traded fraction."""
+    prices = alternating_prices(0.01, 0.01, n=24)
+    weights = pd.DataFrame({"A": [weight]}, index=prices.index[[20]])  # traded at the close of session 21
+    result = run_backtest(weights, prices, cost_bps=0, impact_coefficient=0.5, capital=capital)
+    impact = 0.5 * 0.01 * np.sqrt(20 / 19) * sqrt_share * weight
+    assert result.returns.index[0] == prices.index[21]
+    assert result.cost_breakdown["impact"].iloc[0] == pytest.approx(impact, rel=1e-12)
+    assert result.returns.iloc[0] == pytest.approx(-impact, rel=1e-12)
+
+
+def test_impact_grows_with_the_account():
+    """A later trade's value in currency is its fraction of the account as the account is then."""
+    prices = alternating_prices(0.03, 0.01, n=30)
+    close = prices["close"]["A"].to_numpy()
+    weights = pd.DataFrame({"A": [1.0, 0.5]}, index=prices.index[[20, 27]])  # bought at 21, half sold at 28
+    result = run_backtest(weights, prices, cost_bps=0, impact_coefficient=0.5, capital=1e6)
+    daily_vol = 0.02 * np.sqrt(20 / 19)
+    first = 0.5 * daily_vol * 1.0
+    account = (1 - first) * close[28] / close[21]  # in units of capital, just before the second trade
+    second = 0.5 * daily_vol * np.sqrt(0.5 * account) * 0.5
+    assert account > 1.03
+    np.testing.assert_allclose(result.cost_breakdown["impact"].iloc[[0, 7]], [first, second], rtol=1e-12)
+
+
+def test_borrow_is_charged_daily_on_the_short_exposure():
+    close = make_prices({"A": [100.0] * 5})
+    weights = pd.DataFrame({"A": [-1.0]}, index=close.index[[0]])
+    result = run_backtest(weights, close, cost_bps=0, borrow_bps_per_year=252)  # 1 bp a session
+    # Short from the close of session 1: the fee starts on session 2, on a short worth the NAV, then a bit more.
+    np.testing.assert_allclose(result.returns.to_numpy(), [0.0, -1e-4, -1e-4 / (1 - 1e-4), -1e-4 / (1 - 2e-4)], rtol=1e-12)
+    np.testing.assert_allclose(result.cost_breakdown["borrow"].to_numpy(), -result.returns.to_numpy(), rtol=1e-12)
+    np.testing.assert_allclose(result.costs.to_numpy(), -result.returns.to_numpy(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("weight", [0.5, -0.5])
+def test_cash_earns_its_rate_short_proceeds_included(weight):
+    close = make_prices({"A": [100.0] * 4})
+    weights = pd.DataFrame({"A": [weight]}, index=close.index[[0]])
+    result = run_backtest(weights, close, cost_bps=0, cash_rate_per_year=2.52)  # 1% a session
+    cash = 1.01 * (1 - weight)  # cash after the trade at the close of session 1 (the account opened a session before)
+    expected = [0.01, 0.01 * cash / 1.01, 0.01 * cash * 1.01 / (1.01 + 0.01 * cash)]
+    np.testing.assert_allclose(result.returns.to_numpy(), expected, rtol=1e-12)
+
+
+def test_a_cash_rate_series_applies_on_its_own_sessions():
+    close = make_prices({"A": [100.0] * 5})
+    rates = pd.Series([0.0, 0.0, 2.52, 0.0], index=close.index[1:])  # none needed before the first trade's session
+    result = run_backtest(pd.DataFrame({"A": [0.5]}, index=close.index[[0]]), close, cost_bps=0, cash_rate_per_year=rates)
+    np.testing.assert_allclose(result.returns.to_numpy(), [0.0, 0.0, 0.005, 0.0], atol=1e-15)
+
+
+@settings(max_examples=100, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), lag=st.integers(1, 3), listed=st.integers(0, 20), delisted=st.integers(40, 80),
+       cost_bps=st.floats(0, 50), spread_bps=st.floats(0, 30), impact=st.sampled_from([0.0, 0.1, 1.0]),
+       borrow_bps_per_year=st.floats(0, 500), cash=st.sampled_from(["none", "constant", "series"]))
+def test_matches_the_shares_and_cash_reference_on_random_cases(seed, lag, listed, delisted, cost_bps, spread_bps, impact,
+                                                               borrow_bps_per_year, cash):
+    """Long-short books, a symbol listed late (C) and one whose prices end (D), trades from
+    session 26 (so impact has the 5 sessions of history it needs), every cost at once."""
+    rng = np.random.default_rng(seed)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, size=(80, 4)), axis=0))
+    closes[:listed, 2] = np.nan
+    closes[delisted:, 3] = np.nan
+    prices = make_prices({s: closes[:, i] for i, s in enumerate("ABCD")},
+                         volume={s: rng.uniform(1e4, 1e6, size=80) for s in "ABCD"})
+    rows = np.sort(rng.choice(np.arange(26 - lag, 79), size=8, replace=False))
+    raw = rng.uniform(-0.6, 1.0, size=(8, 4)) * (rng.uniform(size=(8, 4)) > 0.3)
+    raw[np.isnan(closes[np.minimum(rows + lag, 79)])] = 0.0  # no weight where the trade has no price
+    assume(raw[rows + lag < 80].any())
+    weights = pd.DataFrame(raw, index=prices.index[rows], columns=list("ABCD"))
+    rate = {"none": 0.0, "constant": 0.05, "series": pd.Series(rng.uniform(-0.01, 0.1, 80), index=prices.index)}[cash]
+    model = {"spread_bps": spread_bps, "impact_coefficient": impact, "capital": 1e7,
+             "borrow_bps_per_year": borrow_bps_per_year, "cash_rate_per_year": rate}
+    result = run_backtest(weights, prices, cost_bps=cost_bps, execution_lag_sessions=lag, **model)
+    expected = reference_backtest(weights, prices, cost_bps, lag, **model)
+    pd.testing.assert_index_equal(result.returns.index, expected.index)
+    close = {"atol": 1e-12, "rtol": 0}
+    np.testing.assert_allclose(result.returns, expected["returns"], **close)
+    np.testing.assert_allclose(result.turnover, expected["turnover"], **close)
+    np.testing.assert_allclose(result.cost_breakdown, expected[list(COST_COLUMNS)], **close)
+    np.testing.assert_allclose(result.costs, expected[list(COST_COLUMNS)].sum(axis=1), **close)
+    np.testing.assert_allclose(result.holdings, expected[list("ABCD")], **close)
 
 
 def test_a_new_target_does_not_earn_the_session_it_is_decided_on_or_the_next():
@@ -73,11 +188,28 @@ def test_a_new_target_does_not_earn_the_session_it_is_decided_on_or_the_next():
 @pytest.mark.parametrize("kwargs, match", [
     ({"cost_bps": -1}, r"cost_bps must be >= 0 \(got -1\)"),
     ({"execution_lag_sessions": 0}, r"execution_lag_sessions must be >= 1 \(got 0\); trading at the decision close"),
+    ({"spread_bps": float("nan")}, r"spread_bps must be >= 0 \(got nan\)"),
+    ({"borrow_bps_per_year": -5}, r"borrow_bps_per_year must be >= 0 \(got -5\)"),
+    ({"impact_coefficient": 0.1}, r"impact_coefficient=0.1 needs capital, the account value in currency \(got None\)"),
+    ({"cash_rate_per_year": pd.Series([0.01], index=[pd.Timestamp("2020-01-01")])},
+     r"cash_rate_per_year has no rate for 2020-01-02; give an annual rate for every session from the first trade"),
 ])
 def test_bad_arguments(kwargs, match):
     close = make_prices({"A": [1, 2, 3]})
     with pytest.raises(ValueError, match=match):
         run_backtest(pd.DataFrame({"A": [1.0]}, index=close.index[:1]), close, **kwargs)
+
+
+def test_impact_without_volume_names_the_symbol_and_the_fix():
+    prices = make_prices({"A": [100.0 + i for i in range(30)], "B": [50.0] * 30}, volume={"A": [1e5] * 30})
+    weights = pd.DataFrame({"A": [0.5], "B": [0.5]}, index=prices.index[[25]])
+    with pytest.raises(ValueError, match=r"needs B's average traded value \(close x volume\) and volatility over the 20 "
+                                         r"sessions before its trade on 2020-02-06 .* pass impact_coefficient=0, or "
+                                         r"prices with a volume field for B\."):
+        run_backtest(weights, prices, impact_coefficient=0.1, capital=1e6)
+    with pytest.raises(ValueError, match=r"needs A's average"):
+        run_backtest(weights[["A"]], prices.drop(columns="volume", level="field"), impact_coefficient=0.1, capital=1e6)
+    assert run_backtest(weights[["A"]], prices, impact_coefficient=0.1, capital=1e6).cost_breakdown["impact"].iloc[0] > 0
 
 
 def test_bad_weights_are_refused_with_the_fix():
@@ -92,6 +224,8 @@ def test_bad_weights_are_refused_with_the_fix():
         run_backtest(pd.DataFrame({"A": [1.0]}, index=close.index[:1]), close)
     with pytest.raises(ValueError, match="no trade falls inside the price history"):
         run_backtest(pd.DataFrame({"B": [1.0]}, index=close.index[-1:]), close)
+    with pytest.raises(ValueError, match=r"weights have two rows dated 2020-01-01; keep one row per decision date"):
+        run_backtest(pd.DataFrame({"B": [1.0, 0.5]}, index=close.index[[0, 0]]), close)
     with pytest.raises(ValueError, match="every target weight is zero"):
         run_backtest(pd.DataFrame({"B": [0.0]}, index=close.index[:1]), close)
 

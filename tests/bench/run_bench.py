@@ -1,6 +1,6 @@
 """`make bench`: time the research pipeline and its heavy parts; save JSON under reports/bench/.
 
-`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio]` (all by default).
+`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep]` (all by default).
 
 - pipeline: `spartan run params/daily.yaml` in a scratch workspace (reports/ keeps only
   real runs), once cold (no snapshot, no GARCH cache) and once warm, with per-stage times;
@@ -177,8 +177,84 @@ def bench_portfolio() -> dict:
             "verdict": verdict}
 
 
+SWEEP_START = "1992-05-12"  # the earliest start the validator accepts for the 20 stocks (RRC's quotes are stale before)
+SWEEP_PAIRS = [(fast, slow) for fast in range(5, 55, 5) for slow in range(60, 260, 20)]
+SWEEP_TARGET_RATIO = 10.0
+SHARPE_TOLERANCE = 0.01
+
+
+def vectorbt_ma_sharpe(close, pairs, fees: float):
+    """vectorbt end to end: both moving averages, the fast > slow state traded one session
+    later (decided at the close of t, executed at the close of t + 1, as ours), long/flat
+    orders with ``fees`` per unit traded, and the Sharpe of the daily returns with ddof=1
+    annualized with sqrt(252). Series indexed by (fast_window, slow_window, symbol)."""
+    import vectorbt as vbt
+
+    fast, slow = (list(w) for w in zip(*pairs))
+    fast_ma = vbt.MA.run(close, fast, short_name="fast")
+    slow_ma = vbt.MA.run(close, slow, short_name="slow")
+    long = fast_ma.ma_above(slow_ma).shift(1, fill_value=False)
+    portfolio = vbt.Portfolio.from_signals(close, long, ~long, fees=fees, freq="1D")
+    return portfolio.sharpe_ratio(year_freq="252 days")
+
+
+def bench_sweep() -> dict:
+    from research_lib.data import DEFAULT_UNIVERSE, load_prices
+    from research_lib.sweep import ma_crossover_sweep
+
+    with tempfile.TemporaryDirectory(prefix="spartan-bench-") as snap:
+        close = load_prices("bundled", list(DEFAULT_UNIVERSE), SWEEP_START, snapshot_dir=snap)["close"]
+    combinations = close.size * len(SWEEP_PAIRS)
+    print(f"sweep: {len(SWEEP_PAIRS)} MA pairs x {close.shape[1]} stocks x {len(close)} sessions, ours and vectorbt ...",
+          flush=True)
+    ours_s = [timed(lambda: ma_crossover_sweep(close, SWEEP_PAIRS, cost_bps=10.0)) for _ in range(4)]
+    ours = ma_crossover_sweep(close, SWEEP_PAIRS, cost_bps=10.0).table.set_index(["fast", "slow", "symbol"])["sharpe"]
+    start = time.perf_counter()
+    try:
+        import vectorbt as vbt
+    except ModuleNotFoundError as error:
+        raise SystemExit("the sweep benchmark compares with vectorbt, the bench extra: run `make bench`, or "
+                         "`.venv/bin/pip install -e '.[bench]'`") from error
+    import_s = time.perf_counter() - start
+    vbt_s = []
+    for _ in range(3):  # the first call compiles vectorbt's numba functions (cold); then warm
+        start = time.perf_counter()
+        theirs = vectorbt_ma_sharpe(close, SWEEP_PAIRS, fees=0.001)
+        vbt_s.append(time.perf_counter() - start)
+    theirs.index = theirs.index.set_names(["fast", "slow", "symbol"])
+    sharpe_diff = float((ours - theirs.reindex(ours.index)).abs().max())
+    ours_warm, vbt_warm = min(ours_s[1:]), min(vbt_s[1:])  # best warm times, as timeit reports
+    rate = {"ours": combinations / ours_warm, "ours_cold": combinations / ours_s[0],
+            "vectorbt_warm": combinations / vbt_warm, "vectorbt_cold": combinations / vbt_s[0]}
+    ratio = rate["ours"] / rate["vectorbt_warm"]
+    ok = ratio >= SWEEP_TARGET_RATIO and sharpe_diff <= SHARPE_TOLERANCE
+    result = {
+        "sessions": len(close), "start": str(close.index[0].date()), "end": str(close.index[-1].date()),
+        "symbols": close.shape[1], "pairs": len(SWEEP_PAIRS), "cost_bps": 10.0,
+        "bar_asset_combinations": combinations, "vectorbt_version": vbt.__version__,
+        "numba_cache": ("empty temporary directory: the cold call compiles"
+                        if Path(os.environ.get("NUMBA_CACHE_DIR", "")).name.startswith("spartan-numba-")
+                        else "numba's default: may hold code compiled by earlier runs"),
+        "seconds": {"ours": ours_s, "vectorbt_import": import_s, "vectorbt": vbt_s},
+        "combinations_per_s": rate, "ratio_vs_vectorbt_warm": ratio, "ratio_vs_vectorbt_cold": rate["ours"] / rate["vectorbt_cold"],
+        "target_ratio": SWEEP_TARGET_RATIO, "max_abs_sharpe_difference": sharpe_diff, "sharpe_tolerance": SHARPE_TOLERANCE,
+        "sharpe_definition": "daily net returns over every session (flat before the first position), mean / std "
+                             "(ddof=1) * sqrt(252), no risk-free rate; vectorbt's fee on a buy is fees/(1+fees) of "
+                             "value, ours cost_bps of value",
+        "meets_target": ok,
+    }
+    rows = [("sweep, ours, first call", ours_s[0]), ("sweep, ours, warm (best of 3)", ours_warm),
+            ("vectorbt import", import_s), ("sweep, vectorbt, first call (cold)", vbt_s[0]),
+            ("sweep, vectorbt, warm (best of 2)", vbt_warm)]
+    verdict = (f"sweep: {rate['ours'] / 1e6:.1f} M bar-asset-combinations/s vs vectorbt {rate['vectorbt_warm'] / 1e6:.2f} M/s "
+               f"warm ({rate['vectorbt_cold'] / 1e6:.2f} M/s cold): {ratio:.0f}x (target {SWEEP_TARGET_RATIO:.0f}x); "
+               f"max |Sharpe difference| {sharpe_diff:.1e} over {len(ours)} combinations (target {SHARPE_TOLERANCE}): "
+               f"{'OK' if ok else 'MISSED'}")
+    return {"result": result, "rows": rows, "verdict": verdict}
+
+
 BENCHES = {"pipeline": bench_pipeline, "features": bench_features, "walk_forward": bench_walk_forward,
-           "portfolio": bench_portfolio}
+           "portfolio": bench_portfolio, "sweep": bench_sweep}
 
 
 def main(names: list[str]) -> int:
@@ -186,6 +262,10 @@ def main(names: list[str]) -> int:
     if unknown:
         print(f"unknown benchmarks {unknown}; valid: {list(BENCHES)}", file=sys.stderr)
         return 2
+    if "sweep" in (names or BENCHES) and "numba" not in sys.modules:
+        # vectorbt's numba functions compile into an empty cache, so its cold figure is really cold.
+        numba_cache = tempfile.TemporaryDirectory(prefix="spartan-numba-")  # removed when main returns
+        os.environ["NUMBA_CACHE_DIR"] = numba_cache.name
     out_dir = REPO / "reports" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")

@@ -1,0 +1,123 @@
+"""Parameter sweeps: the vectorized crossover equals the backtester, the grid sweep equals its backtests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from research_lib import metrics, sweep
+from research_lib.backtest import run_backtest
+from research_lib.config import StrategyConfig
+from research_lib.strategies import baseline_weights
+from research_lib.sweep import ma_crossover_sweep
+from tests.conftest import make_prices
+
+PAIRS = [(2, 5), (3, 10), (5, 20)]
+
+
+@pytest.fixture(scope="module")
+def listed_and_delisted() -> pd.DataFrame:
+    """Random walks of 150 sessions: B is listed on session 30; C rises to session 110, when
+    every pair holds it, and its prices end there."""
+    rng = np.random.default_rng(3)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, size=(150, 3)), axis=0))
+    closes[:30, 1] = np.nan
+    closes[80:111, 2] = closes[79, 2] * 1.01 ** np.arange(1, 32)
+    closes[111:, 2] = np.nan
+    return make_prices({s: closes[:, i] for i, s in enumerate("ABC")})
+
+
+def test_crossover_by_hand():
+    close = make_prices({"A": [1.0, 2, 3, 4, 3, 2]})["close"]
+    result = ma_crossover_sweep(close, [(1, 2)], cost_bps=10, keep_returns=True)
+    # Long after a rise (decided at its close, bought at the next close): bought at the close
+    # of session 2, held through 3 (+1/3) and 4 (-1/4), sold at the close of 5 (-1/3).
+    np.testing.assert_allclose(result.returns[0], [0, 0, -0.001, 1 / 3, -0.25, 2 / 3 * 0.999 - 1], atol=1e-15)
+    assert result.table.loc[0, ["fast", "slow", "symbol", "n_obs"]].tolist() == [1, 2, "A", 6]
+    assert result.table.loc[0, "annual_turnover"] == pytest.approx(2 / (6 / 252))
+
+
+def test_crossover_equals_the_backtester_symbol_by_symbol(listed_and_delisted):
+    close = listed_and_delisted["close"]
+    result = ma_crossover_sweep(close, PAIRS, cost_bps=25, keep_returns=True)
+    for config, (fast, slow, symbol) in result.table[["fast", "slow", "symbol"]].iterrows():
+        prices = close[symbol]
+        long = prices.rolling(fast).mean() > prices.rolling(slow).mean()
+        weights = (long & prices.shift(-1).notna()).astype(float).to_frame(symbol)  # flat where the trade has no price
+        swept = result.returns[config]
+        backtest = run_backtest(weights, listed_and_delisted, cost_bps=25).returns
+        np.testing.assert_allclose(swept.loc[backtest.index], backtest, atol=1e-13)
+        assert (swept.loc[:backtest.index[0]].iloc[:-1] == 0).all(), "flat before its first position"
+
+
+def test_crossover_metrics_are_those_of_research_lib_metrics(listed_and_delisted):
+    result = ma_crossover_sweep(listed_and_delisted["close"], PAIRS, keep_returns=True)
+    for config, row in result.table.iterrows():
+        returns = result.returns[config].to_numpy()
+        assert row["sharpe"] == pytest.approx(metrics.sharpe_ratio(returns), rel=1e-10)
+        assert row["cagr"] == pytest.approx(metrics.cagr(returns), rel=1e-10)
+        assert row["annual_volatility"] == pytest.approx(metrics.annual_volatility(returns), rel=1e-10)
+        assert row["max_drawdown"] == pytest.approx(metrics.max_drawdown(returns), rel=1e-10)
+
+
+def test_metrics_match_research_lib_metrics_when_the_first_session_loses():
+    returns = np.array([[-0.1, 0.02], [0.1, -0.05], [-0.05, 0.01], [0.02, 0.0]])
+    stats = sweep._column_metrics(1.0 + returns, np.zeros_like(returns))
+    for column in range(2):
+        assert stats["max_drawdown"][column] == pytest.approx(metrics.max_drawdown(returns[:, column]), rel=1e-12)
+        assert stats["sharpe"][column] == pytest.approx(metrics.sharpe_ratio(returns[:, column]), rel=1e-12)
+        assert stats["cagr"][column] == pytest.approx(metrics.cagr(returns[:, column]), rel=1e-12)
+
+
+def test_crossover_blocks_of_symbols_give_the_same_table(listed_and_delisted, monkeypatch):
+    whole = ma_crossover_sweep(listed_and_delisted["close"], PAIRS).table
+    monkeypatch.setattr(sweep, "BLOCK_ELEMENTS", 150)  # one symbol per block
+    pd.testing.assert_frame_equal(ma_crossover_sweep(listed_and_delisted["close"], PAIRS).table, whole)
+
+
+@pytest.mark.parametrize("pairs, match", [
+    ([], r"pairs is empty; give \(fast, slow\) windows"),
+    ([(5, 5)], r"pair \(5, 5\) is not \(fast, slow\) whole numbers of sessions with 1 <= fast < slow <= 150"),
+    ([(2, 151)], r"pair \(2, 151\) is not"),
+    ([(2.5, 10)], r"pair \(2.5, 10\) is not"),
+])
+def test_bad_pairs_are_refused(listed_and_delisted, pairs, match):
+    with pytest.raises(ValueError, match=match):
+        ma_crossover_sweep(listed_and_delisted["close"], pairs)
+
+
+def momentum_weights(prices: pd.DataFrame, lookback_days: int, top_n: int) -> pd.DataFrame:
+    close = prices["close"].drop(columns="SP500")
+    return baseline_weights(close, StrategyConfig(lookback_days=lookback_days, skip_days=21, top_n=top_n))
+
+
+def test_grid_sweep_is_each_configurations_backtest(bundled_small):
+    result = sweep.sweep({"lookback_days": [126, 252], "top_n": [2, 3]}, momentum_weights, bundled_small,
+                         cost_bps=20, spread_bps=5)
+    table = result.table
+    assert table[["lookback_days", "top_n"]].values.tolist() == [[126, 2], [126, 3], [252, 2], [252, 3]]
+    assert list(result.returns.columns) == list(table.index)
+    for config, row in table.iterrows():
+        backtest = run_backtest(momentum_weights(bundled_small, row["lookback_days"], row["top_n"]), bundled_small,
+                                cost_bps=20, spread_bps=5)
+        returns = result.returns[config].dropna()
+        pd.testing.assert_series_equal(returns, backtest.returns, check_names=False, check_freq=False)
+        assert row["sharpe"] == pytest.approx(metrics.sharpe_ratio(returns.to_numpy()), rel=1e-10)
+        assert row["max_drawdown"] == pytest.approx(metrics.max_drawdown(returns.to_numpy()), rel=1e-10)
+        assert row["n_obs"] == len(backtest.returns)
+        assert row["annual_cost"] == pytest.approx(backtest.costs.sum() / (len(returns) / 252))
+    assert result.returns[0].first_valid_index() < result.returns[2].first_valid_index(), \
+        "a longer lookback starts later: NaN before its first trade"
+
+
+def test_grid_sweep_takes_a_list_of_configurations_and_names_the_one_that_fails(bundled_small):
+    result = sweep.sweep([{"lookback_days": 126, "top_n": 2}], momentum_weights, bundled_small)
+    assert result.table[["lookback_days", "top_n"]].values.tolist() == [[126, 2]]
+    with pytest.raises(ValueError, match=r"(?s)configuration 1 \{'lookback_days': 21, 'top_n': 2\}: .*skip_days \(21\) "
+                                         r"must be smaller than lookback_days \(21\)"):
+        sweep.sweep({"lookback_days": [126, 21], "top_n": [2]}, momentum_weights, bundled_small)
+    with pytest.raises(ValueError, match=r"grid\['top_n'\] must be a list of values \(got 2\); e.g. \[2\]"):
+        sweep.sweep({"lookback_days": [126], "top_n": 2}, momentum_weights, bundled_small)
+    with pytest.raises(ValueError, match="has no configuration"):
+        sweep.sweep({"lookback_days": [], "top_n": [2]}, momentum_weights, bundled_small)
