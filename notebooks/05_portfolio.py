@@ -30,7 +30,7 @@ import pandas as pd
 
 from research_lib.plots import plot_exposures, plot_frontier, plot_risk_contributions, plot_weights
 from research_lib.portfolio import book_exposures
-from research_lib.run import build_weights, open_run, portfolio_snapshot, progress_printer
+from research_lib.run import build_weights, open_run, portfolio_snapshot, progress_printer, risk_layer_summary
 
 config, run_dir = open_run(config_path, run_dir)
 {"strategy": config.strategy.name, **config.portfolio.model_dump()}
@@ -77,7 +77,7 @@ plot_risk_contributions(snapshot["contributions"]);
 
 # %%
 events = built["construction"].risk_events if built["construction"] else pd.DataFrame()
-print(f"{len(events)} orders clamped or rejected" + ("" if len(events) else ": every order fit the limits"))
+print(risk_layer_summary(built))
 events.groupby(events["reason"].str.split(":").str[0]).size() if len(events) else events
 
 # %%

@@ -244,8 +244,24 @@ DEFAULT_RISK_LIMITS = RiskLimits(
 
 
 class BacktestConfig(_Strict):
-    cost_bps: float = Field(10.0, ge=0, description="cost per unit of turnover, in basis points")
+    """The cost model of research_lib.backtest.run_backtest (see its docstring)."""
+
+    cost_bps: float = Field(10.0, ge=0, description="commissions per unit of turnover, in basis points")
     execution_lag_sessions: int = Field(1, ge=1, description="sessions between decision and trade (>= 1: no same-close fills)")
+    spread_bps: float = Field(0.0, ge=0, description="half-spread and slippage per unit of turnover, in basis points")
+    impact_coefficient: float = Field(0.0, ge=0, description="square-root market impact; needs volume in the data")
+    capital: float | None = Field(None, gt=0, description="account value for market impact; null: portfolio.capital")
+    borrow_bps_per_year: float = Field(0.0, ge=0, description="fee on the short exposure, basis points a year")
+    cash_rate_per_year: float = Field(0.0, description="rate cash earns (and a negative balance pays), a year")
+
+    def model(self, cost_multiple: float = 1.0, capital: float | None = None) -> dict:
+        """Keyword arguments for run_backtest; ``cost_multiple`` scales the trading costs
+        (commissions, spread, impact) for stress tests."""
+        return {"cost_bps": self.cost_bps * cost_multiple, "execution_lag_sessions": self.execution_lag_sessions,
+                "spread_bps": self.spread_bps * cost_multiple,
+                "impact_coefficient": self.impact_coefficient * cost_multiple,
+                "capital": (self.capital or capital) if self.impact_coefficient else None,
+                "borrow_bps_per_year": self.borrow_bps_per_year, "cash_rate_per_year": self.cash_rate_per_year}
 
 
 class ReportConfig(_Strict):

@@ -282,8 +282,7 @@ def _construct(config: RunConfig, prices: pd.DataFrame, run_dir: Path, progress)
     if p.circuit_breaker is not None and weights.to_numpy().any():
         from research_lib.risk import drawdown_circuit_breaker, follow_multiplier
 
-        unmanaged = run_backtest(weights, prices, cost_bps=config.backtest.cost_bps,
-                                 execution_lag_sessions=config.backtest.execution_lag_sessions)
+        unmanaged = run_backtest(weights, prices, **backtest_model(config))
         multiplier = drawdown_circuit_breaker(unmanaged.returns, p.circuit_breaker.max_drawdown,
                                               p.circuit_breaker.cooldown_days)
         trips = int(((multiplier == 0) & (multiplier.shift(1, fill_value=1.0) == 1)).sum())
@@ -359,6 +358,17 @@ def progress_printer(label: str, every: float = 0.1) -> Callable[[int, int], Non
     return progress
 
 
+def risk_layer_summary(built: dict) -> str:
+    """One line on what the pre-trade checks did to the rebalances of `build_weights`."""
+    if built["construction"] is None:
+        return f"strategy {built['report']['strategy']!r} is a baseline rule: its weights do not go through the risk layer"
+    events = built["construction"].risk_events
+    counts = events["action"].value_counts()
+    if events.empty:
+        return "every order fit the limits: nothing clamped or rejected"
+    return f"{counts.get('clamped', 0)} trades clamped, {counts.get('rejected', 0)} rejected"
+
+
 def read_portfolio_report(run_dir: str | Path) -> dict | None:
     return read_json(Path(run_dir) / PORTFOLIO_REPORT_FILE)
 
@@ -371,8 +381,12 @@ def backtest_strategies(config: RunConfig, prices: pd.DataFrame, run_dir: str | 
     for name, artifact in (("momentum_12_1", None), ("ml_signal", SIGNALS_FILE), ("llm_signal", LLM_VIEWS_FILE)):
         if name not in weights and (artifact is None or _is_fresh(Path(run_dir) / artifact, config)):
             weights[name] = strategy_weights(config, prices, run_dir, name)
-    return {name: run_backtest(w, prices, cost_bps=config.backtest.cost_bps,
-                               execution_lag_sessions=config.backtest.execution_lag_sessions) for name, w in weights.items()}
+    return {name: run_backtest(w, prices, **backtest_model(config)) for name, w in weights.items()}
+
+
+def backtest_model(config: RunConfig, cost_multiple: float = 1.0) -> dict:
+    """The run's cost model as run_backtest's keyword arguments (trading costs x ``cost_multiple``)."""
+    return config.backtest.model(cost_multiple, capital=config.portfolio.capital)
 
 
 def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[str, BacktestResult]) -> dict:
@@ -565,8 +579,7 @@ def run_trials(config: RunConfig, prices: pd.DataFrame, results: dict[str, Backt
             if name in trials or (lookback == config.strategy.lookback_days and top_n == config.strategy.top_n
                                   and "momentum_12_1" in trials):
                 continue
-            result = run_backtest(baseline_weights(close, strategy), prices, cost_bps=config.backtest.cost_bps,
-                                  execution_lag_sessions=config.backtest.execution_lag_sessions)
+            result = run_backtest(baseline_weights(close, strategy), prices, **backtest_model(config))
             trials[name] = ({**common, "strategy": strategy.model_dump(mode="json")}, result.returns)
     return trials
 
@@ -600,8 +613,7 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
     for multiple in (1.0, 2.0, 3.0, thresholds.cost_stress_multiple):
         stressed = results[main] if multiple == 1.0 else run_backtest(
             run_weights(config, run_dir) if main == "portfolio" else strategy_weights(config, prices, run_dir, main),
-            prices, cost_bps=config.backtest.cost_bps * multiple,
-            execution_lag_sessions=config.backtest.execution_lag_sessions)
+            prices, **backtest_model(config, multiple))
         stress[f"{multiple:g}x"] = headline_metrics(stressed.returns)
     min_trl = validation.minimum_track_record_length(moments["sharpe"], moments["skew"], moments["kurtosis"],
                                                      confidence=thresholds.track_record_confidence)

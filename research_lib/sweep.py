@@ -84,8 +84,12 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
 
 
 def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], weights_fn: Callable[..., pd.DataFrame],
-          prices: pd.DataFrame, **backtest_model) -> SweepResult:
+          prices: pd.DataFrame, *, record: bool = True, **backtest_model) -> SweepResult:
     """Backtest ``weights_fn(prices, **params)`` for every configuration of ``grid``.
+
+    Every configuration is recorded in the workspace's sweep registry (``record=False``
+    opts out, e.g. for a throwaway test), so the deflated Sharpe of whatever is validated
+    later counts it: a sweep cannot be forgotten.
 
     Parameters
     ----------
@@ -121,7 +125,19 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], weights_fn: Callable
         returns[number] = result.returns
     table = pd.DataFrame(rows)
     table.index.name = "config"
+    if record:
+        _record(weights_fn, configurations, returns, backtest_model)
     return SweepResult(table, pd.DataFrame(returns).rename_axis(columns="config"))
+
+
+def _record(weights_fn: Callable, configurations: list[dict], returns: dict, backtest_model: dict) -> None:
+    from research_lib import paths, registry
+    from research_lib.run import STATE_DB
+
+    family = f"sweep:{getattr(weights_fn, '__module__', '')}.{getattr(weights_fn, '__qualname__', weights_fn)}"
+    trials = {f"config {n}": ({"params": params, "backtest": backtest_model}, returns[n])
+              for n, params in enumerate(configurations)}
+    registry.record_trials(paths.data_dir() / STATE_DB, "sweep", family, trials)
 
 
 def _check_pairs(pairs, n_sessions: int) -> tuple[np.ndarray, np.ndarray]:

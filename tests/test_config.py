@@ -44,7 +44,8 @@ def test_set_overrides_parse_yaml_values():
 
 def test_unknown_key_in_file_is_refused_with_a_hint(tmp_path):
     path = write(tmp_path / "p.yaml", "scenario: x\nbacktest:\n  cost_bp: 5\n")
-    with pytest.raises(ConfigError, match=r"backtest.cost_bp: unknown key; valid keys here: \['cost_bps', 'execution_lag_sessions'\]. Did you mean 'cost_bps'\?"):
+    with pytest.raises(ConfigError, match=r"backtest.cost_bp: unknown key; valid keys here: \['borrow_bps_per_year', 'capital', "
+                                           r"'cash_rate_per_year', 'cost_bps', .*\]. Did you mean 'cost_bps'\?"):
         load_config(path)
 
 
@@ -134,3 +135,15 @@ def test_a_long_short_portfolio_needs_the_risk_layer_to_allow_shorts():
 def test_vol_target_cannot_look_further_back_than_the_portfolio():
     with pytest.raises(ConfigError, match=r"vol_target.lookback_days \(300\) exceeds lookback_days \(252\)"):
         load_config(REPO / "params" / "smoke.yaml", ["portfolio.vol_target={target_vol: 0.1, lookback_days: 300}"])
+
+
+def test_the_backtest_model_scales_trading_costs_for_stress_but_not_financing():
+    from research_lib.config import BacktestConfig
+
+    costs = BacktestConfig(cost_bps=10, spread_bps=2, impact_coefficient=0.1, borrow_bps_per_year=50,
+                           cash_rate_per_year=0.02)
+    assert costs.model(2.0, capital=1e6) == {
+        "cost_bps": 20.0, "execution_lag_sessions": 1, "spread_bps": 4.0, "impact_coefficient": 0.2,
+        "capital": 1e6, "borrow_bps_per_year": 50, "cash_rate_per_year": 0.02}
+    assert costs.model_copy(update={"capital": 5e5}).model(capital=1e6)["capital"] == 5e5, "its own capital first"
+    assert BacktestConfig().model(capital=1e6)["capital"] is None, "no impact: no capital needed"

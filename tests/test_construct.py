@@ -580,3 +580,14 @@ def test_a_bad_portfolio_override_names_the_key():
     with pytest.raises(ConfigError, match="portfolio.target_return"):
         load_config(REPO / "params" / "smoke.yaml", overrides=["portfolio.method=efficient_return"])
     assert PortfolioConfig(method="hrp", constraints=PortfolioConstraints(net_exposure=0.5)).method == "hrp"
+
+
+def test_the_risk_layer_summary_says_what_happened(smoke_run):
+    from research_lib.run import risk_layer_summary
+
+    clamped = (smoke_run.built["construction"].risk_events["action"] == "clamped").sum()
+    assert risk_layer_summary(smoke_run.built).startswith(f"{clamped} trades clamped, ")
+    baseline = {"construction": None, "report": {"strategy": "momentum_12_1"}}
+    assert "baseline rule: its weights do not go through the risk layer" in risk_layer_summary(baseline)
+    quiet = {"construction": SimpleNamespace(risk_events=pd.DataFrame(columns=["action"])), "report": {}}
+    assert risk_layer_summary(quiet).startswith("every order fit the limits")

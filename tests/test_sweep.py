@@ -121,3 +121,22 @@ def test_grid_sweep_takes_a_list_of_configurations_and_names_the_one_that_fails(
         sweep.sweep({"lookback_days": [126], "top_n": 2}, momentum_weights, bundled_small)
     with pytest.raises(ValueError, match="has no configuration"):
         sweep.sweep({"lookback_days": [], "top_n": [2]}, momentum_weights, bundled_small)
+
+
+def test_a_grid_sweep_is_recorded_in_the_workspace_registry_once(bundled_small, tmp_path, monkeypatch):
+    from research_lib.registry import list_trials, trial_statistics
+
+    monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "base.yaml").write_text("scenario: base\n")
+    db = tmp_path / "data" / "spartan.sqlite"
+    grid = {"lookback_days": [126, 252], "top_n": [2, 3]}
+    sweep.sweep(grid, momentum_weights, bundled_small, cost_bps=20)
+    assert trial_statistics(db)["n_trials"] == 4, "every configuration tried counts for the deflated Sharpe"
+    assert list_trials(db)["family"].str.endswith("momentum_weights").all()
+    sweep.sweep(grid, momentum_weights, bundled_small, cost_bps=20)
+    assert trial_statistics(db)["n_trials"] == 4, "the same configurations again are not new trials"
+    sweep.sweep(grid, momentum_weights, bundled_small, cost_bps=30)
+    assert trial_statistics(db)["n_trials"] == 8, "other costs: other configurations"
+    sweep.sweep({"lookback_days": [63], "top_n": [2]}, momentum_weights, bundled_small, record=False)
+    assert trial_statistics(db)["n_trials"] == 8
