@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
+    import yaml
+
     from research_lib.promotion import PromotionRefused, promote
     from research_lib.reports import build_index
 
@@ -61,7 +63,8 @@ def _promote(args: argparse.Namespace) -> int:
     except PromotionRefused as err:
         print(f"spartan: {err}", file=sys.stderr)
         return EXIT_FAILED
-    print(f"Promoted{' (gate overridden)' if args.override_reason else ''}: {path}")
+    overridden = bool(yaml.safe_load(path.read_text()).get("override_reason"))
+    print(f"Promoted{' (gate overridden, reason recorded)' if overridden else ''}: {path}")
     build_index(paths.reports_dir())
     return EXIT_OK
 

@@ -579,7 +579,10 @@ def run_trials(config: RunConfig, prices: pd.DataFrame, results: dict[str, Backt
             if name in trials or (lookback == config.strategy.lookback_days and top_n == config.strategy.top_n
                                   and "momentum_12_1" in trials):
                 continue
-            result = run_backtest(baseline_weights(close, strategy), prices, **backtest_model(config))
+            try:
+                result = run_backtest(baseline_weights(close, strategy), prices, **backtest_model(config))
+            except ValueError:  # e.g. a lookback longer than the history: never trades, not a trial
+                continue
             trials[name] = ({**common, "strategy": strategy.model_dump(mode="json")}, result.returns)
     return trials
 
@@ -598,51 +601,43 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
 
     run_dir = Path(run_dir)
     main = metrics["strategy_name"]
-    returns = results[main].returns
+    llm_report = read_llm_report(run_dir)
     trials = run_trials(config, prices, results)
     db = paths.data_dir() / STATE_DB
     registry.record_trials(db, run_dir.name, "research", trials)
     trial_stats = registry.trial_statistics(db)
-    moments = validation.sharpe_moments(returns)
     thresholds = load_thresholds()
-    dsr = validation.deflated_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"], moments["kurtosis"],
-                                           max(trial_stats["n_trials"], 1), trial_stats["sharpe_variance"])
-    trial_returns = pd.DataFrame({name: r for name, (_, r) in trials.items()}).dropna()
-    pbo = validation.probability_of_backtest_overfitting(trial_returns)
+    returns, judged_on = _judged_returns(config, results[main].returns, main, llm_report)
+    # The trials over the headline's sessions; a trial not yet trading (warm-up) is in cash.
+    trial_returns = pd.DataFrame({name: r for name, (_, r) in trials.items()}).reindex(returns.index).fillna(0.0)
     stress = {}
     for multiple in (1.0, 2.0, 3.0, thresholds.cost_stress_multiple):
         stressed = results[main] if multiple == 1.0 else run_backtest(
             run_weights(config, run_dir) if main == "portfolio" else strategy_weights(config, prices, run_dir, main),
             prices, **backtest_model(config, multiple))
-        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns)
-    min_trl = validation.minimum_track_record_length(moments["sharpe"], moments["skew"], moments["kurtosis"],
-                                                     confidence=thresholds.track_record_confidence)
-    headline = metrics["strategy"]
+        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns.reindex(returns.index).dropna())
+    benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
+    stats = _statistics(returns, trial_returns, trial_stats, thresholds, benchmark)
+    headline = headline_metrics(returns)
     gate_stats = {"sharpe": headline["sharpe"], "win_rate": headline["win_rate"], "max_drawdown": headline["max_drawdown"],
-                  "deflated_sharpe": dsr, "pbo": pbo["pbo"], "n_obs": moments["n_obs"],
-                  "min_track_record": None if min_trl == float("inf") else min_trl, "n_trials": trial_stats["n_trials"],
+                  "deflated_sharpe": stats["dsr"], "pbo": (stats["pbo"] or {}).get("pbo"), "n_obs": len(returns),
+                  "min_track_record": stats["min_track_record"], "n_trials": trial_stats["n_trials"],
                   "stress_cagr": stress[f"{thresholds.cost_stress_multiple:g}x"]["cagr"]}
     criteria = evaluate_gate(gate_stats, thresholds)
-    benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
-    # Three years to choose on, one to hold; halved for short histories (e.g. the smoke scenario).
-    train, test = (756, 252) if len(trial_returns) >= 1008 else (len(trial_returns) // 2, len(trial_returns) // 6)
-    walk = validation.walk_forward_selection(trial_returns, train, max(test, 1))
+    moments, pbo, walk = stats["moments"], stats["pbo"] or {}, stats["walk"]
     llm_report = read_llm_report(run_dir)
     report = {
-        "strategy": main, "run_id": run_dir.name, "gate_stats": gate_stats, "verdict": verdict(criteria),
-        "thresholds": thresholds.model_dump(), "moments": moments,
-        "psr": validation.probabilistic_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"],
-                                                     moments["kurtosis"]),
+        "strategy": main, "run_id": run_dir.name, "judged_on": judged_on, "gate_stats": gate_stats,
+        "verdict": verdict(criteria), "thresholds": thresholds.model_dump(), "moments": moments, "psr": stats["psr"],
         "trials": {**trial_stats, "this_run": sorted(trials), "expected_max_sharpe_annual":
-                   validation.expected_max_sharpe(max(trial_stats["n_trials"], 1), trial_stats["sharpe_variance"])
-                   * validation.PERIODS_PER_YEAR ** 0.5},
+                   stats["expected_max_sharpe"] * validation.PERIODS_PER_YEAR ** 0.5},
         "pbo": {k: v for k, v in pbo.items() if k != "logits"},
-        "bootstrap": validation.bootstrap_sharpe_interval(returns),
+        "bootstrap": stats["bootstrap"],
         "cost_stress": stress,
         "by_year": validation.breakdown_by_year(returns).reset_index().to_dict("records"),
         "by_regime": validation.breakdown_by_regime(returns, benchmark).reset_index().to_dict("records"),
-        "walk_forward": {"sharpe_annual": walk["sharpe"] * validation.PERIODS_PER_YEAR ** 0.5,
-                         "sessions": len(walk["returns"]), "choices": walk["choices"]},
+        "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * validation.PERIODS_PER_YEAR ** 0.5,
+                                  "sessions": len(walk["returns"]), "choices": walk["choices"]},
         "llm": _llm_validation(llm_report, metrics),
         "provenance": {"code": git_commit(paths.workspace_root()),
                        "data_sha256": (prices.attrs.get("provenance") or {}).get("sha256"),
@@ -651,6 +646,51 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
     write_json(run_dir / VALIDATION_JSON, report)
     write_validation_page(report, run_dir / VALIDATION_HTML)
     return report
+
+
+def _judged_returns(config: RunConfig, returns: pd.Series, main: str, llm_report: dict | None) -> tuple[pd.Series, str]:
+    """The returns the gate judges: all of them, or only those after the model's knowledge
+    cutoff when the strategy trades on Claude's views (before it, Claude may remember)."""
+    claude = bool(llm_report) and "not Claude" not in llm_report.get("analyst", "not Claude")
+    on_views = main == "llm_signal" or (main == "portfolio" and config.portfolio.uses_signals
+                                        and config.portfolio.signal in ("llm", "blend"))
+    if not (claude and on_views):
+        return returns, "every session of the backtest"
+    cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+    return returns[returns.index > cutoff], f"sessions after {config.llm.model}'s knowledge cutoff {cutoff.date()}"
+
+
+def _statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats: dict, thresholds, benchmark) -> dict:
+    """Moments, PSR, DSR, MinTRL against the best unskilled trial, PBO, bootstrap and walk-forward
+    selection; each is None when the history is too short for it (and its criterion then fails)."""
+    from research_lib import validation
+
+    def attempt(compute):
+        try:
+            return compute()
+        except ValueError:
+            return None
+
+    n_trials = max(trial_stats["n_trials"], 1)
+    best_unskilled = validation.expected_max_sharpe(n_trials, trial_stats["sharpe_variance"])
+    moments = attempt(lambda: validation.sharpe_moments(returns))
+    out = {"moments": moments, "expected_max_sharpe": best_unskilled, "psr": None, "dsr": None,
+           "min_track_record": None}
+    if moments:
+        args = (moments["sharpe"], moments["n_obs"], moments["skew"], moments["kurtosis"])
+        out["psr"] = attempt(lambda: validation.probabilistic_sharpe_ratio(*args))
+        out["dsr"] = attempt(lambda: validation.deflated_sharpe_ratio(*args, n_trials, trial_stats["sharpe_variance"]))
+        trl = attempt(lambda: validation.minimum_track_record_length(
+            moments["sharpe"], moments["skew"], moments["kurtosis"], benchmark_sharpe=best_unskilled,
+            confidence=thresholds.track_record_confidence))
+        out["min_track_record"] = None if trl is None or trl == float("inf") else trl
+    out["pbo"] = attempt(lambda: validation.probability_of_backtest_overfitting(trial_returns))
+    out["bootstrap"] = attempt(lambda: validation.bootstrap_sharpe_interval(returns))
+    # Three years to choose on, one to hold; halved for short histories (e.g. the smoke scenario).
+    n = len(trial_returns)
+    train, test = (756, 252) if n >= 1008 else (n // 2, max(n // 6, 1))
+    out["walk"] = attempt(lambda: validation.walk_forward_selection(trial_returns, max(train, 2), test))
+    return out
 
 
 def _llm_validation(llm_report: dict | None, metrics: dict) -> dict | None:

@@ -63,7 +63,9 @@ def fake_run(folder, stats: dict, status: str = "succeeded", scenario: str = "tr
                 "code": {"commit": "abc123", "dirty": False}, "data": {"sha256": "d" * 64},
                 "config": {"scenario": scenario, "strategy": {"name": "momentum_12_1"}}, "stages": []}
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    (folder / "validation.json").write_text(json.dumps({"gate_stats": stats}))
+    judged = verdict(evaluate_gate(stats, GateThresholds()))
+    (folder / "validation.json").write_text(json.dumps({"run_id": folder.name, "gate_stats": stats, "verdict": judged,
+                                                        "provenance": {"params": manifest["config"]}}))
     return folder
 
 
@@ -124,7 +126,7 @@ def test_the_promote_command_exit_codes(tmp_path, monkeypatch, capsys):
     assert "fails the promotion gate" in err and "- win_rate: 0.5 (needs >= 0.55" in err
     assert not (tmp_path / "params" / "promoted").exists()
     assert main(["promote", str(failing), "--override-reason", "demo"]) == 0
-    assert "Promoted (gate overridden)" in capsys.readouterr().out
+    assert "Promoted (gate overridden, reason recorded)" in capsys.readouterr().out
     assert main(["promote", str(tmp_path / "nowhere")]) == 2
     passing = fake_run(tmp_path / "reports" / "runs" / "good", PASSING, scenario="good")
     assert main(["promote", str(passing)]) == 0
@@ -179,3 +181,18 @@ def test_a_strategy_with_a_real_edge_among_few_trials_passes(tmp_path):
     assert all(c.passed for c in criteria), [c for c in criteria if not c.passed]
     path = promote(fake_run(tmp_path / "runs" / "edge", stats), promoted_dir=tmp_path / "promoted")
     assert yaml.safe_load(path.read_text())["gate"]["passed"] is True
+
+
+def test_loosening_the_thresholds_after_the_run_does_not_promote_it(tmp_path):
+    run = fake_run(tmp_path / "runs" / "strict", {**PASSING, "sharpe": 1.2})
+    with pytest.raises(PromotionRefused, match="verdict_at_validation.*loosened since"):
+        promote(run, thresholds=GateThresholds(min_sharpe=1.0), promoted_dir=tmp_path / "promoted")
+
+
+def test_a_validation_from_another_run_or_other_parameters_is_refused(tmp_path):
+    run = fake_run(tmp_path / "runs" / "r4", PASSING)
+    record = json.loads((run / "validation.json").read_text())
+    record["provenance"]["params"] = {"scenario": "trend", "strategy": {"name": "equal_weight"}}
+    (run / "validation.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="was not written by run r4 with its parameters"):
+        promote(run, promoted_dir=tmp_path / "promoted")
