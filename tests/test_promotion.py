@@ -196,3 +196,29 @@ def test_a_validation_from_another_run_or_other_parameters_is_refused(tmp_path):
     (run / "validation.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="was not written by run r4 with its parameters"):
         promote(run, promoted_dir=tmp_path / "promoted")
+
+
+def test_strategies_on_claudes_views_are_judged_after_its_knowledge_cutoff():
+    from research_lib.config import load_config
+    from research_lib.run import _judged_returns
+
+    config = load_config(REPO / "params" / "smoke.yaml")  # portfolio on the blend of ML and analyst views
+    returns = pd.Series(0.001, index=pd.bdate_range("2026-01-01", periods=200))
+    judged, label = _judged_returns(config, returns, "portfolio", {"analyst": "Claude (claude-sonnet-5-5)"})
+    assert judged.index[0] > pd.Timestamp("2026-06-30") and len(judged) < len(returns)
+    assert label == "sessions after claude-sonnet-5-5's knowledge cutoff 2026-06-30"
+    for main, report in (("portfolio", {"analyst": "offline analyst, not Claude"}), ("momentum_12_1", None)):
+        judged, label = _judged_returns(config, returns, main, report)
+        assert judged.equals(returns) and label == "every session of the backtest"
+
+
+def test_too_short_a_history_leaves_statistics_missing_so_their_criteria_fail():
+    from research_lib.run import _statistics
+
+    returns = pd.Series(np.random.default_rng(1).normal(0.001, 0.01, 20), index=pd.bdate_range("2020-01-01", periods=20))
+    stats = _statistics(returns, pd.DataFrame({"a": returns, "b": returns * 0.5}), {"n_trials": 2, "sharpe_variance": 1e-4},
+                        GateThresholds(), returns)
+    assert stats["moments"] is not None and stats["dsr"] is not None
+    assert stats["pbo"] is None and stats["bootstrap"] is None, "16 blocks of 1 and 21-session blocks do not fit"
+    failed = verdict(evaluate_gate({**PASSING, "pbo": stats["pbo"]}, GateThresholds()))["failed"]
+    assert failed == ["pbo"]
