@@ -1,0 +1,10 @@
+"""Brokers: one interface (`Broker`), the offline simulated broker and Alpaca (issue 7, in progress)."""
+
+from research_lib.broker._base import (MAX_CLIENT_ORDER_ID, OPEN_STATUSES, Account, Broker, BrokerError, BrokerOrder,
+                                       BrokerUnavailable, Clock, DuplicateClientOrderId, InsufficientBuyingPower,
+                                       OrderRejected, Position, RateLimited, UnknownOutcome, check_client_order_id)
+from research_lib.broker._sim import SimBroker
+
+__all__ = ["MAX_CLIENT_ORDER_ID", "OPEN_STATUSES", "Account", "Broker", "BrokerError", "BrokerOrder",
+           "BrokerUnavailable", "Clock", "DuplicateClientOrderId", "InsufficientBuyingPower", "OrderRejected",
+           "Position", "RateLimited", "SimBroker", "UnknownOutcome", "check_client_order_id"]
