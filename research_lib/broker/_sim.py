@@ -1,0 +1,590 @@
+"""The simulated broker: replays a price history one session at a time, offline.
+
+Conventions
+-----------
+- **Time.** The sim stands at the close (16:00 America/New_York) of one session of the
+  price index, its *sim date* (the first session on or after ``start`` when the account is
+  created). `SimBroker.advance_to` and `SimBroker.step` move it forward, never back.
+- **Execution.** Orders are market-on-next-close: an order submitted while the sim date is
+  ``d`` fills at the close of the session after ``d``, when the sim advances past ``d``
+  (however far it advances), in submission order. This is the backtester's
+  ``execution_lag_sessions=1``, so paper and backtest compare session by session.
+  `clock` reports ``is_open`` True while such a session exists: a cycle run at the close of
+  ``d`` may submit. At the last session of the history the market is closed for good.
+- **Fill price and costs** follow `research_lib.backtest` per unit traded: a buy fills at
+  ``close * (1 + spread_bps / 1e4)``, a sell at ``close * (1 - spread_bps / 1e4)`` (the
+  half-spread is in the reported price); commissions ``cost_bps / 1e4 * quantity * close``
+  are charged to cash separately. Cash changes only by fills: ``-quantity * price -
+  commission`` for a buy, ``quantity * price - commission`` for a sell.
+- **Buying power** (no margin) is cash, plus the proceeds of open sells of shares held, less
+  the cost of open buys, all valued at the sim date's close with costs; a buy that would
+  exceed it is refused at submission. A sell beyond the shares held (less open sells) is
+  refused unless ``allow_short``. As at a real broker, nothing is re-checked at the fill
+  but the price: a price move can leave cash slightly negative. An order whose symbol has no
+  close at its fill session expires, with a reason (`SimBroker.order_reason`).
+- **Refusals send nothing.** An order refused at submission is not stored: its
+  client_order_id stays free. Every stored order keeps its client_order_id for the account's
+  whole history (UNIQUE in the database), whatever its status.
+- **State** lives in SQLite (WAL) at ``db_path`` (the workspace's is
+  ``research_lib.paths.data_dir() / research_lib.run.STATE_DB``), in tables prefixed
+  ``sim_`` and keyed by ``account_id``, beside other accounts and the ledger's tables. Each
+  state change (a submission, a cancel, an advance with its fills) is one transaction, so a
+  process killed at any point leaves the state before or after it. An account's settings
+  (starting cash, costs, ``allow_short``, start) are fixed when it is created; reopening it
+  with other values is refused.
+- **Fault injection** for tests of the trading cycle: `SimBroker.fail_next`.
+
+Quantities are shares (fractional allowed); a position within ``QUANTITY_TOLERANCE`` of zero
+is closed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import numbers
+import sqlite3
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal, TypeVar, get_args
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from research_lib.broker._base import (OPEN_STATUSES, Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
+                                       DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, Position,
+                                       RateLimited, UnknownOutcome, check_client_order_id)
+
+QUANTITY_TOLERANCE = 1e-9  # shares: a position this close to zero is flat, a sell this much over the position is not short
+LOCK_TIMEOUT_SECONDS = 30.0  # the longest a call waits for another process's write to the same file
+EXCHANGE_TZ = ZoneInfo("America/New_York")
+SESSION_OPEN, SESSION_CLOSE = dt.time(9, 30), dt.time(16, 0)
+BrokerCall = Literal["clock", "account", "positions", "open_orders", "submit_order", "order_by_client_id",
+                     "cancel_order"]
+FAULTS = (RateLimited, BrokerUnavailable, UnknownOutcome)
+_T = TypeVar("_T")
+_OPEN = "('" + "','".join(OPEN_STATUSES) + "')"
+_ORDER_COLUMNS = "broker_id, client_order_id, symbol, side, quantity, status, filled_quantity, filled_avg_price, submitted_session"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sim_accounts (
+    account_id TEXT PRIMARY KEY,
+    starting_cash REAL NOT NULL,
+    cost_bps REAL NOT NULL,
+    spread_bps REAL NOT NULL,
+    allow_short INTEGER NOT NULL,
+    start_session TEXT NOT NULL,
+    sim_date TEXT NOT NULL,
+    cash REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sim_orders (
+    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
+    seq INTEGER NOT NULL,
+    broker_id TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
+    quantity REAL NOT NULL CHECK (quantity > 0),
+    status TEXT NOT NULL,
+    submitted_session TEXT NOT NULL,
+    filled_quantity REAL NOT NULL DEFAULT 0,
+    filled_avg_price REAL,
+    reason TEXT,
+    PRIMARY KEY (account_id, seq),
+    UNIQUE (account_id, broker_id),
+    UNIQUE (account_id, client_order_id)
+);
+CREATE TABLE IF NOT EXISTS sim_fills (
+    fill_id INTEGER PRIMARY KEY,
+    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
+    broker_id TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    session TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity REAL NOT NULL,
+    price REAL NOT NULL,
+    commission REAL NOT NULL,
+    UNIQUE (account_id, broker_id)
+);
+CREATE TABLE IF NOT EXISTS sim_positions (
+    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
+    symbol TEXT NOT NULL,
+    quantity REAL NOT NULL,
+    avg_entry_price REAL NOT NULL,
+    PRIMARY KEY (account_id, symbol)
+);
+"""
+
+
+@dataclass(frozen=True)
+class SimFill:
+    """One fill: ``price`` includes the half-spread; ``commission`` is charged to cash on top."""
+
+    broker_id: str
+    client_order_id: str
+    session: dt.date
+    symbol: str
+    side: Literal["buy", "sell"]
+    quantity: float
+    price: float
+    commission: float
+
+    @property
+    def cash_flow(self) -> float:
+        """The change in cash, in account currency."""
+        traded = self.quantity * self.price
+        return (-traded if self.side == "buy" else traded) - self.commission
+
+
+@dataclass
+class _Fault:
+    error: type[BrokerError]
+    remaining: int
+    call: str | None
+
+
+class SimBroker:
+    """The offline broker of paper trading, implementing `research_lib.broker.Broker`.
+
+    Parameters
+    ----------
+    db_path : the SQLite file holding the state (created if missing).
+    prices : the canonical price frame; fills use its ``close`` field (adjusted closes) and its
+        sessions are the sim's calendar.
+    account_id : the account's key in the file; several accounts can share one file.
+    starting_cash : cash of a new account, in account currency.
+    cost_bps : commissions per unit traded, as ``BacktestConfig.cost_bps``.
+    spread_bps : half-spread and slippage per unit traded, as ``BacktestConfig.spread_bps``.
+    allow_short : let a sell exceed the shares held.
+    start : the new account's first sim date: the first session on or after it (default: the
+        first session of ``prices``). Ignored when reopening an account unless given.
+    name : the broker's name in reports.
+
+    Raises
+    ------
+    ValueError
+        if a parameter is out of range, ``prices`` has no usable close, ``start`` is after the
+        history, or the stored account was created with other settings.
+    """
+
+    def __init__(self, db_path: str | Path, prices: pd.DataFrame, account_id: str = "sim",
+                 starting_cash: float = 1_000_000.0, cost_bps: float = 10.0, spread_bps: float = 0.0, *,
+                 allow_short: bool = False, start: str | dt.date | None = None, name: str = "sim"):
+        if not (math.isfinite(starting_cash) and starting_cash > 0):
+            raise ValueError(f"starting_cash must be finite and > 0 (got {starting_cash}).")
+        for label, value in (("cost_bps", cost_bps), ("spread_bps", spread_bps)):
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{label} must be finite and >= 0 (got {value}).")
+        if not account_id:
+            raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
+        self.db_path, self.account_id, self.name = Path(db_path), account_id, name
+        self.starting_cash, self.cost_bps, self.spread_bps = float(starting_cash), float(cost_bps), float(spread_bps)
+        self.allow_short = bool(allow_short)
+        close = _close_frame(prices)
+        self._sessions = close.index
+        self._symbols = list(close.columns)
+        self._column = {symbol: i for i, symbol in enumerate(self._symbols)}
+        self._close = close.to_numpy(dtype=float)
+        self._mark = close.ffill().to_numpy(dtype=float)  # a holding whose prices ended keeps its last close
+        self._faults: list[_Fault] = []
+        self._open_account(start)
+
+    # -- the Broker interface ------------------------------------------------------------
+
+    def clock(self) -> Clock:
+        """Now is the sim date's close; open while a later session exists to fill at (after the
+        last session, the next open and close are those of the next weekday, an estimate)."""
+        return self._guarded("clock", self._clock)
+
+    def account(self) -> Account:
+        """Cash, buying power (see the module docstring) and equity at the sim date's close."""
+        return self._guarded("account", self._account)
+
+    def positions(self) -> dict[str, Position]:
+        """Holdings by symbol, marked at the sim date's close (or the symbol's last close)."""
+        return self._guarded("positions", self._positions)
+
+    def open_orders(self) -> list[BrokerOrder]:
+        """Orders not yet filled, canceled or expired, in submission order."""
+        return self._guarded("open_orders", lambda: self._orders(f"AND status IN {_OPEN}"))
+
+    def submit_order(self, symbol: str, side: Literal["buy", "sell"], quantity: float,
+                     client_order_id: str) -> BrokerOrder:
+        """Accept a market order to fill at the next session's close.
+
+        Raises
+        ------
+        ValueError
+            if ``client_order_id`` is empty or longer than 48 characters (checked before sending).
+        DuplicateClientOrderId
+            if the account ever had an order with this ``client_order_id``.
+        InsufficientBuyingPower
+            if a buy's cost at the sim date's close, with costs, exceeds the buying power.
+        OrderRejected
+            for an unknown side, symbol or quantity, a symbol without a close at the sim date, a
+            sell beyond the position without ``allow_short``, or no session left to fill at.
+        """
+        check_client_order_id(client_order_id)
+        return self._guarded("submit_order", lambda: self._submit(symbol, side, quantity, client_order_id))
+
+    def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
+        """The account's order with this client_order_id, whatever its status, or None."""
+        return self._guarded("order_by_client_id", lambda: self._order_by_client_id(client_order_id))
+
+    def cancel_order(self, broker_id: str) -> None:
+        """Cancel an open order; an unknown, filled, canceled or expired one raises `OrderRejected`."""
+        self._guarded("cancel_order", lambda: self._cancel(broker_id))
+
+    # -- the simulation ------------------------------------------------------------------
+
+    @property
+    def sim_date(self) -> pd.Timestamp:
+        """The session at whose close the sim stands."""
+        with self._read() as conn:
+            return self._sessions[self._sim_row(conn)]
+
+    def advance_to(self, session_date: str | dt.date) -> pd.Timestamp:
+        """Move the sim to the close of ``session_date``, filling the open orders at the close of
+        the session after the current sim date. Advancing to the current sim date does nothing.
+
+        Raises
+        ------
+        ValueError
+            if ``session_date`` is not a session of the price index or is before the sim date.
+        """
+        target = self._session_row(session_date)
+        with self._write() as conn:
+            current = self._sim_row(conn)
+            if target < current:
+                raise ValueError(f"session_date {self._day(target)} is before the sim date {self._day(current)}; "
+                                 "the sim never goes back. Use a new account_id (or db_path) to replay from earlier.")
+            if target > current:
+                self._fill_open_orders(conn, current + 1)
+                conn.execute("UPDATE sim_accounts SET sim_date = ? WHERE account_id = ?",
+                             (self._day(target), self.account_id))
+        return self._sessions[target]
+
+    def step(self) -> pd.Timestamp:
+        """Advance one session (one trading cycle); return the new sim date.
+
+        Raises
+        ------
+        ValueError
+            if the sim date is the last session of the price history.
+        """
+        with self._read() as conn:
+            row = self._sim_row(conn)
+        if row + 1 >= len(self._sessions):
+            raise ValueError(f"the sim date {self._day(row)} is the last session of the price history; "
+                             "load prices that reach further to continue.")
+        return self.advance_to(self._sessions[row + 1])
+
+    def orders(self) -> list[BrokerOrder]:
+        """Every order of the account, in submission order."""
+        return self._orders("")
+
+    def order_reason(self, client_order_id: str) -> str | None:
+        """Why an order was canceled or expired (None otherwise)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT reason FROM sim_orders WHERE account_id = ? AND client_order_id = ?",
+                               (self.account_id, client_order_id)).fetchone()
+        return row[0] if row else None
+
+    def fills(self) -> list[SimFill]:
+        """Every fill of the account, in the order they were applied to cash."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT broker_id, client_order_id, session, symbol, side, quantity, price, commission "
+                                "FROM sim_fills WHERE account_id = ? ORDER BY fill_id", (self.account_id,)).fetchall()
+        return [SimFill(r[0], r[1], dt.date.fromisoformat(r[2]), *r[3:]) for r in rows]
+
+    def fail_next(self, error: type[BrokerError], times: int = 1, *, call: BrokerCall | None = None) -> None:
+        """Make the next ``times`` broker calls (of ``call`` only, if given) raise ``error``.
+
+        `RateLimited` and `BrokerUnavailable` are raised before the call does anything.
+        `UnknownOutcome` is raised after the call took effect: a submitted order is stored
+        (or refused, its error lost), a cancel is done. Faults live in this object only.
+        """
+        if error not in FAULTS:
+            raise ValueError(f"error {error!r} cannot be injected; valid errors: {[e.__name__ for e in FAULTS]}")
+        if times < 1:
+            raise ValueError(f"times must be >= 1 (got {times}).")
+        if call is not None and call not in get_args(BrokerCall):
+            raise ValueError(f"call {call!r} is not a broker call; valid calls: {list(get_args(BrokerCall))}")
+        self._faults.append(_Fault(error, int(times), call))
+
+    # -- implementation ------------------------------------------------------------------
+
+    def _guarded(self, call: str, action: Callable[[], _T]) -> _T:
+        fault = next((f for f in self._faults if f.call in (None, call)), None)
+        if fault is None:
+            return action()
+        fault.remaining -= 1
+        if fault.remaining == 0:
+            self._faults.remove(fault)
+        if fault.error is not UnknownOutcome:
+            raise fault.error(f"simulated {fault.error.__name__} on {call} (SimBroker.fail_next); nothing was done")
+        try:
+            action()
+        except BrokerError:
+            pass  # the broker answered with a refusal, and the answer was lost
+        raise UnknownOutcome(f"simulated lost answer on {call} (SimBroker.fail_next): the call may have taken effect; "
+                             "look the order up with order_by_client_id")
+
+    def _open_account(self, start: str | dt.date | None) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(self._connect()) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+        first = 0 if start is None else int(self._sessions.searchsorted(pd.Timestamp(start)))
+        if first >= len(self._sessions):
+            raise ValueError(f"start {start} is after the last session of the prices ({self._day(-1)}); "
+                             "choose an earlier start or load later prices.")
+        settings = {"starting_cash": self.starting_cash, "cost_bps": self.cost_bps, "spread_bps": self.spread_bps,
+                    "allow_short": int(self.allow_short), "start_session": self._day(first)}
+        with self._write() as conn:
+            conn.execute("INSERT OR IGNORE INTO sim_accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                         (self.account_id, *settings.values(), self._day(first), self.starting_cash))
+            stored = conn.execute(f"SELECT {', '.join(settings)} FROM sim_accounts WHERE account_id = ?",
+                                  (self.account_id,)).fetchone()
+            self._sim_row(conn)  # the stored sim date must be a session of these prices
+            used = {symbol for (symbol,) in conn.execute(
+                f"SELECT symbol FROM sim_positions WHERE account_id = ?1 UNION SELECT symbol FROM sim_orders "
+                f"WHERE account_id = ?1 AND status IN {_OPEN}", (self.account_id,))}
+            if used - set(self._column):
+                raise ValueError(f"account {self.account_id!r} holds or has open orders in {sorted(used - set(self._column))}, "
+                                 "which the prices lack; pass prices that include them.")
+        for (key, wanted), had in zip(settings.items(), stored):
+            if wanted != had and not (key == "start_session" and start is None):
+                raise ValueError(f"account {self.account_id!r} in {self.db_path} was created with {key}={had!r}; got "
+                                 f"{wanted!r}. Pass the stored value, or use a new account_id for other settings.")
+
+    def _clock(self) -> Clock:
+        with self._read() as conn:
+            row = self._sim_row(conn)
+        is_open = row + 1 < len(self._sessions)
+        following = self._sessions[row + 1] if is_open else self._sessions[row] + pd.offsets.BDay(1)
+        return Clock(now=_at(self._sessions[row], SESSION_CLOSE), is_open=is_open,
+                     next_open=_at(following, SESSION_OPEN), next_close=_at(following, SESSION_CLOSE))
+
+    def _account(self) -> Account:
+        with self._read() as conn:
+            row = self._sim_row(conn)
+            cash = self._cash(conn)
+            buying_power = self._buying_power(conn, row)
+            held = self._held(conn)
+        equity = cash + sum(quantity * self._mark[row, self._column[s]] for s, (quantity, _) in held.items())
+        return Account(equity=equity, cash=cash, buying_power=buying_power)
+
+    def _positions(self) -> dict[str, Position]:
+        with self._read() as conn:
+            row = self._sim_row(conn)
+            held = self._held(conn)
+        return {s: Position(s, quantity, avg, quantity * self._mark[row, self._column[s]])
+                for s, (quantity, avg) in held.items()}
+
+    def _submit(self, symbol: str, side: str, quantity: float, client_order_id: str) -> BrokerOrder:
+        with self._write() as conn:
+            if self._order_by_client_id(client_order_id, conn) is not None:
+                raise DuplicateClientOrderId(f"client_order_id {client_order_id!r} was already used by an order of "
+                                             f"account {self.account_id!r}; look it up with order_by_client_id.")
+            row = self._sim_row(conn)
+            close = self._check_order(symbol, side, quantity, row)
+            if side == "buy":
+                cost = quantity * close * (1.0 + self._cost_rate)
+                buying_power = self._buying_power(conn, row)
+                if cost > buying_power:
+                    raise InsufficientBuyingPower(
+                        f"buy of {quantity:g} {symbol} costs {cost:,.2f} at the {self._day(row)} close ({close:g}) with "
+                        f"costs; buying power is {buying_power:,.2f}. Lower the quantity or sell first.")
+            elif not self.allow_short:
+                available = self._held(conn).get(symbol, (0.0, 0.0))[0] - self._open_sells(conn, symbol)
+                if quantity > available + QUANTITY_TOLERANCE:
+                    raise OrderRejected(f"sell of {quantity:g} {symbol} exceeds the {available:g} shares held less open "
+                                        "sells; the sim does not short unless allow_short=True.")
+            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sim_orders WHERE account_id = ?",
+                               (self.account_id,)).fetchone()[0]
+            conn.execute("INSERT INTO sim_orders (account_id, seq, broker_id, client_order_id, symbol, side, quantity, "
+                         "status, submitted_session) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?)",
+                         (self.account_id, seq, f"{self.account_id}-{seq:08d}", client_order_id, symbol, side,
+                          float(quantity), self._day(row)))
+            return self._order_by_client_id(client_order_id, conn)
+
+    def _check_order(self, symbol: str, side: str, quantity: float, row: int) -> float:
+        """The sim date's close of ``symbol``, if the order can be accepted at all."""
+        if side not in ("buy", "sell"):
+            raise OrderRejected(f"side {side!r} is not valid; valid sides: ['buy', 'sell']")
+        if not (isinstance(quantity, numbers.Real) and math.isfinite(quantity) and quantity > 0):
+            raise OrderRejected(f"quantity {quantity!r} must be a finite number of shares > 0.")
+        if symbol not in self._column:
+            raise OrderRejected(f"symbol {symbol!r} is not in the sim's prices; valid symbols: {self._symbols}")
+        if row + 1 >= len(self._sessions):
+            raise OrderRejected(f"the sim date {self._day(row)} is the last session of the price history: no later "
+                                "close to fill at. Load prices that reach further.")
+        close = self._close[row, self._column[symbol]]
+        if not np.isfinite(close):
+            raise OrderRejected(f"{symbol} has no close on {self._day(row)}: it is not tradable then.")
+        return float(close)
+
+    def _cancel(self, broker_id: str) -> None:
+        with self._write() as conn:
+            found = conn.execute("SELECT status FROM sim_orders WHERE account_id = ? AND broker_id = ?",
+                                 (self.account_id, broker_id)).fetchone()
+            if found is None:
+                raise OrderRejected(f"account {self.account_id!r} has no order with broker_id {broker_id!r}.")
+            if found[0] not in OPEN_STATUSES:
+                raise OrderRejected(f"order {broker_id} is {found[0]}; only an open order can be canceled.")
+            self._close_order(conn, broker_id, "canceled", "canceled by the client")
+
+    def _fill_open_orders(self, conn: sqlite3.Connection, row: int) -> None:
+        """Fill every open order at the close of session ``row``, in submission order."""
+        spread = self.spread_bps / 1e4
+        pending = conn.execute(f"SELECT broker_id, client_order_id, symbol, side, quantity FROM sim_orders "
+                               f"WHERE account_id = ? AND status IN {_OPEN} ORDER BY seq", (self.account_id,)).fetchall()
+        for broker_id, client_order_id, symbol, side, quantity in pending:
+            close = self._close[row, self._column[symbol]]
+            if not np.isfinite(close):
+                self._close_order(conn, broker_id, "expired", f"{symbol} has no close on {self._day(row)}, its fill session")
+                continue
+            sign = 1.0 if side == "buy" else -1.0
+            fill = SimFill(broker_id, client_order_id, self._sessions[row].date(), symbol, side, quantity,
+                           price=float(close * (1.0 + sign * spread)),
+                           commission=float(self.cost_bps / 1e4 * quantity * close))
+            conn.execute("INSERT INTO sim_fills (account_id, broker_id, client_order_id, session, symbol, side, quantity, "
+                         "price, commission) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                         (self.account_id, broker_id, client_order_id, self._day(row), symbol, side, quantity,
+                          fill.price, fill.commission))
+            conn.execute("UPDATE sim_accounts SET cash = ? WHERE account_id = ?",
+                         (self._cash(conn) + fill.cash_flow, self.account_id))
+            self._move_position(conn, symbol, sign * quantity, fill.price)
+            conn.execute("UPDATE sim_orders SET status = 'filled', filled_quantity = quantity, filled_avg_price = ? "
+                         "WHERE account_id = ? AND broker_id = ?", (fill.price, self.account_id, broker_id))
+
+    def _move_position(self, conn: sqlite3.Connection, symbol: str, change: float, price: float) -> None:
+        quantity, avg = self._held(conn).get(symbol, (0.0, 0.0))
+        new = quantity + change
+        if abs(new) <= QUANTITY_TOLERANCE:
+            conn.execute("DELETE FROM sim_positions WHERE account_id = ? AND symbol = ?", (self.account_id, symbol))
+            return
+        if quantity == 0.0 or (quantity > 0) != (new > 0):
+            avg = price  # opened, or turned from long to short or back
+        elif abs(new) > abs(quantity):
+            avg = (quantity * avg + change * price) / new
+        conn.execute("INSERT OR REPLACE INTO sim_positions VALUES (?, ?, ?, ?)", (self.account_id, symbol, new, avg))
+
+    def _close_order(self, conn: sqlite3.Connection, broker_id: str, status: str, reason: str) -> None:
+        conn.execute("UPDATE sim_orders SET status = ?, reason = ? WHERE account_id = ? AND broker_id = ?",
+                     (status, reason, self.account_id, broker_id))
+
+    def _buying_power(self, conn: sqlite3.Connection, row: int) -> float:
+        """Cash, plus open sells' proceeds on shares held, less open buys' cost, at ``row``'s close with costs."""
+        power = self._cash(conn)
+        unsold = {s: max(quantity, 0.0) for s, (quantity, _) in self._held(conn).items()}
+        for symbol, side, quantity in conn.execute(f"SELECT symbol, side, quantity FROM sim_orders WHERE account_id = ? "
+                                                   f"AND status IN {_OPEN} ORDER BY seq", (self.account_id,)):
+            mark = self._mark[row, self._column[symbol]]
+            if side == "buy":
+                power -= quantity * mark * (1.0 + self._cost_rate)
+            else:
+                sold = min(quantity, unsold.get(symbol, 0.0))
+                unsold[symbol] = unsold.get(symbol, 0.0) - sold
+                power += sold * mark * (1.0 - self._cost_rate)
+        return power
+
+    @property
+    def _cost_rate(self) -> float:
+        return (self.cost_bps + self.spread_bps) / 1e4
+
+    def _open_sells(self, conn: sqlite3.Connection, symbol: str) -> float:
+        return conn.execute(f"SELECT COALESCE(SUM(quantity), 0) FROM sim_orders WHERE account_id = ? AND symbol = ? "
+                            f"AND side = 'sell' AND status IN {_OPEN}", (self.account_id, symbol)).fetchone()[0]
+
+    def _held(self, conn: sqlite3.Connection) -> dict[str, tuple[float, float]]:
+        rows = conn.execute("SELECT symbol, quantity, avg_entry_price FROM sim_positions WHERE account_id = ? "
+                            "ORDER BY symbol", (self.account_id,))
+        return {symbol: (quantity, avg) for symbol, quantity, avg in rows}
+
+    def _cash(self, conn: sqlite3.Connection) -> float:
+        return conn.execute("SELECT cash FROM sim_accounts WHERE account_id = ?", (self.account_id,)).fetchone()[0]
+
+    def _sim_row(self, conn: sqlite3.Connection) -> int:
+        (day,) = conn.execute("SELECT sim_date FROM sim_accounts WHERE account_id = ?", (self.account_id,)).fetchone()
+        return self._session_row(day, what=f"the stored sim date of account {self.account_id!r}")
+
+    def _session_row(self, day: str | dt.date, what: str = "session_date") -> int:
+        stamp = pd.Timestamp(day).normalize()
+        row = int(self._sessions.searchsorted(stamp))
+        if row < len(self._sessions) and self._sessions[row] == stamp:
+            return row
+        before = self._day(row - 1) if row > 0 else "none"
+        after = self._day(row) if row < len(self._sessions) else "none"
+        raise ValueError(f"{what} {stamp:%Y-%m-%d} is not a session of the prices (the sessions around it: {before} "
+                         f"and {after}); pick one of them, or pass prices that include it.")
+
+    def _day(self, row: int) -> str:
+        return f"{self._sessions[row]:%Y-%m-%d}"
+
+    def _orders(self, where: str) -> list[BrokerOrder]:
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {_ORDER_COLUMNS} FROM sim_orders WHERE account_id = ? {where} ORDER BY seq",
+                                (self.account_id,)).fetchall()
+        return [_order(row) for row in rows]
+
+    def _order_by_client_id(self, client_order_id: str, conn: sqlite3.Connection | None = None) -> BrokerOrder | None:
+        if conn is None:
+            with self._read() as conn:
+                return self._order_by_client_id(client_order_id, conn)
+        row = conn.execute(f"SELECT {_ORDER_COLUMNS} FROM sim_orders WHERE account_id = ? AND client_order_id = ?",
+                           (self.account_id, client_order_id)).fetchone()
+        return _order(row) if row else None
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.db_path, timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None)
+
+    def _write(self):
+        """One write transaction: committed whole when the block succeeds, else rolled back."""
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _read(self):
+        """A read transaction: every query in the block sees the same state."""
+        return self._transaction("BEGIN")
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            conn.execute(begin)
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+
+def _order(row: tuple) -> BrokerOrder:
+    broker_id, client_order_id, symbol, side, quantity, status, filled_quantity, filled_avg_price, session = row
+    return BrokerOrder(client_order_id=client_order_id, broker_id=broker_id, symbol=symbol, side=side,
+                       quantity=quantity, status=status, filled_quantity=filled_quantity,
+                       filled_avg_price=filled_avg_price, submitted_at=_at(pd.Timestamp(session), SESSION_CLOSE))
+
+
+def _at(session: pd.Timestamp, time: dt.time) -> dt.datetime:
+    return dt.datetime.combine(session.date(), time, tzinfo=EXCHANGE_TZ)
+
+
+def _close_frame(prices: pd.DataFrame) -> pd.DataFrame:
+    if not (isinstance(prices.columns, pd.MultiIndex) and "close" in prices.columns.get_level_values(0)):
+        raise ValueError("prices must be the canonical frame, columns (field, symbol) with a 'close' field; "
+                         "build it with research_lib.data.load_prices or canonical_frame.")
+    close = prices["close"]
+    if not (isinstance(close.index, pd.DatetimeIndex) and close.index.is_monotonic_increasing and close.index.is_unique):
+        raise ValueError("prices must be indexed by sorted, unique session dates (a DatetimeIndex); "
+                         "sort them with prices.sort_index() and drop repeated dates.")
+    if close.empty or close.isna().all().all():
+        raise ValueError("prices have no close at all; the sim needs at least one session with a close.")
+    return close
