@@ -1,0 +1,254 @@
+"""One paper-trading cycle: reconcile, check the loss limits, size, check, record, send.
+
+The steps, each safe to kill and re-run (TRADING_SAFETY.md, "Restart and reconciliation"):
+
+1. **Resolve** the intents whose outcome is not final (written but maybe not sent, sent
+   but maybe not filled): look each up at the broker by its ``client_order_id``; found
+   means adopted (or filled, cancelled...), not found means it was never sent.
+2. **Reconcile** from the broker, the source of truth: account, positions, open orders.
+   Open orders that are not this session's intents are cancelled explicitly.
+3. **Loss limits**: the day's P&L against the previous session's equity and the drawdown
+   from the peak move the kill switch (ACTIVE -> REDUCING -> HALTED, never back on its own).
+4. **Orders**: target weights x equity / reference price - positions, in shares, less what
+   today's open orders already do; one order per symbol and side, with a deterministic
+   ``client_order_id`` so a re-run converges to the same orders. They pass the pre-trade
+   checks (`research_lib.risk.check_orders`) with the kill-switch state.
+5. **Send**: each intent is written to the ledger *before* its order is sent; the broker's
+   answer updates it. An unknown outcome is looked up at once, and again at the next cycle.
+
+Nothing is sent while the market is closed, while HALTED, or on a dry run (which still
+reconciles and reports what it would send).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from research_lib.broker import (Broker, BrokerError, BrokerOrder, DuplicateClientOrderId, InsufficientBuyingPower,
+                                 OrderRejected, UnknownOutcome, check_client_order_id)
+from research_lib.risk import KillSwitch, Order, ReferencePrice, RiskLimits, Side, check_orders, next_state
+from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
+
+UNRESOLVED = ("intent", "unknown")
+
+
+def client_order_id(strategy: str, session: dt.date, symbol: str, side: str) -> str:
+    """``<strategy>-<yyyymmdd>-<symbol>-<b|s>``, at most 48 characters, the same on every re-run.
+
+    Long strategy names or symbols are shortened with a hash suffix so that two different
+    inputs never share an id.
+    """
+    def part(text: str, width: int) -> str:
+        clean = re.sub(r"[^A-Za-z0-9._]", "_", text)
+        if len(clean) <= width:
+            return clean
+        return clean[: width - 7] + "~" + hashlib.sha256(text.encode()).hexdigest()[:6]
+
+    return check_client_order_id(f"{part(strategy, 20)}-{session:%Y%m%d}-{part(symbol, 14)}-{side[0]}")
+
+
+@dataclass(frozen=True)
+class CycleInputs:
+    """What the cycle needs besides the broker and the ledger.
+
+    targets : target weights (symbol -> fraction of equity) decided at ``session``'s close.
+    prices : reference prices of every symbol held or targeted, observed at ``price_time``.
+    adv : average daily volume in shares per symbol (None: unknown, which fails closed).
+    """
+
+    strategy: str
+    session: dt.date
+    targets: pd.Series
+    prices: pd.Series
+    price_time: dt.datetime
+    limits: RiskLimits
+    adv: pd.Series | None = None
+    min_trade_value: float = 1.0
+
+
+@dataclass
+class CycleReport:
+    """What the cycle found and did; ``status`` is ``traded``, ``nothing_to_do``, ``market_closed``,
+    ``halted`` or ``dry_run``."""
+
+    strategy: str
+    session: str
+    status: str = "running"
+    kill_switch: str = "active"
+    kill_switch_reason: str | None = None
+    equity: float | None = None
+    cash: float | None = None
+    daily_pnl: float | None = None
+    drawdown: float | None = None
+    resolved: list[dict] = field(default_factory=list)
+    cancelled: list[str] = field(default_factory=list)
+    sent: list[dict] = field(default_factory=list)
+    adopted: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    clamped: list[dict] = field(default_factory=list)
+    positions: dict[str, float] = field(default_factory=dict)
+
+
+def _apply(ledger: Ledger, order: BrokerOrder, status: str | None = None) -> None:
+    ledger.update_intent(order.client_order_id, status or order.status, broker_id=order.broker_id,
+                         filled_quantity=order.filled_quantity, filled_avg_price=order.filled_avg_price)
+
+
+def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport) -> None:
+    """Step 1: settle every intent whose state at the broker may have moved (earlier sessions' too)."""
+    for intent in ledger.intents(inputs.strategy):
+        if intent.status in FINAL_STATUSES:
+            continue
+        found = broker.order_by_client_id(intent.client_order_id)
+        if found is None:
+            if intent.status in UNRESOLVED:
+                ledger.update_intent(intent.client_order_id, "not_sent", reason="not found at the broker")
+                report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "not_sent"})
+            continue
+        _apply(ledger, found, None if found.status in FINAL_STATUSES else
+               ("adopted" if intent.status in UNRESOLVED else intent.status))
+        if intent.status in UNRESOLVED:
+            report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "adopted"})
+
+
+def _loss_limits(ledger: Ledger, inputs: CycleInputs, equity: float, report: CycleReport) -> KillSwitch:
+    """Step 3: record today's equity and tighten the kill switch on a loss beyond a limit."""
+    state, why = ledger.kill_switch(inputs.strategy)
+    history = [(s, e) for s, e in ledger.equity_history(inputs.strategy) if s < str(inputs.session)]
+    previous = history[-1][1] if history else equity
+    peak = max([e for _, e in history] + [equity])
+    report.daily_pnl, report.drawdown = equity / previous - 1.0, 1.0 - equity / peak
+    ledger.record_equity(inputs.strategy, str(inputs.session), equity, report.cash)
+    tightened, reason = next_state(state, report.daily_pnl, report.drawdown, inputs.limits)
+    if reason:
+        ledger.set_kill_switch(inputs.strategy, tightened, reason)
+        state, why = tightened, reason
+    report.kill_switch, report.kill_switch_reason = state.value, why
+    return state
+
+
+def _proposed_orders(inputs: CycleInputs, equity: float, positions: dict[str, float],
+                     pending: dict[str, float]) -> list[Order]:
+    """Step 4: shares to trade so that positions plus today's open orders reach the targets."""
+    symbols = sorted(set(inputs.targets.index[inputs.targets != 0]) | {s for s, q in positions.items() if q})
+    orders = []
+    for symbol in symbols:
+        price = float(inputs.prices.get(symbol, float("nan")))
+        target = float(inputs.targets.get(symbol, 0.0))
+        if not price > 0:
+            orders.append(Order(symbol, Side.BUY if target > 0 else Side.SELL, quantity=float("nan")))  # refused, with reason
+            continue
+        wanted = target * equity / price
+        delta = wanted - positions.get(symbol, 0.0) - pending.get(symbol, 0.0)
+        if abs(delta) * price < inputs.min_trade_value:
+            continue
+        if target == 0 and positions.get(symbol, 0.0) > 0:
+            delta = -(positions[symbol] + pending.get(symbol, 0.0))  # an exit sells exactly what is held
+        orders.append(Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=abs(delta)))
+    return orders
+
+
+def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: bool = False) -> CycleReport:
+    """Run one cycle for ``inputs.session`` (see the module docstring); return its report."""
+    report = CycleReport(inputs.strategy, str(inputs.session))
+    cycle = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name)
+    try:
+        _resolve(broker, ledger, inputs, report)
+        clock = broker.clock()
+        account = broker.account()
+        positions = {s: p.quantity for s, p in broker.positions().items()}
+        ours = {i.client_order_id for i in ledger.intents(inputs.strategy, str(inputs.session))}
+        pending: dict[str, float] = {}
+        open_orders = []
+        for order in broker.open_orders():
+            if order.client_order_id in ours:
+                open_orders.append(order)
+                left = order.quantity - order.filled_quantity
+                pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
+            else:
+                broker.cancel_order(order.broker_id)  # not this session's: never left to fill unseen
+                report.cancelled.append(order.client_order_id)
+        report.equity, report.cash, report.positions = account.equity, account.cash, positions
+        state = _loss_limits(ledger, inputs, account.equity, report)
+        if state is KillSwitch.HALTED:
+            report.status = "halted"
+            return report
+        if not clock.is_open:
+            report.status = "market_closed"
+            return report
+        if account.trading_blocked:
+            report.status = "halted"
+            report.kill_switch_reason = "the broker reports trading_blocked"
+            return report
+        proposed = _proposed_orders(inputs, account.equity, positions, pending)
+        prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
+        adv = {} if inputs.adv is None else {s: float(v) for s, v in inputs.adv.dropna().items()}
+        decision = check_orders(proposed, positions, prices, inputs.limits, state, account.equity, inputs.price_time,
+                                adv=adv, open_orders=len(open_orders), orders_sent_today=len(ours))
+        report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
+                            for r in decision.rejected]
+        report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
+                           for c in decision.clamped]
+        if dry_run:
+            report.sent = [{"symbol": o.symbol, "side": o.side.value, "quantity": o.quantity, "dry_run": True}
+                           for o in decision.to_send]
+            report.status = "dry_run"
+            return report
+        for order in decision.to_send:
+            _send(broker, ledger, inputs, order, report)
+        report.status = "traded" if report.sent or report.adopted else "nothing_to_do"
+        return report
+    except BaseException as error:
+        report.status = f"failed: {type(error).__name__}: {error}"
+        raise
+    finally:
+        ledger.finish_cycle(cycle, report.status, {"sent": len(report.sent), "rejected": len(report.rejected),
+                                                   "kill_switch": report.kill_switch})
+
+
+def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, report: CycleReport) -> None:
+    """Step 5: intent first, then the order; every answer (or its absence) is recorded."""
+    side = order.side.value
+    cid = client_order_id(inputs.strategy, inputs.session, order.symbol, side)
+    price = float(inputs.prices[order.symbol])
+    known = ledger.intent(cid)
+    if known is not None and known.status not in ("not_sent",):
+        return  # this session already decided this order; its state came from the broker in step 1
+    if known is None:
+        ledger.record_intent(Intent(cid, inputs.strategy, str(inputs.session), order.symbol, side, order.quantity,
+                                    price, "intent"))
+    else:
+        ledger.update_intent(cid, "intent", reason="re-sent after it was not found at the broker")
+    try:
+        placed = broker.submit_order(order.symbol, side, order.quantity, cid)
+    except DuplicateClientOrderId:
+        found = broker.order_by_client_id(cid)
+        if found is not None:
+            _apply(ledger, found, "adopted" if found.is_open else None)
+            report.adopted.append({"client_order_id": cid, "symbol": order.symbol})
+        else:
+            ledger.update_intent(cid, "unknown", reason="duplicate id but not found; resolved next cycle")
+        return
+    except UnknownOutcome:
+        found = broker.order_by_client_id(cid)
+        if found is None:
+            ledger.update_intent(cid, "unknown", reason="no answer and not found yet; resolved next cycle")
+        else:
+            _apply(ledger, found, "adopted" if found.is_open else None)
+            report.adopted.append({"client_order_id": cid, "symbol": order.symbol})
+        return
+    except (InsufficientBuyingPower, OrderRejected) as error:
+        ledger.update_intent(cid, "rejected", reason=str(error))
+        report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"broker: {error}"})
+        return
+    except BrokerError:
+        ledger.update_intent(cid, "unknown", reason="broker error while sending; resolved next cycle")
+        raise
+    _apply(ledger, placed, "sent" if placed.is_open else None)
+    report.sent.append({"client_order_id": cid, "symbol": order.symbol, "side": side, "quantity": order.quantity,
+                        "decision_price": price})

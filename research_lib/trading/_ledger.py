@@ -1,0 +1,159 @@
+"""The trading ledger: every order intent, written before the order is sent, and the
+kill-switch and equity history, in the workspace's SQLite state (WAL).
+
+An intent is keyed by its deterministic ``client_order_id``, so writing it twice is a no-op
+and a re-run of the same session finds what the previous run did. Statuses:
+
+- ``intent``: written, not yet known to be at the broker (a crash here leaves it so; the
+  next cycle looks it up by client_order_id);
+- ``sent``: the broker acknowledged it; ``adopted``: found at the broker after an unknown
+  outcome or a duplicate-id answer; ``not_sent``: looked up and not found;
+- ``rejected``: the broker or the risk layer refused it (with the reason);
+- ``filled``, ``canceled``, ``expired``: final states copied from the broker.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from research_lib._io import now_utc
+from research_lib.risk import KillSwitch
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ledger_intents (
+    client_order_id TEXT PRIMARY KEY, strategy TEXT NOT NULL, session TEXT NOT NULL, symbol TEXT NOT NULL,
+    side TEXT NOT NULL, quantity REAL NOT NULL, decision_price REAL NOT NULL, status TEXT NOT NULL,
+    broker_id TEXT, filled_quantity REAL NOT NULL DEFAULT 0, filled_avg_price REAL, reason TEXT,
+    created_at TEXT NOT NULL, updated_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ledger_intents_session ON ledger_intents (strategy, session);
+CREATE TABLE IF NOT EXISTS ledger_kill_switch (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, strategy TEXT NOT NULL, state TEXT NOT NULL, reason TEXT NOT NULL,
+    at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger_equity (
+    strategy TEXT NOT NULL, session TEXT NOT NULL, equity REAL NOT NULL, cash REAL NOT NULL, recorded_at TEXT NOT NULL,
+    PRIMARY KEY (strategy, session));
+CREATE TABLE IF NOT EXISTS ledger_cycles (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, strategy TEXT NOT NULL, session TEXT NOT NULL, broker TEXT NOT NULL,
+    started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT);
+"""
+FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent")
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One order the cycle decided to send, as recorded."""
+
+    client_order_id: str
+    strategy: str
+    session: str
+    symbol: str
+    side: str
+    quantity: float
+    decision_price: float
+    status: str
+    broker_id: str | None = None
+    filled_quantity: float = 0.0
+    filled_avg_price: float | None = None
+    reason: str | None = None
+
+
+class Ledger:
+    """The ledger in ``db_path`` (created on first use). Each method is one transaction."""
+
+    def __init__(self, db_path: str | Path):
+        self.db_path = Path(db_path)
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        with closing(sqlite3.connect(self.db_path, timeout=30)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)  # executescript runs its own transaction
+
+    @contextmanager
+    def _write(self):
+        with closing(sqlite3.connect(self.db_path, timeout=30, isolation_level=None)) as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")  # an acknowledged intent survives a power cut
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with closing(sqlite3.connect(self.db_path, timeout=30)) as conn:
+            return conn.execute(sql, args).fetchall()
+
+    # ---------------------------------------------------------------- intents
+
+    def record_intent(self, intent: Intent) -> bool:
+        """Write ``intent`` unless its client_order_id is already recorded; True if written."""
+        now = now_utc()
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO ledger_intents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (intent.client_order_id, intent.strategy, intent.session, intent.symbol, intent.side,
+                 intent.quantity, intent.decision_price, intent.status, intent.broker_id, intent.filled_quantity,
+                 intent.filled_avg_price, intent.reason, now, now))
+            return cursor.rowcount == 1
+
+    def update_intent(self, client_order_id: str, status: str, *, broker_id: str | None = None,
+                      filled_quantity: float | None = None, filled_avg_price: float | None = None,
+                      reason: str | None = None) -> None:
+        """Move an intent to ``status``, keeping fields not given."""
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE ledger_intents SET status = ?, broker_id = COALESCE(?, broker_id), "
+                "filled_quantity = COALESCE(?, filled_quantity), filled_avg_price = COALESCE(?, filled_avg_price), "
+                "reason = COALESCE(?, reason), updated_at = ? WHERE client_order_id = ?",
+                (status, broker_id, filled_quantity, filled_avg_price, reason, now_utc(), client_order_id))
+
+    def intents(self, strategy: str, session: str | None = None) -> list[Intent]:
+        """The strategy's intents (of one session if given), oldest first."""
+        sql = "SELECT * FROM ledger_intents WHERE strategy = ?" + (" AND session = ?" if session else "")
+        rows = self._read(sql + " ORDER BY created_at, client_order_id", (strategy, session) if session else (strategy,))
+        return [Intent(*row[:12]) for row in rows]
+
+    def intent(self, client_order_id: str) -> Intent | None:
+        rows = self._read("SELECT * FROM ledger_intents WHERE client_order_id = ?", (client_order_id,))
+        return Intent(*rows[0][:12]) if rows else None
+
+    # ---------------------------------------------------------------- kill switch
+
+    def kill_switch(self, strategy: str) -> tuple[KillSwitch, str]:
+        """The current state and the reason it was set (ACTIVE when never set)."""
+        rows = self._read("SELECT state, reason FROM ledger_kill_switch WHERE strategy = ? ORDER BY id DESC LIMIT 1",
+                          (strategy,))
+        return (KillSwitch(rows[0][0]), rows[0][1]) if rows else (KillSwitch.ACTIVE, "never set")
+
+    def set_kill_switch(self, strategy: str, state: KillSwitch, reason: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT INTO ledger_kill_switch (strategy, state, reason, at) VALUES (?, ?, ?, ?)",
+                         (strategy, KillSwitch(state).value, reason, now_utc()))
+
+    # ---------------------------------------------------------------- equity and cycles
+
+    def record_equity(self, strategy: str, session: str, equity: float, cash: float) -> None:
+        """The account's equity at a session (a re-run of the session replaces it)."""
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO ledger_equity VALUES (?, ?, ?, ?, ?)",
+                         (strategy, session, equity, cash, now_utc()))
+
+    def equity_history(self, strategy: str) -> list[tuple[str, float]]:
+        """``(session, equity)`` pairs, oldest first."""
+        return [(s, e) for s, e in self._read("SELECT session, equity FROM ledger_equity WHERE strategy = ? "
+                                              "ORDER BY session", (strategy,))]
+
+    def start_cycle(self, strategy: str, session: str, broker: str) -> int:
+        with self._write() as conn:
+            return conn.execute("INSERT INTO ledger_cycles (strategy, session, broker, started_at, status) "
+                                "VALUES (?, ?, ?, ?, 'running')", (strategy, session, broker, now_utc())).lastrowid
+
+    def finish_cycle(self, cycle_id: int, status: str, summary: dict) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE ledger_cycles SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+                         (now_utc(), status, json.dumps(summary, default=str), cycle_id))

@@ -1,0 +1,114 @@
+"""One trading cycle on the simulated broker: idempotent re-runs, intents before orders,
+unknown outcomes resolved, the kill switch, loss limits."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from research_lib.broker import SimBroker, UnknownOutcome
+from research_lib.risk import KillSwitch, RiskLimits
+from research_lib.trading import CycleInputs, Intent, Ledger, client_order_id, run_cycle
+from tests.conftest import make_prices
+
+LIMITS = RiskLimits(max_weight=0.5, max_gross_exposure=1.02, max_net_exposure=1.02, max_order_notional=600_000,
+                    max_adv_fraction=0.1, fat_finger_band=0.05, max_price_age_seconds=900, max_open_orders=50,
+                    max_daily_orders=100, daily_loss_limit=0.05, drawdown_stop=0.25)
+TARGETS = pd.Series({"AAA": 0.3, "BBB": 0.3, "CCC": 0.3})
+
+
+@pytest.fixture()
+def market(tmp_path):
+    rng = np.random.default_rng(0)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, size=(30, 3)), axis=0))
+    prices = make_prices({s: closes[:, i] for i, s in enumerate(["AAA", "BBB", "CCC"])})
+    db = tmp_path / "state.sqlite"
+    return prices, SimBroker(db, prices, cost_bps=10.0), Ledger(db)
+
+
+def inputs_at(prices, session, targets=TARGETS, strategy="trend") -> CycleInputs:
+    day = pd.Timestamp(session)
+    close = prices["close"].loc[day]
+    return CycleInputs(strategy, day.date(), targets, close, dt.datetime.combine(day.date(), dt.time(16)).astimezone(),
+                       LIMITS, adv=pd.Series(1e9, index=close.index))
+
+
+def sessions(prices):
+    return prices.index
+
+
+def test_client_order_ids_are_deterministic_short_and_distinct():
+    day = dt.date(2024, 3, 15)
+    assert client_order_id("trend", day, "AAPL", "buy") == "trend-20240315-AAPL-b"
+    long_a = client_order_id("a" * 60, day, "X" * 30, "sell")
+    long_b = client_order_id("a" * 59 + "b", day, "X" * 30, "sell")
+    assert len(long_a) <= 48 and long_a != long_b and long_a == client_order_id("a" * 60, day, "X" * 30, "sell")
+
+
+def test_a_cycle_sends_the_orders_once_and_a_rerun_of_the_session_sends_nothing(market):
+    prices, sim, ledger = market
+    day = sessions(prices)[0]
+    report = run_cycle(sim, ledger, inputs_at(prices, day))
+    assert report.status == "traded" and {o["symbol"] for o in report.sent} == {"AAA", "BBB", "CCC"}
+    assert [i.status for i in ledger.intents("trend", str(day.date()))] == ["sent"] * 3
+    again = run_cycle(sim, ledger, inputs_at(prices, day))
+    assert again.sent == [] and again.status == "nothing_to_do"
+    assert len(sim.orders()) == 3, "no duplicate orders"
+    sim.step()  # the orders fill at the next close
+    after = run_cycle(sim, ledger, inputs_at(prices, sessions(prices)[1]))
+    assert {s: round(q * prices["close"].loc[sessions(prices)[1], s] / after.equity, 2)
+            for s, q in after.positions.items()} == {"AAA": 0.3, "BBB": 0.3, "CCC": 0.3}
+    assert {i.status for i in ledger.intents("trend", str(day.date()))} == {"filled"}
+
+
+def test_an_intent_written_but_never_sent_is_sent_once_by_the_next_run(market):
+    prices, sim, ledger = market
+    day = sessions(prices)[0]
+    cid = client_order_id("trend", day.date(), "AAA", "buy")
+    ledger.record_intent(Intent(cid, "trend", str(day.date()), "AAA", "buy", 10.0, 100.0, "intent"))  # then a crash
+    report = run_cycle(sim, ledger, inputs_at(prices, day))
+    assert {"client_order_id": cid, "outcome": "not_sent"} in report.resolved
+    assert [o.client_order_id for o in sim.orders()].count(cid) == 1
+    assert ledger.intent(cid).status == "sent"
+
+
+def test_an_unknown_outcome_is_looked_up_and_adopted_never_resent(market):
+    prices, sim, ledger = market
+    day = sessions(prices)[0]
+    sim.fail_next(UnknownOutcome, call="submit_order")  # the broker stores the order, the answer is lost
+    report = run_cycle(sim, ledger, inputs_at(prices, day))
+    assert len(report.adopted) == 1 and len(report.sent) == 2
+    again = run_cycle(sim, ledger, inputs_at(prices, day))
+    assert again.sent == [] and len(sim.orders()) == 3
+
+
+def test_halted_sends_nothing_and_open_orders_of_other_sessions_are_cancelled(market):
+    prices, sim, ledger = market
+    first, second = sessions(prices)[:2]
+    sim.submit_order("AAA", "buy", 5.0, "manual-order-1")  # not the strategy's: cancelled at the next cycle
+    ledger.set_kill_switch("trend", KillSwitch.HALTED, "spartan halt: operator")
+    report = run_cycle(sim, ledger, inputs_at(prices, first))
+    assert report.status == "halted" and report.sent == [] and report.cancelled == ["manual-order-1"]
+    assert sim.open_orders() == []
+    ledger.set_kill_switch("trend", KillSwitch.ACTIVE, "manual resume: checked")
+    assert run_cycle(sim, ledger, inputs_at(prices, second)).status == "traded"
+
+
+def test_a_daily_loss_beyond_the_limit_moves_to_reducing(market):
+    prices, sim, ledger = market
+    day = sessions(prices)[3]
+    ledger.record_equity("trend", str(sessions(prices)[2].date()), 1_100_000.0, 1_100_000.0)  # yesterday: 10 % more
+    report = run_cycle(sim, ledger, inputs_at(prices, day))
+    assert report.kill_switch == "reducing" and report.kill_switch_reason.startswith("ACTIVE -> REDUCING")
+    assert report.sent == [] and {r["reason"].split(":")[0] for r in report.rejected} == {"kill_switch"}
+    assert ledger.kill_switch("trend")[0] is KillSwitch.REDUCING
+
+
+def test_a_dry_run_reconciles_and_reports_but_sends_nothing(market):
+    prices, sim, ledger = market
+    report = run_cycle(sim, ledger, inputs_at(prices, sessions(prices)[0]), dry_run=True)
+    assert report.status == "dry_run" and len(report.sent) == 3 and all(o["dry_run"] for o in report.sent)
+    assert sim.orders() == [] and ledger.intents("trend") == []
