@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import os
 import re
-import subprocess
 import tempfile
 import time
 import uuid
@@ -25,7 +24,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from research_lib import paths
 from research_lib.config import RunConfig, load_config, save_config
 from research_lib.data import read_provenance
-from research_lib._io import atomic_write_bytes, now_utc, package_versions, read_json, write_json
+from research_lib._io import atomic_write_bytes, git_commit, now_utc, package_versions, read_json, write_json
 from research_lib.errors import ConfigError, SpartanError
 
 STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
@@ -69,19 +68,6 @@ def select_stages(available: list[Path], wanted: list[str] | None) -> list[Path]
 def new_run_id(scenario: str) -> str:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}-{scenario}-{uuid.uuid4().hex[:4]}"
-
-
-def git_commit(repo: Path) -> dict[str, str | bool | None]:
-    """The code commit the run used, and whether the working tree had changes."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10)
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                                capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return {"commit": None, "dirty": None}
-    if commit.returncode != 0:
-        return {"commit": None, "dirty": None}
-    return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def write_manifest(run_dir: Path, manifest: dict) -> None:

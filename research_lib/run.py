@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 import pandas as pd
 
 from research_lib import paths
-from research_lib._io import read_json, write_json, write_parquet
+from research_lib._io import git_commit, read_json, write_json, write_parquet
 from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.config import RunConfig, load_config
 from research_lib.data import DEFAULT_UNIVERSE, load_prices, read_snapshot, write_snapshot
@@ -595,7 +595,6 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
     Sharpe counts them; writes ``validation.json`` and ``validation.html`` into ``run_dir``.
     """
     from research_lib import registry, validation
-    from research_lib.pipeline import git_commit
     from research_lib.promotion import evaluate_gate, load_thresholds, verdict
     from research_lib.reports.validation_page import write_validation_page
 
@@ -611,7 +610,7 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
     # The trials over the headline's sessions; a trial not yet trading (warm-up) is in cash.
     trial_returns = pd.DataFrame({name: r for name, (_, r) in trials.items()}).reindex(returns.index).fillna(0.0)
     stress = {}
-    for multiple in (1.0, 2.0, 3.0, thresholds.cost_stress_multiple):
+    for multiple in sorted({1.0, 2.0, 3.0, thresholds.cost_stress_multiple}):
         stressed = results[main] if multiple == 1.0 else run_backtest(
             run_weights(config, run_dir) if main == "portfolio" else strategy_weights(config, prices, run_dir, main),
             prices, **backtest_model(config, multiple))
