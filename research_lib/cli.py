@@ -80,13 +80,14 @@ def _run(args: argparse.Namespace) -> int:
     except SpartanError as err:
         print(f"spartan: run failed. {err}", file=sys.stderr)
         return EXIT_FAILED
-    metrics = (load_manifest(run_dir).get("metrics") or {}).get("strategy")
+    manifest = load_manifest(run_dir)
+    metrics = (manifest.get("metrics") or {}).get("strategy")
     if metrics:
         print(f"Run succeeded: CAGR {metrics['cagr']:.1%}, Sharpe {metrics['sharpe']:.2f}, "
               f"max drawdown {metrics['max_drawdown']:.1%} ({metrics['start']} to {metrics['end']}, net of costs).")
     else:
         print("Run succeeded.")
-    gate = load_manifest(run_dir).get("validation")
+    gate = manifest.get("validation")
     if gate:
         print(f"Promotion gate: {'passed' if gate['passed'] else 'failed on ' + ', '.join(gate['failed'])}"
               f" (details: validation.html; spartan promote {run_dir})")

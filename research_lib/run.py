@@ -403,10 +403,15 @@ def validation_metrics(config: RunConfig, prices: pd.DataFrame, results: dict[st
     return metrics
 
 
+def llm_cutoff(config: RunConfig) -> pd.Timestamp:
+    """The configured model's knowledge cutoff (far future when none is listed: nothing counts as after it)."""
+    return pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+
+
 def _split_at_cutoff(returns: pd.Series, config: RunConfig) -> dict:
     """The LLM strategy's numbers before and after the model's knowledge cutoff: only the
     part after it can show skill rather than memory."""
-    cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+    cutoff = llm_cutoff(config)
     parts = {"before_cutoff": returns[returns.index <= cutoff], "after_cutoff": returns[returns.index > cutoff]}
     out = {name: (headline_metrics(part) if len(part) >= 21 else None) for name, part in parts.items()}
     return {"knowledge_cutoff": str(cutoff.date()), **out}
@@ -506,7 +511,7 @@ def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run
     from research_lib.evaluation import information_coefficient
 
     ic = _view_ic(result, close, config)
-    cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+    cutoff = llm_cutoff(config)
     out = {"ic_before_cutoff": _view_ic_summary(ic[ic.index <= cutoff], config),
            "ic_after_cutoff": _view_ic_summary(ic[ic.index > cutoff], config)}
     agreement = None
@@ -655,7 +660,7 @@ def _judged_returns(config: RunConfig, returns: pd.Series, main: str, llm_report
                                         and config.portfolio.signal in ("llm", "blend"))
     if not (claude and on_views):
         return returns, "every session of the backtest"
-    cutoff = pd.Timestamp(config.llm.knowledge_cutoff.get(config.llm.model, dt.date.max))
+    cutoff = llm_cutoff(config)
     return returns[returns.index > cutoff], f"sessions after {config.llm.model}'s knowledge cutoff {cutoff.date()}"
 
 
