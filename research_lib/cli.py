@@ -1,7 +1,7 @@
 """``spartan``: the command line.
 
-Exit codes: 0 success; 1 a run failed (data error, failing notebook); 2 bad arguments or
-parameters (nothing was run).
+Exit codes: 0 success; 1 a run failed or was refused (data error, failing notebook, a gate
+or a trading refusal, a broker error); 2 bad arguments or parameters (nothing was run).
 """
 
 from __future__ import annotations
@@ -33,6 +33,21 @@ def _parser() -> argparse.ArgumentParser:
     promote.add_argument("run_dir", help="a finished run folder, e.g. reports/runs/<run_id>")
     promote.add_argument("--override-reason", metavar="TEXT",
                          help="promote even though the gate fails; the reason is recorded in the file and the index")
+
+    trade = commands.add_parser("trade", help="paper trade one session of a promoted strategy (notebook 07)")
+    trade.add_argument("--strategy", help="a strategy in params/promoted/ (default: the only one)")
+    trade.add_argument("--broker", choices=["sim", "alpaca"], help="default: the promoted parameters' paper.broker")
+    trade.add_argument("--asof", metavar="YYYY-MM-DD", help="session to trade (sim: default the next session; "
+                       "alpaca: today only)")
+    trade.add_argument("--dry-run", action="store_true", help="reconcile and report what would be sent; send nothing")
+
+    status = commands.add_parser("status", help="positions, cash, P&L, open orders and kill switch of paper trading")
+    status.add_argument("--strategy", help="one promoted strategy (default: all)")
+    for name, verb in (("halt", "stop all new orders (HALTED: only cancels; open simulated orders are cancelled)"),
+                       ("resume", "lift a halt or a reduce-only state (back to ACTIVE)")):
+        command = commands.add_parser(name, help=verb)
+        command.add_argument("--strategy", help="one promoted strategy (default: every strategy)")
+        command.add_argument("--reason", default=f"{name} by the user", help="recorded in the ledger")
     return parser
 
 
@@ -44,9 +59,84 @@ def main(argv: list[str] | None = None) -> int:
 
         print(build_index(paths.reports_dir()))
         return EXIT_OK
-    if args.command == "promote":
-        return _promote(args)
-    return _run(args)
+    handlers = {"promote": _promote, "trade": _trade, "status": _status, "halt": _halt, "resume": _resume}
+    return handlers.get(args.command, _run)(args)
+
+
+def _refusal(err: Exception) -> int:
+    """Print a refusal or failure the user can act on; return its exit code."""
+    if isinstance(err, ConfigError):
+        print(f"spartan: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"spartan: {err}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _trade(args: argparse.Namespace) -> int:
+    from research_lib._io import read_json
+    from research_lib.broker import BrokerError
+    from research_lib.pipeline import PAPER_NOTEBOOK, execute_notebook, to_html
+    from research_lib.reports import build_index
+    from research_lib.trading import describe_session, resolve_session, session_report_dir
+
+    try:
+        promoted, broker, session = resolve_session(args.strategy, args.broker, args.asof, args.dry_run)
+    except (SpartanError, BrokerError) as err:
+        return _refusal(err)
+    folder = session_report_dir(promoted.name, session, args.dry_run)
+    folder.mkdir(parents=True, exist_ok=True)
+    notebook = paths.notebooks_dir() / PAPER_NOTEBOOK
+    print(f"spartan trade {promoted.name} {session} on {broker}{' (dry run)' if args.dry_run else ''} -> {folder}")
+    error = execute_notebook(notebook, folder / notebook.name, {
+        "strategy": promoted.name, "broker": broker, "asof": f"{session:%Y-%m-%d}", "dry_run": args.dry_run,
+        "report_dir": str(folder)}, paths.notebooks_dir())
+    to_html(folder / notebook.name)
+    build_index(paths.reports_dir())
+    if error:
+        print(f"spartan: the paper-trading cycle failed: {error}\n  executed notebook: {folder / notebook.name}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    print(describe_session(read_json(folder / "cycle.json")))
+    print(f"  {'summary':15s} {folder / 'summary.html'}")
+    return EXIT_OK
+
+
+def _status(args: argparse.Namespace) -> int:
+    from research_lib.trading import describe_status, status
+
+    try:
+        print(describe_status(status(args.strategy)))
+    except SpartanError as err:
+        return _refusal(err)
+    return EXIT_OK
+
+
+def _halt(args: argparse.Namespace) -> int:
+    from research_lib.trading import halt
+
+    try:
+        cancelled = halt(args.strategy, args.reason)
+    except SpartanError as err:
+        return _refusal(err)
+    print(f"HALTED {args.strategy or 'every strategy'}: no new orders until `spartan resume"
+          f"{' --strategy ' + args.strategy if args.strategy else ''}`. Cancelled {len(cancelled)} open simulated "
+          "order(s); Alpaca's open orders are cancelled at the next cycle.")
+    return EXIT_OK
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from research_lib.trading import resume
+
+    try:
+        state, why = resume(args.strategy, args.reason)
+    except SpartanError as err:
+        return _refusal(err)
+    who = args.strategy or "every strategy"
+    if state.value == "active":
+        print(f"ACTIVE {who}: trading resumes at the next cycle.")
+        return EXIT_OK
+    print(f"spartan: {who} is still {state.value.upper()}: {why}", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _promote(args: argparse.Namespace) -> int:
@@ -57,12 +147,8 @@ def _promote(args: argparse.Namespace) -> int:
 
     try:
         path = promote(args.run_dir, args.override_reason)
-    except ConfigError as err:
-        print(f"spartan: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except PromotionRefused as err:
-        print(f"spartan: {err}", file=sys.stderr)
-        return EXIT_FAILED
+    except (ConfigError, PromotionRefused) as err:
+        return _refusal(err)
     overridden = bool(yaml.safe_load(path.read_text()).get("override_reason"))
     print(f"Promoted{' (gate overridden, reason recorded)' if overridden else ''}: {path}")
     build_index(paths.reports_dir())
@@ -75,8 +161,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         run_dir = run_pipeline(args.params, args.overrides, args.stages, args.run_dir)
     except ConfigError as err:
-        print(f"spartan: {err}", file=sys.stderr)
-        return EXIT_USAGE
+        return _refusal(err)
     except SpartanError as err:
         print(f"spartan: run failed. {err}", file=sys.stderr)
         return EXIT_FAILED

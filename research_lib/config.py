@@ -269,6 +269,26 @@ class ReportConfig(_Strict):
     tearsheet: bool = Field(True, description="write the quantstats HTML tearsheet")
 
 
+class PaperConfig(_Strict):
+    """Paper trading of a promoted strategy (``spartan trade``, research_lib.trading)."""
+
+    broker: Literal["sim", "alpaca"] = Field("sim", description="sim: the offline simulated broker; alpaca: "
+                                             "Alpaca's paper endpoint (keys from the environment)")
+    sim_start: dt.date | None = Field(None, description="first session the simulated account trades; null: "
+                                      "sim_history_sessions before the end of the run's prices")
+    sim_history_sessions: int = Field(252, ge=1, description="sessions the default sim start leaves to replay")
+    starting_cash: float | None = Field(None, gt=0, description="the simulated account's cash; null: portfolio.capital")
+    max_target_age_sessions: int = Field(31, ge=0, description="refuse to trade on a weights row older than this "
+                                         "(re-run the research and promote again)")
+    min_trade_value: float = Field(100.0, ge=0, description="smaller trades (and target positions) are skipped, "
+                                   "in account currency")
+    cash_buffer: float = Field(0.005, ge=0, lt=0.5, description="share of equity left in cash for costs and price "
+                               "moves before the fill: long targets are scaled down to at most 1 - cash_buffer")
+    adv_sessions: int = Field(20, ge=1, description="sessions in the average daily volume of the share-of-ADV check")
+    max_tracking_error: float = Field(0.05, gt=0, description="annualized tracking error of paper against the "
+                                      "backtest beyond which the report flags drift")
+
+
 class RunConfig(_Strict):
     """Everything one research run needs, saved as ``config.yaml`` in its run folder."""
 
@@ -283,6 +303,7 @@ class RunConfig(_Strict):
     risk: RiskLimits = DEFAULT_RISK_LIMITS
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
+    paper: PaperConfig = PaperConfig()
 
     @model_validator(mode="after")
     def _shorts_allowed(self) -> RunConfig:

@@ -28,6 +28,7 @@ from research_lib._io import atomic_write_bytes, git_commit, now_utc, package_ve
 from research_lib.errors import ConfigError, SpartanError
 
 STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
+PAPER_NOTEBOOK = "07_paper_trade.ipynb"  # run by `spartan trade`, one session at a time; not a research stage
 MANIFEST = "manifest.json"
 _VERSIONED = ("pandas", "numpy", "papermill", "quantstats", "scikit-learn", "skfolio", "arch")
 
@@ -46,8 +47,9 @@ class StageFailed(SpartanError):
 
 
 def discover_stages(notebooks_dir: Path) -> list[Path]:
-    """The chain: every ``NN_verb_object.ipynb`` in ``notebooks_dir``, in number order."""
-    return sorted(p for p in Path(notebooks_dir).iterdir() if STAGE_PATTERN.match(p.name))
+    """The research chain: every ``NN_verb_object.ipynb`` in ``notebooks_dir`` but the paper-trading
+    notebook, in number order."""
+    return sorted(p for p in Path(notebooks_dir).iterdir() if STAGE_PATTERN.match(p.name) and p.name != PAPER_NOTEBOOK)
 
 
 def select_stages(available: list[Path], wanted: list[str] | None) -> list[Path]:
@@ -123,13 +125,10 @@ def run_pipeline(
             stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
             write_manifest(run_dir, manifest)
             started = time.perf_counter()
-            try:
-                error = _execute(notebook, run_dir, config_path, notebooks)
-            except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as err:  # kernel died or hung
-                error = f"the notebook could not be executed ({type(err).__name__}: {err})."
+            error = _execute(notebook, run_dir, config_path, notebooks)
             stage.update(duration_s=round(time.perf_counter() - started, 3), status="failed" if error else "succeeded",
                          error=error)
-            stage["html"] = _to_html(run_dir / notebook.name)
+            stage["html"] = to_html(run_dir / notebook.name)
             if error:
                 kept = run_dir / (stage["html"] or notebook.name)
                 raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
@@ -158,24 +157,33 @@ def run_pipeline(
 
 
 def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path) -> str | None:
-    """Execute one notebook; return a one-line description of the failure, or None."""
+    """Execute one stage of the chain into the run folder; return a one-line failure or None."""
+    return execute_notebook(notebook, run_dir / notebook.name,
+                            {"config_path": str(config_path), "run_dir": str(run_dir)}, cwd)
+
+
+def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) -> str | None:
+    """Execute ``notebook`` with papermill into ``output``; return a one-line description of
+    the failure (the cell, its first line, the exception), or None. Never pass secrets as
+    ``parameters``: papermill writes them into the output notebook."""
     import papermill as pm
 
     os.environ["SPARTAN_HOME"] = str(paths.workspace_root())
     try:
         pm.execute_notebook(
-            str(notebook), str(run_dir / notebook.name),
-            parameters={"config_path": str(config_path), "run_dir": str(run_dir)},
+            str(notebook), str(output), parameters=parameters,
             kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=False,
             kernel_manager_class=f"{__name__}._IPCKernelManager",
         )
     except pm.PapermillExecutionError as err:
-        first_line = next((line for line in err.source.splitlines() if line.strip()), "")
+        first_line = next((line for line in err.source.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")
         return f"cell {err.exec_count} (`{first_line.strip()}`) raised {err.ename}: {err.evalue}"
+    except (DeadKernelError, CellTimeoutError, RuntimeError, TimeoutError) as err:  # kernel died or hung
+        return f"the notebook could not be executed ({type(err).__name__}: {err})."
     return None
 
 
-def _to_html(executed: Path) -> str | None:
+def to_html(executed: Path) -> str | None:
     """Convert an executed notebook to HTML beside it; return the file name."""
     if not executed.is_file():
         return None

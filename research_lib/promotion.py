@@ -17,9 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from research_lib import paths
 from research_lib._io import atomic_write_bytes, now_utc, read_json
+from research_lib.data._snapshot import sha256_of
 from research_lib.errors import ConfigError, SpartanError
 
 PROMOTION_FILE = "promotion.yaml"
+PAPER_ARTIFACTS = ("weights.parquet", "prices.parquet")
 VALIDATION_FILE = "validation.json"
 
 
@@ -166,6 +168,8 @@ def promote(run_dir: str | Path, override_reason: str | None = None, thresholds:
         "override_reason": reason if not result["passed"] else None,
         "metrics": validation["gate_stats"],
         "params": manifest["config"],
+        # What paper trading replays; it refuses files changed since (research_lib.trading).
+        "artifacts": {name: sha256_of(run_dir / name) for name in PAPER_ARTIFACTS if (run_dir / name).is_file()},
     }
     target = Path(promoted_dir) if promoted_dir else paths.workspace_root() / "params" / "promoted"
     path = target / f"{name}.yaml"

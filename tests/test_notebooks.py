@@ -12,7 +12,8 @@ import pytest
 from research_lib.pipeline import discover_stages
 from tests.conftest import REPO
 
-NOTEBOOKS = discover_stages(REPO / "notebooks")
+STAGES = discover_stages(REPO / "notebooks")  # the research chain
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # the chain and 07_paper_trade
 IDS = [p.stem for p in NOTEBOOKS]
 
 
@@ -54,8 +55,12 @@ def test_code_cells_stay_thin(path):
             f"{path.name}: loops and functions belong in research_lib:\n{cell.source}")
 
 
+def test_the_paper_trading_notebook_is_not_a_research_stage():
+    assert [p.name for p in NOTEBOOKS if p not in STAGES] == ["07_paper_trade.ipynb"]
+
+
 @pytest.mark.notebook
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+@pytest.mark.parametrize("path", STAGES, ids=[p.stem for p in STAGES])
 def test_each_notebook_runs_alone_in_a_fresh_run_dir(path, workspace, tmp_path):
     """No upstream artifacts: the library computes what is missing (06 loads its own prices)."""
     run_dir = tmp_path / "run"

@@ -192,6 +192,18 @@ class SimBroker:
         self._faults: list[_Fault] = []
         self._open_account(start)
 
+    @staticmethod
+    def stored_account(db_path: str | Path, account_id: str) -> dict | None:
+        """The settings and sim date of an account already in ``db_path`` (None if there is none)."""
+        if not Path(db_path).is_file():
+            return None
+        with closing(sqlite3.connect(db_path, timeout=LOCK_TIMEOUT_SECONDS)) as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sim_accounts'").fetchone():
+                return None
+            cursor = conn.execute("SELECT * FROM sim_accounts WHERE account_id = ?", (account_id,))
+            row = cursor.fetchone()
+            return dict(zip([c[0] for c in cursor.description], row)) if row else None
+
     # -- the Broker interface ------------------------------------------------------------
 
     def clock(self) -> Clock:

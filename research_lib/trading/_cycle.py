@@ -56,19 +56,23 @@ def client_order_id(strategy: str, session: dt.date, symbol: str, side: str) -> 
 class CycleInputs:
     """What the cycle needs besides the broker and the ledger.
 
-    targets : target weights (symbol -> fraction of equity) decided at ``session``'s close.
+    targets : target weights (symbol -> fraction of equity) decided at ``session``'s close, or
+        None to hold: reconcile and check the loss limits, but propose no order (the book drifts
+        with prices between decisions, as in the backtest).
+    decision : the date of the decision ``targets`` come from (recorded with the cycle).
     prices : reference prices of every symbol held or targeted, observed at ``price_time``.
     adv : average daily volume in shares per symbol (None: unknown, which fails closed).
     """
 
     strategy: str
     session: dt.date
-    targets: pd.Series
+    targets: pd.Series | None
     prices: pd.Series
     price_time: dt.datetime
     limits: RiskLimits
     adv: pd.Series | None = None
     min_trade_value: float = 1.0
+    decision: dt.date | None = None
 
 
 @dataclass
@@ -135,11 +139,15 @@ def _loss_limits(ledger: Ledger, inputs: CycleInputs, equity: float, report: Cyc
 def _proposed_orders(inputs: CycleInputs, equity: float, positions: dict[str, float],
                      pending: dict[str, float]) -> list[Order]:
     """Step 4: shares to trade so that positions plus today's open orders reach the targets."""
+    if inputs.targets is None:
+        return []
     symbols = sorted(set(inputs.targets.index[inputs.targets != 0]) | {s for s, q in positions.items() if q})
     orders = []
     for symbol in symbols:
         price = float(inputs.prices.get(symbol, float("nan")))
         target = float(inputs.targets.get(symbol, 0.0))
+        if abs(target) * equity < inputs.min_trade_value:
+            target = 0.0  # dust from the optimizer: an exit, not a residual position
         if not price > 0:
             orders.append(Order(symbol, Side.BUY if target > 0 else Side.SELL, quantity=float("nan")))  # refused, with reason
             continue
@@ -171,11 +179,12 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
                 left = order.quantity - order.filled_quantity
                 pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
             else:
-                broker.cancel_order(order.broker_id)  # not this session's: never left to fill unseen
-                report.cancelled.append(order.client_order_id)
+                _cancel(broker, ledger, order, report)  # not this session's: never left to fill unseen
         report.equity, report.cash, report.positions = account.equity, account.cash, positions
         state = _loss_limits(ledger, inputs, account.equity, report)
         if state is KillSwitch.HALTED:
+            for order in open_orders:  # only cancels are allowed: nothing of this session is left to fill
+                _cancel(broker, ledger, order, report)
             report.status = "halted"
             return report
         if not clock.is_open:
@@ -207,8 +216,32 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
         report.status = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        ledger.finish_cycle(cycle, report.status, {"sent": len(report.sent), "rejected": len(report.rejected),
-                                                   "kill_switch": report.kill_switch})
+        ledger.finish_cycle(cycle, report.status, {
+            "sent": len(report.sent), "adopted": len(report.adopted), "rejected": len(report.rejected),
+            "cancelled": len(report.cancelled), "kill_switch": report.kill_switch, "equity": report.equity,
+            "decision": None if inputs.decision is None else str(inputs.decision), "dry_run": dry_run,
+            "weights": _book_weights(report.positions, inputs.prices, report.equity)})
+
+
+def _book_weights(positions: dict[str, float], prices: pd.Series, equity: float | None) -> dict[str, float]:
+    """The reconciled book as fractions of equity, valued at the reference prices (for tracking)."""
+    if not equity:
+        return {}
+    return {s: q * float(prices[s]) / equity for s, q in positions.items() if s in prices.index and q}
+
+
+def _cancel(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleReport) -> None:
+    """Cancel an open order and record what the broker then says. A cancel can be asynchronous
+    (Alpaca's pending_cancel, and a fill may still come): until the broker reports a final
+    status the intent keeps its status, so the next cycle looks it up again."""
+    broker.cancel_order(order.broker_id)
+    report.cancelled.append(order.client_order_id)
+    known = ledger.intent(order.client_order_id)
+    if known is None or known.status in FINAL_STATUSES:
+        return
+    found = broker.order_by_client_id(order.client_order_id)
+    if found is not None and found.status in FINAL_STATUSES:
+        _apply(ledger, found)
 
 
 def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, report: CycleReport) -> None:

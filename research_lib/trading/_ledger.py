@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS ledger_cycles (
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT);
 """
 FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent")
+ALL_STRATEGIES = "*"  # the kill-switch row that applies to every strategy (`spartan halt` without --strategy)
+HALT_FILE = "HALT"
 
 
 @dataclass(frozen=True)
@@ -125,15 +127,42 @@ class Ledger:
     # ---------------------------------------------------------------- kill switch
 
     def kill_switch(self, strategy: str) -> tuple[KillSwitch, str]:
-        """The current state and the reason it was set (ACTIVE when never set)."""
+        """The state that applies to ``strategy`` and why: the most restrictive of its own, the
+        workspace-wide one (`ALL_STRATEGIES`) and the halt file (`halt_file`). ACTIVE when none is set."""
+        candidates = [(KillSwitch.ACTIVE, "never set")]
+        for who in (strategy, ALL_STRATEGIES):
+            rows = self._read("SELECT state, reason FROM ledger_kill_switch WHERE strategy = ? ORDER BY id DESC "
+                              "LIMIT 1", (who,))
+            if rows:
+                scope = "" if who == strategy else "all strategies: "
+                candidates.append((KillSwitch(rows[0][0]), scope + rows[0][1]))
+        if self.halt_file.exists():
+            note = self.halt_file.read_text(errors="replace").strip()[:200]
+            candidates.append((KillSwitch.HALTED, f"halt file {self.halt_file} exists{': ' + note if note else ''} "
+                                                  "(delete it to lift this halt)"))
+        return max(candidates, key=lambda c: c[0].rank)
+
+    def own_kill_switch(self, strategy: str) -> tuple[KillSwitch, str]:
+        """The state set for ``strategy`` itself (or `ALL_STRATEGIES`), ignoring the others."""
         rows = self._read("SELECT state, reason FROM ledger_kill_switch WHERE strategy = ? ORDER BY id DESC LIMIT 1",
                           (strategy,))
         return (KillSwitch(rows[0][0]), rows[0][1]) if rows else (KillSwitch.ACTIVE, "never set")
 
+    @property
+    def halt_file(self) -> Path:
+        """A file whose mere presence halts every strategy (``data/HALT`` beside the workspace state)."""
+        return self.db_path.parent / HALT_FILE
+
     def set_kill_switch(self, strategy: str, state: KillSwitch, reason: str) -> None:
+        """Record a new state for ``strategy``, or for every strategy with `ALL_STRATEGIES`."""
         with self._write() as conn:
             conn.execute("INSERT INTO ledger_kill_switch (strategy, state, reason, at) VALUES (?, ?, ?, ?)",
                          (strategy, KillSwitch(state).value, reason, now_utc()))
+
+    def kill_switch_history(self, strategy: str) -> list[tuple[str, str, str]]:
+        """``(at, state, reason)`` of the strategy's and the workspace-wide changes, oldest first."""
+        return self._read("SELECT at, state, reason FROM ledger_kill_switch WHERE strategy IN (?, ?) ORDER BY id",
+                          (strategy, ALL_STRATEGIES))
 
     # ---------------------------------------------------------------- equity and cycles
 
@@ -152,6 +181,17 @@ class Ledger:
         with self._write() as conn:
             return conn.execute("INSERT INTO ledger_cycles (strategy, session, broker, started_at, status) "
                                 "VALUES (?, ?, ?, ?, 'running')", (strategy, session, broker, now_utc())).lastrowid
+
+    def cycles(self, strategy: str) -> list[dict]:
+        """Every cycle of the strategy, oldest first: id, session, broker, times, status, summary."""
+        rows = self._read("SELECT id, session, broker, started_at, finished_at, status, summary FROM ledger_cycles "
+                          "WHERE strategy = ? ORDER BY id", (strategy,))
+        return [{"id": r[0], "session": r[1], "broker": r[2], "started_at": r[3], "finished_at": r[4],
+                 "status": r[5], "summary": json.loads(r[6]) if r[6] else {}} for r in rows]
+
+    def strategies(self) -> list[str]:
+        """Strategies with any cycle in the ledger."""
+        return [r[0] for r in self._read("SELECT DISTINCT strategy FROM ledger_cycles ORDER BY strategy")]
 
     def finish_cycle(self, cycle_id: int, status: str, summary: dict) -> None:
         with self._write() as conn:

@@ -1,0 +1,32 @@
+"""The Jinja2 environment of the HTML reports, with their number filters (``pct``, ``num``, ``money``)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
+
+from research_lib._io import atomic_write_bytes
+
+
+def _fmt(value, spec: str) -> str:
+    if value is None or isinstance(value, Undefined) or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return format(value, spec)
+
+
+def environment() -> Environment:
+    env = Environment(loader=PackageLoader("research_lib.reports", "templates"), autoescape=select_autoescape())
+    env.filters["pct"] = lambda v, digits=1: "n/a" if v is None or isinstance(v, Undefined) else \
+        _fmt(100 * v, f".{digits}f") + "%"
+    env.filters["num"] = lambda v, digits=2: _fmt(v, f".{digits}f")
+    env.filters["money"] = lambda v: _fmt(v, ",.2f")
+    return env
+
+
+def render_to(path: str | Path, template: str, **context) -> Path:
+    """Render ``template`` with ``context`` to ``path``, atomically."""
+    html = environment().get_template(template).render(**context)
+    atomic_write_bytes(Path(path), html.encode())
+    return Path(path)
