@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 
 import pandas as pd
 import pytest
@@ -17,6 +19,49 @@ from research_lib.errors import ConfigError
 from tests.conftest import REPO
 
 CANARY = "sk-ant-" + "canary-0123456789abcdefghij"  # a fake key, split so scanners see no key
+
+
+def sim_orders(workspace) -> list[tuple]:
+    with closing(sqlite3.connect(workspace / "data" / "spartan.sqlite")) as conn:
+        return conn.execute("SELECT client_order_id, status FROM sim_orders ORDER BY seq").fetchall()
+
+
+def paper_trade_the_promoted_smoke_run(workspace, capsys):
+    """Issue 7's acceptance: `spartan trade --broker sim` on advancing sessions, a re-run that
+    sends nothing, `spartan halt` that stops new orders, `spartan status`, and the reports."""
+    paper = workspace / "reports" / "paper" / "smoke"
+    assert main(["trade", "--broker", "sim", "--asof", "2018-11-29"]) == 0
+    first = json.loads((paper / "2018-11-29" / "cycle.json").read_text())
+    assert first["status"] == "traded" and first["decision"] == "2018-10-31" and len(first["cycle"]["sent"]) >= 4
+    assert "offline analyst, not Claude" in (paper / "2018-11-29" / "summary.html").read_text()
+    placed = sim_orders(workspace)
+    assert len(placed) == len(first["cycle"]["sent"]) and {s for _, s in placed} == {"new"}
+
+    assert main(["trade", "--broker", "sim", "--asof", "2018-11-29"]) == 0, "the same session again"
+    assert json.loads((paper / "2018-11-29" / "cycle.json").read_text())["status"] == "nothing_to_do"
+    assert sim_orders(workspace) == placed, "a second trade for the same date places no new orders"
+
+    assert main(["trade", "--broker", "sim"]) == 0, "without --asof: the next session, 2018-11-30, a new decision"
+    second = json.loads((paper / "2018-11-30" / "cycle.json").read_text())
+    assert second["decision"] == "2018-11-30" and second["positions"], "the first orders filled at the 11-30 close"
+    assert {status for cid, status in sim_orders(workspace) if "20181129" in cid} == {"filled"}
+    out = capsys.readouterr().out
+    assert "smoke 2018-11-30 on sim" in out and "summary.html" in out
+
+    assert main(["halt", "--reason", "acceptance test"]) == 0
+    assert main(["trade", "--broker", "sim"]) == 0
+    halted = json.loads((paper / "2018-12-03" / "cycle.json").read_text())
+    assert halted["status"] == "halted" and halted["cycle"]["sent"] == [] and halted["kill_switch"]["state"] == "halted"
+    assert not any(cid.startswith("smoke-20181203") for cid, _ in sim_orders(workspace)), "halt stops all new orders"
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert "smoke: kill switch HALTED (all strategies: acceptance test)" in out and "sim at 2018-12-03" in out
+    assert main(["resume"]) == 0 and "ACTIVE" in capsys.readouterr().out
+    for folder in ("2018-11-29", "2018-11-30", "2018-12-03"):
+        assert {p.name for p in (paper / folder).iterdir()} >= {"07_paper_trade.ipynb", "07_paper_trade.html",
+                                                                 "cycle.json", "summary.html"}
+    assert main(["trade", "--strategy", "momentum"]) == 2
+    assert "Strategy 'momentum' is not promoted" in capsys.readouterr().err
 
 
 def only_run(workspace):
@@ -104,8 +149,11 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert promoted["override_reason"] == "smoke test of the promotion path" and promoted["run_id"] == run.name
     assert promoted["data"]["sha256"] == manifest["data"]["sha256"] and promoted["params"]["scenario"] == "smoke"
     assert "smoke test of the promotion path" in (workspace / "reports" / "index.html").read_text()
+    capsys.readouterr()
+    paper_trade_the_promoted_smoke_run(workspace, capsys)
 
-    for path in [*run.rglob("*"), workspace / "reports" / "index.html", workspace / "params" / "promoted" / "smoke.yaml"]:
+    for path in [*run.rglob("*"), *(workspace / "reports" / "paper").rglob("*"), *(workspace / "data").glob("*.sqlite*"),
+                 workspace / "reports" / "index.html", workspace / "params" / "promoted" / "smoke.yaml"]:
         if path.is_file():
             assert CANARY.encode() not in path.read_bytes(), f"secret leaked into {path}"
 

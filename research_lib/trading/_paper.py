@@ -364,7 +364,7 @@ def _session_report(promoted: Promoted, kind: str, broker: Broker, ledger: Ledge
         "promoted": {"run_id": promoted.record.get("run_id"), "promoted_at": promoted.record.get("promoted_at"),
                      "override_reason": promoted.record.get("override_reason"),
                      "gate_passed": (promoted.record.get("gate") or {}).get("passed")},
-        "analyst": (manifest.get("llm") or {}).get("label") or _analyst_label(promoted.config),
+        "analyst": (manifest.get("llm") or {}).get("analyst") or "unknown: the promoted run's manifest has no analyst",
     }
 
 
@@ -378,11 +378,6 @@ def _positions_table(broker: Broker, inputs: CycleInputs, equity: float | None) 
                      "weight": value / equity if value is not None and equity else None,
                      "target": None if inputs.targets is None else _num(inputs.targets.get(symbol, 0.0))})
     return rows
-
-
-def _analyst_label(config: RunConfig) -> str:
-    return "offline analyst (rule-based stand-in for Claude)" if config.llm.provider == "offline" else \
-        f"Claude ({config.llm.model})"
 
 
 def _num(value) -> float | None:
