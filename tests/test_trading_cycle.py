@@ -112,3 +112,49 @@ def test_a_dry_run_reconciles_and_reports_but_sends_nothing(market):
     report = run_cycle(sim, ledger, inputs_at(prices, sessions(prices)[0]), dry_run=True)
     assert report.status == "dry_run" and len(report.sent) == 3 and all(o["dry_run"] for o in report.sent)
     assert sim.orders() == [] and ledger.intents("trend") == []
+
+
+def test_strategy_names_that_differ_only_in_punctuation_get_distinct_ids():
+    day = dt.date(2024, 1, 2)
+    assert client_order_id("mom-1", day, "AAA", "buy") != client_order_id("mom_1", day, "AAA", "buy")
+
+
+def test_a_dry_run_cancels_nothing_and_records_no_equity(market):
+    prices, sim, ledger = market
+    first, second = sessions(prices)[:2]
+    run_cycle(sim, ledger, inputs_at(prices, first))  # open orders of the first session
+    equity_before = ledger.equity_history("trend")
+    report = run_cycle(sim, ledger, inputs_at(prices, second), dry_run=True)
+    assert report.cancelled == [] and len(report.would_cancel) == 3
+    assert all(o.is_open for o in sim.orders()) and ledger.equity_history("trend") == equity_before
+
+
+def test_after_a_drawdown_halt_and_a_resume_the_old_peak_does_not_halt_again(market):
+    prices, sim, ledger = market
+    day0, day1, day2 = sessions(prices)[:3]
+    ledger.record_equity("trend", "2019-12-30", 2_000_000.0, 2_000_000.0)  # a peak far above today's equity
+    assert run_cycle(sim, ledger, inputs_at(prices, day0)).status == "halted"
+    assert ledger.kill_switch("trend")[0] is KillSwitch.HALTED
+    ledger.set_kill_switch("trend", KillSwitch.ACTIVE, "reviewed the loss; trading on")
+    report = run_cycle(sim, ledger, inputs_at(prices, day1))
+    assert report.kill_switch == "active" and report.status == "traded", "the drawdown counts from the resume"
+
+
+def test_a_halt_during_the_sending_stops_the_remaining_orders(market):
+    prices, sim, ledger = market
+    day0 = sessions(prices)[0]
+
+    class HaltAfterFirstOrder:
+        """The real sim; after its first accepted order an operator runs `spartan halt`."""
+
+        def __getattr__(self, name):
+            return getattr(sim, name)
+
+        def submit_order(self, *args, **kwargs):
+            placed = sim.submit_order(*args, **kwargs)
+            ledger.set_kill_switch("trend", KillSwitch.HALTED, "operator halt mid-cycle")
+            return placed
+
+    report = run_cycle(HaltAfterFirstOrder(), ledger, inputs_at(prices, day0))
+    assert len(report.sent) == 1 and len(sim.orders()) == 1
+    assert sum("HALTED" in r["reason"] for r in report.rejected) == 2

@@ -44,7 +44,7 @@ def client_order_id(strategy: str, session: dt.date, symbol: str, side: str) -> 
     inputs never share an id.
     """
     def part(text: str, width: int) -> str:
-        clean = re.sub(r"[^A-Za-z0-9._]", "_", text)
+        clean = re.sub(r"[^A-Za-z0-9._-]", "_", text)
         if len(clean) <= width:
             return clean
         return clean[: width - 7] + "~" + hashlib.sha256(text.encode()).hexdigest()[:6]
@@ -91,6 +91,7 @@ class CycleReport:
     drawdown: float | None = None
     resolved: list[dict] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
+    would_cancel: list[str] = field(default_factory=list)
     sent: list[dict] = field(default_factory=list)
     adopted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -120,13 +121,23 @@ def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleR
             report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "adopted"})
 
 
-def _loss_limits(ledger: Ledger, inputs: CycleInputs, equity: float, report: CycleReport) -> KillSwitch:
-    """Step 3: record today's equity and tighten the kill switch on a loss beyond a limit."""
+def _loss_limits(ledger: Ledger, inputs: CycleInputs, equity: float, report: CycleReport, write: bool) -> KillSwitch:
+    """Step 3: record today's equity and tighten the kill switch on a loss beyond a limit.
+
+    The drawdown is measured from the peak since the last explicit resume, so that a resumed
+    strategy is not halted again at once by the same old peak. A dry run records nothing.
+    """
     state, why = ledger.kill_switch(inputs.strategy)
-    history = [(s, e) for s, e in ledger.equity_history(inputs.strategy) if s < str(inputs.session)]
+    history = [(s, e) for s, e, _ in ledger.equity_history(inputs.strategy, with_times=True) if s < str(inputs.session)]
+    resumed = ledger.last_resume(inputs.strategy)
+    since = [e for s, e, at in ledger.equity_history(inputs.strategy, with_times=True)
+             if s < str(inputs.session) and (resumed is None or at >= resumed)]
     previous = history[-1][1] if history else equity
-    peak = max([e for _, e in history] + [equity])
+    peak = max(since + [equity])
     report.daily_pnl, report.drawdown = equity / previous - 1.0, 1.0 - equity / peak
+    if not write:
+        report.kill_switch, report.kill_switch_reason = state.value, why
+        return state
     ledger.record_equity(inputs.strategy, str(inputs.session), equity, report.cash)
     tightened, reason = next_state(state, report.daily_pnl, report.drawdown, inputs.limits)
     if reason:
@@ -164,6 +175,7 @@ def _proposed_orders(inputs: CycleInputs, equity: float, positions: dict[str, fl
 def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: bool = False) -> CycleReport:
     """Run one cycle for ``inputs.session`` (see the module docstring); return its report."""
     report = CycleReport(inputs.strategy, str(inputs.session))
+    rebalancing = False  # whether the decision's targets were applied in full (ACTIVE, not a dry run)
     cycle = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name)
     try:
         _resolve(broker, ledger, inputs, report)
@@ -172,19 +184,23 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
         positions = {s: p.quantity for s, p in broker.positions().items()}
         ours = {i.client_order_id for i in ledger.intents(inputs.strategy, str(inputs.session))}
         pending: dict[str, float] = {}
+        open_sells: dict[str, float] = {}
         open_orders = []
         for order in broker.open_orders():
             if order.client_order_id in ours:
                 open_orders.append(order)
                 left = order.quantity - order.filled_quantity
                 pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
+                if order.side == "sell":
+                    open_sells[order.symbol] = open_sells.get(order.symbol, 0.0) + left
             else:
-                _cancel(broker, ledger, order, report)  # not this session's: never left to fill unseen
+                _cancel(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
         report.equity, report.cash, report.positions = account.equity, account.cash, positions
-        state = _loss_limits(ledger, inputs, account.equity, report)
+        state = _loss_limits(ledger, inputs, account.equity, report, write=not dry_run)
+        rebalancing = inputs.targets is not None and state is KillSwitch.ACTIVE and not dry_run
         if state is KillSwitch.HALTED:
             for order in open_orders:  # only cancels are allowed: nothing of this session is left to fill
-                _cancel(broker, ledger, order, report)
+                _cancel(broker, ledger, order, report, dry_run)
             report.status = "halted"
             return report
         if not clock.is_open:
@@ -198,7 +214,8 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
         prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
         adv = {} if inputs.adv is None else {s: float(v) for s, v in inputs.adv.dropna().items()}
         decision = check_orders(proposed, positions, prices, inputs.limits, state, account.equity, inputs.price_time,
-                                adv=adv, open_orders=len(open_orders), orders_sent_today=len(ours))
+                                adv=adv, open_sell_quantity=open_sells, open_orders=len(open_orders),
+                                orders_sent_today=len(ours))
         report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
                             for r in decision.rejected]
         report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
@@ -220,6 +237,7 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
             "sent": len(report.sent), "adopted": len(report.adopted), "rejected": len(report.rejected),
             "cancelled": len(report.cancelled), "kill_switch": report.kill_switch, "equity": report.equity,
             "decision": None if inputs.decision is None else str(inputs.decision), "dry_run": dry_run,
+            "rebalance": rebalancing and report.status in ("traded", "nothing_to_do"),
             "weights": _book_weights(report.positions, inputs.prices, report.equity)})
 
 
@@ -230,10 +248,14 @@ def _book_weights(positions: dict[str, float], prices: pd.Series, equity: float 
     return {s: q * float(prices[s]) / equity for s, q in positions.items() if s in prices.index and q}
 
 
-def _cancel(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleReport) -> None:
+def _cancel(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleReport, dry_run: bool) -> None:
     """Cancel an open order and record what the broker then says. A cancel can be asynchronous
     (Alpaca's pending_cancel, and a fill may still come): until the broker reports a final
-    status the intent keeps its status, so the next cycle looks it up again."""
+    status the intent keeps its status, so the next cycle looks it up again. A dry run only
+    reports the order in ``would_cancel``."""
+    if dry_run:
+        report.would_cancel.append(order.client_order_id)
+        return
     broker.cancel_order(order.broker_id)
     report.cancelled.append(order.client_order_id)
     known = ledger.intent(order.client_order_id)
@@ -252,6 +274,10 @@ def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, rep
     known = ledger.intent(cid)
     if known is not None and known.status not in ("not_sent",):
         return  # this session already decided this order; its state came from the broker in step 1
+    state, why = ledger.kill_switch(inputs.strategy)
+    if state is KillSwitch.HALTED:  # halted while this cycle was sending: nothing more goes out
+        report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"kill_switch: HALTED ({why})"})
+        return
     if known is None:
         ledger.record_intent(Intent(cid, inputs.strategy, str(inputs.session), order.symbol, side, order.quantity,
                                     price, "intent"))

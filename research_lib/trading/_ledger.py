@@ -14,14 +14,19 @@ and a re-run of the same session finds what the previous run did. Statuses:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from research_lib._io import now_utc
 from research_lib.risk import KillSwitch
+
+
+def now_utc() -> str:
+    """UTC, ISO 8601 to the microsecond: the order of events within a second matters here."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS ledger_intents (
@@ -129,7 +134,7 @@ class Ledger:
     def kill_switch(self, strategy: str) -> tuple[KillSwitch, str]:
         """The state that applies to ``strategy`` and why: the most restrictive of its own, the
         workspace-wide one (`ALL_STRATEGIES`) and the halt file (`halt_file`). ACTIVE when none is set."""
-        candidates = [(KillSwitch.ACTIVE, "never set")]
+        candidates = []
         for who in (strategy, ALL_STRATEGIES):
             rows = self._read("SELECT state, reason FROM ledger_kill_switch WHERE strategy = ? ORDER BY id DESC "
                               "LIMIT 1", (who,))
@@ -140,7 +145,7 @@ class Ledger:
             note = self.halt_file.read_text(errors="replace").strip()[:200]
             candidates.append((KillSwitch.HALTED, f"halt file {self.halt_file} exists{': ' + note if note else ''} "
                                                   "(delete it to lift this halt)"))
-        return max(candidates, key=lambda c: c[0].rank)
+        return max(candidates, key=lambda c: c[0].rank) if candidates else (KillSwitch.ACTIVE, "never set")
 
     def own_kill_switch(self, strategy: str) -> tuple[KillSwitch, str]:
         """The state set for ``strategy`` itself (or `ALL_STRATEGIES`), ignoring the others."""
@@ -172,10 +177,17 @@ class Ledger:
             conn.execute("INSERT OR REPLACE INTO ledger_equity VALUES (?, ?, ?, ?, ?)",
                          (strategy, session, equity, cash, now_utc()))
 
-    def equity_history(self, strategy: str) -> list[tuple[str, float]]:
-        """``(session, equity)`` pairs, oldest first."""
-        return [(s, e) for s, e in self._read("SELECT session, equity FROM ledger_equity WHERE strategy = ? "
-                                              "ORDER BY session", (strategy,))]
+    def equity_history(self, strategy: str, with_times: bool = False) -> list[tuple]:
+        """``(session, equity)`` pairs, oldest first (``(session, equity, recorded_at)`` with ``with_times``)."""
+        rows = self._read("SELECT session, equity, recorded_at FROM ledger_equity WHERE strategy = ? ORDER BY session",
+                          (strategy,))
+        return [tuple(r) if with_times else (r[0], r[1]) for r in rows]
+
+    def last_resume(self, strategy: str) -> str | None:
+        """When the kill switch was last set back to ACTIVE for ``strategy`` or for all (UTC, ISO)."""
+        rows = self._read("SELECT MAX(at) FROM ledger_kill_switch WHERE strategy IN (?, ?) AND state = ?",
+                          (strategy, ALL_STRATEGIES, KillSwitch.ACTIVE.value))
+        return rows[0][0] if rows else None
 
     def start_cycle(self, strategy: str, session: str, broker: str) -> int:
         with self._write() as conn:

@@ -124,13 +124,20 @@ def load_promoted(strategy: str | None = None) -> Promoted:
     run_dir = Path(record.get("run_dir") or "")
     if not run_dir.is_dir():
         run_dir = paths.reports_dir() / "runs" / str(record.get("run_id"))
+    if config.backtest.execution_lag_sessions != 1:
+        raise ConfigError(f"{file}: backtest.execution_lag_sessions is {config.backtest.execution_lag_sessions}, but "
+                          "paper trading executes one session after each decision; validate and promote a run with "
+                          "execution_lag_sessions: 1.")
     for name in ("weights.parquet", "prices.parquet"):
         path = run_dir / name
         if not path.is_file():
             raise ConfigError(f"{file} points at run {record.get('run_id')}, but {path} is missing; restore the run "
                               "folder, or run the research again and promote the new run.")
         promoted_hash = (record.get("artifacts") or {}).get(name)
-        if promoted_hash and sha256_of(path) != promoted_hash:
+        if not promoted_hash:
+            raise ConfigError(f"{file} records no sha256 of {name} (promoted by an older version); promote the run "
+                              f"again: spartan promote {run_dir}")
+        if sha256_of(path) != promoted_hash:
             raise ConfigError(f"{path} changed since {strategy!r} was promoted (sha256 differs from {file}); paper "
                               "trading only replays what was validated. Promote the run again if the change is wanted.")
     weights = pd.read_parquet(run_dir / "weights.parquet")
@@ -181,6 +188,11 @@ def resolve_session(strategy: str | None = None, broker: str | None = None, asof
     if kind not in BROKERS:
         raise ConfigError(f"broker {kind!r} is unknown; use one of {list(BROKERS)}")
     day = _as_date(asof)
+    used = {c["broker"] for c in Ledger(state_db()).cycles(promoted.name)} - {kind}
+    if used:
+        raise ConfigError(f"{promoted.name!r} has traded on {', '.join(sorted(used))}; its ledger (equity, loss limits, "
+                          f"orders) belongs to that account, so it cannot switch to {kind}. Keep --broker "
+                          f"{sorted(used)[0]}, or promote the strategy under another scenario name for {kind}.")
     if kind == "sim":
         if day is None:
             sim = open_sim(promoted, state_db())
@@ -233,10 +245,14 @@ def with_cash_buffer(targets: pd.Series, cash_buffer: float) -> pd.Series:
 
 
 def applied_decision(ledger: Ledger, strategy: str) -> tuple[str | None, str | None]:
-    """``(decision, session)`` of the last finished, real (not dry-run) cycle that traded a decision."""
+    """``(decision, session)`` of the last cycle that rebalanced to a decision in full (ACTIVE,
+    not a dry run, finished); ``(None, None)`` when none did or its orders were then cancelled
+    or expired (by a halt, say): the decision in force is still to be traded."""
     for cycle in reversed(ledger.cycles(strategy)):
         summary = cycle["summary"]
-        if cycle["status"] in ("traded", "nothing_to_do") and summary.get("decision") and not summary.get("dry_run"):
+        if cycle["status"] in ("traded", "nothing_to_do") and summary.get("rebalance") and summary.get("decision"):
+            if any(i.status in ("canceled", "expired") for i in ledger.intents(strategy, cycle["session"])):
+                return None, None
             return summary["decision"], cycle["session"]
     return None, None
 
@@ -274,11 +290,13 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     ledger = Ledger(state_db())
     config = promoted.config
     if kind == "sim":
+        # The decision first: a refusal must leave the simulated market where it stands.
+        decision_at(promoted.weights, session, promoted.prices.index, config.paper.max_target_age_sessions)
         live, prices, price_time = _sim_market(promoted, session, dry_run)
         close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
                                                    unknown_volume_passes=True)
     else:
-        live, prices, price_time = _alpaca_market(promoted, session)
+        live, prices, price_time = _alpaca_market(promoted, session, ledger)
         close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
                                                    unknown_volume_passes=False)
     decided, targets = decision_at(promoted.weights, session, prices.index, config.paper.max_target_age_sessions)
@@ -311,7 +329,7 @@ def _sim_market(promoted: Promoted, session: dt.date, dry_run: bool) -> tuple[Si
     return sim, promoted.prices, dt.datetime.combine(session, CLOSE, NEW_YORK)
 
 
-def _alpaca_market(promoted: Promoted, session: dt.date) -> tuple[AlpacaBroker, pd.DataFrame, dt.datetime]:
+def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tuple[AlpacaBroker, pd.DataFrame, dt.datetime]:
     from research_lib.data._sources import fetch_alpaca
 
     broker = AlpacaBroker(url_override=os.environ.get(TRADING_URL_ENV) or None)
@@ -320,7 +338,13 @@ def _alpaca_market(promoted: Promoted, session: dt.date) -> tuple[AlpacaBroker, 
         raise TradingRefused(f"Alpaca trades today's session only ({now.date()} in New York); leave out --asof "
                              f"(got {session}). Replay past sessions with --broker sim.")
     symbols = sorted(set(promoted.weights.columns))
-    bars, _ = fetch_alpaca(symbols, session - dt.timedelta(days=3 * promoted.config.paper.adv_sessions), session)
+    # Bars back to the first paper session too: the drift check backtests every paper session.
+    start = session - dt.timedelta(days=3 * max(promoted.config.paper.adv_sessions,
+                                                promoted.config.paper.max_target_age_sessions))
+    cycles = ledger.cycles(promoted.name)
+    if cycles:
+        start = min(start, dt.date.fromisoformat(cycles[0]["session"]) - dt.timedelta(days=7))
+    bars, _ = fetch_alpaca(symbols, start, session)
     last = bars.index[-1].date() if len(bars.index) else None
     if last != session:
         raise TradingRefused(f"Alpaca has no bar for {session} yet (latest: {last}); run the cycle during or after "
@@ -447,14 +471,18 @@ def halt(strategy: str | None = None, reason: str = "halted by the user") -> lis
     return cancelled
 
 
-def resume(strategy: str | None = None, reason: str = "resumed by the user") -> tuple[KillSwitch, str]:
-    """Move the kill switch back to ACTIVE for ``strategy`` (None: the workspace-wide switch);
-    return the state that now applies (another switch or the halt file may still hold it)."""
+def resume(strategy: str | None = None, reason: str = "resumed by the user") -> dict[str, tuple[KillSwitch, str]]:
+    """Move the kill switch back to ACTIVE for ``strategy`` (None: the workspace-wide switch and
+    every promoted strategy's own); return the state that now applies to each strategy concerned
+    (the halt file, or the workspace-wide switch when resuming one strategy, may still hold it)."""
     if strategy is not None:
         load_promoted(strategy)
     ledger = Ledger(state_db())
-    ledger.set_kill_switch(strategy or ALL_STRATEGIES, KillSwitch.ACTIVE, reason)
-    return ledger.kill_switch(strategy or ALL_STRATEGIES)
+    names = [strategy] if strategy else promoted_names()
+    for name in [strategy] if strategy else [ALL_STRATEGIES, *names]:
+        if strategy or ledger.own_kill_switch(name)[0] is not KillSwitch.ACTIVE or name == ALL_STRATEGIES:
+            ledger.set_kill_switch(name, KillSwitch.ACTIVE, reason)
+    return {name: ledger.kill_switch(name) for name in names or [ALL_STRATEGIES]}
 
 
 # ---------------------------------------------------------------- text for the terminal and notebook

@@ -73,9 +73,11 @@ def expected_backtest(weights: pd.DataFrame, prices: pd.DataFrame, start: pd.Tim
     in_force = weights.loc[weights.index <= start]
     if in_force.empty:
         return None, None
+    sessions = prices.index[prices.index >= start]
+    if len(sessions) <= model.get("execution_lag_sessions", 1):  # the backtest's first trade is still to come
+        return pd.Series(0.0, index=sessions), pd.DataFrame(0.0, index=sessions, columns=weights.columns)
     rows = pd.concat([in_force.iloc[[-1]].set_axis([start]), weights.loc[weights.index > start]])
     result = run_backtest(rows, prices, **model)
-    sessions = prices.index[prices.index >= start]
     returns = result.returns.reindex(sessions).fillna(0.0)
     holdings = result.holdings.reindex(sessions).fillna(0.0)
     return returns, holdings
