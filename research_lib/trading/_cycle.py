@@ -182,17 +182,15 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
         clock = broker.clock()
         account = broker.account()
         positions = {s: p.quantity for s, p in broker.positions().items()}
-        ours = {i.client_order_id for i in ledger.intents(inputs.strategy, str(inputs.session))}
+        today = ledger.intents(inputs.strategy, str(inputs.session))
+        ours = {i.client_order_id for i in today}
         pending: dict[str, float] = {}
-        open_sells: dict[str, float] = {}
         open_orders = []
         for order in broker.open_orders():
             if order.client_order_id in ours:
                 open_orders.append(order)
                 left = order.quantity - order.filled_quantity
                 pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
-                if order.side == "sell":
-                    open_sells[order.symbol] = open_sells.get(order.symbol, 0.0) + left
             else:
                 _cancel(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
         report.equity, report.cash, report.positions = account.equity, account.cash, positions
@@ -213,9 +211,13 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
         proposed = _proposed_orders(inputs, account.equity, positions, pending)
         prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
         adv = {} if inputs.adv is None else {s: float(v) for s, v in inputs.adv.dropna().items()}
-        decision = check_orders(proposed, positions, prices, inputs.limits, state, account.equity, inputs.price_time,
-                                adv=adv, open_sell_quantity=open_sells, open_orders=len(open_orders),
-                                orders_sent_today=len(ours))
+        # Checked against the book as it will be once this session's orders at the broker fill (an
+        # uncrashed run's book grew with each order it sent, so a re-run decides the same), and
+        # counting only the orders really sent today.
+        book = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
+        sent_today = sum(1 for i in today if i.status not in ("not_sent", "rejected"))
+        decision = check_orders(proposed, book, prices, inputs.limits, state, account.equity, inputs.price_time,
+                                adv=adv, open_orders=len(open_orders), orders_sent_today=sent_today)
         report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
                             for r in decision.rejected]
         report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
@@ -282,7 +284,8 @@ def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, rep
         ledger.record_intent(Intent(cid, inputs.strategy, str(inputs.session), order.symbol, side, order.quantity,
                                     price, "intent"))
     else:
-        ledger.update_intent(cid, "intent", reason="re-sent after it was not found at the broker")
+        ledger.update_intent(cid, "intent", quantity=order.quantity, decision_price=price,
+                             reason="re-sent after it was not found at the broker")
     try:
         placed = broker.submit_order(order.symbol, side, order.quantity, cid)
     except DuplicateClientOrderId:

@@ -110,14 +110,18 @@ class Ledger:
 
     def update_intent(self, client_order_id: str, status: str, *, broker_id: str | None = None,
                       filled_quantity: float | None = None, filled_avg_price: float | None = None,
-                      reason: str | None = None) -> None:
-        """Move an intent to ``status``, keeping fields not given."""
+                      reason: str | None = None, quantity: float | None = None,
+                      decision_price: float | None = None) -> None:
+        """Move an intent to ``status``, keeping fields not given (``quantity`` and
+        ``decision_price`` change only when an intent that never reached the broker is re-sent)."""
         with self._write() as conn:
             conn.execute(
                 "UPDATE ledger_intents SET status = ?, broker_id = COALESCE(?, broker_id), "
                 "filled_quantity = COALESCE(?, filled_quantity), filled_avg_price = COALESCE(?, filled_avg_price), "
-                "reason = COALESCE(?, reason), updated_at = ? WHERE client_order_id = ?",
-                (status, broker_id, filled_quantity, filled_avg_price, reason, now_utc(), client_order_id))
+                "reason = COALESCE(?, reason), quantity = COALESCE(?, quantity), "
+                "decision_price = COALESCE(?, decision_price), updated_at = ? WHERE client_order_id = ?",
+                (status, broker_id, filled_quantity, filled_avg_price, reason, quantity, decision_price, now_utc(),
+                 client_order_id))
 
     def intents(self, strategy: str, session: str | None = None) -> list[Intent]:
         """The strategy's intents (of one session if given), oldest first."""
