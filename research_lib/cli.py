@@ -140,5 +140,49 @@ def _resume(args: argparse.Namespace) -> int:
     return EXIT_FAILED if held else EXIT_OK
 
 
+def _promote(args: argparse.Namespace) -> int:
+    import yaml
+
+    from research_lib.promotion import PromotionRefused, promote
+    from research_lib.reports import build_index
+
+    try:
+        path = promote(args.run_dir, args.override_reason)
+    except (ConfigError, PromotionRefused) as err:
+        return _refusal(err)
+    overridden = bool(yaml.safe_load(path.read_text()).get("override_reason"))
+    print(f"Promoted{' (gate overridden, reason recorded)' if overridden else ''}: {path}")
+    build_index(paths.reports_dir())
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from research_lib.pipeline import load_manifest, run_pipeline
+
+    try:
+        run_dir = run_pipeline(args.params, args.overrides, args.stages, args.run_dir)
+    except ConfigError as err:
+        return _refusal(err)
+    except SpartanError as err:
+        print(f"spartan: run failed. {err}", file=sys.stderr)
+        return EXIT_FAILED
+    manifest = load_manifest(run_dir)
+    metrics = (manifest.get("metrics") or {}).get("strategy")
+    if metrics:
+        print(f"Run succeeded: CAGR {metrics['cagr']:.1%}, Sharpe {metrics['sharpe']:.2f}, "
+              f"max drawdown {metrics['max_drawdown']:.1%} ({metrics['start']} to {metrics['end']}, net of costs).")
+    else:
+        print("Run succeeded.")
+    gate = manifest.get("validation")
+    if gate:
+        print(f"Promotion gate: {'passed' if gate['passed'] else 'failed on ' + ', '.join(gate['failed'])}"
+              f" (details: validation.html; spartan promote {run_dir})")
+    for name in ("tearsheet.html", "validation.html", "metrics.json", "manifest.json"):
+        if (run_dir / name).is_file():
+            print(f"  {name:15s} {run_dir / name}")
+    print(f"  {'dashboard':15s} {paths.reports_dir() / 'index.html'}")
+    return EXIT_OK
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
