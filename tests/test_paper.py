@@ -669,3 +669,15 @@ def test_reduce_only_rejections_leave_the_decision_to_trade_after_resume(workspa
     resume("trend")
     after = trade_session("trend")  # session 21: the same decision, now traded
     assert after["rebalance"] is True and {o["symbol"] for o in after["cycle"]["sent"]} == set(SYMBOLS)
+
+
+def test_drift_compounds_the_backtest_over_sessions_the_paper_skipped():
+    sessions = pd.bdate_range("2024-01-01", periods=12)
+    expected = pd.Series(np.linspace(-0.01, 0.02, 12), index=sessions)
+    visited = sessions[::3]  # a cycle every third session
+    growth = (1 + expected).cumprod().reindex(visited)
+    equity = pd.Series(1e6 * growth.to_numpy() / growth.iloc[0], index=visited)
+    result = drift(daily_pnl(equity, 1e6), {}, expected, None, 0.05)
+    assert result["sessions"] == len(visited) - 1
+    assert result["tracking_error"] == pytest.approx(0.0, abs=1e-12), "paper that follows the backtest does not drift"
+    assert result["paper_return"] == pytest.approx(result["expected_return"])

@@ -12,8 +12,9 @@ Definitions (all in the cycle's report and on the dashboard):
 - **Expected** returns: the backtest of the promoted weights over the paper's sessions,
   starting in cash at the first paper session with the decision then in force, with the
   promoted cost model. Paper and backtest then start from the same place.
-- **Tracking error**: the annualized standard deviation of paper minus expected daily
-  returns (``sqrt(252)``, ddof 1); at least two sessions needed, and `MIN_DRIFT_SESSIONS`
+- **Tracking error**: the annualized standard deviation of paper minus expected returns
+  between consecutive paper sessions (daily when a cycle runs every session; the backtest's
+  returns are compounded over any skipped sessions) (``sqrt(252)``, ddof 1); at least two sessions needed, and `MIN_DRIFT_SESSIONS`
   before a tracking error above ``paper.max_tracking_error`` is flagged as drift.
 - **Signal agreement** of a session: the overlap of the paper book's weights with the
   backtest's holdings, ``1 - sum(|w_paper - w_backtest|) / 2`` (1: the same book; 0: nothing
@@ -102,7 +103,11 @@ def drift(paper: pd.DataFrame, paper_weights: dict[str, dict[str, float]], expec
     # The first cycle only places orders: its return is 0 on both sides by construction.
     compared = common[1:] if len(common) > 1 else common[:0]
     r_paper = pd.Series(paper["return"].to_numpy(), index=index).reindex(compared)
-    r_expected = expected_returns.reindex(compared)
+    # A paper return runs from the previous cycle's session (sessions may be skipped): compound
+    # the backtest's daily returns over the same interval.
+    growth = (1.0 + expected_returns).cumprod()
+    r_expected = pd.Series(growth.reindex(compared).to_numpy() / growth.reindex(common[:-1]).to_numpy() - 1.0,
+                           index=compared) if len(compared) else pd.Series(dtype=float)
     agreement = {}
     for session in common:
         held = pd.Series(paper_weights.get(f"{session:%Y-%m-%d}", {}), dtype=float)
