@@ -496,8 +496,8 @@ def describe_session(result: dict) -> str:
              f"{'rebalancing' if result['rebalance'] else 'holding'})",
              f"  orders: {len(cycle['sent'])} sent, {len(cycle['adopted'])} adopted, {len(cycle['rejected'])} rejected, "
              f"{len(cycle['cancelled'])} cancelled; {len(result['open_orders'])} open at the broker",
-             f"  equity {_money(account['equity'])}, cash {_money(account['cash'])}, P&L today "
-             f"{_money(account['daily_pnl'])}, since start {_money(account['pnl_total'])}"]
+             f"  equity {_money(account['equity'])}, cash {_money(account['cash'])}, P&L "
+             f"{_money(account['daily_pnl'])} (since the previous cycle), since start {_money(account['pnl_total'])}"]
     if tracking["tracking_error"] is not None:
         lines.append(f"  against the backtest ({tracking['sessions']} sessions): tracking error "
                      f"{tracking['tracking_error']:.2%}{' (ABOVE TOLERANCE)' if tracking['flagged'] else ''}, "
