@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PARAMS ?= params/daily.yaml
 
-.PHONY: install run test lab bench clean
+.PHONY: install run test lab bench clean browser
 
 install: $(STAMP)
 
@@ -22,8 +22,15 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/spartan run $(PARAMS)
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest --cov=research_lib --cov-report=term --cov-fail-under=90 tests notebooks --nbval-lax
+
+# The dashboard's browser test drives Debian's chromium (no browser download): installed when
+# missing and this is root on Debian (as on CI); otherwise that one test is skipped with a reason.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium is not installed: the dashboard browser test will be skipped (apt-get install chromium)"; }
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
