@@ -24,7 +24,7 @@ from alpaca.trading.requests import MarketOrderRequest
 
 from research_lib.broker import AlpacaBroker, BrokerUnavailable, RateLimited
 from research_lib.risk import KillSwitch
-from research_lib.trading import CycleInputs, CycleReport, Ledger, client_order_id, run_cycle
+from research_lib.trading import CycleInputs, CycleReport, Intent, Ledger, client_order_id, run_cycle
 from tests.servers.alpaca_trading import DEFAULT_NOW, NEW_YORK, OPEN_STATUSES, AlpacaTradingServer
 from tests.test_alpaca_broker import KEY, SECRET, FakeTime, broker_for, keys  # noqa: F401 (keys is a fixture)
 from tests.test_trading_cycle import LIMITS
@@ -85,10 +85,16 @@ def place(server: AlpacaTradingServer, symbol: str, side: str, qty: float, coid:
     return str(order.id)
 
 
-def hold(server: AlpacaTradingServer, symbol: str, qty: float) -> None:
-    """Start with a position: bought and filled at the current price, before any cycle."""
+def hold(server: AlpacaTradingServer, symbol: str, qty: float, ledger: Ledger | None = None) -> None:
+    """Start with a position: bought and filled at the current price, before any cycle. With
+    ``ledger``, the strategy bought it in an earlier session (its fill is in the ledger);
+    without, it was bought outside Spartan."""
     place(server, symbol, "buy", qty, f"setup-{symbol}")
-    server.fill_open_orders()
+    (filled,) = server.fill_open_orders()
+    if ledger is not None:
+        price = float(filled["filled_avg_price"])
+        ledger.record_intent(Intent(f"setup-{symbol}", STRATEGY, "2024-03-12", symbol, "buy", qty, price, "filled",
+                                    filled["id"], qty, price))
 
 
 def posts(server: AlpacaTradingServer, since: int = 0) -> list:
@@ -199,8 +205,8 @@ def test_a_fault_on_a_submission_ends_with_one_order_each_and_the_ledger_agreein
 
 
 def test_insufficient_buying_power_is_rejected_with_the_brokers_reason_and_the_rest_is_sent(server, fake, ledger):
-    hold(server, "KO", 1500)  # 75 % of the equity in KO, 25 000 cash: buys wait for the KO sale's cash
-    setup = frozenset({"setup-KO"})
+    hold(server, "KO", 1500, ledger)  # 75 % of the equity in KO, 25 000 cash: buys wait for the KO sale's cash
+    setup = frozenset()  # the KO purchase is the strategy's own, in the ledger
     broker = alpaca(server, fake)
     targets = pd.Series({"AAPL": 0.4, "KO": 0.3, "MSFT": 0.2})
 
@@ -217,7 +223,7 @@ def test_insufficient_buying_power_is_rejected_with_the_brokers_reason_and_the_r
     assert aapl.status == "rejected" and aapl.broker_id is None
     assert "403: insufficient buying power (buying_power=25000, cost_basis=40000" in aapl.reason
     assert assert_ledger_agrees_with_broker(server, ledger, setup) == {
-        cid("KO", "sell"): "sent", cid("AAPL", "buy"): "rejected", cid("MSFT", "buy"): "sent"}
+        "setup-KO": "filled", cid("KO", "sell"): "sent", cid("AAPL", "buy"): "rejected", cid("MSFT", "buy"): "sent"}
 
     assert_rerun_sends_nothing(alpaca(server, fake), ledger, server, inputs_at(DAY1, targets=targets), setup)
 
@@ -264,8 +270,8 @@ def test_halted_after_a_session_traded_sends_nothing_more(server, fake, ledger):
 
 
 def test_reducing_sends_only_orders_that_reduce_a_position(server, fake, ledger):
-    hold(server, "KO", 1000)  # 50 % of the equity
-    setup = frozenset({"setup-KO"})
+    hold(server, "KO", 1000, ledger)  # 50 % of the equity
+    setup = frozenset()  # the KO purchase is the strategy's own, in the ledger
     ledger.set_kill_switch(STRATEGY, KillSwitch.REDUCING, "daily loss limit (set by the test)")
     mark = len(server.requests)
     targets = pd.Series({"AAPL": 0.3, "KO": 0.2, "MSFT": 0.3})
@@ -277,9 +283,19 @@ def test_reducing_sends_only_orders_that_reduce_a_position(server, fake, ledger)
         ("KO", "sell", 600.0, 200)]
     assert sorted((r["symbol"], r["side"]) for r in report.rejected) == [("AAPL", "buy"), ("MSFT", "buy")]
     assert all(r["reason"].startswith("kill_switch: state REDUCING") for r in report.rejected)
-    assert assert_ledger_agrees_with_broker(server, ledger, setup) == {cid("KO", "sell"): "sent"}
+    assert assert_ledger_agrees_with_broker(server, ledger, setup) == {"setup-KO": "filled", cid("KO", "sell"): "sent"}
 
     assert_rerun_sends_nothing(alpaca(server, fake), ledger, server, inputs_at(DAY1, targets=targets), setup)
+
+
+def test_a_position_the_ledger_cannot_explain_halts_and_sends_nothing(server, fake, ledger):
+    hold(server, "KO", 300)  # bought outside Spartan (by hand, or by another strategy on the account)
+    mark = len(server.requests)
+    report = run_cycle(alpaca(server, fake), ledger, inputs_at(DAY1))
+    assert report.status == "halted" and report.mismatches == [{"symbol": "KO", "broker": 300.0, "ledger": 0.0}]
+    assert posts(server, mark) == [] and ledger.intents(STRATEGY) == []
+    state, why = ledger.kill_switch(STRATEGY)
+    assert state is KillSwitch.HALTED and why == "reconciliation mismatch: KO broker 300 vs ledger fills 0"
 
 
 # -- open orders found at the start --------------------------------------------------------------

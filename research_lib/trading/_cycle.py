@@ -6,7 +6,8 @@ The steps, each safe to kill and re-run (TRADING_SAFETY.md, "Restart and reconci
    but maybe not filled): look each up at the broker by its ``client_order_id``; found
    means adopted (or filled, cancelled...), not found means it was never sent.
 2. **Reconcile** from the broker, the source of truth: account, positions, open orders.
-   Open orders that are not this session's intents are cancelled explicitly.
+   Open orders that are not this session's intents are cancelled explicitly. A position that
+   the strategy's recorded fills do not explain halts the strategy (`reconcile_positions`).
 3. **Loss limits**: the day's P&L against the previous session's equity and the drawdown
    from the peak move the kill switch (ACTIVE -> REDUCING -> HALTED, never back on its own).
 4. **Orders**: target weights x equity / reference price - positions, in shares, less what
@@ -35,6 +36,7 @@ from research_lib.risk import KillSwitch, Order, ReferencePrice, RiskLimits, Sid
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
 
 UNRESOLVED = ("intent", "unknown")
+POSITION_TOLERANCE = 1e-6  # relative (shares for positions under one share): fills and positions agree to rounding
 
 
 def client_order_id(strategy: str, session: dt.date, symbol: str, side: str) -> str:
@@ -92,6 +94,7 @@ class CycleReport:
     resolved: list[dict] = field(default_factory=list)
     cancelled: list[str] = field(default_factory=list)
     would_cancel: list[str] = field(default_factory=list)
+    mismatches: list[dict] = field(default_factory=list)
     sent: list[dict] = field(default_factory=list)
     adopted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
@@ -119,6 +122,22 @@ def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleR
                ("adopted" if intent.status in UNRESOLVED else intent.status))
         if intent.status in UNRESOLVED:
             report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "adopted"})
+
+
+def reconcile_positions(ledger: Ledger, strategy: str, positions: dict[str, float]) -> list[dict]:
+    """Symbols whose broker position differs from the signed sum of the strategy's recorded fills
+    beyond `POSITION_TOLERANCE` (a trade made outside Spartan, a lost fill, a second strategy on
+    the account). The broker stays the source of truth; a mismatch halts the strategy."""
+    from_fills: dict[str, float] = {}
+    for intent in ledger.intents(strategy):
+        signed = intent.filled_quantity if intent.side == "buy" else -intent.filled_quantity
+        from_fills[intent.symbol] = from_fills.get(intent.symbol, 0.0) + signed
+    out = []
+    for symbol in sorted(set(from_fills) | set(positions)):
+        broker, ours = positions.get(symbol, 0.0), from_fills.get(symbol, 0.0)
+        if abs(broker - ours) > POSITION_TOLERANCE * max(1.0, abs(broker), abs(ours)):
+            out.append({"symbol": symbol, "broker": broker, "ledger": ours})
+    return out
 
 
 def _loss_limits(ledger: Ledger, inputs: CycleInputs, equity: float, report: CycleReport, write: bool) -> KillSwitch:
@@ -194,6 +213,10 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
             else:
                 _cancel(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
         report.equity, report.cash, report.positions = account.equity, account.cash, positions
+        report.mismatches = reconcile_positions(ledger, inputs.strategy, positions)
+        if report.mismatches and not dry_run:
+            ledger.set_kill_switch(inputs.strategy, KillSwitch.HALTED, "reconciliation mismatch: " + "; ".join(
+                f"{m['symbol']} broker {m['broker']:g} vs ledger fills {m['ledger']:g}" for m in report.mismatches))
         state = _loss_limits(ledger, inputs, account.equity, report, write=not dry_run)
         rebalancing = inputs.targets is not None and state is KillSwitch.ACTIVE and not dry_run
         if state is KillSwitch.HALTED:
