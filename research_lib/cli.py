@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
                        "alpaca: today only)")
     trade.add_argument("--dry-run", action="store_true", help="reconcile and report what would be sent; send nothing")
 
+    serve = commands.add_parser("serve", help="serve reports/ at http://127.0.0.1:8000 (this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--host", default="127.0.0.1", help="a loopback address: 127.0.0.1, ::1 or localhost")
+
     status = commands.add_parser("status", help="positions, cash, P&L, open orders and kill switch of paper trading")
     status.add_argument("--strategy", help="one promoted strategy (default: all)")
     for name, verb in (("halt", "stop all new orders (HALTED: only cancels; open simulated orders are cancelled)"),
@@ -59,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
         print(build_index(paths.reports_dir()))
         return EXIT_OK
-    handlers = {"promote": _promote, "trade": _trade, "status": _status, "halt": _halt, "resume": _resume}
+    handlers = {"promote": _promote, "trade": _trade, "status": _status, "halt": _halt, "resume": _resume,
+                "serve": _serve}
     return handlers.get(args.command, _run)(args)
 
 
@@ -138,6 +143,18 @@ def _resume(args: argparse.Namespace) -> int:
     for name, (state, why) in held.items():
         print(f"spartan: {name} is still {state.value.upper()}: {why}", file=sys.stderr)
     return EXIT_FAILED if held else EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from research_lib.reports import build_index
+    from research_lib.reports.serve import serve
+
+    build_index(paths.reports_dir())
+    try:
+        serve(paths.reports_dir(), args.host, args.port)
+    except ConfigError as err:
+        return _refusal(err)
+    return EXIT_OK
 
 
 def _promote(args: argparse.Namespace) -> int:

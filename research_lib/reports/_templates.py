@@ -17,7 +17,9 @@ def _fmt(value, spec: str) -> str:
 
 
 def environment() -> Environment:
-    env = Environment(loader=PackageLoader("research_lib.reports", "templates"), autoescape=select_autoescape())
+    # Templates are named *.html.j2: escaping must be on for ".j2" too (the default list misses it).
+    env = Environment(loader=PackageLoader("research_lib.reports", "templates"),
+                      autoescape=select_autoescape(["html", "htm", "xml", "j2"]))
     env.filters["pct"] = lambda v, digits=1: "n/a" if v is None or isinstance(v, Undefined) else \
         _fmt(100 * v, f".{digits}f") + "%"
     env.filters["num"] = lambda v, digits=2: _fmt(v, f".{digits}f")

@@ -1,0 +1,219 @@
+"""Inline SVG charts for the dashboard: small pure functions from numbers to markup.
+
+No JavaScript, no stylesheet, no font or network fetch: the page opens from disk. Every
+text (titles, labels, series names, tooltips) is escaped; the callers pass numbers and a
+``fmt`` that turns a number into its label. Each chart is drawn in a ``viewBox`` and scales
+to the width of its container.
+
+Conventions: the x axis of `line_chart` and `bar_chart` is ordered categories (sessions or
+dates as text, oldest first), evenly spaced; the y axis is linear with "nice" ticks
+(1, 2, 2.5 or 5 times a power of ten). A `gauge` shows ``value / limit`` as a filled bar,
+green below `WARN_AT`, amber below `BAD_AT`, red from there (and beyond the limit).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+
+from markupsafe import Markup, escape
+
+SERIES_COLOURS = ("#0969da", "#bc4c00", "#8250df", "#1a7f37")
+GOOD, WARN, BAD = "#2da44e", "#d4a72c", "#cf222e"
+GRID, AXIS, TEXT, MUTED, TRACK = "#e6e8eb", "#8c959f", "#1f2328", "#57606a", "#eaeef2"
+WARN_AT, BAD_AT = 0.7, 0.9
+MAX_POINTS_WITH_TOOLTIPS = 400
+_FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
+
+Formatter = Callable[[float], str]
+
+
+def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About ``count`` round tick values covering ``[low, high]`` (first <= low, last >= high)."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        raise ValueError(f"nice_ticks needs finite bounds, got low={low}, high={high}")
+    if high < low:
+        low, high = high, low
+    if high == low:
+        pad = abs(high) * 0.01 or 1.0
+        low, high = low - pad, high + pad
+    raw = (high - low) / max(count - 1, 1)
+    magnitude = 10.0 ** math.floor(math.log10(raw))
+    step = next(m * magnitude for m in (1.0, 2.0, 2.5, 5.0, 10.0) if m * magnitude >= raw * (1 - 1e-9))
+    start, stop = math.floor(low / step + 1e-9) * step, math.ceil(high / step - 1e-9) * step
+    return [float(f"{start + i * step:.12g}") for i in range(int(round((stop - start) / step)) + 1)]
+
+
+def tick_formatter(ticks: Sequence[float]) -> Formatter:
+    """Thousands separators and just enough decimals to tell ``ticks`` apart."""
+    step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(ticks[0]) or 1.0
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    return lambda v: f"{v:,.{decimals}f}"
+
+
+def dollars(value: float) -> str:
+    """``$1,234.50``: a formatter for amounts in US dollars."""
+    return f"${value:,.2f}"
+
+
+def usage_colour(fraction: float | None) -> str:
+    """Green, amber or red for the share of a limit in use (grey when unknown)."""
+    if fraction is None or not math.isfinite(fraction):
+        return AXIS
+    return GOOD if fraction < WARN_AT else WARN if fraction < BAD_AT else BAD
+
+
+def _text(x: float, y: float, content, *, size: int = 11, anchor: str = "start", fill: str = MUTED,
+          weight: str = "normal") -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{fill}" '
+            f'font-weight="{weight}">{escape(content)}</text>')
+
+
+def _svg(width: int, height: int, title: str, body: list[str]) -> Markup:
+    head = (f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="100%" '
+            f'style="max-width:{width}px;display:block" role="img" aria-label="{escape(title)}" {_FONT}>'
+            f"<title>{escape(title)}</title>")
+    return Markup(head + "".join(body) + "</svg>")
+
+
+def _x_positions(n: int, left: float, right: float) -> list[float]:
+    if n == 1:
+        return [(left + right) / 2]
+    return [left + i * (right - left) / (n - 1) for i in range(n)]
+
+
+def _segments(xs: Sequence[float], labels: Sequence[str], values: Sequence[float | None]) -> list[list[tuple]]:
+    """Runs of consecutive finite values as ``(x, label, value)`` (None and NaN break a line)."""
+    segments: list[list[tuple]] = [[]]
+    for xi, label, v in zip(xs, labels, values):
+        if v is None or not math.isfinite(v):
+            segments.append([])
+        else:
+            segments[-1].append((xi, label, v))
+    return [s for s in segments if s]
+
+
+def _label_indices(n: int, most: int) -> list[int]:
+    if n <= most:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (most - 1)) for i in range(most)})
+
+
+def _no_data(title: str, width: int) -> Markup:
+    return _svg(width, 60, title, [_text(width / 2, 34, f"{title}: no data yet", anchor="middle")])
+
+
+def _frame(title: str, y_label: str, ticks: list[float], scale: Callable[[float], float], left: float, right: float,
+           fmt: Formatter) -> list[str]:
+    """The title, the y axis' label, and a labelled grid line per tick."""
+    out = [_text(left - 70, 16, title, size=13, fill=TEXT, weight="600")]
+    if y_label:
+        out.append(_text(left - 70, 31, y_label, size=10))
+    for t in ticks:
+        y = scale(t)
+        out.append(f'<line x1="{left:.1f}" x2="{right:.1f}" y1="{y:.1f}" y2="{y:.1f}" stroke="{GRID}"/>')
+        out.append(_text(left - 6, y + 4, fmt(t), anchor="end"))
+    return out
+
+
+def line_chart(x: Sequence[str], series: Mapping[str, Sequence[float | None]], *, title: str,
+               y_label: str = "", fmt: Formatter | None = None, dashed: Sequence[str] = (),
+               width: int = 720, height: int = 260) -> Markup:
+    """Lines over the ordered categories ``x``, one per entry of ``series`` (values aligned with
+    ``x``; None leaves a gap), with a legend, y ticks and grid, and a tooltip per point.
+
+    ``fmt`` labels values in tooltips (and the ticks; default: `tick_formatter`); the series
+    named in ``dashed`` are drawn dashed.
+    """
+    values = [v for vs in series.values() for v in vs if v is not None and math.isfinite(v)]
+    if not x or not values:
+        return _no_data(title, width)
+    left, right, top, bottom = 78.0, width - 16.0, 40.0, height - 34.0
+    ticks = nice_ticks(min(values), max(values))
+    tick_fmt = fmt or tick_formatter(ticks)
+    lo, hi = ticks[0], ticks[-1]
+
+    def scale(v: float) -> float:
+        return bottom - (v - lo) / (hi - lo) * (bottom - top)
+
+    xs = _x_positions(len(x), left + 6, right - 6)
+    body = _frame(title, y_label, ticks, scale, left, right, tick_fmt)
+    body.append(f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="{AXIS}"/>')
+    for i in _label_indices(len(x), 6):
+        anchor = "start" if i == 0 and len(x) > 1 else "end" if i == len(x) - 1 and len(x) > 1 else "middle"
+        body.append(_text(xs[i], bottom + 16, x[i], anchor=anchor))
+    legend_x = right
+    for k, name in reversed(list(enumerate(series))):
+        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        legend_x -= 14 + 6.5 * len(str(name))
+        dash = ' stroke-dasharray="5 3"' if name in dashed else ""
+        body.append(f'<line x1="{legend_x - 22:.1f}" x2="{legend_x - 4:.1f}" y1="12" y2="12" stroke="{colour}" '
+                    f'stroke-width="2.5"{dash}/>')
+        body.append(_text(legend_x, 16, name, fill=TEXT))
+        legend_x -= 26
+    tooltips = len(x) <= MAX_POINTS_WITH_TOOLTIPS
+    for k, (name, vs) in reversed(list(enumerate(series.items()))):  # the first series on top
+        colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
+        dash = ' stroke-dasharray="5 3"' if name in dashed else ""
+        for segment in _segments(xs, x, vs):
+            if len(segment) > 1:
+                points = " ".join(f"{xi:.1f},{scale(v):.1f}" for xi, _, v in segment)
+                body.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2" '
+                            f'stroke-linejoin="round"{dash}/>')
+            for xi, label, v in segment if tooltips or len(segment) == 1 else ():
+                visible = 0.85 if len(x) <= 40 or len(segment) == 1 else 0
+                body.append(f'<circle cx="{xi:.1f}" cy="{scale(v):.1f}" r="3" fill="{colour}" fill-opacity="{visible}">'
+                            f"<title>{escape(name)}, {escape(label)}: {escape(tick_fmt(v))}</title></circle>")
+    return _svg(width, height, title, body)
+
+
+def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str, y_label: str = "",
+              fmt: Formatter | None = None, notes: Sequence[str] | None = None, colour: str = SERIES_COLOURS[0],
+              width: int = 720, height: int = 220) -> Markup:
+    """Vertical bars of ``values`` (>= 0) over ``labels``, value labels on top when they fit,
+    ``notes`` (one per bar) in each bar's tooltip. A zero is drawn as a thin stub."""
+    if not labels:
+        return _no_data(title, width)
+    left, right, top, bottom = 78.0, width - 16.0, 40.0, height - 34.0
+    ticks = nice_ticks(0.0, max([*values, 0.0]) or 1.0)
+    tick_fmt = fmt or tick_formatter(ticks)
+    hi = ticks[-1]
+
+    def scale(v: float) -> float:
+        return bottom - v / hi * (bottom - top)
+
+    body = _frame(title, y_label, ticks, scale, left, right, tick_fmt)
+    slot = (right - left) / len(labels)
+    bar = min(48.0, slot * 0.7)
+    shown = set(_label_indices(len(labels), 8))
+    for i, (label, v) in enumerate(zip(labels, values)):
+        cx = left + slot * (i + 0.5)
+        y = min(scale(v), bottom - 1.5)
+        note = f" ({notes[i]})" if notes and notes[i] else ""
+        body.append(f'<rect x="{cx - bar / 2:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{bottom - y:.1f}" rx="2" '
+                    f'fill="{colour}"><title>{escape(label)}: {escape(tick_fmt(v))}{escape(note)}</title></rect>')
+        if len(labels) <= 16:
+            body.append(_text(cx, y - 4, tick_fmt(v), size=10, anchor="middle", fill=TEXT))
+        if i in shown:
+            body.append(_text(cx, bottom + 16, label, anchor="middle"))
+    body.append(f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" stroke="{AXIS}"/>')
+    return _svg(width, height, title, body)
+
+
+def gauge(value: float | None, limit: float | None, *, label: str, width: int = 260) -> Markup:
+    """A horizontal bar filled to ``value / limit`` (capped at the end, red beyond the limit),
+    coloured by `usage_colour`; marks at `WARN_AT` and `BAD_AT` of the limit."""
+    height, track_y, track_h = 18, 4, 10
+    known = value is not None and limit is not None and limit > 0
+    fraction = value / limit if known else None
+    body = [f'<rect x="0" y="{track_y}" width="{width}" height="{track_h}" rx="5" fill="{TRACK}"/>']
+    if fraction is not None:
+        fill = max(0.0, min(fraction, 1.0)) * width
+        if fill > 0:
+            body.append(f'<rect x="0" y="{track_y}" width="{max(fill, 3):.1f}" height="{track_h}" rx="5" '
+                        f'fill="{usage_colour(fraction)}"/>')
+    for mark in (WARN_AT, BAD_AT):
+        body.append(f'<line x1="{mark * width:.1f}" x2="{mark * width:.1f}" y1="{track_y - 2}" '
+                    f'y2="{track_y + track_h + 2}" stroke="#ffffff" stroke-width="1.5"/>')
+    what = f"{label}: " + ("unknown" if fraction is None else f"{fraction:.0%} of the limit")
+    return _svg(width, height, what, body)
