@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from research_lib import paths
+from research_lib import logs, paths
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError, SpartanError
 
@@ -58,6 +58,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     load_env_file()
+    logs.configure()  # JSON lines in reports/logs/spartan.jsonl; runs and sessions add their own file
     if args.command == "index":
         from research_lib.reports import build_index
 
@@ -92,9 +93,16 @@ def _trade(args: argparse.Namespace) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     notebook = paths.notebooks_dir() / PAPER_NOTEBOOK
     print(f"spartan trade {promoted.name} {session} on {broker}{' (dry run)' if args.dry_run else ''} -> {folder}")
-    error = execute_notebook(notebook, folder / notebook.name, {
-        "strategy": promoted.name, "broker": broker, "asof": f"{session:%Y-%m-%d}", "dry_run": args.dry_run,
-        "report_dir": str(folder)}, paths.notebooks_dir())
+    with logs.run_logging(folder, f"paper-{promoted.name}-{session:%Y%m%d}"), logs.stage(notebook.stem):
+        error = execute_notebook(notebook, folder / notebook.name, {
+            "strategy": promoted.name, "broker": broker, "asof": f"{session:%Y-%m-%d}", "dry_run": args.dry_run,
+            "report_dir": str(folder)}, paths.notebooks_dir())
+        if error:
+            from research_lib.alerts import alert
+
+            alert("run_failed", f"paper trading {promoted.name} {session} failed: {error}",
+                  key=f"paper-{promoted.name}", strategy=promoted.name, session=f"{session:%Y-%m-%d}",
+                  notebook=str(folder / notebook.name))
     to_html(folder / notebook.name)
     build_index(paths.reports_dir())
     if error:

@@ -34,7 +34,7 @@ ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]
 
 _SECRET_WORDS = ("api_key", "apikey", "secret", "password")  # anywhere in a key; and a key part "token"
-SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY")
+SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "SPARTAN_SMTP_PASSWORD")
 
 
 class _Strict(BaseModel):

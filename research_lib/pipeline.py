@@ -4,12 +4,17 @@ One run: resolve parameters -> create ``reports/runs/<run_id>/`` with ``config.y
 execute each ``notebooks/NN_name.ipynb`` into the run folder (parameters: ``config_path``
 and ``run_dir`` only; secrets stay in the environment) -> HTML of each executed notebook
 -> ``manifest.json`` updated after every stage -> ``reports/index.html`` rebuilt.
+
+Logs: every line of the run, its notebook kernels' included, goes to ``run.log.jsonl`` in the
+run folder and to the workspace log, carrying the run id and the stage (``research_lib.logs``).
+A failed run raises a ``run_failed`` alert (``research_lib.alerts``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import re
 import tempfile
@@ -21,7 +26,8 @@ from typing import Callable
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from research_lib import paths
+from research_lib import logs, paths
+from research_lib.alerts import alert
 from research_lib.config import RunConfig, load_config, save_config
 from research_lib.data import read_provenance
 from research_lib._io import atomic_write_bytes, git_commit, now_utc, package_versions, read_json, write_json
@@ -31,6 +37,9 @@ STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 PAPER_NOTEBOOK = "07_paper_trade.ipynb"  # run by `spartan trade`, one session at a time; not a research stage
 MANIFEST = "manifest.json"
 _VERSIONED = ("pandas", "numpy", "papermill", "quantstats", "scikit-learn", "skfolio", "arch")
+KERNEL_LOGGING = "--IPKernelApp.extensions=research_lib.logs"  # kernels log like the process that starts them
+
+log = logging.getLogger(__name__)
 
 
 class _IPCKernelManager(AsyncKernelManager):
@@ -105,8 +114,16 @@ def run_pipeline(
         raise ConfigError(f"Run folder {run_dir} already holds a run; its artifacts would be mixed with this one. "
                           "Choose a new --run-dir (or leave it out for reports/runs/<run_id>).")
     run_dir.mkdir(parents=True, exist_ok=True)
-    config_path = save_config(config, run_dir / "config.yaml")
+    logs.configure()
+    with logs.run_logging(run_dir, run_id):
+        _run_chain(config, params, overrides, chain, notebooks, run_id, run_dir, echo)
+    return run_dir
 
+
+def _run_chain(config: RunConfig, params: str | Path, overrides: list[str] | tuple[str, ...], chain: list[Path],
+               notebooks: Path, run_id: str, run_dir: Path, echo: Callable[[str], None]) -> None:
+    """The body of ``run_pipeline``, inside its run's logging."""
+    config_path = save_config(config, run_dir / "config.yaml")
     manifest = {
         "run_id": run_id, "scenario": config.scenario, "description": config.description,
         "params_file": str(params), "overrides": list(overrides), "status": "running",
@@ -117,23 +134,31 @@ def run_pipeline(
     }
     write_manifest(run_dir, manifest)
     echo(f"spartan run {params} -> {run_dir}")
+    log.info("run started", extra={"params_file": str(params), "overrides": list(overrides),
+                                   "stages": [p.stem for p in chain], "run_dir": str(run_dir)})
+    run_started = time.perf_counter()
     stage = None
     try:
         for number, notebook in enumerate(chain):
             stage = manifest["stages"][number]
-            echo(f"[{number + 1}/{len(chain)}] {notebook.stem} ...")
-            stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
-            write_manifest(run_dir, manifest)
-            started = time.perf_counter()
-            error = _execute(notebook, run_dir, config_path, notebooks)
-            stage.update(duration_s=round(time.perf_counter() - started, 3), status="failed" if error else "succeeded",
-                         error=error)
-            stage["html"] = to_html(run_dir / notebook.name)
-            if error:
-                kept = run_dir / (stage["html"] or notebook.name)
-                raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
-            echo(f"      done in {stage['duration_s']:.1f} s")
-            write_manifest(run_dir, manifest)
+            with logs.stage(notebook.stem):
+                echo(f"[{number + 1}/{len(chain)}] {notebook.stem} ...")
+                log.info("stage started", extra={"notebook": notebook.name})
+                stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
+                write_manifest(run_dir, manifest)
+                started = time.perf_counter()
+                error = _execute(notebook, run_dir, config_path, notebooks)
+                stage.update(duration_s=round(time.perf_counter() - started, 3),
+                             status="failed" if error else "succeeded", error=error)
+                log.log(logging.ERROR if error else logging.INFO, "stage %s in %.1f s", stage["status"],
+                        stage["duration_s"], extra={"status": stage["status"], "duration_s": stage["duration_s"],
+                                                    "error": error})
+                stage["html"] = to_html(run_dir / notebook.name)
+                if error:
+                    kept = run_dir / (stage["html"] or notebook.name)
+                    raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
+                echo(f"      done in {stage['duration_s']:.1f} s")
+                write_manifest(run_dir, manifest)
         manifest["status"] = "succeeded"
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -141,6 +166,10 @@ def run_pipeline(
         if stage is not None and stage["status"] == "running":
             stage.update(status=status, error=message)
         manifest.update(status=status, error=message)
+        if status == "failed":
+            failed_stage = stage["name"] if stage is not None else None
+            alert("run_failed", f"Run {run_id} failed: {message}", key=run_id, run_id=run_id, stage=failed_stage,
+                  scenario=config.scenario, run_dir=str(run_dir), error=message)
         if isinstance(err, (StageFailed, KeyboardInterrupt)):
             raise
         raise StageFailed(f"Run {run_id} failed: {message}") from err
@@ -152,8 +181,10 @@ def run_pipeline(
         manifest["llm"] = _llm_headline(read_json(run_dir / "llm_report.json"))
         manifest["validation"] = _gate_headline(read_json(run_dir / "validation.json"))
         write_manifest(run_dir, manifest)
+        duration_s = round(time.perf_counter() - run_started, 3)
+        log.info("run %s in %.1f s", manifest["status"], duration_s, extra={"status": manifest["status"],
+                                                                            "duration_s": duration_s})
         _rebuild_index()
-    return run_dir
 
 
 def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path) -> str | None:
@@ -173,7 +204,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) 
         pm.execute_notebook(
             str(notebook), str(output), parameters=parameters,
             kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=False,
-            kernel_manager_class=f"{__name__}._IPCKernelManager",
+            kernel_manager_class=f"{__name__}._IPCKernelManager", extra_arguments=[KERNEL_LOGGING],
         )
     except pm.PapermillExecutionError as err:
         first_line = next((line for line in err.source.splitlines() if line.strip() and not line.lstrip().startswith("#")), "")

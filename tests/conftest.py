@@ -18,12 +18,27 @@ REPO = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The suite never uses a developer's or CI's real keys (nor their endpoints): tests that need
 # keys set their own, pointing at local servers. Notebook kernels inherit this environment.
-for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "APCA_API_DATA_URL"):
+for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "APCA_API_DATA_URL",
+              "APCA_API_BASE_URL", "SPARTAN_SMTP_PASSWORD", "SPARTAN_ALERT_WEBHOOK_URL"):
     os.environ.pop(_name, None)
+# Tests never alert a developer's real channels: workspaces get this alerts.yaml, not the repository's.
+NO_CHANNELS = "# tests: alerts are logged and recorded, never sent\n"
+
+
+def link_params(home: Path) -> None:
+    """``home/params``: the repository's parameter files (linked), an empty ``promoted/`` and an
+    alerts.yaml without channels."""
+    (home / "params" / "promoted").mkdir(parents=True)
+    for path in (REPO / "params").glob("*.yaml"):
+        if path.name != "alerts.yaml":
+            (home / "params" / path.name).symlink_to(path)
+    (home / "params" / "alerts.yaml").write_text(NO_CHANNELS)
+
+
 # The whole session, nbval's notebook runs included, uses a scratch workspace: its data/ (snapshots,
 # caches, SQLite) is thrown away, and a developer's .env (real keys) is never read by a test.
 _SESSION_HOME = Path(tempfile.mkdtemp(prefix="spartan-tests-"))
-(_SESSION_HOME / "params").symlink_to(REPO / "params")
+link_params(_SESSION_HOME)
 (_SESSION_HOME / "notebooks").symlink_to(REPO / "notebooks")
 os.environ["SPARTAN_HOME"] = str(_SESSION_HOME)
 atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
@@ -40,9 +55,7 @@ def bundled_small(tmp_path_factory) -> pd.DataFrame:
 def workspace(tmp_path, monkeypatch) -> Path:
     """An empty workspace (SPARTAN_HOME) that uses the repository's params and notebooks
     (its own params/promoted/, so promotions in tests never land in the repository)."""
-    (tmp_path / "params" / "promoted").mkdir(parents=True)
-    for path in (REPO / "params").glob("*.yaml"):
-        (tmp_path / "params" / path.name).symlink_to(path)
+    link_params(tmp_path)
     (tmp_path / "notebooks").symlink_to(REPO / "notebooks")
     monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
     return tmp_path

@@ -473,3 +473,13 @@ def test_alpaca_headlines_reach_the_prompt_only_when_published_before_the_close(
     assert len(with_news) == 1, "only the 2017-03-31 view is within 7 days after the morning article"
     assert "unveils a new product line" in with_news[0] and "AAPL" not in with_news[0], "ticker masked"
     assert not any("after-hours surprise" in p for p in prompts), "published after the close of 03-31"
+
+
+def test_an_exceeded_llm_budget_is_alerted(workspace):
+    from research_lib.alerts import read_alerts
+    from research_lib.llm._cost import Budget
+
+    with pytest.raises(BudgetExceeded):
+        Budget(cap_usd=0.01, spent_usd=0.009).check(0.002)
+    (alert,) = read_alerts()
+    assert alert["kind"] == "llm_budget" and alert["fields"]["budget_usd"] == 0.01

@@ -681,3 +681,42 @@ def test_drift_compounds_the_backtest_over_sessions_the_paper_skipped():
     assert result["sessions"] == len(visited) - 1
     assert result["tracking_error"] == pytest.approx(0.0, abs=1e-12), "paper that follows the backtest does not drift"
     assert result["paper_return"] == pytest.approx(result["expected_return"])
+
+
+# ---------------------------------------------------------------- alerts from the session
+
+
+def test_a_foreign_position_halts_and_alerts_a_reconciliation_mismatch(workspace):
+    from research_lib.alerts import read_alerts
+
+    promote_by_hand(workspace)
+    trade_session("trend")  # session 20
+    sim = sim_of()
+    sim.submit_order("AAA", "buy", 10.0, "by-hand-AAA")  # a trade outside Spartan, same account
+    result = trade_session("trend")  # session 21: it filled at this close
+    assert result["status"] == "halted" and result["kill_switch"]["state"] == "halted"
+    assert result["cycle"]["mismatches"][0]["symbol"] == "AAA"
+    (alert,) = [a for a in read_alerts() if a["kind"] == "reconciliation_mismatch"]
+    assert alert["fields"]["strategy"] == "trend" and "HALTED" in alert["message"]
+
+
+def test_a_kill_switch_tightened_by_the_cycle_and_flagged_drift_alert(workspace):
+    from research_lib.alerts import read_alerts
+
+    promote_by_hand(workspace, max_tracking_error=1e-9)  # any tracking error at all is drift here
+    for _ in range(MIN_DRIFT_SESSIONS + 2):
+        trade_session("trend")
+    drifts = [a for a in read_alerts() if a["kind"] == "drift"]
+    assert drifts and "tracking error" in drifts[-1]["message"] and drifts[-1]["fields"]["tolerance"] == 1e-9
+    Ledger(state_db()).record_equity("trend", "1999-12-31", 1e9, 1e9)  # a peak the account is far below
+    trade_session("trend")
+    (tripped,) = [a for a in read_alerts() if a["kind"] == "kill_switch"]
+    assert "ACTIVE -> HALTED" in tripped["message"] and "drawdown_stop" in tripped["message"]
+
+
+def test_the_session_summary_escapes_what_users_typed(workspace):
+    promote_by_hand(workspace)
+    halt(reason="<script>alert(1)</script>")
+    result = trade_session("trend")
+    page = (workspace / "reports" / "paper" / "trend" / result["session"] / "summary.html").read_text()
+    assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 from pypfopt import expected_returns as pf_returns
@@ -95,6 +95,7 @@ def test_long_short_meets_net_target_gross_cap_and_bounds(problem, max_weight, n
     n = len(mu)
     if net == 0 and method != "efficient_risk":
         net = 0.5
+    assume(max_weight * n >= net)  # otherwise infeasible by construction (refused, tested below)
     c = PortfolioConstraints(side="long_short", max_weight=max_weight, net_exposure=net,
                              max_gross_exposure=net + gross_room)
     target = float(np.sqrt(np.diag(cov)).max()) * max(net, 1.0)

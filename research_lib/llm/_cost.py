@@ -45,10 +45,15 @@ class Budget:
 
     def check(self, estimated_usd: float) -> None:
         if self.spent_usd + estimated_usd > self.cap_usd:
-            raise BudgetExceeded(
+            error = BudgetExceeded(
                 f"LLM budget: spent ${self.spent_usd:.4f}, the next call could cost up to ${estimated_usd:.4f}, "
                 f"which would pass llm.budget_usd (${self.cap_usd:.2f}). Nothing more was sent; raise the budget "
                 "or run with a cache (llm.provider: replay).")
+            from research_lib.alerts import alert
+
+            alert("llm_budget", str(error), key="llm.budget_usd", spent_usd=round(self.spent_usd, 4),
+                  next_call_usd=round(estimated_usd, 4), budget_usd=self.cap_usd)
+            raise error
 
     def add(self, usd: float) -> None:
         self.spent_usd += usd

@@ -305,11 +305,34 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     rebalance = applied != f"{decided:%Y-%m-%d}" or applied_in == f"{session:%Y-%m-%d}"
     inputs = CycleInputs(promoted.name, session, targets if rebalance else None, close, price_time, config.risk,
                          adv=adv, min_trade_value=config.paper.min_trade_value, decision=decided.date())
+    before, _ = ledger.kill_switch(promoted.name)
     report = run_cycle(live, ledger, inputs, dry_run=dry_run)
     result = _session_report(promoted, kind, live, ledger, inputs, report, prices, adv_checked, rebalance)
     folder = Path(report_dir) if report_dir else session_report_dir(promoted.name, session, dry_run)
     write_session_report(result, folder)
+    _raise_alerts(result, before, folder)
     return result
+
+
+def _raise_alerts(result: dict, before: KillSwitch, folder: Path) -> None:
+    """Alert on what a person must look at: a reconciliation mismatch, a kill switch tightened by
+    the cycle, drift beyond tolerance (`research_lib.alerts`; delivery never raises)."""
+    from research_lib.alerts import alert
+
+    name, session = result["strategy"], result["session"]
+    common = {"strategy": name, "session": session, "report": str(folder / "summary.html")}
+    state = KillSwitch(result["kill_switch"]["state"])
+    if result["cycle"]["mismatches"]:
+        alert("reconciliation_mismatch", f"{name} {session}: broker positions differ from the recorded fills; "
+              f"HALTED. {result['kill_switch']['reason']}", key=name, mismatches=result["cycle"]["mismatches"], **common)
+    elif state.rank > before.rank:
+        alert("kill_switch", f"{name} {session}: kill switch {before.name} -> {state.name}: "
+              f"{result['kill_switch']['reason']}", key=f"{name}:{state.value}", **common)
+    if result["drift"]["flagged"]:
+        d = result["drift"]
+        alert("drift", f"{name} {session}: paper tracks its backtest with a tracking error of "
+              f"{d['tracking_error']:.2%} over {d['sessions']} sessions (tolerance {d['max_tracking_error']:.2%})",
+              key=name, tracking_error=d["tracking_error"], tolerance=d["max_tracking_error"], **common)
 
 
 def session_report_dir(strategy: str, session: dt.date, dry_run: bool = False) -> Path:
