@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from research_lib import logs, paths
 from research_lib.env import load_env_file
@@ -41,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
                        "alpaca: today only)")
     trade.add_argument("--dry-run", action="store_true", help="reconcile and report what would be sent; send nothing")
 
+    schedule = commands.add_parser("schedule", help="run research and paper trading on the exchange calendar "
+                                   "(long-lived; SIGTERM stops it)")
+    schedule.add_argument("schedule", nargs="?", default="params/schedule.yaml", help="schedule file")
+    schedule.add_argument("--print-crontab", action="store_true", help="print the equivalent crontab and exit")
+    schedule.add_argument("--run-due", metavar="JOB", help="run JOB now if the calendar says it is due (for cron)")
+    schedule.add_argument("--fake-clock", metavar="ISO_START", help="an accelerated clock starting at this time "
+                          "(a demonstration or test: every wait is skipped)")
+    schedule.add_argument("--sessions", type=int, help="stop after this many sessions")
+
     serve = commands.add_parser("serve", help="serve reports/ at http://127.0.0.1:8000 (this machine only)")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--host", default="127.0.0.1", help="a loopback address: 127.0.0.1, ::1 or localhost")
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(build_index(paths.reports_dir()))
         return EXIT_OK
     handlers = {"promote": _promote, "trade": _trade, "status": _status, "halt": _halt, "resume": _resume,
-                "serve": _serve}
+                "serve": _serve, "schedule": _schedule}
     return handlers.get(args.command, _run)(args)
 
 
@@ -151,6 +161,29 @@ def _resume(args: argparse.Namespace) -> int:
     for name, (state, why) in held.items():
         print(f"spartan: {name} is still {state.value.upper()}: {why}", file=sys.stderr)
     return EXIT_FAILED if held else EXIT_OK
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    import datetime as dt
+    import shutil
+    from zoneinfo import ZoneInfo
+
+    from research_lib import scheduler
+
+    try:
+        config = scheduler.load_schedule(args.schedule)
+        if args.print_crontab:
+            print(scheduler.crontab(config, shutil.which("spartan") or str(Path(sys.argv[0]).resolve())))
+            return EXIT_OK
+        if args.run_due:
+            return scheduler.run_due(config, args.run_due)
+        clock = None
+        if args.fake_clock:
+            start = dt.datetime.fromisoformat(args.fake_clock)
+            clock = scheduler.FakeClock(start if start.tzinfo else start.replace(tzinfo=ZoneInfo(config.timezone)))
+    except (SpartanError, ValueError) as err:
+        return _refusal(err if isinstance(err, SpartanError) else ConfigError(f"--fake-clock: {err}"))
+    return scheduler.run_scheduler(config, clock=clock, stop_after_sessions=args.sessions)
 
 
 def _serve(args: argparse.Namespace) -> int:
