@@ -300,7 +300,12 @@ def _last_sent(kind: str, key: str, window_minutes: float) -> str | None:
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=window_minutes)
     for record in reversed(_tail(alerts_file())):
         if record.get("kind") == kind and record.get("key") == key and "suppressed_since" not in record:
-            return record["at"] if dt.datetime.fromisoformat(record["at"]) >= since else None
+            try:
+                at = dt.datetime.fromisoformat(str(record.get("at")))
+            except ValueError:
+                return None  # an unreadable time: send rather than suppress
+            at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+            return record["at"] if at >= since else None
     return None
 
 
@@ -318,9 +323,11 @@ def _tail(path: Path, tail_bytes: int | None = _TAIL_BYTES) -> list[dict]:
     records = []
     for line in lines:
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue
+        if isinstance(record, dict):  # anything else is not an alert of ours
+            records.append(record)
     return records
 
 

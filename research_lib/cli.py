@@ -176,6 +176,7 @@ def _schedule(args: argparse.Namespace) -> int:
             print(scheduler.crontab(config, shutil.which("spartan") or str(Path(sys.argv[0]).resolve())))
             return EXIT_OK
         if args.run_due:
+            _echo_log_lines("spartan.scheduler")
             return scheduler.run_due(config, args.run_due)
         clock = None
         if args.fake_clock:
@@ -183,7 +184,21 @@ def _schedule(args: argparse.Namespace) -> int:
             clock = scheduler.FakeClock(start if start.tzinfo else start.replace(tzinfo=ZoneInfo(config.timezone)))
     except (SpartanError, ValueError) as err:
         return _refusal(err if isinstance(err, SpartanError) else ConfigError(f"--fake-clock: {err}"))
-    return scheduler.run_scheduler(config, clock=clock, stop_after_sessions=args.sessions)
+    _echo_log_lines("spartan.scheduler")
+    try:
+        return scheduler.run_scheduler(config, clock=clock, stop_after_sessions=args.sessions)
+    except SpartanError as err:  # another scheduler holds the workspace, an unreadable job store
+        return _refusal(err)
+
+
+def _echo_log_lines(logger: str) -> None:
+    """Show a long-running command's log lines on stderr too (secrets redacted)."""
+    import logging
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.addFilter(logs.RedactSecrets())
+    logging.getLogger(logger).addHandler(handler)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -187,7 +187,7 @@ def promoted_strategies(promoted_dir: str | Path | None = None) -> list[dict]:
             out.append({"strategy": record.get("strategy", path.stem), "run_id": record.get("run_id"),
                         "promoted_at": record.get("promoted_at"), "passed": (record.get("gate") or {}).get("passed"),
                         "override_reason": record.get("override_reason"), "file": path.name})
-        except (OSError, yaml.YAMLError):
+        except (OSError, yaml.YAMLError, AttributeError, TypeError):  # unreadable, or not a promoted record
             out.append({"strategy": path.stem, "run_id": None, "promoted_at": None, "passed": None,
                         "override_reason": None, "file": path.name, "unreadable": True})
     return out

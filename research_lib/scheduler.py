@@ -82,6 +82,7 @@ from typing import Any, Callable, Iterator, Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
+import sqlalchemy.exc
 import yaml
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
@@ -93,12 +94,14 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from research_lib import paths
 from research_lib._io import atomic_write_bytes
 from research_lib.errors import ConfigError, SpartanError
+from research_lib.logs import redact
 
 log = logging.getLogger("spartan.scheduler")
 
 JOB_IDS: tuple[str, ...] = ("research", "trade", "index")
 STATUS_FILE = "schedule.json"  # under reports/
 STORE_FILE = "scheduler.sqlite"  # under data/
+FAKE_STORE_FILE = "scheduler-fake-clock.sqlite"  # an accelerated clock's job store, apart from the real one
 LOCKS_DIR = "locks"  # under data/
 HISTORY_LENGTH = 50
 LATE_SECONDS = 60  # a run started later than this after its time is reported as missed at that time
@@ -602,6 +605,7 @@ class _Record:
         only refresh the next runs; then rewrite the file. Every status but ``running`` adds to the
         history; ``history_only`` leaves the job's last run as it is (another process's, say)."""
         tz = self.config.tz
+        detail, error = redact(detail), None if error is None else redact(error)  # the dashboard shows these
         with _flock(lock_path("schedule.json"), blocking=True):
             state = self.read()
             known = {j.get("id"): j for j in state.get("jobs", []) if isinstance(j, dict)}
@@ -816,11 +820,22 @@ def run_scheduler(config: ScheduleConfig, *, clock: Clock | None = None, stop_af
         first run this process makes); None: run until stopped.
     """
     _fallback_logging()
+    fake = clock is not None and not isinstance(clock, WallClock)
     clock = clock or WallClock(config.tz)
     paths.data_dir().mkdir(parents=True, exist_ok=True)
+    with _flock(lock_path("scheduler"), blocking=False) as held:
+        if held is None:
+            raise ConfigError(f"another `spartan schedule` is running in this workspace (it holds "
+                              f"{lock_path('scheduler')}); stop it first (SIGTERM), or use cron's --run-due.")
+        # A fake clock's times must never reach the real job store (a later real start would wait for them).
+        store = paths.data_dir() / (FAKE_STORE_FILE if fake else STORE_FILE)
+        return _serve_schedule(config, clock, store, stop_after_sessions)
+
+
+def _serve_schedule(config: ScheduleConfig, clock: Clock, store: Path, stop_after_sessions: int | None) -> int:
     scheduler = SessionScheduler(
         clock, logger=log, timezone=config.tz,
-        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{paths.data_dir() / STORE_FILE}")},
+        jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{store}")},
         executors={"default": DebugExecutor()},  # never used to run jobs: `serve` runs them in this thread
         job_defaults={"coalesce": config.coalesce, "misfire_grace_time": config.misfire_grace_seconds,
                       "max_instances": 1})
@@ -829,7 +844,11 @@ def run_scheduler(config: ScheduleConfig, *, clock: Clock | None = None, stop_af
     runner = _Runner(config, record, clock, stopper)
     code = 0
     with stopper.installed():
-        scheduler.start()
+        try:
+            scheduler.start()
+        except sqlalchemy.exc.DatabaseError as err:
+            raise ConfigError(f"the job store {store} is unreadable ({err.orig}); move it aside: the jobs are "
+                              "rebuilt from the schedule file at the next start") from None
         try:
             _install_jobs(scheduler, config, clock.now())
             record.settle_abandoned()

@@ -247,3 +247,12 @@ def test_a_failed_run_raises_a_run_failed_alert(workspace, hook, tmp_path):
     assert body["fields"]["run_id"] == "run-broken" and body["fields"]["stage"] == "01_broken_json"
     assert body["fields"]["scenario"] == "smoke" and "Error" in body["fields"]["error"]
     assert recorded(workspace)[0]["delivered"] == {"webhook": "ok", "smtp": "not configured"}
+
+
+def test_odd_lines_in_alerts_jsonl_never_stop_an_alert(workspace):
+    path = workspace / "reports" / "alerts.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('[1, 2]\n{"kind": "drift", "key": "k", "at": "2026-01-01T00:00:00"}\n'
+                    '{"kind": "drift", "key": "k"}\nnot json\n')
+    record = alert("drift", "paper drifts", key="k")
+    assert record["delivered"] == {"webhook": "not configured", "smtp": "not configured"}

@@ -82,6 +82,10 @@ def blocking_stand_in(params: str) -> str:
     return "released"
 
 
+def leaky_stand_in(params: str) -> str:
+    raise RuntimeError(f"request failed with key {os.environ['ANTHROPIC_API_KEY']}")
+
+
 def slow_stand_in(params: str) -> str:
     """For the signal test's child process: says it started, then takes a minute."""
     (paths.data_dir() / "slow.started").write_text(str(os.getpid()))
@@ -123,8 +127,11 @@ def events(name: str, status: str | None = None) -> list[dict]:
 
 
 def stored_next_runs() -> dict[str, dt.datetime]:
-    """The next run times in APScheduler's SQLite job store, read without APScheduler."""
-    with sqlite3.connect(paths.data_dir() / "scheduler.sqlite") as db:
+    """The next run times in the accelerated clock's SQLite job store (the tests' schedulers run
+    on a FakeClock), read without APScheduler."""
+    from research_lib.scheduler import FAKE_STORE_FILE
+
+    with sqlite3.connect(paths.data_dir() / FAKE_STORE_FILE) as db:
         rows = db.execute("SELECT id, next_run_time FROM apscheduler_jobs").fetchall()
     return {job_id: dt.datetime.fromtimestamp(stamp, NY) for job_id, stamp in rows}
 
@@ -526,3 +533,38 @@ def test_spartan_schedule_in_the_background_runs_the_jobs_on_an_accelerated_cloc
     assert [c["session"] for c in cycles] == [f"{d:%Y-%m-%d}" for d in made["sessions"][20:23]]
     page = (workspace / "reports" / "index.html").read_text()
     assert "Next scheduled jobs" in page and "trend" in page and jobs["trade"]["next_run"][:10] in page
+
+
+def test_a_failed_jobs_error_reaches_schedule_json_without_secrets(workspace, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-" + "canary-scheduler-0123456789")
+    config = load_schedule(schedule(workspace, jobs={"research": {"call": f"{__name__}:leaky_stand_in"}}))
+    run_due(config, "research", now=at(2024, 11, 26, 16, 31))
+    text = (paths.reports_dir() / "schedule.json").read_text()
+    assert "canary-scheduler" not in text and "***" in text
+
+
+def test_a_second_scheduler_in_the_same_workspace_is_refused(workspace):
+    from research_lib.scheduler import FakeClock, _flock, run_scheduler
+
+    config = load_schedule(schedule(workspace))
+    with _flock(lock_path("scheduler"), blocking=False) as held:
+        assert held is not None
+        with pytest.raises(ConfigError, match="another `spartan schedule` is running"):
+            run_scheduler(config, clock=FakeClock(at(2024, 11, 26, 9)), stop_after_sessions=1)
+
+
+def test_an_accelerated_clock_keeps_its_own_job_store(workspace):
+    from research_lib.scheduler import FAKE_STORE_FILE, STORE_FILE, FakeClock, run_scheduler
+
+    config = load_schedule(schedule(workspace))
+    assert run_scheduler(config, clock=FakeClock(at(2027, 3, 1, 9)), stop_after_sessions=1) == 0
+    assert (paths.data_dir() / FAKE_STORE_FILE).is_file() and not (paths.data_dir() / STORE_FILE).exists()
+
+
+def test_an_unreadable_job_store_is_a_clear_error(workspace):
+    from research_lib.scheduler import STORE_FILE, run_scheduler
+
+    paths.data_dir().mkdir(parents=True, exist_ok=True)
+    (paths.data_dir() / STORE_FILE).write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ConfigError, match="unreadable.*move it aside"):
+        run_scheduler(load_schedule(schedule(workspace)))

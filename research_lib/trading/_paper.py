@@ -310,7 +310,8 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     result = _session_report(promoted, kind, live, ledger, inputs, report, prices, adv_checked, rebalance)
     folder = Path(report_dir) if report_dir else session_report_dir(promoted.name, session, dry_run)
     write_session_report(result, folder)
-    _raise_alerts(result, before, folder)
+    if not dry_run:  # a dry run changes nothing: nothing to alert, and no real alert is deduplicated away
+        _raise_alerts(result, before, folder)
     return result
 
 
