@@ -30,6 +30,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
+
+from tests.servers._local import LocalHTTPServer
 from zoneinfo import ZoneInfo
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -59,7 +61,7 @@ class RecordedRequest:
     response: dict | None = None
 
 
-class AlpacaDataServer:
+class AlpacaDataServer(LocalHTTPServer):
     """Serve ``bars`` (symbol -> list of ``daily_bar`` dicts) on 127.0.0.1, in a background thread.
 
     Use as a context manager; ``url`` is the value for ``APCA_API_DATA_URL``.
@@ -79,8 +81,7 @@ class AlpacaDataServer:
     # -- control ------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.root_url
 
     def fail_next(self, status: int, message: str | None = None, times: int = 1) -> None:
         """Answer the next ``times`` requests with ``status`` and ``{"message": message}``."""
@@ -94,24 +95,7 @@ class AlpacaDataServer:
         class Handler(_Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="alpaca-data-server", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> AlpacaDataServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+        return self._serve(Handler, "alpaca-data-server")
 
     # -- protocol -----------------------------------------------------------------------
     def _answer(self, request: RecordedRequest) -> tuple[int, dict]:

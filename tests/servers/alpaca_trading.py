@@ -106,6 +106,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Literal
 from urllib.parse import parse_qs, urlsplit
 
+from tests.servers._local import LocalHTTPServer
+
 from tests.servers import alpaca_data
 from tests.servers.alpaca_data import NEW_YORK
 
@@ -217,7 +219,7 @@ def asset_id(symbol: str) -> str:
     return str(uuid.uuid5(uuid.NAMESPACE_URL, f"alpaca-trading-test-server/{symbol}"))
 
 
-class AlpacaTradingServer:
+class AlpacaTradingServer(LocalHTTPServer):
     """A paper account behind Alpaca's trading API on 127.0.0.1, in a background thread.
 
     Use as a context manager; ``url`` is the value for ``TradingClient(url_override=...)``.
@@ -271,31 +273,14 @@ class AlpacaTradingServer:
     # -- lifecycle ------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.root_url
 
     def start(self) -> AlpacaTradingServer:
         handler = type("Handler", (_Handler,), {"owner": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="alpaca-trading-server",
-                                        daemon=True)
-        self._thread.start()
-        return self
+        return self._serve(handler, "alpaca-trading-server")
 
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._released.set()  # delayed answers go out now
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> AlpacaTradingServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- market and account state ----------------------------------------------------------
     def set_time(self, when: dt.datetime) -> None:

@@ -86,6 +86,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from tests.servers._local import LocalHTTPServer
+
 MESSAGES_PATH = "/v1/messages"
 BATCHES_PATH = "/v1/messages/batches"
 
@@ -195,7 +197,7 @@ class _Batch:
     cancel_initiated_at: dt.datetime | None = None
 
 
-class AnthropicServer:
+class AnthropicServer(LocalHTTPServer):
     """Speak the Anthropic Messages API on 127.0.0.1, in a background thread.
 
     Use as a context manager; ``base_url`` is the value for ``anthropic.Anthropic(base_url=...)``.
@@ -224,8 +226,7 @@ class AnthropicServer:
     # -- control ------------------------------------------------------------------------
     @property
     def base_url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.root_url
 
     url = base_url
 
@@ -298,26 +299,10 @@ class AnthropicServer:
             owner = server
 
         self._stopping.clear()
-        self._httpd = _QuietHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="anthropic-api-server",
-                                        daemon=True)
-        self._thread.start()
-        return self
+        return self._serve(Handler, "anthropic-api-server", _QuietHTTPServer)
 
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> AnthropicServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
     # -- protocol -----------------------------------------------------------------------
     def _answer(self, request: RecordedRequest) -> _Answer:

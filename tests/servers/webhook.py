@@ -17,6 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.servers._local import LocalHTTPServer
+
 
 @dataclass
 class RecordedRequest:
@@ -26,7 +28,7 @@ class RecordedRequest:
     body: Any
 
 
-class WebhookServer:
+class WebhookServer(LocalHTTPServer):
     """Use as a context manager; ``url`` is the endpoint to configure."""
 
     def __init__(self, path: str = "/hook") -> None:
@@ -40,8 +42,7 @@ class WebhookServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{self.path}"
+        return self.root_url + self.path
 
     def fail_next(self, status: int, times: int = 1) -> None:
         with self._lock:
@@ -88,23 +89,7 @@ class WebhookServer:
                 pass
 
         self._stopping.clear()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="webhook-server",
-                                        daemon=True)
-        self._thread.start()
-        return self
+        return self._serve(Handler, "webhook-server")
 
-    def stop(self) -> None:
+    def _before_stop(self) -> None:
         self._stopping.set()
-        if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join(timeout=5)
-            self._httpd = None
-
-    def __enter__(self) -> WebhookServer:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
