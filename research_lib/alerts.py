@@ -38,7 +38,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from research_lib import paths
@@ -112,17 +111,12 @@ def load_alerts_config(path: str | Path | None = None) -> AlertsConfig:
     ConfigError
         naming the file, the key, the value and the fix; a password key is refused.
     """
-    from research_lib.config import _refuse_secrets  # the same rule as the run parameters
+    from research_lib.config import _refuse_secrets, read_mapping  # the same rules as the run parameters
 
     path = Path(path) if path is not None else paths.workspace_root() / "params" / "alerts.yaml"
     raw: Any = {}
     if path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"Alert settings {path} are not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"Alert settings {path} must hold a mapping of keys to values, not {type(raw).__name__}.")
+        raw = read_mapping(path, "Alert settings")
     for dotted in _keys(raw):
         if "pass" in dotted.rsplit(".", 1)[-1].lower():
             raise ConfigError(f"{path}: key {dotted!r} holds a password. The SMTP password is read only from the "

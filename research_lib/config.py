@@ -356,17 +356,24 @@ def _read_layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         raise ConfigError(f"Parameter file {path} does not exist; pass a YAML file such as params/daily.yaml.")
     if path.resolve() in seen:
         raise ConfigError(f"Parameter file {path} inherits itself through {[str(p) for p in seen]}; break the cycle.")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Parameter file {path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Parameter file {path} must hold a mapping of keys to values, not {type(raw).__name__}.")
+    raw = read_mapping(path, "Parameter file")
     parent = raw.pop("inherits", None)
     if parent is None:
         return raw
     base = _read_layered(path.parent / parent, seen=(*seen, path.resolve()))
     return _deep_merge(base, raw)
+
+
+def read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """The YAML mapping in ``path`` (empty file: {}); a ConfigError names ``what`` and the file
+    when it is not valid YAML or not a mapping."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{what} {path} must hold a mapping of keys to values, not {type(raw).__name__}.")
+    return raw
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

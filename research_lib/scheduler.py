@@ -83,7 +83,6 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 import sqlalchemy.exc
-import yaml
 from apscheduler.executors.debug import DebugExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
@@ -225,12 +224,9 @@ def load_schedule(path: str | Path = "params/schedule.yaml") -> ScheduleConfig:
     if not path.is_file():
         raise ConfigError(f"Schedule file {path} does not exist; pass a file such as params/schedule.yaml "
                           "(the repository has one to copy).")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"Schedule file {path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"Schedule file {path} must hold a mapping of keys to values, not {type(raw).__name__}.")
+    from research_lib.config import read_mapping
+
+    raw = read_mapping(path, "Schedule file")
     try:
         config = ScheduleConfig.model_validate(raw)
     except ValidationError as err:
