@@ -111,7 +111,7 @@ def load_alerts_config(path: str | Path | None = None) -> AlertsConfig:
     ConfigError
         naming the file, the key, the value and the fix; a password key is refused.
     """
-    from research_lib.config import _refuse_secrets, read_mapping  # the same rules as the run parameters
+    from research_lib.config import refuse_secrets, read_mapping  # the same rules as the run parameters
 
     path = Path(path) if path is not None else paths.workspace_root() / "params" / "alerts.yaml"
     raw: Any = {}
@@ -121,7 +121,7 @@ def load_alerts_config(path: str | Path | None = None) -> AlertsConfig:
         if "pass" in dotted.rsplit(".", 1)[-1].lower():
             raise ConfigError(f"{path}: key {dotted!r} holds a password. The SMTP password is read only from the "
                               f"environment variable {SMTP_PASSWORD_ENV} (or a git-ignored .env); remove the key.")
-    _refuse_secrets(raw, path)
+    refuse_secrets(raw, path)
     env_url = os.environ.get(WEBHOOK_URL_ENV)
     if env_url:
         try:

@@ -338,7 +338,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     raw = _read_layered(path, seen=())
     for item in overrides:
         _apply_override(raw, item)
-    _refuse_secrets(raw, path)
+    refuse_secrets(raw, path)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as err:
@@ -415,7 +415,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[leaf] = text
 
 
-def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
+def refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
     """Refuse keys that look like secrets, and values equal to a key set in the environment."""
     live = {os.environ[n] for n in SECRET_NAMES if len(os.environ.get(n, "")) >= 8}
     for key, value in raw.items():
@@ -426,7 +426,7 @@ def _refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
                 "(they are copied into reports); set them in the environment or a git-ignored .env."
             )
         if isinstance(value, dict):
-            _refuse_secrets(value, path, prefix=f"{dotted}.")
+            refuse_secrets(value, path, prefix=f"{dotted}.")
         elif live and any(secret in str(value) for secret in live):
             raise ConfigError(f"{path}: the value of {dotted!r} contains an API key from the environment. "
                               "Secrets never go in parameters (they are copied into reports); remove it.")

@@ -192,6 +192,11 @@ class SimBroker:
         self._faults: list[_Fault] = []
         self._open_account(start)
 
+    @property
+    def sessions(self) -> pd.DatetimeIndex:
+        """The sessions of the price history the sim replays."""
+        return self._sessions
+
     @staticmethod
     def stored_account(db_path: str | Path, account_id: str) -> dict | None:
         """The settings and sim date of an account already in ``db_path`` (None if there is none)."""

@@ -175,7 +175,7 @@ def next_sim_session(sim: SimBroker, ledger: Ledger, strategy: str) -> dt.date:
     current = sim.sim_date
     done = any(c["session"] == f"{current:%Y-%m-%d}" and c["finished_at"] and not c["status"].startswith("failed")
                and not c["summary"].get("dry_run") for c in ledger.cycles(strategy))
-    later = sim._sessions[sim._sessions > current]
+    later = sim.sessions[sim.sessions > current]
     return (later[0] if done and len(later) else current).date()
 
 
@@ -289,17 +289,16 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     promoted, kind, session = resolve_session(strategy, broker, asof, dry_run)
     ledger = Ledger(state_db())
     config = promoted.config
+    max_age = config.paper.max_target_age_sessions
     if kind == "sim":
         # The decision first: a refusal must leave the simulated market where it stands.
-        decision_at(promoted.weights, session, promoted.prices.index, config.paper.max_target_age_sessions)
+        decided, targets = decision_at(promoted.weights, session, promoted.prices.index, max_age)
         live, prices, price_time = _sim_market(promoted, session, dry_run)
-        close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
-                                                   unknown_volume_passes=True)
     else:
         live, prices, price_time = _alpaca_market(promoted, session, ledger)
-        close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
-                                                   unknown_volume_passes=False)
-    decided, targets = decision_at(promoted.weights, session, prices.index, config.paper.max_target_age_sessions)
+        decided, targets = decision_at(promoted.weights, session, prices.index, max_age)
+    close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
+                                               unknown_volume_passes=kind == "sim")
     targets = with_cash_buffer(targets, config.paper.cash_buffer)
     applied, applied_in = applied_decision(ledger, promoted.name)
     rebalance = applied != f"{decided:%Y-%m-%d}" or applied_in == f"{session:%Y-%m-%d}"
