@@ -5,14 +5,20 @@
 1. logs at ERROR on the ``spartan.alerts`` logger (the run id and stage come with the line);
 2. sends to the channels of ``params/alerts.yaml``: a webhook (HTTP POST of JSON
    ``{kind, message, fields, at, workspace}``) and/or e-mail over SMTP;
-3. appends ``{at, kind, key, message, fields, delivered[, suppressed_since]}`` to
+3. appends ``{at, kind, key, cause, message, fields, delivered[, suppressed_since]}`` to
    ``reports/alerts.jsonl``, the file the dashboard reads (``read_alerts``). ``delivered`` says
-   per channel ``"ok"``, ``"error: ..."``, ``"not configured"`` or ``"suppressed"``.
+   per channel ``"ok"``, ``"error: ..."``, ``"not configured"`` or ``"suppressed"``;
+   ``suppressed_since`` says, per suppressed channel, when it delivered the same alert.
 
 A delivery failure never raises into the caller (trading must not stop because a webhook is
 down): each channel gets at most two attempts, each bounded by its ``timeout_s``, and the
-failure is logged and recorded. The same ``(kind, key)`` within ``dedupe_minutes`` is logged
-and recorded but not sent again, so a scheduler loop cannot flood the channels.
+failure is logged and recorded.
+
+De-duplication, so a scheduler loop cannot flood the channels: a channel does not send an
+alert when it delivered (``"ok"``) an alert of the same ``(kind, key, cause)`` within the last
+``dedupe_minutes``. Only a delivery counts: an alert that failed, was not configured or was
+itself suppressed silences nothing, and an alert with another cause (a different failure of
+the same job) is always sent. A suppressed alert is still logged and recorded.
 
 Secrets: the SMTP password comes only from ``SPARTAN_SMTP_PASSWORD`` and the webhook URL may
 come from ``SPARTAN_ALERT_WEBHOOK_URL`` (a URL holding a token is a secret); both, and the API
@@ -95,7 +101,8 @@ class AlertsConfig(_Strict):
 
     webhook: WebhookChannel | None = None
     smtp: SmtpChannel | None = None
-    dedupe_minutes: float = Field(10.0, ge=0, description="the same kind and key is not re-sent within this window")
+    dedupe_minutes: float = Field(10.0, ge=0, description="the same kind, key and cause is not re-sent within this "
+                                  "window after a successful delivery")
 
 
 def alerts_file() -> Path:
@@ -162,15 +169,18 @@ def _check_url(value: str) -> str:
     return value
 
 
-def alert(kind: AlertKind, message: str, *, key: str | None = None, **fields: Any) -> dict:
+def alert(kind: AlertKind, message: str, *, key: str | None = None, cause: str | None = None, **fields: Any) -> dict:
     """Log, send and record an alert; return the record appended to ``reports/alerts.jsonl``.
 
     Parameters
     ----------
     kind : one of ``ALERT_KINDS``.
     message : one line a person can act on.
-    key : what the alert is about (a strategy, a run id); the same kind and key within
-        ``dedupe_minutes`` is not sent again. Default: the message.
+    key : what the alert is about (a strategy, a run id). Default: the message.
+    cause : what went wrong, in words that stay the same while the failure does (an error's
+        text, a limit's name), without the numbers that change at every repeat. A channel
+        that delivered the same kind, key and cause within ``dedupe_minutes`` does not send
+        it again; another cause is always sent. Default: the message.
     **fields : JSON-able details (``run_id``, ``strategy``, values and limits...).
 
     Raises
@@ -181,30 +191,36 @@ def alert(kind: AlertKind, message: str, *, key: str | None = None, **fields: An
     if kind not in ALERT_KINDS:
         raise ValueError(f"Unknown alert kind {kind!r}; valid kinds: {list(ALERT_KINDS)}.")
     message, fields = redact(message), redact(fields)
-    key = redact(key) if key is not None else message
-    at = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    key = redact(str(key)) if key is not None else message
+    cause = redact(str(cause)) if cause is not None else message
+    now = dt.datetime.now(dt.timezone.utc)
     try:
         settings, problem = load_alerts_config(), None
     except (ConfigError, OSError) as err:
         settings, problem = AlertsConfig(), f"error: {err}"
-    sent_at = _last_sent(kind, key, settings.dedupe_minutes)
-    log.error("%s: %s", kind, message, extra={"alert": kind, "key": key, "fields": fields,
-                                               "suppressed": sent_at is not None})
-    record = {"at": at, "kind": kind, "key": key, "message": message, "fields": fields, "delivered": {}}
-    for name, channel, send in (("webhook", settings.webhook, _post), ("smtp", settings.smtp, _mail)):
+    record = {"at": now.isoformat(timespec="seconds"), "kind": kind, "key": key, "cause": cause, "message": message,
+              "fields": fields, "delivered": {}}
+    history = _tail(alerts_file()) if settings.dedupe_minutes > 0 else []
+    channels = (("webhook", settings.webhook, _post), ("smtp", settings.smtp, _mail))
+    suppressed = {} if problem else {
+        name: at for name, channel, _ in channels
+        if channel is not None and (at := _delivered_within(history, record, name, now, settings.dedupe_minutes))}
+    log.error("%s: %s", kind, message, extra={"alert": kind, "key": key, "cause": cause, "fields": fields,
+                                               "suppressed": sorted(suppressed)})
+    for name, channel, send in channels:
         if problem:
             outcome = problem
         elif channel is None:
             outcome = "not configured"
-        elif sent_at is not None:
+        elif name in suppressed:
             outcome = "suppressed"
         else:
             outcome = _attempt(send, channel, record)
         record["delivered"][name] = outcome
         if outcome.startswith("error"):
             log.warning("alert %s not delivered by %s: %s", kind, name, outcome, extra={"alert": kind, "key": key})
-    if sent_at is not None:
-        record["suppressed_since"] = sent_at
+    if suppressed:
+        record["suppressed_since"] = suppressed
     _append(record)
     return record
 
@@ -287,20 +303,48 @@ def _mail(channel: SmtpChannel, record: dict) -> None:
         raise _Permanent(f"{type(err).__name__}: {err}") from None
 
 
-def _last_sent(kind: str, key: str, window_minutes: float) -> str | None:
-    """When the same kind and key was last recorded unsuppressed within the window, else None."""
-    if window_minutes <= 0:
+def _delivered_within(history: list[dict], alert_record: dict, channel: str, now: dt.datetime,
+                      window_minutes: float) -> str | None:
+    """When ``channel`` last delivered an alert like ``alert_record`` within the window, else None.
+
+    Parameters
+    ----------
+    history : earlier records of ``alerts.jsonl``, oldest first (any dicts: odd ones never match).
+    alert_record : the new alert's ``kind``, ``key`` and ``cause``.
+    channel : ``"webhook"`` or ``"smtp"``.
+    now : the new alert's time (timezone-aware).
+    window_minutes : ``dedupe_minutes``; 0 suppresses nothing.
+
+    Returns
+    -------
+    str or None
+        the ``at`` of the latest record of the same kind, key and cause (a record without a
+        cause: its message) that ``channel`` delivered ``"ok"`` at a time in
+        ``[now - window, now]``; None when there is none (an unreadable or future time never
+        suppresses: better a repeat than a silenced alert).
+    """
+    if not window_minutes > 0:
         return None
-    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=window_minutes)
-    for record in reversed(_tail(alerts_file())):
-        if record.get("kind") == kind and record.get("key") == key and "suppressed_since" not in record:
-            try:
-                at = dt.datetime.fromisoformat(str(record.get("at")))
-            except ValueError:
-                return None  # an unreadable time: send rather than suppress
-            at = at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
-            return record["at"] if at >= since else None
+    since = now - dt.timedelta(minutes=window_minutes)
+    same = (alert_record["kind"], alert_record["key"], alert_record["cause"])
+    for record in reversed(history):
+        delivered = record.get("delivered")
+        if not isinstance(delivered, dict) or delivered.get(channel) != "ok" \
+                or (record.get("kind"), record.get("key"), record.get("cause", record.get("message"))) != same:
+            continue
+        at = _parse_time(record.get("at"))
+        if at is not None and since <= at <= now:
+            return record["at"]
     return None
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    """An ISO time (UTC when it has no zone), or None when it is not one."""
+    try:
+        at = dt.datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
 
 
 def _tail(path: Path, tail_bytes: int | None = _TAIL_BYTES) -> list[dict]:

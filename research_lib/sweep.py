@@ -7,13 +7,20 @@
   `research_lib.backtest.run_backtest`.
 
 Both return a `SweepResult`: ``table`` has one row per configuration (its parameters,
-then its metrics) and ``returns`` its daily net returns as sessions x configurations,
-the columns being ``table``'s index, e.g. for a PBO computation. Metrics are those of
-`research_lib.metrics` (252 sessions a year, Sharpe with ddof=1 and no risk-free rate).
+then its metrics, then ``reason``) and ``returns`` the daily net returns of those that trade,
+as sessions x configurations (``table``'s index), e.g. for a PBO computation. Metrics are
+those of `research_lib.metrics` (252 sessions a year, Sharpe with ddof=1 and no risk-free rate).
+
+A configuration that never takes a position (no signal reaches its threshold, a window
+longer than the data, no price...) does not stop the sweep: its row has NaN metrics,
+``n_obs`` 0 and the ``reason``; it has no column in ``returns`` (a column of cash would
+distort a PBO) and is not recorded as a trial. ``reason`` is None on the rows of the
+configurations that trade, which are exactly what each gives when swept alone.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,11 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from research_lib.backtest import run_backtest
+from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.metrics import PERIODS_PER_YEAR
 
 BLOCK_ELEMENTS = 1 << 18  # sessions x symbols per block: each array stays a few MB, in cache
 METRICS = ("sharpe", "cagr", "annual_volatility", "max_drawdown", "annual_turnover")
+NEVER_TRADES = "never takes a position: "  # how every ``reason`` starts
+_DEFAULT_LAG = inspect.signature(run_backtest).parameters["execution_lag_sessions"].default
 
 
 @dataclass(frozen=True)
@@ -53,7 +62,8 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
     Parameters
     ----------
     close : sessions x symbols of closes (``prices["close"]``).
-    pairs : (fast, slow) windows in sessions, ``1 <= fast < slow <= len(close)``.
+    pairs : (fast, slow) windows in sessions, ``1 <= fast < slow`` (a slow window longer
+        than ``close`` never trades).
     cost_bps : cost per unit of position change.
     keep_returns : also return the daily net returns (sessions x pairs x symbols floats).
 
@@ -61,9 +71,9 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
     -------
     SweepResult
         ``table`` has a row per pair and symbol (pair-major): fast, slow, symbol, then
-        `METRICS` and ``n_obs``.
+        `METRICS`, ``n_obs`` and ``reason`` (see the module docstring).
     """
-    fast, slow = _check_pairs(pairs, len(close))
+    fast, slow = _check_pairs(pairs)
     if not cost_bps >= 0:
         raise ValueError(f"cost_bps must be >= 0 (got {cost_bps}).")
     price = close.to_numpy(dtype=float)
@@ -71,15 +81,22 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
     parts = [_crossover_block(price[:, lo:lo + block], fast, slow, cost_bps / 1e4, keep_returns)
              for lo in range(0, price.shape[1], block)]
     stats = {name: np.concatenate([p[0][name] for p in parts], axis=1).ravel() for name in METRICS}
+    traded = np.concatenate([p[1] for p in parts], axis=1).ravel()
     n_symbols = price.shape[1]
     table = pd.DataFrame({"fast": np.repeat(fast, n_symbols), "slow": np.repeat(slow, n_symbols),
-                          "symbol": np.tile(close.columns.to_numpy(), len(fast)), **stats, "n_obs": len(close)})
+                          "symbol": np.tile(close.columns.to_numpy(), len(fast)), **stats,
+                          "n_obs": np.where(traded, len(close), 0)})
+    reasons = [None] * len(table)
+    for row in np.flatnonzero(~traded):
+        pair, column = divmod(row, n_symbols)
+        reasons[row] = _crossover_reason(price[:, column], fast[pair], slow[pair])
+    table["reason"] = _reasons(reasons, table.index)
     table.index.name = "config"
     returns = None
     if keep_returns:
-        growth = np.concatenate([p[1] for p in parts], axis=2)  # pairs x sessions x symbols
-        returns = pd.DataFrame(growth.transpose(1, 0, 2).reshape(len(close), -1) - 1.0, index=close.index,
-                               columns=table.index)
+        growth = np.concatenate([p[2] for p in parts], axis=2)  # pairs x sessions x symbols
+        returns = pd.DataFrame(growth.transpose(1, 0, 2).reshape(len(close), -1)[:, traded] - 1.0,
+                               index=close.index, columns=table.index[traded])
     return SweepResult(table, returns)
 
 
@@ -102,55 +119,123 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], weights_fn: Callable
     Returns
     -------
     SweepResult
-        ``table``: the parameters, then `METRICS`, ``n_obs`` and ``annual_cost``; ``returns``: each
-        configuration's returns from its first trade (NaN before: warm-up, in cash).
+        ``table``: the parameters, then `METRICS`, ``n_obs``, ``annual_cost`` and ``reason`` (see
+        the module docstring); ``returns``: the returns of each configuration that trades, from
+        its first trade (NaN before: warm-up, in cash).
 
     Raises
     ------
-    ValueError
-        for a malformed grid, or naming the configuration whose weights or backtest failed.
+    ValueError, TypeError
+        for a malformed grid, or naming the configuration whose weights or backtest failed
+        (never taking a position is not a failure).
     """
     configurations = _configurations(grid)
-    rows, returns = [], {}
+    rows, reasons, returns = [], [], {}
     for number, params in enumerate(configurations):
         try:
-            result = run_backtest(weights_fn(prices, **params), prices, **backtest_model)
-        except ValueError as error:
-            raise ValueError(f"configuration {number} {params}: {error}") from error
-        growth = 1.0 + result.returns.to_numpy()[:, None]
-        turnover = result.turnover.to_numpy()[:, None]
+            outcome = _backtest(weights_fn, prices, params, backtest_model)
+        except (ValueError, TypeError) as error:
+            named = ValueError if isinstance(error, ValueError) else TypeError
+            raise named(f"configuration {number} {params}: {error}") from error
+        if isinstance(outcome, str):
+            rows.append({**params, **dict.fromkeys(METRICS, np.nan), "n_obs": 0, "annual_cost": np.nan})
+            reasons.append(outcome)
+            continue
+        growth = 1.0 + outcome.returns.to_numpy()[:, None]
+        turnover = outcome.turnover.to_numpy()[:, None]
         stats = {name: value[0] for name, value in _column_metrics(growth, turnover).items()}
-        stats.update(n_obs=len(growth), annual_cost=result.costs.sum() / (len(growth) / PERIODS_PER_YEAR))
-        rows.append({**params, **stats})
-        returns[number] = result.returns
+        years = len(growth) / PERIODS_PER_YEAR
+        rows.append({**params, **stats, "n_obs": len(growth), "annual_cost": outcome.costs.sum() / years})
+        reasons.append(None)
+        returns[number] = outcome.returns
     table = pd.DataFrame(rows)
+    table["reason"] = _reasons(reasons, table.index)
     table.index.name = "config"
     if record:
         _record(weights_fn, configurations, returns, backtest_model)
-    return SweepResult(table, pd.DataFrame(returns).rename_axis(columns="config"))
+    frame = pd.DataFrame(returns) if returns else pd.DataFrame(index=prices.index[:0], dtype=float)
+    return SweepResult(table, frame.rename_axis(columns="config"))
+
+
+def _reasons(reasons: list[str | None], index: pd.Index) -> pd.Series:
+    """The ``reason`` column: None where the configuration trades, whatever the pandas version
+    (which would otherwise turn None into NaN in a column of strings)."""
+    return pd.Series(reasons, index=index, dtype=object)
+
+
+def _backtest(weights_fn: Callable[..., pd.DataFrame], prices: pd.DataFrame, params: dict,
+              backtest_model: dict) -> BacktestResult | str:
+    """The configuration's backtest, or the reason it never takes a position."""
+    weights = weights_fn(prices, **params)
+    if not isinstance(weights, pd.DataFrame):
+        raise TypeError(f"weights_fn returned {type(weights).__name__}, not target weights; return a DataFrame "
+                        "(decision dates x symbols).")
+    try:
+        return run_backtest(weights, prices, **backtest_model)
+    except ValueError:
+        reason = _no_position(weights, prices.index, backtest_model.get("execution_lag_sessions", _DEFAULT_LAG))
+        if reason is None:
+            raise
+        return reason
+
+
+def _no_position(weights: pd.DataFrame, sessions: pd.Index, lag: int) -> str | None:
+    """Why ``weights`` never hold a position in `run_backtest`, or None when they do (or are malformed).
+
+    A weight dated on session ``d`` is traded at the close ``lag`` sessions later when that
+    falls inside ``sessions``; weights that are not finite, or dated off the sessions, are
+    errors `run_backtest` names, not an absence of position.
+    """
+    values = weights.to_numpy(dtype=float)
+    rows = sessions.get_indexer(weights.index)
+    if not np.isfinite(values).all() or (rows < 0).any():
+        return None
+    if not (values != 0).any():
+        return f"{NEVER_TRADES}every target weight is 0{' (there is none)' if values.size == 0 else ''}"
+    if (values[rows + lag < len(sessions)] != 0).any():
+        return None
+    return (f"{NEVER_TRADES}its non-zero weights are all dated within execution_lag_sessions ({lag}) of the last "
+            "session, so no trade falls inside the prices")
 
 
 def _record(weights_fn: Callable, configurations: list[dict], returns: dict, backtest_model: dict) -> None:
+    """Record the configurations that trade (``returns``: number -> daily returns) in the sweep registry."""
     from research_lib import paths, registry
     from research_lib.run import STATE_DB
 
     family = f"sweep:{getattr(weights_fn, '__module__', '')}.{getattr(weights_fn, '__qualname__', weights_fn)}"
-    trials = {f"config {n}": ({"params": params, "backtest": backtest_model}, returns[n])
-              for n, params in enumerate(configurations)}
+    trials = {f"config {n}": ({"params": configurations[n], "backtest": backtest_model}, series)
+              for n, series in returns.items()}
     registry.record_trials(paths.data_dir() / STATE_DB, "sweep", family, trials)
 
 
-def _check_pairs(pairs, n_sessions: int) -> tuple[np.ndarray, np.ndarray]:
+def _check_pairs(pairs) -> tuple[np.ndarray, np.ndarray]:
     pairs = [tuple(p) for p in pairs]
     if not pairs:
         raise ValueError("pairs is empty; give (fast, slow) windows, e.g. [(10, 50), (20, 100)].")
     for pair in pairs:
-        if len(pair) != 2 or not all(isinstance(w, (int, np.integer)) for w in pair) \
-                or not 1 <= pair[0] < pair[1] <= n_sessions:
-            raise ValueError(f"pair {pair} is not (fast, slow) whole numbers of sessions with "
-                             f"1 <= fast < slow <= {n_sessions} (the sessions in close).")
+        if len(pair) != 2 or not all(isinstance(w, (int, np.integer)) and not isinstance(w, bool) for w in pair) \
+                or not 1 <= pair[0] < pair[1]:
+            raise ValueError(f"pair {pair} is not (fast, slow) whole numbers of sessions with 1 <= fast < slow; "
+                             "e.g. (10, 50).")
     fast, slow = np.array(pairs, dtype=int).T
     return fast, slow
+
+
+def _longest_run(flags: np.ndarray) -> int:
+    """The length of the longest run of True in ``flags``."""
+    edges = np.diff(np.r_[0, flags.astype(np.int8), 0])
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
+
+
+def _crossover_reason(price: np.ndarray, fast: int, slow: int) -> str:
+    """Why the (fast, slow) crossover never holds the symbol whose closes are ``price``."""
+    if slow > len(price):
+        return f"{NEVER_TRADES}the slow window ({slow} sessions) is longer than close ({len(price)} sessions)"
+    if _longest_run(~np.isnan(price)) < slow:
+        return f"{NEVER_TRADES}no {slow} consecutive closes for the slow mean"
+    return (f"{NEVER_TRADES}the {fast}-session mean close never exceeds the {slow}-session mean on a session "
+            "followed by a close")
 
 
 def _configurations(grid) -> list[dict]:
@@ -182,8 +267,9 @@ def _rolling_means(price: np.ndarray, windows: np.ndarray) -> dict[int, np.ndarr
 
 
 def _crossover_block(price: np.ndarray, fast: np.ndarray, slow: np.ndarray, rate: float,
-                     keep_returns: bool) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
-    """Metrics (pairs x symbols) and, if kept, gross-of-one returns (pairs x sessions x symbols)."""
+                     keep_returns: bool) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """Metrics (pairs x symbols; NaN where never held), whether each pair ever holds each symbol
+    (pairs x symbols) and, if kept, gross-of-one returns (pairs x sessions x symbols)."""
     valid = ~np.isnan(price)
     step = np.ones_like(price)  # 1 + the session's return; 1 where it or the previous close is missing
     with np.errstate(invalid="ignore"):
@@ -194,17 +280,19 @@ def _crossover_block(price: np.ndarray, fast: np.ndarray, slow: np.ndarray, rate
     growth = np.ones_like(price)
     trades = np.zeros_like(valid)
     stats = {name: np.empty((len(fast), price.shape[1])) for name in METRICS}
+    traded = np.empty((len(fast), price.shape[1]), dtype=bool)
     kept = np.empty((len(fast), *price.shape)) if keep_returns else None
     for k, (f, s) in enumerate(zip(fast, slow)):
         np.greater(means[f], means[s], out=signal)
         np.logical_and(signal[:-1], valid[1:], out=held[1:])
         np.logical_xor(held[1:], held[:-1] & valid[1:], out=trades[1:])
         np.multiply(np.where(held[:-1], step[1:], 1.0), np.where(trades[1:], 1.0 - rate, 1.0), out=growth[1:])
+        traded[k] = held.any(axis=0)
         for name, value in _column_metrics(growth, trades).items():
-            stats[name][k] = value
+            stats[name][k] = np.where(traded[k], value, np.nan)
         if keep_returns:
             kept[k] = growth
-    return stats, kept
+    return stats, traded, kept
 
 
 def _column_metrics(growth: np.ndarray, turnover: np.ndarray) -> dict[str, np.ndarray]:

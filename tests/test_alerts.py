@@ -68,7 +68,8 @@ def test_each_kind_reaches_the_webhook_and_the_smtp_server(workspace, hook, smtp
 
     assert record["delivered"] == {"webhook": "ok", "smtp": "ok"}
     assert recorded(workspace) == [record]
-    assert set(record) == {"at", "kind", "key", "message", "fields", "delivered"}
+    assert set(record) == {"at", "kind", "key", "cause", "message", "fields", "delivered"}
+    assert record["cause"] == record["message"], "no cause given: the message is the cause"
 
     [request] = hook.requests
     assert request.headers["content-type"] == "application/json"
@@ -155,24 +156,55 @@ def test_a_failing_smtp_server_is_recorded_and_never_raises(workspace, hook, smt
     assert len(smtp.messages) == (1 if outcome == "ok" else 0)
 
 
-def test_the_same_kind_and_key_is_not_resent_within_the_window(workspace, hook, smtp):
+DRIFT = "tracking error above tolerance"
+
+
+def test_the_same_kind_key_and_cause_is_not_resent_within_the_window(workspace, hook, smtp):
     write_settings(workspace, dedupe_minutes=10, **both_channels(hook, smtp))
-    first = alert("drift", "smoke tracking error 3.1% > 2%", key="smoke", tracking_error=0.031)
-    again = alert("drift", "smoke tracking error 3.4% > 2%", key="smoke", tracking_error=0.034)
+    first = alert("drift", "smoke tracking error 3.1% > 2%", key="smoke", cause=DRIFT, tracking_error=0.031)
+    again = alert("drift", "smoke tracking error 3.4% > 2%", key="smoke", cause=DRIFT, tracking_error=0.034)
     assert again["delivered"] == {"webhook": "suppressed", "smtp": "suppressed"}
-    assert again["suppressed_since"] == first["at"]
-    assert alert("drift", "momentum tracking error 2.5% > 2%", key="momentum")["delivered"]["webhook"] == "ok"
-    assert alert("kill_switch", "smoke halted", key="smoke")["delivered"]["webhook"] == "ok", "another kind"
-    assert [body["kind"] for body in hook.bodies] == ["drift", "drift", "kill_switch"]
-    assert len(smtp.messages) == 3
-    assert len(recorded(workspace)) == 4, "a suppressed alert is still recorded (and logged)"
+    assert again["suppressed_since"] == {"webhook": first["at"], "smtp": first["at"]}
+    assert alert("drift", "momentum tracking error 2.5% > 2%", key="momentum", cause=DRIFT)["delivered"]["webhook"] \
+        == "ok", "another key"
+    assert alert("kill_switch", "smoke halted", key="smoke", cause=DRIFT)["delivered"]["webhook"] == "ok", \
+        "another kind"
+    assert alert("drift", "smoke has no backtest to track", key="smoke", cause="no backtest")["delivered"] == \
+        {"webhook": "ok", "smtp": "ok"}, "another cause: a different failure is never silenced"
+    assert [body["kind"] for body in hook.bodies] == ["drift", "drift", "kill_switch", "drift"]
+    assert len(smtp.messages) == 4
+    assert len(recorded(workspace)) == 5, "a suppressed alert is still recorded (and logged)"
 
     # Eleven minutes later the same drift is sent again.
     path = workspace / "reports" / "alerts.jsonl"
     eleven_minutes_ago = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=11)).isoformat(timespec="seconds")
     path.write_text(path.read_text().replace(first["at"], eleven_minutes_ago))
-    assert alert("drift", "smoke tracking error 3.5% > 2%", key="smoke")["delivered"]["webhook"] == "ok"
-    assert len(hook.requests) == 4
+    assert alert("drift", "smoke tracking error 3.5% > 2%", key="smoke", cause=DRIFT)["delivered"]["webhook"] == "ok"
+    assert len(hook.requests) == 5
+
+
+def test_a_failed_delivery_does_not_silence_the_next_identical_alert(workspace, hook, smtp):
+    write_settings(workspace, dedupe_minutes=10, **both_channels(hook, smtp))
+    hook.fail_next(500, times=2)
+    smtp.reject_next("554 5.7.1 Rejected")
+    failed = alert("run_failed", "Scheduled job daily failed: disk full", key="schedule:daily")
+    assert [failed["delivered"][c][:6] for c in ("webhook", "smtp")] == ["error:", "error:"]
+    again = alert("run_failed", "Scheduled job daily failed: disk full", key="schedule:daily")
+    assert again["delivered"] == {"webhook": "ok", "smtp": "ok"} and "suppressed_since" not in again
+    third = alert("run_failed", "Scheduled job daily failed: disk full", key="schedule:daily")
+    assert third["delivered"] == {"webhook": "suppressed", "smtp": "suppressed"}
+    assert third["suppressed_since"] == {"webhook": again["at"], "smtp": again["at"]}
+
+
+def test_a_channel_that_failed_alone_is_the_only_one_that_resends(workspace, hook, smtp):
+    write_settings(workspace, dedupe_minutes=10, **both_channels(hook, smtp))
+    smtp.reject_next("554 5.7.1 Rejected")
+    first = alert("kill_switch", "smoke halted: drawdown 26% > 25%", key="smoke:halted", cause="max_drawdown")
+    assert first["delivered"]["webhook"] == "ok" and first["delivered"]["smtp"].startswith("error: SMTPDataError")
+    again = alert("kill_switch", "smoke halted: drawdown 27% > 25%", key="smoke:halted", cause="max_drawdown")
+    assert again["delivered"] == {"webhook": "suppressed", "smtp": "ok"}
+    assert again["suppressed_since"] == {"webhook": first["at"]}
+    assert len(hook.requests) == 1 and len(smtp.messages) == 1
 
 
 def test_an_unknown_kind_is_refused(workspace):
