@@ -101,7 +101,7 @@ class AlertsConfig(_Strict):
 
     webhook: WebhookChannel | None = None
     smtp: SmtpChannel | None = None
-    dedupe_minutes: float = Field(10.0, ge=0, description="the same kind, key and cause is not re-sent within this "
+    dedupe_minutes: float = Field(10.0, ge=0, le=7 * 24 * 60, description="the same kind, key and cause is not re-sent within this "
                                   "window after a successful delivery")
 
 

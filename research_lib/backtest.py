@@ -62,6 +62,12 @@ class BacktestResult:
     cost_breakdown: pd.DataFrame
 
 
+class NoPosition(ValueError):
+    """Well-formed weights that never hold a position inside the price history (every target
+    is zero, or every decision is within ``execution_lag_sessions`` of the end): not an error
+    in the inputs, so a sweep records it as a configuration that never trades."""
+
+
 def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 10.0,
                  execution_lag_sessions: int = 1, *, spread_bps: float = 0.0, impact_coefficient: float = 0.0,
                  capital: float | None = None, borrow_bps_per_year: float = 0.0,
@@ -87,6 +93,8 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
         if a parameter is out of range, a weight is not finite, a decision date is not a
         session or is repeated, a symbol is given weight on a session where it has no
         price, or impact is asked for where volume is missing.
+    NoPosition
+        (a ValueError) if the weights, valid otherwise, never hold a position.
     """
     _check_model(cost_bps, execution_lag_sessions, spread_bps, impact_coefficient, capital, borrow_bps_per_year)
     close = prices["close"]
@@ -108,7 +116,8 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     trade_rows = sessions.get_indexer(weights.index) + execution_lag_sessions
     keep = trade_rows < len(sessions)
     if not keep.any():
-        raise ValueError("no trade falls inside the price history: every decision date is within execution_lag_sessions of the end.")
+        raise NoPosition("never takes a position: no trade falls inside the price history (every decision date is "
+                         f"within execution_lag_sessions ({execution_lag_sessions}) of the end, or there is none).")
     trade_rows, targets = trade_rows[keep], weights.to_numpy(dtype=float)[keep]
     price = close.to_numpy(dtype=float)
     unpriced = np.argwhere((targets != 0) & np.isnan(price[trade_rows]))
@@ -118,7 +127,7 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
                          "when it has no price; give it weight 0 there.")
     active = np.flatnonzero(targets.any(axis=1))
     if not len(active):
-        raise ValueError("every target weight is zero: the strategy never takes a position (too little history for its lookback?).")
+        raise NoPosition("never takes a position: every target weight is zero (too little history for its lookback?).")
     trade_rows, targets = trade_rows[active[0]:], targets[active[0]:]
 
     cash_rate = _daily_cash_rate(cash_rate_per_year, sessions, trade_rows[0])

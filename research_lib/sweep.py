@@ -20,7 +20,6 @@ configurations that trade, which are exactly what each gives when swept alone.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from research_lib.backtest import BacktestResult, run_backtest
+from research_lib.backtest import BacktestResult, NoPosition, run_backtest
 from research_lib.metrics import PERIODS_PER_YEAR
 
 BLOCK_ELEMENTS = 1 << 18  # sessions x symbols per block: each array stays a few MB, in cache
 METRICS = ("sharpe", "cagr", "annual_volatility", "max_drawdown", "annual_turnover")
 NEVER_TRADES = "never takes a position: "  # how every ``reason`` starts
-_DEFAULT_LAG = inspect.signature(run_backtest).parameters["execution_lag_sessions"].default
 
 
 @dataclass(frozen=True)
@@ -73,6 +71,9 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
         ``table`` has a row per pair and symbol (pair-major): fast, slow, symbol, then
         `METRICS`, ``n_obs`` and ``reason`` (see the module docstring).
     """
+    if close.shape[0] == 0 or close.shape[1] == 0:
+        raise ValueError(f"close has {close.shape[0]} sessions and {close.shape[1]} symbols; pass prices['close'] "
+                         "with at least one of each.")
     fast, slow = _check_pairs(pairs)
     if not cost_bps >= 0:
         raise ValueError(f"cost_bps must be >= 0 (got {cost_bps}).")
@@ -165,37 +166,16 @@ def _reasons(reasons: list[str | None], index: pd.Index) -> pd.Series:
 
 def _backtest(weights_fn: Callable[..., pd.DataFrame], prices: pd.DataFrame, params: dict,
               backtest_model: dict) -> BacktestResult | str:
-    """The configuration's backtest, or the reason it never takes a position."""
+    """The configuration's backtest, or the reason it never takes a position (weights that are
+    malformed, or a malformed backtest model, still raise: they are errors to fix)."""
     weights = weights_fn(prices, **params)
     if not isinstance(weights, pd.DataFrame):
         raise TypeError(f"weights_fn returned {type(weights).__name__}, not target weights; return a DataFrame "
                         "(decision dates x symbols).")
     try:
         return run_backtest(weights, prices, **backtest_model)
-    except ValueError:
-        reason = _no_position(weights, prices.index, backtest_model.get("execution_lag_sessions", _DEFAULT_LAG))
-        if reason is None:
-            raise
-        return reason
-
-
-def _no_position(weights: pd.DataFrame, sessions: pd.Index, lag: int) -> str | None:
-    """Why ``weights`` never hold a position in `run_backtest`, or None when they do (or are malformed).
-
-    A weight dated on session ``d`` is traded at the close ``lag`` sessions later when that
-    falls inside ``sessions``; weights that are not finite, or dated off the sessions, are
-    errors `run_backtest` names, not an absence of position.
-    """
-    values = weights.to_numpy(dtype=float)
-    rows = sessions.get_indexer(weights.index)
-    if not np.isfinite(values).all() or (rows < 0).any():
-        return None
-    if not (values != 0).any():
-        return f"{NEVER_TRADES}every target weight is 0{' (there is none)' if values.size == 0 else ''}"
-    if (values[rows + lag < len(sessions)] != 0).any():
-        return None
-    return (f"{NEVER_TRADES}its non-zero weights are all dated within execution_lag_sessions ({lag}) of the last "
-            "session, so no trade falls inside the prices")
+    except NoPosition as reason:
+        return str(reason)  # starts with NEVER_TRADES
 
 
 def _record(weights_fn: Callable, configurations: list[dict], returns: dict, backtest_model: dict) -> None:

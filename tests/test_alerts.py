@@ -228,6 +228,8 @@ def test_an_unknown_kind_is_refused(workspace):
     ({"webhook": {"url": "https://hooks.example.com", "api_token": "x"}},
      r"key 'webhook.api_token' looks like a secret"),
     ({"dedupe_minutes": -1}, r"- dedupe_minutes: Input should be greater than or equal to 0 \(got -1\)"),
+    ({"dedupe_minutes": float("inf")}, r"- dedupe_minutes: Input should be less than or equal to 10080"),
+    ({"dedupe_minutes": 1e10}, r"- dedupe_minutes: Input should be less than or equal to 10080"),
 ])
 def test_bad_settings_are_refused_naming_the_key_and_the_fix(workspace, settings, message):
     write_settings(workspace, **settings)

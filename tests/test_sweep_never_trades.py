@@ -162,12 +162,14 @@ def test_a_crossover_that_never_trades_says_why(symbol, pair, reason):
 
 
 @pytest.mark.parametrize("weights, reason", [
-    (lambda p: pd.DataFrame(0.0, index=p.index, columns=["A"]), r"every target weight is 0"),
+    (lambda p: pd.DataFrame(0.0, index=p.index, columns=["A"]),
+     r"every target weight is zero \(too little history for its lookback\?\)\."),
     (lambda p: pd.DataFrame(index=p.index[:0], columns=["A"], dtype=float),
-     r"every target weight is 0 \(there is none\)"),
-    (lambda p: pd.DataFrame({"A": 1.0}, index=p.index[-2:]), r"its non-zero weights are all dated within "
-                                                               r"execution_lag_sessions \(2\) of the last session, "
-                                                               r"so no trade falls inside the prices"),
+     r"no trade falls inside the price history \(every decision date is within execution_lag_sessions \(2\) of "
+     r"the end, or there is none\)\."),
+    (lambda p: pd.DataFrame({"A": 1.0}, index=p.index[-2:]),
+     r"no trade falls inside the price history \(every decision date is within execution_lag_sessions \(2\) of "
+     r"the end, or there is none\)\."),
 ])
 def test_a_grid_configuration_that_never_trades_says_why(weights, reason):
     prices = make_prices({"A": 100.0 + np.arange(30.0)})
@@ -190,6 +192,13 @@ def test_a_grid_configuration_that_never_trades_says_why(weights, reason):
      r"configuration 1 .*: weights are dated 1999-01-01, which is not a session"),
     (lambda p: pd.DataFrame({"A": ["x"]}, index=p.index[:1]), ValueError, r"configuration 1 .*: could not convert"),
     (lambda p: p.no_such_thing, AttributeError, r"no_such_thing"),  # a bug in weights_fn stays a bug
+    # malformed and also never holding a position: the malformation is what the user must fix
+    (lambda p: pd.DataFrame({"A": 0.0, "ZZZ": 0.0}, index=p.index[:1]), ValueError,
+     r"configuration 1 .*: weights name symbols \['ZZZ'\]"),
+    (lambda p: pd.DataFrame({"ZZZ": 1.0}, index=p.index[-1:]), ValueError,
+     r"configuration 1 .*: weights name symbols \['ZZZ'\]"),
+    (lambda p: pd.DataFrame({"A": 0.0}, index=p.index[[0, 0]]), ValueError,
+     r"configuration 1 .*: weights have two rows dated"),
 ])
 def test_malformed_weights_still_stop_the_sweep_naming_the_configuration(weights, error, match):
     """Only the absence of a position is a row; a malformed configuration is an error to fix."""
@@ -228,3 +237,21 @@ def test_never_trading_rows_change_neither_the_registry_nor_the_pbo(tmp_path, mo
     pbo_alone = validation.probability_of_backtest_overfitting(alone.returns.dropna(), n_splits=8)
     assert pbo_mixed["pbo"] == pbo_alone["pbo"] and pbo_mixed["n_trials"] == len(trading)
     np.testing.assert_array_equal(pbo_mixed["logits"], pbo_alone["logits"])
+
+
+@pytest.mark.parametrize("model, match", [
+    ({"execution_lag_sessions": 0}, r"execution_lag_sessions must be >= 1"),
+    ({"cost_bps": -5.0}, r"cost_bps must be >= 0"),
+    ({"impact_coefficient": 1.0}, r"impact_coefficient=1.0 needs capital"),
+])
+def test_a_malformed_backtest_model_is_refused_even_when_no_configuration_trades(model, match):
+    prices = make_prices({"A": 100.0 + np.arange(30.0)})
+    zeros = pd.DataFrame({"A": 0.0}, index=prices.index[:5])
+    with pytest.raises(ValueError, match=match):
+        sweep.sweep({"kind": ["a", "b"]}, lambda p, kind: zeros, prices, record=False, **model)
+
+
+@pytest.mark.parametrize("close", [pd.DataFrame({"A": []}, dtype=float), pd.DataFrame(index=pd.bdate_range("2020-01-02", periods=5))])
+def test_a_crossover_sweep_on_an_empty_close_is_refused(close):
+    with pytest.raises(ValueError, match=r"close has \d+ sessions and \d+ symbols; pass prices\['close'\]"):
+        sweep.ma_crossover_sweep(close, [(2, 5)])
