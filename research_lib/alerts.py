@@ -33,6 +33,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import smtplib
 import socket
 import ssl
@@ -180,7 +181,10 @@ def alert(kind: AlertKind, message: str, *, key: str | None = None, cause: str |
     cause : what went wrong, in words that stay the same while the failure does (an error's
         text, a limit's name), without the numbers that change at every repeat. A channel
         that delivered the same kind, key and cause within ``dedupe_minutes`` does not send
-        it again; another cause is always sent. Default: the message.
+        it again; another cause is always sent. Default: the message with its measurements
+        (decimal numbers and percentages, e.g. a spend or a time-out) masked, so that a repeat
+        whose only change is a measured value counts as the same cause, while names, dates and
+        counts still tell failures apart.
     **fields : JSON-able details (``run_id``, ``strategy``, values and limits...).
 
     Raises
@@ -192,7 +196,7 @@ def alert(kind: AlertKind, message: str, *, key: str | None = None, cause: str |
         raise ValueError(f"Unknown alert kind {kind!r}; valid kinds: {list(ALERT_KINDS)}.")
     message, fields = redact(message), redact(fields)
     key = redact(str(key)) if key is not None else message
-    cause = redact(str(cause)) if cause is not None else message
+    cause = redact(str(cause)) if cause is not None else measurements_masked(message)
     now = dt.datetime.now(dt.timezone.utc)
     try:
         settings, problem = load_alerts_config(), None
@@ -301,6 +305,18 @@ def _mail(channel: SmtpChannel, record: dict) -> None:
         if isinstance(err, smtplib.SMTPResponseException) and err.smtp_code < 500:
             raise
         raise _Permanent(f"{type(err).__name__}: {err}") from None
+
+
+_MEASUREMENT = re.compile(r"\d[\d,]*\.\d+%?|\d+%")
+
+
+def measurements_masked(message: str) -> str:
+    """``message`` with each decimal number and percentage replaced by ``#``: the default cause.
+
+    >>> measurements_masked("spent $0.0132 of $0.01; tracking error 3.1% (limit 2%)")
+    'spent $# of $#; tracking error # (limit #)'
+    """
+    return _MEASUREMENT.sub("#", message)
 
 
 def _delivered_within(history: list[dict], alert_record: dict, channel: str, now: dt.datetime,

@@ -69,7 +69,7 @@ def test_each_kind_reaches_the_webhook_and_the_smtp_server(workspace, hook, smtp
     assert record["delivered"] == {"webhook": "ok", "smtp": "ok"}
     assert recorded(workspace) == [record]
     assert set(record) == {"at", "kind", "key", "cause", "message", "fields", "delivered"}
-    assert record["cause"] == record["message"], "no cause given: the message is the cause"
+    assert record["cause"] == f"{kind} on smoke: # > #", "no cause given: the message, its measurements masked"
 
     [request] = hook.requests
     assert request.headers["content-type"] == "application/json"
@@ -290,3 +290,36 @@ def test_odd_lines_in_alerts_jsonl_never_stop_an_alert(workspace):
                     '{"kind": "drift", "key": "k"}\nnot json\n')
     record = alert("drift", "paper drifts", key="k")
     assert record["delivered"] == {"webhook": "not configured", "smtp": "not configured"}
+
+
+def test_repeats_from_the_real_callers_are_suppressed_and_other_failures_are_not(workspace, hook):
+    """The callers pass no cause: a repeat whose only change is a measured value (a spend, a
+    time-out) is the same failure; another error, symbol or limit is a different one."""
+    from research_lib.llm._cost import Budget, BudgetExceeded
+    from research_lib.scheduler import _alert as scheduler_alert
+
+    write_settings(workspace, dedupe_minutes=10, webhook={"url": hook.url, "timeout_s": 1})
+    budget = Budget(cap_usd=0.01)
+    for spent in (0.0095, 0.0099, 0.00995):
+        budget.spent_usd = spent
+        with pytest.raises(BudgetExceeded):
+            budget.check(0.0013)
+    for error in ("TimeoutError: no answer after 30.1 s", "TimeoutError: no answer after 30.4 s",
+                  "KeyError: 'AAPL'", "KeyError: 'MSFT'", "KeyError: 'MSFT'"):
+        scheduler_alert("research", error, None)
+    sent = [request.body["message"] for request in hook.requests]
+    assert len(sent) == 4, sent
+    assert sent[0].startswith("LLM budget: spent $0.0095") and "30.1 s" in sent[1]
+    assert sent[2:] == ["Scheduled job research failed: KeyError: 'AAPL'",
+                        "Scheduled job research failed: KeyError: 'MSFT'"]
+
+
+@pytest.mark.parametrize("message, cause", [
+    ("spent $0.0132 of $0.01", "spent $# of $#"),
+    ("tracking error 3.1% above 2%", "tracking error # above #"),
+    ("no answer after 1,234.5 s", "no answer after # s"),
+    ("Stage 03_ml_signals failed: cell 5 raised KeyError: 'AAPL'", "Stage 03_ml_signals failed: cell 5 raised KeyError: 'AAPL'"),
+    ("session 2022-01-31: 17 orders", "session 2022-01-31: 17 orders"),
+])
+def test_the_default_cause_masks_measurements_only(message, cause):
+    assert alerts.measurements_masked(message) == cause
