@@ -26,7 +26,8 @@ class RiskLimits(BaseModel):
     max_net_exposure: float = Field(ge=0, description="largest |sum of position value| / equity")
     max_order_notional: float = Field(gt=0, description="largest order value, in account currency")
     max_order_quantity: float | None = Field(None, gt=0, description="largest order size in shares; null: no cap")
-    max_adv_fraction: float = Field(gt=0, le=1, description="largest order size / average daily volume")
+    max_adv_fraction: float = Field(gt=0, le=1, description="largest size of a symbol's orders in one check / "
+                                    "average daily volume")
     fat_finger_band: float = Field(gt=0, lt=1, description="largest |limit price / reference - 1|")
     max_price_age_seconds: float = Field(gt=0, description="oldest reference price accepted")
     max_open_orders: int = Field(ge=0, description="largest number of open orders, counting new ones")

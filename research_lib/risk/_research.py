@@ -5,9 +5,14 @@ A research book is a notional account of ``equity`` whose positions are the curr
 weights; moving it to the target weights takes orders sized in shares at the decision close
 and checked by `check_orders` as paper trading checks real orders, with two differences:
 research orders fill at once, so the open-order and daily order counts do not apply; and a
-trade larger than ``max_order_notional`` is sent as several orders no larger than it (as an
-execution algorithm would), rather than rejected. The reference prices are the decision
-closes themselves, so they are always fresh.
+trade larger than ``max_order_notional`` or ``max_order_quantity`` is sent as several equal
+orders within both (as an execution algorithm would), rather than rejected. The reference
+prices are the decision closes themselves, so they are always fresh.
+
+The verdict depends on the weights, not on ``equity``: every limit is a fraction of equity
+except the per-order size caps, which only change how many orders a trade is split into,
+and the share of ADV, which is of the symbol's orders together (give ``adv`` in shares for
+this ``equity``).
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import sys
 
 import pandas as pd
 
-from research_lib.risk._checks import check_orders
+from research_lib.risk._checks import _finite_positive, check_orders
 from research_lib.risk._kill_switch import KillSwitch
 from research_lib.risk._limits import RiskInputError, RiskLimits
-from research_lib.risk._orders import Order, ReferencePrice, Side
+from research_lib.risk._orders import Order, ReferencePrice, RiskDecision, Side
 
 EVENT_COLUMNS = ["date", "symbol", "action", "proposed_weight", "final_weight", "reason"]
 # Stands in for the average daily volume of a symbol whose data has no volume: the share of
@@ -38,17 +43,18 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
     Parameters
     ----------
     current, target : Series (symbols,)
-        Weights now (after drift) and wanted, fractions of ``equity``; missing symbols are 0.
+        Weights now (after drift) and wanted, fractions of ``equity``, finite, one per symbol;
+        missing symbols are 0.
     prices : Series (symbols,)
-        Decision closes, positive for every symbol held or traded.
+        Decision closes, finite and positive for every symbol held or traded.
     limits : RiskLimits
     equity : float
-        Notional account value the weights are fractions of.
+        Notional account value the weights are fractions of, finite and positive.
     when : datetime
         Decision time; the reference prices are dated then.
     adv : Series (symbols,), optional
-        Average daily volume in shares; None or NaN: the ADV check is not applied (research
-        data without volume).
+        Average daily volume in shares, >= 0; None or NaN: the ADV check is not applied
+        (research data without volume).
     min_trade : float
         Weight changes smaller than this are not traded.
 
@@ -56,39 +62,102 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
     -------
     (Series, DataFrame)
         The weights once every order sent is filled, on the union of both indexes, and one
-        row per clamped or rejected order (columns ``EVENT_COLUMNS``).
+        row per trade not sent in full (columns ``EVENT_COLUMNS``): action ``clamped`` when part
+        of it was sent, ``rejected`` when none was, with the reason of its first order not sent
+        as proposed.
+
+    Raises
+    ------
+    RiskInputError
+        A malformed input: NaN, infinite or duplicated weights, a non-positive ``equity``, a
+        held or traded symbol without a usable price, a negative or infinite ``adv``.
     """
-    symbols = current.index.union(target.index)
-    now = current.reindex(symbols, fill_value=0.0).astype(float)
-    wanted = target.reindex(symbols, fill_value=0.0).astype(float)
-    px = prices.reindex(symbols)
+    if not _finite_positive(equity):
+        raise RiskInputError(f"equity is {equity!r}; pass the notional account value, finite and positive")
+    now, wanted = _weights("current", current), _weights("target", target)
+    symbols = now.index.union(wanted.index)
+    now, wanted = now.reindex(symbols, fill_value=0.0), wanted.reindex(symbols, fill_value=0.0)
+    px = _one_per_symbol("prices", prices).reindex(symbols)
     involved = symbols[(now != 0) | (wanted != 0)]
-    unpriced = [s for s in involved if not (px[s] > 0)]
+    unpriced = [s for s in involved if not (_finite_positive(px[s]) and math.isfinite(equity / px[s]))]
     if unpriced:
         raise RiskInputError(f"no positive decision price on {when:%Y-%m-%d} for {unpriced}; give them weight 0 "
                              "(a symbol without a price cannot be held or traded)")
     shares = now * equity / px
-    volume = (adv.reindex(symbols) if adv is not None else pd.Series(float("nan"), index=symbols)).fillna(UNKNOWN_VOLUME)
+    volume = _volume(adv, symbols)
     orders = []
     for symbol in involved:
         delta = wanted[symbol] - now[symbol]
         if abs(delta) < min_trade:
             continue
-        # A full exit sells exactly the shares held, so rounding never looks like a short.
+        # A full exit trades exactly the shares held, so rounding never looks like a short.
         quantity = abs(shares[symbol]) if wanted[symbol] == 0 else abs(delta) * equity / px[symbol]
-        pieces = max(1, math.ceil(quantity * px[symbol] / limits.max_order_notional - 1e-9))
-        orders += [Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=float(quantity / pieces))] * pieces
+        if not _finite_positive(quantity):
+            raise RiskInputError(f"the trade of {symbol} from weight {now[symbol]!r} to {wanted[symbol]!r} is "
+                                 f"{quantity!r} shares at {px[symbol]!r} with equity {equity!r}; it cannot be sized")
+        size, pieces = _split(quantity, float(px[symbol]), limits)
+        orders += [Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=size)] * pieces
     unlimited = limits.model_copy(update={"max_open_orders": len(orders), "max_daily_orders": len(orders)})
     decision = check_orders(orders, {s: float(shares[s]) for s in involved},
                             {s: ReferencePrice(float(px[s]), when) for s in involved}, unlimited, KillSwitch.ACTIVE,
                             equity, when, adv={s: float(volume[s]) for s in involved})
     after = pd.Series(decision.positions_after, dtype=float).reindex(symbols, fill_value=0.0)
-    weights = (after * px / equity).where(after != 0, 0.0)
-    events = [{"date": pd.Timestamp(when).normalize(), "symbol": c.original.symbol, "action": "clamped",
-               "proposed_weight": wanted[c.original.symbol], "final_weight": weights[c.original.symbol],
-               "reason": c.reason} for c in decision.clamped]
-    events += [{"date": pd.Timestamp(when).normalize(), "symbol": r.order.symbol, "action": "rejected",
-                "proposed_weight": wanted[r.order.symbol], "final_weight": weights[r.order.symbol],
-                "reason": r.reason} for r in decision.rejected]
-    # A trade split in several orders is reported once, by its first clamp or rejection.
-    return weights.rename("weight"), pd.DataFrame(events, columns=EVENT_COLUMNS).drop_duplicates("symbol")
+    weights = (after * px / equity).where(after != 0, 0.0).rename("weight")
+    return weights, _trade_events(decision, wanted, weights, when)
+
+
+def _one_per_symbol(name: str, series: pd.Series) -> pd.Series:
+    """``series``, refused (RiskInputError) when a symbol repeats in its index."""
+    repeated = sorted(set(series.index[series.index.duplicated()]))
+    if repeated:
+        raise RiskInputError(f"{name} names {repeated} more than once; give one value per symbol")
+    return series
+
+
+def _weights(name: str, weights: pd.Series) -> pd.Series:
+    """``weights`` as floats, refused (RiskInputError) when a symbol repeats or a value is not finite."""
+    _one_per_symbol(name, weights)
+    try:
+        values = weights.astype(float)
+    except (TypeError, ValueError):
+        raise RiskInputError(f"{name} weights are not all numbers ({weights.to_dict()}); pass floats") from None
+    bad = values[~values.map(math.isfinite)]
+    if len(bad):
+        raise RiskInputError(f"{name} weights are not finite: {bad.to_dict()}; use 0 for symbols not held")
+    return values
+
+
+def _volume(adv: pd.Series | None, symbols: pd.Index) -> pd.Series:
+    """ADV in shares on ``symbols``; NaN or missing (no volume data) becomes ``UNKNOWN_VOLUME``."""
+    if adv is None:
+        return pd.Series(UNKNOWN_VOLUME, index=symbols)
+    volume = _one_per_symbol("adv", adv).reindex(symbols).astype(float)
+    bad = volume[(volume < 0) | (volume == math.inf)]
+    if len(bad):
+        raise RiskInputError(f"adv is {bad.to_dict()}; pass average daily volumes in shares, finite and >= 0 "
+                             "(NaN where unknown)")
+    return volume.fillna(UNKNOWN_VOLUME)
+
+
+def _split(quantity: float, price: float, limits: RiskLimits) -> tuple[float, int]:
+    """The size and number of the equal orders a trade of ``quantity`` shares is sent as: as few
+    as keep each within ``max_order_notional`` and ``max_order_quantity`` (both checked the way
+    `check_orders` checks them)."""
+    cap = limits.max_order_quantity
+    pieces = max(1, math.ceil(quantity * price / limits.max_order_notional), math.ceil(quantity / cap) if cap else 1)
+    while quantity / pieces * price > limits.max_order_notional or (cap is not None and quantity / pieces > cap):
+        pieces += 1  # rounding left the pieces a hair too large
+    return quantity / pieces, pieces
+
+
+def _trade_events(decision: RiskDecision, wanted: pd.Series, weights: pd.Series, when: dt.datetime) -> pd.DataFrame:
+    """One row per symbol whose trade was not sent in full: clamped if part of it was sent."""
+    sent = {o.symbol for o in decision.to_send}
+    first: dict[str, str] = {}
+    for symbol, reason in [*((c.original.symbol, c.reason) for c in decision.clamped),
+                           *((r.order.symbol, r.reason) for r in decision.rejected)]:
+        first.setdefault(symbol, reason)
+    date = pd.Timestamp(when).normalize()
+    rows = [{"date": date, "symbol": s, "action": "clamped" if s in sent else "rejected",
+             "proposed_weight": wanted[s], "final_weight": weights[s], "reason": reason} for s, reason in first.items()]
+    return pd.DataFrame(rows, columns=EVENT_COLUMNS)
