@@ -17,10 +17,11 @@
 # # 04 Claude signals
 # Claude as an analyst: for each rebalance date, a prompt of point-in-time features (symbols
 # and dates masked by default) and a structured answer per symbol: direction, conviction,
-# expected excess return, confidence, rationale and risks. Answers are cached (a re-run
-# costs nothing), costed, validated (anything off-schema abstains, never trades), and
-# flagged when dated before the model's knowledge cutoff. Without an API key the offline
-# analyst fills the same schema and every report says "offline analyst, not Claude".
+# expected excess return, confidence, rationale and risks. Answers are validated (anything
+# off-schema abstains, never trades), only valid ones are cached (a re-run costs nothing),
+# costed, and flagged when dated before the model's knowledge cutoff. Without an API key
+# the offline analyst fills the same schema and every report says "offline analyst, not
+# Claude".
 
 # %% tags=["parameters"]
 config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline passes the resolved copy
@@ -36,27 +37,30 @@ config.llm.model_dump(exclude={"prices", "knowledge_cutoff"})
 
 # %% [markdown]
 # ## Views
-# Who answered is the first line: Claude, cached Claude answers, or the offline analyst.
+# Who answered is the first line: Claude, cached Claude answers, or the offline analyst; the
+# second says how many views came back ("no views" when every symbol abstained).
 
 # %%
 llm = fit_llm_signals(config, run_dir)
 report = llm["report"]
-print(f"Analyst: {report.get('analyst', 'dry run, nothing sent')}")
+print(f"Analyst: {report.get('analyst', 'dry run, nothing sent')}\n{report.get('status', '')}")
 
 # %%
 llm["result"].views.tail(8) if llm["result"] else pd.Series(report["dry_run"])
 
 # %% [markdown]
 # ## Abstentions and their reasons
-# Refusals, cut-off or malformed answers, schema violations and unknown symbols never trade.
+# Refusals, cut-off or malformed answers, bad replies from the API, schema violations,
+# symbols named twice and unknown symbols never trade.
 
 # %%
 llm["result"].abstentions["reason"].value_counts() if llm["result"] else None
 
 # %% [markdown]
 # ## Cost
-# Tokens and dollars of this run (cached answers cost nothing now); the budget stops
-# before it is passed.
+# Tokens and dollars of this run (cached answers cost nothing now), cache writes and reads as
+# the API reported them; the budget stops before it is passed. The system prompt is marked for
+# prompt caching only when it reaches the model's minimum cacheable length.
 
 # %%
 pd.Series({k: report.get(k) for k in ("requests", "sources", "input_tokens", "output_tokens", "cache_read_tokens",

@@ -491,8 +491,8 @@ def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Se
     from research_lib.evaluation import information_coefficient
 
     scores = result.scores()
-    if scores.empty:
-        return pd.Series(dtype=float)
+    if scores.empty:  # no views: no IC, on a date index still (the cutoff split compares dates)
+        return pd.Series(dtype=float, index=pd.DatetimeIndex([], name="date"))
     labels = forward_returns(close[scores.columns], config.ml.horizon_days,
                              config.backtest.execution_lag_sessions).reindex(scores.index)
     return information_coefficient(scores, labels, method="spearman", min_symbols=3)
@@ -547,10 +547,13 @@ def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
     """The tearsheet's title; it names the LLM analyst and its cost when the run had one."""
     if not llm_report or "analyst" not in llm_report:
         return config.report.title
+    from research_lib.llm._cost import format_usd
+
     r = llm_report
+    per_signal = f"{format_usd(r['usd_per_signal'])} per signal" if r.get("views") else "no views"
     return (f"{config.report.title} | LLM views: {r['analyst']}; tokens {r['input_tokens']:,} in, {r['output_tokens']:,} out, "
-            f"{r['cache_read_tokens']:,} cache read, {r['cache_write_tokens']:,} cache write; ${r['cost_usd']:.2f} "
-            f"(${r['usd_per_signal']:.4f} per signal)")
+            f"{r['cache_read_tokens']:,} cache read, {r['cache_write_tokens']:,} cache write; {format_usd(r['cost_usd'])} "
+            f"({per_signal})")
 
 
 # ---------------------------------------------------------------- validation (06_validate)

@@ -7,6 +7,7 @@ that changes it fails here first.
 
 from __future__ import annotations
 
+import json
 import time
 
 import anthropic
@@ -235,3 +236,23 @@ def test_batch_round_trip(server):
     assert results["fail"].type == "errored" and results["fail"].error.error.message == "bad item"
     assert [r.path for r in server.requests] == ["/v1/messages/batches"] + [f"/v1/messages/batches/{batch.id}"] * 3 + [
         f"/v1/messages/batches/{batch.id}/results"]
+
+
+@pytest.mark.parametrize("kind, surfaces_as", [
+    ("html", str), ("json_list", list), ("not_json", json.JSONDecodeError), ("empty_body", json.JSONDecodeError),
+    ("no_usage", lambda m: m.usage is None), ("string_tokens", lambda m: m.usage.input_tokens == "812"),
+    ("no_content", lambda m: m.content is None),
+], ids=lambda value: value if isinstance(value, str) else "")
+def test_a_200_answer_that_is_not_a_message_reaches_the_caller_unvalidated(server, kind, surfaces_as):
+    """The SDK neither retries nor validates a 200 answer: a proxy's HTML page comes back as a str,
+    a body that is not JSON raises a bare JSONDecodeError, and a message missing its usage or
+    content is built anyway. Spartan's analyst checks every answer itself (research_lib.llm)."""
+    server.malform_next(kind)
+    if isinstance(surfaces_as, type) and issubclass(surfaces_as, Exception):
+        with pytest.raises(surfaces_as):
+            ask(client_for(server))
+    elif isinstance(surfaces_as, type):
+        assert type(ask(client_for(server))) is surfaces_as
+    else:
+        assert surfaces_as(ask(client_for(server)))
+    assert len(server.requests) == 1

@@ -4,7 +4,9 @@ For each rebalance date a prompt is built from point-in-time inputs (masked by d
 the answer comes from, in order: the response cache; Claude (``anthropic``) when a key is
 set and the provider allows it; or the offline analyst (rule-based, labelled "offline
 analyst, not Claude" everywhere it appears). Answers are validated into views or
-abstentions with reasons; every request is costed, and a budget cap stops spending before
+abstentions with reasons; only a valid answer (a view for every symbol, no abstention) is
+cached, and a cached answer is validated again when read, so a bad one is asked again
+rather than replayed. Every request is costed, and a budget cap stops spending before
 it is passed. Views dated at or before the model's knowledge cutoff are flagged
 ``contaminated``: the model may know what happened next.
 """
@@ -17,17 +19,18 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from research_lib.errors import SpartanError
-from research_lib.llm._anthropic import API_KEY_ENV, ClaudeAnalyst, SpendLimitReached, make_client, request_payload
+from research_lib.llm._anthropic import (API_KEY_ENV, BadAPIReply, ClaudeAnalyst, SpendLimitReached, make_client,
+                                         request_payload)
 from research_lib.llm._cache import Completion, ResponseCache, request_key
 from research_lib.llm._cost import Budget, BudgetExceeded, Price, completion_cost, estimate_tokens
 from research_lib.llm._offline import LABEL as OFFLINE_LABEL
 from research_lib.llm._offline import OFFLINE_MODEL, offline_answer
 from research_lib.llm._prompt import Headline, PromptRequest, build_request
 from research_lib.llm._schema import AnalystAnswer, SymbolView, answer_schema
-from research_lib.llm._validate import COMPLETE, parse_answer
+from research_lib.llm._validate import BAD_REPLY, is_valid_answer, parse_answer
 
-__all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BudgetExceeded", "ClaudeAnalyst", "Headline",
-           "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
+__all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BadAPIReply", "BudgetExceeded", "ClaudeAnalyst",
+           "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
            "build_request", "estimate_backfill", "generate_views", "make_client", "parse_answer", "prompt_tables"]
 
 OUTPUT_TOKENS_PER_SYMBOL = 90  # for estimates: a view is about 60-90 tokens of JSON
@@ -68,9 +71,8 @@ class LLMResult:
     summary: dict = field(default_factory=dict)
 
     def scores(self) -> pd.DataFrame:
-        """Expected excess returns as dates x symbols (NaN where the analyst abstained)."""
-        if self.views.empty:
-            return pd.DataFrame()
+        """Expected excess returns as dates x symbols (NaN where the analyst abstained; no views: empty,
+        still indexed by date)."""
         return self.views.pivot(index="date", columns="symbol", values="expected_excess_return")
 
 
@@ -98,8 +100,7 @@ def estimate_backfill(tables: dict, settings: AnalystSettings, cache: ResponseCa
     to_send = cached = input_tokens = output_tokens = 0
     for date, table in tables.items():
         request = build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning)
-        key = settings.key(request, schema)
-        if cache.get(key) is not None:
+        if _valid_cached(cache, settings.key(request, schema), request, settings) is not None:
             cached += 1
             continue
         to_send += 1
@@ -158,11 +159,11 @@ def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings:
     if source == "offline":
         return Completion(offline_answer(request, table, settings.horizon_days), "end_turn"), "offline", OFFLINE_MODEL
     key = settings.key(request, schema)
-    cached = cache.get(key)
+    cached = _valid_cached(cache, key, request, settings)
     if cached is not None:
         return cached, "cache", settings.model
     if source == "replay":
-        raise ReplayMiss(f"llm.provider 'replay': no cached answer for {request.date:%Y-%m-%d} with model "
+        raise ReplayMiss(f"llm.provider 'replay': no valid cached answer for {request.date:%Y-%m-%d} with model "
                          f"{settings.model} (key {key[:12]}); run once with llm.provider: anthropic (and a key), "
                          "or use llm.provider: offline.")
     calls = 2 if settings.reasoning else 1
@@ -173,23 +174,42 @@ def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings:
                            completion.cache_read_tokens, completion.cache_write_tokens)
     completion = Completion(**{**completion.__dict__, "cost_usd": cost})
     budget.add(cost)
-    if completion.stop_reason in COMPLETE:  # a refusal or cut-off answer may not happen again: ask again next run
-        cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system,
-                                        "user": request.user}, completion)
+    _keep_if_valid(cache, key, request, completion, settings)
     return completion, "claude", settings.model
+
+
+def _valid_cached(cache: ResponseCache, key: str, request: PromptRequest, settings: AnalystSettings) -> Completion | None:
+    """The cached answer for ``key`` if it is still a valid answer to ``request`` (an invalid row,
+    e.g. left by an older version, counts as no answer: it is asked again and replaced)."""
+    cached = cache.get(key)
+    if cached is None or not is_valid_answer(cached.text, cached.stop_reason, request, settings.horizon_days):
+        return None
+    return cached
+
+
+def _keep_if_valid(cache: ResponseCache, key: str, request: PromptRequest, completion: Completion,
+                   settings: AnalystSettings, **extra) -> None:
+    """Cache ``completion`` only when it is a valid answer to ``request``: a refusal, a cut-off or
+    off-schema answer may not happen again, so it is asked again next run."""
+    if is_valid_answer(completion.text, completion.stop_reason, request, settings.horizon_days):
+        cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system,
+                                        "user": request.user, **extra}, completion)
 
 
 def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache: ResponseCache,
                     claude: ClaudeAnalyst, budget: Budget) -> dict[pd.Timestamp, Completion]:
     """Send every uncached request as one Message Batch (half price); cache what it answers."""
     keys = {date: settings.key(r, schema) for date, r in built.items()}
-    missing = {keys[d]: r for d, r in built.items() if cache.get(keys[d]) is None}
+    missing = {keys[d]: r for d, r in built.items() if _valid_cached(cache, keys[d], r, settings) is None}
     if not missing:
         return {}
     worst = sum(completion_cost(settings.price, estimate_tokens(r.system + r.user + str(schema)), settings.max_tokens,
                                 batch=True) for r in missing.values())
     budget.check(worst)
-    answers = claude.complete_batch(missing, schema)
+    try:
+        answers = claude.complete_batch(missing, schema)
+    except BadAPIReply as err:  # the batch endpoints kept answering nonsense: every date it held abstains
+        answers = {key: Completion(text=str(err), stop_reason=BAD_REPLY) for key in missing}
     fetched = {}
     for date, key in keys.items():
         if key not in answers:
@@ -199,16 +219,34 @@ def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache:
                                answer.cache_write_tokens, batch=True)
         fetched[date] = Completion(**{**answer.__dict__, "cost_usd": cost})
         budget.add(cost)
-        if answer.stop_reason in COMPLETE:
-            cache.put(key, settings.model, {"date": str(date.date()), "system": built[date].system,
-                                            "user": built[date].user, "batch": True}, fetched[date])
+        _keep_if_valid(cache, key, built[date], fetched[date], settings, batch=True)
     return fetched
 
 
+VIEW_COLUMNS = {"date": "datetime64[ns]", "symbol": "object", "direction": "object", "conviction": "float64",
+                "expected_excess_return": "float64", "confidence": "float64", "rationale": "object",
+                "key_risks": "object", "source": "object", "model": "object", "contaminated": "bool"}
+ABSTENTION_COLUMNS = {"date": "datetime64[ns]", "symbol": "object", "reason": "object", "source": "object"}
+
+
+def _frame(rows: list[dict], columns: dict[str, str]) -> pd.DataFrame:
+    """``rows`` as a frame with these columns and dtypes, empty or not."""
+    return pd.DataFrame(rows, columns=list(columns)).astype(columns)
+
+
+def _status(views: pd.DataFrame, abstentions: pd.DataFrame) -> str:
+    """One line for the report: how many views, or "no views" and the commonest reasons."""
+    if len(views):
+        return f"{len(views)} views, {len(abstentions)} abstentions"
+    if abstentions.empty:
+        return "no views: no date had inputs to ask about"
+    reasons = "; ".join(f"{reason} ({n})" for reason, n in abstentions["reason"].value_counts().head(3).items())
+    return f"no views: every symbol of every date abstained ({len(abstentions)} abstentions; most common: {reasons})"
+
+
 def _result(views: list, abstentions: list, requests: list, settings: AnalystSettings) -> LLMResult:
-    views = pd.DataFrame(views, columns=["date", "symbol", "direction", "conviction", "expected_excess_return",
-                                         "confidence", "rationale", "key_risks", "source", "model", "contaminated"])
-    abstentions = pd.DataFrame(abstentions, columns=["date", "symbol", "reason", "source"])
+    views = _frame(views, VIEW_COLUMNS)
+    abstentions = _frame(abstentions, ABSTENTION_COLUMNS)
     requests = pd.DataFrame(requests)
     sources = sorted(set(requests["source"])) if len(requests) else []
     label = OFFLINE_LABEL if sources == ["offline"] else (
@@ -218,7 +256,8 @@ def _result(views: list, abstentions: list, requests: list, settings: AnalystSet
         "analyst": label, "sources": {s: int((requests["source"] == s).sum()) for s in sources},
         "model": OFFLINE_MODEL if sources == ["offline"] else settings.model,
         "knowledge_cutoff": str(settings.knowledge_cutoff), "masked": settings.mask,
-        "requests": len(requests), "views": len(views), "abstentions": len(abstentions),
+        "requests": len(requests), "status": _status(views, abstentions), "views": len(views),
+        "abstentions": len(abstentions),
         "contaminated_views": int(views["contaminated"].sum()) if len(views) else 0,
         "input_tokens": int(requests["input_tokens"].sum()) if len(requests) else 0,
         "output_tokens": int(requests["output_tokens"].sum()) if len(requests) else 0,

@@ -31,6 +31,18 @@ def completion_cost(price: Price, input_tokens: int, output_tokens: int, cache_r
     return dollars * (1.0 - price.batch_discount) if batch else dollars
 
 
+def format_usd(amount: float) -> str:
+    """Dollars with enough digits to be true: cents, or three significant digits below a dollar
+    (``$0.001``, never ``$0.00`` for a cost that is not zero)."""
+    if not math.isfinite(amount) or amount == 0:
+        return f"${amount:.2f}"
+    decimals = max(2, 2 - math.floor(math.log10(abs(amount))))
+    text = f"{amount:,.{decimals}f}"
+    while text.endswith("0") and len(text.rsplit(".", 1)[1]) > 2:
+        text = text[:-1]
+    return f"${text}"
+
+
 def estimate_tokens(text: str) -> int:
     """A conservative token estimate (about 3.5 characters a token for English and numbers)."""
     return math.ceil(len(text) / 3.5)
@@ -46,13 +58,13 @@ class Budget:
     def check(self, estimated_usd: float) -> None:
         if self.spent_usd + estimated_usd > self.cap_usd:
             error = BudgetExceeded(
-                f"LLM budget: spent ${self.spent_usd:.4f}, the next call could cost up to ${estimated_usd:.4f}, "
-                f"which would pass llm.budget_usd (${self.cap_usd:.2f}). Nothing more was sent; raise the budget "
-                "or run with a cache (llm.provider: replay).")
+                f"LLM budget: spent {format_usd(self.spent_usd)}, the next call could cost up to "
+                f"{format_usd(estimated_usd)}, which would pass llm.budget_usd ({format_usd(self.cap_usd)}). Nothing "
+                "more was sent; raise the budget or run with a cache (llm.provider: replay).")
             from research_lib.alerts import alert
 
-            alert("llm_budget", str(error), key="llm.budget_usd", spent_usd=round(self.spent_usd, 4),
-                  next_call_usd=round(estimated_usd, 4), budget_usd=self.cap_usd)
+            alert("llm_budget", str(error), key="llm.budget_usd", spent_usd=self.spent_usd,
+                  next_call_usd=estimated_usd, budget_usd=self.cap_usd)
             raise error
 
     def add(self, usd: float) -> None:

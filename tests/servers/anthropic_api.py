@@ -43,6 +43,9 @@ Test hooks (all thread-safe):
 * ``disconnect_next()`` / ``delay_next(seconds)``: the connection closes without an answer
   (``APIConnectionError``), or the answer comes late (``APITimeoutError`` with a short
   client timeout).
+* ``malform_next(kind)``: the next message answer(s) break the Messages API format while the
+  status stays 200: a proxy's HTML page, a body that is not JSON, a message without ``usage``
+  or ``content``, and so on (``MALFORMATIONS`` lists the kinds).
 * ``script_stop_reason(stop_reason, text=None)``: the next generated message(s) stop for
   that reason: ``"max_tokens"`` cuts the text, ``"refusal"`` keeps a few characters and adds
   ``stop_details``, ``"end_turn"`` is a normal answer.
@@ -165,9 +168,41 @@ class RecordedRequest:
     response: Any = None
 
 
+def _drop(name: str) -> Callable[[dict], dict]:
+    return lambda message: {k: v for k, v in message.items() if k != name}
+
+
+def _with(**fields) -> Callable[[dict], dict]:
+    return lambda message: {**message, **fields}
+
+
+def _with_usage(**fields) -> Callable[[dict], dict]:
+    return lambda message: {**message, "usage": {**message["usage"], **fields}}
+
+
+# Ways a 200 answer to POST /v1/messages can break the Messages API format: kind -> (the
+# message -> the body sent, content type).
+MALFORMATIONS: dict[str, tuple[Callable[[dict], Any], str]] = {
+    "html": (lambda message: "<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
+    "not_json": (lambda message: '{"id": "msg_01", "type": "message", "content": [', "application/json"),
+    "empty_body": (lambda message: "", "application/json"),
+    "json_list": (lambda message: [message], "application/json"),
+    "no_usage": (_drop("usage"), "application/json"),
+    "null_usage": (_with(usage=None), "application/json"),
+    "string_tokens": (_with_usage(input_tokens="812", output_tokens="95"), "application/json"),
+    "bool_tokens": (_with_usage(output_tokens=True), "application/json"),
+    "negative_tokens": (_with_usage(input_tokens=-5), "application/json"),
+    "negative_cache_tokens": (_with_usage(cache_read_input_tokens=-3), "application/json"),
+    "no_content": (_drop("content"), "application/json"),
+    "content_not_list": (_with(content="the answer"), "application/json"),
+    "text_not_string": (_with(content=[{"type": "text", "text": {"views": []}}]), "application/json"),
+    "text_missing": (_with(content=[{"type": "text"}]), "application/json"),
+}
+
+
 @dataclass
 class _Fault:
-    kind: str  # "http", "disconnect" or "delay"
+    kind: str  # "http", "disconnect", "delay" or "malform"
     path: str | None = None
     status: int = 0
     error_type: str = ""
@@ -175,6 +210,7 @@ class _Fault:
     headers: dict[str, str | None] = field(default_factory=dict)
     error_code: str | None = None
     delay: float = 0.0
+    malformation: str = ""
 
 
 @dataclass
@@ -282,6 +318,14 @@ class AnthropicServer(LocalHTTPServer):
         with self._lock:
             self._faults.extend([_Fault("delay", path, delay=seconds)] * times)
 
+    def malform_next(self, kind: str, times: int = 1) -> None:
+        """Answer the next ``times`` message requests with status 200 and a body that breaks the
+        Messages API format in the way ``kind`` (a key of ``MALFORMATIONS``) names."""
+        if kind not in MALFORMATIONS:
+            raise ValueError(f"kind must be one of {sorted(MALFORMATIONS)}, not {kind!r}")
+        with self._lock:
+            self._faults.extend([_Fault("malform", MESSAGES_PATH, malformation=kind)] * times)
+
     def script_stop_reason(self, stop_reason: str, text: str | None = None, *, times: int = 1) -> None:
         """Make the next ``times`` generated messages (from ``/v1/messages`` or batch items, in
         order) stop with ``stop_reason``; ``text`` replaces the responder's text."""
@@ -316,6 +360,12 @@ class AnthropicServer(LocalHTTPServer):
                 return _Answer(503, None, disconnect=True)
         if fault is not None and fault.kind == "disconnect":
             return _Answer(0, None, disconnect=True)
+        if fault is not None and fault.kind == "malform":
+            answer = self._create_message(request.body)
+            if answer.status != 200:
+                return answer
+            malform, content_type = MALFORMATIONS[fault.malformation]
+            return _Answer(200, malform(answer.body), content_type=content_type)
         if fault is not None:
             headers = {k: v for k, v in fault.headers.items() if v is not None}
             return _error(fault.status, fault.error_type, fault.message, headers=headers, error_code=fault.error_code)
