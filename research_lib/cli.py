@@ -1,20 +1,39 @@
 """``spartan``: the command line.
 
 Exit codes: 0 success; 1 a run failed or was refused (data error, failing notebook, a gate
-or a trading refusal, a broker error); 2 bad arguments or parameters (nothing was run).
+or a trading refusal, a broker error); 2 bad arguments or parameters (nothing was run);
+128 + the signal for a command stopped by Ctrl-C (SIGINT, 130), SIGTERM (143) or SIGHUP (129),
+after its clean-up (its notebook kernel killed with it); 141 when the reader of its output went
+away (``spartan status | head -3``), quietly.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from research_lib import logs, paths
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError, SpartanError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_PIPE_CLOSED = 128 + 13  # SIGPIPE's number: what a shell reports for a writer whose reader went away
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides SIGINT: a supervisor stopping, a terminal closing
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the command is, as Ctrl-C raises KeyboardInterrupt, so that
+    the same clean-up runs (a run is marked interrupted, a notebook kernel is killed at once)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -69,14 +88,60 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     load_env_file()
     logs.configure()  # JSON lines in reports/logs/spartan.jsonl; runs and sessions add their own file
-    if args.command == "index":
-        from research_lib.reports import build_index
-
-        print(build_index(paths.reports_dir()))
-        return EXIT_OK
     handlers = {"promote": _promote, "trade": _trade, "status": _status, "halt": _halt, "resume": _resume,
-                "serve": _serve, "schedule": _schedule}
-    return handlers.get(args.command, _run)(args)
+                "serve": _serve, "schedule": _schedule, "index": _index}
+    try:
+        with _stop_signals_interrupt():
+            code = handlers.get(args.command, _run)(args)
+            sys.stdout.flush()  # a closed pipe shows here, not at exit, where it could only be printed
+            return code
+    except KeyboardInterrupt as stop:
+        number = getattr(stop, "signum", signal.SIGINT)
+        print(f"spartan: stopped by {signal.Signals(number).name}; its notebook kernel, if any, was killed with it. "
+              "Run the command again to finish (a trading session run again sends no order twice).", file=sys.stderr)
+        return 128 + number
+    except BrokenPipeError:
+        _discard_stdout()
+        return EXIT_PIPE_CLOSED
+
+
+@contextmanager
+def _stop_signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise `Stopped` unless they are ignored (``nohup``),
+    then the previous handlers are restored. Main thread only: signal handlers can be set nowhere else."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame) -> None:
+        raise Stopped(signum)
+
+    previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+    for number, handler in previous.items():
+        if handler is signal.SIG_DFL:
+            signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _discard_stdout() -> None:
+    """Point stdout at the null device: the reader is gone, and Python's final flush of what is
+    still buffered must not raise again."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, sys.stdout.fileno())
+    finally:
+        os.close(null)
+
+
+def _index(args: argparse.Namespace) -> int:
+    from research_lib.reports import build_index
+
+    print(build_index(paths.reports_dir()))
+    return EXIT_OK
 
 
 def _refusal(err: Exception) -> int:
@@ -95,33 +160,49 @@ def _trade(args: argparse.Namespace) -> int:
     from research_lib.reports import build_index
     from research_lib.trading import describe_session, resolve_session, session_report_dir
 
-    try:
+    try:  # every argument is checked before the report folder is made or a notebook starts
         promoted, broker, session = resolve_session(args.strategy, args.broker, args.asof, args.dry_run)
     except (SpartanError, BrokerError) as err:
         return _refusal(err)
     folder = session_report_dir(promoted.name, session, args.dry_run)
-    folder.mkdir(parents=True, exist_ok=True)
     notebook = paths.notebooks_dir() / PAPER_NOTEBOOK
+    executed, if_failed = _attempt_paths(folder, notebook.name)
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"spartan trade {promoted.name} {session} on {broker}{' (dry run)' if args.dry_run else ''} -> {folder}")
     with logs.run_logging(folder, f"paper-{promoted.name}-{session:%Y%m%d}"), logs.stage(notebook.stem):
-        error = execute_notebook(notebook, folder / notebook.name, {
+        error = execute_notebook(notebook, executed, {
             "strategy": promoted.name, "broker": broker, "asof": f"{session:%Y-%m-%d}", "dry_run": args.dry_run,
             "report_dir": str(folder)}, paths.notebooks_dir())
+        kept = if_failed if error else folder / notebook.name
+        if executed != kept and executed.is_file():
+            executed.replace(kept)
         if error:
             from research_lib.alerts import alert
 
             alert("run_failed", f"paper trading {promoted.name} {session} failed: {error}",
                   key=f"paper-{promoted.name}", strategy=promoted.name, session=f"{session:%Y-%m-%d}",
-                  notebook=str(folder / notebook.name))
-    to_html(folder / notebook.name)
+                  notebook=str(kept))
+    to_html(kept)
     build_index(paths.reports_dir())
     if error:
-        print(f"spartan: the paper-trading cycle failed: {error}\n  executed notebook: {folder / notebook.name}",
-              file=sys.stderr)
+        print(f"spartan: the paper-trading cycle failed: {error}\n  executed notebook: {kept}", file=sys.stderr)
         return EXIT_FAILED
     print(describe_session(read_json(folder / "cycle.json")))
     print(f"  {'summary':15s} {folder / 'summary.html'}")
     return EXIT_OK
+
+
+def _attempt_paths(folder: Path, name: str) -> tuple[Path, Path]:
+    """Where this attempt's executed notebook is written, and where it is kept if the attempt fails.
+
+    A session folder that holds the report of an earlier run keeps that run's notebook until this
+    attempt succeeds: the attempt runs as ``<stem>.running.ipynb``, replaces ``name`` if it succeeds
+    and is kept as ``<stem>.failed.ipynb`` if not. In a folder without a report it runs as ``name``.
+    """
+    stem = Path(name).stem
+    if not (folder / "cycle.json").is_file():
+        return folder / name, folder / name
+    return folder / f"{stem}.running.ipynb", folder / f"{stem}.failed.ipynb"
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -8,15 +8,23 @@ and ``run_dir`` only; secrets stay in the environment) -> HTML of each executed 
 Logs: every line of the run, its notebook kernels' included, goes to ``run.log.jsonl`` in the
 run folder and to the workspace log, carrying the run id and the stage (``research_lib.logs``).
 A failed run raises a ``run_failed`` alert (``research_lib.alerts``).
+
+Kernels: each notebook runs in a kernel that talks over IPC sockets in the temp folder, dies
+with this process (even a SIGKILL of it) and is killed, not interrupted, when its notebook ends
+or is abandoned (`_IPCKernelManager`); the files of kernels whose process was killed are removed
+by the next run (`remove_orphaned_kernel_files`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import json
 import logging
 import os
 import re
+import signal
+import sys
 import tempfile
 import time
 import uuid
@@ -42,13 +50,98 @@ KERNEL_LOGGING = "--IPKernelApp.extensions=research_lib.logs"  # kernels log lik
 log = logging.getLogger(__name__)
 
 
+KERNEL_FILES = "spartan-kernel-"  # + "<pid of the process that started it>-<id>": its sockets and connection file
+_KERNEL_OWNER = re.compile(rf"^{KERNEL_FILES}(\d+)-")
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _prctl():
+    """libc's prctl (Linux only), resolved once here: the kernel's child side of the fork calls it."""
+    if not sys.platform.startswith("linux"):
+        return None
+    function = ctypes.CDLL(None, use_errno=True).prctl
+    function.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+    return function
+
+
+_PRCTL = _prctl()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Run in the kernel between fork and exec: SIGKILL it when the thread that started it ends
+    (the process, killed or not), and exit now if that already happened."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
 class _IPCKernelManager(AsyncKernelManager):
-    """Kernels talk over local IPC sockets in a temp folder, not unencrypted TCP ports."""
+    """The kernel of one notebook run by this process.
+
+    - It talks over IPC sockets in the temp folder, not unencrypted TCP ports. Its sockets and
+      connection file are named ``spartan-kernel-<this pid>-<id>*``, so the files a killed
+      process left behind are found and removed by the next run (`remove_orphaned_kernel_files`).
+    - It dies with this process: jupyter_client starts it in a session of its own (out of reach
+      of a signal to the command's process group), so on Linux it asks, before its program
+      starts, to be SIGKILLed when the thread that started it ends (``PR_SET_PDEATHSIG``; that
+      thread runs the notebook to its end). Elsewhere ipykernel's parent poller ends it within a
+      second, and the trading cycle checks before each order that the command is still there.
+    - It is killed, not interrupted, when its notebook ends or is abandoned (`shutdown_kernel`).
+    """
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.transport = "ipc"
-        self.ip = os.path.join(tempfile.gettempdir(), f"spartan-kernel-{uuid.uuid4().hex[:8]}")
+        self.ip = os.path.join(tempfile.gettempdir(), f"{KERNEL_FILES}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self.connection_file = f"{self.ip}.json"
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        if _PRCTL is not None:
+            kw["preexec_fn"] = lambda parent=os.getpid(): _die_with_parent(parent)
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+        """SIGKILL the kernel's process group and remove its files.
+
+        jupyter_client's shutdown first interrupts the kernel (SIGINT to its process group):
+        a successful notebook's kernel may still be answering the final ``kernel_info_request``
+        that papermill sends after the last cell, and logs ``KeyboardInterrupt caught in kernel``
+        on stderr; an abandoned notebook's cell (Ctrl-C, SIGTERM of the command) would be given
+        up to ``shutdown_wait_time`` to go on. Its outputs are already in hand either way, so the
+        kernel is killed at once (``now`` is always true; a restart, never asked for here, is
+        left to jupyter_client).
+        """
+        if restart:
+            await super().shutdown_kernel(now=now, restart=restart)
+            return
+        if not self.owns_kernel:
+            return
+        self.shutting_down = True
+        self.stop_restarter()
+        await self._async_kill_kernel()
+        await self._async_cleanup_resources()
+
+
+def remove_orphaned_kernel_files(folder: str | Path | None = None) -> list[Path]:
+    """Delete the sockets and connection files of kernels started by a process that no longer
+    exists (killed before it could clean up: its kernels died with it); return what was deleted."""
+    removed = []
+    for path in Path(folder or tempfile.gettempdir()).glob(f"{KERNEL_FILES}*"):
+        owner = _KERNEL_OWNER.match(path.name)
+        if owner and not _process_exists(int(owner.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 class StageFailed(SpartanError):
@@ -200,6 +293,7 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) 
     import papermill as pm
 
     os.environ["SPARTAN_HOME"] = str(paths.workspace_root())
+    remove_orphaned_kernel_files()
     try:
         pm.execute_notebook(
             str(notebook), str(output), parameters=parameters,
@@ -263,4 +357,5 @@ def load_manifest(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / MANIFEST).read_text())
 
 
-__all__ = ["RunConfig", "StageFailed", "discover_stages", "load_manifest", "run_pipeline", "select_stages"]
+__all__ = ["RunConfig", "StageFailed", "discover_stages", "load_manifest", "remove_orphaned_kernel_files",
+           "run_pipeline", "select_stages"]

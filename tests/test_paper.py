@@ -23,9 +23,9 @@ from research_lib.errors import ConfigError
 from research_lib.llm import OFFLINE_LABEL
 from research_lib.risk import KillSwitch
 from research_lib.risk._research import UNKNOWN_VOLUME
-from research_lib.trading import (ALL_STRATEGIES, Intent, Ledger, NotPromoted, TradingRefused, describe_session,
-                                  describe_status, halt, load_promoted, resolve_session, resume, state_db, status,
-                                  trade_session)
+from research_lib.trading import (ALL_STRATEGIES, Intent, InvalidSession, Ledger, NotPromoted, TradingRefused,
+                                  describe_session, describe_status, halt, load_promoted, resolve_session, resume,
+                                  state_db, status, trade_session)
 from research_lib.trading._paper import decision_at, open_sim, reference_prices, with_cash_buffer
 from research_lib.trading._tracking import (MIN_DRIFT_SESSIONS, daily_pnl, drift, expected_backtest,
                                             mean_slippage_bps, slippage)
@@ -334,7 +334,8 @@ def test_asof_before_the_sim_date_is_refused_and_sends_nothing(workspace):
     trade_session("trend", asof=sessions[25].date())
     orders = sim_of().orders()
     cycles = Ledger(state_db()).cycles("trend")
-    with pytest.raises(TradingRefused, match=rf"cannot trade {sessions[22]:%Y-%m-%d}: .*never goes back"):
+    with pytest.raises(InvalidSession, match=rf"--asof {sessions[22]:%Y-%m-%d} is before {sessions[25]:%Y-%m-%d}, "
+                                             r"the last session traded\..* never going back"):
         trade_session("trend", asof=sessions[22].date())
     assert sim_of().orders() == orders and sim_of().sim_date == sessions[25]
     assert Ledger(state_db()).cycles("trend") == cycles, "no cycle was started"
@@ -350,7 +351,7 @@ def test_a_dry_run_sends_nothing_and_writes_its_own_folder(workspace):
     paper = workspace / "reports" / "paper" / "trend"
     assert (paper / f"{sessions[20]:%Y-%m-%d}-dry-run" / "cycle.json").is_file()
     assert not (paper / f"{sessions[20]:%Y-%m-%d}").exists()
-    with pytest.raises(TradingRefused, match="a dry run does not move the simulated market"):
+    with pytest.raises(InvalidSession, match="a dry run does not move the simulated market"):
         trade_session("trend", asof=sessions[21].date(), dry_run=True)
     assert resolve_session("trend")[2] == day(sessions, 20), "a dry run does not count as the session's cycle"
     real = trade_session("trend")
@@ -720,3 +721,66 @@ def test_the_session_summary_escapes_what_users_typed(workspace):
     result = trade_session("trend")
     page = (workspace / "reports" / "paper" / "trend" / result["session"] / "summary.html").read_text()
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)" in page
+
+
+# ---------------------------------------------------------------- a command killed between the ledger and the report
+
+
+def kill_before_the_report(monkeypatch, strategy: str = "trend", **kwargs) -> None:
+    """Trade a session and die (as a SIGKILL would) after the ledger finished its cycle, before
+    ``cycle.json`` is written."""
+    import research_lib.trading._paper as paper
+
+    def killed(result, folder):
+        raise KeyboardInterrupt("killed before the report was written")
+
+    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
+        patched.setattr(paper, "write_session_report", killed)
+        trade_session(strategy, **kwargs)
+
+
+def test_a_session_whose_report_was_lost_is_run_again_and_reported_before_the_sim_moves_on(workspace, monkeypatch):
+    made = promote_by_hand(workspace)
+    sessions, paper = made["sessions"], workspace / "reports" / "paper" / "trend"
+    kill_before_the_report(monkeypatch)
+    [cycle] = Ledger(state_db()).cycles("trend")
+    assert cycle["status"] == "traded" and cycle["finished_at"], "the ledger recorded the cycle"
+    assert not (paper / f"{sessions[20]:%Y-%m-%d}" / "cycle.json").exists()
+    placed = sim_of().orders()
+    assert resolve_session("trend")[2] == day(sessions, 20), "not done until reported: the same session again"
+    again = trade_session("trend")
+    assert again["session"] == f"{sessions[20]:%Y-%m-%d}" and again["cycle"]["sent"] == []
+    assert sim_of().orders() == placed, "the re-run sends nothing twice"
+    stored = json.loads((paper / f"{sessions[20]:%Y-%m-%d}" / "cycle.json").read_text())
+    assert {o["client_order_id"] for o in stored["session_orders"]} == {o.client_order_id for o in placed}
+    assert resolve_session("trend")[2] == day(sessions, 21)
+
+
+def test_trading_a_later_session_first_writes_the_lost_report_of_the_session_the_sim_stands_at(workspace, monkeypatch):
+    made = promote_by_hand(workspace)
+    sessions, paper = made["sessions"], workspace / "reports" / "paper" / "trend"
+    trade_session("trend")  # session 20
+    kill_before_the_report(monkeypatch, asof=day(sessions, 25))
+    orders = sim_of().orders()
+    later = trade_session("trend", asof=day(sessions, 30))
+    assert later["session"] == f"{sessions[30]:%Y-%m-%d}" and sim_of().orders() == orders
+    recovered = json.loads((paper / f"{sessions[25]:%Y-%m-%d}" / "cycle.json").read_text())
+    assert recovered["session"] == f"{sessions[25]:%Y-%m-%d}" and recovered["status"] == "nothing_to_do"
+    assert (paper / f"{sessions[25]:%Y-%m-%d}" / "summary.html").is_file()
+    assert [c["session"] for c in Ledger(state_db()).cycles("trend")] == [
+        f"{sessions[s]:%Y-%m-%d}" for s in (20, 25, 25, 30)]
+
+
+def test_a_cycle_killed_midway_is_marked_interrupted_and_its_session_traded_again(workspace):
+    made = promote_by_hand(workspace)
+    sessions = made["sessions"]
+    trade_session("trend")  # session 20
+    sim_of().advance_to(sessions[21])
+    Ledger(state_db()).start_cycle("trend", f"{sessions[21]:%Y-%m-%d}", "sim")  # then a SIGKILL
+    assert resolve_session("trend")[2] == day(sessions, 21), "an unfinished cycle is not done"
+    [entry] = status()
+    assert entry["last_cycle"]["status"] == "running"
+    result = trade_session("trend")
+    assert result["session"] == f"{sessions[21]:%Y-%m-%d}"
+    statuses = [(c["status"], c["finished_at"] is None) for c in Ledger(state_db()).cycles("trend")]
+    assert statuses == [("traded", False), ("interrupted", True), ("nothing_to_do", False)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import closing
 
@@ -61,7 +62,9 @@ def paper_trade_the_promoted_smoke_run(workspace, capsys):
         assert {p.name for p in (paper / folder).iterdir()} >= {"07_paper_trade.ipynb", "07_paper_trade.html",
                                                                  "cycle.json", "summary.html"}
     assert main(["trade", "--strategy", "momentum"]) == 2
-    assert "Strategy 'momentum' is not promoted" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Strategy 'momentum' is not promoted" in err
+    assert "KeyboardInterrupt" not in err and "[IPKernelApp]" not in err, "the kernels' shutdown is quiet"
 
 
 def only_run(workspace):
@@ -71,7 +74,8 @@ def only_run(workspace):
 
 
 @pytest.mark.notebook
-def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, capsys):
+def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, capfd):
+    capsys = capfd  # the kernels' stderr too: they write to this process's file descriptors
     monkeypatch.delenv("MPLBACKEND", raising=False)  # as for a user: kernels plot inline
     monkeypatch.setenv("ANTHROPIC_API_KEY", CANARY)
     monkeypatch.setenv("APCA_API_SECRET_KEY", CANARY + "-alpaca")
@@ -150,6 +154,8 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert promoted["data"]["sha256"] == manifest["data"]["sha256"] and promoted["params"]["scenario"] == "smoke"
     assert "smoke test of the promotion path" in (workspace / "reports" / "index.html").read_text()
     capsys.readouterr()
+    err = capsys.readouterr().err
+    assert "KeyboardInterrupt" not in err and "[IPKernelApp]" not in err, err
     paper_trade_the_promoted_smoke_run(workspace, capsys)
 
     for path in [*run.rglob("*"), *(workspace / "reports" / "paper").rglob("*"), *(workspace / "data").glob("*.sqlite*"),
@@ -268,3 +274,66 @@ def test_a_run_folder_is_never_reused(workspace, tmp_path, capsys):
     (run_dir / "manifest.json").write_text("{}")
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--run-dir", str(run_dir)]) == 2
     assert "already holds a run" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- notebook kernels: quiet, killed, cleaned up
+
+
+def lingering_notebook(path):
+    """A notebook whose kernel, from its second cell on, answers each kernel_info_request and then
+    lingers in the handler: papermill asks for it after the last cell and shuts the kernel down as
+    soon as the answer arrives, while the handler still runs."""
+    import nbformat
+
+    linger = (
+        "import asyncio, time\n"
+        "kernel = get_ipython().kernel\n"
+        "answer = kernel.shell_handlers['kernel_info_request']\n"
+        "async def answer_then_linger(*args):\n"
+        "    result = answer(*args)\n"
+        "    if asyncio.iscoroutine(result):\n"
+        "        await result\n"
+        "    time.sleep(1.0)\n"
+        "kernel.shell_handlers['kernel_info_request'] = answer_then_linger")
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell('config_path = ""\nrun_dir = ""', metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(linger)])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, path)
+    return path
+
+
+@pytest.mark.notebook
+def test_a_finished_notebook_kernel_is_killed_quietly_and_leaves_no_file(workspace, tmp_path, monkeypatch, capfd):
+    from research_lib.pipeline import execute_notebook
+
+    kernels = tmp_path / "tmp"
+    kernels.mkdir()
+    monkeypatch.setenv("TMPDIR", str(kernels))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    notebook = lingering_notebook(tmp_path / "01_linger.ipynb")
+    assert execute_notebook(notebook, tmp_path / "out.ipynb", {}, tmp_path) is None
+    err = capfd.readouterr().err
+    assert "KeyboardInterrupt caught in kernel" not in err and "[IPKernelApp] ERROR" not in err, err
+    assert list(kernels.iterdir()) == [], "the kernel's sockets and connection file are removed"
+
+
+def test_the_files_of_kernels_whose_process_is_gone_are_removed_and_no_others(tmp_path):
+    import subprocess
+
+    from research_lib.pipeline import KERNEL_FILES, remove_orphaned_kernel_files
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    owners = {"gone": ended.pid, "this process": os.getpid(), "our parent": os.getppid()}
+    names = {}
+    for owner, pid in owners.items():
+        stem = f"{KERNEL_FILES}{pid}-0a1b2c3d"
+        names[owner] = [f"{stem}-{n}" for n in range(1, 6)] + [f"{stem}.json"]
+    names["not a kernel's"] = ["spartan-kernel-x1-1", f"{KERNEL_FILES}-1", "kernel-123.json", "spartan-kernel-.json",
+                               f"other-{KERNEL_FILES}{ended.pid}-1"]
+    for name in sum(names.values(), []):
+        (tmp_path / name).write_text("")
+    removed = remove_orphaned_kernel_files(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names["gone"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sum((v for k, v in names.items() if k != "gone"), []))

@@ -4,6 +4,8 @@ unknown outcomes resolved, the kill switch, loss limits."""
 from __future__ import annotations
 
 import datetime as dt
+import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,8 @@ import pytest
 
 from research_lib.broker import SimBroker, UnknownOutcome
 from research_lib.risk import KillSwitch, RiskLimits
-from research_lib.trading import CycleInputs, Intent, Ledger, client_order_id, run_cycle
+from research_lib.trading import CommandGone, CycleInputs, Intent, Ledger, client_order_id, command_gone, run_cycle
+from research_lib.trading._cycle import PARENT_PID_ENV
 from tests.conftest import make_prices
 
 LIMITS = RiskLimits(max_weight=0.5, max_gross_exposure=1.02, max_net_exposure=1.02, max_order_notional=600_000,
@@ -158,3 +161,111 @@ def test_a_halt_during_the_sending_stops_the_remaining_orders(market):
     report = run_cycle(HaltAfterFirstOrder(), ledger, inputs_at(prices, day0))
     assert len(report.sent) == 1 and len(sim.orders()) == 1
     assert sum("HALTED" in r["reason"] for r in report.rejected) == 2
+
+
+# ---------------------------------------------------------------- the command that started a kernel is gone
+
+
+class _Kernel:
+    """Stands in for ``ipykernel.kernelapp`` in a process that is a running notebook kernel."""
+
+    class IPKernelApp:
+        @staticmethod
+        def initialized() -> bool:
+            return True
+
+
+@pytest.fixture()
+def processes():
+    """Pids in each state a kernel's starting process can be in: ended and reaped, ended but not
+    reaped (a zombie, Linux only), alive but not our parent (a kernelspec wrapper)."""
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    zombie = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
+    states = {"our parent": os.getppid(), "alive, not our parent": alive.pid, "ended": ended.pid}
+    if sys.platform.startswith("linux"):
+        states["zombie"] = zombie.pid
+    yield states
+    alive.kill()
+    alive.wait()
+    zombie.wait()
+
+
+KERNEL_CASES = [  # (in a notebook kernel, the starter's state, whether the cycle may send)
+    (True, "our parent", True), (True, "alive, not our parent", True), (True, "ended", False), (True, "zombie", False),
+    (True, "not a pid", True), (True, "unset", True),
+    (False, "ended", True), (False, "zombie", True), (False, "unset", True), (False, "our parent", True),
+]
+
+
+@pytest.mark.parametrize("in_kernel, starter, may_send", KERNEL_CASES)
+def test_a_kernel_whose_command_is_gone_sends_nothing_and_other_processes_are_never_stopped(
+        market, processes, monkeypatch, in_kernel, starter, may_send):
+    if starter not in processes and starter not in ("not a pid", "unset"):
+        pytest.skip(f"no {starter} process on this platform")
+    prices, sim, ledger = market
+    sim.submit_order("AAA", "buy", 5.0, "manual-order-1")  # cancelled by a cycle that may act
+    if in_kernel:
+        monkeypatch.setitem(sys.modules, "ipykernel.kernelapp", _Kernel)
+    else:
+        monkeypatch.delitem(sys.modules, "ipykernel.kernelapp", raising=False)
+    if starter == "unset":
+        monkeypatch.delenv(PARENT_PID_ENV, raising=False)
+    else:
+        monkeypatch.setenv(PARENT_PID_ENV, "pid-1" if starter == "not a pid" else str(processes[starter]))
+    assert (command_gone() is None) is may_send
+    day = sessions(prices)[0]
+    if may_send:
+        assert run_cycle(sim, ledger, inputs_at(prices, day)).status == "traded"
+        assert len(sim.orders()) == 4
+        return
+    gone = rf"the process that started this notebook kernel \(pid {processes[starter]}\) has ended; nothing more is sent"
+    with pytest.raises(CommandGone, match=gone):
+        run_cycle(sim, ledger, inputs_at(prices, day))
+    assert [(o.client_order_id, o.status) for o in sim.orders()] == [("manual-order-1", "new")], "nothing cancelled"
+    assert ledger.intents("trend") == []
+    [cycle] = ledger.cycles("trend")
+    assert cycle["status"].startswith("failed: CommandGone") and cycle["finished_at"]
+
+
+def test_a_command_killed_mid_rebalance_stops_the_remaining_orders(market, processes, monkeypatch):
+    prices, sim, ledger = market
+    monkeypatch.setitem(sys.modules, "ipykernel.kernelapp", _Kernel)
+    monkeypatch.setenv(PARENT_PID_ENV, str(os.getppid()))
+
+    class KilledAfterFirstOrder:
+        """The real sim; the command is killed as its first order is accepted."""
+
+        def __getattr__(self, name):
+            return getattr(sim, name)
+
+        def submit_order(self, *args, **kwargs):
+            placed = sim.submit_order(*args, **kwargs)
+            os.environ[PARENT_PID_ENV] = str(processes["ended"])
+            return placed
+
+    with pytest.raises(CommandGone):
+        run_cycle(KilledAfterFirstOrder(), ledger, inputs_at(prices, sessions(prices)[0]))
+    assert len(sim.orders()) == 1 and [i.status for i in ledger.intents("trend")] == ["sent"]
+
+
+def test_the_next_cycle_marks_a_killed_cycle_interrupted_and_leaves_the_others(market):
+    prices, sim, ledger = market
+    first, second = (str(d.date()) for d in sessions(prices)[:2])
+    killed = ledger.start_cycle("trend", first, "sim")  # then SIGKILL: never finished
+    other = ledger.start_cycle("other", first, "sim")  # another strategy's, running now
+    done = ledger.start_cycle("trend", first, "sim")
+    ledger.finish_cycle(done, "traded", {"sent": 3})
+    by_id = {c["id"]: c for c in ledger.cycles("trend")}
+    assert by_id[killed]["status"] == "interrupted", "starting a cycle closes the strategy's unfinished ones"
+    assert by_id[killed]["finished_at"] is None and "found unfinished at" in by_id[killed]["summary"]["interrupted"]
+    assert by_id[done]["status"] == "traded" and by_id[done]["summary"] == {"sent": 3}
+    assert ledger.cycles("other")[0]["status"] == "running", "another strategy's cycle is not this one's"
+    assert ledger.cycles("other")[0]["id"] == other
+    run_cycle(sim, ledger, inputs_at(prices, second))
+    assert [c["status"] for c in ledger.cycles("trend")] == ["interrupted", "traded", "traded"]

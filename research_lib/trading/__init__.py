@@ -1,11 +1,15 @@
 """Paper trading: the ledger, one crash-safe trading cycle, and the session of a promoted
 strategy that `spartan trade` runs (`research_lib.trading._paper`)."""
 
-from research_lib.trading._cycle import CycleInputs, CycleReport, client_order_id, run_cycle
-from research_lib.trading._ledger import ALL_STRATEGIES, FINAL_STATUSES, Intent, Ledger
-from research_lib.trading._paper import (NotPromoted, Promoted, TradingRefused, describe_session, describe_status, halt, load_promoted, promoted_names,
-                                         resolve_session, resume, session_report_dir, state_db, status, trade_session)
+from research_lib.trading._cycle import CommandGone, CycleInputs, CycleReport, client_order_id, command_gone, run_cycle
+from research_lib.trading._ledger import ALL_STRATEGIES, FINAL_STATUSES, INTERRUPTED, Intent, Ledger
+from research_lib.trading._paper import (InvalidSession, NotPromoted, Promoted, TradingRefused, describe_session,
+                                         describe_status, halt, load_promoted, promoted_names, resolve_session, resume,
+                                         session_done, session_report_dir, session_refusal, state_db, status,
+                                         trade_session)
 
-__all__ = ["ALL_STRATEGIES", "FINAL_STATUSES", "CycleInputs", "CycleReport", "Intent", "Ledger", "NotPromoted",
-           "Promoted", "TradingRefused", "client_order_id", "describe_session", "describe_status", "halt", "load_promoted", "promoted_names",
-           "resolve_session", "resume", "run_cycle", "session_report_dir", "state_db", "status", "trade_session"]
+__all__ = ["ALL_STRATEGIES", "FINAL_STATUSES", "INTERRUPTED", "CommandGone", "CycleInputs", "CycleReport", "Intent",
+           "InvalidSession", "Ledger", "NotPromoted", "Promoted", "TradingRefused", "client_order_id", "command_gone",
+           "describe_session", "describe_status", "halt", "load_promoted", "promoted_names", "resolve_session",
+           "resume", "run_cycle", "session_done", "session_refusal", "session_report_dir", "state_db", "status",
+           "trade_session"]

@@ -18,24 +18,31 @@ The steps, each safe to kill and re-run (TRADING_SAFETY.md, "Restart and reconci
    answer updates it. An unknown outcome is looked up at once, and again at the next cycle.
 
 Nothing is sent while the market is closed, while HALTED, or on a dry run (which still
-reconciles and reports what it would send).
+reconciles and reports what it would send). Stopping the command stops the sending: in a
+notebook kernel whose starting process (`spartan trade`) has ended, every order and cancel is
+refused before it is recorded or sent (`command_gone`, raising `CommandGone`), should the kernel
+outlive the command at all (`research_lib.pipeline` makes it die with it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import re
+import sys
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from research_lib.broker import (Broker, BrokerError, BrokerOrder, DuplicateClientOrderId, InsufficientBuyingPower,
                                  OrderRejected, UnknownOutcome, check_client_order_id)
+from research_lib.errors import SpartanError
 from research_lib.risk import KillSwitch, Order, ReferencePrice, RiskLimits, Side, check_orders, next_state
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
 
 UNRESOLVED = ("intent", "unknown")
+PARENT_PID_ENV = "JPY_PARENT_PID"  # set by jupyter_client in each kernel it starts: the starting process
 POSITION_TOLERANCE = 1e-6  # relative (shares for positions under one share): fills and positions agree to rounding
 
 
@@ -52,6 +59,49 @@ def client_order_id(strategy: str, session: dt.date, symbol: str, side: str) -> 
         return clean[: width - 7] + "~" + hashlib.sha256(text.encode()).hexdigest()[:6]
 
     return check_client_order_id(f"{part(strategy, 20)}-{session:%Y%m%d}-{part(symbol, 14)}-{side[0]}")
+
+
+class CommandGone(SpartanError):
+    """This notebook kernel's command has ended (killed, stopped): the cycle sends and cancels
+    nothing more. What it recorded stays; the next cycle resolves it."""
+
+
+def command_gone() -> str | None:
+    """Why this process must send nothing more, or None.
+
+    In a notebook kernel, the process that started it (``JPY_PARENT_PID``: `spartan trade`, or a
+    Jupyter server) must still be there: still this kernel's parent, or at least running (a
+    kernelspec may start the kernel through a wrapper). Outside a kernel (the scheduler, a
+    script, a test) there is no such process to outlive: always None.
+    """
+    kernelapp = sys.modules.get("ipykernel.kernelapp")
+    starter = os.environ.get(PARENT_PID_ENV, "")
+    if kernelapp is None or not kernelapp.IPKernelApp.initialized() or not starter.isdigit():
+        return None
+    if int(starter) == os.getppid() or _running(int(starter)):
+        return None
+    return f"the process that started this notebook kernel (pid {starter}) has ended; nothing more is sent"
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie, exited but not yet reaped, has)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no /proc (macOS), or it exited meanwhile
+        return True
+
+
+def _refuse_if_command_gone() -> None:
+    reason = command_gone()
+    if reason:
+        raise CommandGone(reason)
 
 
 @dataclass(frozen=True)
@@ -281,6 +331,7 @@ def _cancel(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleRep
     if dry_run:
         report.would_cancel.append(order.client_order_id)
         return
+    _refuse_if_command_gone()
     broker.cancel_order(order.broker_id)
     report.cancelled.append(order.client_order_id)
     known = ledger.intent(order.client_order_id)
@@ -299,6 +350,7 @@ def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, rep
     known = ledger.intent(cid)
     if known is not None and known.status not in ("not_sent",):
         return  # this session already decided this order; its state came from the broker in step 1
+    _refuse_if_command_gone()
     state, why = ledger.kill_switch(inputs.strategy)
     if state is KillSwitch.HALTED:  # halted while this cycle was sending: nothing more goes out
         report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"kill_switch: HALTED ({why})"})

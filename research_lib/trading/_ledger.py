@@ -10,6 +10,10 @@ and a re-run of the same session finds what the previous run did. Statuses:
   outcome or a duplicate-id answer; ``not_sent``: looked up and not found;
 - ``rejected``: the broker or the risk layer refused it (with the reason);
 - ``filled``, ``canceled``, ``expired``: final states copied from the broker.
+
+A cycle is ``running`` from its start to its finish, which records its status (``traded``...,
+``failed: <error>``). A cycle whose process was killed keeps ``running`` and no finish time
+until the strategy's next cycle starts and marks it ``interrupted`` (`Ledger.start_cycle`).
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ CREATE TABLE IF NOT EXISTS ledger_cycles (
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT);
 """
 FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent")
+INTERRUPTED = "interrupted"  # the status of a cycle whose process ended before it finished
 ALL_STRATEGIES = "*"  # the kill-switch row that applies to every strategy (`spartan halt` without --strategy)
 HALT_FILE = "HALT"
 
@@ -194,9 +199,16 @@ class Ledger:
         return rows[0][0] if rows else None
 
     def start_cycle(self, strategy: str, session: str, broker: str) -> int:
+        """Record a new ``running`` cycle and return its id. The strategy's cycles still ``running``
+        are marked `INTERRUPTED` (their finish time stays empty): a strategy's cycles run one after
+        another, so those were killed (were one in fact still running, its finish would overwrite this)."""
+        now = now_utc()
         with self._write() as conn:
+            conn.execute("UPDATE ledger_cycles SET status = ?, summary = ? WHERE strategy = ? AND status = 'running'",
+                         (INTERRUPTED, json.dumps({"interrupted": f"found unfinished at {now}, when the next cycle "
+                                                                  "started"}), strategy))
             return conn.execute("INSERT INTO ledger_cycles (strategy, session, broker, started_at, status) "
-                                "VALUES (?, ?, ?, ?, 'running')", (strategy, session, broker, now_utc())).lastrowid
+                                "VALUES (?, ?, ?, ?, 'running')", (strategy, session, broker, now)).lastrowid
 
     def cycles(self, strategy: str) -> list[dict]:
         """Every cycle of the strategy, oldest first: id, session, broker, times, status, summary."""

@@ -12,14 +12,19 @@
   refused (re-run the research and promote again).
 - **Brokers.** ``sim`` (the default, offline): one simulated account per strategy in
   ``data/spartan.sqlite`` replaying the run's prices from ``paper.sim_start``. Each `trade`
-  without ``--asof`` moves it one session (or re-runs a session whose cycle did not finish);
-  ``--asof`` moves it to that session, never back. Its orders fill at the next session's close
-  with the backtest's costs. ``alpaca``: Alpaca's paper endpoint (keys from the environment,
+  without ``--asof`` moves it one session (or re-runs a session whose cycle did not finish or
+  whose report is missing); ``--asof`` moves it to that session, never back. Its orders fill
+  at the next session's close with the backtest's costs. ``alpaca``: Alpaca's paper endpoint (keys from the environment,
   ``APCA_API_BASE_URL`` to point it elsewhere), today's session only, reference prices and
   volume from Alpaca's daily bars.
 - **Reports**: ``reports/paper/<strategy>/<session>/`` holds ``cycle.json`` (what the cycle
   did, positions, P&L, slippage, drift against the backtest) and ``summary.html``; `spartan
-  trade` adds the executed notebook. A dry run writes to ``<session>-dry-run/``.
+  trade` adds the executed notebook. A dry run writes to ``<session>-dry-run/``. A session is
+  done when its cycle finished *and* its report is written: one killed in between is run again
+  (it sends nothing twice) before the sim moves on, so no session's report is lost.
+- **Sessions are checked before anything runs** (`resolve_session`): for the sim a session of
+  the promoted prices, never before the last session traded; for Alpaca today by Alpaca's clock.
+  Otherwise `InvalidSession` (`spartan trade` exits 2, having started nothing).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import dataclasses
 import datetime as dt
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -54,6 +60,7 @@ TRADING_URL_ENV = "APCA_API_BASE_URL"
 NEW_YORK = ZoneInfo("America/New_York")
 CLOSE = dt.time(16, 0)
 BROKERS = ("sim", "alpaca")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class NotPromoted(ConfigError):
@@ -63,6 +70,12 @@ class NotPromoted(ConfigError):
 class TradingRefused(SpartanError):
     """The session cannot be traded as asked (stale targets, a date the sim cannot reach...);
     nothing was sent."""
+
+
+class InvalidSession(ConfigError, TradingRefused):
+    """The session asked for cannot be traded by this strategy on this broker: not a date, not a
+    session of its calendar, or before the last session it traded. Found before anything runs:
+    a bad argument (`spartan trade` exits 2), and a refusal that sent nothing."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +163,7 @@ def load_promoted(strategy: str | None = None) -> Promoted:
 
 def open_sim(promoted: Promoted, db: Path, start: dt.date | None = None) -> SimBroker:
     """The strategy's simulated account (created at ``start``, default `default_sim_start`)."""
-    account = f"paper-{promoted.name}"
+    account = sim_account(promoted.name)
     stored = SimBroker.stored_account(db, account)
     first = None if stored else (start or default_sim_start(promoted))
     b = promoted.config.backtest
@@ -159,6 +172,11 @@ def open_sim(promoted: Promoted, db: Path, start: dt.date | None = None) -> SimB
                          spread_bps=b.spread_bps, allow_short=promoted.config.risk.allow_short, start=first)
     except ValueError as err:
         raise TradingRefused(f"the simulated account {account!r} cannot be opened: {err}") from None
+
+
+def sim_account(strategy: str) -> str:
+    """The strategy's account in the workspace's simulated broker."""
+    return f"paper-{strategy}"
 
 
 def default_sim_start(promoted: Promoted) -> dt.date:
@@ -170,25 +188,63 @@ def default_sim_start(promoted: Promoted) -> dt.date:
 
 
 def next_sim_session(sim: SimBroker, ledger: Ledger, strategy: str) -> dt.date:
-    """The session a `trade` without ``--asof`` trades: the sim date until a cycle finished
-    there, then the next session (the last session of the history stays the last)."""
+    """The session a `trade` without ``--asof`` trades: the sim date until it is done there (a
+    cycle finished and its report written, `session_done`), then the next session (the last
+    session of the history stays the last)."""
     current = sim.sim_date
-    done = any(c["session"] == f"{current:%Y-%m-%d}" and c["finished_at"] and not c["status"].startswith("failed")
-               and not c["summary"].get("dry_run") for c in ledger.cycles(strategy))
     later = sim.sessions[sim.sessions > current]
-    return (later[0] if done and len(later) else current).date()
+    return (later[0] if session_done(ledger, strategy, current.date()) and len(later) else current).date()
+
+
+def session_done(ledger: Ledger, strategy: str, session: dt.date) -> bool:
+    """Whether ``session`` needs no more run: a cycle there finished (not failed, not a dry run)
+    and its report (``cycle.json``) is on disk."""
+    return _finished(ledger, strategy, session) and _reported(strategy, session)
+
+
+def last_traded_session(ledger: Ledger, strategy: str) -> dt.date | None:
+    """The latest session where a cycle of the strategy finished (not failed, not a dry run)."""
+    sessions = [c["session"] for c in ledger.cycles(strategy) if _completed(c)]
+    return dt.date.fromisoformat(max(sessions)) if sessions else None
+
+
+def _finished(ledger: Ledger, strategy: str, session: dt.date) -> bool:
+    return any(_completed(c) and c["session"] == f"{session:%Y-%m-%d}" for c in ledger.cycles(strategy))
+
+
+def _reported(strategy: str, session: dt.date) -> bool:
+    return (session_report_dir(strategy, session) / "cycle.json").is_file()
+
+
+def _completed(cycle: dict) -> bool:
+    """A cycle that ran to its end: finished, not failed, not a dry run."""
+    return (bool(cycle["finished_at"]) and not cycle["status"].startswith("failed")
+            and not cycle["summary"].get("dry_run"))
 
 
 def resolve_session(strategy: str | None = None, broker: str | None = None, asof: str | dt.date | None = None,
                     dry_run: bool = False) -> tuple[Promoted, str, dt.date]:
     """Which strategy, broker and session a `trade` would run, without changing anything
-    (for the sim a new account is created but not moved)."""
+    (for the sim without ``asof`` a new account is created but not moved).
+
+    Raises
+    ------
+    NotPromoted, ConfigError
+        an unknown strategy or broker, or a broker other than the one the strategy traded on.
+    InvalidSession
+        ``asof`` is not a date, or not a session the strategy can trade (`session_refusal`): on the
+        sim a session of the promoted prices, not before the account's date (nor, for a dry run,
+        any other); at Alpaca today by Alpaca's clock (asked only when ``asof`` is given).
+    research_lib.broker.BrokerError
+        Alpaca's clock could not be read.
+    """
     promoted = load_promoted(strategy)
     kind = broker or promoted.config.paper.broker
     if kind not in BROKERS:
         raise ConfigError(f"broker {kind!r} is unknown; use one of {list(BROKERS)}")
     day = _as_date(asof)
-    used = {c["broker"] for c in Ledger(state_db()).cycles(promoted.name)} - {kind}
+    ledger = Ledger(state_db())
+    used = {c["broker"] for c in ledger.cycles(promoted.name)} - {kind}
     if used:
         raise ConfigError(f"{promoted.name!r} has traded on {', '.join(sorted(used))}; its ledger (equity, loss limits, "
                           f"orders) belongs to that account, so it cannot switch to {kind}. Keep --broker "
@@ -196,19 +252,66 @@ def resolve_session(strategy: str | None = None, broker: str | None = None, asof
     if kind == "sim":
         if day is None:
             sim = open_sim(promoted, state_db())
-            day = next_sim_session(sim, Ledger(state_db()), promoted.name) if not dry_run else sim.sim_date.date()
-    elif day is None:
-        day = dt.datetime.now(NEW_YORK).date()
+            return promoted, kind, next_sim_session(sim, ledger, promoted.name) if not dry_run else sim.sim_date.date()
+        _check_sim_session(promoted, day, last_traded_session(ledger, promoted.name), dry_run)
+        return promoted, kind, day
+    if day is None:
+        return promoted, kind, dt.datetime.now(NEW_YORK).date()
+    today = _alpaca_broker().clock().now.astimezone(NEW_YORK).date()
+    if day != today:
+        raise InvalidSession(f"--asof {day}: Alpaca trades today's session only ({today} in New York, by Alpaca's "
+                             "clock); leave out --asof, or replay past sessions with --broker sim.")
     return promoted, kind, day
+
+
+def _check_sim_session(promoted: Promoted, day: dt.date, last: dt.date | None, dry_run: bool) -> None:
+    """Refuse a session the strategy's simulated account cannot trade (see `resolve_session`)."""
+    stored = SimBroker.stored_account(state_db(), sim_account(promoted.name))
+    reached = dt.date.fromisoformat(stored["sim_date"]) if stored else None
+    if dry_run and reached is not None and day != reached:
+        raise InvalidSession(f"--asof {day}: a dry run does not move the simulated market; it stands at {reached}. "
+                             f"Leave out --asof (or pass --asof {reached}), or trade {day} without --dry-run.")
+    floor = max((d for d in (reached, last) if d is not None), default=None)
+    sessions = promoted.prices.index
+    refusal = session_refusal(day, sessions, floor)
+    if refusal:
+        raise InvalidSession(f"--asof {day} {refusal}. On the sim, {promoted.name!r} trades the sessions of the prices "
+                             f"it was promoted with ({sessions[0]:%Y-%m-%d} to {sessions[-1]:%Y-%m-%d}), never going "
+                             f"back: pick one{f' from {floor} on' if floor else ''}, or leave out --asof to trade its "
+                             "next session.")
+
+
+def session_refusal(day: dt.date, sessions: pd.DatetimeIndex, floor: dt.date | None) -> str | None:
+    """Why ``day`` cannot be traded, or None: it must be one of ``sessions`` (sorted session
+    dates) and not before ``floor`` (the last session traded, sessions are traded forward only).
+    The reason names the sessions next to ``day``."""
+    stamp = pd.Timestamp(day)
+    if floor is not None and day < floor:
+        return f"is before {floor}, the last session traded"
+    if stamp > sessions[-1]:
+        return f"is after the last session, {sessions[-1]:%Y-%m-%d}"
+    if stamp < sessions[0]:
+        return f"is before the first session, {sessions[0]:%Y-%m-%d}"
+    row = int(sessions.searchsorted(stamp))
+    if sessions[row] != stamp:
+        return (f"is not a session (a {stamp:%A}); the sessions around it are {sessions[row - 1]:%Y-%m-%d} and "
+                f"{sessions[row]:%Y-%m-%d}")
+    return None
 
 
 def _as_date(asof: str | dt.date | None) -> dt.date | None:
     if asof in (None, ""):
         return None
+    if isinstance(asof, dt.datetime):
+        return asof.date()
+    if isinstance(asof, dt.date):
+        return asof
+    if not (isinstance(asof, str) and _ISO_DATE.fullmatch(asof)):
+        raise InvalidSession(f"--asof {asof!r} is not a date; use YYYY-MM-DD, e.g. 2022-06-30")
     try:
-        return pd.Timestamp(asof).date()
-    except (ValueError, TypeError):
-        raise ConfigError(f"--asof {asof!r} is not a date; use YYYY-MM-DD, e.g. 2022-06-30") from None
+        return dt.date.fromisoformat(asof)
+    except ValueError as err:
+        raise InvalidSession(f"--asof {asof!r} is not a date ({err}); use YYYY-MM-DD, e.g. 2022-06-30") from None
 
 
 def decision_at(weights: pd.DataFrame, session: dt.date, sessions: pd.DatetimeIndex,
@@ -288,12 +391,15 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     """
     promoted, kind, session = resolve_session(strategy, broker, asof, dry_run)
     ledger = Ledger(state_db())
+    behind = _unreported_sim_session(promoted, ledger) if kind == "sim" and not dry_run else None
+    if behind is not None and behind < session:  # its report first: moving on would lose it for good
+        trade_session(promoted.name, kind, behind)
     config = promoted.config
     max_age = config.paper.max_target_age_sessions
     if kind == "sim":
         # The decision first: a refusal must leave the simulated market where it stands.
         decided, targets = decision_at(promoted.weights, session, promoted.prices.index, max_age)
-        live, prices, price_time = _sim_market(promoted, session, dry_run)
+        live, prices, price_time = _sim_market(promoted, session)
     else:
         live, prices, price_time = _alpaca_market(promoted, session, ledger)
         decided, targets = decision_at(promoted.weights, session, prices.index, max_age)
@@ -312,6 +418,16 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     if not dry_run:  # a dry run changes nothing: nothing to alert, and no real alert is deduplicated away
         _raise_alerts(result, before, folder)
     return result
+
+
+def _unreported_sim_session(promoted: Promoted, ledger: Ledger) -> dt.date | None:
+    """The session the strategy's simulated account stands at if a cycle finished there but its
+    report was never written (the command was killed in between), else None."""
+    stored = SimBroker.stored_account(state_db(), sim_account(promoted.name))
+    reached = dt.date.fromisoformat(stored["sim_date"]) if stored else None
+    if reached is None or not _finished(ledger, promoted.name, reached) or _reported(promoted.name, reached):
+        return None
+    return reached
 
 
 def _raise_alerts(result: dict, before: KillSwitch, folder: Path) -> None:
@@ -339,12 +455,8 @@ def session_report_dir(strategy: str, session: dt.date, dry_run: bool = False) -
     return paths.reports_dir() / "paper" / strategy / (f"{session:%Y-%m-%d}" + ("-dry-run" if dry_run else ""))
 
 
-def _sim_market(promoted: Promoted, session: dt.date, dry_run: bool) -> tuple[SimBroker, pd.DataFrame, dt.datetime]:
+def _sim_market(promoted: Promoted, session: dt.date) -> tuple[SimBroker, pd.DataFrame, dt.datetime]:
     sim = open_sim(promoted, state_db(), start=session)
-    current = sim.sim_date.date()
-    if dry_run and session != current:
-        raise TradingRefused(f"a dry run does not move the simulated market; it stands at {current}. Leave out "
-                             f"--asof (or pass --asof {current}), or trade {session} without --dry-run.")
     try:
         sim.advance_to(session)
     except ValueError as err:
@@ -355,7 +467,7 @@ def _sim_market(promoted: Promoted, session: dt.date, dry_run: bool) -> tuple[Si
 def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tuple[AlpacaBroker, pd.DataFrame, dt.datetime]:
     from research_lib.data._sources import fetch_alpaca
 
-    broker = AlpacaBroker(url_override=os.environ.get(TRADING_URL_ENV) or None)
+    broker = _alpaca_broker()
     now = broker.clock().now.astimezone(NEW_YORK)
     if session != now.date():
         raise TradingRefused(f"Alpaca trades today's session only ({now.date()} in New York); leave out --asof "
@@ -373,6 +485,11 @@ def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tupl
         raise TradingRefused(f"Alpaca has no bar for {session} yet (latest: {last}); run the cycle during or after "
                              "the session.")
     return broker, bars, min(now, dt.datetime.combine(session, CLOSE, NEW_YORK))
+
+
+def _alpaca_broker() -> AlpacaBroker:
+    """Alpaca's paper endpoint, or ``APCA_API_BASE_URL``'s (keys from the environment)."""
+    return AlpacaBroker(url_override=os.environ.get(TRADING_URL_ENV) or None)
 
 
 def _session_report(promoted: Promoted, kind: str, broker: Broker, ledger: Ledger, inputs: CycleInputs,
@@ -461,7 +578,7 @@ def status(strategy: str | None = None) -> list[dict]:
         entry = {"strategy": name, "kill_switch": {"state": state.value, "reason": why},
                  "last_cycle": cycles[-1] if cycles else None, "broker": promoted.config.paper.broker,
                  "account": None, "positions": [], "open_orders": []}
-        if SimBroker.stored_account(state_db(), f"paper-{name}"):
+        if SimBroker.stored_account(state_db(), sim_account(name)):
             sim = open_sim(promoted, state_db())
             account, close = sim.account(), promoted.prices["close"].ffill().loc[sim.sim_date]
             entry["account"] = {"sim_date": f"{sim.sim_date:%Y-%m-%d}", "equity": account.equity,
@@ -483,7 +600,7 @@ def halt(strategy: str | None = None, reason: str = "halted by the user") -> lis
     ledger.set_kill_switch(strategy or ALL_STRATEGIES, KillSwitch.HALTED, reason)
     cancelled = []
     for name in [strategy] if strategy else promoted_names():
-        if not SimBroker.stored_account(state_db(), f"paper-{name}"):
+        if not SimBroker.stored_account(state_db(), sim_account(name)):
             continue
         sim = open_sim(load_promoted(name), state_db())
         for order in sim.open_orders():
