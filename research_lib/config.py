@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from research_lib._io import atomic_write_bytes
-from research_lib.data import DataSource
+from research_lib.data import DataSource, calendar_error
 from research_lib.errors import ConfigError
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
 from research_lib.portfolio._constraints import PortfolioConstraints
@@ -53,6 +53,16 @@ class DataConfig(_Strict):
     max_stale_sessions: int = Field(10, ge=1, description="longest run of unchanged closes allowed")
     max_daily_price_ratio: float = Field(3.0, gt=1.0, description="a close more than this multiple (or under its inverse) of the previous one is an error unless a split explains it")
     refresh: bool = Field(False, description="re-fetch from the source instead of reusing the snapshot")
+    calendar: str | None = Field("XNYS", description="exchange_calendars code whose sessions the dates must be "
+                                 "(XNYS, XLON, 24/7...); null: any day, e.g. crypto")
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, value: str | None) -> str | None:
+        reason = calendar_error(value) if value is not None else None
+        if reason:
+            raise ValueError(reason)
+        return value
 
     @field_validator("symbols")
     @classmethod

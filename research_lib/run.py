@@ -23,7 +23,7 @@ from research_lib import paths
 from research_lib._io import git_commit, read_json, write_json, write_parquet
 from research_lib.backtest import BacktestResult, run_backtest
 from research_lib.config import RunConfig, load_config
-from research_lib.data import DEFAULT_UNIVERSE, load_prices, read_snapshot, write_snapshot
+from research_lib.data import load_prices, read_snapshot, write_snapshot
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError
 from research_lib.features import VIX_FEATURES
@@ -108,17 +108,14 @@ def universe_and_benchmark(config: RunConfig, prices: pd.DataFrame) -> tuple[lis
     return config.tradable(prices["close"].columns), config.data.benchmark
 
 
-def symbols_to_load(config: RunConfig) -> list[str] | None:
-    """The universe plus the benchmark and, when VIX features are wanted, the VIX."""
-    data = config.data
-    symbols = data.symbols
-    if symbols is None and data.source != "file":  # a file's default universe is all its symbols
-        symbols = list(DEFAULT_UNIVERSE)
-    if symbols is None:
-        return None
-    wants_vix = config.features.vix_symbol is not None and any(n in VIX_FEATURES for n in config.features.names)
-    extra = [data.benchmark, config.features.vix_symbol] if wants_vix else [data.benchmark]
-    return [*symbols, *[s for s in extra if s not in symbols]]
+def context_symbols(config: RunConfig) -> dict[str, str]:
+    """The series loaded besides the universe, each with the parameter that names it (quoted when a
+    source lacks it): the benchmark and, when VIX features are wanted, the VIX."""
+    named = {config.data.benchmark: "data.benchmark"}
+    vix = config.features.vix_symbol
+    if vix is not None and any(n in VIX_FEATURES for n in config.features.names):
+        named.setdefault(vix, "features.vix_symbol")
+    return named
 
 
 def run_prices(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
@@ -128,8 +125,9 @@ def run_prices(config: RunConfig, run_dir: str | Path) -> pd.DataFrame:
     if _is_fresh(path, config):
         return read_snapshot(path, **limits)
     data = config.data
-    prices = load_prices(data.source, symbols_to_load(config), data.start, data.end, path=data.path,
-                         refresh=data.refresh, **limits)
+    # data.symbols null: the source's default universe, or every symbol of a file
+    prices = load_prices(data.source, data.symbols, data.start, data.end, path=data.path, refresh=data.refresh,
+                         calendar=data.calendar, context=context_symbols(config), **limits)
     provenance = dict(prices.attrs["provenance"])
     provenance["source_sha256"] = provenance.pop("sha256")
     provenance["config_key"] = config_key(config, _DEPENDS[PRICES_FILE])

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from research_lib.data import load_prices, validate_prices
 from research_lib.errors import DataValidationError
@@ -125,3 +127,52 @@ def test_unsorted_file_is_reported_before_any_date_slicing(tmp_path):
     (tmp_path / "p.csv").write_text("date,AAA\n2021-01-05,10\n2021-01-04,11\n2021-01-06,12\n")
     with pytest.raises(DataValidationError, match=r"unsorted dates: 2021-01-04 comes after 2021-01-05"):
         load_prices("file", path=tmp_path / "p.csv", start="2021-01-01", snapshot_dir=tmp_path / "snap")
+
+
+BAR_BREAKS = {  # how a bar is broken -> the orderings it breaks, as (lower, upper) fields
+    "high below low": [("low", "high"), ("close", "high")],
+    "close above high": [("close", "high")],
+    "close below low": [("low", "close")],
+}
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(data=st.data())
+def test_a_bar_needs_low_below_close_below_high(data):
+    """Every broken bar is named by symbol, fields, values and first date, with its count; NaN
+    fields and absent fields are not checked, intact bars pass."""
+    n = data.draw(st.integers(2, 11))  # at most 10 unchanged closes: never a stale series
+    close = 50.0 * np.cumprod(1 + np.array(data.draw(st.lists(st.floats(-0.05, 0.05), min_size=n, max_size=n))))
+    low = close * (1 - np.array(data.draw(st.lists(st.floats(0, 0.05), min_size=n, max_size=n))))
+    high = close * (1 + np.array(data.draw(st.lists(st.floats(0, 0.05), min_size=n, max_size=n))))
+    present = data.draw(st.sampled_from([("low", "high"), ("low",), ("high",)]))
+    kinds = [k for k, pairs in BAR_BREAKS.items() if all(f in (*present, "close") for pair in pairs for f in pair)]
+    rows = data.draw(st.lists(st.integers(0, n - 1), unique=True, max_size=n))
+    broken, blank = rows[: len(rows) // 2], rows[len(rows) // 2 :]
+    expected = {}
+    for row in sorted(broken):
+        kind, factor = data.draw(st.sampled_from(kinds)), data.draw(st.floats(1.001, 1.5))
+        if kind == "high below low":
+            high[row] = low[row] / factor
+        elif kind == "close above high":
+            close[row] = high[row] * factor
+        else:
+            close[row] = low[row] / factor
+        for pair in BAR_BREAKS[kind]:
+            expected.setdefault(pair, []).append(row)
+    for row in blank:  # a missing low or high on an intact bar is not checked
+        (low if "low" in present and row % 2 else high)[row] = np.nan
+    values = {"low": low, "close": close, "high": high}
+    prices = make_prices({"AAA": list(close)}, **{f: {"AAA": list(values[f])} for f in present})
+    if not expected:
+        validate_prices(prices, "test")
+        return
+    with pytest.raises(DataValidationError) as caught:
+        validate_prices(prices, "test")
+    problems = [p for p in caught.value.problems if "above" in p]
+    assert len(problems) == len(expected), caught.value.problems
+    for (lower, upper), hit in expected.items():
+        first = hit[0]
+        sentence = (f"test, AAA: {lower} {values[lower][first]:g} above {upper} {values[upper][first]:g} on "
+                    f"{prices.index[first]:%Y-%m-%d} ({len(hit)} such sessions); a bar needs low <= close <= high")
+        assert any(p.startswith(sentence) for p in problems), (sentence, problems)

@@ -88,7 +88,7 @@ def test_your_own_wide_parquet_and_its_errors(tmp_path):
 
 @pytest.mark.parametrize("text, match", [
     ("day,AAA\n2021-01-04,1\n", r"has no 'date' column \(columns: \['day', 'AAA'\]\); name the session-date column 'date'"),
-    ("date,AAA\nsoon,1\n", r"column 'date' has a value that is not a date"),
+    ("date,AAA\nsoon,1\n", r"bad.csv, line 2: date 'soon' is not a date .*write exchange-local session dates as YYYY-MM-DD"),
     ("date,symbol,price\n2021-01-04,AAA,1\n", r"is in long layout .* has no 'close' column"),
     ("date,symbol,close\n2021-01-04,AAA,1\n2021-01-04,AAA,2\n", r"AAA has more than one row on 2021-01-04"),
 ])

@@ -2,33 +2,38 @@
 
 ``load_prices`` is the entry point. Sources: ``bundled`` (real history shipped in PyPI
 packages, offline, the default), ``yfinance``, ``alpaca`` (keys from the environment)
-and ``file`` (your own CSV or parquet). Every load is validated, then saved as a parquet
-snapshot with its provenance under ``data/snapshots/``; later loads of the same request
-reuse the snapshot, so a run can be repeated exactly.
+and ``file`` (your own CSV or parquet, see ``_files``). Every load is validated (its
+dates must be sessions of the exchange calendar, none after today), then saved as a
+parquet snapshot with its provenance under ``data/snapshots/``; later loads of the same
+request reuse the snapshot, so a run can be repeated exactly.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import difflib
-from typing import Literal, get_args
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal, get_args
 
 import pandas as pd
 
 from research_lib import paths
-from research_lib.data._bundled import BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
-from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
 from research_lib._io import now_utc, package_versions
+from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
+from research_lib.data._calendar import calendar_error, session_problems, today_on
+from research_lib.data._files import read_price_file
+from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
-from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance, read_price_file
+from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance
 from research_lib.data._validate import validate_index, validate_prices
 from research_lib.errors import DataValidationError
 
 __all__ = [
-    "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "canonical_frame", "from_alpaca", "from_yfinance",
+    "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "calendar_error", "canonical_frame",
+    "from_alpaca", "from_yfinance",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
     "validate_prices", "write_snapshot",
 ]
@@ -48,6 +53,8 @@ def load_prices(
     snapshot_dir: str | Path | None = None,
     max_stale_sessions: int = 10,
     max_daily_price_ratio: float = 3.0,
+    calendar: str | None = "XNYS",
+    context: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Load validated daily prices as the canonical frame.
 
@@ -55,11 +62,18 @@ def load_prices(
     ----------
     source : ``"bundled"``, ``"yfinance"``, ``"alpaca"`` or ``"file"``.
     symbols : symbols in the order wanted; ``None`` for the 20 bundled US large caps.
-    start, end : first and last session wanted (inclusive); ``None`` for all.
+    start, end : first and last session wanted (inclusive); ``None`` for all (bundled: from
+        ``BUNDLED_START``, the first session from which every bundled series passes validation).
     path : the CSV or parquet file, for ``source="file"``.
     refresh : fetch again even if a snapshot of this request exists.
     snapshot_dir : where snapshots live; default ``data/snapshots`` in the workspace.
     max_stale_sessions, max_daily_price_ratio : validation limits, see ``validate_prices``.
+    calendar : ``exchange_calendars`` code whose sessions the dates must be (``"XNYS"``:
+        New York); ``"24/7"`` or ``None`` for a market that trades every day (crypto).
+        Dates after today are refused whatever the calendar.
+    context : series loaded besides ``symbols`` (the benchmark, the VIX), each mapped to
+        the parameter that names it, which a refusal quotes; loaded even when ``symbols``
+        is ``None`` (a file's every symbol).
 
     Returns
     -------
@@ -70,35 +84,46 @@ def load_prices(
     Raises
     ------
     DataValidationError
-        when the source lacks a symbol, the range is empty or any check fails. Nothing is
-        written in that case.
+        when the source or file lacks a symbol, the range is empty, a date is not a session,
+        or any check fails. Nothing is written in that case.
     """
     if source not in SOURCES:
         raise ValueError(f"unknown data source {source!r}; valid sources: {list(SOURCES)}")
+    if calendar is not None and (reason := calendar_error(calendar)):
+        raise ValueError(f"calendar {calendar!r} {reason}")
+    context = dict(context or {})
     symbols = list(symbols) if symbols else (None if source == "file" else list(DEFAULT_UNIVERSE))
+    if symbols is not None:
+        symbols += [s for s in context if s not in symbols]
+    if start is None and source == "bundled":
+        start = BUNDLED_START
     start = pd.Timestamp(start).date() if start is not None else None
     end = pd.Timestamp(end).date() if end is not None else None
     request = {"source": source, "symbols": symbols, "start": str(start) if start else None,
                "end": str(end) if end else None}
+    if symbols is None and context:  # a file's every symbol, which must include the context
+        request["required"] = sorted(context)
     if source == "file":
         request["path"] = str(Path(path).resolve()) if path else None
         request["file_sha256"] = sha256_of(Path(path)) if path and Path(path).is_file() else None
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
     snapshot = Path(snapshot_dir or paths.data_dir() / "snapshots") / f"{source}-{key}.parquet"
     limits = {"max_stale_sessions": max_stale_sessions, "max_daily_price_ratio": max_daily_price_ratio}
+    label = source if source != "file" else f"file {path}"
     if snapshot.is_file() and read_provenance(snapshot) is not None and not refresh:
         prices = read_snapshot(snapshot, **limits)
         prices.attrs["provenance"]["snapshot"] = str(snapshot)
+        _refuse_off_calendar(prices, calendar, label)  # the snapshot may have been made under another calendar
         return prices
 
-    prices, splits = _fetch(source, symbols, start, end, path)
-    label = source if source != "file" else f"file {path}"
+    prices, splits = _fetch(source, symbols, start, end, path, context)
     validate_index(prices, label)  # slicing by date needs sorted, unique dates
     prices = select(prices, None, start, end)
     if prices.empty:
         asked = f" for {symbols}" if symbols else ""
         raise DataValidationError([f"{label} returned no sessions{asked} between {start or 'the start'} and {end or 'the end'}; "
                                    "check the symbols and widen data.start/data.end."])
+    _refuse_off_calendar(prices, calendar, label)
     validate_prices(prices, label, splits=splits, **limits)
     record = write_snapshot(prices, snapshot, {**request, "symbols": symbols_of(prices), "retrieved_at": now_utc(),
                                                "versions": _source_versions(source)})
@@ -106,24 +131,31 @@ def load_prices(
     return prices
 
 
-def _fetch(source, symbols, start, end, path):
+def _refuse_off_calendar(prices: pd.DataFrame, calendar: str | None, label: str) -> None:
+    problems = session_problems(prices.index, calendar, label, today_on(calendar))
+    if problems:
+        raise DataValidationError(problems)
+
+
+def _fetch(source, symbols, start, end, path, context):
     if source == "bundled":
-        everything = bundled_prices()
-        _refuse_unknown(symbols, BUNDLED_SYMBOLS, "bundled")
-        return select(everything, symbols), None
+        _refuse_unknown(symbols, BUNDLED_SYMBOLS, "bundled", context)
+        return select(bundled_prices(), symbols), None
     if source == "yfinance":
         return fetch_yfinance(symbols, start, end)
     if source == "alpaca":
         return fetch_alpaca(symbols, start, end)
     if path is None:
         raise DataValidationError(["data.source 'file' needs data.path, the CSV or parquet file to read."])
-    prices, splits = read_price_file(Path(path), symbols)
-    if symbols:
-        _refuse_unknown(symbols, [s for s in symbols_of(prices) if prices["close"][s].notna().any()], f"file {path}")
-    return prices, splits
+    prices, splits = read_price_file(Path(path))
+    quoted = [s for s in symbols_of(prices) if prices["close"][s].notna().any()]
+    _refuse_unknown(symbols or list(context), quoted, f"file {path}", context)
+    return (select(prices, symbols) if symbols else prices), splits
 
 
-def _refuse_unknown(symbols: list[str], available, label: str) -> None:
+def _refuse_unknown(symbols: list[str], available, label: str, context: Mapping[str, str]) -> None:
+    """Refuse the symbols not ``available``, naming the parameter that asked for each (``context``,
+    else ``data.symbols``) and listing every available symbol."""
     unknown = [s for s in symbols if s not in available]
     if not unknown:
         return
@@ -133,8 +165,9 @@ def _refuse_unknown(symbols: list[str], available, label: str) -> None:
         if close:
             hints.append(f"{s!r} -> did you mean {close[0]!r}?")
     hint = (" " + " ".join(hints)) if hints else ""
+    fix = " and ".join(dict.fromkeys(context.get(s, "data.symbols") for s in unknown))
     raise DataValidationError([
-        f"{label} has no symbols {unknown}.{hint} Available: {', '.join(available)}. Fix data.symbols."
+        f"{label} has no symbols {unknown}.{hint} Available: {', '.join(available)}. Fix {fix}."
     ])
 
 

@@ -5,13 +5,15 @@
 - ``arch.data``: S&P 500 (``^GSPC``) and NASDAQ Composite (``^IXIC``) OHLCV 1999-2018,
   the VIX close (``^VIX``, 2014-2019) and WTI crude spot (``WTI``, from 1990).
 
-Sessions are the NYSE sessions of the skfolio stock data. VIX and WTI are published on
-slightly different calendars: their days outside those sessions are dropped and sessions
-they miss carry the last published value forward (known at that date: no look-ahead).
+Sessions are the NYSE (``XNYS``) sessions of the skfolio stock data. VIX and WTI are
+published on slightly different calendars: their days outside those sessions are dropped
+and sessions they miss carry the last published value forward (known at that date: no
+look-ahead).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 
 import pandas as pd
@@ -24,6 +26,9 @@ FACTOR_ETFS = ("MTUM", "QUAL", "SIZE", "USMV", "VLUE")
 INDICES = ("SP500", "^GSPC", "^IXIC", "^VIX", "WTI")
 BUNDLED_SYMBOLS = STOCKS + FACTOR_ETFS + INDICES
 DEFAULT_UNIVERSE = STOCKS
+# The first session from which every bundled series passes validation with the default limits:
+# RRC's quotes before it are stale for up to 68 sessions (1990-1992) and jump x3 on 1990-04-10.
+BUNDLED_START = dt.date(1992, 5, 12)
 
 
 @lru_cache(maxsize=1)

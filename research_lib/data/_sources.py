@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from pathlib import Path
 
 import pandas as pd
 
 from research_lib.data._frame import FIELDS, canonical_frame
-from research_lib.errors import DataValidationError, SpartanError
+from research_lib.errors import SpartanError
 
 # The environment variables alpaca-py's own examples use.
 ALPACA_KEY_ENV = "APCA_API_KEY_ID"
@@ -98,42 +97,6 @@ def from_alpaca(bars: pd.DataFrame, symbols: list[str]) -> pd.DataFrame:
     bars["date"] = stamps.dt.tz_localize(None).dt.normalize()
     fields = {f: bars.pivot(index="date", columns="symbol", values=f).reindex(columns=symbols) for f in FIELDS}
     return canonical_frame(fields)
-
-
-def read_price_file(path: Path, symbols: list[str] | None):
-    """Read your own prices from CSV or parquet.
-
-    Two layouts are accepted:
-
-    - long: columns ``date, symbol, close`` and optionally ``open, high, low, volume``;
-    - wide: a ``date`` column and one column of adjusted closes per symbol.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataValidationError([f"Price file {path} does not exist; set data.path to a CSV or parquet file."])
-    table = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-    # Known column names may be capitalized ("Date", "Close"); symbols keep their case.
-    known = {"date", "symbol", *FIELDS}
-    table = table.rename(columns={c: c.lower() for c in table.columns if str(c).lower() in known})
-    if "date" not in table.columns:
-        raise DataValidationError([f"Price file {path} has no 'date' column (columns: {list(table.columns)}); name the session-date column 'date'."])
-    try:
-        table["date"] = pd.to_datetime(table["date"])
-    except (ValueError, TypeError) as err:
-        raise DataValidationError([f"Price file {path}: column 'date' has a value that is not a date ({err}); use YYYY-MM-DD."]) from None
-    if "symbol" in table.columns:
-        if "close" not in table.columns:
-            raise DataValidationError([f"Price file {path} is in long layout (it has 'symbol') but has no 'close' column; add the adjusted closes."])
-        dupes = table.duplicated(["date", "symbol"])
-        if dupes.any():
-            row = table[dupes].iloc[0]
-            raise DataValidationError([f"Price file {path}: {row['symbol']} has more than one row on {row['date']:%Y-%m-%d}; keep one row per date and symbol."])
-        wanted = symbols or sorted(table["symbol"].unique())
-        fields = {f: table.pivot(index="date", columns="symbol", values=f).reindex(columns=wanted) for f in FIELDS if f in table.columns}
-    else:
-        closes = table.set_index("date")
-        fields = {"close": closes.reindex(columns=symbols) if symbols else closes}
-    return canonical_frame(fields), None
 
 
 def _exclusive(end: dt.date | None):

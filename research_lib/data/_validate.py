@@ -12,6 +12,9 @@ import pandas as pd
 from research_lib.errors import DataValidationError
 
 _MAX_PROBLEMS = 25
+# Adjusted bars rescale each field apart, so a close may pass its high by a rounding error;
+# a relative excess above this is a wrong bar.
+_BAR_TOLERANCE = 1e-6
 
 
 def validate_prices(
@@ -38,6 +41,7 @@ def validate_prices(
         for symbol in prices["close"].columns:
             problems += _close_problems(prices["close"][symbol], symbol, source, max_stale_sessions, max_daily_price_ratio, splits)
             problems += _other_field_problems(prices, symbol, source)
+            problems += _bar_problems(prices, symbol, source)
             if len(problems) >= _MAX_PROBLEMS:
                 break
     if problems:
@@ -164,5 +168,24 @@ def _other_field_problems(prices: pd.DataFrame, symbol: str, source: str) -> lis
             problems.append(
                 f"{source}, {symbol}: invalid {name} {bad.iloc[0]:g} on {_day(bad.index[0])} ({len(bad)} such sessions); "
                 "fix or re-fetch the data."
+            )
+    return problems
+
+
+def _bar_problems(prices: pd.DataFrame, symbol: str, source: str) -> list[str]:
+    """A bar needs ``low <= high``, ``low <= close`` and ``close <= high``, for the fields it has."""
+    fields = prices.columns.get_level_values(0).unique()
+    problems = []
+    for lower, upper in (("low", "high"), ("low", "close"), ("close", "high")):
+        if lower not in fields or upper not in fields:
+            continue
+        below, above = prices[lower][symbol], prices[upper][symbol]
+        bad = below.index[(below > above + _BAR_TOLERANCE * above.abs()).to_numpy()]
+        if len(bad):
+            day = bad[0]
+            problems.append(
+                f"{source}, {symbol}: {lower} {below[day]:g} above {upper} {above[day]:g} on {_day(day)} ({len(bad)} such "
+                f"sessions); a bar needs low <= close <= high: fix or re-fetch the data (are {lower} and {upper} "
+                "adjusted alike?)."
             )
     return problems
