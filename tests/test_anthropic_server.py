@@ -256,3 +256,24 @@ def test_a_200_answer_that_is_not_a_message_reaches_the_caller_unvalidated(serve
     else:
         assert surfaces_as(ask(client_for(server)))
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("kind, coerced", [("bool_cache_tokens", 1), ("padded_string_cache_tokens", 7),
+                                           ("float_cache_tokens", 3)])
+def test_the_sdk_coerces_odd_token_counts_so_the_raw_body_is_the_one_to_read(server, kind, coerced):
+    """A parsed Message turns ``true`` into 1 and ``"  7 "`` into 7; ``with_raw_response`` gives
+    the body as sent, which is what Spartan's analyst validates (research_lib.llm._reply)."""
+    server.malform_next(kind, times=2)
+    usage = ask(client_for(server)).usage
+    assert coerced in (usage.cache_read_input_tokens, usage.cache_creation_input_tokens)
+    raw = client_for(server).messages.with_raw_response.create(model=MODEL, max_tokens=256, messages=ASK)
+    assert json.loads(raw.read())["usage"] == server.requests[-1].response["usage"]
+
+
+@pytest.mark.parametrize("kind", ["cut", "false_gzip"])
+def test_a_transfer_that_breaks_after_a_200_is_a_connection_error_the_sdk_retries(server, kind):
+    server.break_transfer_next(kind, times=2)
+    with pytest.raises(anthropic.APIConnectionError):
+        ask(client_for(server, max_retries=1))
+    assert len(server.requests) == 2
+    assert ask(client_for(server)).content[0].text, "the next answer is whole again"

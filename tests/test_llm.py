@@ -167,7 +167,7 @@ def test_offline_analyst_is_deterministic_schema_valid_and_labelled(tmp_path):
 def test_auto_without_a_key_is_offline_and_replay_without_a_cache_says_what_is_missing(tmp_path):
     cache = ResponseCache(tmp_path / "state.sqlite")
     assert generate_views(TABLES, settings("auto"), cache).summary["analyst"] == "offline analyst, not Claude"
-    with pytest.raises(ReplayMiss, match=r"no valid cached answer for 2021-01-29 with model claude-sonnet-5-5 \(key \w{12}\)"):
+    with pytest.raises(ReplayMiss, match=r"replay.: no cached answer for 2021-01-29 with model claude-sonnet-5-5 \(key \w{12}\)"):
         generate_views(TABLES, settings("replay"), cache)
 
 

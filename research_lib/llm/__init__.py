@@ -4,11 +4,18 @@ For each rebalance date a prompt is built from point-in-time inputs (masked by d
 the answer comes from, in order: the response cache; Claude (``anthropic``) when a key is
 set and the provider allows it; or the offline analyst (rule-based, labelled "offline
 analyst, not Claude" everywhere it appears). Answers are validated into views or
-abstentions with reasons; only a valid answer (a view for every symbol, no abstention) is
-cached, and a cached answer is validated again when read, so a bad one is asked again
-rather than replayed. Every request is costed, and a budget cap stops spending before
-it is passed. Views dated at or before the model's knowledge cutoff are flagged
-``contaminated``: the model may know what happened next.
+abstentions with reasons (``research_lib.llm._validate``). An answer is cached once it passes
+the reply level (it stopped normally, is valid Unicode, and is one JSON object of the answer's
+shape); what its entries hold (an unknown symbol, a wrong type, a symbol named twice) becomes
+the same abstentions when it is first received and each time it is read again, so a re-run of
+the same requests costs nothing and gives the same views and abstentions, and so does a replay.
+A reply that fails the reply level (cut off, refused, not JSON, a bad or no reply from the API)
+is not cached and is asked again next run. Nothing in `generate_views` raises on what a reply
+holds. Every API attempt whose usage is readable is costed and charged to the budget, which
+is checked before each attempt (``research_lib.llm._anthropic``); the cost and token counts of a
+run are those of its own API calls (answers served from the cache count as ``cached_answers``).
+Views dated at or before the model's knowledge cutoff are flagged ``contaminated``: the model
+may know what happened next.
 """
 
 from __future__ import annotations
@@ -19,15 +26,16 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from research_lib.errors import SpartanError
-from research_lib.llm._anthropic import (API_KEY_ENV, BadAPIReply, ClaudeAnalyst, SpendLimitReached, make_client,
+from research_lib.llm._anthropic import (API_KEY_ENV, ClaudeAnalyst, SpendLimitReached, legacy_request_key, make_client,
                                          request_payload)
 from research_lib.llm._cache import Completion, ResponseCache, request_key
 from research_lib.llm._cost import Budget, BudgetExceeded, Price, completion_cost, estimate_tokens
 from research_lib.llm._offline import LABEL as OFFLINE_LABEL
 from research_lib.llm._offline import OFFLINE_MODEL, offline_answer
 from research_lib.llm._prompt import Headline, PromptRequest, build_request
+from research_lib.llm._reply import BadAPIReply
 from research_lib.llm._schema import AnalystAnswer, SymbolView, answer_schema
-from research_lib.llm._validate import BAD_REPLY, is_valid_answer, parse_answer
+from research_lib.llm._validate import parse_answer, reply_problem
 
 __all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BadAPIReply", "BudgetExceeded", "ClaudeAnalyst",
            "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
@@ -37,7 +45,7 @@ OUTPUT_TOKENS_PER_SYMBOL = 90  # for estimates: a view is about 60-90 tokens of 
 
 
 class ReplayMiss(SpartanError):
-    """``llm.provider: replay`` found no cached answer for a request."""
+    """``llm.provider: replay`` found no cached answer for a request, or one that is not valid."""
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,13 @@ class AnalystSettings:
     batch: bool = False
 
     def key(self, request: PromptRequest, schema: dict) -> str:
-        """The cache key: the hash of exactly what would be sent for ``request``."""
+        """The cache key: the hash of exactly what would be sent for ``request`` (less ``cache_control``)."""
         return request_key(request_payload(request, schema, self))
+
+    def keys(self, request: PromptRequest, schema: dict) -> tuple[str, str]:
+        """Where an answer to ``request`` may be cached: `key`, then the key older versions used."""
+        payload = request_payload(request, schema, self)
+        return request_key(payload), legacy_request_key(payload)
 
 
 @dataclass
@@ -100,7 +113,7 @@ def estimate_backfill(tables: dict, settings: AnalystSettings, cache: ResponseCa
     to_send = cached = input_tokens = output_tokens = 0
     for date, table in tables.items():
         request = build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning)
-        if _valid_cached(cache, settings.key(request, schema), request, settings) is not None:
+        if _cached(cache, request, schema, settings)[0] is not None:
             cached += 1
             continue
         to_send += 1
@@ -124,6 +137,8 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
     ------
     ReplayMiss, BudgetExceeded, SpendLimitReached
         stopping before anything is spent past the problem; what was answered is cached.
+    anthropic.APIStatusError
+        a wrong key (401), a 403, an invalid request, or a 429/5xx still failing after the retries.
     """
     schema = answer_schema()
     budget = Budget(settings.budget_usd)
@@ -146,10 +161,7 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
             views.append({"date": date, **view, "key_risks": "; ".join(view["key_risks"]), "source": origin,
                           "model": model, "contaminated": contaminated})
         abstentions += [{"date": date, **a, "source": origin} for a in date_abstentions]
-        requests.append({"date": date, "source": origin, "model": model, "input_tokens": completion.input_tokens,
-                         "output_tokens": completion.output_tokens, "cache_read_tokens": completion.cache_read_tokens,
-                         "cache_write_tokens": completion.cache_write_tokens,
-                         "cost_usd": completion.cost_usd if origin == "claude" else 0.0,
+        requests.append({"date": date, "source": origin, "model": model, **_spent_now(completion, origin),
                          "views": len(date_views), "abstentions": len(date_abstentions)})
     return _result(views, abstentions, requests, settings)
 
@@ -158,68 +170,75 @@ def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings:
             cache: ResponseCache, claude: ClaudeAnalyst | None, source: str, budget: Budget) -> tuple[Completion, str, str]:
     if source == "offline":
         return Completion(offline_answer(request, table, settings.horizon_days), "end_turn"), "offline", OFFLINE_MODEL
-    key = settings.key(request, schema)
-    cached = _valid_cached(cache, key, request, settings)
+    cached, problem = _cached(cache, request, schema, settings)
     if cached is not None:
         return cached, "cache", settings.model
+    key = settings.key(request, schema)
     if source == "replay":
-        raise ReplayMiss(f"llm.provider 'replay': no valid cached answer for {request.date:%Y-%m-%d} with model "
-                         f"{settings.model} (key {key[:12]}); run once with llm.provider: anthropic (and a key), "
-                         "or use llm.provider: offline.")
-    calls = 2 if settings.reasoning else 1
-    budget.check(completion_cost(settings.price, calls * estimate_tokens(request.system + request.user + str(schema)),
-                                 settings.max_tokens * calls))
-    completion = claude.complete(request, schema)
-    cost = completion_cost(settings.price, completion.input_tokens, completion.output_tokens,
-                           completion.cache_read_tokens, completion.cache_write_tokens)
-    completion = Completion(**{**completion.__dict__, "cost_usd": cost})
-    budget.add(cost)
-    _keep_if_valid(cache, key, request, completion, settings)
+        raise ReplayMiss(_replay_miss(request, settings, key, problem))
+    completion = claude.complete(request, schema, budget)
+    _keep_if_answer(cache, key, request, completion, settings)
     return completion, "claude", settings.model
 
 
-def _valid_cached(cache: ResponseCache, key: str, request: PromptRequest, settings: AnalystSettings) -> Completion | None:
-    """The cached answer for ``key`` if it is still a valid answer to ``request`` (an invalid row,
-    e.g. left by an older version, counts as no answer: it is asked again and replaced)."""
-    cached = cache.get(key)
-    if cached is None or not is_valid_answer(cached.text, cached.stop_reason, request, settings.horizon_days):
-        return None
-    return cached
+def _cached(cache: ResponseCache, request: PromptRequest, schema: dict,
+            settings: AnalystSettings) -> tuple[Completion | None, str | None]:
+    """``(answer, None)``: the cached answer to ``request`` (under its key, else the key of older
+    versions) that passes the reply level again; else ``(None, why the cached row is not an
+    answer)``, or ``(None, None)`` when nothing is cached. A row that is not an answer (left by
+    an older version) counts as none: it is asked again and replaced."""
+    problem = None
+    for key in settings.keys(request, schema):
+        cached = cache.get(key)
+        if cached is None:
+            continue
+        problem = reply_problem(cached.text, cached.stop_reason, settings.horizon_days)
+        if problem is None:
+            return cached, None
+    return None, problem
 
 
-def _keep_if_valid(cache: ResponseCache, key: str, request: PromptRequest, completion: Completion,
-                   settings: AnalystSettings, **extra) -> None:
-    """Cache ``completion`` only when it is a valid answer to ``request``: a refusal, a cut-off or
-    off-schema answer may not happen again, so it is asked again next run."""
-    if is_valid_answer(completion.text, completion.stop_reason, request, settings.horizon_days):
+def _replay_miss(request: PromptRequest, settings: AnalystSettings, key: str, problem: str | None) -> str:
+    where = f"for {request.date:%Y-%m-%d} with model {settings.model} (key {key[:12]})"
+    if problem is None:
+        return (f"llm.provider 'replay': no cached answer {where}; run once with llm.provider: anthropic "
+                "(and a key), or use llm.provider: offline.")
+    return (f"llm.provider 'replay': the cached answer {where} is not valid ({problem[:120]}); run once with "
+            "llm.provider: anthropic (and a key) to ask again, or use llm.provider: offline.")
+
+
+def _keep_if_answer(cache: ResponseCache, key: str, request: PromptRequest, completion: Completion,
+                    settings: AnalystSettings, **extra) -> None:
+    """Cache ``completion`` when it passes the reply level (its entries may still abstain: they are
+    derived again on every read); a refusal, a cut-off or a reply that is no JSON object of the
+    answer's shape may not happen again, so it is asked again next run."""
+    if reply_problem(completion.text, completion.stop_reason, settings.horizon_days) is None:
         cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system,
                                         "user": request.user, **extra}, completion)
+
+
+def _spent_now(completion: Completion, origin: str) -> dict:
+    """The tokens and dollars this run spent on ``completion``: its usage when Claude was asked now,
+    nothing when it came from the cache (or the offline analyst)."""
+    now = origin == "claude"
+    tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    return {**{name: getattr(completion, name) if now else 0 for name in tokens},
+            "cost_usd": completion.cost_usd if now else 0.0}
 
 
 def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache: ResponseCache,
                     claude: ClaudeAnalyst, budget: Budget) -> dict[pd.Timestamp, Completion]:
     """Send every uncached request as one Message Batch (half price); cache what it answers."""
     keys = {date: settings.key(r, schema) for date, r in built.items()}
-    missing = {keys[d]: r for d, r in built.items() if _valid_cached(cache, keys[d], r, settings) is None}
+    missing = {keys[d]: r for d, r in built.items() if _cached(cache, r, schema, settings)[0] is None}
     if not missing:
         return {}
-    worst = sum(completion_cost(settings.price, estimate_tokens(r.system + r.user + str(schema)), settings.max_tokens,
-                                batch=True) for r in missing.values())
-    budget.check(worst)
-    try:
-        answers = claude.complete_batch(missing, schema)
-    except BadAPIReply as err:  # the batch endpoints kept answering nonsense: every date it held abstains
-        answers = {key: Completion(text=str(err), stop_reason=BAD_REPLY) for key in missing}
+    answers = claude.complete_batch(missing, schema, budget)
     fetched = {}
     for date, key in keys.items():
-        if key not in answers:
-            continue
-        answer = answers[key]
-        cost = completion_cost(settings.price, answer.input_tokens, answer.output_tokens, answer.cache_read_tokens,
-                               answer.cache_write_tokens, batch=True)
-        fetched[date] = Completion(**{**answer.__dict__, "cost_usd": cost})
-        budget.add(cost)
-        _keep_if_valid(cache, key, built[date], fetched[date], settings, batch=True)
+        if key in answers:
+            fetched[date] = answers[key]
+            _keep_if_answer(cache, key, built[date], answers[key], settings, batch=True)
     return fetched
 
 
@@ -256,8 +275,8 @@ def _result(views: list, abstentions: list, requests: list, settings: AnalystSet
         "analyst": label, "sources": {s: int((requests["source"] == s).sum()) for s in sources},
         "model": OFFLINE_MODEL if sources == ["offline"] else settings.model,
         "knowledge_cutoff": str(settings.knowledge_cutoff), "masked": settings.mask,
-        "requests": len(requests), "status": _status(views, abstentions), "views": len(views),
-        "abstentions": len(abstentions),
+        "requests": len(requests), "cached_answers": int((requests["source"] == "cache").sum()) if len(requests) else 0,
+        "status": _status(views, abstentions), "views": len(views), "abstentions": len(abstentions),
         "contaminated_views": int(views["contaminated"].sum()) if len(views) else 0,
         "input_tokens": int(requests["input_tokens"].sum()) if len(requests) else 0,
         "output_tokens": int(requests["output_tokens"].sum()) if len(requests) else 0,

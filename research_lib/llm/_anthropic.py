@@ -1,27 +1,36 @@
-"""Claude through the ``anthropic`` SDK: structured output, bounded retries, prompt caching
-only where the API would cache.
+"""Claude through the ``anthropic`` SDK: structured output, bounded retries, every attempt costed.
 
 The client is built once at the edge (key from the environment) and passed in. Retries are
 ours, not the SDK's (it is created with ``max_retries=0``) so that the rules are explicit:
 408, 409, 429 (rate limit), 5xx including 529 (overloaded), timeouts, dropped connections and
-bad replies (status 200 with a body that is not a Message: not JSON, no ``usage``, no
-``content`` list) are retried with backoff, honouring ``retry-after``, up to ``max_retries``
-times and ``max_wait_s`` seconds in total; a spend limit (a 429 with error code
-``enforced_spend_limit_reached``, or a 400 about "API usage limits") is never retried,
-since waiting does not lift it; anything else is raised at once. A bad reply that is still
-bad after the retries becomes a completion with stop reason ``bad_api_reply`` (its text says
-what was wrong): its date abstains, nothing is cached, and with no usage to read it adds
-nothing to the cost report.
+bad replies are retried with backoff, honouring ``retry-after``, up to ``max_retries`` times
+and ``max_wait_s`` seconds in total. A spend limit (a 429 with error code
+``enforced_spend_limit_reached``, or a 400 about "API usage limits") is never retried, since
+waiting does not lift it; any other 4xx (a wrong key's 401, a 403, an invalid request) is raised
+at once, and a 429 or 5xx still failing after the retries is raised too: they stop the stage.
+
+A reply is read from its raw JSON body, never from the SDK's objects (which turn ``true`` into
+1 and ``"3.0"`` into 3); a *bad reply* is a status 200 whose body is not a Message
+(`research_lib.llm._reply` says exactly when). After the retries, a reply still bad becomes a
+completion with stop reason ``bad_api_reply``, and a connection still failing or timing out one
+with ``no_api_reply``; their text says what was wrong, every symbol of the date abstains and
+nothing is cached.
+
+Cost: every attempt whose ``usage`` is readable is counted in the cost report and the budget
+(`research_lib.llm._cost.Meter`), bad replies that were retried and the first (analysis) call
+of two-step reasoning included; the budget is checked before each attempt.
 
 Prompt caching: the API silently skips a cache prefix shorter than a per-model minimum, so the
 system prompt is marked ``cache_control`` only when it is at least that long
 (``MIN_CACHEABLE_TOKENS``), and a shorter one is sent unmarked. Whatever the API did is read
-from ``usage`` (cache writes and reads) into the cost report either way.
+from ``usage`` (cache writes and reads) into the cost report either way. The marker never
+enters the response-cache key (`research_lib.llm._cache.request_key`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Callable
@@ -29,9 +38,11 @@ from typing import Callable
 import anthropic
 
 from research_lib.errors import SpartanError
-from research_lib.llm._cache import Completion
+from research_lib.llm._cache import Completion, payload_digest
+from research_lib.llm._cost import Budget, Meter, completion_cost, estimate_tokens
 from research_lib.llm._prompt import PromptRequest
-from research_lib.llm._validate import BAD_REPLY
+from research_lib.llm._reply import BadAPIReply, json_body, quote, read_reply, result_lines
+from research_lib.llm._validate import BAD_REPLY, NO_REPLY
 
 API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
@@ -53,10 +64,6 @@ class SpendLimitReached(SpartanError):
     """The API refused with a spend limit: retrying cannot help."""
 
 
-class BadAPIReply(SpartanError):
-    """The API answered (status 200) with something that is not a Message."""
-
-
 def cacheable(text: str, model: str) -> bool:
     """Whether a prefix of ``text`` is long enough for ``model``'s prompt cache (unknown model: no)."""
     minimum = MIN_CACHEABLE_TOKENS.get(model)
@@ -76,8 +83,8 @@ def make_client(timeout_s: float = 60.0) -> anthropic.Anthropic:
 def request_payload(request: PromptRequest, schema: dict, settings) -> dict:
     """Exactly what is sent for ``request`` (first call), plus how the answer is produced.
 
-    The response cache is keyed by a hash of this, so a cached answer is always the answer
-    to this very request.
+    The response cache is keyed by a hash of this (less its ``cache_control`` markers), so a
+    cached answer is always the answer to this very request.
     """
     system = {"type": "text", "text": request.system}
     if cacheable(request.system, settings.model):
@@ -92,6 +99,13 @@ def request_payload(request: PromptRequest, schema: dict, settings) -> dict:
     return payload
 
 
+def legacy_request_key(payload: dict) -> str:
+    """The key the versions before issue 13 gave ``payload``'s answer: the digest of the payload
+    as they sent it, with every system block marked ``cache_control: {type: ephemeral}``."""
+    return payload_digest({**payload, "system": [{**block, "cache_control": {"type": "ephemeral"}}
+                                                 for block in payload["system"]]})
+
+
 class ClaudeAnalyst:
     """Sends requests built from ``AnalystSettings``; returns final text, stop reason and usage."""
 
@@ -103,38 +117,73 @@ class ClaudeAnalyst:
         self.max_wait_s = max_wait_s
         self.sleep = sleep
 
-    def complete(self, request: PromptRequest, schema: dict) -> Completion:
-        """The answer to ``request``; a reply still bad after the retries is a ``bad_api_reply`` completion."""
-        try:
-            return self._complete(request, schema)
-        except BadAPIReply as err:
-            return Completion(text=str(err), stop_reason=BAD_REPLY)
+    def complete(self, request: PromptRequest, schema: dict, budget: Budget | None = None) -> Completion:
+        """The answer to ``request`` with the usage and cost of every attempt it took.
 
-    def _complete(self, request: PromptRequest, schema: dict) -> Completion:
+        ``budget`` (default: none) is checked before each attempt and charged with each one
+        whose usage is readable. A reply still bad after the retries is a ``bad_api_reply``
+        completion, a connection still failing a ``no_api_reply`` one.
+        """
+        meter = Meter(self.settings.price, budget or Budget(math.inf))
+        try:
+            text, stop_reason = self._complete(request, schema, meter)
+        except BadAPIReply as err:
+            text, stop_reason = str(err), BAD_REPLY
+        except anthropic.APIConnectionError as err:  # time-outs included
+            text, stop_reason = _connection_problem(err), NO_REPLY
+        return _completion(text, stop_reason, meter)
+
+    def _complete(self, request: PromptRequest, schema: dict, meter: Meter) -> tuple[str, str]:
         payload = request_payload(request, schema, self.settings)
         if not self.settings.reasoning:
-            return _completion([self._send(payload)])
+            return self._send(payload, meter)
         first = {k: v for k, v in payload.items() if k not in ("output_config", "reasoning")}
         first["messages"] = [{"role": "user", "content": request.user + "\n\n" + ANALYSIS_PROMPT}]
-        analysis = self._send(first)
+        analysis, _ = self._send(first, meter)
         second = {k: v for k, v in payload.items() if k != "reasoning"}
-        second["messages"] = [*payload["messages"], {"role": "assistant", "content": _text(analysis)},
+        second["messages"] = [*payload["messages"], {"role": "assistant", "content": analysis},
                               {"role": "user", "content": ANSWER_PROMPT}]
-        return _completion([analysis, self._send(second)])
+        return self._send(second, meter)
 
-    def complete_batch(self, requests: dict[str, PromptRequest], schema: dict, poll_s: float = 30.0,
-                       max_wait_s: float = 24 * 3600.0) -> dict[str, Completion]:
+    def _send(self, payload: dict, meter: Meter) -> tuple[str, str]:
+        """``(text, stop_reason)`` of ``payload``'s reply, each attempt checked against and charged to ``meter``."""
+        def attempt():
+            meter.check(_input_estimate(payload), payload["max_tokens"])
+            raw = self.client.messages.with_raw_response.create(**_wire(payload))
+            return read_reply(json_body(raw.read()), meter)
+
+        return self._with_retries(attempt)
+
+    def complete_batch(self, requests: dict[str, PromptRequest], schema: dict, budget: Budget | None = None,
+                       poll_s: float = 30.0, max_wait_s: float = 24 * 3600.0) -> dict[str, Completion]:
         """Send ``{custom_id: request}`` as one Message Batch (half price), wait, collect.
 
-        A request the batch did not answer (errored, expired, canceled) comes back as a
-        completion with ``stop_reason`` ``batch_<type>``, so it abstains and is not cached.
+        ``budget`` is checked once, before the batch is created, with the worst case of all its
+        requests, and charged with each result whose usage is readable (half price). A request
+        the batch did not answer (errored, expired, canceled) comes back as a completion with
+        ``stop_reason`` ``batch_<type>``, one whose message is not readable as ``bad_api_reply``,
+        and all of them as ``bad_api_reply`` or ``no_api_reply`` when the batch endpoints still
+        answer nonsense or nothing after the retries: they abstain and are not cached.
         """
         if self.settings.reasoning:
             raise SpartanError("llm.batch cannot be combined with llm.reasoning (two dependent calls per date).")
+        budget = budget or Budget(math.inf)
         items = [{"custom_id": key, "params": _wire(request_payload(request, schema, self.settings))}
                  for key, request in requests.items()]
+        budget.check(sum(completion_cost(self.settings.price, _input_estimate(item["params"]), self.settings.max_tokens,
+                                         batch=True) for item in items))
+        try:
+            results = self._batch_results(items, poll_s, max_wait_s)
+        except BadAPIReply as err:
+            return {key: Completion(text=str(err), stop_reason=BAD_REPLY) for key in requests}
+        except anthropic.APIConnectionError as err:
+            return {key: Completion(text=_connection_problem(err), stop_reason=NO_REPLY) for key in requests}
+        return {custom_id: self._batch_item(result, budget) for custom_id, result in results}
+
+    def _batch_results(self, items: list[dict], poll_s: float, max_wait_s: float) -> list[tuple[str, dict]]:
+        """Create the batch, poll until it ends, and read its results as ``(custom_id, result)``."""
         batches = self.client.messages.batches
-        batch = self._with_retries(lambda: batches.create(requests=items), _batch_problem)
+        batch = self._with_retries(lambda: _checked(batches.create(requests=items), _batch_problem))
         waited = 0.0
         while batch.processing_status != "ended":
             if waited >= max_wait_s:
@@ -142,31 +191,32 @@ class ClaudeAnalyst:
                                    "can be collected later with the same parameters (they will be cached).")
             self.sleep(poll_s)
             waited += poll_s
-            batch = self._with_retries(lambda: batches.retrieve(batch.id), _batch_problem)
-        answers = {}
-        for entry in self._with_retries(lambda: list(batches.results(batch.id)), _results_problem):
-            if entry.result.type != "succeeded":
-                answers[entry.custom_id] = Completion(text="", stop_reason=f"batch_{entry.result.type}")
-            elif problem := message_problem(entry.result.message):
-                answers[entry.custom_id] = Completion(text=problem, stop_reason=BAD_REPLY)
-            else:
-                answers[entry.custom_id] = _completion([entry.result.message])
-        return answers
+            batch = self._with_retries(lambda: _checked(batches.retrieve(batch.id), _batch_problem))
+        if not isinstance(batch.results_url, str):
+            raise BadAPIReply(f"the ended message batch {batch.id} has no results_url: {quote(batch.results_url)}")
+        return self._with_retries(lambda: result_lines(self.client.get(
+            batch.results_url, cast_to=bytes, options={"headers": {"Accept": "application/binary"}})))
 
-    def _send(self, payload: dict):
-        return self._with_retries(lambda: self.client.messages.create(**_wire(payload)), message_problem)
+    def _batch_item(self, result: dict, budget: Budget) -> Completion:
+        meter = Meter(self.settings.price, budget, batch=True)
+        if result["type"] != "succeeded":
+            return _completion("", f"batch_{result['type']}", meter)
+        try:
+            text, stop_reason = read_reply(result.get("message"), meter)
+        except BadAPIReply as err:
+            text, stop_reason = str(err), BAD_REPLY
+        return _completion(text, stop_reason, meter)
 
-    def _with_retries(self, send: Callable, problem_of: Callable[[object], str | None]):
-        """``send()``'s answer once ``problem_of`` finds nothing wrong with it, retrying as the module says."""
+    def _with_retries(self, attempt: Callable):
+        """``attempt()``'s answer, retrying as the module says (what is not retried, ``BudgetExceeded``
+        included, passes through)."""
         waited = 0.0
-        for attempt in range(self.max_retries + 1):
+        for number in range(self.max_retries + 1):
             try:
-                answer = send()
-                problem = problem_of(answer)
-                if problem is None:
-                    return answer
-                error = BadAPIReply(problem)
-            except (json.JSONDecodeError, anthropic.APIResponseValidationError) as err:
+                return attempt()
+            except BadAPIReply as err:
+                error = err
+            except (json.JSONDecodeError, anthropic.APIResponseValidationError) as err:  # the SDK's own reading
                 error = BadAPIReply(f"the body of a 200 answer is not the JSON expected ({type(err).__name__}: {err})")
             except anthropic.APIStatusError as err:
                 if _is_spend_limit(err):
@@ -175,10 +225,10 @@ class ClaudeAnalyst:
                 if err.status_code not in RETRYABLE_STATUSES and err.status_code < 500:
                     raise
                 error = err
-            except (anthropic.APITimeoutError, anthropic.APIConnectionError) as err:
+            except anthropic.APIConnectionError as err:  # time-outs included
                 error = err
-            delay = _retry_after(error) if _retry_after(error) is not None else min(2.0 ** attempt, 30.0)
-            if attempt == self.max_retries or waited + delay > self.max_wait_s:
+            delay = _retry_after(error) if _retry_after(error) is not None else min(2.0 ** number, 30.0)
+            if number == self.max_retries or waited + delay > self.max_wait_s:
                 raise error
             self.sleep(delay)
             waited += delay
@@ -217,51 +267,32 @@ def _wire(payload: dict) -> dict:
     return kwargs
 
 
+def _input_estimate(payload: dict) -> int:
+    """A conservative count of the input tokens ``payload`` sends (its JSON, schema included)."""
+    return estimate_tokens(json.dumps(payload))
+
+
+def _connection_problem(error: anthropic.APIConnectionError) -> str:
+    cause = error.__cause__
+    detail = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+    return f"{type(error).__name__}: {error}{detail}, after the retries"
+
+
+def _checked(answer, problem_of: Callable[[object], str | None]):
+    problem = problem_of(answer)
+    if problem is not None:
+        raise BadAPIReply(problem)
+    return answer
+
+
 def _batch_problem(batch) -> str | None:
     if not isinstance(batch, anthropic.types.messages.MessageBatch) or not isinstance(batch.id, str) \
             or not isinstance(batch.processing_status, str):
-        return f"the body of a 200 answer is not a message batch: {str(batch)[:80]!r}"
+        return f"the body of a 200 answer is not a message batch: {quote(batch)}"
     return None
 
 
-def _results_problem(entries: list) -> str | None:
-    for entry in entries:
-        if not isinstance(getattr(entry, "custom_id", None), str) or not isinstance(
-                getattr(getattr(entry, "result", None), "type", None), str):
-            return f"a line of the batch results is not a result: {str(entry)[:80]!r}"
-    return None
-
-
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def message_problem(message) -> str | None:
-    """What makes ``message`` (as the SDK returned it, unvalidated) not a Message we can read, or None."""
-    if not isinstance(message, anthropic.types.Message):
-        return f"the body of a 200 answer is not a Message but {type(message).__name__}: {str(message)[:80]!r}"
-    content, usage = message.content, message.usage
-    if not isinstance(content, list) or not all(
-            isinstance(getattr(block, "text", None), str) for block in content if getattr(block, "type", None) == "text"):
-        return f"the message's content is not a list of blocks with text: {str(content)[:80]!r}"
-    if usage is None:
-        return "the message has no usage (its tokens, so its cost, are unknown)"
-    for name in ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens"):
-        value = getattr(usage, name, None)
-        if (value is not None or not name.startswith("cache")) and not _is_count(value):
-            return f"the message's usage.{name} is not a whole number of tokens: {str(value)[:40]!r}"
-    return None
-
-
-def _completion(messages: list) -> Completion:
-    """The last message's text and stop reason, with the usage of all of them."""
-    usage = [m.usage for m in messages]
-    return Completion(
-        text=_text(messages[-1]), stop_reason=messages[-1].stop_reason,
-        input_tokens=sum(u.input_tokens for u in usage), output_tokens=sum(u.output_tokens for u in usage),
-        cache_read_tokens=sum(getattr(u, "cache_read_input_tokens", None) or 0 for u in usage),
-        cache_write_tokens=sum(getattr(u, "cache_creation_input_tokens", None) or 0 for u in usage))
-
-
-def _text(message) -> str:
-    return "".join(block.text for block in message.content if getattr(block, "type", "") == "text")
+def _completion(text: str, stop_reason: str, meter: Meter) -> Completion:
+    return Completion(text=text, stop_reason=stop_reason, input_tokens=meter.input_tokens,
+                      output_tokens=meter.output_tokens, cache_read_tokens=meter.cache_read_tokens,
+                      cache_write_tokens=meter.cache_write_tokens, cost_usd=meter.cost_usd)

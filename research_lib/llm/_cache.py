@@ -1,7 +1,12 @@
 """The response cache: SQLite (WAL) under data/, keyed by everything that shapes an answer.
 
 Re-running the same backtest finds every answer here and makes no API call. A key is the
-sha256 of the exact request payload (model, prompts, schema, settings); secrets never enter.
+sha256 of the exact request payload (model, prompts, schema, settings) less its
+``cache_control`` markers: marking a prefix for prompt caching changes how the API bills it,
+not what it answers, so it never splits the cache. Secrets never enter.
+
+What is kept is decided by ``research_lib.llm`` (an answer that passes reply-level validation),
+and every row is validated again when it is read.
 """
 
 from __future__ import annotations
@@ -41,9 +46,23 @@ class Completion:
     cost_usd: float = 0.0
 
 
-def request_key(payload: dict) -> str:
-    """sha256 of the exact request payload (model, prompt, schema, settings; never the key)."""
+def payload_digest(payload: dict) -> str:
+    """sha256 of ``payload`` as canonical JSON (sorted keys), exactly as given."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def request_key(payload: dict) -> str:
+    """The cache key of a request payload (model, prompt, schema, settings; never the API key):
+    its digest once every ``cache_control`` marker is taken out, at any depth."""
+    return payload_digest(_unmarked(payload))
+
+
+def _unmarked(value):
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    return value
 
 
 class ResponseCache:

@@ -1,4 +1,10 @@
-"""Token prices, cost of a completion, estimates before a backfill, and the budget cap."""
+"""Token prices, cost of a completion, estimates before a backfill, and the budget cap.
+
+Every attempt sent to the API whose ``usage`` could be read is counted, retries of a bad reply
+and the first (analysis) call of two-step reasoning included: a `Meter` adds its tokens and
+dollars to the request's cost report and to the run's `Budget` as soon as it is read, and the
+budget is checked before each attempt with that attempt's worst case.
+"""
 
 from __future__ import annotations
 
@@ -48,6 +54,16 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 3.5)
 
 
+@dataclass(frozen=True)
+class Usage:
+    """The tokens of one API attempt, as its ``usage`` reported them (``input_tokens`` excludes cached tokens)."""
+
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+
 @dataclass
 class Budget:
     """Refuses a call whose worst-case cost would take spending past ``cap_usd``."""
@@ -69,3 +85,36 @@ class Budget:
 
     def add(self, usd: float) -> None:
         self.spent_usd += usd
+
+
+@dataclass
+class Meter:
+    """One request's tokens and dollars over all its attempts, spent from ``budget`` as they are read.
+
+    `check` before each attempt (with that attempt's worst case), `add` each attempt whose usage
+    could be read, whether or not the rest of its reply was usable: the API billed it.
+    """
+
+    price: Price
+    budget: Budget
+    batch: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def check(self, input_tokens_est: int, max_output_tokens: int) -> None:
+        """Refuse (``BudgetExceeded``) an attempt that could take spending past the budget."""
+        self.budget.check(completion_cost(self.price, input_tokens_est, max_output_tokens, batch=self.batch))
+
+    def add(self, usage: Usage) -> None:
+        """Count one attempt's ``usage`` here and in the budget."""
+        cost = completion_cost(self.price, usage.input_tokens, usage.output_tokens, usage.cache_read_tokens,
+                               usage.cache_write_tokens, batch=self.batch)
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.cache_read_tokens += usage.cache_read_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.cost_usd += cost
+        self.budget.add(cost)

@@ -1,4 +1,4 @@
-"""The Jinja2 environment of the HTML reports, with their number filters (``pct``, ``num``, ``money``)."""
+"""The Jinja2 environment of the HTML reports, with their number filters (``pct``, ``num``, ``money``, ``usd``)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from research_lib._io import atomic_write_bytes
+from research_lib.llm._cost import format_usd
 
 
 def _fmt(value, spec: str) -> str:
@@ -24,6 +25,7 @@ def environment() -> Environment:
         _fmt(100 * v, f".{digits}f") + "%"
     env.filters["num"] = lambda v, digits=2: _fmt(v, f".{digits}f")
     env.filters["money"] = lambda v: _fmt(v, ",.2f")
+    env.filters["usd"] = format_usd  # dollars with enough digits to be true ($0.004, never $0.00)
     return env
 
 

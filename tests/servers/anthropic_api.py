@@ -27,7 +27,7 @@ The server accepts the key either as ``x-api-key`` (what the real API documents)
 ``Authorization: Bearer`` (what this SDK sends), answers 401 ``authentication_error`` to
 anything else, and 400 when ``anthropic-version`` is missing.
 
-Test hooks (all thread-safe):
+Test hooks (all thread-safe; ``reset()`` forgets the pending ones):
 
 * ``responder(body) -> str | dict | Reply``: the reply text for a request body (a dict is sent
   as its JSON). The default answers requests with a JSON schema with a minimal valid
@@ -44,8 +44,15 @@ Test hooks (all thread-safe):
   (``APIConnectionError``), or the answer comes late (``APITimeoutError`` with a short
   client timeout).
 * ``malform_next(kind)``: the next message answer(s) break the Messages API format while the
-  status stays 200: a proxy's HTML page, a body that is not JSON, a message without ``usage``
-  or ``content``, and so on (``MALFORMATIONS`` lists the kinds).
+  status stays 200: a proxy's HTML page, a body that is not JSON (or not UTF-8), a message
+  without ``usage``, ``content`` or ``stop_reason``, token counts that are not whole numbers
+  from 0 to 10 million, and so on (``MALFORMATIONS`` lists the kinds). ``WELL_FORMED`` lists
+  200 answers that look odd but are Messages (null cache counts, a thinking block first, a
+  ``tool_use`` stop, extra fields).
+* ``break_transfer_next(kind)``: the next answer(s) start as a 200 but the transfer breaks:
+  ``"cut"`` closes the connection before the ``Content-Length`` promised is sent,
+  ``"false_gzip"`` declares ``Content-Encoding: gzip`` on a body that is not (the SDK raises
+  ``APIConnectionError`` for both).
 * ``script_stop_reason(stop_reason, text=None)``: the next generated message(s) stop for
   that reason: ``"max_tokens"`` cuts the text, ``"refusal"`` keeps a few characters and adds
   ``stop_details``, ``"end_turn"`` is a normal answer.
@@ -197,12 +204,59 @@ MALFORMATIONS: dict[str, tuple[Callable[[dict], Any], str]] = {
     "content_not_list": (_with(content="the answer"), "application/json"),
     "text_not_string": (_with(content=[{"type": "text", "text": {"views": []}}]), "application/json"),
     "text_missing": (_with(content=[{"type": "text"}]), "application/json"),
+    "empty_object": (lambda message: {}, "application/json"),
+    "null_body": (lambda message: None, "application/json"),
+    "string_body": (lambda message: '"hi"', "application/json"),
+    "not_utf8": (lambda message: b'{"type": "message", "content": "\xff\xfe"}', "application/json"),
+    "nan_tokens": (lambda message: json.dumps(message).replace('"output_tokens": ', '"output_tokens": NaN, "x": ', 1),
+                   "application/json"),
+    "trailing_garbage": (lambda message: json.dumps(message) + "}", "application/json"),
+    "two_messages": (lambda message: json.dumps(message) * 2, "application/json"),
+    "error_envelope": (lambda message: _envelope("overloaded_error", "Overloaded"), "application/json"),
+    "no_type": (_drop("type"), "application/json"),
+    "no_stop_reason": (_drop("stop_reason"), "application/json"),
+    "null_stop_reason": (_with(stop_reason=None), "application/json"),
+    "int_stop_reason": (_with(stop_reason=123), "application/json"),
+    "list_stop_reason": (_with(stop_reason=["end_turn"]), "application/json"),
+    "content_has_string": (lambda message: {**message, "content": ["oops", *message["content"]]}, "application/json"),
+    "content_has_null": (lambda message: {**message, "content": [None, *message["content"]]}, "application/json"),
+    "block_without_type": (lambda message: {**message, "content": [{"text": "x"}, *message["content"]]},
+                           "application/json"),
+    "usage_list": (_with(usage=[1, 2]), "application/json"),
+    "usage_string": (_with(usage="lots"), "application/json"),
+    "no_output_tokens": (lambda message: {**message, "usage": {k: v for k, v in message["usage"].items()
+                                                                if k != "output_tokens"}}, "application/json"),
+    "float_tokens": (_with_usage(input_tokens=812.0), "application/json"),
+    "huge_tokens": (_with_usage(input_tokens=10**30), "application/json"),
+    "tokens_past_the_bound": (_with_usage(output_tokens=10_000_001), "application/json"),
+    "bool_cache_tokens": (_with_usage(cache_read_input_tokens=True), "application/json"),
+    "string_cache_tokens": (_with_usage(cache_read_input_tokens="3"), "application/json"),
+    "padded_string_cache_tokens": (_with_usage(cache_read_input_tokens="  7 "), "application/json"),
+    "float_cache_tokens": (_with_usage(cache_creation_input_tokens=3.0), "application/json"),
+    "list_cache_tokens": (_with_usage(cache_creation_input_tokens=[]), "application/json"),
 }
+
+# 200 answers that look odd but are Messages, read as such: kind -> (the message -> the body sent).
+WELL_FORMED: dict[str, Callable[[dict], Any]] = {
+    "null_cache_tokens": _with_usage(cache_read_input_tokens=None, cache_creation_input_tokens=None),
+    "no_cache_tokens": lambda message: {**message, "usage": {k: v for k, v in message["usage"].items()
+                                                             if not k.startswith("cache")}},
+    "tokens_at_the_bound": _with_usage(input_tokens=10_000_000),
+    "zero_tokens": _with_usage(input_tokens=0, output_tokens=0),
+    "thinking_block_first": lambda message: {**message, "content": [
+        {"type": "thinking", "thinking": "{not the answer}", "signature": "s"}, *message["content"]]},
+    "text_in_two_blocks": lambda message: {**message, "content": [
+        {"type": "text", "text": block["text"][:5]} if i == 0 else {"type": "text", "text": block["text"][5:]}
+        for block in message["content"] for i in range(2)]},
+    "extra_fields": lambda message: {**message, "container": None, "usage": {**message["usage"], "server_tool_use": None}},
+    "odd_cache_creation": _with_usage(cache_creation="x"),
+}
+TRANSFER_BREAKS = ("cut", "false_gzip")
 
 
 @dataclass
 class _Fault:
-    kind: str  # "http", "disconnect", "delay" or "malform"
+    kind: str  # "http", "disconnect", "delay", "malform" or "transfer"
     path: str | None = None
     status: int = 0
     error_type: str = ""
@@ -220,6 +274,7 @@ class _Answer:
     headers: dict[str, str] = field(default_factory=dict)
     content_type: str = "application/json"
     disconnect: bool = False
+    transfer_break: str = ""  # one of TRANSFER_BREAKS
 
 
 @dataclass
@@ -320,17 +375,32 @@ class AnthropicServer(LocalHTTPServer):
 
     def malform_next(self, kind: str, times: int = 1) -> None:
         """Answer the next ``times`` message requests with status 200 and a body that breaks the
-        Messages API format in the way ``kind`` (a key of ``MALFORMATIONS``) names."""
-        if kind not in MALFORMATIONS:
-            raise ValueError(f"kind must be one of {sorted(MALFORMATIONS)}, not {kind!r}")
+        Messages API format in the way ``kind`` (a key of ``MALFORMATIONS``) names, or that is
+        odd but well formed (a key of ``WELL_FORMED``)."""
+        if kind not in MALFORMATIONS and kind not in WELL_FORMED:
+            raise ValueError(f"kind must be one of {sorted(MALFORMATIONS) + sorted(WELL_FORMED)}, not {kind!r}")
         with self._lock:
             self._faults.extend([_Fault("malform", MESSAGES_PATH, malformation=kind)] * times)
+
+    def break_transfer_next(self, kind: str, times: int = 1) -> None:
+        """Break the transfer of the next ``times`` message answers in the way ``kind`` (one of
+        ``TRANSFER_BREAKS``) names, after a 200 status line."""
+        if kind not in TRANSFER_BREAKS:
+            raise ValueError(f"kind must be one of {TRANSFER_BREAKS}, not {kind!r}")
+        with self._lock:
+            self._faults.extend([_Fault("transfer", MESSAGES_PATH, malformation=kind)] * times)
 
     def script_stop_reason(self, stop_reason: str, text: str | None = None, *, times: int = 1) -> None:
         """Make the next ``times`` generated messages (from ``/v1/messages`` or batch items, in
         order) stop with ``stop_reason``; ``text`` replaces the responder's text."""
         with self._lock:
             self._scripts.extend([(stop_reason, text)] * times)
+
+    def reset(self) -> None:
+        """Forget pending faults and scripted stops (a test that failed half-way leaves none behind)."""
+        with self._lock:
+            self._faults.clear()
+            self._scripts.clear()
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -364,8 +434,13 @@ class AnthropicServer(LocalHTTPServer):
             answer = self._create_message(request.body)
             if answer.status != 200:
                 return answer
-            malform, content_type = MALFORMATIONS[fault.malformation]
+            malform, content_type = MALFORMATIONS.get(fault.malformation) or (WELL_FORMED[fault.malformation],
+                                                                               "application/json")
             return _Answer(200, malform(answer.body), content_type=content_type)
+        if fault is not None and fault.kind == "transfer":
+            answer = self._create_message(request.body)
+            answer.transfer_break = fault.malformation
+            return answer
         if fault is not None:
             headers = {k: v for k, v in fault.headers.items() if v is not None}
             return _error(fault.status, fault.error_type, fault.message, headers=headers, error_code=fault.error_code)
@@ -607,15 +682,22 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         request.status, request.response = answer.status, answer.body
-        payload = answer.body.encode() if isinstance(answer.body, str) else json.dumps(answer.body).encode()
+        if isinstance(answer.body, bytes):
+            payload = answer.body
+        else:
+            payload = answer.body.encode() if isinstance(answer.body, str) else json.dumps(answer.body).encode()
         self.send_response(answer.status)
         self.send_header("Content-Type", answer.content_type)
-        self.send_header("Content-Length", str(len(payload)))
+        self.send_header("Content-Length", str(len(payload) + (50 if answer.transfer_break == "cut" else 0)))
+        if answer.transfer_break == "false_gzip":
+            self.send_header("Content-Encoding", "gzip")
         self.send_header("request-id", answer.headers.pop("request-id", None) or _new_id("req_011C"))
         for name, value in answer.headers.items():
             self.send_header(name, value)
         self.end_headers()
-        self.wfile.write(payload)
+        self.wfile.write(payload[: len(payload) // 2] if answer.transfer_break == "cut" else payload)
+        if answer.transfer_break == "cut":
+            self.close_connection = True
 
     do_GET = do_POST = do_DELETE = _handle
 
