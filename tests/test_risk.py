@@ -5,6 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
+import re
+import time
+from dataclasses import replace
+from decimal import Decimal
 
 import numpy as np
 import pandas as pd
@@ -15,6 +19,9 @@ from pydantic import ValidationError
 
 from research_lib.risk import (KillSwitch, Order, ReferencePrice, RiskInputError, RiskLimits, Side, check_orders,
                                clamp_weights, drawdown_circuit_breaker, next_state, resume, volatility_target)
+
+DUST = (r"shares, not a finite number >= MIN_ORDER_QUANTITY 1e-09 \(the smallest tradable quantity\); "
+        r"give a larger order")
 
 NOW = dt.datetime(2026, 1, 5, 15, 0, 0)
 EQUITY = 100_000.0
@@ -118,11 +125,12 @@ def test_reducing_never_lets_a_cover_flip_the_position():
 @pytest.mark.parametrize("order, message", [
     (Order("AAA", Side.BUY, quantity=1, notional=100), "quantity=1 and notional=100; give exactly one"),
     (Order("AAA", Side.BUY), "quantity=None and notional=None; give exactly one"),
-    (buy(quantity=float("nan")), "AAA quantity is nan; it must be finite and positive"),
-    (buy(quantity=-5), "AAA quantity is -5; it must be finite and positive"),
-    (buy(quantity=True), "AAA quantity is True"),
-    (Order("AAA", Side.BUY, notional=float("inf")), "AAA notional is inf; it must be finite"),
-    (buy(quantity=1, limit_price=float("nan")), "AAA limit_price is nan; it must be finite and positive"),
+    (buy(quantity=float("nan")), "AAA quantity is nan; give a finite, positive float"),
+    (buy(quantity=-5), "AAA quantity is -5; give a finite, positive float"),
+    (buy(quantity=True), "AAA quantity is True (a bool); give a finite, positive float"),
+    (buy(quantity=Decimal("1")), "AAA quantity is Decimal('1') (a decimal.Decimal); give a finite, positive float"),
+    (Order("AAA", Side.BUY, notional=float("inf")), "AAA notional is inf; give a finite, positive float"),
+    (buy(quantity=1, limit_price=float("nan")), "AAA limit_price is nan; give a finite, positive float"),
     (buy("", quantity=1), "input: symbol is ''; give a non-empty symbol"),
 ])
 def test_malformed_orders_are_rejected(order, message):
@@ -237,7 +245,8 @@ def test_a_book_beyond_a_limit_may_shrink_but_not_grow():
     book = {"BBB": 1000}  # weight 0.5 > max_weight 0.2
     assert check([sell("BBB", 100)], book).accepted
     assert only_rejection(check([buy("BBB", 1)], book)) == (
-        "max_weight: BBB weight after the order would be 0.5005 > limit 0.5000; nothing fits")
+        "max_weight: BBB weight after the order would be 0.5005 > limit 0.2000 (0.5000 now: beyond the limit, it may "
+        "only move towards it); nothing fits")
 
 
 def test_a_flip_through_zero_is_clamped_at_the_limit_on_the_other_side():
@@ -249,7 +258,7 @@ def test_a_flip_through_zero_is_clamped_at_the_limit_on_the_other_side():
     assert clamp.reason == ("max_weight: BBB weight after the order would be 0.5000 > limit 0.0700; "
                             "quantity reduced from 2000 to 1140")
     assert only_rejection(check([sell("BBB", 1)], book, lim=lim.model_copy(update={"allow_short": True}))).startswith(
-        "max_weight: BBB weight after the order would be -0.5005 < limit -0.5000")
+        "max_weight: BBB weight after the order would be -0.5005 < limit -0.0700 (-0.5000 now: beyond the limit")
 
 
 def test_net_exposure_beyond_its_limit_may_shrink_but_not_flip():
@@ -279,18 +288,6 @@ def test_a_book_at_a_limit_rejects_a_buy_rather_than_clamping_it_to_round_off():
         assert only_rejection(decision).endswith("; nothing fits"), (equity, pa, pb, pc)
 
 
-def test_a_clamp_that_leaves_nothing_to_send_drops_the_order():
-    tiny = Order("AAA", Side.BUY, notional=1e-315)  # 1e-305 shares at 1e-10, clamped to 1e-315 shares by the ADV
-    decision = check([tiny], prices={"AAA": fresh(1e-10)}, adv={"AAA": 1e-313})
-    reason = only_rejection(decision)
-    assert reason.startswith("max_adv_fraction: AAA order of 1e-305 is ")
-    assert reason.endswith("; notional reduced from 1e-315 to 0: nothing to send, order dropped")
-    assert decision.positions_after == {}
-    assert only_rejection(check([Order("AAA", Side.BUY, notional=1e-323)])) == (
-        "input: AAA notional 9.88131e-324 at price 100 is 0 shares; give a notional worth a finite, positive "
-        "number of shares")
-
-
 def test_the_adv_share_bounds_all_the_orders_of_a_symbol_in_the_batch():
     decision = check([buy(quantity=6), buy(quantity=6)], adv={"AAA": 1000})
     assert decision.accepted[0].quantity == 6 and decision.clamped[0].order.quantity == pytest.approx(4)
@@ -313,12 +310,193 @@ def test_clamp_weights_splits_a_trade_larger_than_max_order_quantity_rather_than
     assert final["AAA"] == pytest.approx(0.1) and events.empty
 
 
+@pytest.mark.parametrize("target, action", [(0.1, []), (0.6, ["clamped"])])
+def test_clamp_weights_costs_the_same_however_many_orders_a_trade_would_take(target, action):
+    lim = limits(max_weight=0.5, max_order_notional=1.0)  # a trade of 1e8 at capital 1e9: 1e8 orders of 1
+    start = time.perf_counter()
+    final, events = clamp_weights(pd.Series({"AAA": 0.0}), pd.Series({"AAA": target}), pd.Series({"AAA": 1.0}), lim,
+                                  1e9, NOW)
+    assert time.perf_counter() - start < 2.0
+    assert final["AAA"] == pytest.approx(min(target, 0.5)) and events["action"].tolist() == action
+
+
 def test_open_order_count_and_daily_cap():
     decision = check([buy("AAA", 1), buy("BBB", 1)], lim=limits(max_open_orders=2), open_orders=1)
     assert decision.rejected[0].reason == "max_open_orders: open orders would be 3 > limit 2"
     decision = check([buy("AAA", 1), buy("BBB", 1)], lim=limits(max_daily_orders=5), orders_sent_today=4)
     assert decision.rejected[0].reason == "max_daily_orders: orders today would be 6 > limit 5"
     assert [o.symbol for o in decision.accepted] == ["AAA"]
+
+
+# ---------------------------------------------------------------- reducing orders are exempt from exposure limits
+
+HEDGE = dict(max_weight=1.0, max_gross_exposure=2.0, max_net_exposure=0.1, allow_short=True, max_order_notional=1e6)
+EVEN = {"AAA": fresh(100.0), "BBB": fresh(100.0)}
+REDUCES = "and no exposure limit refuses a reducing order"
+
+
+@pytest.mark.parametrize("state", [KillSwitch.ACTIVE, KillSwitch.REDUCING])
+@pytest.mark.parametrize("short, long_, note", [
+    ("AAA", "BBB", f"max_net_exposure: net after the order is 1.0000 > limit 0.1000 (it was 0.5000); sent: it "
+                   f"reduces the AAA position -500, {REDUCES}"),
+    ("BBB", "AAA", f"max_net_exposure: net after the order is -0.5000 < limit -0.1000 (it was 0.5000); sent: it "
+                   f"reduces the AAA position 1000, {REDUCES}")])
+def test_a_book_beyond_its_net_limit_is_flattened_whatever_its_symbols_are_named(state, short, long_, note):
+    book = {short: -500, long_: 1000}  # weights -0.5 and +1.0: net +0.5, beyond 0.1
+    decision = check([buy(short, 500), sell(long_, 1000)], book, lim=limits(**HEDGE), state=state, prices=EVEN)
+    assert len(decision.accepted) == 2 and decision.positions_after == {short: 0, long_: 0}
+    assert [n.reason for n in decision.notes] == [note], "the leg checked first leaves net beyond its limit"
+
+
+@pytest.mark.parametrize("state", [KillSwitch.ACTIVE, KillSwitch.REDUCING])
+@pytest.mark.parametrize("net_limit", [0.0, 0.01])
+def test_each_leg_of_a_dollar_neutral_book_can_be_closed_alone(state, net_limit):
+    lim = limits(max_weight=0.1, max_gross_exposure=0.2, max_net_exposure=net_limit, allow_short=True)
+    book = {"AAA": -100, "BBB": 100}  # weights -0.1 and +0.1: net 0, every limit met
+    for order, net in [(buy("AAA", 100), f"0.1000 > limit {net_limit:.4f}"),
+                       (sell("BBB", 100), f"-0.1000 < limit {-net_limit:.4f}")]:
+        decision = check([order], book, lim=lim, state=state, prices=EVEN)
+        assert decision.accepted == (order,) and decision.positions_after[order.symbol] == 0
+        assert [n.reason.split(" (it was")[0] for n in decision.notes] == [
+            f"max_net_exposure: net after the order is {net}"]
+    assert check([buy("AAA", 100), sell("BBB", 100)], book, lim=lim, state=state, prices=EVEN).positions_after == {
+        "AAA": 0, "BBB": 0}
+
+
+def test_a_flip_closes_the_old_position_freely_and_opens_the_new_one_under_the_strict_rule():
+    book = {"AAA": -500, "BBB": 500}  # weights -0.5 and +0.5: net 0
+    clamp = only_clamp(decision := check([buy("AAA", 1000)], book, lim=limits(**HEDGE), prices=EVEN))
+    assert clamp.order.quantity == 500, "covering is exempt; opening a long is not, with net +0.5 once covered"
+    assert clamp.reason == ("max_net_exposure: net after the order would be 1.0000 > limit 0.1000 (0.5000 once the "
+                            "AAA position is closed: beyond the limit, it may only move towards it); quantity reduced "
+                            "from 1000 to 500")
+    assert [n.reason.split(" (it was")[0] for n in decision.notes] == [
+        "max_net_exposure: net after the order is 0.5000 > limit 0.1000"]
+
+
+@pytest.mark.parametrize("changes, kwargs, reason", [
+    (dict(max_order_notional=10_000), {}, "max_order_notional: AAA order notional 100,000.00 > limit 10,000.00"),
+    (dict(max_order_quantity=10), {}, "max_order_quantity: AAA order quantity 1000 > limit 10"),
+    (dict(max_open_orders=0), {}, "max_open_orders: open orders would be 1 > limit 0"),
+    (dict(max_daily_orders=3), dict(orders_sent_today=3), "max_daily_orders: orders today would be 4 > limit 3"),
+    ({}, dict(adv={"AAA": 5000}), "max_adv_fraction: AAA order of 1000 is 0.2000 of ADV 5000 > limit 0.0100; "
+                                  "quantity reduced from 1000 to 50"),
+    ({}, dict(open_sell_quantity={"AAA": 400}), "no_short: AAA sell of 1000 exceeds position 1000 less open sells "
+                                                "400 = 600; quantity reduced from 1000 to 600"),
+    ({}, dict(state=KillSwitch.HALTED), "kill_switch: state HALTED allows only cancels"),
+])
+def test_a_reducing_order_still_meets_the_order_caps_the_adv_share_open_sells_and_the_kill_switch(changes, kwargs,
+                                                                                                   reason):
+    decision = check([sell("AAA", 1000)], {"AAA": 1000}, lim=limits(**{"max_order_notional": 1e6, **changes}), **kwargs)
+    assert [*(c.reason for c in decision.clamped), *(r.reason for r in decision.rejected)] == [reason]
+
+
+def test_clamp_weights_flattens_a_dollar_neutral_book_under_a_zero_net_limit():
+    lim = limits(max_weight=0.1, max_gross_exposure=0.2, max_net_exposure=0.0, allow_short=True)
+    for capital in (1e4, 1e6):
+        final, events = clamp_weights(pd.Series({"AAA": -0.1, "BBB": 0.1}), pd.Series({"AAA": 0.0, "BBB": 0.0}),
+                                      pd.Series({"AAA": 100.0, "BBB": 100.0}), lim, capital, NOW)
+        assert final.tolist() == [0.0, 0.0], capital
+        assert events[["symbol", "action"]].values.tolist() == [["AAA", "accepted"]]
+        assert events["reason"][0].startswith("max_net_exposure: net after the order is 0.1000 > limit 0.0000 (it was "
+                                              "0.0000); sent: it reduces the AAA position -")
+
+
+# ---------------------------------------------------------------- the smallest tradable quantity
+
+def test_the_smallest_tradable_quantity_is_alpacas_fractional_precision():
+    from research_lib.risk import MIN_ORDER_QUANTITY
+
+    assert MIN_ORDER_QUANTITY == 1e-9
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.floats(0.0, 1e-9, exclude_min=True, exclude_max=True) | st.sampled_from([5e-324, 1e-320, 1e-13]),
+       st.booleans())
+def test_an_order_of_fewer_shares_than_the_smallest_tradable_quantity_is_rejected(shares, in_notional):
+    order = Order("AAA", Side.BUY, notional=shares * 100.0) if in_notional else buy(quantity=shares)
+    assert re.fullmatch(rf"input: AAA .* is [^ ]+ {DUST}", only_rejection(check([order], {"AAA": 10})))
+
+
+@settings(max_examples=100, deadline=None, derandomize=True)
+@given(st.floats(1e-9, 1.0), st.sampled_from(list(Side)))
+def test_an_order_of_the_smallest_tradable_quantity_or_more_is_sent(shares, side):
+    assert check([Order("AAA", side, quantity=shares)], {"AAA": 10}).accepted
+
+
+@pytest.mark.parametrize("short_of_limit, sent", [(5e-10, False), (1e-8, True)])
+@pytest.mark.parametrize("order", [buy(quantity=5), Order("AAA", Side.BUY, notional=500.0)])
+def test_a_clamp_to_fewer_shares_than_the_smallest_tradable_quantity_drops_the_order(short_of_limit, sent, order):
+    decision = check([order], {"AAA": 200 - short_of_limit})  # max_weight 0.2 is 200 shares
+    if sent:
+        assert only_clamp(decision).order == replace(order, **{"quantity": pytest.approx(1e-8, rel=1e-4)}
+                                                     if order.quantity else {"notional": pytest.approx(1e-6, rel=1e-4)})
+    else:
+        assert re.fullmatch(r"max_weight: .* reduced from \S+ to \S+, \S+ shares: fewer than MIN_ORDER_QUANTITY "
+                            r"1e-09, order dropped", only_rejection(decision))
+        assert decision.positions_after == {"AAA": 200 - short_of_limit}
+
+
+# ---------------------------------------------------------------- notional orders are counted conservatively
+
+@pytest.mark.parametrize("order, held, notional", [
+    (Order("AAA", Side.BUY, notional=30_000, limit_price=104.99), 0, 20_000),  # at the reference 100: 200 shares
+    (Order("AAA", Side.BUY, notional=30_000, limit_price=99.0), 0, 19_800),  # at the limit 99: 200 shares
+    (Order("AAA", Side.SELL, notional=10_000, limit_price=98.0), 50, 4_900),  # no short: 50 shares at 98
+    (Order("AAA", Side.SELL, notional=10_000, limit_price=102.0), 50, 5_100),  # 50 shares at 102
+])
+def test_a_notional_order_counts_the_most_shares_it_can_fill(order, held, notional):
+    """A buy fills at its limit or lower (at most the reference is assumed), a sell at its limit or higher."""
+    assert only_clamp(check([order], {"AAA": held})).order.notional == pytest.approx(notional)
+
+
+# ---------------------------------------------------------------- reasons and refused types
+
+@pytest.mark.parametrize("book, order, changes, reason", [
+    ({"AAA": 500}, buy("AAA", 1), dict(max_weight=0.07), "max_weight: AAA weight after the order would be 0.5010 > "
+     "limit 0.0700 (0.5000 now: beyond the limit, it may only move towards it); nothing fits"),
+    ({"AAA": 70, "BBB": -1400}, buy("CCC", 10), dict(max_weight=0.07, max_gross_exposure=0.3, max_net_exposure=0.3,
+                                                     allow_short=True),
+     "max_gross_exposure: gross after the order would be 0.7710 > limit 0.3000 (0.7700 now: beyond the limit, it may "
+     "only move towards it); nothing fits"),
+    ({"AAA": 100, "BBB": 200}, buy("CCC", 10), dict(max_net_exposure=0.05), "max_net_exposure: net after the order "
+     "would be 0.2010 > limit 0.0500 (0.2000 now: beyond the limit, it may only move towards it); nothing fits"),
+    ({"AAA": -500}, buy("AAA", 1000), dict(max_weight=0.07, max_order_notional=1e6), "max_weight: AAA weight after "
+     "the order would be 0.5000 > limit 0.0700; quantity reduced from 1000 to 570"),
+])
+def test_a_reason_names_the_configured_limit_and_the_level_it_was_at(book, order, changes, reason):
+    prices = {**PRICES, "CCC": fresh(10.0)}
+    decision = check([order], book, lim=limits(**changes), prices=prices, adv={**ADV, "CCC": 1e7})
+    assert [*(c.reason for c in decision.clamped), *(r.reason for r in decision.rejected)] == [reason]
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(equity=Decimal("1e5")), r"equity is Decimal\('1E\+5'\) \(a decimal.Decimal\); pass"),
+    (dict(positions={"AAA": Decimal("5")}), r"positions\['AAA'\] is Decimal\('5'\) \(a decimal.Decimal\); pass"),
+    (dict(positions={"AAA": np.bool_(True)}), r"positions\['AAA'\] is np.True_ \(a numpy.bool_?\); pass"),
+    (dict(open_sell_quantity={"AAA": Decimal("1")}), r"open_sell_quantity\['AAA'\] is Decimal\('1'\) \(a decimal"),
+    (dict(prices={"AAA": ReferencePrice(Decimal("100"), NOW)}), r"positions hold \['AAA'\] without a finite positive "
+     r"reference price \('AAA': Decimal\('100'\) \(a decimal.Decimal\)\); pass a float price"),
+    (dict(open_orders=np.float64(1.0)), r"open_orders is np.float64\(1.0\) \(a numpy.float64\); pass a non-negative "
+     "integer"),
+])
+def test_a_value_of_an_unexpected_type_is_refused_naming_its_type(changes, message):
+    args = dict(positions={"AAA": 5}, prices=PRICES, equity=EQUITY)
+    args.update(changes)
+    with pytest.raises(RiskInputError, match=message):
+        check_orders([sell(quantity=1)], args.pop("positions"), args.pop("prices"), limits(), KillSwitch.ACTIVE,
+                     args.pop("equity"), NOW, adv=ADV, **args)
+
+
+def test_an_order_value_of_an_unexpected_type_is_rejected_naming_its_type():
+    assert only_rejection(check([buy(quantity=1)], adv={"AAA": Decimal("1e9")})) == (
+        "max_adv_fraction: AAA has no finite positive average daily volume (Decimal('1E+9') (a decimal.Decimal)); "
+        "fail closed")
+
+
+@pytest.mark.parametrize("count", [np.int64(2), np.int32(2), np.uint8(2)])
+def test_numpy_integers_are_order_counts(count):
+    assert check([buy(quantity=1)], open_orders=count, orders_sent_today=count).accepted
 
 
 # ---------------------------------------------------------------- ordering and the hypothetical book

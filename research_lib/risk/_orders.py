@@ -8,6 +8,10 @@ from enum import Enum
 
 from research_lib.risk._limits import RiskInputError
 
+# The smallest quantity an order may have, in shares: Alpaca's precision for fractional
+# quantities. An order (as given or as clamped) of fewer shares is never sent.
+MIN_ORDER_QUANTITY = 1e-9
+
 
 class Side(Enum):
     """Order side."""
@@ -69,6 +73,16 @@ class RejectedOrder:
 
 
 @dataclass(frozen=True)
+class RiskNote:
+    """An order sent (``order`` is in ``to_send``) that reduces a position and takes net exposure
+    beyond its limit where the strict rule would not let it (grown, or through zero): the exposure
+    limits never refuse a reducing order. ``reason`` names the limit and the values."""
+
+    order: Order
+    reason: str
+
+
+@dataclass(frozen=True)
 class RiskDecision:
     """What to send and what not, in processing order.
 
@@ -77,6 +91,9 @@ class RiskDecision:
     rejected : orders not sent.
     to_send : accepted and clamped (the reduced) orders, in the order they were checked.
     positions_after : the hypothetical book once every order in ``to_send`` is filled.
+    notes : orders sent that reduce a position and leave net exposure beyond its limit where
+        the strict rule would not let it be (grown, or through zero): the exposure limits never
+        refuse a reducing order, and these notes show when that exemption was used.
     """
 
     accepted: tuple[Order, ...]
@@ -84,3 +101,4 @@ class RiskDecision:
     rejected: tuple[RejectedOrder, ...]
     to_send: tuple[Order, ...]
     positions_after: dict[str, float]
+    notes: tuple[RiskNote, ...] = ()

@@ -2,17 +2,21 @@
 the risk layer would let through, with what it clamped or rejected and why.
 
 A research book is a notional account of ``equity`` whose positions are the current
-weights; moving it to the target weights takes orders sized in shares at the decision close
-and checked by `check_orders` as paper trading checks real orders, with two differences:
-research orders fill at once, so the open-order and daily order counts do not apply; and a
-trade larger than ``max_order_notional`` or ``max_order_quantity`` is sent as several equal
-orders within both (as an execution algorithm would), rather than rejected. The reference
-prices are the decision closes themselves, so they are always fresh.
+weights; moving it to the target weights takes one order per symbol, sized in shares at the
+decision close and checked by `check_orders` as paper trading checks real orders, with two
+differences: research orders fill at once, so the open-order and daily order counts do not
+apply; and a trade larger than ``max_order_notional`` or ``max_order_quantity`` would be sent
+as several equal orders within both (as an execution algorithm would) rather than rejected.
+How many never changes what fits, since every sizing limit bounds a symbol's orders together
+and the room it leaves does not depend on how a trade is split; so each trade is checked as
+one order with those two caps lifted, and the cost of a rebalance does not grow with
+``equity / max_order_notional``. The reference prices are the decision closes themselves, so
+they are always fresh.
 
-The verdict depends on the weights, not on ``equity``: every limit is a fraction of equity
-except the per-order size caps, which only change how many orders a trade is split into,
-and the share of ADV, which is of the symbol's orders together (give ``adv`` in shares for
-this ``equity``).
+The verdict depends on the weights, not on ``equity``, as long as every trade is at least
+`MIN_ORDER_QUANTITY` shares (smaller ones are rejected as untradable): every other limit is a
+fraction of equity, except the share of ADV, which is of the symbol's orders together (give
+``adv`` in shares for this ``equity``).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sys
 
 import pandas as pd
 
-from research_lib.risk._checks import _finite_positive, check_orders
+from research_lib.risk._checks import _finite_positive, _shown, check_orders
 from research_lib.risk._kill_switch import KillSwitch
 from research_lib.risk._limits import RiskInputError, RiskLimits
 from research_lib.risk._orders import Order, ReferencePrice, RiskDecision, Side
@@ -62,9 +66,10 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
     -------
     (Series, DataFrame)
         The weights once every order sent is filled, on the union of both indexes, and one
-        row per trade not sent in full (columns ``EVENT_COLUMNS``): action ``clamped`` when part
-        of it was sent, ``rejected`` when none was, with the reason of its first order not sent
-        as proposed.
+        row per trade not sent in full or sent with a note (columns ``EVENT_COLUMNS``): action
+        ``clamped`` when part of it was sent, ``rejected`` when none was, ``accepted`` when it
+        was sent in full with a `RiskNote` (it reduced a position and left net exposure beyond
+        its limit, grown or through zero); with the reason.
 
     Raises
     ------
@@ -73,7 +78,7 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
         held or traded symbol without a usable price, a negative or infinite ``adv``.
     """
     if not _finite_positive(equity):
-        raise RiskInputError(f"equity is {equity!r}; pass the notional account value, finite and positive")
+        raise RiskInputError(f"equity is {_shown(equity)}; pass the notional account value, a finite, positive float")
     now, wanted = _weights("current", current), _weights("target", target)
     symbols = now.index.union(wanted.index)
     now, wanted = now.reindex(symbols, fill_value=0.0), wanted.reindex(symbols, fill_value=0.0)
@@ -95,9 +100,9 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
         if not _finite_positive(quantity):
             raise RiskInputError(f"the trade of {symbol} from weight {now[symbol]!r} to {wanted[symbol]!r} is "
                                  f"{quantity!r} shares at {px[symbol]!r} with equity {equity!r}; it cannot be sized")
-        size, pieces = _split(quantity, float(px[symbol]), limits)
-        orders += [Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=size)] * pieces
-    unlimited = limits.model_copy(update={"max_open_orders": len(orders), "max_daily_orders": len(orders)})
+        orders.append(Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=quantity))
+    unlimited = limits.model_copy(update={"max_order_notional": math.inf, "max_order_quantity": None,
+                                          "max_open_orders": len(orders), "max_daily_orders": len(orders)})
     decision = check_orders(orders, {s: float(shares[s]) for s in involved},
                             {s: ReferencePrice(float(px[s]), when) for s in involved}, unlimited, KillSwitch.ACTIVE,
                             equity, when, adv={s: float(volume[s]) for s in involved})
@@ -139,25 +144,12 @@ def _volume(adv: pd.Series | None, symbols: pd.Index) -> pd.Series:
     return volume.fillna(UNKNOWN_VOLUME)
 
 
-def _split(quantity: float, price: float, limits: RiskLimits) -> tuple[float, int]:
-    """The size and number of the equal orders a trade of ``quantity`` shares is sent as: as few
-    as keep each within ``max_order_notional`` and ``max_order_quantity`` (both checked the way
-    `check_orders` checks them)."""
-    cap = limits.max_order_quantity
-    pieces = max(1, math.ceil(quantity * price / limits.max_order_notional), math.ceil(quantity / cap) if cap else 1)
-    while quantity / pieces * price > limits.max_order_notional or (cap is not None and quantity / pieces > cap):
-        pieces += 1  # rounding left the pieces a hair too large
-    return quantity / pieces, pieces
-
-
 def _trade_events(decision: RiskDecision, wanted: pd.Series, weights: pd.Series, when: dt.datetime) -> pd.DataFrame:
-    """One row per symbol whose trade was not sent in full: clamped if part of it was sent."""
-    sent = {o.symbol for o in decision.to_send}
-    first: dict[str, str] = {}
-    for symbol, reason in [*((c.original.symbol, c.reason) for c in decision.clamped),
-                           *((r.order.symbol, r.reason) for r in decision.rejected)]:
-        first.setdefault(symbol, reason)
+    """One row per symbol (one order each) whose trade was clamped, rejected or sent with a note."""
+    actions = [*(("clamped", c.original.symbol, c.reason) for c in decision.clamped),
+               *(("rejected", r.order.symbol, r.reason) for r in decision.rejected),
+               *(("accepted", n.order.symbol, n.reason) for n in decision.notes if n.order in decision.accepted)]
     date = pd.Timestamp(when).normalize()
-    rows = [{"date": date, "symbol": s, "action": "clamped" if s in sent else "rejected",
-             "proposed_weight": wanted[s], "final_weight": weights[s], "reason": reason} for s, reason in first.items()]
+    rows = [{"date": date, "symbol": s, "action": action, "proposed_weight": wanted[s], "final_weight": weights[s],
+             "reason": reason} for action, s, reason in actions]
     return pd.DataFrame(rows, columns=EVENT_COLUMNS)
