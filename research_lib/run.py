@@ -66,9 +66,18 @@ def open_run(config_path: str | Path, run_dir: str | Path) -> tuple[RunConfig, P
 
 
 def config_key(config: RunConfig, sections: tuple[str, ...]) -> str:
-    """A short hash of the named parameter sections."""
+    """A short hash of the named parameter sections; with ``data``, of the user's price file too
+    (``data.source: file``), so that every artifact made from it is made again once it is edited."""
     dumped = config.model_dump(mode="json")
-    payload = json.dumps({s: dumped[s] for s in sections}, sort_keys=True)
+    named = {s: dumped[s] for s in sections}
+    if "data" in sections and config.data.source == "file" and config.data.path:
+        from research_lib.data import sha256_of
+
+        try:
+            named["data_file_sha256"] = sha256_of(Path(config.data.path))
+        except OSError:  # missing or unreadable: never fresh, and the load says why
+            named["data_file_sha256"] = None
+    payload = json.dumps(named, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

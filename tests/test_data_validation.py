@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -105,6 +107,14 @@ def test_unknown_bundled_symbol_suggests_the_right_one(tmp_path):
     with pytest.raises(DataValidationError, match=r"bundled has no symbols \['APPL'\]. 'APPL' -> did you mean 'AAPL'\?"):
         load_prices("bundled", ["APPL", "MSFT"], snapshot_dir=tmp_path)
     assert not any(tmp_path.iterdir()), "nothing is written when a load fails"
+
+
+@pytest.mark.parametrize("asked, meant", [("aapl", "AAPL"), ("Msft", "MSFT"), ("^vix", "^VIX"), ("sp500", "SP500"),
+                                          ("wti", "WTI"), ("appl", "AAPL")])
+def test_did_you_mean_ignores_case(tmp_path, asked, meant):
+    with pytest.raises(DataValidationError, match=rf"bundled has no symbols \['{re.escape(asked)}'\]. '{re.escape(asked)}' -> "
+                                                  rf"did you mean '{re.escape(meant)}'\?"):
+        load_prices("bundled", [asked], snapshot_dir=tmp_path)
 
 
 def test_empty_date_range(tmp_path):

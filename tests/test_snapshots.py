@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from research_lib.config import load_config
 from research_lib.data import load_prices, read_provenance, read_snapshot, write_snapshot
 from research_lib.errors import DataValidationError
-from research_lib.run import run_prices
+from research_lib.run import run_features, run_prices
 from tests.conftest import REPO, make_prices
+from tests.test_data_files import ours
 
 
 def test_a_load_is_snapshotted_with_provenance_and_reused(tmp_path):
@@ -40,8 +42,9 @@ def test_a_snapshot_without_provenance_or_unreadable_is_refused(tmp_path):
     path = tmp_path / "s.parquet"
     write_snapshot(make_prices({"AAA": [1.0, 2.0]}), path, {"source": "test"})
     path.write_bytes(b"not parquet")
-    with pytest.raises(DataValidationError, match=r"Snapshot .*s.parquet cannot be read .* delete it"):
+    with pytest.raises(DataValidationError, match=r"Snapshot .*s.parquet cannot be read \(truncated, or not a parquet file\); delete it") as caught:
         read_snapshot(path)
+    ours(str(caught.value))
     path.with_suffix(".json").unlink()
     with pytest.raises(DataValidationError, match=r"has no provenance file s.json \(an interrupted write\?\)"):
         read_snapshot(path)
@@ -80,27 +83,32 @@ def test_your_own_long_csv(tmp_path):
 def test_your_own_wide_parquet_and_its_errors(tmp_path):
     wide = pd.DataFrame({"date": pd.bdate_range("2021-01-04", periods=3), "AAA": [1.0, 1.1, -1.2]})
     wide.to_parquet(tmp_path / "w.parquet")
-    with pytest.raises(DataValidationError, match=r"file .*w.parquet, AAA: non-positive close -1.2 on 2021-01-06"):
+    with pytest.raises(DataValidationError, match=r"file .*w.parquet, AAA: non-positive close -1.2 on 2021-01-06") as caught:
         load_prices("file", path=tmp_path / "w.parquet", snapshot_dir=tmp_path / "snap")
-    with pytest.raises(DataValidationError, match=r"file .*w.parquet has no symbols \['ZZZ'\]"):
+    ours(str(caught.value))
+    with pytest.raises(DataValidationError, match=r"file .*w.parquet has no symbols \['ZZZ'\]") as caught:
         load_prices("file", ["ZZZ"], path=tmp_path / "w.parquet", snapshot_dir=tmp_path / "snap")
+    ours(str(caught.value))
 
 
 @pytest.mark.parametrize("text, match", [
     ("day,AAA\n2021-01-04,1\n", r"has no 'date' column \(columns: \['day', 'AAA'\]\); name the session-date column 'date'"),
-    ("date,AAA\nsoon,1\n", r"bad.csv, line 2: date 'soon' is not a date .*write exchange-local session dates as YYYY-MM-DD"),
+    ("date,AAA\nsoon,1\n", r"bad.csv, line 2: date 'soon' is not a date in the form YYYY-MM-DD; write dates as YYYY-MM-DD "
+                           r"\(e.g. 2021-01-04\)"),
     ("date,symbol,price\n2021-01-04,AAA,1\n", r"is in long layout .* has no 'close' column"),
     ("date,symbol,close\n2021-01-04,AAA,1\n2021-01-04,AAA,2\n", r"AAA has more than one row on 2021-01-04"),
 ])
 def test_malformed_files_say_what_to_fix(tmp_path, text, match):
     (tmp_path / "bad.csv").write_text(text)
-    with pytest.raises(DataValidationError, match=match):
+    with pytest.raises(DataValidationError, match=match) as caught:
         load_prices("file", path=tmp_path / "bad.csv", snapshot_dir=tmp_path / "snap")
+    ours(str(caught.value))
 
 
 def test_missing_file(tmp_path):
-    with pytest.raises(DataValidationError, match=r"Price file .*nope.csv does not exist; set data.path"):
+    with pytest.raises(DataValidationError, match=r"Price file .*nope.csv does not exist; set data.path") as caught:
         load_prices("file", path=tmp_path / "nope.csv", snapshot_dir=tmp_path)
+    ours(str(caught.value))
     with pytest.raises(DataValidationError, match=r"data.source 'file' needs data.path"):
         load_prices("file", snapshot_dir=tmp_path)
 
@@ -125,3 +133,26 @@ def test_run_prices_made_with_other_parameters_are_not_reused(workspace, tmp_pat
     again = run_prices(narrower, run_dir)
     assert again.index[0] == pd.Timestamp("2016-01-04")
     assert read_provenance(run_dir / "prices.parquet")["first_date"] == "2016-01-04"
+
+
+def test_run_prices_read_your_file_again_once_it_is_edited(workspace, tmp_path):
+    """The run folder's prices (and what is made from them) are keyed by the file's contents too:
+    an edit in place, longer or only changed, is read by the next run in the same folder."""
+    sessions = pd.bdate_range("2021-02-16", "2021-04-30").drop(pd.Timestamp("2021-04-02"))  # Good Friday
+    path, run_dir = tmp_path / "mine.csv", tmp_path / "run"
+
+    def write(rows: int, scale: float = 1.0) -> None:
+        frame = pd.DataFrame({"AAA": np.linspace(10, 11, rows) * scale, "SP500": np.linspace(100, 101, rows)},
+                             index=sessions[:rows])
+        frame.rename_axis("date").to_csv(path)
+
+    config = load_config(REPO / "params" / "smoke.yaml", ["data.source=file", f"data.path={path}", "data.start=null",
+                                                          "data.end=null", "data.symbols=null", "features.names=[ret_5d]"])
+    write(20)
+    assert len(run_prices(config, run_dir)) == 20
+    assert run_features(config, run_dir).index.get_level_values("date").max() == sessions[19]
+    write(30)
+    assert list(run_prices(config, run_dir).index) == list(sessions[:30])
+    assert run_features(config, run_dir).index.get_level_values("date").max() == sessions[29]
+    write(30, scale=1.01)
+    assert run_prices(config, run_dir)["close"]["AAA"].iloc[-1] == pytest.approx(11 * 1.01)

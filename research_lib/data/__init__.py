@@ -3,7 +3,7 @@
 ``load_prices`` is the entry point. Sources: ``bundled`` (real history shipped in PyPI
 packages, offline, the default), ``yfinance``, ``alpaca`` (keys from the environment)
 and ``file`` (your own CSV or parquet, see ``_files``). Every load is validated (its
-dates must be sessions of the exchange calendar, none after today), then saved as a
+dates must be sessions of the exchange calendar that have closed), then saved as a
 parquet snapshot with its provenance under ``data/snapshots/``; later loads of the same
 request reuse the snapshot, so a run can be repeated exactly.
 """
@@ -23,8 +23,8 @@ import pandas as pd
 from research_lib import paths
 from research_lib._io import now_utc, package_versions
 from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
-from research_lib.data._calendar import calendar_error, session_problems, today_on
-from research_lib.data._files import read_price_file
+from research_lib.data._calendar import calendar_error, session_problems
+from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
 from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance
@@ -55,6 +55,7 @@ def load_prices(
     max_daily_price_ratio: float = 3.0,
     calendar: str | None = "XNYS",
     context: Mapping[str, str] | None = None,
+    now: dt.datetime | None = None,
 ) -> pd.DataFrame:
     """Load validated daily prices as the canonical frame.
 
@@ -70,10 +71,11 @@ def load_prices(
     max_stale_sessions, max_daily_price_ratio : validation limits, see ``validate_prices``.
     calendar : ``exchange_calendars`` code whose sessions the dates must be (``"XNYS"``:
         New York); ``"24/7"`` or ``None`` for a market that trades every day (crypto).
-        Dates after today are refused whatever the calendar.
+        Whatever the calendar, a date whose session has not closed at ``now`` is refused.
     context : series loaded besides ``symbols`` (the benchmark, the VIX), each mapped to
         the parameter that names it, which a refusal quotes; loaded even when ``symbols``
         is ``None`` (a file's every symbol).
+    now : the time of the load (time-zone-aware; naive is UTC); default: the clock.
 
     Returns
     -------
@@ -103,9 +105,12 @@ def load_prices(
                "end": str(end) if end else None}
     if symbols is None and context:  # a file's every symbol, which must include the context
         request["required"] = sorted(context)
+    content = None
     if source == "file":
+        content = file_bytes(Path(path)) if path is not None else None
         request["path"] = str(Path(path).resolve()) if path else None
-        request["file_sha256"] = sha256_of(Path(path)) if path and Path(path).is_file() else None
+        request["file_sha256"] = hashlib.sha256(content).hexdigest() if content is not None else None
+        request["reader"] = READER_VERSION  # a snapshot read by an older reader is read again
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
     snapshot = Path(snapshot_dir or paths.data_dir() / "snapshots") / f"{source}-{key}.parquet"
     limits = {"max_stale_sessions": max_stale_sessions, "max_daily_price_ratio": max_daily_price_ratio}
@@ -113,17 +118,17 @@ def load_prices(
     if snapshot.is_file() and read_provenance(snapshot) is not None and not refresh:
         prices = read_snapshot(snapshot, **limits)
         prices.attrs["provenance"]["snapshot"] = str(snapshot)
-        _refuse_off_calendar(prices, calendar, label)  # the snapshot may have been made under another calendar
+        _refuse_off_calendar(prices, calendar, label, now)  # the snapshot may have been made under another calendar
         return prices
 
-    prices, splits = _fetch(source, symbols, start, end, path, context)
+    prices, splits = _fetch(source, symbols, start, end, path, content, context)
     validate_index(prices, label)  # slicing by date needs sorted, unique dates
     prices = select(prices, None, start, end)
     if prices.empty:
         asked = f" for {symbols}" if symbols else ""
         raise DataValidationError([f"{label} returned no sessions{asked} between {start or 'the start'} and {end or 'the end'}; "
                                    "check the symbols and widen data.start/data.end."])
-    _refuse_off_calendar(prices, calendar, label)
+    _refuse_off_calendar(prices, calendar, label, now)
     validate_prices(prices, label, splits=splits, **limits)
     record = write_snapshot(prices, snapshot, {**request, "symbols": symbols_of(prices), "retrieved_at": now_utc(),
                                                "versions": _source_versions(source)})
@@ -131,13 +136,14 @@ def load_prices(
     return prices
 
 
-def _refuse_off_calendar(prices: pd.DataFrame, calendar: str | None, label: str) -> None:
-    problems = session_problems(prices.index, calendar, label, today_on(calendar))
+def _refuse_off_calendar(prices: pd.DataFrame, calendar: str | None, label: str, now: dt.datetime | None) -> None:
+    now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
+    problems = session_problems(prices.index, calendar, label, now if now.tzinfo else now.tz_localize("UTC"))
     if problems:
         raise DataValidationError(problems)
 
 
-def _fetch(source, symbols, start, end, path, context):
+def _fetch(source, symbols, start, end, path, content, context):
     if source == "bundled":
         _refuse_unknown(symbols, BUNDLED_SYMBOLS, "bundled", context)
         return select(bundled_prices(), symbols), None
@@ -147,23 +153,25 @@ def _fetch(source, symbols, start, end, path, context):
         return fetch_alpaca(symbols, start, end)
     if path is None:
         raise DataValidationError(["data.source 'file' needs data.path, the CSV or parquet file to read."])
-    prices, splits = read_price_file(Path(path))
-    quoted = [s for s in symbols_of(prices) if prices["close"][s].notna().any()]
-    _refuse_unknown(symbols or list(context), quoted, f"file {path}", context)
+    prices, splits = read_price_file(Path(path), content)
+    _refuse_unknown(symbols or list(context), symbols_of(prices), f"file {path}", context)
     return (select(prices, symbols) if symbols else prices), splits
 
 
 def _refuse_unknown(symbols: list[str], available, label: str, context: Mapping[str, str]) -> None:
     """Refuse the symbols not ``available``, naming the parameter that asked for each (``context``,
-    else ``data.symbols``) and listing every available symbol."""
+    else ``data.symbols``) and listing every available symbol, with the closest one whatever its case."""
     unknown = [s for s in symbols if s not in available]
     if not unknown:
         return
+    folded = {}
+    for a in available:
+        folded.setdefault(str(a).casefold(), a)
     hints = []
     for s in unknown:
-        close = difflib.get_close_matches(s, list(available), n=1)
+        close = difflib.get_close_matches(str(s).casefold(), list(folded), n=1)
         if close:
-            hints.append(f"{s!r} -> did you mean {close[0]!r}?")
+            hints.append(f"{s!r} -> did you mean {folded[close[0]]!r}?")
     hint = (" " + " ".join(hints)) if hints else ""
     fix = " and ".join(dict.fromkeys(context.get(s, "data.symbols") for s in unknown))
     raise DataValidationError([

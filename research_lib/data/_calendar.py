@@ -3,13 +3,14 @@
 Dates are exchange-local session dates. ``calendar`` is an ``exchange_calendars`` code
 (``XNYS`` New York, ``XLON`` London, ``XTKS`` Tokyo, ``24/7`` every day, ...); a date that
 is not one of its sessions (a weekend, a holiday) is refused. ``None`` checks no calendar.
-A date after today (in the exchange's time zone; UTC without a calendar) is refused
-whatever the calendar: no price is known for a session that has not happened yet.
+Whatever the calendar, a date is accepted only once its session has closed (a close is not
+known before): with a calendar, today's session after its close (``exchange_calendars``
+gives it: 16:00 New York, 13:00 on an early close); with ``None`` or ``24/7``, a day ends at
+midnight UTC, so dates up to yesterday (UTC).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import warnings
 from functools import lru_cache
@@ -31,17 +32,15 @@ def calendar_error(name: str) -> str | None:
             "24/7 (every day), or null to check no calendar" + (f". Did you mean {hint[0]!r}?" if hint else ""))
 
 
-def today_on(calendar: str | None) -> dt.date:
-    """Today's date where ``calendar``'s exchange is (UTC when ``None``)."""
-    return pd.Timestamp.now(tz=_exchange(calendar).tz if calendar else "UTC").date()
-
-
-def session_problems(dates: pd.DatetimeIndex, calendar: str | None, source: str, today: dt.date) -> list[str]:
-    """Sentences naming the dates of ``dates`` (sorted, unique) after ``today`` or off ``calendar``."""
-    future = dates[dates > pd.Timestamp(today)]
-    if len(future):
-        return [f"Data from {source} has {len(future)} dates after today ({today}): {_listed(future)}; "
-                "a price cannot be known before its session: remove those rows."]
+def session_problems(dates: pd.DatetimeIndex, calendar: str | None, source: str, now: pd.Timestamp) -> list[str]:
+    """Sentences naming the dates of ``dates`` (sorted, unique) whose session has not closed at
+    ``now`` (a time-zone-aware time), else those off ``calendar``."""
+    local = now.tz_convert(_exchange(calendar).tz if calendar else "UTC")
+    unclosed, closing = _unclosed(dates, calendar, local)
+    if len(unclosed):
+        return [f"Data from {source} has {len(unclosed)} dates whose session has not closed yet (now "
+                f"{local:%Y-%m-%d %H:%M} {local.tz}{closing}): {_listed(unclosed)}; a close is known only once its "
+                "session has closed: remove those rows, or load the file again after the close."]
     if calendar is None or len(dates) == 0:
         return []
     first_known = _exchange(calendar).bound_min()
@@ -49,12 +48,26 @@ def session_problems(dates: pd.DatetimeIndex, calendar: str | None, source: str,
         return [f"Data from {source} starts on {dates[0]:%Y-%m-%d}, before the first {calendar} session the calendar knows "
                 f"({first_known:%Y-%m-%d}); set data.start to {first_known:%Y-%m-%d} or later, or data.calendar: null "
                 "to check no calendar."]
-    off = dates.difference(_sessions(calendar, dates[0].year, dates[-1].year))
+    off = dates.difference(_calendar(calendar, dates[0].year, dates[-1].year).sessions)
     if not len(off):
         return []
     return [f"Data from {source} has {len(off)} dates that are not {calendar} sessions (weekends, holidays or other days "
             f"the exchange was closed): {_listed(off)}; remove those rows, or set data.calendar to the exchange these "
             "prices trade on (null: any day, e.g. crypto)."]
+
+
+def _unclosed(dates: pd.DatetimeIndex, calendar: str | None, now: pd.Timestamp) -> tuple[pd.DatetimeIndex, str]:
+    """The dates whose session closes after ``now`` (in the exchange's time zone), and a note of
+    today's close when it is one of them: with a calendar, dates after today and today's session
+    before its close; without one, dates from today (a day closes at midnight UTC)."""
+    today = pd.Timestamp(now.date())
+    if calendar is None:
+        return dates[dates >= today], ""
+    exchange = _calendar(calendar, today.year, today.year)
+    if today not in exchange.sessions or exchange.session_close(today) <= now:
+        return dates[dates > today], ""
+    close = exchange.session_close(today).tz_convert(now.tz)
+    return dates[dates >= today], f"; the {today:%Y-%m-%d} session closes at {close:%Y-%m-%d %H:%M}"
 
 
 @lru_cache(maxsize=8)
@@ -68,9 +81,9 @@ def _exchange(name: str):
 
 
 @lru_cache(maxsize=32)
-def _sessions(name: str, first_year: int, last_year: int) -> pd.DatetimeIndex:
-    """The sessions of whole years (whole years always hold sessions, which exchange_calendars
-    requires), within the calendar's bounds. Cached: the library keeps one span per calendar."""
+def _calendar(name: str, first_year: int, last_year: int):
+    """The calendar over whole years (whole years always hold sessions, which exchange_calendars
+    requires), within its bounds. Cached: the library keeps one span per calendar."""
     import exchange_calendars as xcals
 
     exchange = _exchange(name)
@@ -78,7 +91,7 @@ def _sessions(name: str, first_year: int, last_year: int) -> pd.DatetimeIndex:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return xcals.get_calendar(name, start=max(first, exchange.bound_min() or first),
-                                  end=min(last, exchange.bound_max() or last)).sessions
+                                  end=min(last, exchange.bound_max() or last))
 
 
 def _listed(dates: pd.DatetimeIndex) -> str:

@@ -64,8 +64,9 @@ def read_snapshot(path: str | Path, *, max_stale_sessions: int = 10, max_daily_p
         raise DataValidationError([f"Snapshot {path} has no provenance file {path.with_suffix('.json').name} (an interrupted write?); delete {path} so it is fetched again."])
     try:
         prices = pd.read_parquet(path)
-    except (OSError, ValueError) as err:
-        raise DataValidationError([f"Snapshot {path} cannot be read ({err}); delete it so it is fetched again."]) from None
+    except (OSError, ValueError):
+        raise DataValidationError([f"Snapshot {path} cannot be read (truncated, or not a parquet file); delete it so it "
+                                   "is fetched again."]) from None
     try:
         validate_prices(prices, f"snapshot {path}", max_stale_sessions=max_stale_sessions,
                         max_daily_price_ratio=max_daily_price_ratio)
