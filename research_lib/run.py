@@ -21,7 +21,7 @@ import pandas as pd
 
 from research_lib import paths
 from research_lib._io import git_commit, read_json, write_json, write_parquet
-from research_lib.backtest import BacktestResult, run_backtest
+from research_lib.backtest import BacktestResult, NoPosition, run_backtest
 from research_lib.config import RunConfig, load_config
 from research_lib.data import load_prices, read_snapshot, write_snapshot
 from research_lib.env import load_env_file
@@ -373,7 +373,10 @@ def risk_layer_summary(built: dict) -> str:
     counts = events["action"].value_counts()
     if events.empty:
         return "every order fit the limits: nothing clamped or rejected"
-    return f"{counts.get('clamped', 0)} trades clamped, {counts.get('rejected', 0)} rejected"
+    summary = f"{counts.get('clamped', 0)} trades clamped, {counts.get('rejected', 0)} rejected"
+    if counts.get("accepted", 0):  # position-reducing trades that left net exposure beyond its limit
+        summary += f", {counts['accepted']} position-reducing trades accepted beyond the net limit"
+    return summary
 
 
 def read_portfolio_report(run_dir: str | Path) -> dict | None:
@@ -596,7 +599,7 @@ def run_trials(config: RunConfig, prices: pd.DataFrame, results: dict[str, Backt
                 continue
             try:
                 result = run_backtest(baseline_weights(close, strategy), prices, **backtest_model(config))
-            except ValueError:  # e.g. a lookback longer than the history: never trades, not a trial
+            except NoPosition:  # e.g. a lookback longer than the history: never trades, not a trial
                 continue
             trials[name] = ({**common, "strategy": strategy.model_dump(mode="json")}, result.returns)
     return trials

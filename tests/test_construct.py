@@ -595,3 +595,7 @@ def test_the_risk_layer_summary_says_what_happened(smoke_run):
     assert "baseline rule: its weights do not go through the risk layer" in risk_layer_summary(baseline)
     quiet = {"construction": SimpleNamespace(risk_events=pd.DataFrame(columns=["action"])), "report": {}}
     assert risk_layer_summary(quiet).startswith("every order fit the limits")
+    noted = {"construction": SimpleNamespace(risk_events=pd.DataFrame({"action": ["accepted", "clamped"]})),
+             "report": {}}
+    assert risk_layer_summary(noted) == ("1 trades clamped, 0 rejected, 1 position-reducing trades accepted beyond "
+                                         "the net limit")
