@@ -1,15 +1,20 @@
-"""Small file helpers shared by the library: atomic writes and UTC timestamps."""
+"""Small file helpers shared by the library: atomic writes, UTC timestamps and the workspace's
+locks (an exclusive ``flock`` on a file under ``data/locks/``)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+LOCKS_DIR = "locks"  # under the workspace's data/
+_HOLDER_PID = re.compile(r"\bpid ([0-9]+)\b")
 
 
 @contextmanager
@@ -88,3 +93,50 @@ def git_commit(repo: Path) -> dict[str, str | bool | None]:
     if commit.returncode != 0:
         return {"commit": None, "dirty": None}
     return {"commit": commit.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def lock_path(name: str) -> Path:
+    """``data/locks/<name>.lock`` in the workspace."""
+    from research_lib import paths
+
+    return paths.data_dir() / LOCKS_DIR / f"{name}.lock"
+
+
+@contextmanager
+def flock(path: Path, *, blocking: bool, holder: str | None = None) -> Iterator[int | None]:
+    """Hold an exclusive ``flock`` on ``path`` for the block: yields its descriptor, or None when
+    another holder has it and ``blocking`` is false. The lock goes with the descriptor, closed at
+    the end of the block (or by the kernel if the process dies).
+
+    ``holder`` (e.g. ``"pid 123 since ..."``) is written into the file while the lock is held, for
+    whoever finds it taken (`lock_holder_pid`), and erased before it is released.
+    """
+    import fcntl  # POSIX only: imported here so that the rest of this module works everywhere
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            held = True
+        except BlockingIOError:
+            held = False
+        if held and holder is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{holder}\n".encode(), 0)
+        try:
+            yield fd if held else None
+        finally:
+            if held and holder is not None:
+                os.ftruncate(fd, 0)
+    finally:
+        os.close(fd)
+
+
+def lock_holder_pid(path: Path) -> int | None:
+    """The pid written into a lock file by its holder (`flock`'s ``holder``), or None."""
+    try:
+        found = _HOLDER_PID.search(Path(path).read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(found.group(1)) if found else None

@@ -1,10 +1,11 @@
 """``spartan``: the command line.
 
 Exit codes: 0 success; 1 a run failed or was refused (data error, failing notebook, a gate
-or a trading refusal, a broker error); 2 bad arguments or parameters (nothing was run);
-128 + the signal for a command stopped by Ctrl-C (SIGINT, 130), SIGTERM (143) or SIGHUP (129),
-after its clean-up (its notebook kernel killed with it); 141 when the reader of its output went
-away (``spartan status | head -3``), quietly.
+or a trading refusal, another trade of the strategy running, a broker error); 2 bad arguments
+or parameters (nothing was run); 128 + the signal for a command stopped by Ctrl-C (SIGINT,
+130), SIGTERM (143) or SIGHUP (129), after its clean-up (its notebook kernel killed with it,
+its files removed; a second stop signal meanwhile does not cut the clean-up short); 141 when
+the reader of its output went away (``spartan status | head -3``), quietly.
 """
 
 from __future__ import annotations
@@ -14,22 +15,26 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from research_lib import logs, paths
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError, SpartanError
 
+if TYPE_CHECKING:
+    from research_lib.trading import SessionPlan
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_PIPE_CLOSED = 128 + 13  # SIGPIPE's number: what a shell reports for a writer whose reader went away
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # besides SIGINT: a supervisor stopping, a terminal closing
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # Ctrl-C, a supervisor stopping, a terminal closing
 
 
 class Stopped(KeyboardInterrupt):
-    """SIGTERM or SIGHUP, raised where the command is, as Ctrl-C raises KeyboardInterrupt, so that
-    the same clean-up runs (a run is marked interrupted, a notebook kernel is killed at once)."""
+    """Ctrl-C, SIGTERM or SIGHUP, raised where the command is as Ctrl-C raises KeyboardInterrupt,
+    so that the same clean-up runs (a run is marked interrupted, a notebook kernel is killed at
+    once)."""
 
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
@@ -107,24 +112,34 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def _stop_signals_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP raise `Stopped` unless they are ignored (``nohup``),
-    then the previous handlers are restored. Main thread only: signal handlers can be set nowhere else."""
+    """Within the block, the first of Ctrl-C, SIGTERM and SIGHUP raises `Stopped` (unless the
+    signal is ignored, as under ``nohup``, or handled by someone else); later ones are let go,
+    until the process ends, so that a second Ctrl-C cannot cut the clean-up short (a kernel left
+    running, its files left in the temp folder) nor change the exit code. Unless stopped, the
+    previous handlers are restored after the block. Main thread only: signal handlers can be set
+    nowhere else."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopping: list[int] = []
 
     def stop(signum: int, frame) -> None:
+        if stopping:  # already stopping: the clean-up runs to its end
+            return
+        stopping.append(signum)
         raise Stopped(signum)
 
+    defaults = {signal.SIGINT: signal.default_int_handler}
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
     for number, handler in previous.items():
-        if handler is signal.SIG_DFL:
+        if handler is defaults.get(number, signal.SIG_DFL):
             signal.signal(number, stop)
     try:
         yield
     finally:
         for number, handler in previous.items():
-            signal.signal(number, handler)
+            if not stopping:
+                signal.signal(number, handler)
 
 
 def _discard_stdout() -> None:
@@ -154,24 +169,46 @@ def _refusal(err: Exception) -> int:
 
 
 def _trade(args: argparse.Namespace) -> int:
-    from research_lib._io import read_json
     from research_lib.broker import BrokerError
+    from research_lib.trading import parse_asof, plan_session, promoted_strategy, trade_lock
+
+    with ExitStack() as held:
+        try:  # every argument is checked before the report folder is made or a notebook starts
+            parse_asof(args.asof)  # a malformed date is a bad argument even while another trade runs
+            # One trade of a strategy at a time, from the choice of its session to its report.
+            held.enter_context(trade_lock(promoted_strategy(args.strategy)))
+            plan = plan_session(args.strategy, args.broker, args.asof, args.dry_run)
+        except (SpartanError, BrokerError) as err:
+            return _refusal(err)
+        return _trade_planned(plan)
+
+
+def _trade_planned(plan: SessionPlan) -> int:
+    """Run notebook 07 for ``plan``'s session, or show the session's report if it was traded."""
+    from research_lib._io import read_json
     from research_lib.pipeline import PAPER_NOTEBOOK, execute_notebook, to_html
     from research_lib.reports import build_index
-    from research_lib.trading import describe_session, resolve_session, session_report_dir
+    from research_lib.trading import describe_session, session_report_dir
 
-    try:  # every argument is checked before the report folder is made or a notebook starts
-        promoted, broker, session = resolve_session(args.strategy, args.broker, args.asof, args.dry_run)
-    except (SpartanError, BrokerError) as err:
-        return _refusal(err)
-    folder = session_report_dir(promoted.name, session, args.dry_run)
+    name, session, broker = plan.promoted.name, plan.session, plan.broker
+    for report in plan.recovered:
+        print(f"spartan: wrote the missing report of {name} {report['session']} from the ledger (its command was "
+              f"stopped before writing it): {report['status']}, {len(report['cycle']['sent'])} order(s) sent")
+    if plan.report is not None:
+        folder = plan.report_dir
+        print(f"spartan trade {name} {session} on {broker}: already traded; nothing was run or sent, its report "
+              f"stands -> {folder}")
+        print(describe_session(plan.report))
+        print(f"  {'summary':15s} {folder / 'summary.html'}")
+        return EXIT_OK
+    folder = session_report_dir(name, session, plan.dry_run)
     notebook = paths.notebooks_dir() / PAPER_NOTEBOOK
     executed, if_failed = _attempt_paths(folder, notebook.name)
     folder.mkdir(parents=True, exist_ok=True)
-    print(f"spartan trade {promoted.name} {session} on {broker}{' (dry run)' if args.dry_run else ''} -> {folder}")
-    with logs.run_logging(folder, f"paper-{promoted.name}-{session:%Y%m%d}"), logs.stage(notebook.stem):
+    print(f"spartan trade {name} {session} on {broker}{' (dry run)' if plan.dry_run else ''} -> {folder}")
+    with logs.run_logging(folder, f"paper-{name}-{session:%Y%m%d}"), logs.stage(notebook.stem):
         error = execute_notebook(notebook, executed, {
-            "strategy": promoted.name, "broker": broker, "asof": f"{session:%Y-%m-%d}", "dry_run": args.dry_run,
+            "strategy": name, "broker": broker, "asof": f"{session:%Y-%m-%d}", "dry_run": plan.dry_run,
             "report_dir": str(folder)}, paths.notebooks_dir())
         kept = if_failed if error else folder / notebook.name
         if executed != kept and executed.is_file():
@@ -179,9 +216,8 @@ def _trade(args: argparse.Namespace) -> int:
         if error:
             from research_lib.alerts import alert
 
-            alert("run_failed", f"paper trading {promoted.name} {session} failed: {error}",
-                  key=f"paper-{promoted.name}", strategy=promoted.name, session=f"{session:%Y-%m-%d}",
-                  notebook=str(kept))
+            alert("run_failed", f"paper trading {name} {session} failed: {error}",
+                  key=f"paper-{name}", strategy=name, session=f"{session:%Y-%m-%d}", notebook=str(kept))
     to_html(kept)
     build_index(paths.reports_dir())
     if error:

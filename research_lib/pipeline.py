@@ -17,14 +17,13 @@ by the next run (`remove_orphaned_kernel_files`).
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import json
 import logging
 import os
 import re
-import signal
-import sys
+import socket
+import stat
 import tempfile
 import time
 import uuid
@@ -35,6 +34,7 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
 from research_lib import logs, paths
+from research_lib._kernel_guard import guarded_command, pid_max, process_state
 from research_lib.alerts import alert
 from research_lib.config import RunConfig, load_config, save_config
 from research_lib.data import read_provenance
@@ -51,28 +51,8 @@ log = logging.getLogger(__name__)
 
 
 KERNEL_FILES = "spartan-kernel-"  # + "<pid of the process that started it>-<id>": its sockets and connection file
-_KERNEL_OWNER = re.compile(rf"^{KERNEL_FILES}(\d+)-")
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def _prctl():
-    """libc's prctl (Linux only), resolved once here: the kernel's child side of the fork calls it."""
-    if not sys.platform.startswith("linux"):
-        return None
-    function = ctypes.CDLL(None, use_errno=True).prctl
-    function.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
-    return function
-
-
-_PRCTL = _prctl()
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Run in the kernel between fork and exec: SIGKILL it when the thread that started it ends
-    (the process, killed or not), and exit now if that already happened."""
-    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:
-        os._exit(1)
+_KERNEL_FILE = re.compile(rf"^{KERNEL_FILES}(?P<pid>[1-9][0-9]*)-(?P<id>[0-9a-f]{{8}})(-[0-9]+|\.json)$")
+_SOCKET_PROBE_S = 0.2  # how long to wait for a kernel's socket to accept a connection
 
 
 class _IPCKernelManager(AsyncKernelManager):
@@ -82,10 +62,11 @@ class _IPCKernelManager(AsyncKernelManager):
       connection file are named ``spartan-kernel-<this pid>-<id>*``, so the files a killed
       process left behind are found and removed by the next run (`remove_orphaned_kernel_files`).
     - It dies with this process: jupyter_client starts it in a session of its own (out of reach
-      of a signal to the command's process group), so on Linux it asks, before its program
-      starts, to be SIGKILLed when the thread that started it ends (``PR_SET_PDEATHSIG``; that
-      thread runs the notebook to its end). Elsewhere ipykernel's parent poller ends it within a
-      second, and the trading cycle checks before each order that the command is still there.
+      of a signal to the command's process group), so on Linux it is started through
+      `research_lib._kernel_guard`, which asks to be SIGKILLed when the thread that started it
+      ends (``PR_SET_PDEATHSIG``; that thread runs the notebook to its end) before it becomes the
+      kernel. Elsewhere ipykernel's parent poller ends it within a second. Either way the
+      trading cycle checks before each order that the command is still there.
     - It is killed, not interrupted, when its notebook ends or is abandoned (`shutdown_kernel`).
     """
 
@@ -96,9 +77,7 @@ class _IPCKernelManager(AsyncKernelManager):
         self.connection_file = f"{self.ip}.json"
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
-        if _PRCTL is not None:
-            kw["preexec_fn"] = lambda parent=os.getpid(): _die_with_parent(parent)
-        await super()._async_launch_kernel(kernel_cmd, **kw)
+        await super()._async_launch_kernel(guarded_command(kernel_cmd, os.getpid()), **kw)
 
     async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
         """SIGKILL the kernel's process group and remove its files.
@@ -123,24 +102,78 @@ class _IPCKernelManager(AsyncKernelManager):
 
 
 def remove_orphaned_kernel_files(folder: str | Path | None = None) -> list[Path]:
-    """Delete the sockets and connection files of kernels started by a process that no longer
-    exists (killed before it could clean up: its kernels died with it); return what was deleted."""
-    removed = []
-    for path in Path(folder or tempfile.gettempdir()).glob(f"{KERNEL_FILES}*"):
-        owner = _KERNEL_OWNER.match(path.name)
-        if owner and not _process_exists(int(owner.group(1))):
-            path.unlink(missing_ok=True)
+    """Delete the sockets and connection files of kernels whose command was killed before it
+    could clean up (its kernels died with it); return what was deleted.
+
+    Clean-up never fails a run: a file is removed only when it is ours beyond doubt (`_orphaned`:
+    named as our kernels name theirs, owned by this user, its command's pid a valid pid of no
+    process, and none of its kernel's sockets accepting a connection, which a live kernel's do
+    even when its command runs in another pid namespace); anything else, and any error, is
+    logged and left alone.
+    """
+    removed: list[Path] = []
+    try:
+        kernels: dict[tuple[int, str], list[Path]] = {}  # (its command's pid, its id): its files
+        for path in Path(folder or tempfile.gettempdir()).glob(f"{KERNEL_FILES}*"):
+            named = _KERNEL_FILE.match(path.name)
+            if named:
+                kernels.setdefault((int(named["pid"]), named["id"]), []).append(path)
+            else:
+                log.debug("kernel file clean-up: %s is not named as a kernel's file; left alone", path)
+    except OSError as err:
+        log.warning("kernel file clean-up skipped: %s cannot be listed (%s)", folder or tempfile.gettempdir(), err)
+        return removed
+    for (pid, _), files in sorted(kernels.items()):
+        why_not = _orphaned(pid, files)
+        if why_not:
+            log.debug("kernel file clean-up: %s left alone: %s", files[0].name, why_not)
+            continue
+        for path in files:
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                log.warning("kernel file clean-up: %s could not be removed (%s); left alone", path, err)
+                continue
             removed.append(path)
     return removed
 
 
-def _process_exists(pid: int) -> bool:
+def _orphaned(pid: int, files: list[Path]) -> str | None:
+    """Why the files of one kernel, started by process ``pid``, must be left alone, or None."""
+    if pid > pid_max():
+        return f"pid {pid} is beyond this system's pid_max ({pid_max()})"
+    for path in files:
+        try:
+            owner = os.lstat(path).st_uid
+        except OSError as err:
+            return f"{path.name} cannot be read ({err})"
+        if owner != os.getuid():
+            return f"{path.name} belongs to user {owner}, not to this one ({os.getuid()})"
+    state = process_state(pid)
+    if state != "gone":
+        return f"its command, process {pid}, is {state}"
+    if any(_accepts_connections(path) for path in files):
+        return "a live kernel listens on its sockets (its command runs in another pid namespace)"
+    return None
+
+
+def _accepts_connections(path: Path) -> bool:
+    """Whether a process listens on the Unix socket ``path`` (an error counts as yes)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
         return True
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(_SOCKET_PROBE_S)
+    try:
+        probe.connect(str(path))
+    except (ConnectionRefusedError, FileNotFoundError):
+        return False
+    except OSError:
+        return True
+    finally:
+        probe.close()
     return True
 
 

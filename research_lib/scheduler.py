@@ -30,6 +30,9 @@ One run per job at a time
     A run holds ``data/locks/<job>.lock`` (``fcntl.flock``, not blocking); a run that finds it
     held (a second scheduler, a cron run, an overlapping run) is recorded ``skipped`` ("locked:
     ..."). Jobs run one after another in the scheduler's main thread (``max_instances`` is 1).
+    The trade job trades each strategy under its trade lock (`research_lib.trading.trade_lock`,
+    taken by `trade_session`): while a `spartan trade` of a strategy runs, the job's cycle of
+    that strategy is refused (the job fails and alerts) rather than run beside it.
 
 The record: ``reports/schedule.json``, rewritten after every change (the dashboard reads it)
     ``{"updated_at", "exchange", "timezone", "jobs": [{"id", "name", "next_run", "last_run",
@@ -65,7 +68,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import fcntl
 import functools
 import json
 import logging
@@ -91,7 +93,7 @@ from apscheduler.util import ref_to_obj
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from research_lib import paths
-from research_lib._io import atomic_write_bytes
+from research_lib._io import atomic_write_bytes, flock, lock_path
 from research_lib.errors import ConfigError, SpartanError
 from research_lib.logs import redact
 
@@ -101,7 +103,6 @@ JOB_IDS: tuple[str, ...] = ("research", "trade", "index")
 STATUS_FILE = "schedule.json"  # under reports/
 STORE_FILE = "scheduler.sqlite"  # under data/
 FAKE_STORE_FILE = "scheduler-fake-clock.sqlite"  # an accelerated clock's job store, apart from the real one
-LOCKS_DIR = "locks"  # under data/
 HISTORY_LENGTH = 50
 LATE_SECONDS = 60  # a run started later than this after its time is reported as missed at that time
 CRON_WINDOW_SECONDS = 600  # `--run-due` runs a job only this long after one of its times
@@ -358,7 +359,8 @@ def research_job(params: str) -> str:
 
 
 def trade_job(strategy: list[str] | None = None, broker: str | None = None) -> str:
-    """One paper-trading cycle of each strategy (None: every promoted one) on ``broker``."""
+    """One paper-trading cycle of each strategy (None: every promoted one) on ``broker``, each
+    under the strategy's trade lock (as `spartan trade`)."""
     from research_lib.trading import promoted_names, trade_session
 
     names = strategy or promoted_names()
@@ -554,28 +556,6 @@ class _Stopper:
 # ---------------------------------------------------------------- locks and the record
 
 
-def lock_path(name: str) -> Path:
-    return paths.data_dir() / LOCKS_DIR / f"{name}.lock"
-
-
-@contextmanager
-def _flock(path: Path, *, blocking: bool) -> Iterator[int | None]:
-    """Hold an exclusive ``flock`` on ``path`` for the block: yields its descriptor, or None when
-    another holder has it and ``blocking`` is false. The lock goes with the descriptor, closed at
-    the end of the block (or by the kernel if the process dies)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-            held = True
-        except BlockingIOError:
-            held = False
-        yield fd if held else None
-    finally:
-        os.close(fd)
-
-
 class _Record:
     """``reports/schedule.json`` (see the module docstring). ``next_runs`` gives each job's next
     run time (from the job store, or from the calendar for a cron run)."""
@@ -602,7 +582,7 @@ class _Record:
         history; ``history_only`` leaves the job's last run as it is (another process's, say)."""
         tz = self.config.tz
         detail, error = redact(detail), None if error is None else redact(error)  # the dashboard shows these
-        with _flock(lock_path("schedule.json"), blocking=True):
+        with flock(lock_path("schedule.json"), blocking=True):
             state = self.read()
             known = {j.get("id"): j for j in state.get("jobs", []) if isinstance(j, dict)}
             history = [h for h in state.get("history", []) if isinstance(h, dict)]
@@ -626,7 +606,7 @@ class _Record:
         """Jobs recorded ``running`` whose lock nobody holds: their process died during the run."""
         for entry in self.read().get("jobs", []):
             if isinstance(entry, dict) and entry.get("last_status") == "running" and entry.get("id") in JOB_IDS:
-                with _flock(lock_path(entry["id"]), blocking=False) as fd:
+                with flock(lock_path(entry["id"]), blocking=False) as fd:
                     if fd is not None:
                         error = f"the process running it since {entry.get('last_run')} stopped before it finished"
                         self.update(entry["id"], status="failed", at=self.clock.now(), detail=error, error=error)
@@ -656,15 +636,13 @@ class _Runner:
         """Run ``func(**kwargs)`` as ``job_id``; return its status. ``announce``: record it
         ``running`` while it runs."""
         started, tz = self.clock.now(), self.config.tz
-        with _flock(lock_path(job_id), blocking=False) as fd:
+        with flock(lock_path(job_id), blocking=False, holder=f"pid {os.getpid()} since {_iso(started, tz)}") as fd:
             if fd is None:
                 holder = lock_path(job_id).read_text().strip() or "another process"
                 detail = f"locked: another run of {job_id} holds {lock_path(job_id)} ({holder})"
                 log.warning("%s skipped: %s", job_id, detail, extra={"job": job_id})
                 self.record.update(job_id, status="skipped", at=started, detail=detail, history_only=True)
                 return "skipped"
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} since {_iso(started, tz)}\n".encode(), 0)
             if announce:
                 self.record.update(job_id, status="running", at=started)
             log.info("%s started%s", job_id, f" (due {_iso(scheduled, tz)})" if scheduled else "", extra={"job": job_id})
@@ -819,7 +797,7 @@ def run_scheduler(config: ScheduleConfig, *, clock: Clock | None = None, stop_af
     fake = clock is not None and not isinstance(clock, WallClock)
     clock = clock or WallClock(config.tz)
     paths.data_dir().mkdir(parents=True, exist_ok=True)
-    with _flock(lock_path("scheduler"), blocking=False) as held:
+    with flock(lock_path("scheduler"), blocking=False) as held:
         if held is None:
             raise ConfigError(f"another `spartan schedule` is running in this workspace (it holds "
                               f"{lock_path('scheduler')}); stop it first (SIGTERM), or use cron's --run-due.")

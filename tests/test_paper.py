@@ -282,9 +282,12 @@ def test_the_first_session_sends_the_decision_in_force_and_a_rerun_sends_nothing
     assert len(orders) == 4 and all(o.status == "new" for o in orders)
     assert len(first["open_orders"]) == 4 and len(first["session_orders"]) == 4
 
+    cycles = Ledger(state_db()).cycles("trend")
     again = trade_session("trend", asof=sessions[20].date())
-    assert again["status"] == "nothing_to_do" and again["cycle"]["sent"] == [] and again["rebalance"] is True
+    assert again == json.loads(json.dumps(first, default=str)), "the session was traded: its report stands"
+    assert again["status"] == "traded" and len(again["cycle"]["sent"]) == 4
     assert sim_of().orders() == orders, "a re-run of the session sends nothing new"
+    assert Ledger(state_db()).cycles("trend") == cycles, "and runs no cycle"
 
 
 def test_a_session_without_a_new_decision_holds_and_a_new_decision_rebalances(workspace):
@@ -724,51 +727,108 @@ def test_the_session_summary_escapes_what_users_typed(workspace):
 
 
 # ---------------------------------------------------------------- a command killed between the ledger and the report
+# (In-process stand-ins for a SIGKILL at each step after the ledger recorded the cycle; the
+# real kills, of a process, are in tests/test_trade_kill.py.)
 
 
-def kill_before_the_report(monkeypatch, strategy: str = "trend", **kwargs) -> None:
-    """Trade a session and die (as a SIGKILL would) after the ledger finished its cycle, before
-    ``cycle.json`` is written."""
-    import research_lib.trading._paper as paper
+class Killed(BaseException):
+    """Stands in for a SIGKILL: nothing after it runs in the process."""
 
-    def killed(result, folder):
-        raise KeyboardInterrupt("killed before the report was written")
 
-    with monkeypatch.context() as patched, pytest.raises(KeyboardInterrupt):
-        patched.setattr(paper, "write_session_report", killed)
+KILL_POINTS = {  # where the command dies, after the ledger recorded the cycle: the function it was about to call
+    "before cycle.json": ("research_lib.trading._paper", "write_session_report"),
+    "between cycle.json and summary.html": ("research_lib.reports._templates", "render_to"),
+    "before the alerts": ("research_lib.trading._paper", "raise_session_alerts"),
+    "before the ledger records the report": ("research_lib.trading._ledger.Ledger", "finish_cycle"),
+}
+
+
+def killed_at(monkeypatch, point: str, strategy: str = "trend", **kwargs) -> None:
+    """Trade a session and die at ``point`` (`KILL_POINTS`), after the ledger finished its cycle."""
+    import importlib
+
+    module, name = KILL_POINTS[point]
+    owner = (getattr(importlib.import_module(module.rsplit(".", 1)[0]), module.rsplit(".", 1)[1])
+             if module.endswith("Ledger") else importlib.import_module(module))
+    real = getattr(owner, name)
+
+    def die(*args, **kw):
+        if name == "finish_cycle" and "report_written_at" not in args[-1]:
+            return real(*args, **kw)  # the cycle's own finish: not yet
+        raise Killed(point)
+
+    with monkeypatch.context() as patched, pytest.raises(Killed):
+        patched.setattr(owner, name, die)
         trade_session(strategy, **kwargs)
 
 
-def test_a_session_whose_report_was_lost_is_run_again_and_reported_before_the_sim_moves_on(workspace, monkeypatch):
+def report_files(folder) -> dict:
+    return {name: (folder / name).exists() for name in ("cycle.json", "summary.html")}
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS))
+def test_a_report_lost_to_a_kill_is_written_from_the_ledger_with_its_alerts_and_the_sim_moves_on(
+        workspace, monkeypatch, point):
+    from research_lib.alerts import read_alerts
+
     made = promote_by_hand(workspace)
     sessions, paper = made["sessions"], workspace / "reports" / "paper" / "trend"
-    kill_before_the_report(monkeypatch)
+    killed_at(monkeypatch, point)  # session 20: the rebalance, 4 orders sent
     [cycle] = Ledger(state_db()).cycles("trend")
-    assert cycle["status"] == "traded" and cycle["finished_at"], "the ledger recorded the cycle"
-    assert not (paper / f"{sessions[20]:%Y-%m-%d}" / "cycle.json").exists()
+    assert cycle["status"] == "traded" and cycle["summary"]["sent"] == 4, "the ledger recorded the cycle"
     placed = sim_of().orders()
-    assert resolve_session("trend")[2] == day(sessions, 20), "not done until reported: the same session again"
-    again = trade_session("trend")
-    assert again["session"] == f"{sessions[20]:%Y-%m-%d}" and again["cycle"]["sent"] == []
-    assert sim_of().orders() == placed, "the re-run sends nothing twice"
+    assert resolve_session("trend")[2] == day(sessions, 21), "the cycle finished: the sim moves on"
+    again = trade_session("trend", asof=sessions[20].date())  # `spartan trade --asof` the killed session
     stored = json.loads((paper / f"{sessions[20]:%Y-%m-%d}" / "cycle.json").read_text())
+    assert again == stored and report_files(paper / f"{sessions[20]:%Y-%m-%d}") == {"cycle.json": True,
+                                                                                     "summary.html": True}
+    assert stored["status"] == cycle["status"] and len(stored["cycle"]["sent"]) == cycle["summary"]["sent"], \
+        "the report states what the ledger recorded, not a re-run's nothing_to_do"
     assert {o["client_order_id"] for o in stored["session_orders"]} == {o.client_order_id for o in placed}
-    assert resolve_session("trend")[2] == day(sessions, 21)
+    assert len(stored["open_orders"]) == 4 and sim_of().orders() == placed, "nothing sent twice"
+    assert Ledger(state_db()).cycles("trend")[-1]["id"] == cycle["id"], "no cycle was run again"
 
-
-def test_trading_a_later_session_first_writes_the_lost_report_of_the_session_the_sim_stands_at(workspace, monkeypatch):
-    made = promote_by_hand(workspace)
-    sessions, paper = made["sessions"], workspace / "reports" / "paper" / "trend"
-    trade_session("trend")  # session 20
-    kill_before_the_report(monkeypatch, asof=day(sessions, 25))
-    orders = sim_of().orders()
-    later = trade_session("trend", asof=day(sessions, 30))
-    assert later["session"] == f"{sessions[30]:%Y-%m-%d}" and sim_of().orders() == orders
-    recovered = json.loads((paper / f"{sessions[25]:%Y-%m-%d}" / "cycle.json").read_text())
-    assert recovered["session"] == f"{sessions[25]:%Y-%m-%d}" and recovered["status"] == "nothing_to_do"
-    assert (paper / f"{sessions[25]:%Y-%m-%d}" / "summary.html").is_file()
+    sim_of().submit_order("AAA", "buy", 10.0, "by-hand-AAA")  # fills at 21: a mismatch, HALTED, an alert
+    killed_at(monkeypatch, point)  # session 21
+    later = trade_session("trend", asof=sessions[25].date())  # a later session writes 21's report first
+    assert later["session"] == f"{sessions[25]:%Y-%m-%d}"
+    recovered = json.loads((paper / f"{sessions[21]:%Y-%m-%d}" / "cycle.json").read_text())
+    assert recovered["status"] == "halted" and recovered["cycle"]["mismatches"][0]["symbol"] == "AAA"
+    assert (paper / f"{sessions[21]:%Y-%m-%d}" / "summary.html").is_file()
+    alerted = [a["fields"]["session"] for a in read_alerts() if a["kind"] == "reconciliation_mismatch"]
+    assert alerted[0] == f"{sessions[21]:%Y-%m-%d}", "session 21's alert, raised before session 25 was traded"
     assert [c["session"] for c in Ledger(state_db()).cycles("trend")] == [
-        f"{sessions[s]:%Y-%m-%d}" for s in (20, 25, 25, 30)]
+        f"{sessions[s]:%Y-%m-%d}" for s in (20, 21, 25)], "no session was run twice"
+
+
+def test_a_custom_report_dir_is_remembered_and_the_sim_moves_on(workspace, tmp_path):
+    made = promote_by_hand(workspace)
+    sessions, elsewhere = made["sessions"], tmp_path / "my-reports" / "first"
+    first = trade_session("trend", report_dir=elsewhere)
+    assert json.loads((elsewhere / "cycle.json").read_text()) == json.loads(json.dumps(first, default=str))
+    assert not (workspace / "reports" / "paper" / "trend" / f"{sessions[20]:%Y-%m-%d}").exists()
+    assert trade_session("trend", asof=sessions[20].date()) == json.loads(json.dumps(first, default=str)), \
+        "traded already: the report where it was written"
+    assert not (workspace / "reports" / "paper" / "trend" / f"{sessions[20]:%Y-%m-%d}").exists()
+    assert resolve_session("trend")[2] == day(sessions, 21), "not stuck on the session reported elsewhere"
+    assert trade_session("trend")["session"] == f"{sessions[21]:%Y-%m-%d}"
+
+
+def test_a_first_dry_run_never_creates_or_moves_the_sim_account(workspace):
+    made = promote_by_hand(workspace)
+    sessions = made["sessions"]
+    dry = trade_session("trend", asof=sessions[30].date(), dry_run=True)
+    assert dry["status"] == "dry_run" and dry["session"] == f"{sessions[30]:%Y-%m-%d}"
+    assert len(dry["cycle"]["sent"]) == 4
+    assert SimBroker.stored_account(state_db(), "paper-trend") is None, "no account was created"
+    assert [(c["session"], c["status"]) for c in Ledger(state_db()).cycles("trend")] == [
+        (f"{sessions[30]:%Y-%m-%d}", "dry_run")], "the ledger holds the dry cycle and nothing else"
+    assert Ledger(state_db()).intents("trend") == [] and Ledger(state_db()).equity_history("trend") == []
+    assert resolve_session("trend", dry_run=True)[2] == day(sessions, 20), "a dry run stands where the sim would"
+    assert trade_session("trend", dry_run=True)["session"] == f"{sessions[20]:%Y-%m-%d}"
+    assert resolve_session("trend")[2] == day(sessions, 20), "paper.sim_start still comes first"
+    assert trade_session("trend", asof=sessions[25].date())["status"] == "traded", "earlier sessions are tradeable"
+    assert sim_of().sim_date == sessions[25]
 
 
 def test_a_cycle_killed_midway_is_marked_interrupted_and_its_session_traded_again(workspace):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from contextlib import closing
 
 import pandas as pd
@@ -38,8 +39,11 @@ def paper_trade_the_promoted_smoke_run(workspace, capsys):
     placed = sim_orders(workspace)
     assert len(placed) == len(first["cycle"]["sent"]) and {s for _, s in placed} == {"new"}
 
+    files = {p.name: p.read_bytes() for p in (paper / "2018-11-29").iterdir()}
+    capsys.readouterr()
     assert main(["trade", "--broker", "sim", "--asof", "2018-11-29"]) == 0, "the same session again"
-    assert json.loads((paper / "2018-11-29" / "cycle.json").read_text())["status"] == "nothing_to_do"
+    assert "smoke 2018-11-29 on sim: already traded; nothing was run or sent" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in (paper / "2018-11-29").iterdir()} == files, "its report stands"
     assert sim_orders(workspace) == placed, "a second trade for the same date places no new orders"
 
     assert main(["trade", "--broker", "sim"]) == 0, "without --asof: the next session, 2018-11-30, a new decision"
@@ -318,22 +322,142 @@ def test_a_finished_notebook_kernel_is_killed_quietly_and_leaves_no_file(workspa
     assert list(kernels.iterdir()) == [], "the kernel's sockets and connection file are removed"
 
 
-def test_the_files_of_kernels_whose_process_is_gone_are_removed_and_no_others(tmp_path):
+@pytest.fixture()
+def pids():
+    """Pids in each state a kernel's command can be in (the stopped and zombie ones: Linux only)."""
+    import signal
     import subprocess
-
-    from research_lib.pipeline import KERNEL_FILES, remove_orphaned_kernel_files
 
     ended = subprocess.Popen(["true"])
     ended.wait()
-    owners = {"gone": ended.pid, "this process": os.getpid(), "our parent": os.getppid()}
-    names = {}
-    for owner, pid in owners.items():
-        stem = f"{KERNEL_FILES}{pid}-0a1b2c3d"
-        names[owner] = [f"{stem}-{n}" for n in range(1, 6)] + [f"{stem}.json"]
-    names["not a kernel's"] = ["spartan-kernel-x1-1", f"{KERNEL_FILES}-1", "kernel-123.json", "spartan-kernel-.json",
-                               f"other-{KERNEL_FILES}{ended.pid}-1"]
-    for name in sum(names.values(), []):
-        (tmp_path / name).write_text("")
-    removed = remove_orphaned_kernel_files(tmp_path)
-    assert sorted(p.name for p in removed) == sorted(names["gone"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(sum((v for k, v in names.items() if k != "gone"), []))
+    stopped = subprocess.Popen(["sleep", "60"])
+    os.kill(stopped.pid, signal.SIGSTOP)
+    zombie = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
+    found = {"gone": ended.pid, "this process": os.getpid(), "our parent": os.getppid(), "init": 1,
+             "stopped": stopped.pid}
+    if sys.platform.startswith("linux"):
+        found["zombie"] = zombie.pid
+    yield found
+    stopped.kill()
+    stopped.wait()
+    zombie.wait()
+
+
+def kernel_files(folder, pid, kernel="0a1b2c3d", sockets=True) -> list:
+    """The files a kernel started by ``pid`` leaves: 5 sockets (bound, nobody listening) and its
+    connection file."""
+    import socket
+
+    stem = folder / f"spartan-kernel-{pid}-{kernel}"
+    made = []
+    for port in range(1, 6):
+        path = stem.parent / f"{stem.name}-{port}"
+        if sockets:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as bound:
+                bound.bind(str(path))
+        else:
+            path.write_text("")
+        made.append(path)
+    stem.with_name(f"{stem.name}.json").write_text("{}")
+    return made + [stem.with_name(f"{stem.name}.json")]
+
+
+def test_kernel_file_clean_up_removes_only_our_dead_commands_files_and_never_fails(tmp_path, pids, monkeypatch,
+                                                                                   caplog):
+    """A table of hostile temp-folder contents: only files named as our kernels', owned by this
+    user, of a valid pid of no process, with no live kernel on their sockets, go; each other
+    entry, and each error, is logged and left alone."""
+    import logging
+    import socket
+
+    from research_lib._kernel_guard import pid_max
+    from research_lib.pipeline import remove_orphaned_kernel_files
+
+    dead = pids["gone"]
+    rows: dict[str, tuple[list, bool]] = {}  # what: (its files, removed?)
+    rows["a dead command's kernel"] = (kernel_files(tmp_path, dead, "00000001"), True)
+    rows["a dead command's kernel, plain files"] = (kernel_files(tmp_path, dead, "00000002", sockets=False), True)
+    for state, pid in pids.items():
+        if state != "gone":
+            rows[f"a kernel of a command that is {state}"] = (kernel_files(tmp_path, pid, "00000003"),
+                                                               state == "zombie")
+    for what, pid in (("pid_max + 1", pid_max() + 1), ("a huge pid", 10 ** 40), ("pid 0", 0),
+                      ("a leading zero", f"0{dead}"), ("non-ASCII digits", "\u0661\u0662\u0663"),
+                      ("a negative pid", -dead), ("no pid", "x")):
+        rows[f"{what} in the name"] = (kernel_files(tmp_path, pid, "00000004", sockets=False), False)
+    odd = [tmp_path / f"spartan-kernel-{dead}-{kernel}" for kernel in ("0A1B2C3D", "0a1b2c3", "0a1b2c3d0")]
+    odd += [tmp_path / f"spartan-kernel-{dead}-0a1b2c3d-x", tmp_path / f"spartan-kernel-{dead}-0a1b2c3d.txt",
+            tmp_path / f"other-spartan-kernel-{dead}-0a1b2c3d.json", tmp_path / "spartan-kernel-.json"]
+    for path in odd:
+        path.write_text("")
+    rows["names not quite ours"] = (odd, False)
+    live = kernel_files(tmp_path, dead, "00000005")  # a live kernel whose command is in another pid namespace
+    live[0].unlink()
+    listening = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listening.bind(str(live[0]))
+    listening.listen()
+    rows["a live kernel of another pid namespace"] = (live, False)
+    folder = tmp_path / f"spartan-kernel-{dead}-00000006.json"
+    folder.mkdir()
+    (folder / "inside").write_text("")
+    rows["a folder named as a connection file"] = ([folder], False)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("kept")
+    link = tmp_path / f"spartan-kernel-{dead}-00000007.json"
+    link.symlink_to(target)
+    rows["a link to a file elsewhere"] = ([link], True)
+    refused = kernel_files(tmp_path, dead, "00000008", sockets=False)
+    rows["files the system refuses to delete"] = (refused, False)
+    real_unlink = type(tmp_path).unlink
+
+    def unlink(path, missing_ok=False):
+        if path in refused:
+            raise PermissionError(1, "Operation not permitted (a sticky temp folder)", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(type(tmp_path), "unlink", unlink)
+    try:
+        if os.geteuid() == 0:  # only root can give a file to another user
+            foreign = kernel_files(tmp_path, dead, "00000009", sockets=False)
+            for path in foreign:
+                os.chown(path, 12345, 12345)
+            rows["another user's files"] = (foreign, False)
+        with monkeypatch.context() as patched:
+            patched.setattr(os, "getuid", lambda: os.geteuid() + 1)
+            assert remove_orphaned_kernel_files(tmp_path) == [], "files of another user are never removed"
+        with caplog.at_level(logging.DEBUG, logger="research_lib.pipeline"):
+            removed = remove_orphaned_kernel_files(tmp_path)
+    finally:
+        listening.close()
+    expected = sorted(str(p) for files, gone in rows.values() if gone for p in files)
+    assert sorted(str(p) for p in removed) == expected
+    left = {p for p in tmp_path.iterdir()}
+    for what, (files, gone) in rows.items():
+        assert all((p in left) is not gone for p in files), what
+    assert target.read_text() == "kept" and (folder / "inside").exists()
+    assert any(r.levelno == logging.WARNING and "could not be removed" in r.getMessage() for r in caplog.records)
+    assert remove_orphaned_kernel_files(tmp_path / "no such folder") == []
+    assert remove_orphaned_kernel_files(target) == [], "a file, not a folder"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_kernel_is_started_to_die_with_its_command_or_not_at_all_if_that_is_gone():
+    """`research_lib._kernel_guard` asks for SIGKILL at its parent's death, keeps that request
+    through the exec of the kernel, and starts nothing when its parent is not the command."""
+    import signal
+    import subprocess
+
+    from research_lib._kernel_guard import guarded_command
+
+    read_request = ("import ctypes; signal = ctypes.c_int(-1); "
+                    "ctypes.CDLL(None).prctl(2, ctypes.byref(signal), 0, 0, 0); print(signal.value)")  # PR_GET_PDEATHSIG
+    kernel = [sys.executable, "-c", read_request]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    started = subprocess.run(guarded_command(kernel, os.getpid()), env=env, capture_output=True, text=True, timeout=60)
+    assert (started.returncode, started.stdout.strip()) == (0, str(int(signal.SIGKILL))), started.stderr
+    plain = subprocess.run(kernel, capture_output=True, text=True, timeout=60)
+    assert plain.stdout.strip() == "0", "without the guard no such request"
+    orphan = subprocess.run(guarded_command(kernel, os.getpid() + 1), env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert (orphan.returncode, orphan.stdout) == (1, ""), "its command already gone: the kernel never starts"

@@ -544,10 +544,11 @@ def test_a_failed_jobs_error_reaches_schedule_json_without_secrets(workspace, mo
 
 
 def test_a_second_scheduler_in_the_same_workspace_is_refused(workspace):
-    from research_lib.scheduler import FakeClock, _flock, run_scheduler
+    from research_lib._io import flock
+    from research_lib.scheduler import FakeClock, run_scheduler
 
     config = load_schedule(schedule(workspace))
-    with _flock(lock_path("scheduler"), blocking=False) as held:
+    with flock(lock_path("scheduler"), blocking=False) as held:
         assert held is not None
         with pytest.raises(ConfigError, match="another `spartan schedule` is running"):
             run_scheduler(config, clock=FakeClock(at(2024, 11, 26, 9)), stop_after_sessions=1)

@@ -1,9 +1,11 @@
 """`spartan trade` checks its session before anything runs (issue 13, section 5).
 
 An ``--asof`` that is not a session of the broker's calendar, or is before the last session the
-strategy traded, or is not a date at all, exits 2 with the reason and a hint that names only
-options the command has: no notebook starts, no report folder is made, no alert is raised and no
-earlier session's file changes. A command whose notebook fails keeps the earlier run's notebook.
+strategy traded, or is not a date at all (an empty one included), exits 2 with the reason and a
+hint that names only options the command has: no notebook starts, no report folder is made, no
+alert is raised and no earlier session's file changes. A session traded already is not run
+again: its report stands, exit 0. A command whose notebook fails keeps the earlier run's
+notebook. While another trade of the strategy runs, a trade exits 1 and changes nothing.
 
 Fast: the promoted strategy is built by hand (`tests.test_paper.promote_by_hand`) and traded
 in-process; only refusals go through `spartan trade`, and they start no notebook.
@@ -101,7 +103,7 @@ def refusals(sessions: pd.DatetimeIndex) -> list[tuple[str, list[str], str]]:
     ]
     malformed = ["2020-13-01", "2020-02-30", "20200205", "2020/02/05", "5 Feb 2020", "2020-2-5", "yesterday",
                  "2020-02-05T00:00", " 2020-02-05", "2020-02-05 ", "0000-01-01", "NaT", "nan", "-1", "1e9",
-                 "２０２０-02-05"]
+                 "２０２０-02-05", "", "   "]
     rows += [(f"malformed {text!r}", [text], re.escape(f"--asof {text!r} ") + bad_date) for text in malformed]
     return rows
 
@@ -194,10 +196,11 @@ def test_a_day_is_refused_exactly_when_it_is_no_session_or_before_the_last_trade
         assert f"(a {day:%A})" in refusal
 
 
-# ---------------------------------------------------------------- a failed attempt keeps the earlier run's files
+# ---------------------------------------------------------------- a traded session's files are never replaced
 
 
-def test_a_failed_attempt_keeps_the_earlier_notebook_and_report_of_the_session(workspace, monkeypatch, capsys):
+def test_a_traded_session_is_not_run_again_and_a_failed_attempt_keeps_the_earlier_files(workspace, monkeypatch,
+                                                                                         capsys):
     import research_lib.pipeline as pipeline
 
     made = promote_by_hand(workspace)
@@ -217,12 +220,53 @@ def test_a_failed_attempt_keeps_the_earlier_notebook_and_report_of_the_session(w
     monkeypatch.setattr(pipeline, "execute_notebook", kernel)
     session = f"{made['sessions'][20]:%Y-%m-%d}"
     assert main(["trade", "--asof", session]) == 0
-    report = (folder / "cycle.json").read_bytes()
-    notebook = (folder / "07_paper_trade.ipynb").read_bytes()
+    files = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    assert main(["trade", "--asof", session]) == 0, "traded already: exit 0"
+    out = capsys.readouterr().out
+    assert f"spartan trade trend {session} on sim: already traded; nothing was run or sent" in out
+    assert "traded (kill switch ACTIVE" in out and "orders: 4 sent" in out, "the report's own summary"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files, "no file of the session changed"
+
+    # A folder holding a report the ledger does not know (the state database was replaced):
+    # an attempt that fails keeps that report and notebook; a later success replaces them.
+    for state in workspace.glob("data/spartan.sqlite*"):
+        state.unlink()
     assert main(["trade", "--asof", session]) == 1
     assert "executed notebook: " + str(folder / "07_paper_trade.failed.ipynb") in capsys.readouterr().err
-    assert (folder / "07_paper_trade.ipynb").read_bytes() == notebook and (folder / "cycle.json").read_bytes() == report
+    assert all((folder / name).read_bytes() == files[name] for name in ("07_paper_trade.ipynb", "cycle.json"))
     assert nbformat.read(folder / "07_paper_trade.failed.ipynb", 4).metadata["attempt"] == "failed"
     assert (folder / "07_paper_trade.failed.html").is_file() and not (folder / "07_paper_trade.running.ipynb").exists()
     assert main(["trade", "--asof", session]) == 0, "a later success replaces the earlier notebook"
     assert nbformat.read(folder / "07_paper_trade.ipynb", 4).metadata["attempt"] == "succeeded"
+
+
+# ---------------------------------------------------------------- one trade of a strategy at a time
+
+
+def test_while_another_trade_of_the_strategy_runs_a_trade_exits_1_and_changes_nothing(workspace, monkeypatch,
+                                                                                       capsys):
+    from research_lib._io import flock, lock_path
+    from research_lib.scheduler import JobFailed, trade_job
+    from research_lib.trading import TradeLocked
+
+    sessions = promote_by_hand(workspace)["sessions"]
+    trade_session("trend")  # session 20
+    before = snapshot(workspace)
+    held = f"another spartan trade of trend is running \\(pid 4242\\); wait for it or stop it"
+    with flock(lock_path("trade-trend"), blocking=False, holder="pid 4242 since now") as fd:
+        assert fd is not None
+        for args in ([], ["--asof", f"{sessions[21]:%Y-%m-%d}"], ["--dry-run"]):
+            assert main(["trade", "--strategy", "trend", *args]) == 1
+            assert re.fullmatch(rf"spartan: {held} \(its lock: .*trade-trend\.lock\)\.\n", capsys.readouterr().err)
+        with pytest.raises(TradeLocked, match=held):
+            trade_session("trend")
+        with pytest.raises(JobFailed, match=held):
+            trade_job(["trend"])  # the scheduler's trade job: the same lock
+        assert snapshot(workspace) == before, "nothing was run: no folder, alert, cycle, order or move"
+        assert main(["trade", "--strategy", "trend", "--asof", "2020-13-01"]) == 2, "a bad argument is still one"
+        capsys.readouterr()
+        # The kernel of the command that holds the lock runs notebook 07 without taking it.
+        monkeypatch.setattr("research_lib.trading._paper.command_pid", lambda: 4242)
+        assert trade_session("trend")["session"] == f"{sessions[21]:%Y-%m-%d}"
+    assert lock_path("trade-trend").read_text() == "", "the holder's pid is erased with the lock"

@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from research_lib._kernel_guard import PARENT_PID_ENV
 from research_lib.broker import SimBroker, UnknownOutcome
 from research_lib.risk import KillSwitch, RiskLimits
 from research_lib.trading import CommandGone, CycleInputs, Intent, Ledger, client_order_id, command_gone, run_cycle
-from research_lib.trading._cycle import PARENT_PID_ENV
 from tests.conftest import make_prices
 
 LIMITS = RiskLimits(max_weight=0.5, max_gross_exposure=1.02, max_net_exposure=1.02, max_order_notional=600_000,
@@ -269,3 +269,62 @@ def test_the_next_cycle_marks_a_killed_cycle_interrupted_and_leaves_the_others(m
     assert ledger.cycles("other")[0]["id"] == other
     run_cycle(sim, ledger, inputs_at(prices, second))
     assert [c["status"] for c in ledger.cycles("trend")] == ["interrupted", "traded", "traded"]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the command's state from /proc")
+@pytest.mark.parametrize("then", ["continued", "killed"])
+def test_while_the_command_is_stopped_the_cycle_waits_before_each_order(market, monkeypatch, then):
+    """Ctrl-Z or SIGSTOP of `spartan trade` does not stop its kernel (a session of its own):
+    the cycle waits before its next order until the command continues (then it completes,
+    sending nothing twice) or ends (then `CommandGone`)."""
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    prices, sim, ledger = market
+    command = subprocess.Popen(["sleep", "60"])
+    monkeypatch.setitem(sys.modules, "ipykernel.kernelapp", _Kernel)
+    monkeypatch.setenv(PARENT_PID_ENV, str(command.pid))
+
+    class StoppedAfterFirstOrder:
+        """The real sim; the command is stopped as its first order is accepted."""
+
+        def __getattr__(self, name):
+            return getattr(sim, name)
+
+        def submit_order(self, *args, **kwargs):
+            placed = sim.submit_order(*args, **kwargs)
+            if len(sim.orders()) == 1:
+                os.kill(command.pid, signal.SIGSTOP)
+                time.sleep(0.05)  # the stop takes effect
+            return placed
+
+    outcome = {}
+
+    def cycle():
+        try:
+            outcome["report"] = run_cycle(StoppedAfterFirstOrder(), ledger, inputs_at(prices, sessions(prices)[0]))
+        except CommandGone as gone:
+            outcome["gone"] = gone
+
+    worker = threading.Thread(target=cycle)
+    try:
+        worker.start()
+        time.sleep(1.0)
+        assert worker.is_alive() and len(sim.orders()) == 1, "nothing more is sent while the command is stopped"
+        if then == "continued":
+            os.kill(command.pid, signal.SIGCONT)
+        else:
+            command.kill()
+            command.wait()
+        worker.join(5)
+        assert not worker.is_alive()
+    finally:
+        command.kill()
+        command.wait()
+    if then == "continued":
+        assert outcome["report"].status == "traded" and len(sim.orders()) == len(TARGETS)
+        assert len({o.client_order_id for o in sim.orders()}) == len(TARGETS), "no order twice"
+    else:
+        assert "has ended; nothing more is sent" in str(outcome["gone"]) and len(sim.orders()) == 1

@@ -18,23 +18,30 @@ The steps, each safe to kill and re-run (TRADING_SAFETY.md, "Restart and reconci
    answer updates it. An unknown outcome is looked up at once, and again at the next cycle.
 
 Nothing is sent while the market is closed, while HALTED, or on a dry run (which still
-reconciles and reports what it would send). Stopping the command stops the sending: in a
-notebook kernel whose starting process (`spartan trade`) has ended, every order and cancel is
-refused before it is recorded or sent (`command_gone`, raising `CommandGone`), should the kernel
-outlive the command at all (`research_lib.pipeline` makes it die with it).
+reconciles, copying the broker's answers into the ledger, and reports what it would send).
+Stopping the command stops the sending: in a notebook kernel whose starting process (`spartan
+trade`) has ended, every order and cancel is refused before it is recorded or sent
+(`command_gone`, raising `CommandGone`), should the kernel outlive the command at all
+(`research_lib.pipeline` makes it die with it); while that process is stopped (Ctrl-Z,
+SIGSTOP) the cycle waits before each order and cancel until it continues or ends.
+
+The ledger's record of a finished cycle (`Ledger.finish_cycle`) holds what its session's report
+is made of besides the ledger's history: the `CycleReport`, the targets, the reference prices
+and the caller's ``notes``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
-import os
 import re
-import sys
+import time
 from dataclasses import dataclass, field
 
 import pandas as pd
 
+from research_lib._kernel_guard import command_pid, process_state
 from research_lib.broker import (Broker, BrokerError, BrokerOrder, DuplicateClientOrderId, InsufficientBuyingPower,
                                  OrderRejected, UnknownOutcome, check_client_order_id)
 from research_lib.errors import SpartanError
@@ -42,7 +49,7 @@ from research_lib.risk import KillSwitch, Order, ReferencePrice, RiskLimits, Sid
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
 
 UNRESOLVED = ("intent", "unknown")
-PARENT_PID_ENV = "JPY_PARENT_PID"  # set by jupyter_client in each kernel it starts: the starting process
+COMMAND_POLL_S = 0.2  # while the command that started this kernel is stopped, look again this often
 POSITION_TOLERANCE = 1e-6  # relative (shares for positions under one share): fills and positions agree to rounding
 
 
@@ -70,35 +77,23 @@ def command_gone() -> str | None:
     """Why this process must send nothing more, or None.
 
     In a notebook kernel, the process that started it (``JPY_PARENT_PID``: `spartan trade`, or a
-    Jupyter server) must still be there: still this kernel's parent, or at least running (a
-    kernelspec may start the kernel through a wrapper). Outside a kernel (the scheduler, a
-    script, a test) there is no such process to outlive: always None.
+    Jupyter server) must still be there, this kernel's parent or not (a kernelspec may start the
+    kernel through a wrapper); a zombie, exited but not yet reaped, is gone. Outside a kernel
+    (the scheduler, a script, a test) there is no such process to outlive: always None.
     """
-    kernelapp = sys.modules.get("ipykernel.kernelapp")
-    starter = os.environ.get(PARENT_PID_ENV, "")
-    if kernelapp is None or not kernelapp.IPKernelApp.initialized() or not starter.isdigit():
-        return None
-    if int(starter) == os.getppid() or _running(int(starter)):
+    starter = command_pid()
+    if starter is None or process_state(starter) != "gone":
         return None
     return f"the process that started this notebook kernel (pid {starter}) has ended; nothing more is sent"
 
 
-def _running(pid: int) -> bool:
-    """Whether process ``pid`` exists and has not exited (a zombie, exited but not yet reaped, has)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            return stat.read().rsplit(b")", 1)[-1].split()[0] != b"Z"
-    except (OSError, IndexError):  # no /proc (macOS), or it exited meanwhile
-        return True
-
-
-def _refuse_if_command_gone() -> None:
+def _guard_command(poll_s: float = COMMAND_POLL_S) -> None:
+    """Checked before every order and cancel: wait while the command that started this kernel
+    is stopped (Ctrl-Z, SIGSTOP; the kernel runs in a session of its own and is not stopped with
+    it), then raise `CommandGone` if it has ended."""
+    starter = command_pid()
+    while starter is not None and process_state(starter) == "stopped":
+        time.sleep(poll_s)
     reason = command_gone()
     if reason:
         raise CommandGone(reason)
@@ -130,11 +125,15 @@ class CycleInputs:
 @dataclass
 class CycleReport:
     """What the cycle found and did; ``status`` is ``traded``, ``nothing_to_do``, ``market_closed``,
-    ``halted`` or ``dry_run``."""
+    ``halted`` or ``dry_run``. ``positions`` are the broker's, reconciled before any order (the
+    orders sent fill later: at the next close on the sim); ``kill_switch_before`` is the state
+    the cycle started in, ``kill_switch`` the one it ended in."""
 
     strategy: str
     session: str
+    cycle_id: int | None = None
     status: str = "running"
+    kill_switch_before: str = "active"
     kill_switch: str = "active"
     kill_switch_reason: str | None = None
     equity: float | None = None
@@ -241,79 +240,96 @@ def _proposed_orders(inputs: CycleInputs, equity: float, positions: dict[str, fl
     return orders
 
 
-def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: bool = False) -> CycleReport:
-    """Run one cycle for ``inputs.session`` (see the module docstring); return its report."""
+def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: bool = False,
+              notes: dict | None = None) -> CycleReport:
+    """Run one cycle for ``inputs.session`` (see the module docstring); return its report.
+
+    ``notes`` (JSON-able) are recorded with the cycle's finish, beside what the cycle did.
+    """
     report = CycleReport(inputs.strategy, str(inputs.session))
+    report.kill_switch_before = ledger.kill_switch(inputs.strategy)[0].value
+    report.cycle_id = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name)
     rebalancing = False  # whether the decision's targets were applied in full (ACTIVE, not a dry run)
-    cycle = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name)
     try:
-        _resolve(broker, ledger, inputs, report)
-        clock = broker.clock()
-        account = broker.account()
-        positions = {s: p.quantity for s, p in broker.positions().items()}
-        today = ledger.intents(inputs.strategy, str(inputs.session))
-        ours = {i.client_order_id for i in today}
-        pending: dict[str, float] = {}
-        open_orders = []
-        for order in broker.open_orders():
-            if order.client_order_id in ours:
-                open_orders.append(order)
-                left = order.quantity - order.filled_quantity
-                pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
-            else:
-                _cancel(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
-        report.equity, report.cash, report.positions = account.equity, account.cash, positions
-        report.mismatches = reconcile_positions(ledger, inputs.strategy, positions)
-        if report.mismatches and not dry_run:
-            ledger.set_kill_switch(inputs.strategy, KillSwitch.HALTED, "reconciliation mismatch: " + "; ".join(
-                f"{m['symbol']} broker {m['broker']:g} vs ledger fills {m['ledger']:g}" for m in report.mismatches))
-        state = _loss_limits(ledger, inputs, account.equity, report, write=not dry_run)
-        rebalancing = inputs.targets is not None and state is KillSwitch.ACTIVE and not dry_run
-        if state is KillSwitch.HALTED:
-            for order in open_orders:  # only cancels are allowed: nothing of this session is left to fill
-                _cancel(broker, ledger, order, report, dry_run)
-            report.status = "halted"
-            return report
-        if not clock.is_open:
-            report.status = "market_closed"
-            return report
-        if account.trading_blocked:
-            report.status = "halted"
-            report.kill_switch_reason = "the broker reports trading_blocked"
-            return report
-        proposed = _proposed_orders(inputs, account.equity, positions, pending)
-        prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
-        adv = {} if inputs.adv is None else {s: float(v) for s, v in inputs.adv.dropna().items()}
-        # Checked against the book as it will be once this session's orders at the broker fill (an
-        # uncrashed run's book grew with each order it sent, so a re-run decides the same), and
-        # counting only the orders really sent today.
-        book = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
-        sent_today = sum(1 for i in today if i.status not in ("not_sent", "rejected"))
-        decision = check_orders(proposed, book, prices, inputs.limits, state, account.equity, inputs.price_time,
-                                adv=adv, open_orders=len(open_orders), orders_sent_today=sent_today)
-        report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
-                            for r in decision.rejected]
-        report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
-                           for c in decision.clamped]
-        if dry_run:
-            report.sent = [{"symbol": o.symbol, "side": o.side.value, "quantity": o.quantity, "dry_run": True}
-                           for o in decision.to_send]
-            report.status = "dry_run"
-            return report
-        for order in decision.to_send:
-            _send(broker, ledger, inputs, order, report)
-        report.status = "traded" if report.sent or report.adopted else "nothing_to_do"
+        rebalancing = _steps(broker, ledger, inputs, report, dry_run)
         return report
     except BaseException as error:
         report.status = f"failed: {type(error).__name__}: {error}"
         raise
     finally:
-        ledger.finish_cycle(cycle, report.status, {
+        ledger.finish_cycle(report.cycle_id, report.status, {
             "sent": len(report.sent), "adopted": len(report.adopted), "rejected": len(report.rejected),
             "cancelled": len(report.cancelled), "kill_switch": report.kill_switch, "equity": report.equity,
             "decision": None if inputs.decision is None else str(inputs.decision), "dry_run": dry_run,
             "rebalance": rebalancing and report.status in ("traded", "nothing_to_do"),
-            "weights": _book_weights(report.positions, inputs.prices, report.equity)})
+            "weights": _book_weights(report.positions, inputs.prices, report.equity),
+            "cycle": dataclasses.asdict(report), "price_time": inputs.price_time.isoformat(),
+            "prices": {str(s): float(p) for s, p in inputs.prices.items()},
+            "targets": None if inputs.targets is None else {str(s): float(w) for s, w in inputs.targets.items()},
+            **(notes or {})})
+
+
+def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, dry_run: bool) -> bool:
+    """Steps 1 to 5 (see the module docstring), filling ``report``; return whether the decision's
+    targets were to be applied in full (ACTIVE, not a dry run; the record keeps it for a cycle
+    that traded or had nothing to do)."""
+    _resolve(broker, ledger, inputs, report)
+    clock = broker.clock()
+    account = broker.account()
+    positions = {s: p.quantity for s, p in broker.positions().items()}
+    today = ledger.intents(inputs.strategy, str(inputs.session))
+    ours = {i.client_order_id for i in today}
+    pending: dict[str, float] = {}
+    open_orders = []
+    for order in broker.open_orders():
+        if order.client_order_id in ours:
+            open_orders.append(order)
+            left = order.quantity - order.filled_quantity
+            pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
+        else:
+            _cancel(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
+    report.equity, report.cash, report.positions = account.equity, account.cash, positions
+    report.mismatches = reconcile_positions(ledger, inputs.strategy, positions)
+    if report.mismatches and not dry_run:
+        ledger.set_kill_switch(inputs.strategy, KillSwitch.HALTED, "reconciliation mismatch: " + "; ".join(
+            f"{m['symbol']} broker {m['broker']:g} vs ledger fills {m['ledger']:g}" for m in report.mismatches))
+    state = _loss_limits(ledger, inputs, account.equity, report, write=not dry_run)
+    rebalancing = inputs.targets is not None and state is KillSwitch.ACTIVE and not dry_run
+    if state is KillSwitch.HALTED:
+        for order in open_orders:  # only cancels are allowed: nothing of this session is left to fill
+            _cancel(broker, ledger, order, report, dry_run)
+        report.status = "halted"
+        return rebalancing
+    if not clock.is_open:
+        report.status = "market_closed"
+        return rebalancing
+    if account.trading_blocked:
+        report.status = "halted"
+        report.kill_switch_reason = "the broker reports trading_blocked"
+        return rebalancing
+    proposed = _proposed_orders(inputs, account.equity, positions, pending)
+    prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
+    adv = {} if inputs.adv is None else {s: float(v) for s, v in inputs.adv.dropna().items()}
+    # Checked against the book as it will be once this session's orders at the broker fill (an
+    # uncrashed run's book grew with each order it sent, so a re-run decides the same), and
+    # counting only the orders really sent today.
+    book = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
+    sent_today = sum(1 for i in today if i.status not in ("not_sent", "rejected"))
+    decision = check_orders(proposed, book, prices, inputs.limits, state, account.equity, inputs.price_time,
+                            adv=adv, open_orders=len(open_orders), orders_sent_today=sent_today)
+    report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
+                        for r in decision.rejected]
+    report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
+                       for c in decision.clamped]
+    if dry_run:
+        report.sent = [{"symbol": o.symbol, "side": o.side.value, "quantity": o.quantity, "dry_run": True}
+                       for o in decision.to_send]
+        report.status = "dry_run"
+        return rebalancing
+    for order in decision.to_send:
+        _send(broker, ledger, inputs, order, report)
+    report.status = "traded" if report.sent or report.adopted else "nothing_to_do"
+    return rebalancing
 
 
 def _book_weights(positions: dict[str, float], prices: pd.Series, equity: float | None) -> dict[str, float]:
@@ -331,7 +347,7 @@ def _cancel(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleRep
     if dry_run:
         report.would_cancel.append(order.client_order_id)
         return
-    _refuse_if_command_gone()
+    _guard_command()
     broker.cancel_order(order.broker_id)
     report.cancelled.append(order.client_order_id)
     known = ledger.intent(order.client_order_id)
@@ -350,9 +366,10 @@ def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, rep
     known = ledger.intent(cid)
     if known is not None and known.status not in ("not_sent",):
         return  # this session already decided this order; its state came from the broker in step 1
-    _refuse_if_command_gone()
+    _guard_command()
     state, why = ledger.kill_switch(inputs.strategy)
     if state is KillSwitch.HALTED:  # halted while this cycle was sending: nothing more goes out
+        report.kill_switch, report.kill_switch_reason = state.value, why
         report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"kill_switch: HALTED ({why})"})
         return
     if known is None:

@@ -12,8 +12,12 @@ and a re-run of the same session finds what the previous run did. Statuses:
 - ``filled``, ``canceled``, ``expired``: final states copied from the broker.
 
 A cycle is ``running`` from its start to its finish, which records its status (``traded``...,
-``failed: <error>``). A cycle whose process was killed keeps ``running`` and no finish time
-until the strategy's next cycle starts and marks it ``interrupted`` (`Ledger.start_cycle`).
+``failed: <error>``) and its summary. A cycle whose process was killed keeps ``running`` and no
+finish time until the strategy's next cycle starts and marks it ``interrupted``
+(`Ledger.start_cycle`; a strategy's cycles run one at a time, under its trade lock). The
+session that ran a cycle adds ``report_written_at`` to its summary once the session's report
+and alerts are done (`research_lib.trading._paper`): the ledger, not the report folder, says
+whether a session's report was written.
 """
 
 from __future__ import annotations
@@ -212,8 +216,16 @@ class Ledger:
 
     def cycles(self, strategy: str) -> list[dict]:
         """Every cycle of the strategy, oldest first: id, session, broker, times, status, summary."""
-        rows = self._read("SELECT id, session, broker, started_at, finished_at, status, summary FROM ledger_cycles "
-                          "WHERE strategy = ? ORDER BY id", (strategy,))
+        return self._cycles("WHERE strategy = ? ORDER BY id", (strategy,))
+
+    def cycle(self, cycle_id: int) -> dict | None:
+        """One cycle, as `cycles` lists it (None if there is no such cycle)."""
+        found = self._cycles("WHERE id = ?", (cycle_id,))
+        return found[0] if found else None
+
+    def _cycles(self, where: str, args: tuple) -> list[dict]:
+        rows = self._read(f"SELECT id, session, broker, started_at, finished_at, status, summary FROM ledger_cycles "
+                          f"{where}", args)
         return [{"id": r[0], "session": r[1], "broker": r[2], "started_at": r[3], "finished_at": r[4],
                  "status": r[5], "summary": json.loads(r[6]) if r[6] else {}} for r in rows]
 
@@ -222,6 +234,12 @@ class Ledger:
         return [r[0] for r in self._read("SELECT DISTINCT strategy FROM ledger_cycles ORDER BY strategy")]
 
     def finish_cycle(self, cycle_id: int, status: str, summary: dict) -> None:
+        """Record the cycle's status and add ``summary`` to its record (a key given replaces the
+        one stored). The finish time is that of the first call; a later one adds to the record
+        of a finished cycle (its report written, say)."""
         with self._write() as conn:
-            conn.execute("UPDATE ledger_cycles SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
-                         (now_utc(), status, json.dumps(summary, default=str), cycle_id))
+            row = conn.execute("SELECT summary FROM ledger_cycles WHERE id = ?", (cycle_id,)).fetchone()
+            recorded = json.loads(row[0]) if row and row[0] else {}
+            conn.execute("UPDATE ledger_cycles SET finished_at = COALESCE(finished_at, ?), status = ?, summary = ? "
+                         "WHERE id = ?",
+                         (now_utc(), status, json.dumps({**recorded, **summary}, default=str), cycle_id))

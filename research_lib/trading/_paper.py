@@ -12,30 +12,38 @@
   refused (re-run the research and promote again).
 - **Brokers.** ``sim`` (the default, offline): one simulated account per strategy in
   ``data/spartan.sqlite`` replaying the run's prices from ``paper.sim_start``. Each `trade`
-  without ``--asof`` moves it one session (or re-runs a session whose cycle did not finish or
-  whose report is missing); ``--asof`` moves it to that session, never back. Its orders fill
-  at the next session's close with the backtest's costs. ``alpaca``: Alpaca's paper endpoint (keys from the environment,
+  without ``--asof`` moves it one session (or re-runs a session whose cycle did not finish);
+  ``--asof`` moves it to that session, never back. Its orders fill at the next session's close
+  with the backtest's costs. A dry run never creates or moves the account: without one it runs
+  against a scratch account. ``alpaca``: Alpaca's paper endpoint (keys from the environment,
   ``APCA_API_BASE_URL`` to point it elsewhere), today's session only, reference prices and
   volume from Alpaca's daily bars.
-- **Reports**: ``reports/paper/<strategy>/<session>/`` holds ``cycle.json`` (what the cycle
-  did, positions, P&L, slippage, drift against the backtest) and ``summary.html``; `spartan
-  trade` adds the executed notebook. A dry run writes to ``<session>-dry-run/``. A session is
-  done when its cycle finished *and* its report is written: one killed in between is run again
-  (it sends nothing twice) before the sim moves on, so no session's report is lost.
+- **Reports**: ``reports/paper/<strategy>/<session>/`` (or ``report_dir``) holds ``cycle.json``
+  (what the cycle did, positions, P&L, slippage, drift against the backtest) and
+  ``summary.html``; `spartan trade` adds the executed notebook. A dry run writes to
+  ``<session>-dry-run/``. The ledger says which reports are written (`research_lib.trading._report`
+  makes them from its record of the cycle): a trade first writes the report and raises the
+  alerts of any finished cycle whose command was killed before it could, and a session already
+  traded is not run again: its report stands and is returned.
 - **Sessions are checked before anything runs** (`resolve_session`): for the sim a session of
   the promoted prices, never before the last session traded; for Alpaca today by Alpaca's clock.
   Otherwise `InvalidSession` (`spartan trade` exits 2, having started nothing).
+- **One trade of a strategy at a time** (`trade_lock`): a trade holds ``data/locks/trade-<strategy>.lock``
+  from the choice of its session to its report; another one meanwhile is refused (`TradeLocked`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import math
+import logging
 import os
 import re
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -44,23 +52,27 @@ import yaml
 from pydantic import ValidationError
 
 from research_lib import paths
-from research_lib._io import now_utc, read_json, write_json
+from research_lib._io import flock, lock_holder_pid, lock_path, now_utc, read_json
+from research_lib._kernel_guard import command_pid
 from research_lib.broker import AlpacaBroker, Broker, SimBroker
 from research_lib.config import RunConfig
 from research_lib.data._snapshot import sha256_of
 from research_lib.errors import ConfigError, SpartanError
 from research_lib.risk import KillSwitch
 from research_lib.risk._research import UNKNOWN_VOLUME
-from research_lib.trading._cycle import CycleInputs, CycleReport, run_cycle
+from research_lib.trading._cycle import CycleInputs, run_cycle
 from research_lib.trading._ledger import ALL_STRATEGIES, Ledger
-from research_lib.trading._tracking import daily_pnl, drift, expected_backtest, mean_slippage_bps, slippage
+from research_lib.trading._report import CYCLE_FILE, raise_session_alerts, session_report, write_session_report
 
 STATE_DB = "spartan.sqlite"
+REPORT_DIR, REPORT_WRITTEN = "report_dir", "report_written_at"  # in a cycle's record in the ledger
 TRADING_URL_ENV = "APCA_API_BASE_URL"
 NEW_YORK = ZoneInfo("America/New_York")
 CLOSE = dt.time(16, 0)
 BROKERS = ("sim", "alpaca")
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+log = logging.getLogger(__name__)
 
 
 class NotPromoted(ConfigError):
@@ -76,6 +88,10 @@ class InvalidSession(ConfigError, TradingRefused):
     """The session asked for cannot be traded by this strategy on this broker: not a date, not a
     session of its calendar, or before the last session it traded. Found before anything runs:
     a bad argument (`spartan trade` exits 2), and a refusal that sent nothing."""
+
+
+class TradeLocked(TradingRefused):
+    """Another trade of the strategy is running (`trade_lock`); this one ran and sent nothing."""
 
 
 @dataclass(frozen=True)
@@ -115,19 +131,8 @@ def load_promoted(strategy: str | None = None) -> Promoted:
     ``strategy`` None picks the only promoted strategy. Raises `NotPromoted` for a strategy
     that is not promoted, `ConfigError` for a promoted file whose run is gone or changed.
     """
-    available = promoted_names()
-    how = ("Only a promoted strategy may be paper traded: `spartan run params/daily.yaml`, then `spartan promote "
-           "reports/runs/<run_id>` (add --override-reason TEXT to promote a run that fails the gate).")
-    if strategy is None:
-        if len(available) != 1:
-            raise NotPromoted(f"{'No strategy is' if not available else 'Several strategies are'} promoted in "
-                              f"{promoted_dir()} ({', '.join(available) or 'none'}); "
-                              + ("name one with --strategy NAME." if available else how))
-        strategy = available[0]
+    strategy = promoted_strategy(strategy)
     file = promoted_dir() / f"{strategy}.yaml"
-    if not file.is_file():
-        raise NotPromoted(f"Strategy {strategy!r} is not promoted ({promoted_dir()} holds: "
-                          f"{', '.join(available) or 'nothing'}). {how}")
     try:
         record = yaml.safe_load(file.read_text()) or {}
         config = RunConfig.model_validate(record["params"])
@@ -156,6 +161,60 @@ def load_promoted(strategy: str | None = None) -> Promoted:
     weights = pd.read_parquet(run_dir / "weights.parquet")
     prices = pd.read_parquet(run_dir / "prices.parquet")
     return Promoted(strategy, file, record, config, run_dir, weights.sort_index(), prices.sort_index())
+
+
+def promoted_strategy(strategy: str | None = None) -> str:
+    """The name of ``strategy`` if it is promoted (None: the only promoted strategy), without
+    reading its run; raises `NotPromoted` as `load_promoted` does."""
+    available = promoted_names()
+    how = ("Only a promoted strategy may be paper traded: `spartan run params/daily.yaml`, then `spartan promote "
+           "reports/runs/<run_id>` (add --override-reason TEXT to promote a run that fails the gate).")
+    if strategy is None:
+        if len(available) != 1:
+            raise NotPromoted(f"{'No strategy is' if not available else 'Several strategies are'} promoted in "
+                              f"{promoted_dir()} ({', '.join(available) or 'none'}); "
+                              + ("name one with --strategy NAME." if available else how))
+        return available[0]
+    if not (promoted_dir() / f"{strategy}.yaml").is_file():
+        raise NotPromoted(f"Strategy {strategy!r} is not promoted ({promoted_dir()} holds: "
+                          f"{', '.join(available) or 'nothing'}). {how}")
+    return strategy
+
+
+# ---------------------------------------------------------------- one trade of a strategy at a time
+
+_LOCKS_HELD: set[Path] = set()  # the trade locks this process holds
+
+
+@contextmanager
+def trade_lock(strategy: str) -> Iterator[None]:
+    """Hold the strategy's trade lock (``data/locks/trade-<strategy>.lock``, an exclusive
+    ``flock`` released when the holder ends, however) for the block.
+
+    A strategy's trades run one at a time: two at once would move the simulated market under
+    each other and mark each other's cycle interrupted. A process re-entering the lock it holds,
+    and a notebook kernel whose command holds it for it (`spartan trade` runs notebook 07), go
+    on without taking it again.
+
+    Raises
+    ------
+    TradeLocked
+        another process holds it; nothing was run.
+    """
+    path = lock_path(f"trade-{strategy}")
+    if path in _LOCKS_HELD:
+        yield
+        return
+    with flock(path, blocking=False, holder=f"pid {os.getpid()} since {now_utc()}") as fd:
+        holder = None if fd is not None else lock_holder_pid(path)
+        if fd is None and (holder is None or holder != command_pid()):
+            raise TradeLocked(f"another spartan trade of {strategy} is running (pid {holder or 'unknown'}); wait for "
+                              f"it or stop it (its lock: {path}).")
+        _LOCKS_HELD.add(path)
+        try:
+            yield
+        finally:
+            _LOCKS_HELD.discard(path)
 
 
 # ---------------------------------------------------------------- the session to trade
@@ -187,19 +246,36 @@ def default_sim_start(promoted: Promoted) -> dt.date:
     return sessions[max(0, len(sessions) - 1 - promoted.config.paper.sim_history_sessions)].date()
 
 
-def next_sim_session(sim: SimBroker, ledger: Ledger, strategy: str) -> dt.date:
-    """The session a `trade` without ``--asof`` trades: the sim date until it is done there (a
-    cycle finished and its report written, `session_done`), then the next session (the last
-    session of the history stays the last)."""
-    current = sim.sim_date
-    later = sim.sessions[sim.sessions > current]
-    return (later[0] if session_done(ledger, strategy, current.date()) and len(later) else current).date()
+def sim_date(promoted: Promoted) -> dt.date:
+    """The session the strategy's simulated account stands at, or would stand at once created
+    (the first session from `default_sim_start`); nothing is created."""
+    stored = SimBroker.stored_account(state_db(), sim_account(promoted.name))
+    if stored:
+        return dt.date.fromisoformat(stored["sim_date"])
+    sessions = promoted.prices.index
+    row = int(sessions.searchsorted(pd.Timestamp(default_sim_start(promoted))))
+    if row >= len(sessions):
+        raise TradingRefused(f"paper.sim_start {default_sim_start(promoted)} is after the last session of the prices "
+                             f"({sessions[-1]:%Y-%m-%d}); choose an earlier sim_start, or promote a run with later "
+                             "prices.")
+    return sessions[row].date()
+
+
+def next_sim_session(promoted: Promoted, ledger: Ledger) -> dt.date:
+    """The session a `trade` without ``--asof`` trades: the sim date until a cycle finished
+    there (`session_done`), then the next session (the last session of the history stays the
+    last)."""
+    current = pd.Timestamp(sim_date(promoted))
+    sessions = promoted.prices.index
+    later = sessions[sessions > current]
+    return (later[0] if session_done(ledger, promoted.name, current.date()) and len(later) else current).date()
 
 
 def session_done(ledger: Ledger, strategy: str, session: dt.date) -> bool:
-    """Whether ``session`` needs no more run: a cycle there finished (not failed, not a dry run)
-    and its report (``cycle.json``) is on disk."""
-    return _finished(ledger, strategy, session) and _reported(strategy, session)
+    """Whether ``session`` needs no more cycle: one there finished (not failed, not a dry run).
+    Its report, if its command was killed before writing it, is written from the ledger by the
+    next trade (`finish_reports`)."""
+    return any(_completed(c) and c["session"] == f"{session:%Y-%m-%d}" for c in ledger.cycles(strategy))
 
 
 def last_traded_session(ledger: Ledger, strategy: str) -> dt.date | None:
@@ -208,24 +284,23 @@ def last_traded_session(ledger: Ledger, strategy: str) -> dt.date | None:
     return dt.date.fromisoformat(max(sessions)) if sessions else None
 
 
-def _finished(ledger: Ledger, strategy: str, session: dt.date) -> bool:
-    return any(_completed(c) and c["session"] == f"{session:%Y-%m-%d}" for c in ledger.cycles(strategy))
-
-
-def _reported(strategy: str, session: dt.date) -> bool:
-    return (session_report_dir(strategy, session) / "cycle.json").is_file()
-
-
 def _completed(cycle: dict) -> bool:
     """A cycle that ran to its end: finished, not failed, not a dry run."""
     return (bool(cycle["finished_at"]) and not cycle["status"].startswith("failed")
             and not cycle["summary"].get("dry_run"))
 
 
+def _report_written(strategy: str, cycle: dict) -> bool:
+    """Whether the report of a completed cycle was written, by the ledger (a cycle recorded
+    before the ledger kept it: by its ``cycle.json`` in the session's folder)."""
+    if REPORT_DIR in cycle["summary"]:
+        return bool(cycle["summary"].get(REPORT_WRITTEN))
+    return (session_report_dir(strategy, dt.date.fromisoformat(cycle["session"])) / CYCLE_FILE).is_file()
+
+
 def resolve_session(strategy: str | None = None, broker: str | None = None, asof: str | dt.date | None = None,
                     dry_run: bool = False) -> tuple[Promoted, str, dt.date]:
-    """Which strategy, broker and session a `trade` would run, without changing anything
-    (for the sim without ``asof`` a new account is created but not moved).
+    """Which strategy, broker and session a `trade` would run, without changing anything.
 
     Raises
     ------
@@ -234,7 +309,8 @@ def resolve_session(strategy: str | None = None, broker: str | None = None, asof
     InvalidSession
         ``asof`` is not a date, or not a session the strategy can trade (`session_refusal`): on the
         sim a session of the promoted prices, not before the account's date (nor, for a dry run,
-        any other); at Alpaca today by Alpaca's clock (asked only when ``asof`` is given).
+        any other); at Alpaca today by Alpaca's clock (asked only when ``asof`` is given). An
+        empty ``asof`` is not a date (None means the next session).
     research_lib.broker.BrokerError
         Alpaca's clock could not be read.
     """
@@ -242,7 +318,7 @@ def resolve_session(strategy: str | None = None, broker: str | None = None, asof
     kind = broker or promoted.config.paper.broker
     if kind not in BROKERS:
         raise ConfigError(f"broker {kind!r} is unknown; use one of {list(BROKERS)}")
-    day = _as_date(asof)
+    day = parse_asof(asof)
     ledger = Ledger(state_db())
     used = {c["broker"] for c in ledger.cycles(promoted.name)} - {kind}
     if used:
@@ -251,8 +327,7 @@ def resolve_session(strategy: str | None = None, broker: str | None = None, asof
                           f"{sorted(used)[0]}, or promote the strategy under another scenario name for {kind}.")
     if kind == "sim":
         if day is None:
-            sim = open_sim(promoted, state_db())
-            return promoted, kind, next_sim_session(sim, ledger, promoted.name) if not dry_run else sim.sim_date.date()
+            return promoted, kind, sim_date(promoted) if dry_run else next_sim_session(promoted, ledger)
         _check_sim_session(promoted, day, last_traded_session(ledger, promoted.name), dry_run)
         return promoted, kind, day
     if day is None:
@@ -299,8 +374,10 @@ def session_refusal(day: dt.date, sessions: pd.DatetimeIndex, floor: dt.date | N
     return None
 
 
-def _as_date(asof: str | dt.date | None) -> dt.date | None:
-    if asof in (None, ""):
+def parse_asof(asof: str | dt.date | None) -> dt.date | None:
+    """The session ``asof`` names (None: none named, the next one is traded); `InvalidSession`
+    for anything but a date or a ``YYYY-MM-DD`` string (an empty one included)."""
+    if asof is None:
         return None
     if isinstance(asof, dt.datetime):
         return asof.date()
@@ -382,81 +459,152 @@ def reference_prices(prices: pd.DataFrame, session: dt.date, adv_sessions: int, 
 # ---------------------------------------------------------------- one session
 
 
+@dataclass(frozen=True)
+class SessionPlan:
+    """What a `trade` runs (`plan_session`): the strategy, broker and session, the reports just
+    written for earlier cycles whose command was killed before writing them, and this
+    session's report when it was already traded (then nothing more runs)."""
+
+    promoted: Promoted
+    broker: str
+    session: dt.date
+    dry_run: bool
+    recovered: list[dict]
+    report: dict | None
+    report_dir: Path | None  # where ``report`` is
+
+
+def plan_session(strategy: str | None = None, broker: str | None = None, asof: str | dt.date | None = None,
+                 dry_run: bool = False) -> SessionPlan:
+    """`resolve_session`, then (not for a dry run) write the missing reports of finished cycles
+    (`finish_reports`) and find this session's report if it was traded already. Hold the
+    strategy's `trade_lock` around it and the trade that follows."""
+    promoted, kind, session = resolve_session(strategy, broker, asof, dry_run)
+    if dry_run:
+        return SessionPlan(promoted, kind, session, True, [], None, None)
+    ledger = Ledger(state_db())
+    recovered = finish_reports(promoted, ledger)
+    traded = next((c for c in ledger.cycles(promoted.name) if c["session"] == f"{session:%Y-%m-%d}"
+                   and _completed(c) and _report_written(promoted.name, c)), None)
+    report = None if traded is None else _stored_report(promoted, ledger, traded)
+    return SessionPlan(promoted, kind, session, False, recovered, report,
+                       None if report is None else _report_dir(promoted.name, traded))
+
+
 def trade_session(strategy: str | None = None, broker: str | None = None, asof: str | dt.date | None = None,
                   dry_run: bool = False, report_dir: str | Path | None = None) -> dict:
     """Run one cycle of the promoted ``strategy`` and write its report; return the report.
 
-    Raises `NotPromoted`, `TradingRefused` (nothing sent) or a `research_lib.broker.BrokerError`
-    (the ledger records what is known; the next run resolves the rest).
+    Under the strategy's `trade_lock`, first the reports of finished cycles whose command was
+    killed before writing them are written (`finish_reports`). A session already traded is not
+    run again: its report is returned as it stands.
+
+    Raises `NotPromoted`, `TradingRefused` (nothing sent; `TradeLocked` while another trade of
+    the strategy runs) or a `research_lib.broker.BrokerError` (the ledger records what is known;
+    the next run resolves the rest).
     """
-    promoted, kind, session = resolve_session(strategy, broker, asof, dry_run)
+    with trade_lock(promoted_strategy(strategy)):
+        plan = plan_session(strategy, broker, asof, dry_run)
+        if plan.report is not None:
+            log.info("%s %s was traded already; its report stands, nothing was run", plan.promoted.name, plan.session)
+            return plan.report
+        return _trade(plan, report_dir)
+
+
+def _trade(plan: SessionPlan, report_dir: str | Path | None) -> dict:
+    """Run the cycle of ``plan``'s session, then write its report and raise its alerts."""
+    promoted, kind, session, dry_run = plan.promoted, plan.broker, plan.session, plan.dry_run
     ledger = Ledger(state_db())
-    behind = _unreported_sim_session(promoted, ledger) if kind == "sim" and not dry_run else None
-    if behind is not None and behind < session:  # its report first: moving on would lose it for good
-        trade_session(promoted.name, kind, behind)
     config = promoted.config
     max_age = config.paper.max_target_age_sessions
-    if kind == "sim":
-        # The decision first: a refusal must leave the simulated market where it stands.
+    decided = targets = None
+    if kind == "sim":  # the decision first: a refusal must leave the simulated market where it stands
         decided, targets = decision_at(promoted.weights, session, promoted.prices.index, max_age)
-        live, prices, price_time = _sim_market(promoted, session)
-    else:
-        live, prices, price_time = _alpaca_market(promoted, session, ledger)
-        decided, targets = decision_at(promoted.weights, session, prices.index, max_age)
-    close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
-                                               unknown_volume_passes=kind == "sim")
-    targets = with_cash_buffer(targets, config.paper.cash_buffer)
-    applied, applied_in = applied_decision(ledger, promoted.name)
-    rebalance = applied != f"{decided:%Y-%m-%d}" or applied_in == f"{session:%Y-%m-%d}"
-    inputs = CycleInputs(promoted.name, session, targets if rebalance else None, close, price_time, config.risk,
-                         adv=adv, min_trade_value=config.paper.min_trade_value, decision=decided.date())
-    before, _ = ledger.kill_switch(promoted.name)
-    report = run_cycle(live, ledger, inputs, dry_run=dry_run)
-    result = _session_report(promoted, kind, live, ledger, inputs, report, prices, adv_checked, rebalance)
     folder = Path(report_dir) if report_dir else session_report_dir(promoted.name, session, dry_run)
+    with _market(promoted, kind, session, ledger, dry_run) as (live, prices, price_time):
+        if decided is None:  # at Alpaca, on its bars
+            decided, targets = decision_at(promoted.weights, session, prices.index, max_age)
+        close, adv, adv_checked = reference_prices(prices, session, config.paper.adv_sessions,
+                                                   unknown_volume_passes=kind == "sim")
+        targets = with_cash_buffer(targets, config.paper.cash_buffer)
+        applied, applied_in = applied_decision(ledger, promoted.name)
+        rebalance = applied != f"{decided:%Y-%m-%d}" or applied_in == f"{session:%Y-%m-%d}"
+        inputs = CycleInputs(promoted.name, session, targets if rebalance else None, close, price_time, config.risk,
+                             adv=adv, min_trade_value=config.paper.min_trade_value, decision=decided.date())
+        report = run_cycle(live, ledger, inputs, dry_run=dry_run,
+                           notes={REPORT_DIR: str(folder.absolute()), "adv_checked": adv_checked})
+    return _publish(promoted, ledger, ledger.cycle(report.cycle_id), prices, alerts=not dry_run)
+
+
+def finish_reports(promoted: Promoted, ledger: Ledger) -> list[dict]:
+    """Write the report, and raise the alerts, of each finished cycle of ``promoted`` whose
+    command was killed before it could (the ledger has no ``report_written_at`` for it); return
+    those reports. Each is made from the ledger's record of its cycle (`session_report`)."""
+    written = []
+    for cycle in ledger.cycles(promoted.name):
+        if _completed(cycle) and REPORT_DIR in cycle["summary"] and not cycle["summary"].get(REPORT_WRITTEN):
+            log.warning("%s %s: the cycle finished but its report was not written (its command was stopped); "
+                        "writing it from the ledger", promoted.name, cycle["session"])
+            written.append(_publish(promoted, ledger, cycle, _traded_prices(promoted, cycle, ledger), alerts=True))
+    return written
+
+
+def _publish(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.DataFrame, *, alerts: bool) -> dict:
+    """Write the report of ``cycle`` where its record says and raise its alerts (``alerts``);
+    then, for a cycle that counts (not a dry run, not failed), record in the ledger that its
+    report is done. Killed before that, the next trade does it all again (alerts de-duplicate)."""
+    result = session_report(promoted, ledger, cycle, prices)
+    folder = _report_dir(promoted.name, cycle)
     write_session_report(result, folder)
-    if not dry_run:  # a dry run changes nothing: nothing to alert, and no real alert is deduplicated away
-        _raise_alerts(result, before, folder)
+    if alerts:
+        raise_session_alerts(result, folder)
+    if _completed(cycle):
+        ledger.finish_cycle(cycle["id"], cycle["status"], {REPORT_WRITTEN: now_utc()})
     return result
 
 
-def _unreported_sim_session(promoted: Promoted, ledger: Ledger) -> dt.date | None:
-    """The session the strategy's simulated account stands at if a cycle finished there but its
-    report was never written (the command was killed in between), else None."""
-    stored = SimBroker.stored_account(state_db(), sim_account(promoted.name))
-    reached = dt.date.fromisoformat(stored["sim_date"]) if stored else None
-    if reached is None or not _finished(ledger, promoted.name, reached) or _reported(promoted.name, reached):
+def _stored_report(promoted: Promoted, ledger: Ledger, cycle: dict) -> dict:
+    """The report of a session traded already, as written (written again from the ledger if its
+    ``cycle.json`` was removed or damaged since; its alerts were raised then)."""
+    folder = _report_dir(promoted.name, cycle)
+    try:
+        stored = read_json(folder / CYCLE_FILE)
+    except ValueError:
+        stored = None
+    if isinstance(stored, dict):
+        return stored
+    if REPORT_DIR not in cycle["summary"]:  # recorded before the ledger kept what a report needs
         return None
-    return reached
-
-
-def _raise_alerts(result: dict, before: KillSwitch, folder: Path) -> None:
-    """Alert on what a person must look at: a reconciliation mismatch, a kill switch tightened by
-    the cycle, drift beyond tolerance (`research_lib.alerts`; delivery never raises)."""
-    from research_lib.alerts import alert
-
-    name, session = result["strategy"], result["session"]
-    common = {"strategy": name, "session": session, "report": str(folder / "summary.html")}
-    state = KillSwitch(result["kill_switch"]["state"])
-    if result["cycle"]["mismatches"]:
-        alert("reconciliation_mismatch", f"{name} {session}: broker positions differ from the recorded fills; "
-              f"HALTED. {result['kill_switch']['reason']}", key=name, mismatches=result["cycle"]["mismatches"], **common)
-    elif state.rank > before.rank:
-        alert("kill_switch", f"{name} {session}: kill switch {before.name} -> {state.name}: "
-              f"{result['kill_switch']['reason']}", key=f"{name}:{state.value}", **common)
-    if result["drift"]["flagged"]:
-        d = result["drift"]
-        alert("drift", f"{name} {session}: paper tracks its backtest with a tracking error of "
-              f"{d['tracking_error']:.2%} over {d['sessions']} sessions (tolerance {d['max_tracking_error']:.2%})",
-              key=name, tracking_error=d["tracking_error"], tolerance=d["max_tracking_error"], **common)
+    return _publish(promoted, ledger, cycle, _traded_prices(promoted, cycle, ledger), alerts=False)
 
 
 def session_report_dir(strategy: str, session: dt.date, dry_run: bool = False) -> Path:
     return paths.reports_dir() / "paper" / strategy / (f"{session:%Y-%m-%d}" + ("-dry-run" if dry_run else ""))
 
 
-def _sim_market(promoted: Promoted, session: dt.date) -> tuple[SimBroker, pd.DataFrame, dt.datetime]:
-    sim = open_sim(promoted, state_db(), start=session)
+def _report_dir(strategy: str, cycle: dict) -> Path:
+    """Where the report of a finished cycle is: as recorded, else the session's folder."""
+    recorded = cycle["summary"].get(REPORT_DIR)
+    return Path(recorded) if recorded else session_report_dir(strategy, dt.date.fromisoformat(cycle["session"]))
+
+
+@contextmanager
+def _market(promoted: Promoted, kind: str, session: dt.date, ledger: Ledger,
+            dry_run: bool) -> Iterator[tuple[Broker, pd.DataFrame, dt.datetime]]:
+    """The broker at ``session``, the prices the cycle trades on and when its reference prices
+    were observed. The sim moves to the session; a dry run never creates or moves the strategy's
+    account: without one it runs against a scratch account made at the session."""
+    if kind != "sim":
+        yield _alpaca_market(promoted, session, ledger)
+    elif not dry_run or SimBroker.stored_account(state_db(), sim_account(promoted.name)):
+        yield _sim_market(promoted, session, state_db())
+    else:
+        with tempfile.TemporaryDirectory(prefix="spartan-dry-run-") as scratch:
+            yield _sim_market(promoted, session, Path(scratch) / STATE_DB)
+
+
+def _sim_market(promoted: Promoted, session: dt.date, db: Path) -> tuple[SimBroker, pd.DataFrame, dt.datetime]:
+    sim = open_sim(promoted, db, start=session)
     try:
         sim.advance_to(session)
     except ValueError as err:
@@ -465,21 +613,12 @@ def _sim_market(promoted: Promoted, session: dt.date) -> tuple[SimBroker, pd.Dat
 
 
 def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tuple[AlpacaBroker, pd.DataFrame, dt.datetime]:
-    from research_lib.data._sources import fetch_alpaca
-
     broker = _alpaca_broker()
     now = broker.clock().now.astimezone(NEW_YORK)
     if session != now.date():
         raise TradingRefused(f"Alpaca trades today's session only ({now.date()} in New York); leave out --asof "
                              f"(got {session}). Replay past sessions with --broker sim.")
-    symbols = sorted(set(promoted.weights.columns))
-    # Bars back to the first paper session too: the drift check backtests every paper session.
-    start = session - dt.timedelta(days=3 * max(promoted.config.paper.adv_sessions,
-                                                promoted.config.paper.max_target_age_sessions))
-    cycles = ledger.cycles(promoted.name)
-    if cycles:
-        start = min(start, dt.date.fromisoformat(cycles[0]["session"]) - dt.timedelta(days=7))
-    bars, _ = fetch_alpaca(symbols, start, session)
+    bars = _alpaca_bars(promoted, session, ledger)
     last = bars.index[-1].date() if len(bars.index) else None
     if last != session:
         raise TradingRefused(f"Alpaca has no bar for {session} yet (latest: {last}); run the cycle during or after "
@@ -487,79 +626,31 @@ def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tupl
     return broker, bars, min(now, dt.datetime.combine(session, CLOSE, NEW_YORK))
 
 
+def _alpaca_bars(promoted: Promoted, session: dt.date, ledger: Ledger) -> pd.DataFrame:
+    """Alpaca's daily bars of the strategy's symbols up to ``session``, back to the first paper
+    session too (the drift check backtests every paper session)."""
+    from research_lib.data._sources import fetch_alpaca
+
+    symbols = sorted(set(promoted.weights.columns))
+    start = session - dt.timedelta(days=3 * max(promoted.config.paper.adv_sessions,
+                                                promoted.config.paper.max_target_age_sessions))
+    cycles = ledger.cycles(promoted.name)
+    if cycles:
+        start = min(start, dt.date.fromisoformat(cycles[0]["session"]) - dt.timedelta(days=7))
+    bars, _ = fetch_alpaca(symbols, start, session)
+    return bars
+
+
+def _traded_prices(promoted: Promoted, cycle: dict, ledger: Ledger) -> pd.DataFrame:
+    """The prices a finished cycle traded on: the promoted run's for the sim, Alpaca's bars."""
+    if cycle["broker"] == "sim":
+        return promoted.prices
+    return _alpaca_bars(promoted, dt.date.fromisoformat(cycle["session"]), ledger)
+
+
 def _alpaca_broker() -> AlpacaBroker:
     """Alpaca's paper endpoint, or ``APCA_API_BASE_URL``'s (keys from the environment)."""
     return AlpacaBroker(url_override=os.environ.get(TRADING_URL_ENV) or None)
-
-
-def _session_report(promoted: Promoted, kind: str, broker: Broker, ledger: Ledger, inputs: CycleInputs,
-                    report: CycleReport, prices: pd.DataFrame, adv_checked: bool, rebalance: bool) -> dict:
-    name, session = promoted.name, inputs.session
-    equity = pd.Series(dict(ledger.equity_history(name)), dtype=float)
-    equity.index = pd.DatetimeIndex(pd.to_datetime(equity.index))
-    cycles = [c for c in ledger.cycles(name) if c["finished_at"] and not c["summary"].get("dry_run")]
-    first = pd.Timestamp(cycles[0]["session"]) if cycles else pd.Timestamp(session)
-    starting_cash = promoted.starting_cash if kind == "sim" else float(equity.iloc[0]) if len(equity) else 0.0
-    pnl = daily_pnl(equity, starting_cash)
-    fills = slippage(ledger.intents(name))
-    expected, holdings = expected_backtest(promoted.weights, prices, first,
-                                           promoted.config.backtest.model(capital=promoted.starting_cash))
-    weights_by_session = {c["session"]: c["summary"].get("weights") or {} for c in cycles}
-    tracking = drift(pnl, weights_by_session, expected, holdings, promoted.config.paper.max_tracking_error)
-    positions = _positions_table(broker, inputs, report.equity)
-    state, why = ledger.kill_switch(name)
-    manifest = read_json(promoted.run_dir / "manifest.json") or {}
-    return {
-        "strategy": name, "broker": kind, "session": f"{session:%Y-%m-%d}", "written_at": now_utc(),
-        "status": report.status, "decision": f"{inputs.decision:%Y-%m-%d}", "rebalance": rebalance,
-        "kill_switch": {"state": state.value, "reason": why},
-        "cycle": dataclasses.asdict(report),
-        "account": {"equity": report.equity, "cash": report.cash, "starting_cash": starting_cash,
-                    "pnl_total": None if report.equity is None else report.equity - starting_cash,
-                    "daily_pnl": _num(pnl["pnl"].iloc[-1]) if len(pnl) else None},
-        "positions": positions,
-        "open_orders": [dataclasses.asdict(o) for o in broker.open_orders()],
-        "session_orders": [dataclasses.asdict(i) for i in ledger.intents(name, f"{session:%Y-%m-%d}")],
-        "pnl": [{"session": f"{d:%Y-%m-%d}", **{k: _num(v) for k, v in row.items()}} for d, row in pnl.iterrows()],
-        "slippage": {"mean_bps": mean_slippage_bps(fills), "fills": len(fills),
-                     "recent": fills.tail(20).to_dict(orient="records")},
-        "drift": tracking,
-        "adv_checked": adv_checked,
-        "promoted": {"run_id": promoted.record.get("run_id"), "promoted_at": promoted.record.get("promoted_at"),
-                     "override_reason": promoted.record.get("override_reason"),
-                     "gate_passed": (promoted.record.get("gate") or {}).get("passed")},
-        "analyst": (manifest.get("llm") or {}).get("analyst") or "unknown: the promoted run's manifest has no analyst",
-    }
-
-
-def _positions_table(broker: Broker, inputs: CycleInputs, equity: float | None) -> list[dict]:
-    """The broker's positions after the cycle, valued at the reference prices, beside the targets."""
-    rows = []
-    for symbol, position in sorted(broker.positions().items()):
-        price = _num(inputs.prices.get(symbol))
-        value = None if price is None else position.quantity * price
-        rows.append({"symbol": symbol, "quantity": position.quantity, "price": price, "value": value,
-                     "weight": value / equity if value is not None and equity else None,
-                     "target": None if inputs.targets is None else _num(inputs.targets.get(symbol, 0.0))})
-    return rows
-
-
-def _num(value) -> float | None:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def write_session_report(result: dict, folder: Path) -> Path:
-    """``cycle.json`` and ``summary.html`` in ``folder`` (each written atomically)."""
-    from research_lib.reports._templates import render_to
-
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / "cycle.json", result)
-    render_to(folder / "summary.html", "paper.html.j2", r=result)
-    return folder
 
 
 # ---------------------------------------------------------------- status, halt, resume
