@@ -175,8 +175,10 @@ def _trade(args: argparse.Namespace) -> int:
     with ExitStack() as held:
         try:  # every argument is checked before the report folder is made or a notebook starts
             parse_asof(args.asof)  # a malformed date is a bad argument even while another trade runs
-            # One trade of a strategy at a time, from the choice of its session to its report.
-            held.enter_context(trade_lock(promoted_strategy(args.strategy)))
+            # One trade of a strategy at a time, from the choice of its session to its report (a dry
+            # run sends and moves nothing: it neither waits for nor blocks a trade).
+            if not args.dry_run:
+                held.enter_context(trade_lock(promoted_strategy(args.strategy)))
             plan = plan_session(args.strategy, args.broker, args.asof, args.dry_run)
         except (SpartanError, BrokerError) as err:
             return _refusal(err)

@@ -8,6 +8,7 @@ research pipeline, no notebook. The `spartan trade` command end to end is tested
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 
@@ -433,12 +434,12 @@ def test_after_a_halt_cancelled_its_orders_resume_trades_the_decision_in_force(w
     trade_session("trend")  # session 20: the orders of the decision in force
     assert len(halt()) == 4 and trade_session("trend")["status"] == "halted"  # session 21
     assert resume()["trend"][0] is KillSwitch.ACTIVE  # "trading resumes at the next cycle"
-    after = trade_session("trend")  # session 22, the decision of session 20 still in force (until 40)
-    assert after["session"] == f"{sessions[22]:%Y-%m-%d}" and after["decision"] == f"{sessions[20]:%Y-%m-%d}"
+    after = trade_session("trend")  # session 21 again (halted: not done), the decision of 20 in force (until 40)
+    assert after["session"] == f"{sessions[21]:%Y-%m-%d}" and after["decision"] == f"{sessions[20]:%Y-%m-%d}"
     assert after["rebalance"] is True and after["status"] == "traded", \
         "the halted orders never filled: the book must not sit in cash until the next decision"
     assert {o["symbol"] for o in after["cycle"]["sent"]} == set(SYMBOLS)
-    held = trade_session("trend")  # session 23: now the decision is applied, the book holds
+    held = trade_session("trend")  # session 22: now the decision is applied, the book holds
     assert held["rebalance"] is False and {p["symbol"] for p in held["positions"]} == set(SYMBOLS)
 
 
@@ -844,3 +845,154 @@ def test_a_cycle_killed_midway_is_marked_interrupted_and_its_session_traded_agai
     assert result["session"] == f"{sessions[21]:%Y-%m-%d}"
     statuses = [(c["status"], c["finished_at"] is None) for c in Ledger(state_db()).cycles("trend")]
     assert statuses == [("traded", False), ("interrupted", True), ("nothing_to_do", False)]
+
+
+# ---------------------------------------------------------------- 10. a session is done only when a re-run sends nothing
+
+
+def lose(symbols):
+    """A `SimBroker.submit_order` whose request for ``symbols`` is lost before the broker sees it."""
+    from research_lib.broker import UnknownOutcome
+
+    real = SimBroker.submit_order
+
+    def submit_order(self, symbol, side, quantity, client_order_id):
+        if symbol in symbols:
+            raise UnknownOutcome("request lost before reaching the broker")
+        return real(self, symbol, side, quantity, client_order_id)
+    return submit_order
+
+
+def halt_after_first_send():
+    """A `SimBroker.submit_order` after whose first order `spartan halt` lands (mid-sending)."""
+    real = SimBroker.submit_order
+
+    def submit_order(self, *args):
+        placed = real(self, *args)
+        if len(self.orders()) == 1:
+            Ledger(state_db()).set_kill_switch(ALL_STRATEGIES, KillSwitch.HALTED, "halted mid-sending")
+        return placed
+    return submit_order
+
+
+def closed_clock():
+    real = SimBroker.clock
+    return lambda self: dataclasses.replace(real(self), is_open=False)
+
+
+def blocked_account():
+    real = SimBroker.account
+    return lambda self: dataclasses.replace(real(self), trading_blocked=True)
+
+# (name, what to patch on SimBroker, its replacement, whether `spartan halt` precedes and `resume` follows)
+DISRUPTIONS = [
+    ("one request lost", "submit_order", lambda: lose({"CCC"}), False),
+    ("every request lost", "submit_order", lambda: lose(set(SYMBOLS)), False),
+    ("halted before the cycle", None, None, True),
+    ("halted mid-sending", "submit_order", halt_after_first_send, False),
+    ("market closed", "clock", closed_clock, False),
+    ("trading blocked", "account", blocked_account, False),
+]
+
+
+@pytest.mark.parametrize("name, attribute, replacement, halted", DISRUPTIONS, ids=[d[0] for d in DISRUPTIONS])
+def test_a_session_left_with_orders_unsent_is_traded_again_and_converges_to_each_order_once(
+        workspace, monkeypatch, name, attribute, replacement, halted):
+    made = promote_by_hand(workspace)
+    session = f"{made['sessions'][20]:%Y-%m-%d}"
+    if halted:
+        halt()
+    with monkeypatch.context() as patched:
+        if attribute:
+            patched.setattr(SimBroker, attribute, replacement())
+        first = trade_session("trend")
+    assert first["session"] == session
+    reached = {o.symbol for o in sim_of().orders()}
+    assert reached != set(SYMBOLS), f"{name}: the disruption left orders unsent"
+    if halted or name == "halted mid-sending":
+        cycles = Ledger(state_db()).cycles("trend")
+        assert trade_session("trend", asof=session) == json.loads(json.dumps(first, default=str)), \
+            f"{name}: while the switch holds, a re-run would be halted too: the report stands"
+        assert Ledger(state_db()).cycles("trend") == cycles
+        resume()
+    assert resolve_session("trend")[2] == day(made["sessions"], 20), f"{name}: the session is not done"
+    again = trade_session("trend", asof=session)  # `spartan trade --asof S`: not "already traded"
+    assert again["session"] == session and again["status"] == "traded"
+    orders = sim_of().orders()
+    assert sorted(o.symbol for o in orders) == SYMBOLS, f"{name}: each order of the session once, none twice"
+    assert len({o.client_order_id for o in orders}) == len(orders)
+    assert json.loads((workspace / "reports" / "paper" / "trend" / session / "cycle.json").read_text()) == \
+        json.loads(json.dumps(again, default=str)), "the re-run's report replaces the stored one"
+    cycles = Ledger(state_db()).cycles("trend")
+    assert trade_session("trend", asof=session) == json.loads(json.dumps(again, default=str)), "now done"
+    assert Ledger(state_db()).cycles("trend") == cycles and sim_of().orders() == orders
+    assert resolve_session("trend")[2] == day(made["sessions"], 21), "and the sim moves on"
+
+
+def test_a_cycle_of_an_older_version_without_its_report_is_traded_again_and_with_it_returned(workspace):
+    import sqlite3
+
+    made = promote_by_hand(workspace)
+    session = made["sessions"][20]
+    folder = workspace / "reports" / "paper" / "trend" / f"{session:%Y-%m-%d}"
+    first = trade_session("trend")
+    old_keys = ("sent", "adopted", "rejected", "cancelled", "kill_switch", "equity", "decision", "dry_run",
+                "rebalance", "weights")  # what the version before the ledger kept reports recorded
+    [cycle] = Ledger(state_db()).cycles("trend")
+    with sqlite3.connect(state_db()) as conn:
+        conn.execute("UPDATE ledger_cycles SET summary = ? WHERE id = ?",
+                     (json.dumps({k: cycle["summary"][k] for k in old_keys}), cycle["id"]))
+    assert trade_session("trend", asof=session.date()) == json.loads(json.dumps(first, default=str)), \
+        "its cycle.json, in the session's folder, stands"
+    assert len(Ledger(state_db()).cycles("trend")) == 1
+    for path in folder.iterdir():
+        path.unlink()
+    assert resolve_session("trend")[2] == session.date(), "report lost: the session is not done"
+    again = trade_session("trend")
+    assert again["session"] == f"{session:%Y-%m-%d}" and (folder / "cycle.json").is_file()
+    assert len(sim_of().orders()) == 4, "the re-run converges: nothing sent twice"
+    assert resolve_session("trend")[2] == day(made["sessions"], 21)
+
+
+def test_a_report_dir_inside_the_workspace_is_recorded_relative_and_found_after_the_workspace_moves(
+        workspace, monkeypatch):
+    import shutil
+
+    made = promote_by_hand(workspace)
+    first = trade_session("trend", report_dir=workspace / "mine" / "first")
+    recorded = Ledger(state_db()).cycles("trend")[-1]["summary"]["report_dir"]
+    assert recorded == "mine/first"
+    moved = workspace.parent / f"{workspace.name}-moved"
+    shutil.move(str(workspace), moved)
+    monkeypatch.setenv("SPARTAN_HOME", str(moved))
+    assert trade_session("trend", asof=made["sessions"][20].date()) == json.loads(json.dumps(first, default=str))
+    assert len(Ledger(state_db()).cycles("trend")) == 1, "found where it was written, nothing run"
+
+
+def unusable_dirs(workspace) -> list[tuple[str, object]]:
+    (workspace / "a-file").write_text("x")
+    return [("a file", workspace / "a-file"), ("under a file", workspace / "a-file" / "sub"),
+            ("a NUL byte", str(workspace / "bad\0dir"))]
+
+
+def test_an_unusable_report_dir_is_refused_by_name_before_anything_runs(workspace):
+    from research_lib.trading._paper import ReportUnwritable
+
+    promote_by_hand(workspace)
+    for what, folder in unusable_dirs(workspace):
+        with pytest.raises(ReportUnwritable, match=r"report_dir '.*' cannot hold the session's report \(.*\); pass "
+                                                   r"a folder this user can write"):
+            trade_session("trend", report_dir=folder)
+        assert Ledger(state_db()).cycles("trend") == [] and Ledger(state_db()).intents("trend") == [], what
+    assert SimBroker.stored_account(state_db(), "paper-trend") is None or sim_of().orders() == []
+
+
+def test_an_unusable_recorded_report_dir_is_a_refusal_naming_it_not_a_traceback(workspace, monkeypatch):
+    from research_lib.trading._paper import ReportUnwritable
+
+    made = promote_by_hand(workspace)
+    killed_at(monkeypatch, "before cycle.json", report_dir=workspace / "gone")  # session 20: report not written
+    (workspace / "gone").rmdir()  # made empty before the cycle ran; then a file takes its place
+    (workspace / "gone").write_text("now a file")
+    with pytest.raises(ReportUnwritable, match=r"the report of trend .* cannot be written to .*gone"):
+        trade_session("trend", asof=made["sessions"][21].date())

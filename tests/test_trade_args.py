@@ -29,7 +29,7 @@ from research_lib.cli import _parser, main
 from research_lib.trading import (InvalidSession, Ledger, resolve_session, session_refusal, state_db,
                                   trade_session)
 from tests.conftest import link_params, REPO
-from tests.test_paper import market, promote_by_hand, sim_of
+from tests.test_paper import SYMBOLS as SYMBOLS_OF_FIRST_BOOK, market, promote_by_hand, sim_of
 
 HOLIDAY = pd.Timestamp("2020-02-17")  # Presidents' Day: a weekday missing from the promoted prices
 TRADED_ROWS = (20, 25)  # the sessions traded before the refusals: 25 is the last one
@@ -87,7 +87,6 @@ def refusals(sessions: pd.DatetimeIndex) -> list[tuple[str, list[str], str]]:
         ("a Saturday", [f"{saturday:%Y-%m-%d}"], around.format("Saturday", *neighbours(sessions, saturday))),
         ("a holiday", [f"{HOLIDAY:%Y-%m-%d}"], around.format("Monday", *neighbours(sessions, HOLIDAY))),
         ("before the last traded session", [f"{sessions[22]:%Y-%m-%d}"], before_last),
-        ("the first traded session", [f"{sessions[20]:%Y-%m-%d}"], before_last),
         ("before the history", ["2019-12-31"], before_last),
         ("the weekday after the history", [f"{sessions[-1] + pd.offsets.BDay(1):%Y-%m-%d}"],
          rf"is after the last session, {sessions[-1]:%Y-%m-%d}"),
@@ -256,7 +255,7 @@ def test_while_another_trade_of_the_strategy_runs_a_trade_exits_1_and_changes_no
     held = f"another spartan trade of trend is running \\(pid 4242\\); wait for it or stop it"
     with flock(lock_path("trade-trend"), blocking=False, holder="pid 4242 since now") as fd:
         assert fd is not None
-        for args in ([], ["--asof", f"{sessions[21]:%Y-%m-%d}"], ["--dry-run"]):
+        for args in ([], ["--asof", f"{sessions[21]:%Y-%m-%d}"]):
             assert main(["trade", "--strategy", "trend", *args]) == 1
             assert re.fullmatch(rf"spartan: {held} \(its lock: .*trade-trend\.lock\)\.\n", capsys.readouterr().err)
         with pytest.raises(TradeLocked, match=held):
@@ -270,3 +269,81 @@ def test_while_another_trade_of_the_strategy_runs_a_trade_exits_1_and_changes_no
         monkeypatch.setattr("research_lib.trading._paper.command_pid", lambda: 4242)
         assert trade_session("trend")["session"] == f"{sessions[21]:%Y-%m-%d}"
     assert lock_path("trade-trend").read_text() == "", "the holder's pid is erased with the lock"
+
+
+def test_a_dry_run_neither_waits_for_nor_disturbs_a_trade_that_holds_the_lock(workspace, monkeypatch):
+    from research_lib._io import flock, lock_path
+    from tests.test_paper import lose
+
+    sessions = promote_by_hand(workspace)["sessions"]
+    with monkeypatch.context() as patched:
+        patched.setattr("research_lib.broker.SimBroker.submit_order", lose({"DDD"}))
+        trade_session("trend")  # session 20: DDD's request lost, its intent `unknown`
+    ledger = Ledger(state_db())
+    running = ledger.start_cycle("trend", f"{sessions[20]:%Y-%m-%d}", "sim")  # a real trade, mid-cycle
+    before = {"intents": ledger.intents("trend"), "orders": sim_of().orders(), "sim_date": sim_of().sim_date,
+              "running": ledger.cycle(running), "equity": ledger.equity_history("trend")}
+    with flock(lock_path("trade-trend"), blocking=False, holder="pid 4242 since now") as fd:
+        assert fd is not None
+        dry = trade_session("trend", dry_run=True)
+    assert dry["status"] == "dry_run" and [o["symbol"] for o in dry["cycle"]["sent"]] == ["DDD"]
+    after = {"intents": ledger.intents("trend"), "orders": sim_of().orders(), "sim_date": sim_of().sim_date,
+             "running": ledger.cycle(running), "equity": ledger.equity_history("trend")}
+    assert after == before, "the real trade's cycle, intents, orders and market are as it left them"
+
+
+def lock_breakers() -> list[tuple[str, object]]:
+    """Ways the lock file cannot be opened: (what, a function that breaks it)."""
+    from research_lib._io import lock_path
+
+    path = lock_path("trade-trend")
+
+    def folder_in_its_place():
+        path.mkdir(parents=True)
+
+    def locks_dir_a_file():
+        path.parent.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.write_text("not a folder")
+    return [("a folder in its place", folder_in_its_place, path), ("its folder a file", locks_dir_a_file, path)]
+
+
+@pytest.mark.parametrize("case", [0, 1])
+def test_a_lock_file_that_cannot_be_opened_is_a_refusal_naming_it_exit_1(workspace, capsys, case):
+    import shutil
+
+    from research_lib.trading import TradingRefused
+
+    promote_by_hand(workspace)
+    what, breaks, path = lock_breakers()[case]
+    breaks()
+    message = (rf"the trade lock of trend, {re.escape(str(path))}, cannot be opened \(\w+Error: .+\); it must be a "
+               r"file this user can write: remove what is there")
+    with pytest.raises(TradingRefused, match=message):
+        trade_session("trend")
+    assert main(["trade", "--strategy", "trend"]) == 1, what
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"spartan: {message}.*\n", err) and "Traceback" not in err, err
+    assert Ledger(state_db()).cycles("trend") == []
+    shutil.rmtree(path) if path.is_dir() else path.parent.unlink()
+    assert trade_session("trend")["status"] == "traded", "the fix named works"
+
+
+def test_asof_an_older_reported_session_shows_its_report_and_an_unfinished_one_stays_refused(workspace, monkeypatch,
+                                                                                             capsys):
+    from tests.test_paper import lose
+
+    sessions = promote_by_hand(workspace)["sessions"]
+    first = trade_session("trend")  # session 20, done
+    with monkeypatch.context() as patched:
+        patched.setattr("research_lib.broker.SimBroker.submit_order", lose(set(SYMBOLS_OF_FIRST_BOOK)))
+        trade_session("trend", asof=sessions[40].date())  # a new decision, every request lost: not done
+    trade_session("trend", asof=sessions[45].date())
+    before = snapshot(workspace)
+    assert main(["trade", "--asof", f"{sessions[20]:%Y-%m-%d}"]) == 0
+    out = capsys.readouterr().out
+    assert f"spartan trade trend {sessions[20]:%Y-%m-%d} on sim: already traded; nothing was run or sent" in out
+    assert f"orders: {len(first['cycle']['sent'])} sent" in out
+    assert snapshot(workspace) == before
+    assert main(["trade", "--asof", f"{sessions[40]:%Y-%m-%d}"]) == 2, "not done, and the sim never goes back"
+    assert f"is before {sessions[45]:%Y-%m-%d}, the last session traded" in capsys.readouterr().err
+    assert snapshot(workspace) == before

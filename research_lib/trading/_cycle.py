@@ -156,15 +156,19 @@ def _apply(ledger: Ledger, order: BrokerOrder, status: str | None = None) -> Non
                          filled_quantity=order.filled_quantity, filled_avg_price=order.filled_avg_price)
 
 
-def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport) -> None:
-    """Step 1: settle every intent whose state at the broker may have moved (earlier sessions' too)."""
+def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, dry_run: bool) -> None:
+    """Step 1: settle every intent whose state at the broker may have moved (earlier sessions' too).
+    A dry run copies only what the broker shows (an order found, its fills); it never marks an
+    intent ``not_sent`` for want of finding it: a trade running beside it (a dry run does not
+    take the trade lock) may be sending that very order."""
     for intent in ledger.intents(inputs.strategy):
         if intent.status in FINAL_STATUSES:
             continue
         found = broker.order_by_client_id(intent.client_order_id)
         if found is None:
             if intent.status in UNRESOLVED:
-                ledger.update_intent(intent.client_order_id, "not_sent", reason="not found at the broker")
+                if not dry_run:
+                    ledger.update_intent(intent.client_order_id, "not_sent", reason="not found at the broker")
                 report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "not_sent"})
             continue
         _apply(ledger, found, None if found.status in FINAL_STATUSES else
@@ -248,7 +252,8 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
     """
     report = CycleReport(inputs.strategy, str(inputs.session))
     report.kill_switch_before = ledger.kill_switch(inputs.strategy)[0].value
-    report.cycle_id = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name)
+    report.cycle_id = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name,
+                                         interrupt_running=not dry_run)
     rebalancing = False  # whether the decision's targets were applied in full (ACTIVE, not a dry run)
     try:
         rebalancing = _steps(broker, ledger, inputs, report, dry_run)
@@ -273,7 +278,7 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
     """Steps 1 to 5 (see the module docstring), filling ``report``; return whether the decision's
     targets were to be applied in full (ACTIVE, not a dry run; the record keeps it for a cycle
     that traded or had nothing to do)."""
-    _resolve(broker, ledger, inputs, report)
+    _resolve(broker, ledger, inputs, report, dry_run)
     clock = broker.clock()
     account = broker.account()
     positions = {s: p.quantity for s, p in broker.positions().items()}

@@ -202,15 +202,17 @@ class Ledger:
                           (strategy, ALL_STRATEGIES, KillSwitch.ACTIVE.value))
         return rows[0][0] if rows else None
 
-    def start_cycle(self, strategy: str, session: str, broker: str) -> int:
+    def start_cycle(self, strategy: str, session: str, broker: str, *, interrupt_running: bool = True) -> int:
         """Record a new ``running`` cycle and return its id. The strategy's cycles still ``running``
         are marked `INTERRUPTED` (their finish time stays empty): a strategy's cycles run one after
-        another, so those were killed (were one in fact still running, its finish would overwrite this)."""
+        another, so those were killed (were one in fact still running, its finish would overwrite this).
+        A dry run, which runs beside a trade without its lock, passes ``interrupt_running=False``."""
         now = now_utc()
         with self._write() as conn:
-            conn.execute("UPDATE ledger_cycles SET status = ?, summary = ? WHERE strategy = ? AND status = 'running'",
-                         (INTERRUPTED, json.dumps({"interrupted": f"found unfinished at {now}, when the next cycle "
-                                                                  "started"}), strategy))
+            if interrupt_running:
+                conn.execute("UPDATE ledger_cycles SET status = ?, summary = ? WHERE strategy = ? AND status = 'running'",
+                             (INTERRUPTED, json.dumps({"interrupted": f"found unfinished at {now}, when the next "
+                                                                      "cycle started"}), strategy))
             return conn.execute("INSERT INTO ledger_cycles (strategy, session, broker, started_at, status) "
                                 "VALUES (?, ?, ?, ?, 'running')", (strategy, session, broker, now)).lastrowid
 

@@ -23,13 +23,18 @@
   ``summary.html``; `spartan trade` adds the executed notebook. A dry run writes to
   ``<session>-dry-run/``. The ledger says which reports are written (`research_lib.trading._report`
   makes them from its record of the cycle): a trade first writes the report and raises the
-  alerts of any finished cycle whose command was killed before it could, and a session already
-  traded is not run again: its report stands and is returned.
+  alerts of any finished cycle whose command was killed before it could, and a session that is
+  done (`session_cycle`: a re-run would send nothing) is not run again: its report stands and is
+  returned, ``--asof`` an older one included. A session left with orders unsent or unresolved
+  (halted since resumed, market closed, a lost request...) is traded again, converging by
+  client_order_id. ``report_dir`` is recorded relative to the workspace when inside it.
 - **Sessions are checked before anything runs** (`resolve_session`): for the sim a session of
   the promoted prices, never before the last session traded; for Alpaca today by Alpaca's clock.
   Otherwise `InvalidSession` (`spartan trade` exits 2, having started nothing).
 - **One trade of a strategy at a time** (`trade_lock`): a trade holds ``data/locks/trade-<strategy>.lock``
-  from the choice of its session to its report; another one meanwhile is refused (`TradeLocked`).
+  from the choice of its session to its report; another one meanwhile is refused (`TradeLocked`;
+  a lock file that cannot be opened: `TradeLockUnusable`). A dry run takes no lock: it sends
+  nothing, moves no market and marks no intent ``not_sent``.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import logging
 import os
 import re
 import tempfile
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -92,6 +97,15 @@ class InvalidSession(ConfigError, TradingRefused):
 
 class TradeLocked(TradingRefused):
     """Another trade of the strategy is running (`trade_lock`); this one ran and sent nothing."""
+
+
+class TradeLockUnusable(TradingRefused):
+    """The strategy's lock file cannot be opened (a folder in its place, no permission); nothing
+    was run."""
+
+
+class ReportUnwritable(SpartanError):
+    """A session's report folder cannot hold its report (``report_dir`` a file, not writable)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +219,14 @@ def trade_lock(strategy: str) -> Iterator[None]:
     if path in _LOCKS_HELD:
         yield
         return
-    with flock(path, blocking=False, holder=f"pid {os.getpid()} since {now_utc()}") as fd:
+    with ExitStack() as held:
+        try:
+            fd = held.enter_context(flock(path, blocking=False, holder=f"pid {os.getpid()} since {now_utc()}"))
+        except OSError as err:
+            raise TradeLockUnusable(f"the trade lock of {strategy}, {path}, cannot be opened ({type(err).__name__}: "
+                                    f"{err.strerror or err}); it must be a file this user can write: remove what is "
+                                    f"there (or fix its permissions) and run spartan trade again. Nothing was "
+                                    "run.") from None
         holder = None if fd is not None else lock_holder_pid(path)
         if fd is None and (holder is None or holder != command_pid()):
             raise TradeLocked(f"another spartan trade of {strategy} is running (pid {holder or 'unknown'}); wait for "
@@ -272,30 +293,77 @@ def next_sim_session(promoted: Promoted, ledger: Ledger) -> dt.date:
 
 
 def session_done(ledger: Ledger, strategy: str, session: dt.date) -> bool:
-    """Whether ``session`` needs no more cycle: one there finished (not failed, not a dry run).
-    Its report, if its command was killed before writing it, is written from the ledger by the
-    next trade (`finish_reports`)."""
-    return any(_completed(c) and c["session"] == f"{session:%Y-%m-%d}" for c in ledger.cycles(strategy))
+    """Whether ``session`` needs no more cycle: a re-run would send nothing and its report can be
+    returned (`session_cycle`), so a `trade` of it returns that report and runs nothing."""
+    return session_cycle(ledger, strategy, session) is not None
+
+
+def session_cycle(ledger: Ledger, strategy: str, session: dt.date) -> dict | None:
+    """The cycle whose report stands for ``session``, or None while the session is to be traded
+    (again).
+
+    The session is done when its latest cycle (not a dry run) finished ``traded`` or
+    ``nothing_to_do`` and was not halted while sending, or was halted by a kill switch that
+    still holds (a re-run would be halted too); left every order of the session resolved at the
+    broker (none ``intent``, ``unknown`` or ``not_sent``); and its report is on disk or can be
+    made from the ledger. A session whose cycle ended ``market_closed``, blocked, failed, was
+    interrupted, left an order unresolved or was halted by a switch since resumed is traded
+    again, and the re-run converges (client_order_id): it sends what is missing, never twice.
+    """
+    day = f"{session:%Y-%m-%d}"
+    ours = [c for c in ledger.cycles(strategy) if c["session"] == day and not c["summary"].get("dry_run")]
+    if not ours:
+        return None
+    latest = ours[-1]
+    settled = all(i.status not in UNSETTLED for i in ledger.intents(strategy, day))
+    halted_now = ledger.kill_switch(strategy)[0] is KillSwitch.HALTED
+    done = _finished(latest) and _sends_nothing_more(latest, halted_now) and settled
+    return latest if done and _reportable(strategy, latest) else None
+
+
+UNSETTLED = ("intent", "unknown", "not_sent")  # an order a re-run of its session looks up or sends again
+SETTLED_STATUSES = ("traded", "nothing_to_do")  # a cycle after which a re-run sends nothing (all else resolved)
+
+
+def _sends_nothing_more(cycle: dict, halted_now: bool) -> bool:
+    """Whether a re-run of a finished cycle's session would send nothing: it went to the end of
+    its orders (``traded`` or ``nothing_to_do``, not halted while sending), or the kill switch
+    that halted it still holds (``halted_now``)."""
+    halted = cycle["summary"].get("kill_switch") == KillSwitch.HALTED.value
+    if halted and halted_now:
+        return cycle["status"] in (*SETTLED_STATUSES, "halted")
+    return cycle["status"] in SETTLED_STATUSES and not halted
 
 
 def last_traded_session(ledger: Ledger, strategy: str) -> dt.date | None:
-    """The latest session where a cycle of the strategy finished (not failed, not a dry run)."""
-    sessions = [c["session"] for c in ledger.cycles(strategy) if _completed(c)]
-    return dt.date.fromisoformat(max(sessions)) if sessions else None
+    """The latest session that is done (`session_done`)."""
+    sessions = sorted({c["session"] for c in ledger.cycles(strategy) if _finished(c)}, reverse=True)
+    return next((dt.date.fromisoformat(s) for s in sessions
+                 if session_done(ledger, strategy, dt.date.fromisoformat(s))), None)
 
 
-def _completed(cycle: dict) -> bool:
-    """A cycle that ran to its end: finished, not failed, not a dry run."""
+def _finished(cycle: dict) -> bool:
+    """A cycle that ran to its end: finished, not failed, not a dry run (it has a report)."""
     return (bool(cycle["finished_at"]) and not cycle["status"].startswith("failed")
             and not cycle["summary"].get("dry_run"))
 
 
-def _report_written(strategy: str, cycle: dict) -> bool:
-    """Whether the report of a completed cycle was written, by the ledger (a cycle recorded
-    before the ledger kept it: by its ``cycle.json`` in the session's folder)."""
-    if REPORT_DIR in cycle["summary"]:
-        return bool(cycle["summary"].get(REPORT_WRITTEN))
-    return (session_report_dir(strategy, dt.date.fromisoformat(cycle["session"])) / CYCLE_FILE).is_file()
+def _rebuildable(cycle: dict) -> bool:
+    """Whether the ledger recorded what the report of ``cycle`` needs (a cycle recorded by an
+    older version did not: its report is its ``cycle.json``, or the session is traded again)."""
+    return "cycle" in cycle["summary"]
+
+
+def _reportable(strategy: str, cycle: dict) -> bool:
+    """Whether the report of a finished cycle can be returned: written (or writable) from the
+    ledger, or, for a cycle recorded by an older version, its ``cycle.json`` is there."""
+    return _rebuildable(cycle) or (_report_dir(strategy, cycle) / CYCLE_FILE).is_file()
+
+
+def _latest_of_its_session(ledger: Ledger, strategy: str, cycle: dict) -> bool:
+    """Whether no later cycle (not a dry run) of ``cycle``'s session exists: its report is the session's."""
+    return not any(c["id"] > cycle["id"] and c["session"] == cycle["session"] and not c["summary"].get("dry_run")
+                   for c in ledger.cycles(strategy))
 
 
 def resolve_session(strategy: str | None = None, broker: str | None = None, asof: str | dt.date | None = None,
@@ -347,6 +415,8 @@ def _check_sim_session(promoted: Promoted, day: dt.date, last: dt.date | None, d
         raise InvalidSession(f"--asof {day}: a dry run does not move the simulated market; it stands at {reached}. "
                              f"Leave out --asof (or pass --asof {reached}), or trade {day} without --dry-run.")
     floor = max((d for d in (reached, last) if d is not None), default=None)
+    if not dry_run and floor is not None and day < floor and session_done(Ledger(state_db()), promoted.name, day):
+        return  # traded and reported: `plan_session` returns its report, nothing runs
     sessions = promoted.prices.index
     refusal = session_refusal(day, sessions, floor)
     if refusal:
@@ -484,8 +554,7 @@ def plan_session(strategy: str | None = None, broker: str | None = None, asof: s
         return SessionPlan(promoted, kind, session, True, [], None, None)
     ledger = Ledger(state_db())
     recovered = finish_reports(promoted, ledger)
-    traded = next((c for c in ledger.cycles(promoted.name) if c["session"] == f"{session:%Y-%m-%d}"
-                   and _completed(c) and _report_written(promoted.name, c)), None)
+    traded = session_cycle(ledger, promoted.name, session)
     report = None if traded is None else _stored_report(promoted, ledger, traded)
     return SessionPlan(promoted, kind, session, False, recovered, report,
                        None if report is None else _report_dir(promoted.name, traded))
@@ -503,7 +572,8 @@ def trade_session(strategy: str | None = None, broker: str | None = None, asof: 
     the strategy runs) or a `research_lib.broker.BrokerError` (the ledger records what is known;
     the next run resolves the rest).
     """
-    with trade_lock(promoted_strategy(strategy)):
+    # A dry run sends nothing and moves nothing (`_market`): it never waits for nor blocks a trade.
+    with nullcontext() if dry_run else trade_lock(promoted_strategy(strategy)):
         plan = plan_session(strategy, broker, asof, dry_run)
         if plan.report is not None:
             log.info("%s %s was traded already; its report stands, nothing was run", plan.promoted.name, plan.session)
@@ -520,7 +590,7 @@ def _trade(plan: SessionPlan, report_dir: str | Path | None) -> dict:
     decided = targets = None
     if kind == "sim":  # the decision first: a refusal must leave the simulated market where it stands
         decided, targets = decision_at(promoted.weights, session, promoted.prices.index, max_age)
-    folder = Path(report_dir) if report_dir else session_report_dir(promoted.name, session, dry_run)
+    folder = _usable_report_dir(Path(report_dir) if report_dir else session_report_dir(promoted.name, session, dry_run))
     with _market(promoted, kind, session, ledger, dry_run) as (live, prices, price_time):
         if decided is None:  # at Alpaca, on its bars
             decided, targets = decision_at(promoted.weights, session, prices.index, max_age)
@@ -532,7 +602,7 @@ def _trade(plan: SessionPlan, report_dir: str | Path | None) -> dict:
         inputs = CycleInputs(promoted.name, session, targets if rebalance else None, close, price_time, config.risk,
                              adv=adv, min_trade_value=config.paper.min_trade_value, decision=decided.date())
         report = run_cycle(live, ledger, inputs, dry_run=dry_run,
-                           notes={REPORT_DIR: str(folder.absolute()), "adv_checked": adv_checked})
+                           notes={REPORT_DIR: _recorded_dir(folder), "adv_checked": adv_checked})
     return _publish(promoted, ledger, ledger.cycle(report.cycle_id), prices, alerts=not dry_run)
 
 
@@ -542,7 +612,8 @@ def finish_reports(promoted: Promoted, ledger: Ledger) -> list[dict]:
     those reports. Each is made from the ledger's record of its cycle (`session_report`)."""
     written = []
     for cycle in ledger.cycles(promoted.name):
-        if _completed(cycle) and REPORT_DIR in cycle["summary"] and not cycle["summary"].get(REPORT_WRITTEN):
+        if (_finished(cycle) and _rebuildable(cycle) and not cycle["summary"].get(REPORT_WRITTEN)
+                and _latest_of_its_session(ledger, promoted.name, cycle)):
             log.warning("%s %s: the cycle finished but its report was not written (its command was stopped); "
                         "writing it from the ledger", promoted.name, cycle["session"])
             written.append(_publish(promoted, ledger, cycle, _traded_prices(promoted, cycle, ledger), alerts=True))
@@ -555,10 +626,16 @@ def _publish(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.DataFra
     report is done. Killed before that, the next trade does it all again (alerts de-duplicate)."""
     result = session_report(promoted, ledger, cycle, prices)
     folder = _report_dir(promoted.name, cycle)
-    write_session_report(result, folder)
+    try:
+        write_session_report(result, folder)
+    except OSError as err:
+        raise ReportUnwritable(f"the report of {promoted.name} {cycle['session']} cannot be written to {folder} "
+                               f"({type(err).__name__}: {err.strerror or err}); make it a folder this user can "
+                               "write, then run spartan trade again: the ledger keeps the cycle and its report is "
+                               "written then.") from None
     if alerts:
         raise_session_alerts(result, folder)
-    if _completed(cycle):
+    if _finished(cycle):
         ledger.finish_cycle(cycle["id"], cycle["status"], {REPORT_WRITTEN: now_utc()})
     return result
 
@@ -573,7 +650,7 @@ def _stored_report(promoted: Promoted, ledger: Ledger, cycle: dict) -> dict:
         stored = None
     if isinstance(stored, dict):
         return stored
-    if REPORT_DIR not in cycle["summary"]:  # recorded before the ledger kept what a report needs
+    if not _rebuildable(cycle):  # recorded before the ledger kept what a report needs
         return None
     return _publish(promoted, ledger, cycle, _traded_prices(promoted, cycle, ledger), alerts=False)
 
@@ -583,9 +660,43 @@ def session_report_dir(strategy: str, session: dt.date, dry_run: bool = False) -
 
 
 def _report_dir(strategy: str, cycle: dict) -> Path:
-    """Where the report of a finished cycle is: as recorded, else the session's folder."""
+    """Where the report of a finished cycle is: as recorded (relative to the workspace root when
+    recorded inside it, `_recorded_dir`), else (a cycle recorded by an older version) the
+    session's folder."""
     recorded = cycle["summary"].get(REPORT_DIR)
-    return Path(recorded) if recorded else session_report_dir(strategy, dt.date.fromisoformat(cycle["session"]))
+    if not (isinstance(recorded, str) and recorded):
+        return session_report_dir(strategy, dt.date.fromisoformat(cycle["session"]))
+    return paths.workspace_root() / recorded  # an absolute ``recorded`` stands as it is
+
+
+def _recorded_dir(folder: Path) -> str:
+    """``folder`` as the ledger records it: relative to the workspace root when inside it (the
+    workspace may move), else absolute."""
+    absolute = Path(os.path.abspath(folder))
+    try:
+        return str(absolute.relative_to(os.path.abspath(paths.workspace_root())))
+    except ValueError:
+        return str(absolute)
+
+
+def _usable_report_dir(folder: Path) -> Path:
+    """``folder``, made if missing, once it is known to be a folder this user can write (checked
+    before the cycle runs: a report that cannot be written must not follow orders sent).
+
+    Raises
+    ------
+    ReportUnwritable
+        it is a file, cannot be made or is not writable; nothing was run.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(f"{folder} is not writable by this user")
+    except (OSError, ValueError) as err:
+        raise ReportUnwritable(f"report_dir {str(folder)!r} cannot hold the session's report ({type(err).__name__}: "
+                               f"{getattr(err, 'strerror', None) or err}); pass a folder this user can write, or leave "
+                               "report_dir out (reports/paper/<strategy>/<session>/). Nothing was run.") from None
+    return folder
 
 
 @contextmanager
