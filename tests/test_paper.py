@@ -847,6 +847,22 @@ def test_a_cycle_killed_midway_is_marked_interrupted_and_its_session_traded_agai
     assert statuses == [("traded", False), ("interrupted", True), ("nothing_to_do", False)]
 
 
+def test_a_dry_run_running_or_killed_never_makes_a_finished_session_trade_again(workspace):
+    made = promote_by_hand(workspace)
+    sessions = made["sessions"]
+    first = trade_session("trend")  # session 20, traded
+    report = workspace / "reports" / "paper" / "trend" / f"{sessions[20]:%Y-%m-%d}" / "cycle.json"
+    written = report.read_text()
+    ledger = Ledger(state_db())
+    ledger.start_cycle("trend", f"{sessions[20]:%Y-%m-%d}", "sim", dry_run=True)  # a dry run, then a SIGKILL
+    assert resolve_session("trend")[2] == day(sessions, 21), "the dry cycle does not stand for session 20"
+    sim_of().advance_to(sessions[21])
+    assert trade_session("trend")["session"] == f"{sessions[21]:%Y-%m-%d}"
+    assert report.read_text() == written and first["status"] == "traded", "session 20's report stands"
+    dry = [c for c in Ledger(state_db()).cycles("trend") if c["summary"].get("dry_run")]
+    assert [(c["status"], "interrupted" in c["summary"]) for c in dry] == [("interrupted", True)]
+
+
 # ---------------------------------------------------------------- 10. a session is done only when a re-run sends nothing
 
 

@@ -252,8 +252,7 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
     """
     report = CycleReport(inputs.strategy, str(inputs.session))
     report.kill_switch_before = ledger.kill_switch(inputs.strategy)[0].value
-    report.cycle_id = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name,
-                                         interrupt_running=not dry_run)
+    report.cycle_id = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name, dry_run=dry_run)
     rebalancing = False  # whether the decision's targets were applied in full (ACTIVE, not a dry run)
     try:
         rebalancing = _steps(broker, ledger, inputs, report, dry_run)

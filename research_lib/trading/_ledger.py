@@ -202,19 +202,29 @@ class Ledger:
                           (strategy, ALL_STRATEGIES, KillSwitch.ACTIVE.value))
         return rows[0][0] if rows else None
 
-    def start_cycle(self, strategy: str, session: str, broker: str, *, interrupt_running: bool = True) -> int:
-        """Record a new ``running`` cycle and return its id. The strategy's cycles still ``running``
-        are marked `INTERRUPTED` (their finish time stays empty): a strategy's cycles run one after
-        another, so those were killed (were one in fact still running, its finish would overwrite this).
-        A dry run, which runs beside a trade without its lock, passes ``interrupt_running=False``."""
+    def start_cycle(self, strategy: str, session: str, broker: str, *, dry_run: bool = False) -> int:
+        """Record a new ``running`` cycle and return its id.
+
+        A real cycle marks the strategy's real cycles still ``running`` `INTERRUPTED` (their finish
+        time stays empty): a strategy's real cycles run one after another under its lock, so those
+        were killed (were one in fact still running, its finish would overwrite this). A dry run,
+        which runs beside a trade without the lock, is recorded as such from its start (so that,
+        running or killed, it never stands for its session) and interrupts nothing.
+        """
         now = now_utc()
         with self._write() as conn:
-            if interrupt_running:
-                conn.execute("UPDATE ledger_cycles SET status = ?, summary = ? WHERE strategy = ? AND status = 'running'",
-                             (INTERRUPTED, json.dumps({"interrupted": f"found unfinished at {now}, when the next "
-                                                                      "cycle started"}), strategy))
-            return conn.execute("INSERT INTO ledger_cycles (strategy, session, broker, started_at, status) "
-                                "VALUES (?, ?, ?, ?, 'running')", (strategy, session, broker, now)).lastrowid
+            if not dry_run:
+                running = conn.execute("SELECT id, summary FROM ledger_cycles WHERE strategy = ? AND status = 'running'",
+                                       (strategy,)).fetchall()
+                for cycle_id, summary in running:  # a dry run keeps its flag (its own finish overwrites the mark)
+                    marked = {**(json.loads(summary) if summary else {}),
+                              "interrupted": f"found unfinished at {now}, when the next cycle started"}
+                    conn.execute("UPDATE ledger_cycles SET status = ?, summary = ? WHERE id = ?",
+                                 (INTERRUPTED, json.dumps(marked), cycle_id))
+            return conn.execute("INSERT INTO ledger_cycles (strategy, session, broker, started_at, status, summary) "
+                                "VALUES (?, ?, ?, ?, 'running', ?)",
+                                (strategy, session, broker, now, json.dumps({"dry_run": True}) if dry_run else None)
+                                ).lastrowid
 
     def cycles(self, strategy: str) -> list[dict]:
         """Every cycle of the strategy, oldest first: id, session, broker, times, status, summary."""
