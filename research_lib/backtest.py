@@ -62,6 +62,9 @@ class BacktestResult:
     cost_breakdown: pd.DataFrame
 
 
+NO_POSITION = "never takes a position: "  # how every NoPosition message starts
+
+
 class NoPosition(ValueError):
     """Well-formed weights that never hold a position inside the price history (every target
     is zero, or every decision is within ``execution_lag_sessions`` of the end): not an error
@@ -116,7 +119,7 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     trade_rows = sessions.get_indexer(weights.index) + execution_lag_sessions
     keep = trade_rows < len(sessions)
     if not keep.any():
-        raise NoPosition("never takes a position: no trade falls inside the price history (every decision date is "
+        raise NoPosition(f"{NO_POSITION}no trade falls inside the price history (every decision date is "
                          f"within execution_lag_sessions ({execution_lag_sessions}) of the end, or there is none).")
     trade_rows, targets = trade_rows[keep], weights.to_numpy(dtype=float)[keep]
     price = close.to_numpy(dtype=float)
@@ -127,7 +130,7 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
                          "when it has no price; give it weight 0 there.")
     active = np.flatnonzero(targets.any(axis=1))
     if not len(active):
-        raise NoPosition("never takes a position: every target weight is zero (too little history for its lookback?).")
+        raise NoPosition(f"{NO_POSITION}every target weight is zero (too little history for its lookback?).")
     trade_rows, targets = trade_rows[active[0]:], targets[active[0]:]
 
     cash_rate = _daily_cash_rate(cash_rate_per_year, sessions, trade_rows[0])

@@ -191,6 +191,7 @@ def _trade_planned(plan: SessionPlan) -> int:
     from research_lib.pipeline import PAPER_NOTEBOOK, execute_notebook, to_html
     from research_lib.reports import build_index
     from research_lib.trading import describe_session, session_report_dir
+    from research_lib.trading._report import CYCLE_FILE, SUMMARY_FILE
 
     name, session, broker = plan.promoted.name, plan.session, plan.broker
     for report in plan.recovered:
@@ -201,7 +202,7 @@ def _trade_planned(plan: SessionPlan) -> int:
         print(f"spartan trade {name} {session} on {broker}: already traded; nothing was run or sent, its report "
               f"stands -> {folder}")
         print(describe_session(plan.report))
-        print(f"  {'summary':15s} {folder / 'summary.html'}")
+        print(f"  {'summary':15s} {folder / SUMMARY_FILE}")
         return EXIT_OK
     folder = session_report_dir(name, session, plan.dry_run)
     notebook = paths.notebooks_dir() / PAPER_NOTEBOOK
@@ -225,8 +226,8 @@ def _trade_planned(plan: SessionPlan) -> int:
     if error:
         print(f"spartan: the paper-trading cycle failed: {error}\n  executed notebook: {kept}", file=sys.stderr)
         return EXIT_FAILED
-    print(describe_session(read_json(folder / "cycle.json")))
-    print(f"  {'summary':15s} {folder / 'summary.html'}")
+    print(describe_session(read_json(folder / CYCLE_FILE)))
+    print(f"  {'summary':15s} {folder / SUMMARY_FILE}")
     return EXIT_OK
 
 
@@ -237,8 +238,10 @@ def _attempt_paths(folder: Path, name: str) -> tuple[Path, Path]:
     attempt succeeds: the attempt runs as ``<stem>.running.ipynb``, replaces ``name`` if it succeeds
     and is kept as ``<stem>.failed.ipynb`` if not. In a folder without a report it runs as ``name``.
     """
+    from research_lib.trading._report import CYCLE_FILE
+
     stem = Path(name).stem
-    if not (folder / "cycle.json").is_file():
+    if not (folder / CYCLE_FILE).is_file():
         return folder / name, folder / name
     return folder / f"{stem}.running.ipynb", folder / f"{stem}.failed.ipynb"
 

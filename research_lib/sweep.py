@@ -27,12 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from research_lib.backtest import BacktestResult, NoPosition, run_backtest
+from research_lib.backtest import NO_POSITION, BacktestResult, NoPosition, run_backtest
 from research_lib.metrics import PERIODS_PER_YEAR
 
 BLOCK_ELEMENTS = 1 << 18  # sessions x symbols per block: each array stays a few MB, in cache
 METRICS = ("sharpe", "cagr", "annual_volatility", "max_drawdown", "annual_turnover")
-NEVER_TRADES = "never takes a position: "  # how every ``reason`` starts
+NEVER_TRADES = NO_POSITION  # how every ``reason`` starts
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ def _backtest(weights_fn: Callable[..., pd.DataFrame], prices: pd.DataFrame, par
     try:
         return run_backtest(weights, prices, **backtest_model)
     except NoPosition as reason:
-        return str(reason)  # starts with NEVER_TRADES
+        return str(reason)  # starts with NO_POSITION
 
 
 def _record(weights_fn: Callable, configurations: list[dict], returns: dict, backtest_model: dict) -> None:

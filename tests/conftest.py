@@ -68,3 +68,30 @@ def make_prices(closes: dict[str, list[float]], start: str = "2020-01-01", **fie
     for name, values in fields.items():
         frames[name] = pd.DataFrame(values, index=dates)
     return canonical_frame(frames)
+
+
+@pytest.fixture()
+def process_states():
+    """Pids in each state a notebook kernel's command can be in: ended and reaped, a zombie
+    (ended, not reaped; Linux only), stopped (SIGSTOP), alive but not our parent, this process,
+    our parent and init."""
+    import signal
+    import subprocess
+    import sys
+
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    alive = subprocess.Popen(["sleep", "60"])
+    stopped = subprocess.Popen(["sleep", "60"])
+    os.kill(stopped.pid, signal.SIGSTOP)
+    zombie = subprocess.Popen(["true"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
+    states = {"ended": ended.pid, "alive, not our parent": alive.pid, "stopped": stopped.pid,
+              "this process": os.getpid(), "our parent": os.getppid(), "init": 1}
+    if sys.platform.startswith("linux"):
+        states["zombie"] = zombie.pid
+    yield states
+    for process in (alive, stopped):
+        process.kill()
+        process.wait()
+    zombie.wait()

@@ -322,28 +322,6 @@ def test_a_finished_notebook_kernel_is_killed_quietly_and_leaves_no_file(workspa
     assert list(kernels.iterdir()) == [], "the kernel's sockets and connection file are removed"
 
 
-@pytest.fixture()
-def pids():
-    """Pids in each state a kernel's command can be in (the stopped and zombie ones: Linux only)."""
-    import signal
-    import subprocess
-
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    stopped = subprocess.Popen(["sleep", "60"])
-    os.kill(stopped.pid, signal.SIGSTOP)
-    zombie = subprocess.Popen(["true"])
-    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
-    found = {"gone": ended.pid, "this process": os.getpid(), "our parent": os.getppid(), "init": 1,
-             "stopped": stopped.pid}
-    if sys.platform.startswith("linux"):
-        found["zombie"] = zombie.pid
-    yield found
-    stopped.kill()
-    stopped.wait()
-    zombie.wait()
-
-
 def kernel_files(folder, pid, kernel="0a1b2c3d", sockets=True) -> list:
     """The files a kernel started by ``pid`` leaves: 5 sockets (bound, nobody listening) and its
     connection file."""
@@ -363,7 +341,8 @@ def kernel_files(folder, pid, kernel="0a1b2c3d", sockets=True) -> list:
     return made + [stem.with_name(f"{stem.name}.json")]
 
 
-def test_kernel_file_clean_up_removes_only_our_dead_commands_files_and_never_fails(tmp_path, pids, monkeypatch,
+def test_kernel_file_clean_up_removes_only_our_dead_commands_files_and_never_fails(tmp_path, process_states,
+                                                                                   monkeypatch,
                                                                                    caplog):
     """A table of hostile temp-folder contents: only files named as our kernels', owned by this
     user, of a valid pid of no process, with no live kernel on their sockets, go; each other
@@ -374,12 +353,12 @@ def test_kernel_file_clean_up_removes_only_our_dead_commands_files_and_never_fai
     from research_lib._kernel_guard import pid_max
     from research_lib.pipeline import remove_orphaned_kernel_files
 
-    dead = pids["gone"]
+    dead = process_states["ended"]
     rows: dict[str, tuple[list, bool]] = {}  # what: (its files, removed?)
     rows["a dead command's kernel"] = (kernel_files(tmp_path, dead, "00000001"), True)
     rows["a dead command's kernel, plain files"] = (kernel_files(tmp_path, dead, "00000002", sockets=False), True)
-    for state, pid in pids.items():
-        if state != "gone":
+    for state, pid in process_states.items():
+        if state != "ended":
             rows[f"a kernel of a command that is {state}"] = (kernel_files(tmp_path, pid, "00000003"),
                                                                state == "zombie")
     for what, pid in (("pid_max + 1", pid_max() + 1), ("a huge pid", 10 ** 40), ("pid 0", 0),

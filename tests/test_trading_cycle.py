@@ -175,27 +175,6 @@ class _Kernel:
             return True
 
 
-@pytest.fixture()
-def processes():
-    """Pids in each state a kernel's starting process can be in: ended and reaped, ended but not
-    reaped (a zombie, Linux only), alive but not our parent (a kernelspec wrapper)."""
-    import subprocess
-    import sys
-
-    ended = subprocess.Popen(["true"])
-    ended.wait()
-    alive = subprocess.Popen(["sleep", "60"])
-    zombie = subprocess.Popen(["true"])
-    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, left unreaped
-    states = {"our parent": os.getppid(), "alive, not our parent": alive.pid, "ended": ended.pid}
-    if sys.platform.startswith("linux"):
-        states["zombie"] = zombie.pid
-    yield states
-    alive.kill()
-    alive.wait()
-    zombie.wait()
-
-
 KERNEL_CASES = [  # (in a notebook kernel, the starter's state, whether the cycle may send)
     (True, "our parent", True), (True, "alive, not our parent", True), (True, "ended", False), (True, "zombie", False),
     (True, "not a pid", True), (True, "unset", True),
@@ -205,8 +184,8 @@ KERNEL_CASES = [  # (in a notebook kernel, the starter's state, whether the cycl
 
 @pytest.mark.parametrize("in_kernel, starter, may_send", KERNEL_CASES)
 def test_a_kernel_whose_command_is_gone_sends_nothing_and_other_processes_are_never_stopped(
-        market, processes, monkeypatch, in_kernel, starter, may_send):
-    if starter not in processes and starter not in ("not a pid", "unset"):
+        market, process_states, monkeypatch, in_kernel, starter, may_send):
+    if starter not in process_states and starter not in ("not a pid", "unset"):
         pytest.skip(f"no {starter} process on this platform")
     prices, sim, ledger = market
     sim.submit_order("AAA", "buy", 5.0, "manual-order-1")  # cancelled by a cycle that may act
@@ -217,14 +196,14 @@ def test_a_kernel_whose_command_is_gone_sends_nothing_and_other_processes_are_ne
     if starter == "unset":
         monkeypatch.delenv(PARENT_PID_ENV, raising=False)
     else:
-        monkeypatch.setenv(PARENT_PID_ENV, "pid-1" if starter == "not a pid" else str(processes[starter]))
+        monkeypatch.setenv(PARENT_PID_ENV, "pid-1" if starter == "not a pid" else str(process_states[starter]))
     assert (command_gone() is None) is may_send
     day = sessions(prices)[0]
     if may_send:
         assert run_cycle(sim, ledger, inputs_at(prices, day)).status == "traded"
         assert len(sim.orders()) == 4
         return
-    gone = rf"the process that started this notebook kernel \(pid {processes[starter]}\) has ended; nothing more is sent"
+    gone = rf"the process that started this notebook kernel \(pid {process_states[starter]}\) has ended; nothing more is sent"
     with pytest.raises(CommandGone, match=gone):
         run_cycle(sim, ledger, inputs_at(prices, day))
     assert [(o.client_order_id, o.status) for o in sim.orders()] == [("manual-order-1", "new")], "nothing cancelled"
@@ -233,7 +212,7 @@ def test_a_kernel_whose_command_is_gone_sends_nothing_and_other_processes_are_ne
     assert cycle["status"].startswith("failed: CommandGone") and cycle["finished_at"]
 
 
-def test_a_command_killed_mid_rebalance_stops_the_remaining_orders(market, processes, monkeypatch):
+def test_a_command_killed_mid_rebalance_stops_the_remaining_orders(market, process_states, monkeypatch):
     prices, sim, ledger = market
     monkeypatch.setitem(sys.modules, "ipykernel.kernelapp", _Kernel)
     monkeypatch.setenv(PARENT_PID_ENV, str(os.getppid()))
@@ -246,7 +225,7 @@ def test_a_command_killed_mid_rebalance_stops_the_remaining_orders(market, proce
 
         def submit_order(self, *args, **kwargs):
             placed = sim.submit_order(*args, **kwargs)
-            os.environ[PARENT_PID_ENV] = str(processes["ended"])
+            os.environ[PARENT_PID_ENV] = str(process_states["ended"])
             return placed
 
     with pytest.raises(CommandGone):

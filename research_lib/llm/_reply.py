@@ -36,13 +36,14 @@ def quote(value) -> str:
 def json_body(body: bytes) -> object:
     """The JSON of a 200 answer's body, or BadAPIReply (not UTF-8, not JSON, NaN/Infinity, too deep)."""
     try:
-        return json.loads(body, parse_constant=_refuse_constant)
+        return json.loads(body, parse_constant=refuse_constant)
     except (ValueError, RecursionError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise BadAPIReply(f"the body of a 200 answer is not JSON ({type(err).__name__}: {quote(str(err))}): "
                           f"{quote(body[:200])}") from None
 
 
-def _refuse_constant(name: str):
+def refuse_constant(name: str):
+    """A JSON decoder's ``parse_constant``: NaN and Infinity are not JSON."""
     raise ValueError(f"{name} is not JSON")
 
 

@@ -36,6 +36,7 @@ from collections import Counter
 from pydantic import ValidationError
 
 from research_lib.llm._prompt import PromptRequest
+from research_lib.llm._reply import refuse_constant
 from research_lib.llm._schema import AnalystAnswer, SymbolView
 
 COMPLETE = ("end_turn", "stop_sequence")
@@ -64,11 +65,7 @@ def _object(pairs: list[tuple[str, object]]) -> dict:
     return obj if len(obj) == len(pairs) else _DuplicatedKeys(pairs)
 
 
-def _refuse_constant(name: str):
-    raise ValueError(f"{name} is not JSON")
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_refuse_constant)
+_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=refuse_constant)
 
 
 def parse_answer(text: str, stop_reason: str | None, request: PromptRequest,

@@ -360,12 +360,6 @@ def _reportable(strategy: str, cycle: dict) -> bool:
     return _rebuildable(cycle) or (_report_dir(strategy, cycle) / CYCLE_FILE).is_file()
 
 
-def _latest_of_its_session(ledger: Ledger, strategy: str, cycle: dict) -> bool:
-    """Whether no later cycle (not a dry run) of ``cycle``'s session exists: its report is the session's."""
-    return not any(c["id"] > cycle["id"] and c["session"] == cycle["session"] and not c["summary"].get("dry_run")
-                   for c in ledger.cycles(strategy))
-
-
 def resolve_session(strategy: str | None = None, broker: str | None = None, asof: str | dt.date | None = None,
                     dry_run: bool = False) -> tuple[Promoted, str, dt.date]:
     """Which strategy, broker and session a `trade` would run, without changing anything.
@@ -610,10 +604,11 @@ def finish_reports(promoted: Promoted, ledger: Ledger) -> list[dict]:
     """Write the report, and raise the alerts, of each finished cycle of ``promoted`` whose
     command was killed before it could (the ledger has no ``report_written_at`` for it); return
     those reports. Each is made from the ledger's record of its cycle (`session_report`)."""
-    written = []
-    for cycle in ledger.cycles(promoted.name):
+    written, cycles = [], ledger.cycles(promoted.name)
+    latest = {c["session"]: c["id"] for c in cycles if not c["summary"].get("dry_run")}  # its report is the session's
+    for cycle in cycles:
         if (_finished(cycle) and _rebuildable(cycle) and not cycle["summary"].get(REPORT_WRITTEN)
-                and _latest_of_its_session(ledger, promoted.name, cycle)):
+                and latest.get(cycle["session"]) == cycle["id"]):
             log.warning("%s %s: the cycle finished but its report was not written (its command was stopped); "
                         "writing it from the ledger", promoted.name, cycle["session"])
             written.append(_publish(promoted, ledger, cycle, _traded_prices(promoted, cycle, ledger), alerts=True))

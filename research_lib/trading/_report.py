@@ -43,12 +43,13 @@ def session_report(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.D
     starting_cash = (promoted.starting_cash if cycle["broker"] == "sim"
                      else float(equity.iloc[0]) if len(equity) else 0.0)
     pnl = daily_pnl(equity, starting_cash)
-    fills = slippage([i for i in ledger.intents(name) if i.session <= session])
+    intents = ledger.intents(name)  # every order of the strategy, in the ledger's order
+    fills = slippage([i for i in intents if i.session <= session])
     expected, holdings = expected_backtest(promoted.weights, prices, first,
                                            promoted.config.backtest.model(capital=promoted.starting_cash))
     weights_by_session = {c["session"]: c["summary"].get("weights") or {} for c in cycles}
     tracking = drift(pnl, weights_by_session, expected, holdings, promoted.config.paper.max_tracking_error)
-    orders = [dataclasses.asdict(i) for i in ledger.intents(name, session)]
+    orders = [dataclasses.asdict(i) for i in intents if i.session == session]
     manifest = read_json(promoted.run_dir / "manifest.json") or {}
     return {
         "strategy": name, "broker": cycle["broker"], "session": session, "written_at": now_utc(),
