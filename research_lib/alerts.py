@@ -28,7 +28,6 @@ keys, are redacted from what is logged, recorded and sent.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import http.client
 import json
 import logging
@@ -45,11 +44,12 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, ValidationError, field_validator
 
 from research_lib import paths
 from research_lib.errors import ConfigError
 from research_lib.logs import SMTP_PASSWORD_ENV, WEBHOOK_URL_ENV, redact
+from research_lib.params import StrictModel, describe_errors, read_mapping, refuse_secrets
 
 AlertKind = Literal["run_failed", "kill_switch", "reconciliation_mismatch", "drift", "llm_budget"]
 ALERT_KINDS: tuple[str, ...] = get_args(AlertKind)
@@ -61,8 +61,8 @@ _TAIL_BYTES = 1_000_000  # how much of alerts.jsonl the dedupe reads back
 log = logging.getLogger("spartan.alerts")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+class _Strict(StrictModel):
+    model_config = ConfigDict(populate_by_name=True)
 
 
 class WebhookChannel(_Strict):
@@ -119,8 +119,6 @@ def load_alerts_config(path: str | Path | None = None) -> AlertsConfig:
     ConfigError
         naming the file, the key, the value and the fix; a password key is refused.
     """
-    from research_lib.config import refuse_secrets, read_mapping  # the same rules as the run parameters
-
     path = Path(path) if path is not None else paths.workspace_root() / "params" / "alerts.yaml"
     raw: Any = {}
     if path.is_file():
@@ -141,7 +139,7 @@ def load_alerts_config(path: str | Path | None = None) -> AlertsConfig:
     try:
         return AlertsConfig.model_validate(raw)
     except ValidationError as err:
-        raise ConfigError("\n".join([f"Invalid alert settings in {path}:", *map(_explain, err.errors())])) from None
+        raise ConfigError(describe_errors(err, f"Invalid alert settings in {path}:", AlertsConfig, show=redact)) from None
 
 
 def _keys(raw: dict, prefix: str = "") -> list[str]:
@@ -151,16 +149,6 @@ def _keys(raw: dict, prefix: str = "") -> list[str]:
         if isinstance(value, dict):
             found += _keys(value, f"{prefix}{key}.")
     return found
-
-
-def _explain(problem: dict) -> str:
-    where = ".".join(str(p) for p in problem["loc"])
-    if problem["type"] != "extra_forbidden":
-        return f"- {where}: {problem['msg']} (got {redact(problem.get('input'))!r})."
-    model = {(): AlertsConfig, ("webhook",): WebhookChannel, ("smtp",): SmtpChannel}.get(tuple(problem["loc"][:-1]))
-    valid = sorted(field.alias or name for name, field in model.model_fields.items()) if model else []
-    hint = difflib.get_close_matches(str(problem["loc"][-1]), valid, n=1)
-    return f"- {where}: unknown key; valid keys here: {valid}.{f' Did you mean {hint[0]!r}?' if hint else ''}"
 
 
 def _check_url(value: str) -> str:

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-SESSIONS_PER_YEAR = 252
+from research_lib.units import SESSIONS_PER_YEAR
+
 IMPACT_WINDOW = 20
 IMPACT_MIN_SESSIONS = 5
 COST_COLUMNS = ("commission", "spread", "impact", "borrow")

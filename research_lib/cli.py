@@ -338,7 +338,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _promote(args: argparse.Namespace) -> int:
     import yaml
 
-    from research_lib.promotion import PromotionRefused, promote
+    from research_lib.validation.promotion import PromotionRefused, promote
     from research_lib.reports import build_index
 
     try:

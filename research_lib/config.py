@@ -12,17 +12,16 @@ Secrets never live here: API keys come from the environment (see ``research_lib.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
-import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from research_lib._io import atomic_write_bytes
 from research_lib.data import DataSource, calendar_error
 from research_lib.errors import ConfigError
+from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
 from research_lib.portfolio._constraints import PortfolioConstraints
 from research_lib.portfolio._types import Method, ReturnsModel, RiskModel
@@ -33,15 +32,8 @@ SignalSource = Literal["blend", "ml", "llm", "momentum"]
 ModelName = Literal["ridge", "hgbr"]
 RebalanceFrequency = Literal["monthly", "weekly"]
 
-_SECRET_WORDS = ("api_key", "apikey", "secret", "password")  # anywhere in a key; and a key part "token"
-SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "SPARTAN_SMTP_PASSWORD")
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DataConfig(_Strict):
+class DataConfig(StrictModel):
     """Which prices to load and how strictly to check them."""
 
     source: DataSource = "bundled"
@@ -83,7 +75,7 @@ class DataConfig(_Strict):
         return self
 
 
-class StrategyConfig(_Strict):
+class StrategyConfig(StrictModel):
     """The baseline strategy backtested by 06_validate."""
 
     name: StrategyName = "momentum_12_1"
@@ -99,7 +91,7 @@ class StrategyConfig(_Strict):
         return self
 
 
-class FeaturesConfig(_Strict):
+class FeaturesConfig(StrictModel):
     """Which point-in-time features 02_build_features computes (research_lib.features)."""
 
     names: list[FeatureName] = Field(list(ALL_FEATURES), min_length=1, description="features to compute")
@@ -109,8 +101,8 @@ class FeaturesConfig(_Strict):
     n_jobs: int = Field(2, description="processes for GARCH fits (-1: one per core); speed only")
 
 
-class MLConfig(_Strict):
-    """Walk-forward models of 03_ml_signals (research_lib.models)."""
+class MLConfig(StrictModel):
+    """Walk-forward models of 03_ml_signals (research_lib.signals.models)."""
 
     models: list[ModelName] = Field(["ridge", "hgbr"], min_length=1, description="models fitted and evaluated")
     signal_model: ModelName = Field("hgbr", description="model whose scores become signals_ml.parquet")
@@ -131,7 +123,7 @@ class MLConfig(_Strict):
         return self
 
 
-class ModelPrice(_Strict):
+class ModelPrice(StrictModel):
     """US dollars per million tokens (the Anthropic pricing page); the Batch API halves them."""
 
     input: float = Field(ge=0)
@@ -140,7 +132,7 @@ class ModelPrice(_Strict):
     cache_read: float = Field(ge=0, description="prompt-cache hit")
 
 
-class LLMConfig(_Strict):
+class LLMConfig(StrictModel):
     """Claude as an analyst (04_claude_signals, research_lib.llm)."""
 
     provider: Literal["auto", "anthropic", "replay", "offline"] = Field(
@@ -177,7 +169,7 @@ class LLMConfig(_Strict):
         return self
 
 
-class VolTargetConfig(_Strict):
+class VolTargetConfig(StrictModel):
     """Scale each rebalance's weights to a target volatility (research_lib.risk.volatility_target)."""
 
     target_vol: float = Field(gt=0, description="annualized volatility aimed at, e.g. 0.12")
@@ -185,14 +177,14 @@ class VolTargetConfig(_Strict):
     max_leverage: float = Field(1.0, gt=0, description="largest multiplier (1: never leverage up)")
 
 
-class CircuitBreakerConfig(_Strict):
+class CircuitBreakerConfig(StrictModel):
     """Go to cash after a drawdown (research_lib.risk.drawdown_circuit_breaker)."""
 
     max_drawdown: float = Field(gt=0, lt=1, description="drawdown from peak that trips it, e.g. 0.2")
     cooldown_days: int = Field(21, ge=1, description="sessions in cash after a trip")
 
 
-class PortfolioConfig(_Strict):
+class PortfolioConfig(StrictModel):
     """Signals to target weights (05_portfolio, research_lib.portfolio); used by strategy ``portfolio``."""
 
     signal: SignalSource = Field("blend", description="scores behind expected returns and views: ml, llm, "
@@ -253,7 +245,7 @@ DEFAULT_RISK_LIMITS = RiskLimits(
     max_daily_orders=100, daily_loss_limit=0.05, drawdown_stop=0.25)
 
 
-class BacktestConfig(_Strict):
+class BacktestConfig(StrictModel):
     """The cost model of research_lib.backtest.run_backtest (see its docstring)."""
 
     cost_bps: float = Field(10.0, ge=0, description="commissions per unit of turnover, in basis points")
@@ -274,12 +266,12 @@ class BacktestConfig(_Strict):
                 "borrow_bps_per_year": self.borrow_bps_per_year, "cash_rate_per_year": self.cash_rate_per_year}
 
 
-class ReportConfig(_Strict):
+class ReportConfig(StrictModel):
     title: str = "Spartan baseline"
     tearsheet: bool = Field(True, description="write the quantstats HTML tearsheet")
 
 
-class PaperConfig(_Strict):
+class PaperConfig(StrictModel):
     """Paper trading of a promoted strategy (``spartan trade``, research_lib.trading)."""
 
     broker: Literal["sim", "alpaca"] = Field("sim", description="sim: the offline simulated broker; alpaca: "
@@ -299,7 +291,7 @@ class PaperConfig(_Strict):
                                       "backtest beyond which the report flags drift")
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     """Everything one research run needs, saved as ``config.yaml`` in its run folder."""
 
     scenario: str = Field(..., pattern=r"^[A-Za-z0-9_-]+$", description="short name used in run ids")
@@ -374,18 +366,6 @@ def _read_layered(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     return _deep_merge(base, raw)
 
 
-def read_mapping(path: Path, what: str) -> dict[str, Any]:
-    """The YAML mapping in ``path`` (empty file: {}); a ConfigError names ``what`` and the file
-    when it is not valid YAML or not a mapping."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{what} {path} must hold a mapping of keys to values, not {type(raw).__name__}.")
-    return raw
-
-
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in top.items():
@@ -407,9 +387,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         fields = model.model_fields
         if name not in fields:
             where = ".".join([*parents, leaf][:depth]) or "the top level"
-            hint = difflib.get_close_matches(name, list(fields), n=1)
-            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-            raise ConfigError(f"Override {item!r}: {name!r} is not a key of {where}; valid keys: {sorted(fields)}.{did_you_mean}")
+            raise ConfigError(f"Override {item!r}: {name!r} is not a key of {where}; valid keys: {sorted(fields)}."
+                              f"{did_you_mean(name, fields)}")
         if name == leaf:
             break
         annotation = fields[name].annotation
@@ -425,44 +404,5 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         node[leaf] = text
 
 
-def refuse_secrets(raw: dict[str, Any], path: Path, prefix: str = "") -> None:
-    """Refuse keys that look like secrets, and values equal to a key set in the environment."""
-    live = {os.environ[n] for n in SECRET_NAMES if len(os.environ.get(n, "")) >= 8}
-    for key, value in raw.items():
-        dotted = f"{prefix}{key}"
-        if any(word in str(key).lower() for word in _SECRET_WORDS) or "token" in str(key).lower().split("_"):
-            raise ConfigError(
-                f"{path}: key {dotted!r} looks like a secret. Secrets never go in parameter files "
-                "(they are copied into reports); set them in the environment or a git-ignored .env."
-            )
-        if isinstance(value, dict):
-            refuse_secrets(value, path, prefix=f"{dotted}.")
-        elif live and any(secret in str(value) for secret in live):
-            raise ConfigError(f"{path}: the value of {dotted!r} contains an API key from the environment. "
-                              "Secrets never go in parameters (they are copied into reports); remove it.")
-
-
 def _describe(err: ValidationError, path: Path) -> str:
-    lines = [f"Invalid parameters in {path} (after inherits and overrides):"]
-    for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        if problem["type"] == "extra_forbidden":
-            parent_model = _model_at(problem["loc"][:-1])
-            valid = sorted(parent_model.model_fields) if parent_model else []
-            hint = difflib.get_close_matches(str(problem["loc"][-1]), valid, n=1)
-            did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
-            lines.append(f"- {where}: unknown key; valid keys here: {valid}.{did_you_mean}")
-        else:
-            shown = problem.get("input")
-            lines.append(f"- {where}: {problem['msg']} (got {shown!r}).")
-    return "\n".join(lines)
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = RunConfig
-    for name in loc:
-        field = model.model_fields.get(str(name))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
-            return None
-        model = field.annotation
-    return model
+    return describe_errors(err, f"Invalid parameters in {path} (after inherits and overrides):", RunConfig)

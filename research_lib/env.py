@@ -11,7 +11,7 @@ from dotenv import load_dotenv
 
 from research_lib import paths
 
-from research_lib.config import SECRET_NAMES  # noqa: F401  (re-exported: the keys Spartan reads)
+from research_lib.params import SECRET_NAMES  # noqa: F401  (re-exported: the keys Spartan reads)
 
 
 def load_env_file() -> bool:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from research_lib import paths
+from research_lib.params import SECRET_NAMES
 
 try:
     import fcntl
@@ -54,8 +55,6 @@ for _name in LIBRARY_LOGGERS:  # a library's loggers never fall back to printing
 
 def redacted_names() -> tuple[str, ...]:
     """The environment variables whose values never appear in logs, alerts or reports."""
-    from research_lib.config import SECRET_NAMES
-
     return (*SECRET_NAMES, SMTP_PASSWORD_ENV, WEBHOOK_URL_ENV)
 
 

@@ -33,3 +33,16 @@ def reports_dir() -> Path:
 
 def notebooks_dir() -> Path:
     return workspace_root() / "notebooks"
+
+
+STATE_DB_NAME = "spartan.sqlite"
+
+
+def state_db() -> Path:
+    """The workspace's SQLite state (WAL): LLM cache, trial registry, ledger, sim accounts."""
+    return data_dir() / STATE_DB_NAME
+
+
+def promoted_dir() -> Path:
+    """Where promoted strategies live, one frozen YAML record each (``params/promoted/``)."""
+    return workspace_root() / "params" / "promoted"

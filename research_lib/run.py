@@ -26,10 +26,11 @@ from research_lib.config import RunConfig, load_config
 from research_lib.data import load_prices, read_snapshot, write_snapshot
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError
+from research_lib.units import SESSIONS_PER_YEAR
 from research_lib.features import VIX_FEATURES
-from research_lib.features._price import momentum
-from research_lib.labels import forward_returns
-from research_lib.metrics import backtest_metrics, headline_metrics
+from research_lib.features import momentum
+from research_lib.signals.labels import forward_returns
+from research_lib.validation.metrics import backtest_metrics, headline_metrics
 from research_lib.strategies import baseline_weights, rebalance_dates
 
 if TYPE_CHECKING:  # heavy (scikit-learn, statsmodels, anthropic): imported where used, so light stages start fast
@@ -87,7 +88,7 @@ _INPUTS = {WEIGHTS_FILE: (PRICES_FILE, SIGNALS_FILE, LLM_VIEWS_FILE)}
 
 
 def _input_hashes(path: Path) -> dict[str, str | None]:
-    from research_lib.data._snapshot import sha256_of
+    from research_lib.data import sha256_of
 
     inputs = [path.parent / name for name in _INPUTS.get(path.name, ())]
     return {p.name: sha256_of(p) if p.is_file() else None for p in inputs}
@@ -498,7 +499,7 @@ def _headlines(config: RunConfig, tables: dict) -> dict | None:
 
 def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Series:
     """Rank IC of the views' expected excess returns against the returns they could earn."""
-    from research_lib.evaluation import information_coefficient
+    from research_lib.signals.evaluation import information_coefficient
 
     scores = result.scores()
     if scores.empty:  # no views: no IC, on a date index still (the cutoff split compares dates)
@@ -510,7 +511,7 @@ def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Se
 
 def _view_ic_summary(ic: pd.Series, config: RunConfig) -> dict | None:
     """Views are formed every month (or week); their labels overlap by horizon / spacing."""
-    from research_lib.evaluation import ic_summary
+    from research_lib.signals.evaluation import ic_summary
 
     spacing = {"monthly": 21, "weekly": 5}[config.llm.rebalance]
     return ic_summary(ic, horizon=max(1, -(-config.ml.horizon_days // spacing))) if len(ic) else None
@@ -518,7 +519,7 @@ def _view_ic_summary(ic: pd.Series, config: RunConfig) -> dict | None:
 
 def _evaluate_llm(result: LLMResult, close: pd.DataFrame, config: RunConfig, run_dir: Path) -> dict:
     """IC of the views before and after the model's knowledge cutoff, and agreement with the ML signal."""
-    from research_lib.evaluation import information_coefficient
+    from research_lib.signals.evaluation import information_coefficient
 
     ic = _view_ic(result, close, config)
     cutoff = llm_cutoff(config)
@@ -557,7 +558,7 @@ def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
     """The tearsheet's title; it names the LLM analyst and its cost when the run had one."""
     if not llm_report or "analyst" not in llm_report:
         return config.report.title
-    from research_lib.llm._cost import format_usd
+    from research_lib.units import format_usd
 
     r = llm_report
     per_signal = f"{format_usd(r['usd_per_signal'])} per signal" if r.get("views") else "no views"
@@ -612,8 +613,9 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
     Records every trial of the run in the workspace's sweep registry first, so the deflated
     Sharpe counts them; writes ``validation.json`` and ``validation.html`` into ``run_dir``.
     """
-    from research_lib import registry, validation
-    from research_lib.promotion import evaluate_gate, load_thresholds, verdict
+    from research_lib import validation
+    from research_lib.validation import registry
+    from research_lib.validation.promotion import evaluate_gate, load_thresholds, verdict
     from research_lib.reports.validation_page import write_validation_page
 
     run_dir = Path(run_dir)
@@ -647,13 +649,13 @@ def validate_run(config: RunConfig, prices: pd.DataFrame, results: dict[str, Bac
         "strategy": main, "run_id": run_dir.name, "judged_on": judged_on, "gate_stats": gate_stats,
         "verdict": verdict(criteria), "thresholds": thresholds.model_dump(), "moments": moments, "psr": stats["psr"],
         "trials": {**trial_stats, "this_run": sorted(trials), "expected_max_sharpe_annual":
-                   stats["expected_max_sharpe"] * validation.PERIODS_PER_YEAR ** 0.5},
+                   stats["expected_max_sharpe"] * SESSIONS_PER_YEAR ** 0.5},
         "pbo": {k: v for k, v in pbo.items() if k != "logits"},
         "bootstrap": stats["bootstrap"],
         "cost_stress": stress,
         "by_year": validation.breakdown_by_year(returns).reset_index().to_dict("records"),
         "by_regime": validation.breakdown_by_regime(returns, benchmark).reset_index().to_dict("records"),
-        "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * validation.PERIODS_PER_YEAR ** 0.5,
+        "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * SESSIONS_PER_YEAR ** 0.5,
                                   "sessions": len(walk["returns"]), "choices": walk["choices"]},
         "llm": _llm_validation(llm_report, metrics),
         "provenance": {"code": git_commit(paths.workspace_root()),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib.config import StrategyConfig
-from research_lib.features._price import momentum
+from research_lib.features import momentum
 
 _PERIOD = {"monthly": "M", "weekly": "W"}
 

@@ -23,7 +23,7 @@ from alpaca.trading.requests import MarketOrderRequest
 from research_lib.broker import (OPEN_STATUSES, AlpacaBroker, BrokerError, BrokerUnavailable, DuplicateClientOrderId,
                                  InsufficientBuyingPower, OrderRejected, RateLimited, UnknownOutcome)
 from research_lib.broker._alpaca import KEY_ID_ENV, LIVE_CONFIRMATION, SECRET_KEY_ENV, _order, _position
-from research_lib.config import SECRET_NAMES
+from research_lib.params import SECRET_NAMES
 from research_lib.errors import ConfigError
 from tests.servers.alpaca_trading import DEFAULT_NOW, NEW_YORK, AlpacaTradingServer
 

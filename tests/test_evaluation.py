@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from research_lib.evaluation import (
+from research_lib.signals.evaluation import (
     ic_decay,
     ic_summary,
     information_coefficient,
@@ -15,7 +15,7 @@ from research_lib.evaluation import (
     quantile_spread_summary,
     signal_turnover,
 )
-from research_lib.labels import forward_returns
+from research_lib.signals.labels import forward_returns
 
 
 def wide(values, start: str = "2020-01-01") -> pd.DataFrame:

@@ -10,7 +10,7 @@ from research_lib.features import ALL_FEATURES, FeatureInputs, build_features, c
 from research_lib.features._market import beta_and_idiosyncratic_volatility
 from research_lib.features._price import drawdown, realized_volatility, rsi
 from research_lib.features._timeframes import period_return, period_volatility
-from research_lib.labels import excess_forward_returns, forward_returns
+from research_lib.signals.labels import excess_forward_returns, forward_returns
 
 SYMBOLS = ["AAPL", "JPM", "KO", "MSFT", "PFE", "XOM"]
 

@@ -786,7 +786,7 @@ def shown_close_to(shown: str, amount: float) -> bool:
 @settings(max_examples=300, deadline=None, derandomize=True)
 @given(amount=AMOUNTS)
 def test_dollars_are_shown_with_enough_precision_to_be_true(amount):
-    from research_lib.llm._cost import format_usd
+    from research_lib.units import format_usd
     from research_lib.reports._charts import dollars
 
     for shown in (format_usd(amount), dollars(amount)):

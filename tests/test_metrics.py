@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research_lib.metrics import backtest_metrics, cagr, headline_metrics, max_drawdown, sharpe_ratio, win_rate
+from research_lib.validation.metrics import backtest_metrics, cagr, headline_metrics, max_drawdown, sharpe_ratio, win_rate
 
 
 def test_closed_forms():

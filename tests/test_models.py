@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from research_lib.config import load_config
-from research_lib.evaluation import ic_summary, information_coefficient
-from research_lib.models import PurgedWalkForward, WalkForwardModel, make_estimator
+from research_lib.signals.evaluation import ic_summary, information_coefficient
+from research_lib.signals.models import PurgedWalkForward, WalkForwardModel, make_estimator
 from research_lib.signals import compute_features, labels_for, permutation_importance
 from tests.conftest import REPO
 

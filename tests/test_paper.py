@@ -2,7 +2,7 @@
 and how it tracks the backtest (`research_lib.trading._tracking`).
 
 Fast: the promoted strategy is built by hand (a run folder with prices, weights and a manifest,
-and ``params/promoted/<name>.yaml`` shaped as `research_lib.promotion.promote` writes it); no
+and ``params/promoted/<name>.yaml`` shaped as `research_lib.validation.promotion.promote` writes it); no
 research pipeline, no notebook. The `spartan trade` command end to end is tested elsewhere.
 """
 

@@ -15,7 +15,7 @@ import yaml
 from research_lib.backtest import run_backtest
 from research_lib.cli import main
 from research_lib.data import read_provenance, read_snapshot
-from research_lib.metrics import headline_metrics
+from research_lib.validation.metrics import headline_metrics
 from research_lib.pipeline import discover_stages, load_manifest, select_stages
 from research_lib.errors import ConfigError
 from tests.conftest import REPO
@@ -90,6 +90,10 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     run = only_run(workspace)
     out = capsys.readouterr().out
     assert "[1/6] 01_load_data" in out and "[6/6] 06_validate" in out and "Run succeeded: CAGR" in out
+
+    golden = json.loads((REPO / "tests" / "golden" / "smoke_metrics.json").read_text())
+    assert json.loads((run / "metrics.json").read_text()) == golden, \
+        "metrics.json differs from the one the code made before the restructure (issue 14); numbers must not move"
 
     manifest = load_manifest(run)
     assert manifest["status"] == "succeeded" and manifest["scenario"] == "smoke"

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from research_lib import registry, validation
+from research_lib import validation
+from research_lib.validation import registry
 from research_lib.cli import main
 from research_lib.errors import ConfigError
-from research_lib.metrics import headline_metrics
-from research_lib.promotion import (GateThresholds, PromotionRefused, evaluate_gate, load_thresholds, promote,
+from research_lib.validation.metrics import headline_metrics
+from research_lib.validation.promotion import (GateThresholds, PromotionRefused, evaluate_gate, load_thresholds, promote,
                                     promoted_strategies, verdict)
 from research_lib.reports import build_index
 from tests.conftest import REPO

@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from research_lib import metrics, sweep
+from research_lib.validation import metrics, sweep
 from research_lib.backtest import run_backtest
 from research_lib.config import StrategyConfig
 from research_lib.strategies import baseline_weights
-from research_lib.sweep import ma_crossover_sweep
+from research_lib.validation.sweep import ma_crossover_sweep
 from tests.conftest import make_prices
 
 PAIRS = [(2, 5), (3, 10), (5, 20)]
@@ -134,7 +134,7 @@ def test_grid_sweep_takes_a_list_of_configurations_and_names_the_one_that_fails(
 
 
 def test_a_grid_sweep_is_recorded_in_the_workspace_registry_once(bundled_small, tmp_path, monkeypatch):
-    from research_lib.registry import list_trials, trial_statistics
+    from research_lib.validation.registry import list_trials, trial_statistics
 
     monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
     (tmp_path / "params").mkdir()

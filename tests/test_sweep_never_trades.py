@@ -1,7 +1,7 @@
 """Sweeps survive configurations that never take a position (thresholds no signal reaches,
 windows longer than the data, no prices, zero-variance returns, weights only at the very end):
 the sweep completes, those rows have NaN metrics and the reason, and every configuration that
-trades gives exactly what it gives alone, checked against `run_backtest` and `research_lib.metrics`."""
+trades gives exactly what it gives alone, checked against `run_backtest` and `research_lib.validation.metrics`."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from research_lib import metrics, sweep, validation
+from research_lib import validation
+from research_lib.validation import metrics, sweep
 from research_lib.backtest import run_backtest
-from research_lib.sweep import METRICS, ma_crossover_sweep
+from research_lib.validation.sweep import METRICS, ma_crossover_sweep
 from tests.conftest import make_prices
 
 NEVER = "never takes a position: "
@@ -67,7 +68,7 @@ CONFIGURATIONS = st.one_of(LIKELY_TO_TRADE, ANY_CONFIGURATION)
 
 
 def assert_row_is_the_backtest(row: pd.Series, returns: pd.Series, backtest) -> None:
-    """The oracle for a configuration that trades: run_backtest's returns and research_lib.metrics."""
+    """The oracle for a configuration that trades: run_backtest's returns and research_lib.validation.metrics."""
     pd.testing.assert_series_equal(returns.dropna(), backtest.returns, check_names=False, check_freq=False)
     values = backtest.returns.to_numpy()
     expected = {"sharpe": metrics.sharpe_ratio(values), "cagr": metrics.cagr(values),
@@ -219,7 +220,7 @@ def momentum_weights(prices: pd.DataFrame, lookback_days: int) -> pd.DataFrame:
 def test_never_trading_rows_change_neither_the_registry_nor_the_pbo(tmp_path, monkeypatch):
     """Downstream sees only configurations that trade: the registry counts them alone, and the
     PBO of the sweep's returns is that of the trading configurations swept without the others."""
-    from research_lib.registry import list_trials, trial_statistics
+    from research_lib.validation.registry import list_trials, trial_statistics
 
     monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
     rng = np.random.default_rng(5)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from research_lib.registry import list_trials, record_trials, trial_hash, trial_statistics
+from research_lib.validation.registry import list_trials, record_trials, trial_hash, trial_statistics
 from research_lib.validation import (bootstrap_sharpe_interval, breakdown_by_regime, breakdown_by_year,
                                      deflated_sharpe_ratio, expected_max_sharpe, minimum_track_record_length,
                                      probabilistic_sharpe_ratio, probability_of_backtest_overfitting,

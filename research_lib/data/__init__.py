@@ -11,7 +11,6 @@ request reuse the snapshot, so a run can be repeated exactly.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import pandas as pd
 
 from research_lib import paths
 from research_lib._io import now_utc, package_versions
+from research_lib.params import closest
 from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
 from research_lib.data._calendar import calendar_error, session_problems
 from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
@@ -33,7 +33,7 @@ from research_lib.errors import DataValidationError
 
 __all__ = [
     "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "calendar_error", "canonical_frame",
-    "from_alpaca", "from_yfinance",
+    "fetch_alpaca", "from_alpaca", "from_yfinance",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
     "validate_prices", "write_snapshot",
 ]
@@ -164,14 +164,7 @@ def _refuse_unknown(symbols: list[str], available, label: str, context: Mapping[
     unknown = [s for s in symbols if s not in available]
     if not unknown:
         return
-    folded = {}
-    for a in available:
-        folded.setdefault(str(a).casefold(), a)
-    hints = []
-    for s in unknown:
-        close = difflib.get_close_matches(str(s).casefold(), list(folded), n=1)
-        if close:
-            hints.append(f"{s!r} -> did you mean {folded[close[0]]!r}?")
+    hints = [f"{s!r} -> did you mean {name!r}?" for s in unknown if (name := closest(s, available, fold=str.casefold))]
     hint = (" " + " ".join(hints)) if hints else ""
     fix = " and ".join(dict.fromkeys(context.get(s, "data.symbols") for s in unknown))
     raise DataValidationError([

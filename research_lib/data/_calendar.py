@@ -11,11 +11,12 @@ midnight UTC, so dates up to yesterday (UTC).
 
 from __future__ import annotations
 
-import difflib
 import warnings
 from functools import lru_cache
 
 import pandas as pd
+
+from research_lib.params import did_you_mean
 
 _SHOWN = 10  # dates listed in a message
 
@@ -27,9 +28,8 @@ def calendar_error(name: str) -> str | None:
     names = xcals.get_calendar_names(include_aliases=True)
     if name in names:
         return None
-    hint = difflib.get_close_matches(str(name).upper(), names, n=1)
     return ("is not an exchange_calendars code; use e.g. XNYS (New York), XLON (London), XTKS (Tokyo), "
-            "24/7 (every day), or null to check no calendar" + (f". Did you mean {hint[0]!r}?" if hint else ""))
+            "24/7 (every day), or null to check no calendar." + did_you_mean(name, names, fold=str.upper))
 
 
 def session_problems(dates: pd.DatetimeIndex, calendar: str | None, source: str, now: pd.Timestamp) -> list[str]:

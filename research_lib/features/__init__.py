@@ -139,4 +139,4 @@ def build_features(inputs: FeatureInputs, names: list[str] | tuple[str, ...] = A
 
 
 __all__ = ["ALL_FEATURES", "FeatureInputs", "FeatureName", "build_features", "cross_sectional_rank",
-           "cross_sectional_zscore"]
+           "cross_sectional_zscore", "momentum"]

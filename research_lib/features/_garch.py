@@ -31,7 +31,8 @@ from joblib import Memory, Parallel, delayed
 from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
-SESSIONS_PER_YEAR = 252
+from research_lib.units import SESSIONS_PER_YEAR
+
 PERCENT = 100.0
 MIN_HISTORY_FLOOR = 100
 

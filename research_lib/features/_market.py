@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from research_lib.features._price import SESSIONS_PER_YEAR, distance_from_moving_average, realized_volatility
+from research_lib.features._price import distance_from_moving_average, realized_volatility
+from research_lib.units import SESSIONS_PER_YEAR
 
 
 def beta_and_idiosyncratic_volatility(close: pd.DataFrame, index_close: pd.Series, days: int = 252):

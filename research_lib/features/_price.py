@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-SESSIONS_PER_YEAR = 252
+from research_lib.units import SESSIONS_PER_YEAR
+
 
 
 def trailing_return(close: pd.DataFrame, days: int) -> pd.DataFrame:

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 
 from research_lib.errors import SpartanError
+from research_lib.units import format_usd
 
 
 class BudgetExceeded(SpartanError):
@@ -35,18 +36,6 @@ def completion_cost(price: Price, input_tokens: int, output_tokens: int, cache_r
     dollars = (input_tokens * price.input + output_tokens * price.output
                + cache_read_tokens * price.cache_read + cache_write_tokens * price.cache_write) / 1e6
     return dollars * (1.0 - price.batch_discount) if batch else dollars
-
-
-def format_usd(amount: float) -> str:
-    """Dollars with enough digits to be true: cents, or three significant digits below a dollar
-    (``$0.001``, never ``$0.00`` for a cost that is not zero)."""
-    if not math.isfinite(amount) or amount == 0:
-        return f"${amount:.2f}"
-    decimals = max(2, 2 - math.floor(math.log10(abs(amount))))
-    text = f"{amount:,.{decimals}f}"
-    while text.endswith("0") and len(text.rsplit(".", 1)[1]) > 2:
-        text = text[:-1]
-    return f"${text}"
 
 
 def estimate_tokens(text: str) -> int:

@@ -105,7 +105,7 @@ def bench_construction(n_assets: int = 20, n_rebalances: int = 400, lookback_day
         ``n_assets``, ``n_rebalances``, ``seconds``, ``target_s``, ``within_target``.
     """
     from research_lib.config import DEFAULT_RISK_LIMITS, PortfolioConfig
-    from research_lib.features._price import momentum
+    from research_lib.features import momentum
     from research_lib.portfolio._construct import construct_portfolio
     from research_lib.strategies import rebalance_dates
 

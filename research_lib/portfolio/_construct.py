@@ -33,7 +33,7 @@ from research_lib.portfolio._constraints import InfeasibleConstraintsError, Port
 from research_lib.portfolio._inputs import expected_returns, risk_matrix, signal_expected_returns
 from research_lib.portfolio._optimize import _NEEDS_MU, optimize_weights
 from research_lib.risk import RiskLimits, clamp_weights, volatility_multiplier
-from research_lib.risk._research import EVENT_COLUMNS
+from research_lib.risk import EVENT_COLUMNS
 
 ADV_SESSIONS = 20  # sessions of volume averaged for the share-of-ADV check
 DECISION_TIME = dt.time(16, 0)  # decisions are made at the close

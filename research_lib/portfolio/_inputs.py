@@ -8,7 +8,6 @@ sessions per year (252: daily prices), in fractions (0.08 is 8 % a year).
 
 from __future__ import annotations
 
-import difflib
 from typing import get_args
 
 import numpy as np
@@ -16,6 +15,7 @@ import pandas as pd
 from pypfopt import expected_returns as pf_returns
 from pypfopt import risk_models as pf_risk
 
+from research_lib.params import did_you_mean
 from research_lib.portfolio._types import ReturnsModel, RiskModel
 
 
@@ -24,9 +24,7 @@ def check_choice(name: str, value: object, choices: type) -> None:
     """Refuse ``value`` unless it is one of the Literal ``choices``, listing the valid ones."""
     valid = get_args(choices)
     if value not in valid:
-        close = difflib.get_close_matches(str(value), valid, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"{name} is {value!r}; choose one of {list(valid)}.{hint}")
+        raise ValueError(f"{name} is {value!r}; choose one of {list(valid)}.{did_you_mean(value, valid)}")
 
 
 def prices_as_of(prices: pd.DataFrame, as_of: object = None, min_rows: int = 2) -> pd.DataFrame:

@@ -54,7 +54,7 @@ def tick_formatter(ticks: Sequence[float]) -> Formatter:
 def dollars(value: float) -> str:
     """US dollars with enough digits to be true: ``$1,234.50``, ``$0.004`` (never ``$0.00`` for an
     amount that is not zero). One formatter for every dollar amount: `research_lib.llm._cost.format_usd`."""
-    from research_lib.llm._cost import format_usd  # here: importing research_lib.llm loads the SDK
+    from research_lib.units import format_usd
 
     return format_usd(value)
 

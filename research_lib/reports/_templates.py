@@ -8,7 +8,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from research_lib._io import atomic_write_bytes
-from research_lib.llm._cost import format_usd
+from research_lib.units import format_usd
 
 
 def _fmt(value, spec: str) -> str:

@@ -465,7 +465,7 @@ def _delivered(value) -> str:
 
 def dashboard(reports_dir: str | Path, now: dt.datetime | None = None) -> dict:
     """The dashboard's data model (see the module docstring); ``now`` defaults to the clock."""
-    from research_lib.promotion import promoted_strategies
+    from research_lib.validation.promotion import promoted_strategies
 
     reports_dir = Path(reports_dir)
     now = now or dt.datetime.now(dt.timezone.utc)

@@ -37,9 +37,9 @@ from research_lib.risk._orders import (MIN_ORDER_QUANTITY, ClampedOrder, Order, 
                                        RiskDecision, RiskNote, Side)
 from research_lib.risk._portfolio_controls import (drawdown_circuit_breaker, follow_multiplier, volatility_multiplier,
                                                    volatility_target)
-from research_lib.risk._research import clamp_weights
+from research_lib.risk._research import EVENT_COLUMNS, UNKNOWN_VOLUME, clamp_weights
 
-__all__ = ["MIN_ORDER_QUANTITY", "ClampedOrder", "KillSwitch", "Order", "ReferencePrice", "RejectedOrder",
+__all__ = ["EVENT_COLUMNS", "MIN_ORDER_QUANTITY", "UNKNOWN_VOLUME", "ClampedOrder", "KillSwitch", "Order", "ReferencePrice", "RejectedOrder",
            "RiskDecision", "RiskInputError", "RiskLimits", "RiskNote", "Side", "check_orders", "clamp_weights",
            "drawdown_circuit_breaker", "follow_multiplier", "next_state", "resume", "volatility_multiplier",
            "volatility_target"]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib.risk._limits import RiskInputError
+from research_lib.units import SESSIONS_PER_YEAR
 
 
 def _check_number(name: str, value: object, low: float, high: float = math.inf, integer: bool = False) -> None:
@@ -22,7 +23,7 @@ def _check_number(name: str, value: object, low: float, high: float = math.inf, 
 
 
 def volatility_target(weights: pd.DataFrame, returns: pd.DataFrame, target_vol: float, lookback: int,
-                      max_leverage: float = 1.0, periods_per_year: int = 252) -> pd.DataFrame:
+                      max_leverage: float = 1.0, periods_per_year: int = SESSIONS_PER_YEAR) -> pd.DataFrame:
     """Scale each date's weights by target / trailing realized volatility of that portfolio.
 
     Parameters
@@ -71,7 +72,7 @@ def volatility_target(weights: pd.DataFrame, returns: pd.DataFrame, target_vol: 
 
 
 def volatility_multiplier(weights: np.ndarray, trailing_returns: np.ndarray, target_vol: float,
-                          max_leverage: float = 1.0, periods_per_year: int = 252) -> float:
+                          max_leverage: float = 1.0, periods_per_year: int = SESSIONS_PER_YEAR) -> float:
     """``min(max_leverage, target_vol / vol)`` for one book: ``vol`` is the annualized standard
     deviation of ``trailing_returns @ weights`` (sessions x symbols, known before the decision);
     a zero ``vol`` gives ``max_leverage``."""

@@ -61,10 +61,10 @@ from research_lib._io import flock, lock_holder_pid, lock_path, now_utc, read_js
 from research_lib._kernel_guard import command_pid
 from research_lib.broker import AlpacaBroker, Broker, SimBroker
 from research_lib.config import RunConfig
-from research_lib.data._snapshot import sha256_of
+from research_lib.data import sha256_of
 from research_lib.errors import ConfigError, SpartanError
 from research_lib.risk import KillSwitch
-from research_lib.risk._research import UNKNOWN_VOLUME
+from research_lib.risk import UNKNOWN_VOLUME
 from research_lib.trading._cycle import CycleInputs, run_cycle
 from research_lib.trading._ledger import ALL_STRATEGIES, Ledger
 from research_lib.trading._report import CYCLE_FILE, raise_session_alerts, session_report, write_session_report
@@ -735,7 +735,7 @@ def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tupl
 def _alpaca_bars(promoted: Promoted, session: dt.date, ledger: Ledger) -> pd.DataFrame:
     """Alpaca's daily bars of the strategy's symbols up to ``session``, back to the first paper
     session too (the drift check backtests every paper session)."""
-    from research_lib.data._sources import fetch_alpaca
+    from research_lib.data import fetch_alpaca
 
     symbols = sorted(set(promoted.weights.columns))
     start = session - dt.timedelta(days=3 * max(promoted.config.paper.adv_sessions,

@@ -28,7 +28,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from research_lib.backtest import SESSIONS_PER_YEAR, run_backtest
+from research_lib.backtest import run_backtest
+from research_lib.units import SESSIONS_PER_YEAR
 from research_lib.trading._ledger import Intent
 
 MIN_DRIFT_SESSIONS = 10  # fewer compared sessions: the tracking error is shown but never flagged

@@ -200,7 +200,7 @@ def vectorbt_ma_sharpe(close, pairs, fees: float):
 
 def bench_sweep() -> dict:
     from research_lib.data import DEFAULT_UNIVERSE, load_prices
-    from research_lib.sweep import ma_crossover_sweep
+    from research_lib.validation.sweep import ma_crossover_sweep
 
     with tempfile.TemporaryDirectory(prefix="spartan-bench-") as snap:
         close = load_prices("bundled", list(DEFAULT_UNIVERSE), SWEEP_START, snapshot_dir=snap)["close"]

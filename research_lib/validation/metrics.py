@@ -9,21 +9,22 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PERIODS_PER_YEAR = 252
+from research_lib.units import SESSIONS_PER_YEAR
 
 
-def cagr(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+
+def cagr(returns: np.ndarray, periods_per_year: int = SESSIONS_PER_YEAR) -> float:
     """Compound annual growth rate."""
     returns = np.asarray(returns, dtype=float)
     growth = np.prod(1.0 + returns)
     return float(growth ** (periods_per_year / len(returns)) - 1.0)
 
 
-def annual_volatility(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+def annual_volatility(returns: np.ndarray, periods_per_year: int = SESSIONS_PER_YEAR) -> float:
     return float(np.std(returns, ddof=1) * np.sqrt(periods_per_year))
 
 
-def sharpe_ratio(returns: np.ndarray, periods_per_year: int = PERIODS_PER_YEAR) -> float:
+def sharpe_ratio(returns: np.ndarray, periods_per_year: int = SESSIONS_PER_YEAR) -> float:
     """Annualized Sharpe ratio (mean over standard deviation, ddof=1); NaN if flat."""
     returns = np.asarray(returns, dtype=float)
     std = np.std(returns, ddof=1)
@@ -65,7 +66,7 @@ def backtest_metrics(returns: pd.Series, turnover: pd.Series, costs: pd.Series, 
 
     ``benchmark`` holds the benchmark's daily simple returns; sessions it lacks count as 0.
     """
-    years = len(returns) / PERIODS_PER_YEAR
+    years = len(returns) / SESSIONS_PER_YEAR
     return {
         "strategy": headline_metrics(returns),
         "benchmark": headline_metrics(benchmark.reindex(returns.index).fillna(0.0)),

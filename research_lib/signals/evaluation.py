@@ -5,7 +5,7 @@ Conventions, stated once for every function here:
 - Frames are wide: rows are session dates, columns are symbols. Two frames are aligned
   on the dates and symbols they share; other rows and columns are ignored.
 - ``scores[t]`` is a signal known at the close of ``t``; ``forward_returns[t]`` is its
-  label from :func:`research_lib.labels.forward_returns` (close of ``t`` to close of
+  label from :func:`research_lib.signals.labels.forward_returns` (close of ``t`` to close of
   ``t + horizon``, simple return). So the evaluation of date ``t`` is only known at
   ``t + horizon``; the functions evaluate, they never fit anything.
 - A (score, return) pair is used on a date only if both values are finite; NaN and
@@ -26,7 +26,7 @@ from scipy.stats import norm
 import pandas as pd
 from statsmodels.regression.linear_model import OLS
 
-from research_lib.labels import forward_returns as make_forward_returns
+from research_lib.signals.labels import forward_returns as make_forward_returns
 
 CorrelationMethod = Literal["spearman", "pearson"]
 _METHODS = ("pearson", "spearman")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib._io import now_utc
-from research_lib.validation import is_flat
+from research_lib.validation.statistics import is_flat
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS trials (

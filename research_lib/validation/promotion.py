@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from research_lib import paths
 from research_lib._io import atomic_write_bytes, now_utc, read_json
-from research_lib.data._snapshot import sha256_of
+from research_lib.data import sha256_of
 from research_lib.errors import ConfigError, SpartanError
 
 PROMOTION_FILE = "promotion.yaml"

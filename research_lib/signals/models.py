@@ -26,7 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from research_lib.evaluation import information_coefficient
+from research_lib.signals.evaluation import information_coefficient
 
 ModelName = Literal["ridge", "hgbr"]
 

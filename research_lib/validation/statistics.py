@@ -17,8 +17,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from research_lib.units import SESSIONS_PER_YEAR
+
 EULER_GAMMA = 0.5772156649015329
-PERIODS_PER_YEAR = 252
 
 
 def _sharpe_std_term(sharpe: float, skew: float, kurtosis: float) -> float:
@@ -175,8 +176,8 @@ def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int
     starts = rng.integers(0, n, size=(n_boot, n_blocks))
     index = (starts[:, :, None] + np.arange(block)) % n
     samples = values[index.reshape(n_boot, -1)[:, :n]]
-    sharpes = samples.mean(axis=1) / samples.std(axis=1, ddof=1) * math.sqrt(PERIODS_PER_YEAR)
-    point = values.mean() / values.std(ddof=1) * math.sqrt(PERIODS_PER_YEAR)
+    sharpes = samples.mean(axis=1) / samples.std(axis=1, ddof=1) * math.sqrt(SESSIONS_PER_YEAR)
+    point = values.mean() / values.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR)
     low, high = np.quantile(sharpes, [alpha / 2, 1 - alpha / 2])
     return {"sharpe": float(point), "low": float(low), "high": float(high), "confidence": 1 - alpha,
             "n_boot": n_boot, "block": block}
@@ -214,8 +215,8 @@ def breakdown_by_year(returns: pd.Series) -> pd.DataFrame:
     grouped = returns.groupby(returns.index.year)
     out = pd.DataFrame({
         "return": grouped.apply(lambda r: float((1 + r).prod() - 1)),
-        "volatility": grouped.std(ddof=1) * math.sqrt(PERIODS_PER_YEAR),
-        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(PERIODS_PER_YEAR),
+        "volatility": grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
+        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
         "sessions": grouped.size()})
     out.index.name = "year"
     return out
@@ -234,7 +235,7 @@ def breakdown_by_regime(returns: pd.Series, benchmark_returns: pd.Series, window
     joined = pd.DataFrame({"r": returns, "regime": regime.reindex(returns.index)}).dropna()
     grouped = joined.groupby("regime")["r"]
     return pd.DataFrame({
-        "annual_return": grouped.mean() * PERIODS_PER_YEAR,
-        "volatility": grouped.std(ddof=1) * math.sqrt(PERIODS_PER_YEAR),
-        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(PERIODS_PER_YEAR),
+        "annual_return": grouped.mean() * SESSIONS_PER_YEAR,
+        "volatility": grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
+        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
         "sessions": grouped.size()})

@@ -9,7 +9,7 @@
 Both return a `SweepResult`: ``table`` has one row per configuration (its parameters,
 then its metrics, then ``reason``) and ``returns`` the daily net returns of those that trade,
 as sessions x configurations (``table``'s index), e.g. for a PBO computation. Metrics are
-those of `research_lib.metrics` (252 sessions a year, Sharpe with ddof=1 and no risk-free rate).
+those of `research_lib.validation.metrics` (252 sessions a year, Sharpe with ddof=1 and no risk-free rate).
 
 A configuration that never takes a position (no signal reaches its threshold, a window
 longer than the data, no price...) does not stop the sweep: its row has NaN metrics,
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib.backtest import NO_POSITION, BacktestResult, NoPosition, run_backtest
-from research_lib.metrics import PERIODS_PER_YEAR
+from research_lib.units import SESSIONS_PER_YEAR
 
 BLOCK_ELEMENTS = 1 << 18  # sessions x symbols per block: each array stays a few MB, in cache
 METRICS = ("sharpe", "cagr", "annual_volatility", "max_drawdown", "annual_turnover")
@@ -145,7 +145,7 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], weights_fn: Callable
         growth = 1.0 + outcome.returns.to_numpy()[:, None]
         turnover = outcome.turnover.to_numpy()[:, None]
         stats = {name: value[0] for name, value in _column_metrics(growth, turnover).items()}
-        years = len(growth) / PERIODS_PER_YEAR
+        years = len(growth) / SESSIONS_PER_YEAR
         rows.append({**params, **stats, "n_obs": len(growth), "annual_cost": outcome.costs.sum() / years})
         reasons.append(None)
         returns[number] = outcome.returns
@@ -180,13 +180,13 @@ def _backtest(weights_fn: Callable[..., pd.DataFrame], prices: pd.DataFrame, par
 
 def _record(weights_fn: Callable, configurations: list[dict], returns: dict, backtest_model: dict) -> None:
     """Record the configurations that trade (``returns``: number -> daily returns) in the sweep registry."""
-    from research_lib import paths, registry
-    from research_lib.run import STATE_DB
+    from research_lib import paths
+    from research_lib.validation import registry
 
     family = f"sweep:{getattr(weights_fn, '__module__', '')}.{getattr(weights_fn, '__qualname__', weights_fn)}"
     trials = {f"config {n}": ({"params": configurations[n], "backtest": backtest_model}, series)
               for n, series in returns.items()}
-    registry.record_trials(paths.data_dir() / STATE_DB, "sweep", family, trials)
+    registry.record_trials(paths.state_db(), "sweep", family, trials)
 
 
 def _check_pairs(pairs) -> tuple[np.ndarray, np.ndarray]:
@@ -276,15 +276,15 @@ def _crossover_block(price: np.ndarray, fast: np.ndarray, slow: np.ndarray, rate
 
 
 def _column_metrics(growth: np.ndarray, turnover: np.ndarray) -> dict[str, np.ndarray]:
-    """`research_lib.metrics` numbers for each column of ``growth`` (1 + daily net returns)."""
+    """`research_lib.validation.metrics` numbers for each column of ``growth`` (1 + daily net returns)."""
     n_obs = len(growth)
     returns = growth - 1.0
     std = returns.std(axis=0, ddof=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        sharpe = np.where(std > 0, returns.mean(axis=0) / std * np.sqrt(PERIODS_PER_YEAR), np.nan)
+        sharpe = np.where(std > 0, returns.mean(axis=0) / std * np.sqrt(SESSIONS_PER_YEAR), np.nan)
     wealth = np.cumprod(growth, axis=0)
     peaks = np.maximum(np.maximum.accumulate(wealth, axis=0), 1.0)
-    return {"sharpe": sharpe, "cagr": wealth[-1] ** (PERIODS_PER_YEAR / n_obs) - 1.0,
-            "annual_volatility": std * np.sqrt(PERIODS_PER_YEAR),
+    return {"sharpe": sharpe, "cagr": wealth[-1] ** (SESSIONS_PER_YEAR / n_obs) - 1.0,
+            "annual_volatility": std * np.sqrt(SESSIONS_PER_YEAR),
             "max_drawdown": (wealth / peaks).min(axis=0) - 1.0,
-            "annual_turnover": turnover.sum(axis=0) / (n_obs / PERIODS_PER_YEAR)}
+            "annual_turnover": turnover.sum(axis=0) / (n_obs / SESSIONS_PER_YEAR)}

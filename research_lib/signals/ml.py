@@ -12,7 +12,7 @@ import pandas as pd
 
 from research_lib import paths
 from research_lib.config import MLConfig, RunConfig
-from research_lib.evaluation import (
+from research_lib.signals.evaluation import (
     ic_decay,
     ic_summary,
     information_coefficient,
@@ -21,8 +21,8 @@ from research_lib.evaluation import (
     signal_turnover,
 )
 from research_lib.features import FeatureInputs, build_features
-from research_lib.labels import excess_forward_returns, forward_returns
-from research_lib.models import WalkForwardModel, mean_rank_ic
+from research_lib.signals.labels import excess_forward_returns, forward_returns
+from research_lib.signals.models import WalkForwardModel, mean_rank_ic
 
 
 def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:

@@ -1,0 +1,21 @@
+"""Validation: whether a backtest's headline numbers survive the skeptic.
+
+- ``metrics``: headline performance of a returns series (CAGR, Sharpe, drawdown, win rate).
+- ``statistics``: PSR, DSR, PBO, bootstrap intervals, walk-forward selection, breakdowns.
+- ``sweep``: many configurations of a strategy, each a trial.
+- ``registry``: every trial the workspace ran, so DSR counts them all.
+- ``promotion``: the gate's thresholds, its verdict and the promoted record it writes.
+
+The statistics are importable from the package itself (``validation.probabilistic_sharpe_ratio``).
+"""
+
+from research_lib.validation.statistics import (bootstrap_sharpe_interval, breakdown_by_regime, breakdown_by_year,
+                                                deflated_sharpe_ratio, expected_max_sharpe, is_flat,
+                                                minimum_track_record_length, probabilistic_sharpe_ratio,
+                                                probability_of_backtest_overfitting, sharpe_moments,
+                                                walk_forward_selection)
+
+__all__ = ["bootstrap_sharpe_interval", "breakdown_by_regime", "breakdown_by_year", "deflated_sharpe_ratio",
+           "expected_max_sharpe", "is_flat", "metrics", "minimum_track_record_length", "probabilistic_sharpe_ratio",
+           "probability_of_backtest_overfitting", "promotion", "registry", "sharpe_moments", "statistics", "sweep",
+           "walk_forward_selection"]
