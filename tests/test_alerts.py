@@ -296,7 +296,7 @@ def test_repeats_from_the_real_callers_are_suppressed_and_other_failures_are_not
     """The callers pass no cause: a repeat whose only change is a measured value (a spend, a
     time-out) is the same failure; another error, symbol or limit is a different one."""
     from research_lib.llm._cost import Budget, BudgetExceeded
-    from research_lib.scheduler import _alert as scheduler_alert
+    from research_lib.scheduler.record import alert_job_failed as scheduler_alert
 
     write_settings(workspace, dedupe_minutes=10, webhook={"url": hook.url, "timeout_s": 1})
     budget = Budget(cap_usd=0.01)

@@ -21,15 +21,17 @@ from research_lib.params import did_you_mean
 _SHOWN = 10  # dates listed in a message
 
 
-def calendar_error(name: str) -> str | None:
-    """Why ``name`` is not an ``exchange_calendars`` code, or ``None`` if it is one."""
+def calendar_error(name: str, *, nullable: bool = True) -> str | None:
+    """Why ``name`` is not an ``exchange_calendars`` code, or ``None`` if it is one; ``nullable``:
+    the setting may also be null (no calendar checked), and the reason says so."""
     import exchange_calendars as xcals
 
     names = xcals.get_calendar_names(include_aliases=True)
     if name in names:
         return None
     return ("is not an exchange_calendars code; use e.g. XNYS (New York), XLON (London), XTKS (Tokyo), "
-            "24/7 (every day), or null to check no calendar." + did_you_mean(name, names, fold=str.upper))
+            "24/7 (every day)" + (", or null to check no calendar." if nullable else ".")
+            + did_you_mean(name, names, fold=str.upper))
 
 
 def session_problems(dates: pd.DatetimeIndex, calendar: str | None, source: str, now: pd.Timestamp) -> list[str]:
