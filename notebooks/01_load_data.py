@@ -25,10 +25,10 @@ run_dir: str = "../reports/lab"  # folder for this run's artifacts
 
 # %%
 from research_lib.plots import plot_prices
-from research_lib.run import open_run, run_prices
+from research_lib.stages import RunFolder
 
-config, run_dir = open_run(config_path, run_dir)
-config.data
+folder = RunFolder.open(config_path, run_dir)
+folder.config.data
 
 # %% [markdown]
 # ## Load and validate
@@ -36,7 +36,7 @@ config.data
 # impossible jumps) and cached as a snapshot under `data/snapshots/`.
 
 # %%
-prices = run_prices(config, run_dir)
+prices = folder.prices
 prices.attrs["provenance"]
 
 # %% [markdown]

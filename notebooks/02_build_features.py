@@ -25,10 +25,10 @@ run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go he
 
 # %%
 from research_lib.plots import plot_feature_coverage
-from research_lib.run import open_run, run_features
+from research_lib.stages import RunFolder
 
-config, run_dir = open_run(config_path, run_dir)
-config.features
+folder = RunFolder.open(config_path, run_dir)
+folder.config.features
 
 # %% [markdown]
 # ## Compute
@@ -36,7 +36,7 @@ config.features
 # across symbols on each date (`features.cross_section`).
 
 # %%
-features = run_features(config, run_dir)
+features = folder.features
 features.describe().T.round(3)
 
 # %% [markdown]

@@ -36,8 +36,10 @@ report_dir: str = ""  # where cycle.json and summary.html go; empty: reports/pap
 import pandas as pd
 
 from research_lib import trading
+from research_lib.stages import paper
+from research_lib.validation import promotion
 
-trading.promoted_names()
+promotion.promoted_names()
 
 # %% [markdown]
 # ## The cycle
@@ -45,7 +47,7 @@ trading.promoted_names()
 
 # %%
 # NBVAL_SKIP
-result = trading.trade_session(strategy or None, broker or None, asof or None, dry_run, report_dir or None)
+result = paper.trade_session(strategy or None, broker or None, asof or None, dry_run, report_dir or None)
 print(trading.describe_session(result))
 
 # %% [markdown]

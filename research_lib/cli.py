@@ -24,7 +24,7 @@ from research_lib.env import load_env_file
 from research_lib.errors import ConfigError, SpartanError
 
 if TYPE_CHECKING:
-    from research_lib.trading import SessionPlan
+    from research_lib.stages.paper import SessionPlan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_PIPE_CLOSED = 128 + 13  # SIGPIPE's number: what a shell reports for a writer whose reader went away
@@ -170,7 +170,9 @@ def _refusal(err: Exception) -> int:
 
 def _trade(args: argparse.Namespace) -> int:
     from research_lib.broker import BrokerError
-    from research_lib.trading import parse_asof, plan_session, promoted_strategy, trade_lock
+    from research_lib.stages.paper import plan_session
+    from research_lib.trading import parse_asof, trade_lock
+    from research_lib.validation.promotion import promoted_strategy
 
     with ExitStack() as held:
         try:  # every argument is checked before the report folder is made or a notebook starts
@@ -190,8 +192,8 @@ def _trade_planned(plan: SessionPlan) -> int:
     from research_lib._io import read_json
     from research_lib.pipeline import PAPER_NOTEBOOK, execute_notebook, to_html
     from research_lib.reports import build_index
+    from research_lib.reports.paper import CYCLE_FILE, SUMMARY_FILE
     from research_lib.trading import describe_session, session_report_dir
-    from research_lib.trading._report import CYCLE_FILE, SUMMARY_FILE
 
     name, session, broker = plan.promoted.name, plan.session, plan.broker
     for report in plan.recovered:
@@ -238,7 +240,7 @@ def _attempt_paths(folder: Path, name: str) -> tuple[Path, Path]:
     attempt succeeds: the attempt runs as ``<stem>.running.ipynb``, replaces ``name`` if it succeeds
     and is kept as ``<stem>.failed.ipynb`` if not. In a folder without a report it runs as ``name``.
     """
-    from research_lib.trading._report import CYCLE_FILE
+    from research_lib.reports.paper import CYCLE_FILE
 
     stem = Path(name).stem
     if not (folder / CYCLE_FILE).is_file():

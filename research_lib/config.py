@@ -23,15 +23,9 @@ from research_lib.data import DataSource, calendar_error
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
-from research_lib.portfolio._constraints import PortfolioConstraints
-from research_lib.portfolio._types import Method, ReturnsModel, RiskModel
+from research_lib.portfolio import (DEFAULT_RISK_LIMITS, PortfolioConfig, RebalanceFrequency, StrategyConfig)
 from research_lib.risk import RiskLimits
-
-StrategyName = Literal["momentum_12_1", "equal_weight", "ml_signal", "llm_signal", "portfolio"]
-SignalSource = Literal["blend", "ml", "llm", "momentum"]
-ModelName = Literal["ridge", "hgbr"]
-RebalanceFrequency = Literal["monthly", "weekly"]
-
+from research_lib.signals import MLConfig
 
 class DataConfig(StrictModel):
     """Which prices to load and how strictly to check them."""
@@ -75,22 +69,6 @@ class DataConfig(StrictModel):
         return self
 
 
-class StrategyConfig(StrictModel):
-    """The baseline strategy backtested by 06_validate."""
-
-    name: StrategyName = "momentum_12_1"
-    lookback_days: int = Field(252, ge=2, description="momentum window in sessions")
-    skip_days: int = Field(21, ge=0, description="most recent sessions left out of momentum")
-    top_n: int = Field(5, ge=1, description="number of symbols held, equally weighted")
-    rebalance: RebalanceFrequency = "monthly"
-
-    @model_validator(mode="after")
-    def _skip_inside_lookback(self) -> StrategyConfig:
-        if self.skip_days >= self.lookback_days:
-            raise ValueError(f"skip_days ({self.skip_days}) must be smaller than lookback_days ({self.lookback_days})")
-        return self
-
-
 class FeaturesConfig(StrictModel):
     """Which point-in-time features 02_build_features computes (research_lib.features)."""
 
@@ -99,28 +77,6 @@ class FeaturesConfig(StrictModel):
     vix_symbol: str | None = Field("^VIX", description="VIX series loaded for regime features; null: none")
     garch_refit_days: int = Field(252, ge=1, description="sessions between GARCH(1,1) re-estimations")
     n_jobs: int = Field(2, description="processes for GARCH fits (-1: one per core); speed only")
-
-
-class MLConfig(StrictModel):
-    """Walk-forward models of 03_ml_signals (research_lib.signals.models)."""
-
-    models: list[ModelName] = Field(["ridge", "hgbr"], min_length=1, description="models fitted and evaluated")
-    signal_model: ModelName = Field("hgbr", description="model whose scores become signals_ml.parquet")
-    label: Literal["excess", "raw"] = Field("excess", description="forward return in excess of the cross-section, or raw")
-    horizon_days: int = Field(21, ge=1, description="label horizon in sessions")
-    test_days: int = Field(252, ge=5, description="sessions per walk-forward test block")
-    min_train_days: int = Field(1260, ge=60, description="sessions of history before the first test block")
-    embargo_days: int = Field(5, ge=0, description="extra sessions between training labels and the test block")
-    train_step_days: int = Field(5, ge=1, description="train on every n-th date (overlapping labels are redundant)")
-    inner_splits: int = Field(1, ge=1, description="walk-forward validation blocks inside each training window for tuning")
-    random_state: int = 0
-    n_jobs: int = Field(2, description="processes fitting walk-forward blocks (-1: one per core); speed only")
-
-    @model_validator(mode="after")
-    def _signal_model_is_fitted(self) -> MLConfig:
-        if self.signal_model not in self.models:
-            raise ValueError(f"signal_model {self.signal_model!r} is not in models {self.models}; add it there")
-        return self
 
 
 class ModelPrice(StrictModel):
@@ -133,7 +89,7 @@ class ModelPrice(StrictModel):
 
 
 class LLMConfig(StrictModel):
-    """Claude as an analyst (04_claude_signals, research_lib.llm)."""
+    """Claude as an analyst (04_ask_claude, research_lib.llm)."""
 
     provider: Literal["auto", "anthropic", "replay", "offline"] = Field(
         "auto", description="auto: Claude if ANTHROPIC_API_KEY is set (cache first), else the offline analyst")
@@ -168,81 +124,10 @@ class LLMConfig(StrictModel):
                                  f"add one, or choose a listed model")
         return self
 
-
-class VolTargetConfig(StrictModel):
-    """Scale each rebalance's weights to a target volatility (research_lib.risk.volatility_target)."""
-
-    target_vol: float = Field(gt=0, description="annualized volatility aimed at, e.g. 0.12")
-    lookback_days: int = Field(63, ge=2, description="sessions of trailing returns the volatility is measured on")
-    max_leverage: float = Field(1.0, gt=0, description="largest multiplier (1: never leverage up)")
-
-
-class CircuitBreakerConfig(StrictModel):
-    """Go to cash after a drawdown (research_lib.risk.drawdown_circuit_breaker)."""
-
-    max_drawdown: float = Field(gt=0, lt=1, description="drawdown from peak that trips it, e.g. 0.2")
-    cooldown_days: int = Field(21, ge=1, description="sessions in cash after a trip")
-
-
-class PortfolioConfig(StrictModel):
-    """Signals to target weights (05_portfolio, research_lib.portfolio); used by strategy ``portfolio``."""
-
-    signal: SignalSource = Field("blend", description="scores behind expected returns and views: ml, llm, "
-                                 "their blend, or 12-1 momentum")
-    ml_weight: float = Field(0.5, ge=0, le=1, description="weight of the ML score in the blend (the analyst's: 1 - it)")
-    method: Method = Field("black_litterman", description="optimizer")
-    returns_model: ReturnsModel = Field("signals", description="expected returns for max_sharpe and efficient_*")
-    risk_model: RiskModel = Field("ledoit_wolf", description="covariance estimator")
-    lookback_days: int = Field(252, ge=20, description="sessions of returns each estimate uses")
-    rebalance: RebalanceFrequency = "monthly"
-    constraints: PortfolioConstraints = PortfolioConstraints(max_weight=0.2)
-    target_volatility: float | None = Field(None, gt=0, description="annualized, for method efficient_risk")
-    target_return: float | None = Field(None, description="annualized, for method efficient_return")
-    risk_free_rate: float = Field(0.0, description="annualized, for the Sharpe ratio and Black-Litterman")
-    signal_spread: float = Field(0.05, gt=0, description="cross-sectional std of the annual returns a signal implies")
-    base_return: float = Field(0.05, description="cross-sectional mean of the annual returns a signal implies")
-    model_confidence: float = Field(0.2, ge=0, le=1, description="Idzorek confidence of ML and momentum views "
-                                    "(the analyst's views carry their own)")
-    max_signal_age_sessions: int = Field(21, ge=0, description="a score older than this is ignored")
-    capital: float = Field(1_000_000.0, gt=0, description="account value the risk layer sizes orders with")
-    fractional_shares: bool = Field(False, description="discrete allocation in fractional shares")
-    vol_target: VolTargetConfig | None = None
-    circuit_breaker: CircuitBreakerConfig | None = None
-    solver: str = Field("CLARABEL", description="cvxpy solver")
-
-    @model_validator(mode="after")
-    def _method_inputs(self) -> PortfolioConfig:
-        if self.method == "efficient_risk" and self.target_volatility is None:
-            raise ValueError("method 'efficient_risk' needs portfolio.target_volatility (annualized, e.g. 0.15)")
-        if self.method == "efficient_return" and self.target_return is None:
-            raise ValueError("method 'efficient_return' needs portfolio.target_return (annualized, e.g. 0.08)")
-        if self.method == "hrp" and self.constraints != PortfolioConstraints(net_exposure=self.constraints.net_exposure):
-            raise ValueError("method 'hrp' takes no weight bounds, shorts or penalties; leave portfolio.constraints "
-                             "at its defaults except net_exposure (e.g. constraints: {max_weight: 1.0})")
-        if self.vol_target is not None and self.vol_target.lookback_days > self.lookback_days:
-            raise ValueError(f"vol_target.lookback_days ({self.vol_target.lookback_days}) exceeds lookback_days "
-                             f"({self.lookback_days}); shorten it or lengthen lookback_days")
-        if self.constraints.turnover_penalty and self.method in ("max_sharpe", "black_litterman"):
-            raise ValueError(f"constraints.turnover_penalty cannot be used with method {self.method!r} "
-                             "(PyPortfolioOpt's max Sharpe variable change breaks it); use l2_gamma, or efficient_risk")
-        return self
-
     @property
-    def mu_free(self) -> bool:
-        """Whether the method needs no expected returns (min_volatility, hrp)."""
-        return self.method in ("min_volatility", "hrp")
-
-    @property
-    def uses_signals(self) -> bool:
-        """Whether the weights depend on the signal scores (else on prices alone)."""
-        return self.method == "black_litterman" or (self.method in ("max_sharpe", "efficient_risk", "efficient_return")
-                                                    and self.returns_model == "signals")
-
-
-DEFAULT_RISK_LIMITS = RiskLimits(
-    max_weight=0.25, max_gross_exposure=1.02, max_net_exposure=1.02, max_order_notional=300_000.0,
-    max_adv_fraction=0.05, fat_finger_band=0.05, max_price_age_seconds=900.0, max_open_orders=50,
-    max_daily_orders=100, daily_loss_limit=0.05, drawdown_stop=0.25)
+    def cutoff(self) -> dt.date:
+        """The model's knowledge cutoff (the far future when none is listed: nothing counts as after it)."""
+        return self.knowledge_cutoff.get(self.model, dt.date.max)
 
 
 class BacktestConfig(StrictModel):
@@ -318,6 +203,10 @@ class RunConfig(StrictModel):
         """The given symbols less the benchmark and context series (the VIX): what may be traded."""
         context = {self.data.benchmark, self.features.vix_symbol}
         return [s for s in symbols if s not in context]
+
+    def backtest_model(self, cost_multiple: float = 1.0) -> dict:
+        """The run's cost model as run_backtest's keyword arguments (trading costs x ``cost_multiple``)."""
+        return self.backtest.model(cost_multiple, capital=self.portfolio.capital)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

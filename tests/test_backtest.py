@@ -9,9 +9,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from research_lib.backtest import COST_COLUMNS, run_backtest
-from research_lib.config import StrategyConfig
 from research_lib.features._price import momentum
-from research_lib.strategies import baseline_weights, rebalance_dates, top_n_equal_weights
+from research_lib.portfolio import StrategyConfig, baseline_weights, rebalance_dates, top_n_equal_weights
 from tests.conftest import make_prices
 
 

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from research_lib.config import PortfolioConfig, VolTargetConfig, load_config
+from research_lib.config import load_config
+from research_lib.portfolio import PortfolioConfig, VolTargetConfig
 from research_lib.errors import ConfigError
 from research_lib.portfolio import (PortfolioConstraints, blend_scores, book_exposures, construct_portfolio,
                                     efficient_frontier, optimize_weights, risk_contributions)
@@ -454,7 +455,7 @@ def test_efficient_frontier_rises_from_the_minimum_volatility_portfolio():
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     """One smoke run's portfolio weights (fits the ML models once, ~15 s), in a scratch workspace."""
-    from research_lib.run import build_weights, open_run
+    from research_lib.stages import RunFolder, build_weights
 
     home = tmp_path_factory.mktemp("construct-workspace")
     (home / "params").symlink_to(REPO / "params")
@@ -462,8 +463,9 @@ def smoke_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPARTAN_HOME", str(home))
         params = home / "params" / "smoke.yaml"
-        config, run_dir = open_run(params, home / "runs" / "smoke")
-        built = build_weights(config, run_dir)
+        folder = RunFolder.open(params, home / "runs" / "smoke")
+        config, run_dir = folder.config, folder.run_dir
+        built = build_weights(folder)
         yield SimpleNamespace(params=params, config=config, run_dir=run_dir, built=built)
 
 
@@ -473,11 +475,12 @@ def copy_run(smoke_run, tmp_path):
 
 def test_weights_are_saved_fresh_reused_and_rebuilt_when_the_portfolio_changes(smoke_run, tmp_path, monkeypatch):
     import research_lib.portfolio as portfolio_module
-    from research_lib.run import WEIGHTS_FILE, _DEPENDS, backtest_strategies, config_key, run_prices, run_weights
+    from research_lib.stages import RunFolder, backtest_strategies
+    WEIGHTS_FILE = "weights.parquet"
 
     run_dir, config, built = copy_run(smoke_run, tmp_path), smoke_run.config, smoke_run.built
     record = json.loads((run_dir / "weights.json").read_text())
-    assert record["config_key"] == config_key(config, _DEPENDS[WEIGHTS_FILE]) and record["rows"] == len(built["weights"])
+    assert record["config_key"] == RunFolder(config, run_dir).key("weights") and record["rows"] == len(built["weights"])
     assert set(record["inputs"]) == {"prices.parquet", "signals_ml.parquet", "signals_llm.parquet"}
     saved = pd.read_parquet(run_dir / WEIGHTS_FILE)
     pd.testing.assert_frame_equal(saved, built["weights"], check_freq=False)
@@ -490,45 +493,45 @@ def test_weights_are_saved_fresh_reused_and_rebuilt_when_the_portfolio_changes(s
     real, calls = portfolio_module.construct_portfolio, []
     monkeypatch.setattr(portfolio_module, "construct_portfolio",
                         lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
-    pd.testing.assert_frame_equal(run_weights(config, run_dir), saved)
+    pd.testing.assert_frame_equal(RunFolder(config, run_dir).weights, saved)
     assert calls == [], "fresh weights are read, not rebuilt"
-    results = backtest_strategies(config, run_prices(config, run_dir), run_dir)
+    results = backtest_strategies(RunFolder(config, run_dir))
     assert list(results) == ["portfolio", "momentum_12_1", "ml_signal", "llm_signal"] and calls == []
 
     wider = load_config(smoke_run.params, overrides=["portfolio.constraints.max_weight=0.5"])
-    run_weights(wider, run_dir)
+    RunFolder(wider, run_dir).weights
     assert calls == [1], "a portfolio parameter changed: the weights are rebuilt"
-    assert json.loads((run_dir / "weights.json").read_text())["config_key"] == config_key(wider, _DEPENDS[WEIGHTS_FILE])
-    run_weights(wider, run_dir)
+    assert json.loads((run_dir / "weights.json").read_text())["config_key"] == RunFolder(wider, run_dir).key("weights")
+    RunFolder(wider, run_dir).weights
     assert calls == [1]
 
     # Same parameters, but 04 ran again and its views changed (e.g. Claude once a key is set): rebuilt.
     views = pd.read_parquet(run_dir / "signals_llm.parquet")
     views["expected_excess_return"] = -views["expected_excess_return"]
     views.to_parquet(run_dir / "signals_llm.parquet")
-    run_weights(wider, run_dir)
+    RunFolder(wider, run_dir).weights
     assert calls == [1, 1], "an input artifact was rewritten: the weights are rebuilt"
 
 
 def test_a_baseline_strategy_writes_its_rule_weights(smoke_run, tmp_path):
-    from research_lib.run import build_weights, run_prices, strategy_weights
+    from research_lib.stages import RunFolder, build_weights, rule_weights
 
     run_dir = copy_run(smoke_run, tmp_path)
     config = load_config(smoke_run.params, overrides=["strategy.name=momentum_12_1"])
-    out = build_weights(config, run_dir)
+    out = build_weights(RunFolder(config, run_dir))
     assert out["construction"] is None and out["report"]["construction"].startswith("baseline rule")
-    expected = strategy_weights(config, run_prices(config, run_dir), run_dir)
+    expected = rule_weights(RunFolder(config, run_dir))
     pd.testing.assert_frame_equal(pd.read_parquet(run_dir / "weights.parquet"), expected, check_freq=False)
     assert (expected.sum(axis=1).round(9) == 1.0).any()
 
 
 def test_the_circuit_breaker_adds_cash_rows_and_counts_its_trips(smoke_run, tmp_path):
-    from research_lib.run import build_weights
+    from research_lib.stages import RunFolder, build_weights
 
     run_dir = copy_run(smoke_run, tmp_path)
     config = load_config(smoke_run.params,
                          overrides=["portfolio.circuit_breaker={max_drawdown: 0.05, cooldown_days: 5}"])
-    out = build_weights(config, run_dir)
+    out = build_weights(RunFolder(config, run_dir))
     report = json.loads((run_dir / "portfolio_report.json").read_text())
     assert report["circuit_breaker_trips"] > 0 and report == out["report"]
     weights = pd.read_parquet(run_dir / "weights.parquet")
@@ -540,25 +543,25 @@ def test_the_circuit_breaker_adds_cash_rows_and_counts_its_trips(smoke_run, tmp_
 
 
 def test_a_dry_run_analyst_cannot_feed_the_portfolio(smoke_run, tmp_path):
-    from research_lib.run import build_weights
+    from research_lib.stages import RunFolder, build_weights
 
     run_dir = copy_run(smoke_run, tmp_path)
     config = load_config(smoke_run.params, overrides=["llm.dry_run=true", "portfolio.signal=llm"])
     with pytest.raises(ConfigError, match="llm.dry_run is true"):
-        build_weights(config, run_dir)
+        build_weights(RunFolder(config, run_dir))
 
 
 def test_the_portfolio_snapshot_describes_the_last_book(smoke_run, tmp_path):
-    from research_lib.run import portfolio_snapshot, run_prices
+    from research_lib.stages import RunFolder, portfolio_snapshot
 
     run_dir = copy_run(smoke_run, tmp_path)
     config, weights = smoke_run.config, smoke_run.built["weights"]
-    snap = portfolio_snapshot(config, run_dir, weights)
+    snap = portfolio_snapshot(RunFolder(config, run_dir), weights)
     assert snap["date"] == weights.index[weights.abs().sum(axis=1) > 0][-1]
     contributions = snap["contributions"]
     assert contributions["risk_contribution"].sum() == pytest.approx(1.0)
     np.testing.assert_allclose(contributions["weight"], weights.loc[snap["date"], contributions.index])
-    close = run_prices(config, run_dir)["close"].loc[snap["date"]]
+    close = RunFolder(config, run_dir).prices["close"].loc[snap["date"]]
     allocation = snap["allocation"]
     spend = float((allocation.shares * close.reindex(allocation.shares.index)).sum())
     assert 0 < spend <= config.portfolio.capital and spend + allocation.leftover_cash == pytest.approx(
@@ -587,7 +590,7 @@ def test_a_bad_portfolio_override_names_the_key():
 
 
 def test_the_risk_layer_summary_says_what_happened(smoke_run):
-    from research_lib.run import risk_layer_summary
+    from research_lib.stages import risk_layer_summary
 
     clamped = (smoke_run.built["construction"].risk_events["action"] == "clamped").sum()
     assert risk_layer_summary(smoke_run.built).startswith(f"{clamped} trades clamped, ")

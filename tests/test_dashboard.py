@@ -24,9 +24,12 @@ import pytest
 import yaml
 
 from research_lib.reports import _charts as charts
-from research_lib.reports.index import build_index, dashboard, expected_equity, limit_usage, read_alerts
+from research_lib.reports.dashboard_paper import expected_equity, limit_usage
+from research_lib.reports.index import build_index, dashboard, read_alerts
 from research_lib.reports.serve import make_server, serve
-from research_lib.trading import Ledger, halt, state_db, trade_session
+from research_lib.paths import state_db
+from research_lib.stages.paper import trade_session
+from research_lib.trading import Ledger, halt
 from tests.conftest import REPO
 from tests.test_paper import ANALYST, promote_by_hand
 

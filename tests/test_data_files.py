@@ -34,7 +34,7 @@ from hypothesis import strategies as st
 from research_lib.config import load_config
 from research_lib.data import BUNDLED_START, BUNDLED_SYMBOLS, load_prices
 from research_lib.errors import ConfigError, DataValidationError
-from research_lib.run import run_prices
+from research_lib.stages import RunFolder
 from tests.conftest import REPO
 
 # Text of pandas, pyarrow, the csv module or Python that must never reach a user.
@@ -725,12 +725,12 @@ def test_a_file_without_the_benchmark_or_vix_names_that_parameter_and_lists_ever
                                                                                          in_file, missing):
     config = _file_config(tmp_path, in_file, [f"data.symbols={universe}"])
     with pytest.raises(DataValidationError, match=re.escape(f"Available: {', '.join(in_file)}. Fix {' and '.join(missing)}.")) as caught:
-        run_prices(config, tmp_path / "run")
+        RunFolder(config, tmp_path / "run").prices
     ours(str(caught.value))
 
 
 def test_a_file_with_the_benchmark_and_vix_loads_all_its_symbols(workspace, tmp_path):
     config = _file_config(tmp_path, ("AAA", "SP500", "BBB", "^VIX"), ["data.symbols=null"])
-    assert list(run_prices(config, tmp_path / "run")["close"].columns) == ["AAA", "SP500", "BBB", "^VIX"]
+    assert list(RunFolder(config, tmp_path / "run").prices["close"].columns) == ["AAA", "SP500", "BBB", "^VIX"]
     config = _file_config(tmp_path, ("AAA", "SP500", "BBB", "^VIX"), ["data.symbols=[BBB]"])
-    assert list(run_prices(config, tmp_path / "run")["close"].columns) == ["BBB", "SP500", "^VIX"]
+    assert list(RunFolder(config, tmp_path / "run").prices["close"].columns) == ["BBB", "SP500", "^VIX"]

@@ -334,7 +334,7 @@ def test_a_backfill_goes_as_one_message_batch_at_half_price(server, tmp_path):
 
 def test_masking_ablation_asks_again_unmasked_and_compares(server, workspace, tmp_path, monkeypatch):
     from research_lib.config import load_config
-    from research_lib.run import fit_llm_signals
+    from research_lib.stages import RunFolder, fit_llm_signals
     from tests.conftest import REPO
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
@@ -342,7 +342,7 @@ def test_masking_ablation_asks_again_unmasked_and_compares(server, workspace, tm
     config = load_config(REPO / "params" / "smoke.yaml", ["data.start=2017-01-01", "llm.provider=anthropic",
                                                           "llm.ablation=true", "features.names=[ret_21d, momentum_12_1, reversal_5d]",
                                                           "llm.inputs=[ret_21d, momentum_12_1, reversal_5d]"])
-    report = fit_llm_signals(config, tmp_path / "run")["report"]
+    report = fit_llm_signals(RunFolder(config, tmp_path / "run"))["report"]
     users = [r.body["messages"][0]["content"] for r in server.requests]
     masked = [u for u in users if "day T" in u]
     assert len(masked) == len(users) // 2 and any("2017-" in u for u in users), "half the prompts show dates"
@@ -352,14 +352,14 @@ def test_masking_ablation_asks_again_unmasked_and_compares(server, workspace, tm
 
 def test_dry_run_sends_nothing(workspace, tmp_path, monkeypatch, server):
     from research_lib.config import load_config
-    from research_lib.run import fit_llm_signals
+    from research_lib.stages import RunFolder, fit_llm_signals
     from tests.conftest import REPO
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", KEY)
     monkeypatch.setenv("ANTHROPIC_BASE_URL", server.base_url)
     config = load_config(REPO / "params" / "smoke.yaml", ["data.start=2017-01-01", "llm.provider=anthropic", "llm.dry_run=true",
                                                           "features.names=[ret_21d, momentum_12_1]", "llm.inputs=[ret_21d, momentum_12_1]"])
-    out = fit_llm_signals(config, tmp_path / "run")
+    out = fit_llm_signals(RunFolder(config, tmp_path / "run"))
     assert out["result"] is None and server.requests == []
     assert out["report"]["dry_run"]["to_send"] == out["report"]["dry_run"]["requests"] > 0
     assert out["report"]["dry_run"]["usd_est"] > 0
@@ -451,7 +451,7 @@ def test_alpaca_headlines_reach_the_prompt_only_when_published_before_the_close(
     """The real alpaca-py NewsClient against the local Alpaca server: an article from the
     morning of a view date is in that date's prompt (ticker masked); one from the evening is not."""
     from research_lib.config import load_config
-    from research_lib.run import fit_llm_signals
+    from research_lib.stages import RunFolder, fit_llm_signals
     from tests.conftest import REPO
     from tests.servers.alpaca_data import AlpacaDataServer, news_item
 
@@ -466,7 +466,7 @@ def test_alpaca_headlines_reach_the_prompt_only_when_published_before_the_close(
         config = load_config(REPO / "params" / "smoke.yaml", [
             "data.start=2017-01-01", "data.end=2017-06-30", "llm.provider=anthropic", "llm.headlines=alpaca",
             "features.names=[ret_21d, momentum_12_1]", "llm.inputs=[ret_21d, momentum_12_1]"])
-        fit_llm_signals(config, tmp_path / "run")
+        fit_llm_signals(RunFolder(config, tmp_path / "run"))
         assert [r.path for r in alpaca.requests if "news" in r.path] == ["/v1beta1/news"]
     prompts = {r.body["messages"][0]["content"] for r in server.requests}
     with_news = [p for p in prompts if "<headlines>" in p]

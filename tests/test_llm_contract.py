@@ -745,7 +745,8 @@ def test_a_reply_with_a_lone_surrogate_abstains_and_is_not_cached(api, tmp_path,
 def test_when_every_answer_is_cut_off_or_refused_stage_04_writes_no_views_and_every_abstention(workspace, tmp_path, monkeypatch):
     from research_lib import paths
     from research_lib.config import load_config
-    from research_lib.run import STATE_DB, fit_llm_signals, run_llm_scores, run_llm_views, tearsheet_title
+    from research_lib.paths import STATE_DB_NAME as STATE_DB
+    from research_lib.stages import RunFolder, analyst_scores, fit_llm_signals, tearsheet_title
     from tests.conftest import REPO
 
     stops = iter(["max_tokens", "refusal"] * 100)
@@ -756,13 +757,13 @@ def test_when_every_answer_is_cut_off_or_refused_stage_04_writes_no_views_and_ev
                                                               "features.names=[ret_21d, momentum_12_1]",
                                                               "llm.inputs=[ret_21d, momentum_12_1]"])
         run_dir = tmp_path / "run"
-        report = fit_llm_signals(config, run_dir)["report"]
+        report = fit_llm_signals(RunFolder(config, run_dir))["report"]
         asked = len(server.requests)
-        views = run_llm_views(config, run_dir)
+        views = RunFolder(config, run_dir).views
         assert len(server.requests) == asked, "the saved (empty) views are read back, not asked for again"
     assert report["views"] == 0 and report["status"].startswith("no views")
     assert json.loads((run_dir / "llm_report.json").read_text())["status"] == report["status"]
-    assert views.empty and "expected_excess_return" in views and run_llm_scores(config, run_dir).empty
+    assert views.empty and "expected_excess_return" in views and analyst_scores(RunFolder(config, run_dir)).empty
     prompted = sum(len(asked_aliases(r.body)) for r in server.requests)
     abstained = pd.read_parquet(run_dir / "llm_abstentions.parquet")
     assert len(abstained) == prompted and not abstained.duplicated(["date", "symbol"]).any(), "every symbol of every date"

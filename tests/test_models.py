@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from research_lib.config import load_config
 from research_lib.signals.evaluation import ic_summary, information_coefficient
 from research_lib.signals.models import PurgedWalkForward, WalkForwardModel, make_estimator
-from research_lib.signals import compute_features, labels_for, permutation_importance
+from research_lib.signals import labels_for, permutation_importance
+from research_lib.stages import compute_features
 from tests.conftest import REPO
 
 

@@ -68,7 +68,7 @@ def test_each_notebook_runs_alone_in_a_fresh_run_dir(path, workspace, tmp_path):
                         parameters={"config_path": str(REPO / "params" / "smoke.yaml"), "run_dir": str(run_dir)},
                         progress_bar=False)
     expected = {"01_load_data": "prices.parquet", "02_build_features": "features.parquet",
-                "03_ml_signals": "signals_ml.parquet", "04_claude_signals": "signals_llm.parquet",
-                "05_portfolio": "weights.parquet",
-                "06_validate": "metrics.json"}[path.stem]
+                "03_fit_ml_signals": "signals_ml.parquet", "04_ask_claude": "signals_llm.parquet",
+                "05_build_portfolio": "weights.parquet",
+                "06_validate_strategy": "metrics.json"}[path.stem]
     assert (run_dir / expected).is_file()

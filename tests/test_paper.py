@@ -1,4 +1,4 @@
-"""Paper trading of a promoted strategy, one session at a time (`research_lib.trading._paper`),
+"""Paper trading of a promoted strategy, one session at a time (`research_lib.stages.paper`),
 and how it tracks the backtest (`research_lib.trading._tracking`).
 
 Fast: the promoted strategy is built by hand (a run folder with prices, weights and a manifest,
@@ -24,10 +24,13 @@ from research_lib.errors import ConfigError
 from research_lib.llm import OFFLINE_LABEL
 from research_lib.risk import KillSwitch
 from research_lib.risk._research import UNKNOWN_VOLUME
-from research_lib.trading import (ALL_STRATEGIES, Intent, InvalidSession, Ledger, NotPromoted, TradingRefused,
-                                  describe_session, describe_status, halt, load_promoted, resolve_session, resume,
-                                  state_db, status, trade_session)
-from research_lib.trading._paper import decision_at, open_sim, reference_prices, with_cash_buffer
+from research_lib.paths import state_db
+from research_lib.stages.paper import trade_session
+from research_lib.trading import (ALL_STRATEGIES, Intent, InvalidSession, Ledger, TradingRefused, describe_session,
+                                  describe_status, halt, resolve_session, resume, status)
+from research_lib.trading._market import open_sim, reference_prices
+from research_lib.trading._run import decision_at, with_cash_buffer
+from research_lib.validation.promotion import NotPromoted, load_promoted
 from research_lib.trading._tracking import (MIN_DRIFT_SESSIONS, daily_pnl, drift, expected_backtest,
                                             mean_slippage_bps, slippage)
 from tests.conftest import REPO, make_prices
@@ -737,9 +740,9 @@ class Killed(BaseException):
 
 
 KILL_POINTS = {  # where the command dies, after the ledger recorded the cycle: the function it was about to call
-    "before cycle.json": ("research_lib.trading._paper", "write_session_report"),
-    "between cycle.json and summary.html": ("research_lib.reports._templates", "render_to"),
-    "before the alerts": ("research_lib.trading._paper", "raise_session_alerts"),
+    "before cycle.json": ("research_lib.stages.paper", "write_session_report"),
+    "between cycle.json and summary.html": ("research_lib.reports.paper", "render_to"),
+    "before the alerts": ("research_lib.stages.paper", "raise_session_alerts"),
     "before the ledger records the report": ("research_lib.trading._ledger.Ledger", "finish_cycle"),
 }
 
@@ -992,7 +995,7 @@ def unusable_dirs(workspace) -> list[tuple[str, object]]:
 
 
 def test_an_unusable_report_dir_is_refused_by_name_before_anything_runs(workspace):
-    from research_lib.trading._paper import ReportUnwritable
+    from research_lib.trading import ReportUnwritable
 
     promote_by_hand(workspace)
     for what, folder in unusable_dirs(workspace):
@@ -1004,7 +1007,7 @@ def test_an_unusable_report_dir_is_refused_by_name_before_anything_runs(workspac
 
 
 def test_an_unusable_recorded_report_dir_is_a_refusal_naming_it_not_a_traceback(workspace, monkeypatch):
-    from research_lib.trading._paper import ReportUnwritable
+    from research_lib.trading import ReportUnwritable
 
     made = promote_by_hand(workspace)
     killed_at(monkeypatch, "before cycle.json", report_dir=workspace / "gone")  # session 20: report not written

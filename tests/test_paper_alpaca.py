@@ -29,7 +29,9 @@ import yaml
 from research_lib.config import load_config
 from research_lib.data import canonical_frame
 from research_lib.data._snapshot import sha256_of
-from research_lib.trading import Ledger, TradingRefused, client_order_id, state_db, trade_session
+from research_lib.paths import state_db
+from research_lib.stages.paper import trade_session
+from research_lib.trading import Ledger, TradingRefused, client_order_id
 from tests.conftest import REPO
 from tests.servers.alpaca_data import AlpacaDataServer, daily_bar
 from tests.servers.alpaca_trading import NEW_YORK, AlpacaTradingServer

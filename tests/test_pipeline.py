@@ -89,7 +89,7 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
                  "--set", "llm.provider=offline"]) == 0
     run = only_run(workspace)
     out = capsys.readouterr().out
-    assert "[1/6] 01_load_data" in out and "[6/6] 06_validate" in out and "Run succeeded: CAGR" in out
+    assert "[1/6] 01_load_data" in out and "[6/6] 06_validate_strategy" in out and "Run succeeded: CAGR" in out
 
     golden = json.loads((REPO / "tests" / "golden" / "smoke_metrics.json").read_text())
     assert json.loads((run / "metrics.json").read_text()) == golden, \
@@ -97,8 +97,8 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
 
     manifest = load_manifest(run)
     assert manifest["status"] == "succeeded" and manifest["scenario"] == "smoke"
-    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "02_build_features", "03_ml_signals",
-                                                       "04_claude_signals", "05_portfolio", "06_validate"]
+    assert [s["name"] for s in manifest["stages"]] == ["01_load_data", "02_build_features", "03_fit_ml_signals",
+                                                       "04_ask_claude", "05_build_portfolio", "06_validate_strategy"]
     assert manifest["llm"]["analyst"] == "offline analyst, not Claude" and manifest["llm"]["cost_usd"] == 0.0
     assert all(s["status"] == "succeeded" and s["duration_s"] > 0 for s in manifest["stages"])
     assert manifest["config"]["report"]["tearsheet"] is True, "overrides are saved with the run"
@@ -125,10 +125,10 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert set(report["models"]) == {"ridge", "hgbr"} and report["permutation_importance"]
 
     for name in ("config.yaml", "prices.parquet", "features.parquet", "signals_ml.parquet", "ml_report.json",
-                 "weights.parquet", "weights_optimizer.parquet", "05_portfolio.html", "metrics.json", "01_load_data.ipynb", "01_load_data.html", "06_validate.ipynb", "06_validate.html",
+                 "weights.parquet", "weights_optimizer.parquet", "05_build_portfolio.html", "metrics.json", "01_load_data.ipynb", "01_load_data.html", "06_validate_strategy.ipynb", "06_validate_strategy.html",
                  "tearsheet.html"):
         assert (run / name).is_file(), name
-    for stage in ("01_load_data", "03_ml_signals", "05_portfolio", "06_validate"):
+    for stage in ("01_load_data", "03_fit_ml_signals", "05_build_portfolio", "06_validate_strategy"):
         cells = json.loads((run / f"{stage}.ipynb").read_text())["cells"]
         assert any("image/png" in o.get("data", {}) for c in cells for o in c.get("outputs", [])), f"{stage} shows its charts"
     assert (run / "tearsheet.html").stat().st_mode & 0o044, "reports are readable by others, like any file"
@@ -141,8 +141,8 @@ def test_smoke_run_leaves_every_artifact_and_no_secret(workspace, monkeypatch, c
     assert f"{manifest['ml']['rank_ic']:.3f}" in index
     assert "offline analyst, not Claude" in index, "the dashboard says who the analyst was"
     assert "offline analyst, not Claude" in (run / "tearsheet.html").read_text()
-    assert "offline analyst, not Claude" in (run / "04_claude_signals.html").read_text()
-    assert "offline analyst, not Claude" in (run / "05_portfolio.html").read_text()
+    assert "offline analyst, not Claude" in (run / "04_ask_claude.html").read_text()
+    assert "offline analyst, not Claude" in (run / "05_build_portfolio.html").read_text()
 
     # 06 validated the run: the gate's verdict is in the manifest, validation.html and on the dashboard.
     gate = manifest["validation"]
@@ -213,7 +213,7 @@ def test_bad_parameters_exit_2_and_write_nothing(workspace, capsys):
 
 def test_unknown_stage_exits_2(workspace, capsys):
     assert main(["run", str(workspace / "params" / "smoke.yaml"), "--stages", "99"]) == 2
-    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_ml_signals', '04_claude_signals', '05_portfolio', '06_validate']" in capsys.readouterr().err
+    assert "Unknown stage(s) ['99']; the chain has ['01_load_data', '02_build_features', '03_fit_ml_signals', '04_ask_claude', '05_build_portfolio', '06_validate_strategy']" in capsys.readouterr().err
 
 
 def test_bad_command_line_exits_2(capsys):
@@ -224,8 +224,8 @@ def test_bad_command_line_exits_2(capsys):
 
 def test_stage_discovery_and_selection(tmp_path):
     chain = discover_stages(REPO / "notebooks")
-    assert [p.stem for p in chain] == ["01_load_data", "02_build_features", "03_ml_signals", "04_claude_signals",
-                                       "05_portfolio", "06_validate"]
+    assert [p.stem for p in chain] == ["01_load_data", "02_build_features", "03_fit_ml_signals", "04_ask_claude",
+                                       "05_build_portfolio", "06_validate_strategy"]
     assert select_stages(chain, ["06"]) == chain[5:]
     assert select_stages(chain, None) == chain
     (tmp_path / "scratch.ipynb").write_text("{}")

@@ -201,10 +201,16 @@ def test_a_validation_from_another_run_or_other_parameters_is_refused(tmp_path):
 
 def test_strategies_on_claudes_views_are_judged_after_its_knowledge_cutoff():
     from research_lib.config import load_config
-    from research_lib.run import _judged_returns
+    from research_lib.stages.strategies import judged_after_cutoff
+    from research_lib.validation.evidence import judged_returns
 
     config = load_config(REPO / "params" / "smoke.yaml")  # portfolio on the blend of ML and analyst views
     returns = pd.Series(0.001, index=pd.bdate_range("2026-01-01", periods=200))
+
+    def _judged_returns(config, returns, main, llm_report):
+        return judged_returns(returns, after_cutoff_only=judged_after_cutoff(config, main, llm_report),
+                              cutoff=config.llm.cutoff, model=config.llm.model)
+
     judged, label = _judged_returns(config, returns, "portfolio", {"analyst": "Claude (claude-sonnet-5-5)"})
     assert judged.index[0] > pd.Timestamp("2026-06-30") and len(judged) < len(returns)
     assert label == "sessions after claude-sonnet-5-5's knowledge cutoff 2026-06-30"
@@ -214,7 +220,7 @@ def test_strategies_on_claudes_views_are_judged_after_its_knowledge_cutoff():
 
 
 def test_too_short_a_history_leaves_statistics_missing_so_their_criteria_fail():
-    from research_lib.run import _statistics
+    from research_lib.validation.evidence import run_statistics as _statistics
 
     returns = pd.Series(np.random.default_rng(1).normal(0.001, 0.01, 20), index=pd.bdate_range("2020-01-01", periods=20))
     stats = _statistics(returns, pd.DataFrame({"a": returns, "b": returns * 0.5}), {"n_trials": 2, "sharpe_variance": 1e-4},

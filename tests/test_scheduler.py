@@ -482,7 +482,8 @@ def test_the_research_job_runs_the_pipeline_on_the_workspace_params_and_does_not
 
 
 def test_the_real_trade_job_trades_a_promoted_strategy_one_sim_session_per_scheduled_cycle(workspace):
-    from research_lib.trading import Ledger, state_db
+    from research_lib.paths import state_db
+    from research_lib.trading import Ledger
     from tests.test_paper import SIM_START_ROW, promote_by_hand
 
     made = promote_by_hand(workspace, "trend")

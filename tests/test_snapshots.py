@@ -9,7 +9,7 @@ import pytest
 from research_lib.config import load_config
 from research_lib.data import load_prices, read_provenance, read_snapshot, write_snapshot
 from research_lib.errors import DataValidationError
-from research_lib.run import run_features, run_prices
+from research_lib.stages import RunFolder
 from tests.conftest import REPO, make_prices
 from tests.test_data_files import ours
 
@@ -116,11 +116,11 @@ def test_missing_file(tmp_path):
 def test_run_prices_are_computed_once_then_read_from_the_run_folder(workspace, tmp_path):
     config = load_config(REPO / "params" / "smoke.yaml")
     run_dir = tmp_path / "run"
-    first = run_prices(config, run_dir)
+    first = RunFolder(config, run_dir).prices
     assert set(first["close"].columns) == {*config.data.symbols, "SP500", "^VIX"}, "benchmark and VIX are loaded too"
     record = read_provenance(run_dir / "prices.parquet")
     assert record["source_sha256"] == read_provenance(first.attrs["provenance"]["snapshot"])["sha256"]
-    second = run_prices(config, run_dir)
+    second = RunFolder(config, run_dir).prices
     assert second.attrs["provenance"]["sha256"] == record["sha256"], "read back from the run folder"
     pd.testing.assert_frame_equal(first, second)
 
@@ -128,9 +128,9 @@ def test_run_prices_are_computed_once_then_read_from_the_run_folder(workspace, t
 def test_run_prices_made_with_other_parameters_are_not_reused(workspace, tmp_path):
     """Running 06 alone in a folder left by another configuration must not use its data."""
     run_dir = tmp_path / "run"
-    run_prices(load_config(REPO / "params" / "smoke.yaml"), run_dir)
+    RunFolder(load_config(REPO / "params" / "smoke.yaml"), run_dir).prices
     narrower = load_config(REPO / "params" / "smoke.yaml", ["data.start=2016-01-01"])
-    again = run_prices(narrower, run_dir)
+    again = RunFolder(narrower, run_dir).prices
     assert again.index[0] == pd.Timestamp("2016-01-04")
     assert read_provenance(run_dir / "prices.parquet")["first_date"] == "2016-01-04"
 
@@ -149,10 +149,10 @@ def test_run_prices_read_your_file_again_once_it_is_edited(workspace, tmp_path):
     config = load_config(REPO / "params" / "smoke.yaml", ["data.source=file", f"data.path={path}", "data.start=null",
                                                           "data.end=null", "data.symbols=null", "features.names=[ret_5d]"])
     write(20)
-    assert len(run_prices(config, run_dir)) == 20
-    assert run_features(config, run_dir).index.get_level_values("date").max() == sessions[19]
+    assert len(RunFolder(config, run_dir).prices) == 20
+    assert RunFolder(config, run_dir).features.index.get_level_values("date").max() == sessions[19]
     write(30)
-    assert list(run_prices(config, run_dir).index) == list(sessions[:30])
-    assert run_features(config, run_dir).index.get_level_values("date").max() == sessions[29]
+    assert list(RunFolder(config, run_dir).prices.index) == list(sessions[:30])
+    assert RunFolder(config, run_dir).features.index.get_level_values("date").max() == sessions[29]
     write(30, scale=1.01)
-    assert run_prices(config, run_dir)["close"]["AAA"].iloc[-1] == pytest.approx(11 * 1.01)
+    assert RunFolder(config, run_dir).prices["close"]["AAA"].iloc[-1] == pytest.approx(11 * 1.01)

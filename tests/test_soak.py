@@ -27,7 +27,8 @@ import yaml
 
 from research_lib import paths
 from research_lib.scheduler import FakeClock, load_schedule, run_scheduler
-from research_lib.trading import Ledger, state_db
+from research_lib.paths import state_db
+from research_lib.trading import Ledger
 from tests.conftest import make_prices
 from tests.test_paper import BOOKS, SIM_START_ROW, SYMBOLS, promote_by_hand
 

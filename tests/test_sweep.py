@@ -8,8 +8,7 @@ import pytest
 
 from research_lib.validation import metrics, sweep
 from research_lib.backtest import run_backtest
-from research_lib.config import StrategyConfig
-from research_lib.strategies import baseline_weights
+from research_lib.portfolio import StrategyConfig, baseline_weights
 from research_lib.validation.sweep import ma_crossover_sweep
 from tests.conftest import make_prices
 

@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 
 from research_lib.alerts import read_alerts
 from research_lib.cli import _parser, main
-from research_lib.trading import (InvalidSession, Ledger, resolve_session, session_refusal, state_db,
-                                  trade_session)
+from research_lib.paths import state_db
+from research_lib.stages.paper import trade_session
+from research_lib.trading import InvalidSession, Ledger, resolve_session, session_refusal
 from tests.conftest import link_params, REPO
 from tests.test_paper import SYMBOLS as SYMBOLS_OF_FIRST_BOOK, market, promote_by_hand, sim_of
 
@@ -266,7 +267,7 @@ def test_while_another_trade_of_the_strategy_runs_a_trade_exits_1_and_changes_no
         assert main(["trade", "--strategy", "trend", "--asof", "2020-13-01"]) == 2, "a bad argument is still one"
         capsys.readouterr()
         # The kernel of the command that holds the lock runs notebook 07 without taking it.
-        monkeypatch.setattr("research_lib.trading._paper.command_pid", lambda: 4242)
+        monkeypatch.setattr("research_lib.trading._lock.command_pid", lambda: 4242)
         assert trade_session("trend")["session"] == f"{sessions[21]:%Y-%m-%d}"
     assert lock_path("trade-trend").read_text() == "", "the holder's pid is erased with the lock"
 

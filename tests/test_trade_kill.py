@@ -47,7 +47,8 @@ import pytest
 from research_lib.alerts import read_alerts
 from research_lib.cli import main
 from research_lib.pipeline import KERNEL_FILES
-from research_lib.trading import Ledger, state_db
+from research_lib.paths import state_db
+from research_lib.trading import Ledger
 from tests.conftest import REPO, make_prices
 from tests.test_paper import promote_by_hand
 
@@ -240,7 +241,7 @@ def test_status_into_a_closed_pipe_exits_quietly(book):
 
 KILLED_IN_A_WINDOW = """\
 import importlib, sys, time
-from research_lib.trading import trade_session
+from research_lib.stages.paper import trade_session
 module, name, flag, session = sys.argv[1:]
 def wait_for_the_kill(*args, **kwargs):
     open(flag, "w").close()
@@ -249,8 +250,8 @@ setattr(importlib.import_module(module), name, wait_for_the_kill)
 trade_session("trend", asof=session)
 """
 WINDOWS = {  # the function about to be called when the process is killed
-    "after the ledger recorded the cycle, before cycle.json": ("research_lib.trading._paper", "write_session_report"),
-    "between cycle.json and summary.html": ("research_lib.reports._templates", "render_to"),
+    "after the ledger recorded the cycle, before cycle.json": ("research_lib.stages.paper", "write_session_report"),
+    "between cycle.json and summary.html": ("research_lib.reports.paper", "render_to"),
 }
 
 

@@ -31,6 +31,7 @@ from research_lib.llm._anthropic import (API_KEY_ENV, ClaudeAnalyst, SpendLimitR
 from research_lib.llm._cache import Completion, ResponseCache, request_key
 from research_lib.llm._cost import Budget, BudgetExceeded, Price, completion_cost, estimate_tokens
 from research_lib.llm._offline import LABEL as OFFLINE_LABEL
+from research_lib.llm._news import fetch_alpaca_headlines, headlines_by_date
 from research_lib.llm._offline import OFFLINE_MODEL, offline_answer
 from research_lib.llm._prompt import Headline, PromptRequest, build_request
 from research_lib.llm._reply import BadAPIReply
@@ -39,7 +40,8 @@ from research_lib.llm._validate import parse_answer, reply_problem
 
 __all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BadAPIReply", "BudgetExceeded", "ClaudeAnalyst",
            "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
-           "build_request", "estimate_backfill", "generate_views", "make_client", "parse_answer", "prompt_tables"]
+           "build_request", "estimate_backfill", "fetch_alpaca_headlines", "generate_views", "headlines_by_date", "make_client",
+           "parse_answer", "prompt_tables"]
 
 OUTPUT_TOKENS_PER_SYMBOL = 90  # for estimates: a view is about 60-90 tokens of JSON
 

@@ -104,10 +104,10 @@ def bench_construction(n_assets: int = 20, n_rebalances: int = 400, lookback_day
     dict
         ``n_assets``, ``n_rebalances``, ``seconds``, ``target_s``, ``within_target``.
     """
-    from research_lib.config import DEFAULT_RISK_LIMITS, PortfolioConfig
     from research_lib.features import momentum
+    from research_lib.portfolio._baselines import rebalance_dates
     from research_lib.portfolio._construct import construct_portfolio
-    from research_lib.strategies import rebalance_dates
+    from research_lib.portfolio._settings import DEFAULT_RISK_LIMITS, PortfolioConfig
 
     sessions = lookback_days + 22 * (n_rebalances + 1)
     close = synthetic_prices(n_assets, sessions)

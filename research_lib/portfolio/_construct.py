@@ -27,11 +27,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from research_lib.config import PortfolioConfig
 from research_lib.portfolio._black_litterman import BlackLittermanViews
 from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
 from research_lib.portfolio._inputs import expected_returns, risk_matrix, signal_expected_returns
 from research_lib.portfolio._optimize import _NEEDS_MU, optimize_weights
+from research_lib.portfolio._settings import PortfolioConfig
 from research_lib.risk import RiskLimits, clamp_weights, volatility_multiplier
 from research_lib.risk import EVENT_COLUMNS
 

@@ -10,7 +10,8 @@ failed page. Sections and their sources:
 - promoted strategies: ``params/promoted/*.yaml``;
 - paper trading, per strategy: the latest ``reports/paper/<strategy>/<session>/cycle.json``
   (positions, account, drift against the backtest) and the ledger in ``data/spartan.sqlite``
-  (equity history, recent orders, kill switch), against the promoted ``risk`` limits;
+  (equity history, recent orders, kill switch), against the promoted ``risk`` limits
+  (`research_lib.reports.dashboard_paper`);
 - LLM spend by run date and data freshness: the manifests' ``llm`` and ``data`` records;
 - the schedule: ``reports/schedule.json`` (written by `spartan schedule`);
 - recent alerts: ``reports/alerts.jsonl`` (one JSON object per line).
@@ -22,74 +23,31 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import math
-import sqlite3
 from pathlib import Path
-from urllib.parse import quote
 
 import yaml
 
-from research_lib import paths
 from research_lib._io import atomic_write_bytes
 from research_lib.reports import _charts as charts
+from research_lib.reports._reading import PROBLEMS, href, number, parse_time, problem
+from research_lib.reports._templates import environment
+from research_lib.reports.dashboard_paper import paper_trading
+from research_lib.validation.promotion import promoted_strategies
 
 _HEADLINE = ("cagr", "sharpe", "max_drawdown", "win_rate")
-RECENT_ORDERS = 15
 RECENT_ALERTS = 10
 RECENT_JOB_HISTORY = 10
 FRESH_DAYS, STALE_DAYS = 5, 30  # data older than these (calendar days) is shown as ageing, then stale
 ALERTS_TAIL_BYTES = 1 << 20  # only the end of a long alerts.jsonl is read
 _OFFLINE_MARK = "not Claude"  # in the offline analyst's label (research_lib.llm.OFFLINE_LABEL)
-_PROBLEMS = (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError, sqlite3.Error)
-# (label, promoted risk key, how the current value is found) of the limits the dashboard shows
-LIMITS = (("Largest position", "max_weight", "|weight| of the largest position"),
-          ("Gross exposure", "max_gross_exposure", "sum of |weights|"),
-          ("Net exposure", "max_net_exposure", "|sum of weights|"),
-          ("Daily loss", "daily_loss_limit", "loss since the previous cycle / its equity"),
-          ("Drawdown", "drawdown_stop", "below the peak equity since the last resume"),
-          ("Open orders", "max_open_orders", "open at the broker after the latest cycle"),
-          ("Orders today", "max_daily_orders", "orders sent in the latest session"))
 
 
 # ---------------------------------------------------------------- small helpers
 
 
-def _number(value) -> float | None:
-    """A finite float, or None (corrupt files carry strings, NaN, anything)."""
-    if isinstance(value, bool):
-        return None
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
-
-
-def _href(reports_dir: Path, *parts: str) -> str | None:
-    """The relative, URL-quoted link to ``reports_dir/parts...``, or None when no such file exists."""
-    return "/".join(quote(str(p), safe="") for p in parts) if reports_dir.joinpath(*parts).is_file() else None
-
-
-def _problem(path: Path, root: Path, err: BaseException) -> str:
-    try:
-        name = path.relative_to(root)
-    except ValueError:
-        name = path
-    return f"unreadable: {name} ({type(err).__name__}: {str(err)[:160]})"
-
-
-def _parse_time(value) -> dt.datetime | None:
-    """An ISO 8601 time (naive times are taken as UTC), or None."""
-    try:
-        when = dt.datetime.fromisoformat(str(value))
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
-
-
 def relative_time(value, now: dt.datetime) -> str:
     """``"in 3 h"``, ``"2 d ago"``... for an ISO time (empty when it cannot be read)."""
-    when = _parse_time(value)
+    when = parse_time(value)
     if when is None:
         return ""
     seconds = (when - now).total_seconds()
@@ -114,13 +72,13 @@ def collect_runs(reports_dir: str | Path) -> list[dict]:
         folder = manifest_path.parent
         try:
             runs.append(_run_summary(reports_dir, folder, json.loads(manifest_path.read_text())))
-        except _PROBLEMS as err:
+        except PROBLEMS as err:
             runs.append({"run_id": folder.name, "status": "unreadable", "created_at": "", "scenario": "",
                          "description": "", "error": None, "commit": "", "metrics": dict.fromkeys(_HEADLINE),
                          "ml": {}, "llm": {}, "gate": {}, "data": {},
-                         "links": [("manifest", href) for href in [_href(reports_dir, "runs", folder.name,
+                         "links": [("manifest", href) for href in [href(reports_dir, "runs", folder.name,
                                                                           "manifest.json")] if href],
-                         "problem": _problem(manifest_path, reports_dir, err)})
+                         "problem": problem(manifest_path, reports_dir, err)})
     return sorted(runs, key=lambda r: str(r["created_at"]), reverse=True)
 
 
@@ -134,8 +92,8 @@ def _run_summary(reports_dir: Path, folder: Path, manifest: dict) -> dict:
     names = [("tearsheet", "tearsheet.html"), ("validation", "validation.html")]
     names += [(str(s.get("name", "stage")), Path(str(s["html"])).name) for s in manifest.get("stages") or []
               if isinstance(s, dict) and s.get("html")]
-    links = [(label, _href(reports_dir, "runs", folder.name, name)) for label, name in names]
-    links.append(("manifest", _href(reports_dir, "runs", folder.name, "manifest.json")))
+    links = [(label, href(reports_dir, "runs", folder.name, name)) for label, name in names]
+    links.append(("manifest", href(reports_dir, "runs", folder.name, "manifest.json")))
     return {
         "run_id": str(manifest.get("run_id") or folder.name),
         "created_at": str(manifest.get("created_at") or ""),
@@ -144,13 +102,13 @@ def _run_summary(reports_dir: Path, folder: Path, manifest: dict) -> dict:
         "status": str(manifest.get("status") or "unknown"),
         "error": manifest.get("error"),
         "commit": str((manifest.get("code") or {}).get("commit") or "")[:8],
-        "metrics": {k: _number(strategy.get(k)) for k in _HEADLINE},
-        "ml": {"model": ml.get("model"), "horizon_days": ml.get("horizon_days"), "rank_ic": _number(ml.get("rank_ic")),
-               "rank_ic_t": _number(ml.get("rank_ic_t"))} if ml else {},
-        "llm": {**llm, "analyst": str(llm.get("analyst") or "unknown analyst"), "cost_usd": _number(llm.get("cost_usd")),
+        "metrics": {k: number(strategy.get(k)) for k in _HEADLINE},
+        "ml": {"model": ml.get("model"), "horizon_days": ml.get("horizon_days"), "rank_ic": number(ml.get("rank_ic")),
+               "rank_ic_t": number(ml.get("rank_ic_t"))} if ml else {},
+        "llm": {**llm, "analyst": str(llm.get("analyst") or "unknown analyst"), "cost_usd": number(llm.get("cost_usd")),
                 "offline": _is_offline(llm)} if llm else {},
         "gate": {"passed": bool(gate.get("passed")), "failed": [str(f) for f in gate.get("failed") or []],
-                 "deflated_sharpe": _number(gate.get("deflated_sharpe")), "pbo": _number(gate.get("pbo")),
+                 "deflated_sharpe": number(gate.get("deflated_sharpe")), "pbo": number(gate.get("pbo")),
                  "n_trials": gate.get("n_trials")} if gate else {},
         "data": manifest.get("data") if isinstance(manifest.get("data"), dict) else {},
         "links": [(label, href) for label, href in links if href],
@@ -219,164 +177,6 @@ def data_freshness(runs: list[dict], today: dt.date) -> dict:
     return {"rows": rows, "newest": rows[0] if rows else None, "today": f"{today:%Y-%m-%d}"}
 
 
-# ---------------------------------------------------------------- paper trading
-
-
-def paper_trading(reports_dir: str | Path, promoted: list[dict]) -> list[dict]:
-    """One entry per promoted strategy (and per strategy with paper reports): the latest cycle,
-    equity against the backtest, positions, recent orders, kill switch and limit usage."""
-    from research_lib.trading import state_db
-
-    reports_dir = Path(reports_dir)
-    names = {Path(p["file"]).stem for p in promoted}
-    names |= {d.name for d in (reports_dir / "paper").glob("*") if d.is_dir()}
-    entries = []
-    for name in sorted(names):
-        try:
-            entries.append(_strategy_paper(reports_dir, name, state_db()))
-        except _PROBLEMS as err:  # a file of an unexpected shape: the strategy says so, the page stands
-            entries.append({"strategy": name, "sessions": [], "latest": None, "cycle": None, "kill_switch": None,
-                            "equity": {"sessions": [], "paper": [], "expected": []}, "orders": [], "limits": [],
-                            "problems": [f"unreadable: the paper-trading files of {name} "
-                                         f"({type(err).__name__}: {str(err)[:160]})"]})
-    return entries
-
-
-def _strategy_paper(reports_dir: Path, name: str, db: Path) -> dict:
-    problems: list[str] = []
-    risk = _promoted_risk(name, problems)
-    sessions, latest, cycle = _session_reports(reports_dir, name, problems)
-    state = _ledger_view(name, db, problems)
-    if state is None:  # what the latest cycle.json recorded instead
-        if cycle and not db.is_file():
-            problems.append(f"no ledger: {db} is missing, so the kill switch and equity are the latest cycle.json's")
-        switch = cycle.get("kill_switch") or {}
-        state = {"kill_switch": {"state": str(switch.get("state") or "unknown"),
-                                 "reason": f"{switch.get('reason')} (as of the latest cycle.json)"} if switch else None,
-                 "equity": [(str(p.get("session")), _number(p.get("equity"))) for p in cycle.get("pnl") or []],
-                 "intents": [o for o in cycle.get("session_orders") or [] if isinstance(o, dict)]}
-    sent_today = sum(o.get("session") == latest and o.get("status") not in ("not_sent", "rejected")
-                     for o in state["intents"])
-    equity = state["equity"]
-    drift = cycle.get("drift") or {}
-    return {"strategy": name, "problems": problems, "sessions": sessions, "latest": latest,
-            "cycle": _cycle_view(cycle) if cycle else None, "kill_switch": state["kill_switch"],
-            "equity": {"sessions": [s for s, _ in equity], "paper": [e for _, e in equity],
-                       "expected": expected_equity(equity, drift.get("by_session") or [])},
-            "orders": [_order_view(o) for o in reversed(state["intents"][-RECENT_ORDERS:])],
-            "limits": limit_usage(risk, cycle, sent_today) if risk and cycle else []}
-
-
-def _cycle_view(cycle: dict) -> dict:
-    """What the page shows of a cycle.json, numbers as floats or None (a corrupt file shows n/a)."""
-    account, drift = cycle.get("account") or {}, cycle.get("drift") or {}
-    return {"broker": str(cycle.get("broker") or ""), "status": str(cycle.get("status") or ""),
-            "decision": str(cycle.get("decision") or ""), "rebalance": bool(cycle.get("rebalance")),
-            "account": {k: _number(account.get(k)) for k in ("equity", "cash", "pnl_total", "daily_pnl")},
-            "drift": {"sessions": int(_number(drift.get("sessions")) or 0), "flagged": bool(drift.get("flagged")),
-                      **{k: _number(drift.get(k)) for k in ("paper_return", "expected_return", "tracking_error")}},
-            "positions": [{"symbol": str(p.get("symbol")),
-                           **{k: _number(p.get(k)) for k in ("quantity", "price", "value", "weight", "target")}}
-                          for p in cycle.get("positions") or []]}
-
-
-def _order_view(order: dict) -> dict:
-    return {**{k: str(order.get(k) or "") for k in ("session", "client_order_id", "side", "symbol", "status",
-                                                     "reason")},
-            **{k: _number(order.get(k)) for k in ("quantity", "filled_quantity", "filled_avg_price")}}
-
-
-def _promoted_risk(name: str, problems: list[str]) -> dict | None:
-    """The promoted ``params.risk`` limits of `LIMITS` (None, with a note, when unknown)."""
-    from research_lib.trading._paper import promoted_dir
-
-    path = promoted_dir() / f"{name}.yaml"
-    if not path.is_file():
-        problems.append(f"not promoted (no params/promoted/{name}.yaml): its risk limits are unknown")
-        return None
-    try:
-        risk = (yaml.safe_load(path.read_text()) or {})["params"]["risk"]
-        return {key: _number(risk.get(key)) for _, key, _ in LIMITS}
-    except _PROBLEMS as err:
-        problems.append(_problem(path, paths.workspace_root(), err))
-        return None
-
-
-def _session_reports(reports_dir: Path, name: str, problems: list[str]) -> tuple[list[dict], str | None, dict]:
-    """The strategy's session reports, newest first, and the latest readable cycle.json that
-    is not a dry run (``(sessions, its session, its content)``)."""
-    sessions, latest, cycle = [], None, {}
-    folders = sorted((d for d in (reports_dir / "paper" / name).glob("*") if d.is_dir()), key=lambda d: d.name,
-                     reverse=True)
-    for folder in folders:
-        summary = _href(reports_dir, "paper", name, folder.name, "summary.html")
-        if summary:
-            sessions.append({"session": folder.name, "href": summary,
-                             "notebook": _href(reports_dir, "paper", name, folder.name, "07_paper_trade.html")})
-        if latest is None and not folder.name.endswith("-dry-run") and (folder / "cycle.json").is_file():
-            try:
-                content = json.loads((folder / "cycle.json").read_text())
-                if not isinstance(content, dict):
-                    raise ValueError(f"a cycle.json is a JSON object, not {type(content).__name__}")
-                latest, cycle = folder.name, content
-            except _PROBLEMS as err:
-                problems.append(_problem(folder / "cycle.json", reports_dir, err))
-    return sessions, latest, cycle
-
-
-def _ledger_view(name: str, db: Path, problems: list[str]) -> dict | None:
-    """Kill switch, equity history and order intents of ``name`` from the ledger (None when there
-    is no ledger yet; None with a note when it cannot be read)."""
-    if not db.is_file():
-        return None
-    from research_lib.trading import Ledger
-
-    try:
-        ledger = Ledger(db)
-        state, why = ledger.kill_switch(name)
-        return {"kill_switch": {"state": state.value, "reason": why},
-                "equity": [(session, _number(equity)) for session, equity in ledger.equity_history(name)],
-                "intents": [vars(i) for i in ledger.intents(name)]}
-    except _PROBLEMS as err:
-        problems.append(_problem(db, db.parent.parent, err))
-        return None
-
-
-def expected_equity(equity: list[tuple[str, float | None]], by_session: list[dict]) -> list[float | None]:
-    """The backtest's equity over the paper sessions, aligned with ``equity``: it starts at the
-    paper equity of the first compared session and compounds the backtest's ``expected``
-    return of each later one (``cycle.json["drift"]["by_session"]``); None elsewhere."""
-    expected = {str(row.get("session")): row.get("expected") for row in by_session if isinstance(row, dict)}
-    out, level = [], None
-    for session, value in equity:
-        if session in expected:
-            level = value if level is None else level * (1.0 + (_number(expected[session]) or 0.0))
-        out.append(level if session in expected else None)
-    return out
-
-
-def limit_usage(risk: dict, cycle: dict, sent_today: int) -> list[dict]:
-    """Each risk limit of `LIMITS` with its current value and ``fraction`` = value / limit (None
-    when either is unknown or the limit is 0), from the latest cycle's positions and account."""
-    weights = [w for w in (_number(p.get("weight")) for p in cycle.get("positions") or []) if w is not None]
-    report = cycle.get("cycle") or {}
-    daily = _number(report.get("daily_pnl"))
-    current = {"max_weight": max((abs(w) for w in weights), default=0.0),
-               "max_gross_exposure": sum(abs(w) for w in weights),
-               "max_net_exposure": abs(sum(weights)),
-               "daily_loss_limit": None if daily is None else max(0.0, -daily),
-               "drawdown_stop": _number(report.get("drawdown")),
-               "max_open_orders": float(len(cycle.get("open_orders") or [])),
-               "max_daily_orders": float(sent_today)}
-    rows = []
-    for label, key, meaning in LIMITS:
-        value, limit = current[key], risk.get(key)
-        rows.append({"label": label, "key": key, "meaning": meaning, "value": value, "limit": limit,
-                     "count": key in ("max_open_orders", "max_daily_orders"),
-                     "fraction": value / limit if value is not None and limit else None})
-    return rows
-
-
 # ---------------------------------------------------------------- schedule and alerts
 
 
@@ -396,15 +196,15 @@ def read_schedule(reports_dir: str | Path, now: dt.datetime) -> dict:
                 for j in raw.get("jobs") or [] if isinstance(j, dict)]
         for job in jobs:
             job["next"], job["last"] = relative_time(job["next_run"], now), relative_time(job["last_run"], now)
-        jobs.sort(key=lambda j: (_parse_time(j["next_run"]) is None, str(_parse_time(j["next_run"]) or "")))
+        jobs.sort(key=lambda j: (parse_time(j["next_run"]) is None, str(parse_time(j["next_run"]) or "")))
         history = [h for h in raw.get("history") or [] if isinstance(h, dict)][-RECENT_JOB_HISTORY:]
         out.update(jobs=jobs, updated_at=str(raw.get("updated_at") or ""), exchange=str(raw.get("exchange") or ""),
                    timezone=str(raw.get("timezone") or ""),
                    history=[{k: "" if h.get(k) is None else str(h.get(k)) for k in ("job", "at", "status", "detail")}
                             for h in reversed(history)])
         out["updated"] = relative_time(out["updated_at"], now)
-    except _PROBLEMS as err:
-        out["problem"] = _problem(path, Path(reports_dir), err)
+    except PROBLEMS as err:
+        out["problem"] = problem(path, Path(reports_dir), err)
     return out
 
 
@@ -421,7 +221,7 @@ def read_alerts(reports_dir: str | Path, limit: int = RECENT_ALERTS) -> dict:
         if path.stat().st_size > ALERTS_TAIL_BYTES:
             lines = lines[1:]  # the first line read may be cut
     except OSError as err:
-        out["problem"] = _problem(path, Path(reports_dir), err)
+        out["problem"] = problem(path, Path(reports_dir), err)
         return out
     alerts = []
     for line in filter(str.strip, lines):
@@ -465,8 +265,6 @@ def _delivered(value) -> str:
 
 def dashboard(reports_dir: str | Path, now: dt.datetime | None = None) -> dict:
     """The dashboard's data model (see the module docstring); ``now`` defaults to the clock."""
-    from research_lib.validation.promotion import promoted_strategies
-
     reports_dir = Path(reports_dir)
     now = now or dt.datetime.now(dt.timezone.utc)
     runs = collect_runs(reports_dir)
@@ -479,8 +277,6 @@ def dashboard(reports_dir: str | Path, now: dt.datetime | None = None) -> dict:
 
 def build_index(reports_dir: str | Path, now: dt.datetime | None = None) -> Path:
     """Render ``reports_dir/index.html`` from the workspace's files; return its path."""
-    from research_lib.reports._templates import environment
-
     reports_dir = Path(reports_dir)
     env = environment()
     env.globals["charts"] = charts

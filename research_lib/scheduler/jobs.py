@@ -57,7 +57,7 @@ def paper_session() -> Callable[..., dict]:
 
     The only place the scheduler imports it from.
     """
-    from research_lib.trading import trade_session
+    from research_lib.stages.paper import trade_session
 
     return trade_session
 
@@ -65,7 +65,7 @@ def paper_session() -> Callable[..., dict]:
 def trade_job(strategy: list[str] | None = None, broker: str | None = None) -> str:
     """One paper-trading cycle of each strategy (None: every promoted one) on ``broker``, each
     under the strategy's trade lock (as `spartan trade`)."""
-    from research_lib.trading import promoted_names
+    from research_lib.validation.promotion import promoted_names
 
     names = strategy or promoted_names()
     if not names:

@@ -4,16 +4,30 @@
 - ``models``: purged walk-forward cross-validation and the out-of-sample scores it yields.
 - ``evaluation``: information coefficients, quantile spreads and turnover of any score panel.
 - ``ml``: the machine-learning signal from features to out-of-sample scores.
+- ``settings``: its parameters (`MLConfig`, ``params: ml``).
+
+The names below are imported on first use: scikit-learn takes a while to import, and
+`research_lib.config` needs only the light ``settings``.
 """
 
-from research_lib.signals.evaluation import (ic_decay, ic_summary, information_coefficient, quantile_returns,
-                                             quantile_spread_summary, signal_turnover)
-from research_lib.signals.labels import excess_forward_returns, forward_returns
-from research_lib.signals.ml import (compute_features, evaluate_signal, feature_inputs, fit_models, labels_for,
-                                     permutation_importance, signal_frame)
-from research_lib.signals.models import PurgedWalkForward, WalkForwardModel, make_estimator, mean_rank_ic
+from importlib import import_module
 
-__all__ = ["PurgedWalkForward", "WalkForwardModel", "compute_features", "evaluate_signal", "excess_forward_returns",
-           "feature_inputs", "fit_models", "forward_returns", "ic_decay", "ic_summary", "information_coefficient",
-           "labels_for", "make_estimator", "mean_rank_ic", "permutation_importance", "quantile_returns",
-           "quantile_spread_summary", "signal_frame", "signal_turnover"]
+_WHERE = {
+    "ic_decay": "evaluation", "ic_summary": "evaluation", "information_coefficient": "evaluation",
+    "quantile_returns": "evaluation", "quantile_spread_summary": "evaluation", "signal_turnover": "evaluation",
+    "excess_forward_returns": "labels", "forward_returns": "labels",
+    "evaluate_signal": "ml", "fit_models": "ml", "labels_for": "ml", "permutation_importance": "ml",
+    "signal_frame": "ml",
+    "PurgedWalkForward": "models", "WalkForwardModel": "models", "make_estimator": "models", "mean_rank_ic": "models",
+    "MLConfig": "settings", "ModelName": "settings",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'research_lib.signals' has no attribute {name!r}")
+    value = getattr(import_module(f"research_lib.signals.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -10,8 +10,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from research_lib import paths
-from research_lib.config import MLConfig, RunConfig
 from research_lib.signals.evaluation import (
     ic_decay,
     ic_summary,
@@ -20,22 +18,9 @@ from research_lib.signals.evaluation import (
     quantile_spread_summary,
     signal_turnover,
 )
-from research_lib.features import FeatureInputs, build_features
 from research_lib.signals.labels import excess_forward_returns, forward_returns
 from research_lib.signals.models import WalkForwardModel, mean_rank_ic
-
-
-def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:
-    vix = config.features.vix_symbol
-    return FeatureInputs(close=close[config.tradable(close.columns)], index_close=close[config.data.benchmark],
-                         vix=close[vix] if vix in close.columns else None,
-                         garch_refit_days=config.features.garch_refit_days, n_jobs=config.features.n_jobs,
-                         cache_dir=str(paths.data_dir() / "cache" / "garch"))
-
-
-def compute_features(config: RunConfig, close: pd.DataFrame) -> pd.DataFrame:
-    """The configured features as a (date, symbol) panel."""
-    return build_features(feature_inputs(config, close), config.features.names, config.features.cross_section)
+from research_lib.signals.settings import MLConfig
 
 
 def labels_for(features: pd.DataFrame, close: pd.DataFrame, ml: MLConfig, lag: int = 1) -> pd.Series:

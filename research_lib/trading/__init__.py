@@ -1,18 +1,37 @@
-"""Paper trading: the ledger, one crash-safe trading cycle, and the session of a promoted
-strategy that `spartan trade` runs (`research_lib.trading._paper`), with its report made from
-the ledger's record of its cycle (`research_lib.trading._report`)."""
+"""Paper trading of a promoted strategy, one session at a time: the ledger, one crash-safe
+trading cycle, and the session `spartan trade` runs.
+
+- ``_ledger``: the SQLite ledger (intents before orders, cycles, equity, the kill switch);
+- ``_cycle``: one crash-safe cycle (`run_cycle`): reconcile, risk checks, orders;
+- ``_tracking``: daily P&L, slippage and drift against the backtest;
+- ``_lock``: one trade of a strategy at a time (`trade_lock`);
+- ``_market``: the sim and Alpaca markets a session trades in (`open_sim`);
+- ``_report_dirs``: where a session's report lives and which cycles still need theirs;
+- ``_session``: which session a trade runs, and whether a session is done (`resolve_session`);
+- ``_run``: one session's targets and cycle (`run_session`);
+- ``_status``: `status`, `halt`, `resume` and their text.
+
+The promoted record (`Promoted`, `load_promoted`) is `research_lib.validation.promotion`'s;
+the session's report is `research_lib.reports.paper`'s, and `research_lib.stages.paper` trades
+a session and writes its report. Nothing here imports the reports.
+"""
 
 from research_lib.trading._cycle import CommandGone, CycleInputs, CycleReport, client_order_id, command_gone, run_cycle
+from research_lib.trading._errors import InvalidSession, ReportUnwritable, TradeLocked, TradeLockUnusable, TradingRefused
 from research_lib.trading._ledger import ALL_STRATEGIES, FINAL_STATUSES, INTERRUPTED, Intent, Ledger
-from research_lib.trading._paper import (InvalidSession, NotPromoted, Promoted, SessionPlan, TradeLocked,
-                                         TradingRefused, describe_session, describe_status, finish_reports, halt,
-                                         load_promoted, parse_asof, plan_session, promoted_names, promoted_strategy,
-                                         resolve_session, resume, session_done, session_refusal, session_report_dir,
-                                         state_db, status, trade_lock, trade_session)
+from research_lib.trading._lock import trade_lock
+from research_lib.trading._market import traded_prices
+from research_lib.trading._report_dirs import (CYCLE_FILE, mark_reported, report_dir_of, report_rebuildable,
+                                               session_report_dir, unreported_cycles)
+from research_lib.trading._run import run_session
+from research_lib.trading._session import parse_asof, resolve_session, session_cycle, session_done, session_refusal
+from research_lib.trading._status import describe_session, describe_status, halt, resume, status
+from research_lib.trading._tracking import daily_pnl, drift, expected_backtest, mean_slippage_bps, slippage
 
-__all__ = ["ALL_STRATEGIES", "FINAL_STATUSES", "INTERRUPTED", "CommandGone", "CycleInputs", "CycleReport", "Intent",
-           "InvalidSession", "Ledger", "NotPromoted", "Promoted", "SessionPlan", "TradeLocked", "TradingRefused",
-           "client_order_id", "command_gone", "describe_session", "describe_status", "finish_reports", "halt",
-           "load_promoted", "parse_asof", "plan_session", "promoted_names", "promoted_strategy", "resolve_session",
-           "resume", "run_cycle", "session_done", "session_refusal", "session_report_dir", "state_db", "status",
-           "trade_lock", "trade_session"]
+__all__ = ["ALL_STRATEGIES", "CYCLE_FILE", "FINAL_STATUSES", "INTERRUPTED", "CommandGone", "CycleInputs",
+           "CycleReport", "Intent", "InvalidSession", "Ledger", "ReportUnwritable", "TradeLockUnusable", "TradeLocked",
+           "TradingRefused", "client_order_id", "command_gone", "daily_pnl", "describe_session", "describe_status",
+           "drift", "expected_backtest", "halt", "mark_reported", "mean_slippage_bps", "parse_asof", "report_dir_of",
+           "report_rebuildable", "resolve_session", "resume", "run_cycle", "run_session", "session_cycle",
+           "session_done", "session_refusal", "session_report_dir", "slippage", "status", "trade_lock",
+           "traded_prices", "unreported_cycles"]

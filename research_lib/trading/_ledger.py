@@ -16,7 +16,7 @@ A cycle is ``running`` from its start to its finish, which records its status (`
 finish time until the strategy's next cycle starts and marks it ``interrupted``
 (`Ledger.start_cycle`; a strategy's cycles run one at a time, under its trade lock). The
 session that ran a cycle adds ``report_written_at`` to its summary once the session's report
-and alerts are done (`research_lib.trading._paper`): the ledger, not the report folder, says
+and alerts are done (`research_lib.stages.paper`, `mark_reported`): the ledger, not the report folder, says
 whether a session's report was written.
 """
 

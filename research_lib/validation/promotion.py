@@ -1,9 +1,12 @@
-"""The promotion gate: thresholds from ``params/promotion.yaml``, a verdict per criterion, and
-``spartan promote``, which freezes a passing run into ``params/promoted/<strategy>.yaml``.
+"""The promotion gate and the promoted record: thresholds from ``params/promotion.yaml``, a
+verdict per criterion, ``spartan promote``, which freezes a passing run into
+``params/promoted/<strategy>.yaml`` (`research_lib.paths.promoted_dir`), and the reading of
+that record back (`load_promoted`, `promoted_names`, `promoted_strategy`).
 
 Only a promoted strategy may be paper traded. A run that fails the gate is promoted only
 with an explicit ``--override-reason``, which is recorded in the promoted file and shown on
-the dashboard.
+the dashboard. What paper trading replays (``weights.parquet``, ``prices.parquet``) must be
+the files promoted (same sha256), or `load_promoted` refuses the strategy.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from research_lib import paths
 from research_lib._io import atomic_write_bytes, now_utc, read_json
+from research_lib.config import RunConfig
 from research_lib.data import sha256_of
 from research_lib.errors import ConfigError, SpartanError
 
@@ -168,10 +173,10 @@ def promote(run_dir: str | Path, override_reason: str | None = None, thresholds:
         "override_reason": reason if not result["passed"] else None,
         "metrics": validation["gate_stats"],
         "params": manifest["config"],
-        # What paper trading replays; it refuses files changed since (research_lib.trading).
+        # What paper trading replays; it refuses files changed since (`load_promoted`).
         "artifacts": {name: sha256_of(run_dir / name) for name in PAPER_ARTIFACTS if (run_dir / name).is_file()},
     }
-    target = Path(promoted_dir) if promoted_dir else paths.workspace_root() / "params" / "promoted"
+    target = Path(promoted_dir) if promoted_dir else paths.promoted_dir()
     path = target / f"{name}.yaml"
     atomic_write_bytes(path, yaml.safe_dump(record, sort_keys=False, default_flow_style=False).encode())
     return path
@@ -179,7 +184,7 @@ def promote(run_dir: str | Path, override_reason: str | None = None, thresholds:
 
 def promoted_strategies(promoted_dir: str | Path | None = None) -> list[dict]:
     """Summaries of ``params/promoted/*.yaml`` for the dashboard (unreadable files are listed as such)."""
-    folder = Path(promoted_dir) if promoted_dir else paths.workspace_root() / "params" / "promoted"
+    folder = Path(promoted_dir) if promoted_dir else paths.promoted_dir()
     out = []
     for path in sorted(folder.glob("*.yaml")):
         try:
@@ -191,3 +196,92 @@ def promoted_strategies(promoted_dir: str | Path | None = None) -> list[dict]:
             out.append({"strategy": path.stem, "run_id": None, "promoted_at": None, "passed": None,
                         "override_reason": None, "file": path.name, "unreadable": True})
     return out
+
+
+# ---------------------------------------------------------------- reading the promoted record
+
+
+class NotPromoted(ConfigError):
+    """The strategy has no ``params/promoted/<strategy>.yaml``: it may not be paper traded."""
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """A promoted strategy with what paper trading needs from its run."""
+
+    name: str
+    file: Path
+    record: dict
+    config: RunConfig
+    run_dir: Path
+    weights: pd.DataFrame
+    prices: pd.DataFrame
+
+    @property
+    def starting_cash(self) -> float:
+        return self.config.paper.starting_cash or self.config.portfolio.capital
+
+
+def promoted_names() -> list[str]:
+    """The strategies that may be paper traded."""
+    return sorted(p.stem for p in paths.promoted_dir().glob("*.yaml"))
+
+
+def load_promoted(strategy: str | None = None) -> Promoted:
+    """Read ``params/promoted/<strategy>.yaml`` and its run's weights and prices.
+
+    ``strategy`` None picks the only promoted strategy. Raises `NotPromoted` for a strategy
+    that is not promoted, `ConfigError` for a promoted file whose run is gone or changed.
+    """
+    strategy = promoted_strategy(strategy)
+    file = paths.promoted_dir() / f"{strategy}.yaml"
+    try:
+        record = yaml.safe_load(file.read_text()) or {}
+        config = RunConfig.model_validate(record["params"])
+    except (yaml.YAMLError, KeyError, ValidationError) as err:
+        raise ConfigError(f"{file} is not a promoted strategy this version can read ({type(err).__name__}: {err}); "
+                          "promote the run again with `spartan promote`.") from None
+    run_dir = Path(record.get("run_dir") or "")
+    if not run_dir.is_dir():
+        run_dir = paths.reports_dir() / "runs" / str(record.get("run_id"))
+    if config.backtest.execution_lag_sessions != 1:
+        raise ConfigError(f"{file}: backtest.execution_lag_sessions is {config.backtest.execution_lag_sessions}, but "
+                          "paper trading executes one session after each decision; validate and promote a run with "
+                          "execution_lag_sessions: 1.")
+    for name in PAPER_ARTIFACTS:
+        _check_artifact(file, record, run_dir / name, strategy)
+    weights = pd.read_parquet(run_dir / "weights.parquet")
+    prices = pd.read_parquet(run_dir / "prices.parquet")
+    return Promoted(strategy, file, record, config, run_dir, weights.sort_index(), prices.sort_index())
+
+
+def _check_artifact(file: Path, record: dict, path: Path, strategy: str) -> None:
+    """Refuse a promoted run whose ``path`` is missing or not the file promoted (sha256)."""
+    if not path.is_file():
+        raise ConfigError(f"{file} points at run {record.get('run_id')}, but {path} is missing; restore the run "
+                          "folder, or run the research again and promote the new run.")
+    promoted_hash = (record.get("artifacts") or {}).get(path.name)
+    if not promoted_hash:
+        raise ConfigError(f"{file} records no sha256 of {path.name} (promoted by an older version); promote the run "
+                          f"again: spartan promote {path.parent}")
+    if sha256_of(path) != promoted_hash:
+        raise ConfigError(f"{path} changed since {strategy!r} was promoted (sha256 differs from {file}); paper "
+                          "trading only replays what was validated. Promote the run again if the change is wanted.")
+
+
+def promoted_strategy(strategy: str | None = None) -> str:
+    """The name of ``strategy`` if it is promoted (None: the only promoted strategy), without
+    reading its run; raises `NotPromoted` as `load_promoted` does."""
+    available, folder = promoted_names(), paths.promoted_dir()
+    how = ("Only a promoted strategy may be paper traded: `spartan run params/daily.yaml`, then `spartan promote "
+           "reports/runs/<run_id>` (add --override-reason TEXT to promote a run that fails the gate).")
+    if strategy is None:
+        if len(available) != 1:
+            raise NotPromoted(f"{'No strategy is' if not available else 'Several strategies are'} promoted in "
+                              f"{folder} ({', '.join(available) or 'none'}); "
+                              + ("name one with --strategy NAME." if available else how))
+        return available[0]
+    if not (folder / f"{strategy}.yaml").is_file():
+        raise NotPromoted(f"Strategy {strategy!r} is not promoted ({folder} holds: "
+                          f"{', '.join(available) or 'nothing'}). {how}")
+    return strategy

@@ -130,7 +130,8 @@ def bench_features() -> dict:
 def bench_walk_forward() -> dict:
     from research_lib.config import load_config
     from research_lib.data._bundled import bundled_prices
-    from research_lib.signals import compute_features, fit_models, labels_for
+    from research_lib.signals import fit_models, labels_for
+    from research_lib.stages import compute_features
 
     config = load_config(REPO / "params" / "daily.yaml")
     close = bundled_prices()["close"].loc[str(config.data.start):]

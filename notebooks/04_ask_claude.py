@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 04 Claude signals
+# # 04 Ask Claude
 # Claude as an analyst: for each rebalance date, a prompt of point-in-time features (symbols
 # and dates masked by default) and a structured answer per symbol: direction, conviction,
 # expected excess return, confidence, rationale and risks. Answers are validated (anything
@@ -30,10 +30,10 @@ run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go he
 # %%
 import pandas as pd
 
-from research_lib.run import fit_llm_signals, open_run
+from research_lib.stages import RunFolder, fit_llm_signals
 
-config, run_dir = open_run(config_path, run_dir)
-config.llm.model_dump(exclude={"prices", "knowledge_cutoff"})
+folder = RunFolder.open(config_path, run_dir)
+folder.config.llm.model_dump(exclude={"prices", "knowledge_cutoff"})
 
 # %% [markdown]
 # ## Views
@@ -41,7 +41,7 @@ config.llm.model_dump(exclude={"prices", "knowledge_cutoff"})
 # second says how many views came back ("no views" when every symbol abstained).
 
 # %%
-llm = fit_llm_signals(config, run_dir)
+llm = fit_llm_signals(folder)
 report = llm["report"]
 print(f"Analyst: {report.get('analyst', 'dry run, nothing sent')}\n{report.get('status', '')}")
 

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 03 ML signals
+# # 03 Fit ML signals
 # Walk-forward models (regularized linear and gradient boosting) trained on past features
 # and labels only, with purging and an embargo, hyperparameters tuned inside each training
 # window. Out-of-sample scores go to `run_dir/signals_ml.parquet`; their evaluation to
@@ -28,9 +28,10 @@ run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go he
 import pandas as pd
 
 from research_lib.plots import plot_ic_decay, plot_quantile_returns, plot_rolling_ic
-from research_lib.run import fit_ml_signals, open_run
+from research_lib.stages import RunFolder, fit_ml_signals
 
-config, run_dir = open_run(config_path, run_dir)
+folder = RunFolder.open(config_path, run_dir)
+config = folder.config
 config.ml
 
 # %% [markdown]
@@ -39,7 +40,7 @@ config.ml
 # of the cross-section. Each test block is predicted by a model that never saw its labels.
 
 # %%
-result = fit_ml_signals(config, run_dir)
+result = fit_ml_signals(folder)
 report = result["report"]
 pd.DataFrame(report["models"][config.ml.signal_model]["folds"]).tail()
 

@@ -14,8 +14,8 @@
 # ---
 
 # %% [markdown]
-# # 06 Validate
-# Backtests the target weights of 05_portfolio (`weights.parquet`) on the run's prices, net of
+# # 06 Validate strategy
+# Backtests the target weights of 05_build_portfolio (`weights.parquet`) on the run's prices, net of
 # costs, with execution one session after each decision; writes `metrics.json`, the quantstats
 # tearsheet against the benchmark, and `validation.html`: the statistics that say whether the
 # numbers are luck (deflated Sharpe over every trial in the workspace, backtest overfitting,
@@ -30,11 +30,10 @@ import pandas as pd
 
 from research_lib.plots import plot_growth
 from research_lib.reports import write_metrics, write_tearsheet
-from research_lib.run import (backtest_strategies, open_run, read_llm_report, run_prices, tearsheet_title, validate_run,
-                              validation_metrics)
+from research_lib.stages import RunFolder, backtest_strategies, tearsheet_title, validate_strategy, validation_metrics
 
-config, run_dir = open_run(config_path, run_dir)
-prices = run_prices(config, run_dir)
+folder = RunFolder.open(config_path, run_dir)
+config, prices = folder.config, folder.prices
 config.strategy
 
 # %% [markdown]
@@ -44,8 +43,8 @@ config.strategy
 # views when 03 and 04 have run.
 
 # %%
-results = backtest_strategies(config, prices, run_dir)
-metrics = validation_metrics(config, prices, results)
+results = backtest_strategies(folder)
+metrics = validation_metrics(folder, results)
 metrics
 
 # %%
@@ -61,9 +60,9 @@ plot_growth(pd.DataFrame({n: r.returns for n, r in results.items()}).join(benchm
 # %%
 main = results[metrics["strategy_name"]]
 if config.report.tearsheet:
-    write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), run_dir / "tearsheet.html",
-                    tearsheet_title(config, read_llm_report(run_dir)))
-write_metrics(metrics, run_dir / "metrics.json")
+    write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), folder.path("tearsheet.html"),
+                    tearsheet_title(config, folder.report("llm")))
+write_metrics(metrics, folder.path("metrics.json"))
 
 # %% [markdown]
 # ## Validation and the promotion gate
@@ -71,7 +70,7 @@ write_metrics(metrics, run_dir / "metrics.json")
 # baseline) is recorded in the workspace's sweep registry; the deflated Sharpe counts them all.
 
 # %%
-validation = validate_run(config, prices, results, run_dir, metrics)
+validation = validate_strategy(folder, results, metrics)
 print("Gate:", "PASSED" if validation["verdict"]["passed"] else f"FAILED on {', '.join(validation['verdict']['failed'])}")
 pd.DataFrame(validation["verdict"]["criteria"]).set_index("name")
 

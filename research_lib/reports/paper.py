@@ -1,7 +1,8 @@
-"""The report of a traded session, made from the ledger's record of its cycle.
+"""The paper-session report: a traded session's page, made from the ledger's record of its cycle.
 
-A session's report (``cycle.json``, ``summary.html``) and its alerts are made from what the
-ledger recorded when the cycle finished (`research_lib.trading._cycle.run_cycle`: what it did,
+A session's report (``cycle.json``, ``summary.html``, in the folder the ledger recorded:
+`research_lib.trading.report_dir_of`) and its alerts are made from what the
+ledger recorded when the cycle finished (`research_lib.trading.run_cycle`: what it did,
 the positions it reconciled, the targets and reference prices), from the ledger's history up
 to that cycle and from the orders of the session it recorded, never from the broker nor from a
 later run. So a report written again after its command was killed (between the ledger's record
@@ -14,19 +15,18 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from research_lib._io import now_utc, read_json, write_json
+from research_lib.alerts import alert
+from research_lib.reports._templates import render_to
 from research_lib.risk import KillSwitch
-from research_lib.trading._ledger import Ledger
-from research_lib.trading._tracking import daily_pnl, drift, expected_backtest, mean_slippage_bps, slippage
+from research_lib.trading import (CYCLE_FILE, Ledger, daily_pnl, drift, expected_backtest, mean_slippage_bps,
+                                  slippage)
+from research_lib.validation.promotion import Promoted
 
-if TYPE_CHECKING:
-    from research_lib.trading._paper import Promoted
-
-CYCLE_FILE, SUMMARY_FILE = "cycle.json", "summary.html"
+SUMMARY_FILE = "summary.html"  # the page, beside CYCLE_FILE (the record, whose name trading owns)
 OPEN = ("sent", "adopted")  # the ledger's statuses of an order last seen open at the broker
 
 
@@ -97,8 +97,6 @@ def _num(value) -> float | None:
 
 def write_session_report(result: dict, folder: Path) -> Path:
     """``cycle.json``, then ``summary.html``, in ``folder`` (each written atomically)."""
-    from research_lib.reports._templates import render_to
-
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / CYCLE_FILE, result)
     render_to(folder / SUMMARY_FILE, "paper.html.j2", r=result)
@@ -109,8 +107,6 @@ def raise_session_alerts(result: dict, folder: Path) -> None:
     """Alert on what a person must look at: a reconciliation mismatch, a kill switch tightened by
     the cycle, drift beyond tolerance (`research_lib.alerts`; delivery never raises, and a repeat
     within the de-duplication window is not sent again)."""
-    from research_lib.alerts import alert
-
     name, session, cycle = result["strategy"], result["session"], result["cycle"]
     common = {"strategy": name, "session": session, "report": str(folder / SUMMARY_FILE)}
     before, after = KillSwitch(cycle["kill_switch_before"]), KillSwitch(cycle["kill_switch"])

@@ -14,12 +14,12 @@
 # ---
 
 # %% [markdown]
-# # 05 Portfolio
+# # 05 Build portfolio
 # From signals to target weights on each rebalance date: expected returns or
 # Black-Litterman views implied by the ML and analyst signals, a covariance from the trailing
 # window, PyPortfolioOpt's optimizer under the portfolio constraints, an optional volatility
 # target, then the pre-trade risk layer, which clamps or rejects orders that break a limit.
-# The result is `weights.parquet`, which 06_validate backtests.
+# The result is `weights.parquet`, which 06_validate_strategy backtests.
 
 # %% tags=["parameters"]
 config_path: str = "../params/daily.yaml"  # run parameters (YAML); the pipeline passes the resolved copy
@@ -30,9 +30,10 @@ import pandas as pd
 
 from research_lib.plots import plot_exposures, plot_frontier, plot_risk_contributions, plot_weights
 from research_lib.portfolio import book_exposures
-from research_lib.run import build_weights, open_run, portfolio_snapshot, progress_printer, risk_layer_summary
+from research_lib.stages import RunFolder, build_weights, portfolio_snapshot, progress_printer, risk_layer_summary
 
-config, run_dir = open_run(config_path, run_dir)
+folder = RunFolder.open(config_path, run_dir)
+config = folder.config
 {"strategy": config.strategy.name, **config.portfolio.model_dump()}
 
 # %% [markdown]
@@ -41,7 +42,7 @@ config, run_dir = open_run(config_path, run_dir)
 # set, they come from the offline analyst, not Claude.
 
 # %%
-built = build_weights(config, run_dir, progress=progress_printer("rebalance dates"))
+built = build_weights(folder, progress=progress_printer("rebalance dates"))
 pd.Series(built["report"], dtype=object)
 
 # %%
@@ -50,7 +51,7 @@ plot_weights(built["weights"], title=f"Target weights of {config.strategy.name}"
 # %% [markdown]
 # ## Exposure and turnover
 # Gross and net exposure of the targets, and how much of the book each rebalance changes
-# (before drift; 06_validate measures the traded turnover).
+# (before drift; 06_validate_strategy measures the traded turnover).
 
 # %%
 exposures = book_exposures(built["weights"])
@@ -63,7 +64,7 @@ exposures.describe().loc[["mean", "min", "max"]].round(3)
 # the chosen weights; then each asset's weight beside its share of the portfolio's variance.
 
 # %%
-snapshot = portfolio_snapshot(config, run_dir, built["weights"])
+snapshot = portfolio_snapshot(folder, built["weights"])
 plot_frontier(snapshot["frontier"], snapshot["mu"], snapshot["cov"], snapshot["contributions"]["weight"],
               title=f"Efficient frontier on {snapshot['date']:%Y-%m-%d} ({snapshot['mu_source']})");
 

@@ -1,0 +1,187 @@
+"""A run's folder: its artifacts, read when fresh, otherwise made by the stage that owns them.
+
+Each artifact ``X.parquet`` has ``X.json`` beside it recording ``config_key`` (a hash of the
+parameter sections it was made from; with ``data``, of the user's price file too) and the
+sha256 of the upstream artifacts it read. Asking a `RunFolder` for an artifact reads it when
+that record matches; otherwise the producer a stage registered for it (`produces`) makes it and
+saves it. The record is removed before a new file is written and written last (both atomically),
+so a half-written artifact is never taken for a fresh one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from research_lib._io import read_json, write_json, write_parquet
+from research_lib.config import RunConfig, load_config
+from research_lib.data import sha256_of
+from research_lib.env import load_env_file
+from research_lib.errors import ConfigError
+
+Producer = Callable[["RunFolder"], pd.DataFrame]
+Reader = Callable[[Path, RunConfig], pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One artifact of a run: its file, the parameter sections and upstream artifacts it is made from."""
+
+    file: str
+    sections: tuple[str, ...]
+    inputs: tuple[str, ...] = ()  # whose rewrite makes it stale whatever the parameters say
+
+
+_MODEL = ("data", "features", "ml", "llm", "strategy", "portfolio", "risk", "backtest")
+ARTIFACTS = {
+    "prices": Artifact("prices.parquet", ("data", "features")),
+    "features": Artifact("features.parquet", ("data", "features")),
+    "signals": Artifact("signals_ml.parquet", ("data", "features", "ml")),
+    "views": Artifact("signals_llm.parquet", ("data", "features", "ml", "llm")),
+    "weights": Artifact("weights.parquet", _MODEL, inputs=("prices", "signals", "views")),
+}
+REPORTS = {"ml": "ml_report.json", "llm": "llm_report.json", "portfolio": "portfolio_report.json"}
+
+_PRODUCERS: dict[str, Producer] = {}
+_READERS: dict[str, Reader] = {}
+
+
+def produces(name: str, read: Reader | None = None) -> Callable[[Producer], Producer]:
+    """Register the stage function that makes (and saves) artifact ``name``; ``read`` reads a fresh one."""
+    if name not in ARTIFACTS:
+        raise ValueError(f"unknown artifact {name!r}; known: {sorted(ARTIFACTS)}")
+
+    def register(producer: Producer) -> Producer:
+        _PRODUCERS[name] = producer
+        if read is not None:
+            _READERS[name] = read
+        return producer
+
+    return register
+
+
+def config_key(config: RunConfig, sections: tuple[str, ...]) -> str:
+    """A short hash of the named parameter sections; with ``data``, of the user's price file too
+    (``data.source: file``), so that every artifact made from it is made again once it is edited."""
+    dumped = config.model_dump(mode="json")
+    named = {s: dumped[s] for s in sections}
+    if "data" in sections and config.data.source == "file" and config.data.path:
+        try:
+            named["data_file_sha256"] = sha256_of(Path(config.data.path))
+        except OSError:  # missing or unreadable: never fresh, and the load says why
+            named["data_file_sha256"] = None
+    payload = json.dumps(named, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class RunFolder:
+    """The artifacts of one run folder under one set of parameters.
+
+    ``folder.prices``, ``.features``, ``.signals``, ``.views`` and ``.weights`` are read when
+    fresh and made otherwise; ``folder.report("llm")`` reads a stage's JSON report once.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: str | Path):
+        if not isinstance(config, RunConfig):
+            raise ConfigError(f"a run folder needs validated parameters (a RunConfig), not {type(config).__name__}; "
+                              "open it with RunFolder.open(config_path, run_dir)")
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self._frames: dict[str, pd.DataFrame] = {}
+        self._reports: dict[str, dict | None] = {}
+        self._memo: dict[str, Any] = {}
+
+    @classmethod
+    def open(cls, config_path: str | Path, run_dir: str | Path) -> RunFolder:
+        """Load the run's parameters (and keys from ``.env``) and make sure its folder exists."""
+        load_env_file()
+        folder = cls(load_config(config_path), run_dir)
+        folder.run_dir.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    # ---------------------------------------------------------------- artifacts
+
+    prices = property(lambda self: self.get("prices"), doc="validated prices (field x symbol columns)")
+    features = property(lambda self: self.get("features"), doc="the (date, symbol) feature panel")
+    signals = property(lambda self: self.get("signals"), doc="out-of-sample ML scores, dates x symbols")
+    views = property(lambda self: self.get("views"), doc="the analyst's views, one row per date and symbol")
+    weights = property(lambda self: self.get("weights"), doc="the configured strategy's target weights")
+
+    def get(self, name: str) -> pd.DataFrame:
+        """Artifact ``name``: read if fresh, else made by its stage (which saves it)."""
+        if name not in self._frames:
+            if self.is_fresh(name):
+                self._frames[name] = _READERS.get(name, _read_parquet)(self.path(name), self.config)
+            else:
+                if name not in _PRODUCERS:
+                    raise ConfigError(f"no stage makes {name!r}; import research_lib.stages")
+                self._frames[name] = _PRODUCERS[name](self)
+        return self._frames[name]
+
+    def path(self, name: str) -> Path:
+        """The file of artifact (or report) ``name``, or of any other file name in the folder."""
+        file = ARTIFACTS[name].file if name in ARTIFACTS else REPORTS.get(name, name)
+        return self.run_dir / file
+
+    def key(self, name: str) -> str:
+        """The freshness key artifact ``name`` has under this folder's parameters."""
+        return config_key(self.config, ARTIFACTS[name].sections)
+
+    def input_hashes(self, name: str) -> dict[str, str | None]:
+        paths = [self.path(i) for i in ARTIFACTS[name].inputs]
+        return {p.name: sha256_of(p) if p.is_file() else None for p in paths}
+
+    def is_fresh(self, name: str) -> bool:
+        """Whether artifact ``name`` is complete and was made with these parameters and inputs."""
+        path = self.path(name)
+        record = read_json(path.with_suffix(".json"))
+        return (path.is_file() and record is not None and record.get("config_key") == self.key(name)
+                and record.get("inputs", {}) == self.input_hashes(name))
+
+    def save(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
+        """Write artifact ``name`` and then its record; what was read from the folder is forgotten."""
+        path = self.path(name)
+        path.with_suffix(".json").unlink(missing_ok=True)  # never a new frame beside an old record
+        write_parquet(frame, path)
+        write_json(path.with_suffix(".json"), {"config_key": self.key(name), "rows": len(frame),
+                                               "inputs": self.input_hashes(name)})
+        self._frames.clear()
+        self._memo.clear()
+        self._frames[name] = frame
+        return frame
+
+    def provenance(self, name: str) -> dict:
+        """Where artifact ``name`` came from: its stored key and inputs, the sections it reads, and
+        whether it is fresh under this folder's parameters."""
+        spec, record = ARTIFACTS[name], read_json(self.path(name).with_suffix(".json")) or {}
+        return {"artifact": name, "file": spec.file, "config_key": record.get("config_key"),
+                "sections": list(spec.sections), "upstream": list(spec.inputs),
+                "inputs": record.get("inputs", {}), "fresh": self.is_fresh(name)}
+
+    # ---------------------------------------------------------------- reports and derived values
+
+    def report(self, name: str) -> dict | None:
+        """A stage's JSON report (``ml``, ``llm``, ``portfolio``), read once."""
+        if name not in self._reports:
+            self._reports[name] = read_json(self.path(name))
+        return self._reports[name]
+
+    def write_report(self, name: str, payload: dict) -> dict:
+        write_json(self.path(name), payload)
+        self._reports[name] = payload
+        return payload
+
+    def memo(self, name: str, compute: Callable[[], Any]) -> Any:
+        """A value derived from the artifacts, computed once until an artifact is saved again."""
+        if name not in self._memo:
+            self._memo[name] = compute()
+        return self._memo[name]
+
+
+def _read_parquet(path: Path, config: RunConfig) -> pd.DataFrame:
+    return pd.read_parquet(path)

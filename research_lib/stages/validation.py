@@ -1,0 +1,57 @@
+"""Stage 06, second half (``06_validate_strategy``): whether the headline strategy's numbers are
+luck, and the promotion gate's verdict (``validation.json``, ``validation.html``).
+
+The stage only gathers: the run's trials and cost-stressed backtests (`stages.backtests`), the
+workspace's trial registry and the gate's thresholds; the statistics are made by
+`research_lib.validation.evidence` from plain series and numbers.
+"""
+
+from __future__ import annotations
+
+from research_lib import paths
+from research_lib._io import git_commit, write_json
+from research_lib.backtest import BacktestResult
+from research_lib.reports.validation_page import write_validation_page
+from research_lib.stages.backtests import cost_stress, run_trials
+from research_lib.stages.folder import RunFolder
+from research_lib.stages.strategies import judged_after_cutoff
+from research_lib.validation import evidence, registry
+from research_lib.validation.promotion import evaluate_gate, load_thresholds, verdict
+
+__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "validate_strategy"]
+
+VALIDATION_JSON = "validation.json"
+VALIDATION_HTML = "validation.html"
+
+
+def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], metrics: dict) -> dict:
+    """The statistics that say whether the headline strategy's numbers are luck, and the gate's verdict.
+
+    Records every trial of the run in the workspace's sweep registry first, so the deflated
+    Sharpe counts them; writes ``validation.json`` and ``validation.html`` into the run folder.
+    """
+    config, prices, run_dir = folder.config, folder.prices, folder.run_dir
+    main = metrics["strategy_name"]
+    llm_report = folder.report("llm")
+    trials = run_trials(folder, results)
+    db = paths.state_db()
+    registry.record_trials(db, run_dir.name, "research", trials)
+    trial_stats = registry.trial_statistics(db)
+    thresholds = load_thresholds()
+    returns, judged_on = evidence.judged_returns(results[main].returns, cutoff=config.llm.cutoff, model=config.llm.model,
+                                                 after_cutoff_only=judged_after_cutoff(config, main, llm_report))
+    stress = cost_stress(folder, results, main, returns.index, thresholds.cost_stress_multiple)
+    benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
+    stats = evidence.run_statistics(returns, evidence.trial_matrix(trials, returns.index), trial_stats, thresholds,
+                                    benchmark)
+    gate_stats = evidence.gate_inputs(returns, stats, trial_stats, stress, thresholds)
+    report = evidence.validation_record(
+        strategy=main, run_id=run_dir.name, judged_on=judged_on, gate_stats=gate_stats,
+        verdict=verdict(evaluate_gate(gate_stats, thresholds)), thresholds=thresholds, stats=stats,
+        trial_stats=trial_stats, trial_names=list(trials), stress=stress, llm=evidence.llm_summary(llm_report, metrics),
+        provenance={"code": git_commit(paths.workspace_root()),
+                    "data_sha256": (prices.attrs.get("provenance") or {}).get("sha256"),
+                    "params": config.model_dump(mode="json")})
+    write_json(run_dir / VALIDATION_JSON, report)
+    write_validation_page(report, run_dir / VALIDATION_HTML)
+    return report

@@ -1,0 +1,143 @@
+"""The market a session trades in: the broker, the prices the cycle trades on and when its
+reference prices were observed.
+
+- ``sim`` (the default, offline): one simulated account per strategy in ``data/spartan.sqlite``
+  replaying the promoted run's prices from ``paper.sim_start``; its orders fill at the next
+  session's close with the backtest's costs. Every simulated account is opened by `open_sim`.
+  A dry run never creates or moves the account: without one it runs against a scratch account.
+- ``alpaca``: Alpaca's paper endpoint (keys from the environment, ``APCA_API_BASE_URL`` to
+  point it elsewhere), today's session only, reference prices and volume from Alpaca's daily bars.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+
+from research_lib import paths
+from research_lib.broker import AlpacaBroker, Broker, SimBroker
+from research_lib.data import fetch_alpaca
+from research_lib.risk import UNKNOWN_VOLUME
+from research_lib.trading._errors import TradingRefused
+from research_lib.trading._ledger import Ledger
+from research_lib.validation.promotion import Promoted
+
+TRADING_URL_ENV = "APCA_API_BASE_URL"
+NEW_YORK = ZoneInfo("America/New_York")
+CLOSE = dt.time(16, 0)
+
+
+def sim_account(strategy: str) -> str:
+    """The strategy's account in the workspace's simulated broker."""
+    return f"paper-{strategy}"
+
+
+def default_sim_start(promoted: Promoted) -> dt.date:
+    """``paper.sim_start``, or ``paper.sim_history_sessions`` before the end of the prices."""
+    if promoted.config.paper.sim_start:
+        return promoted.config.paper.sim_start
+    sessions = promoted.prices.index
+    return sessions[max(0, len(sessions) - 1 - promoted.config.paper.sim_history_sessions)].date()
+
+
+def open_sim(promoted: Promoted, db: Path, start: dt.date | None = None) -> SimBroker:
+    """The strategy's simulated account (created at ``start``, default `default_sim_start`)."""
+    account = sim_account(promoted.name)
+    stored = SimBroker.stored_account(db, account)
+    first = None if stored else (start or default_sim_start(promoted))
+    b = promoted.config.backtest
+    try:
+        return SimBroker(db, promoted.prices, account, starting_cash=promoted.starting_cash, cost_bps=b.cost_bps,
+                         spread_bps=b.spread_bps, allow_short=promoted.config.risk.allow_short, start=first)
+    except ValueError as err:
+        raise TradingRefused(f"the simulated account {account!r} cannot be opened: {err}") from None
+
+
+@contextmanager
+def market(promoted: Promoted, kind: str, session: dt.date, ledger: Ledger,
+           dry_run: bool) -> Iterator[tuple[Broker, pd.DataFrame, dt.datetime]]:
+    """The broker at ``session``, the prices the cycle trades on and when its reference prices
+    were observed. The sim moves to the session; a dry run never creates or moves the strategy's
+    account: without one it runs against a scratch account made at the session."""
+    if kind != "sim":
+        yield _alpaca_market(promoted, session, ledger)
+    elif not dry_run or SimBroker.stored_account(paths.state_db(), sim_account(promoted.name)):
+        yield _sim_market(promoted, session, paths.state_db())
+    else:
+        with tempfile.TemporaryDirectory(prefix="spartan-dry-run-") as scratch:
+            yield _sim_market(promoted, session, Path(scratch) / paths.STATE_DB_NAME)
+
+
+def _sim_market(promoted: Promoted, session: dt.date, db: Path) -> tuple[SimBroker, pd.DataFrame, dt.datetime]:
+    sim = open_sim(promoted, db, start=session)
+    try:
+        sim.advance_to(session)
+    except ValueError as err:
+        raise TradingRefused(f"the simulated account of {promoted.name!r} cannot trade {session}: {err}") from None
+    return sim, promoted.prices, dt.datetime.combine(session, CLOSE, NEW_YORK)
+
+
+def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tuple[AlpacaBroker, pd.DataFrame, dt.datetime]:
+    broker = alpaca_broker()
+    now = broker.clock().now.astimezone(NEW_YORK)
+    if session != now.date():
+        raise TradingRefused(f"Alpaca trades today's session only ({now.date()} in New York); leave out --asof "
+                             f"(got {session}). Replay past sessions with --broker sim.")
+    bars = _alpaca_bars(promoted, session, ledger)
+    last = bars.index[-1].date() if len(bars.index) else None
+    if last != session:
+        raise TradingRefused(f"Alpaca has no bar for {session} yet (latest: {last}); run the cycle during or after "
+                             "the session.")
+    return broker, bars, min(now, dt.datetime.combine(session, CLOSE, NEW_YORK))
+
+
+def _alpaca_bars(promoted: Promoted, session: dt.date, ledger: Ledger) -> pd.DataFrame:
+    """Alpaca's daily bars of the strategy's symbols up to ``session``, back to the first paper
+    session too (the drift check backtests every paper session)."""
+    symbols = sorted(set(promoted.weights.columns))
+    start = session - dt.timedelta(days=3 * max(promoted.config.paper.adv_sessions,
+                                                promoted.config.paper.max_target_age_sessions))
+    cycles = ledger.cycles(promoted.name)
+    if cycles:
+        start = min(start, dt.date.fromisoformat(cycles[0]["session"]) - dt.timedelta(days=7))
+    bars, _ = fetch_alpaca(symbols, start, session)
+    return bars
+
+
+def traded_prices(promoted: Promoted, cycle: dict, ledger: Ledger) -> pd.DataFrame:
+    """The prices a finished cycle traded on: the promoted run's for the sim, Alpaca's bars."""
+    if cycle["broker"] == "sim":
+        return promoted.prices
+    return _alpaca_bars(promoted, dt.date.fromisoformat(cycle["session"]), ledger)
+
+
+def alpaca_broker() -> AlpacaBroker:
+    """Alpaca's paper endpoint, or ``APCA_API_BASE_URL``'s (keys from the environment)."""
+    return AlpacaBroker(url_override=os.environ.get(TRADING_URL_ENV) or None)
+
+
+def reference_prices(prices: pd.DataFrame, session: dt.date, adv_sessions: int, *,
+                     unknown_volume_passes: bool) -> tuple[pd.Series, pd.Series, bool]:
+    """Closes at ``session`` and the average daily volume over the ``adv_sessions`` sessions
+    up to it. Without volume the share-of-ADV check cannot bind: allowed for the sim on
+    research data (``unknown_volume_passes``, reported as not checked), fail closed otherwise."""
+    day = pd.Timestamp(session)
+    if day not in prices.index:
+        raise TradingRefused(f"{day:%Y-%m-%d} is not a session of the prices (last: {prices.index[-1]:%Y-%m-%d}).")
+    close = prices["close"].loc[day]
+    fields = prices.columns.get_level_values(0)
+    volume = (prices["volume"].loc[:day].tail(adv_sessions).mean() if "volume" in fields
+              else pd.Series(np.nan, index=close.index))
+    volume = volume.reindex(close.index)
+    checked = bool(volume.notna().all())
+    if unknown_volume_passes:
+        volume = volume.fillna(UNKNOWN_VOLUME)
+    return close, volume, checked

@@ -1,0 +1,123 @@
+"""`spartan status`, `halt` and `resume`, and the text the terminal and notebook 07 print.
+
+Status reads the ledger and the simulated accounts and moves nothing; halt and resume move the
+kill switch in the ledger (halt also cancels the open orders of the simulated accounts at once;
+Alpaca's are cancelled at the next cycle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from research_lib import paths
+from research_lib.broker import SimBroker
+from research_lib.risk import KillSwitch
+from research_lib.trading._ledger import ALL_STRATEGIES, Ledger
+from research_lib.trading._market import open_sim, sim_account
+from research_lib.validation.promotion import load_promoted, promoted_names
+
+
+def status(strategy: str | None = None) -> list[dict]:
+    """Positions, cash, P&L, open orders and the kill switch of each promoted strategy (or one),
+    from the ledger and the simulated account; nothing is moved or sent."""
+    names = [strategy] if strategy else promoted_names()
+    ledger = Ledger(paths.state_db())
+    out = []
+    for name in names:
+        promoted = load_promoted(name)
+        state, why = ledger.kill_switch(name)
+        cycles = ledger.cycles(name)
+        entry = {"strategy": name, "kill_switch": {"state": state.value, "reason": why},
+                 "last_cycle": cycles[-1] if cycles else None, "broker": promoted.config.paper.broker,
+                 "account": None, "positions": [], "open_orders": []}
+        if SimBroker.stored_account(paths.state_db(), sim_account(name)):
+            sim = open_sim(promoted, paths.state_db())
+            account, close = sim.account(), promoted.prices["close"].ffill().loc[sim.sim_date]
+            entry["account"] = {"sim_date": f"{sim.sim_date:%Y-%m-%d}", "equity": account.equity,
+                                "cash": account.cash, "pnl_total": account.equity - promoted.starting_cash}
+            entry["positions"] = [{"symbol": s, "quantity": p.quantity, "value": p.quantity * float(close[s])}
+                                  for s, p in sorted(sim.positions().items())]
+            entry["open_orders"] = [dataclasses.asdict(o) for o in sim.open_orders()]
+        out.append(entry)
+    return out
+
+
+def halt(strategy: str | None = None, reason: str = "halted by the user") -> list[str]:
+    """Move the kill switch to HALTED for ``strategy`` (None: every strategy) and cancel the
+    open orders of the affected simulated accounts at once (Alpaca's: at the next cycle).
+    Returns the cancelled client_order_ids."""
+    if strategy is not None:
+        load_promoted(strategy)
+    ledger = Ledger(paths.state_db())
+    ledger.set_kill_switch(strategy or ALL_STRATEGIES, KillSwitch.HALTED, reason)
+    cancelled = []
+    for name in [strategy] if strategy else promoted_names():
+        if not SimBroker.stored_account(paths.state_db(), sim_account(name)):
+            continue
+        sim = open_sim(load_promoted(name), paths.state_db())
+        for order in sim.open_orders():
+            sim.cancel_order(order.broker_id)  # the sim cancels at once; the ledger copies its answer
+            after = sim.order_by_client_id(order.client_order_id)
+            ledger.update_intent(order.client_order_id, after.status, reason=f"halted: {reason}")
+            cancelled.append(order.client_order_id)
+    return cancelled
+
+
+def resume(strategy: str | None = None, reason: str = "resumed by the user") -> dict[str, tuple[KillSwitch, str]]:
+    """Move the kill switch back to ACTIVE for ``strategy`` (None: the workspace-wide switch and
+    every promoted strategy's own); return the state that now applies to each strategy concerned
+    (the halt file, or the workspace-wide switch when resuming one strategy, may still hold it)."""
+    if strategy is not None:
+        load_promoted(strategy)
+    ledger = Ledger(paths.state_db())
+    names = [strategy] if strategy else promoted_names()
+    for name in [strategy] if strategy else [ALL_STRATEGIES, *names]:
+        if strategy or ledger.own_kill_switch(name)[0] is not KillSwitch.ACTIVE or name == ALL_STRATEGIES:
+            ledger.set_kill_switch(name, KillSwitch.ACTIVE, reason)
+    return {name: ledger.kill_switch(name) for name in names or [ALL_STRATEGIES]}
+
+
+# ---------------------------------------------------------------- text for the terminal and notebook
+
+
+def describe_session(result: dict) -> str:
+    """A few lines on what a session did (printed by `spartan trade` and notebook 07)."""
+    cycle, account, tracking = result["cycle"], result["account"], result["drift"]
+    lines = [f"{result['strategy']} {result['session']} on {result['broker']}: {result['status']} "
+             f"(kill switch {result['kill_switch']['state'].upper()}; decision {result['decision']}, "
+             f"{'rebalancing' if result['rebalance'] else 'holding'})",
+             f"  orders: {len(cycle['sent'])} sent, {len(cycle['adopted'])} adopted, {len(cycle['rejected'])} rejected, "
+             f"{len(cycle['cancelled'])} cancelled; {len(result['open_orders'])} open at the broker",
+             f"  equity {_money(account['equity'])}, cash {_money(account['cash'])}, P&L "
+             f"{_money(account['daily_pnl'])} (since the previous cycle), since start {_money(account['pnl_total'])}"]
+    if tracking["tracking_error"] is not None:
+        lines.append(f"  against the backtest ({tracking['sessions']} sessions): tracking error "
+                     f"{tracking['tracking_error']:.2%}{' (ABOVE TOLERANCE)' if tracking['flagged'] else ''}, "
+                     f"book overlap {tracking['signal_agreement']:.0%}")
+    lines += [f"  rejected {r['side']} {r['symbol']}: {r['reason']}" for r in cycle["rejected"]]
+    if result["kill_switch"]["state"] != "active":
+        lines.append(f"  kill switch: {result['kill_switch']['reason']}")
+    return "\n".join(lines)
+
+
+def describe_status(entries: list[dict]) -> str:
+    """`spartan status`'s text for `status`'s entries."""
+    if not entries:
+        return "No promoted strategy. Promote a validated run with `spartan promote reports/runs/<run_id>`."
+    out = []
+    for e in entries:
+        out.append(f"{e['strategy']}: kill switch {e['kill_switch']['state'].upper()} ({e['kill_switch']['reason']})")
+        last = e["last_cycle"]
+        out.append(f"  last cycle: {last['session']} on {last['broker']}, {last['status']}" if last else
+                   "  never traded: spartan trade --strategy " + e["strategy"])
+        if e["account"]:
+            a = e["account"]
+            out.append(f"  sim at {a['sim_date']}: equity {_money(a['equity'])}, cash {_money(a['cash'])}, "
+                       f"P&L since start {_money(a['pnl_total'])}")
+        out += [f"  {p['symbol']:>8} {p['quantity']:>14,.4f}  {_money(p['value'])}" for p in e["positions"]]
+        out += [f"  open: {o['side']} {o['quantity']:,.4f} {o['symbol']} ({o['client_order_id']})" for o in e["open_orders"]]
+    return "\n".join(out)
+
+
+def _money(value) -> str:
+    return "n/a" if value is None else f"{value:,.2f}"

@@ -1,0 +1,113 @@
+"""The evidence a run's promotion gate weighs, from plain series and numbers.
+
+The validation stage gathers a run's returns, its trials and its cost-stressed backtests;
+these functions turn them into the statistics, the gate's inputs and the record written to
+``validation.json``. They know nothing of run folders or parameters files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pandas as pd
+
+from research_lib.units import SESSIONS_PER_YEAR
+from research_lib.validation import statistics as st
+from research_lib.validation.metrics import headline_metrics
+
+__all__ = ["analyst_is_claude", "gate_inputs", "judged_returns", "llm_summary", "run_statistics", "trial_matrix",
+           "validation_record"]
+
+
+def analyst_is_claude(llm_report: dict | None) -> bool:
+    """Whether the run's views came from Claude (not the offline analyst, not absent)."""
+    return bool(llm_report) and "not Claude" not in llm_report.get("analyst", "not Claude")
+
+
+def judged_returns(returns: pd.Series, *, after_cutoff_only: bool, cutoff: dt.date,
+                   model: str) -> tuple[pd.Series, str]:
+    """The returns the gate judges, and how they were chosen: all of them, or (a strategy trading
+    on Claude's views) only those after the model's knowledge cutoff, before which Claude may remember."""
+    if not after_cutoff_only:
+        return returns, "every session of the backtest"
+    cutoff = pd.Timestamp(cutoff)
+    return returns[returns.index > cutoff], f"sessions after {model}'s knowledge cutoff {cutoff.date()}"
+
+
+def trial_matrix(trials: dict[str, tuple[dict, pd.Series]], index: pd.DatetimeIndex) -> pd.DataFrame:
+    """The trials' daily returns over the judged sessions; a trial not yet trading (warm-up) is in cash."""
+    return pd.DataFrame({name: r for name, (_, r) in trials.items()}).reindex(index).fillna(0.0)
+
+
+def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats: dict, thresholds,
+                   benchmark: pd.Series) -> dict:
+    """Moments, PSR, DSR, MinTRL against the best unskilled trial, PBO, bootstrap and walk-forward
+    selection; each is None when the history is too short for it (and its criterion then fails)."""
+    def attempt(compute):
+        try:
+            return compute()
+        except ValueError:
+            return None
+
+    n_trials = max(trial_stats["n_trials"], 1)
+    best_unskilled = st.expected_max_sharpe(n_trials, trial_stats["sharpe_variance"])
+    moments = attempt(lambda: st.sharpe_moments(returns))
+    out = {"moments": moments, "expected_max_sharpe": best_unskilled, "psr": None, "dsr": None,
+           "min_track_record": None}
+    if moments:
+        args = (moments["sharpe"], moments["n_obs"], moments["skew"], moments["kurtosis"])
+        out["psr"] = attempt(lambda: st.probabilistic_sharpe_ratio(*args))
+        out["dsr"] = attempt(lambda: st.deflated_sharpe_ratio(*args, n_trials, trial_stats["sharpe_variance"]))
+        trl = attempt(lambda: st.minimum_track_record_length(
+            moments["sharpe"], moments["skew"], moments["kurtosis"], benchmark_sharpe=best_unskilled,
+            confidence=thresholds.track_record_confidence))
+        out["min_track_record"] = None if trl is None or trl == float("inf") else trl
+    out["pbo"] = attempt(lambda: st.probability_of_backtest_overfitting(trial_returns))
+    out["bootstrap"] = attempt(lambda: st.bootstrap_sharpe_interval(returns))
+    # Three years to choose on, one to hold; halved for short histories (e.g. the smoke scenario).
+    n = len(trial_returns)
+    train, test = (756, 252) if n >= 1008 else (n // 2, max(n // 6, 1))
+    out["walk"] = attempt(lambda: st.walk_forward_selection(trial_returns, max(train, 2), test))
+    out["by_year"] = st.breakdown_by_year(returns).reset_index().to_dict("records")
+    out["by_regime"] = st.breakdown_by_regime(returns, benchmark).reset_index().to_dict("records")
+    return out
+
+
+def gate_inputs(returns: pd.Series, stats: dict, trial_stats: dict, stress: dict, thresholds) -> dict:
+    """What the gate's criteria compare with their thresholds (``promotion.evaluate_gate``)."""
+    headline = headline_metrics(returns)
+    return {"sharpe": headline["sharpe"], "win_rate": headline["win_rate"], "max_drawdown": headline["max_drawdown"],
+            "deflated_sharpe": stats["dsr"], "pbo": (stats["pbo"] or {}).get("pbo"), "n_obs": len(returns),
+            "min_track_record": stats["min_track_record"], "n_trials": trial_stats["n_trials"],
+            "stress_cagr": stress[f"{thresholds.cost_stress_multiple:g}x"]["cagr"]}
+
+
+def llm_summary(llm_report: dict | None, metrics: dict) -> dict | None:
+    """The analyst's part of the record: who it was, what it cost, and the numbers around its cutoff."""
+    if not llm_report or "analyst" not in llm_report:
+        return None
+    return {"analyst": llm_report["analyst"], "cost_usd": llm_report.get("cost_usd"),
+            "usd_per_signal": llm_report.get("usd_per_signal"), "views": llm_report.get("views"),
+            "by_cutoff": metrics.get("llm_signal_by_cutoff"), "strategy_by_cutoff": metrics.get("strategy_by_cutoff")}
+
+
+def validation_record(*, strategy: str, run_id: str, judged_on: str, gate_stats: dict, verdict: dict,
+                      thresholds, stats: dict, trial_stats: dict, trial_names: list[str], stress: dict,
+                      llm: dict | None, provenance: dict) -> dict:
+    """``validation.json``: the gate's inputs and verdict and every statistic behind them."""
+    pbo, walk = stats["pbo"] or {}, stats["walk"]
+    return {
+        "strategy": strategy, "run_id": run_id, "judged_on": judged_on, "gate_stats": gate_stats,
+        "verdict": verdict, "thresholds": thresholds.model_dump(), "moments": stats["moments"], "psr": stats["psr"],
+        "trials": {**trial_stats, "this_run": sorted(trial_names), "expected_max_sharpe_annual":
+                   stats["expected_max_sharpe"] * SESSIONS_PER_YEAR ** 0.5},
+        "pbo": {k: v for k, v in pbo.items() if k != "logits"},
+        "bootstrap": stats["bootstrap"],
+        "cost_stress": stress,
+        "by_year": stats["by_year"],
+        "by_regime": stats["by_regime"],
+        "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * SESSIONS_PER_YEAR ** 0.5,
+                                  "sessions": len(walk["returns"]), "choices": walk["choices"]},
+        "llm": llm,
+        "provenance": provenance,
+    }
