@@ -25,6 +25,9 @@ It earns (or, when negative, pays) ``cash_rate_per_year / 252`` a session, on th
 of the previous close. The default model (only ``cost_bps``) is the frictionless book of
 earlier versions: no spread, no impact, no borrow fee, cash earning nothing.
 
+`CostModel` is the same model as one value (for the simulated broker, which charges it fill by
+fill); `impact_inputs` and `impact_rate` are the per-trade impact formula both use.
+
 The simulation is vectorized: between two trades a holding's value is its target weight
 times its price relative to the trade's close, so no Python loop runs over sessions (a
 scalar loop over trades compounds the NAV when market impact is asked for).
@@ -32,11 +35,15 @@ scalar loop over trades compounds the NAV when market impact is asked for).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import numbers
+from dataclasses import dataclass, fields
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
+from research_lib.params import did_you_mean
 from research_lib.units import SESSIONS_PER_YEAR
 
 IMPACT_WINDOW = 20
@@ -61,6 +68,90 @@ class BacktestResult:
     costs: pd.Series
     holdings: pd.DataFrame
     cost_breakdown: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """The cost model of `run_backtest` as one value (see the module docstring for each cost).
+
+    commission_bps : commissions per unit traded (run_backtest's ``cost_bps``).
+    spread_bps : half-spread and slippage per unit traded.
+    impact_coefficient : square-root market impact coefficient (0 for none).
+    borrow_bps_per_year : fee on the short exposure, charged each session (/252).
+    cash_rate_per_year : annual rate cash earns (a negative balance pays it), each session (/252).
+
+    Every field is a finite number; all but ``cash_rate_per_year`` are >= 0. The defaults are
+    a frictionless book. Timing (``execution_lag_sessions``) and the account's size
+    (``capital``) are not costs: they belong to the backtest's call or to the account.
+    """
+
+    commission_bps: float = 0.0
+    spread_bps: float = 0.0
+    impact_coefficient: float = 0.0
+    borrow_bps_per_year: float = 0.0
+    cash_rate_per_year: float = 0.0
+
+    def __post_init__(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            signed = field.name == "cash_rate_per_year"
+            if not (isinstance(value, numbers.Real) and math.isfinite(value) and (signed or value >= 0)):
+                raise ValueError(f"{field.name} must be a finite number{'' if signed else ' >= 0'} (got {value!r}); "
+                                 f"pass e.g. {field.name}=0.0 for none.")
+
+    @classmethod
+    def from_backtest_kwargs(cls, model: Mapping[str, object]) -> CostModel:
+        """The cost model in run_backtest's keyword arguments (what ``BacktestConfig.model`` returns);
+        ``execution_lag_sessions`` and ``capital`` are read past, any other unknown key is refused."""
+        names = {"cost_bps": "commission_bps", **{f.name: f.name for f in fields(cls) if f.name != "commission_bps"}}
+        unknown = [key for key in model if key not in names and key not in ("execution_lag_sessions", "capital")]
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} is not a keyword of run_backtest's cost model; valid keys: "
+                             f"{list(names)}.{did_you_mean(unknown[0], names)}")
+        if isinstance(model.get("cash_rate_per_year"), pd.Series):
+            raise ValueError("cash_rate_per_year is a Series of rates; a CostModel holds one annual rate: pass a "
+                             "number (e.g. the latest rate).")
+        return cls(**{names[key]: value for key, value in model.items() if key in names})
+
+    def backtest_kwargs(self) -> dict[str, float]:
+        """The model as run_backtest's keyword arguments (``capital`` is the caller's)."""
+        return {"cost_bps": self.commission_bps, "spread_bps": self.spread_bps,
+                "impact_coefficient": self.impact_coefficient, "borrow_bps_per_year": self.borrow_bps_per_year,
+                "cash_rate_per_year": self.cash_rate_per_year}
+
+    @property
+    def trading_rate(self) -> float:
+        """Commission and half-spread per unit traded (impact comes on top)."""
+        return (self.commission_bps + self.spread_bps) / 1e4
+
+    @property
+    def borrow_rate_per_session(self) -> float:
+        """The borrow fee of one session, per unit of short exposure at the previous close."""
+        return self.borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR
+
+    @property
+    def cash_rate_per_session(self) -> float:
+        """The rate cash earns over one session, on the previous close's balance."""
+        return self.cash_rate_per_year / SESSIONS_PER_YEAR
+
+
+def impact_inputs(prices: pd.DataFrame, close: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(adv_value, daily_vol)``, sessions x symbols of ``close``: the mean of ``close * volume``
+    and the standard deviation (ddof=1) of daily returns over the ``IMPACT_WINDOW`` sessions
+    before each session (sessions without data skipped; NaN with fewer than
+    ``IMPACT_MIN_SESSIONS``). ``prices`` is the canonical frame (no volume field: all NaN)."""
+    volume = (prices["volume"].reindex(columns=close.columns) if "volume" in prices.columns.get_level_values(0)
+              else pd.DataFrame(np.nan, index=close.index, columns=close.columns))
+    window = {"window": IMPACT_WINDOW, "min_periods": IMPACT_MIN_SESSIONS}
+    adv_value = (close * volume).rolling(**window).mean().shift(1).to_numpy()
+    daily_vol = close.pct_change(fill_method=None).rolling(**window).std().shift(1).to_numpy()
+    return adv_value, daily_vol
+
+
+def impact_rate(coefficient: float, daily_vol, traded_value, adv_value):
+    """Square-root market impact per unit traded: ``coefficient * daily_vol * sqrt(traded_value / adv_value)``
+    (``traded_value`` and ``adv_value`` in one currency; numbers or arrays)."""
+    return coefficient * daily_vol * np.sqrt(traded_value / adv_value)
 
 
 NO_POSITION = "never takes a position: "  # how every NoPosition message starts
@@ -253,11 +344,7 @@ def _unit_impact(prices: pd.DataFrame, close: pd.DataFrame, trade_rows: np.ndarr
 
     It scales with the square root of the account's value: multiply by ``sqrt(NAV / NAV_0)``.
     """
-    volume = (prices["volume"].reindex(columns=close.columns) if "volume" in prices.columns.get_level_values(0)
-              else pd.DataFrame(np.nan, index=close.index, columns=close.columns))
-    window = {"window": IMPACT_WINDOW, "min_periods": IMPACT_MIN_SESSIONS}
-    adv_value = (close * volume).rolling(**window).mean().shift(1).to_numpy()[trade_rows]
-    daily_vol = close.pct_change(fill_method=None).rolling(**window).std().shift(1).to_numpy()[trade_rows]
+    adv_value, daily_vol = (inputs[trade_rows] for inputs in impact_inputs(prices, close))
     unknown = np.argwhere((traded > 0) & ~((adv_value > 0) & np.isfinite(daily_vol)))
     if len(unknown):
         trade, column = unknown[0]
@@ -268,7 +355,7 @@ def _unit_impact(prices: pd.DataFrame, close: pd.DataFrame, trade_rows: np.ndarr
                          f"price and a volume), and the prices do not have them; pass impact_coefficient=0, or prices "
                          f"with a volume field for {symbol}.")
     with np.errstate(invalid="ignore", divide="ignore"):  # untraded symbols may lack volume: 0 * NaN is dropped below
-        per_symbol = coefficient * daily_vol * np.sqrt(traded * capital / adv_value) * traded
+        per_symbol = impact_rate(coefficient, daily_vol, traded * capital, adv_value) * traded
     return np.where(traded > 0, per_symbol, 0.0).sum(axis=1)
 
 

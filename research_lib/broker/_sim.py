@@ -11,17 +11,28 @@ Conventions
   ``execution_lag_sessions=1``, so paper and backtest compare session by session.
   `clock` reports ``is_open`` True while such a session exists: a cycle run at the close of
   ``d`` may submit. At the last session of the history the market is closed for good.
-- **Fill price and costs** follow `research_lib.backtest` per unit traded: a buy fills at
-  ``close * (1 + spread_bps / 1e4)``, a sell at ``close * (1 - spread_bps / 1e4)`` (the
-  half-spread is in the reported price); commissions ``cost_bps / 1e4 * quantity * close``
-  are charged to cash separately. Cash changes only by fills: ``-quantity * price -
-  commission`` for a buy, ``quantity * price - commission`` for a sell.
+- **Fill price and costs** are the backtest's cost model (`research_lib.backtest.CostModel`),
+  charged on each trade as `run_backtest` charges it: a buy fills at ``close * (1 +
+  spread_bps / 1e4 + impact)``, a sell at ``close * (1 - spread_bps / 1e4 - impact)`` (the
+  half-spread and the market impact are in the reported price); commissions
+  ``commission_bps / 1e4 * quantity * close`` are charged to cash separately. ``impact`` is
+  `research_lib.backtest.impact_rate` of the symbol's traded value at that close, with its
+  average traded value and volatility over the ``IMPACT_WINDOW`` sessions before the fill
+  (known when the order is submitted); orders in one symbol filled at one close pay impact
+  as one trade of their summed value, so splitting an order does not lower it.
+- **Cash** changes by fills (``-quantity * price - commission`` for a buy, ``quantity *
+  price - commission`` for a sell) and, each session, by the backtest's daily accrual before
+  that session's fills: it earns (a negative balance pays) ``cash_rate_per_year / 252`` on
+  the previous close's cash and pays ``borrow_bps_per_year / 1e4 / 252`` on the previous
+  close's short market value.
 - **Buying power** (no margin) is cash, plus the proceeds of open sells of shares held, less
-  the cost of open buys, all valued at the sim date's close with costs; a buy that would
-  exceed it is refused at submission. A sell beyond the shares held (less open sells) is
-  refused unless ``allow_short``. As at a real broker, nothing is re-checked at the fill
-  but the price: a price move can leave cash slightly negative. An order whose symbol has no
-  close at its fill session expires, with a reason (`SimBroker.order_reason`).
+  the cost of open buys, all valued at the sim date's close with costs (impact as if each
+  order filled there alone); a buy that would exceed it is refused at submission. A sell
+  beyond the shares held (less open sells) is refused unless ``allow_short``. As at a real
+  broker, nothing is re-checked at the fill but the price: a price move can leave cash
+  slightly negative. An order whose symbol has no close at its fill session expires, with a
+  reason (`SimBroker.order_reason`). A holding whose prices end stays at its last close
+  (the backtest instead sells it there, into cash).
 - **Refusals send nothing.** An order refused at submission is not stored: its
   client_order_id stays free. Every stored order keeps its client_order_id for the account's
   whole history (UNIQUE in the database), whatever its status.
@@ -30,8 +41,9 @@ Conventions
   ``sim_`` and keyed by ``account_id``, beside other accounts and the ledger's tables. Each
   state change (a submission, a cancel, an advance with its fills) is one transaction, so a
   process killed at any point leaves the state before or after it. An account's settings
-  (starting cash, costs, ``allow_short``, start) are fixed when it is created; reopening it
-  with other values is refused.
+  (starting cash, the cost model, ``allow_short``, start) are fixed when it is created;
+  reopening it with other values is refused. An account stored before the cost model had
+  impact, borrow and a cash rate is given them as 0 (what it had) the first time it is opened.
 - **Fault injection** for tests of the trading cycle: `SimBroker.fail_next`.
 
 Quantities are shares (fractional allowed); a position within ``QUANTITY_TOLERANCE`` of zero
@@ -53,6 +65,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pandas as pd
 
+from research_lib.backtest import IMPACT_MIN_SESSIONS, IMPACT_WINDOW, CostModel, impact_inputs, impact_rate
 from research_lib.broker._base import (OPEN_STATUSES, Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
                                        DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, Position,
                                        RateLimited, UnknownOutcome, check_client_order_id)
@@ -66,6 +79,7 @@ BrokerCall = Literal["clock", "account", "positions", "open_orders", "submit_ord
 FAULTS = (RateLimited, BrokerUnavailable, UnknownOutcome)
 _T = TypeVar("_T")
 _OPEN = "('" + "','".join(OPEN_STATUSES) + "')"
+_ADDED_SETTINGS = ("impact_coefficient", "borrow_bps_per_year", "cash_rate_per_year")  # 0 in older accounts
 _ORDER_COLUMNS = "broker_id, client_order_id, symbol, side, quantity, status, filled_quantity, filled_avg_price, submitted_session"
 
 _SCHEMA = """
@@ -74,6 +88,9 @@ CREATE TABLE IF NOT EXISTS sim_accounts (
     starting_cash REAL NOT NULL,
     cost_bps REAL NOT NULL,
     spread_bps REAL NOT NULL,
+    impact_coefficient REAL NOT NULL DEFAULT 0,
+    borrow_bps_per_year REAL NOT NULL DEFAULT 0,
+    cash_rate_per_year REAL NOT NULL DEFAULT 0,
     allow_short INTEGER NOT NULL,
     start_session TEXT NOT NULL,
     sim_date TEXT NOT NULL,
@@ -121,7 +138,7 @@ CREATE TABLE IF NOT EXISTS sim_positions (
 
 @dataclass(frozen=True)
 class SimFill:
-    """One fill: ``price`` includes the half-spread; ``commission`` is charged to cash on top."""
+    """One fill: ``price`` includes the half-spread and the impact; ``commission`` is charged to cash on top."""
 
     broker_id: str
     client_order_id: str
@@ -156,8 +173,11 @@ class SimBroker:
         sessions are the sim's calendar.
     account_id : the account's key in the file; several accounts can share one file.
     starting_cash : cash of a new account, in account currency.
-    cost_bps : commissions per unit traded, as ``BacktestConfig.cost_bps``.
-    spread_bps : half-spread and slippage per unit traded, as ``BacktestConfig.spread_bps``.
+    cost_bps : commissions per unit traded, as ``BacktestConfig.cost_bps`` (default 10); with
+        ``spread_bps``, the older way to give the costs: leave both out when passing ``costs``.
+    spread_bps : half-spread and slippage per unit traded, as ``BacktestConfig.spread_bps`` (default 0).
+    costs : the whole cost model (commission, spread, impact, borrow, cash rate), e.g.
+        ``CostModel.from_backtest_kwargs(config.backtest.model())``.
     allow_short : let a sell exceed the shares held.
     start : the new account's first sim date: the first session on or after it (default: the
         first session of ``prices``). Ignored when reopening an account unless given.
@@ -166,24 +186,29 @@ class SimBroker:
     Raises
     ------
     ValueError
-        if a parameter is out of range, ``prices`` has no usable close, ``start`` is after the
-        history, or the stored account was created with other settings.
+        if a parameter is out of range, ``costs`` comes with ``cost_bps`` or ``spread_bps``, impact
+        is asked for without a volume field in ``prices``, ``prices`` has no usable close,
+        ``start`` is after the history, or the stored account was created with other settings.
     """
 
     def __init__(self, db_path: str | Path, prices: pd.DataFrame, account_id: str = "sim",
-                 starting_cash: float = 1_000_000.0, cost_bps: float = 10.0, spread_bps: float = 0.0, *,
-                 allow_short: bool = False, start: str | dt.date | None = None, name: str = "sim"):
+                 starting_cash: float = 1_000_000.0, cost_bps: float | None = None, spread_bps: float | None = None,
+                 *, costs: CostModel | None = None, allow_short: bool = False, start: str | dt.date | None = None,
+                 name: str = "sim"):
         if not (math.isfinite(starting_cash) and starting_cash > 0):
             raise ValueError(f"starting_cash must be finite and > 0 (got {starting_cash}).")
-        for label, value in (("cost_bps", cost_bps), ("spread_bps", spread_bps)):
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{label} must be finite and >= 0 (got {value}).")
         if not account_id:
             raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
         self.db_path, self.account_id, self.name = Path(db_path), account_id, name
-        self.starting_cash, self.cost_bps, self.spread_bps = float(starting_cash), float(cost_bps), float(spread_bps)
+        self.starting_cash, self.costs = float(starting_cash), _cost_model(costs, cost_bps, spread_bps)
+        self.cost_bps, self.spread_bps = self.costs.commission_bps, self.costs.spread_bps
         self.allow_short = bool(allow_short)
         close = _close_frame(prices)
+        impact = self.costs.impact_coefficient
+        if impact and "volume" not in prices.columns.get_level_values(0):
+            raise ValueError(f"impact_coefficient={impact} needs a volume field in prices (the average traded "
+                             "value); pass prices with volume, or costs with impact_coefficient=0.")
+        self._adv_value, self._daily_vol = impact_inputs(prices, close) if impact else (None, None)
         self._sessions = close.index
         self._symbols = list(close.columns)
         self._column = {symbol: i for i, symbol in enumerate(self._symbols)}
@@ -207,7 +232,8 @@ class SimBroker:
                 return None
             cursor = conn.execute("SELECT * FROM sim_accounts WHERE account_id = ?", (account_id,))
             row = cursor.fetchone()
-            return dict(zip([c[0] for c in cursor.description], row)) if row else None
+            columns = [c[0] for c in cursor.description]
+        return {**dict.fromkeys(_ADDED_SETTINGS, 0.0), **dict(zip(columns, row))} if row else None
 
     # -- the Broker interface ------------------------------------------------------------
 
@@ -265,7 +291,9 @@ class SimBroker:
 
     def advance_to(self, session_date: str | dt.date) -> pd.Timestamp:
         """Move the sim to the close of ``session_date``, filling the open orders at the close of
-        the session after the current sim date. Advancing to the current sim date does nothing.
+        the session after the current sim date, and accruing each session passed (interest on
+        cash, borrow on shorts; before that session's fills). Advancing to the current sim date
+        does nothing.
 
         Raises
         ------
@@ -278,8 +306,11 @@ class SimBroker:
             if target < current:
                 raise ValueError(f"session_date {self._day(target)} is before the sim date {self._day(current)}; "
                                  "the sim never goes back. Use a new account_id (or db_path) to replay from earlier.")
+            for row in range(current + 1, target + 1):
+                self._accrue(conn, row)
+                if row == current + 1:
+                    self._fill_open_orders(conn, row)
             if target > current:
-                self._fill_open_orders(conn, current + 1)
                 conn.execute("UPDATE sim_accounts SET sim_date = ? WHERE account_id = ?",
                              (self._day(target), self.account_id))
         return self._sessions[target]
@@ -360,9 +391,15 @@ class SimBroker:
             raise ValueError(f"start {start} is after the last session of the prices ({self._day(-1)}); "
                              "choose an earlier start or load later prices.")
         settings = {"starting_cash": self.starting_cash, "cost_bps": self.cost_bps, "spread_bps": self.spread_bps,
+                    **{name: getattr(self.costs, name) for name in _ADDED_SETTINGS},
                     "allow_short": int(self.allow_short), "start_session": self._day(first)}
         with self._write() as conn:
-            conn.execute("INSERT OR IGNORE INTO sim_accounts VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            have = {column for _, column, *_ in conn.execute("PRAGMA table_info(sim_accounts)")}
+            for column in _ADDED_SETTINGS:
+                if column not in have:  # an account file of an earlier version: its costs had none of these
+                    conn.execute(f"ALTER TABLE sim_accounts ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
+            conn.execute(f"INSERT OR IGNORE INTO sim_accounts (account_id, {', '.join(settings)}, sim_date, cash) "
+                         f"VALUES ({', '.join('?' * (len(settings) + 3))})",
                          (self.account_id, *settings.values(), self._day(first), self.starting_cash))
             stored = conn.execute(f"SELECT {', '.join(settings)} FROM sim_accounts WHERE account_id = ?",
                                   (self.account_id,)).fetchone()
@@ -410,7 +447,7 @@ class SimBroker:
             row = self._sim_row(conn)
             close = self._check_order(symbol, side, quantity, row)
             if side == "buy":
-                cost = quantity * close * (1.0 + self._cost_rate)
+                cost = quantity * close * (1.0 + self._cost_rate(row, symbol, quantity * close))
                 buying_power = self._buying_power(conn, row)
                 if cost > buying_power:
                     raise InsufficientBuyingPower(
@@ -443,6 +480,13 @@ class SimBroker:
         close = self._close[row, self._column[symbol]]
         if not np.isfinite(close):
             raise OrderRejected(f"{symbol} has no close on {self._day(row)}: it is not tradable then.")
+        column = self._column[symbol]
+        if self.costs.impact_coefficient and not (self._adv_value[row + 1, column] > 0
+                                                  and np.isfinite(self._daily_vol[row + 1, column])):
+            raise OrderRejected(f"impact_coefficient={self.costs.impact_coefficient} needs {symbol}'s average "
+                                f"traded value (close x volume) and volatility over the {IMPACT_WINDOW} sessions "
+                                f"before its fill on {self._day(row + 1)} (at least {IMPACT_MIN_SESSIONS} sessions with "
+                                "a price and a volume), and the prices do not have them: it is not tradable then.")
         return float(close)
 
     def _cancel(self, broker_id: str) -> None:
@@ -458,6 +502,7 @@ class SimBroker:
     def _fill_open_orders(self, conn: sqlite3.Connection, row: int) -> None:
         """Fill every open order at the close of session ``row``, in submission order."""
         spread = self.spread_bps / 1e4
+        traded = dict.fromkeys(self._symbols, 0.0)  # value traded at this close so far: impact is on the sum
         pending = conn.execute(f"SELECT broker_id, client_order_id, symbol, side, quantity FROM sim_orders "
                                f"WHERE account_id = ? AND status IN {_OPEN} ORDER BY seq", (self.account_id,)).fetchall()
         for broker_id, client_order_id, symbol, side, quantity in pending:
@@ -465,9 +510,11 @@ class SimBroker:
             if not np.isfinite(close):
                 self._close_order(conn, broker_id, "expired", f"{symbol} has no close on {self._day(row)}, its fill session")
                 continue
-            sign = 1.0 if side == "buy" else -1.0
+            sign, value = (1.0 if side == "buy" else -1.0), quantity * close
+            impact = self._impact(row, symbol, traded[symbol] + value) - self._impact(row, symbol, traded[symbol])
+            traded[symbol] += value
             fill = SimFill(broker_id, client_order_id, self._sessions[row].date(), symbol, side, quantity,
-                           price=float(close * (1.0 + sign * spread)),
+                           price=float(close * (1.0 + sign * spread) + sign * impact / quantity),
                            commission=float(self.cost_bps / 1e4 * quantity * close))
             conn.execute("INSERT INTO sim_fills (account_id, broker_id, client_order_id, session, symbol, side, quantity, "
                          "price, commission) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -478,6 +525,16 @@ class SimBroker:
             self._move_position(conn, symbol, sign * quantity, fill.price)
             conn.execute("UPDATE sim_orders SET status = 'filled', filled_quantity = quantity, filled_avg_price = ? "
                          "WHERE account_id = ? AND broker_id = ?", (fill.price, self.account_id, broker_id))
+
+    def _accrue(self, conn: sqlite3.Connection, row: int) -> None:
+        """Session ``row``'s interest on the previous close's cash and borrow fee on its short value."""
+        cash_rate, borrow_rate = self.costs.cash_rate_per_session, self.costs.borrow_rate_per_session
+        if cash_rate == 0.0 and borrow_rate == 0.0:
+            return
+        short = sum(-quantity * self._mark[row - 1, self._column[symbol]]
+                    for symbol, (quantity, _) in self._held(conn).items() if quantity < 0)
+        conn.execute("UPDATE sim_accounts SET cash = ? WHERE account_id = ?",
+                     ((1.0 + cash_rate) * self._cash(conn) - borrow_rate * short, self.account_id))
 
     def _move_position(self, conn: sqlite3.Connection, symbol: str, change: float, price: float) -> None:
         quantity, avg = self._held(conn).get(symbol, (0.0, 0.0))
@@ -503,16 +560,24 @@ class SimBroker:
                                                    f"AND status IN {_OPEN} ORDER BY seq", (self.account_id,)):
             mark = self._mark[row, self._column[symbol]]
             if side == "buy":
-                power -= quantity * mark * (1.0 + self._cost_rate)
+                power -= quantity * mark * (1.0 + self._cost_rate(row, symbol, quantity * mark))
             else:
                 sold = min(quantity, unsold.get(symbol, 0.0))
                 unsold[symbol] = unsold.get(symbol, 0.0) - sold
-                power += sold * mark * (1.0 - self._cost_rate)
+                power += sold * mark * (1.0 - self._cost_rate(row, symbol, sold * mark))
         return power
 
-    @property
-    def _cost_rate(self) -> float:
-        return (self.cost_bps + self.spread_bps) / 1e4
+    def _cost_rate(self, row: int, symbol: str, value: float) -> float:
+        """Costs per unit of a trade of ``value`` submitted at ``row``'s close, were it filled there."""
+        return self.costs.trading_rate + (self._impact(row + 1, symbol, value) / value if value > 0 else 0.0)
+
+    def _impact(self, row: int, symbol: str, value: float) -> float:
+        """Market impact, in currency, of trading ``value`` of ``symbol`` at ``row``'s close (0 without impact)."""
+        if not self.costs.impact_coefficient or row >= len(self._sessions):
+            return 0.0
+        column = self._column[symbol]
+        return float(impact_rate(self.costs.impact_coefficient, self._daily_vol[row, column], value,
+                                 self._adv_value[row, column]) * value)
 
     def _open_sells(self, conn: sqlite3.Connection, symbol: str) -> float:
         return conn.execute(f"SELECT COALESCE(SUM(quantity), 0) FROM sim_orders WHERE account_id = ? AND symbol = ? "
@@ -592,6 +657,23 @@ def _order(row: tuple) -> BrokerOrder:
 
 def _at(session: pd.Timestamp, time: dt.time) -> dt.datetime:
     return dt.datetime.combine(session.date(), time, tzinfo=EXCHANGE_TZ)
+
+
+def _cost_model(costs: CostModel | None, cost_bps: float | None, spread_bps: float | None) -> CostModel:
+    """The account's cost model, from ``costs`` or the older ``cost_bps`` and ``spread_bps`` keywords."""
+    if costs is not None:
+        if not isinstance(costs, CostModel):
+            raise ValueError(f"costs must be a research_lib.backtest.CostModel (got {type(costs).__name__}); build "
+                             "it with CostModel(...) or CostModel.from_backtest_kwargs(config.backtest.model()).")
+        if cost_bps is not None or spread_bps is not None:
+            raise ValueError("pass the costs either as costs=CostModel(...) or as cost_bps/spread_bps, not both; "
+                             "put commission_bps and spread_bps in the CostModel.")
+        return costs
+    cost_bps, spread_bps = 10.0 if cost_bps is None else cost_bps, 0.0 if spread_bps is None else spread_bps
+    for label, value in (("cost_bps", cost_bps), ("spread_bps", spread_bps)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{label} must be finite and >= 0 (got {value}).")
+    return CostModel(commission_bps=float(cost_bps), spread_bps=float(spread_bps))
 
 
 def _close_frame(prices: pd.DataFrame) -> pd.DataFrame:
