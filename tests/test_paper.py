@@ -399,6 +399,37 @@ def test_paper_tracks_the_backtest_of_its_own_decisions(workspace):
     assert pnl["pnl"].sum() == pytest.approx(result["account"]["pnl_total"])
 
 
+def test_a_new_sim_account_charges_the_promoted_backtests_whole_cost_model(workspace):
+    """Paper and backtest differ only by what the market does: the account charges the promoted
+    run's commission, spread, impact, borrow and cash rate (before issue 14 only the first two)."""
+    made = promote_by_hand(workspace, prices=market(volume=True))
+    record = yaml.safe_load(made["file"].read_text())
+    costs = {"cost_bps": 7.0, "spread_bps": 3.0, "impact_coefficient": 0.1, "borrow_bps_per_year": 80.0,
+             "cash_rate_per_year": 0.03}
+    record["params"]["backtest"].update(costs)
+    made["file"].write_text(yaml.safe_dump(record, sort_keys=False))
+    assert trade_session("trend")["status"] == "traded"
+    stored = SimBroker.stored_account(state_db(), "paper-trend")
+    assert {key: stored[key] for key in costs} == costs
+
+
+def test_an_account_stored_before_the_whole_cost_model_keeps_trading_on_its_costs_and_says_so(workspace, caplog):
+    """Upgrading never strands a paper account: one created when the sim charged only commission and
+    spread (impact, borrow and cash rate stored as 0) is not refused for the promoted borrow fee."""
+    made = promote_by_hand(workspace)
+    promoted = load_promoted("trend")
+    b = promoted.config.backtest
+    assert b.borrow_bps_per_year > 0, "the shipped parameters charge borrow: the case this test is about"
+    SimBroker(state_db(), made["prices"], "paper-trend", starting_cash=promoted.starting_cash, cost_bps=b.cost_bps,
+              spread_bps=b.spread_bps, allow_short=promoted.config.risk.allow_short,
+              start=day(made["sessions"], SIM_START_ROW))  # as the previous version stored it
+    with caplog.at_level("WARNING", logger="research_lib.trading._market"):
+        assert trade_session("trend")["status"] == "traded"
+    assert "created before the sim charged impact, borrow and cash rate" in caplog.text
+    assert f"borrow_bps_per_year={b.borrow_bps_per_year:g}" in caplog.text
+    assert SimBroker.stored_account(state_db(), "paper-trend")["borrow_bps_per_year"] == 0.0
+
+
 # ---------------------------------------------------------------- 6. kill switch
 
 

@@ -3,7 +3,8 @@ reference prices were observed.
 
 - ``sim`` (the default, offline): one simulated account per strategy in ``data/spartan.sqlite``
   replaying the promoted run's prices from ``paper.sim_start``; its orders fill at the next
-  session's close with the backtest's costs. Every simulated account is opened by `open_sim`.
+  session's close with the backtest's whole cost model (commission, spread, impact, borrow, cash
+  rate: `sim_costs`). Every simulated account is opened by `open_sim`.
   A dry run never creates or moves the account: without one it runs against a scratch account.
 - ``alpaca``: Alpaca's paper endpoint (keys from the environment, ``APCA_API_BASE_URL`` to
   point it elsewhere), today's session only, reference prices and volume from Alpaca's daily bars.
@@ -11,7 +12,9 @@ reference prices were observed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 import os
 import tempfile
 from contextlib import contextmanager
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib import paths
+from research_lib.backtest import CostModel
 from research_lib.broker import AlpacaBroker, Broker, SimBroker
 from research_lib.data import fetch_alpaca
 from research_lib.risk import UNKNOWN_VOLUME
@@ -33,6 +37,9 @@ from research_lib.validation.promotion import Promoted
 TRADING_URL_ENV = "APCA_API_BASE_URL"
 NEW_YORK = ZoneInfo("America/New_York")
 CLOSE = dt.time(16, 0)
+_ADDED_COSTS = ("impact_coefficient", "borrow_bps_per_year", "cash_rate_per_year")  # charged by the sim since issue 14
+
+log = logging.getLogger(__name__)
 
 
 def sim_account(strategy: str) -> str:
@@ -53,12 +60,30 @@ def open_sim(promoted: Promoted, db: Path, start: dt.date | None = None) -> SimB
     account = sim_account(promoted.name)
     stored = SimBroker.stored_account(db, account)
     first = None if stored else (start or default_sim_start(promoted))
-    b = promoted.config.backtest
     try:
-        return SimBroker(db, promoted.prices, account, starting_cash=promoted.starting_cash, cost_bps=b.cost_bps,
-                         spread_bps=b.spread_bps, allow_short=promoted.config.risk.allow_short, start=first)
+        return SimBroker(db, promoted.prices, account, starting_cash=promoted.starting_cash,
+                         costs=sim_costs(promoted, stored), allow_short=promoted.config.risk.allow_short, start=first)
     except ValueError as err:
         raise TradingRefused(f"the simulated account {account!r} cannot be opened: {err}") from None
+
+
+def sim_costs(promoted: Promoted, stored: dict | None) -> CostModel:
+    """What the simulated account charges: the promoted run's backtest cost model, so that paper and
+    backtest differ only by what the market does.
+
+    An account stored by a version that charged only commission and spread (its impact, borrow and
+    cash rate stored as 0) keeps charging what it did, with a warning, rather than being refused:
+    its history was made under those costs. A new account (or a new promotion) gets the whole model.
+    """
+    costs = CostModel.from_backtest_kwargs(promoted.config.backtest.model())
+    added = {name: getattr(costs, name) for name in _ADDED_COSTS}
+    if stored is None or not any(added.values()) or any(stored.get(name) for name in _ADDED_COSTS):
+        return costs
+    log.warning("simulated account %r was created before the sim charged impact, borrow and cash rate: it "
+                "keeps charging only commission and spread (the backtest also charges %s); a new promotion "
+                "under another strategy name starts an account with the whole cost model",
+                sim_account(promoted.name), ", ".join(f"{k}={v:g}" for k, v in added.items() if v))
+    return dataclasses.replace(costs, **dict.fromkeys(_ADDED_COSTS, 0.0))
 
 
 @contextmanager
