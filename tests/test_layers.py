@@ -19,7 +19,7 @@ MAX_LINES = 500
 
 # Each floor may import its own floor and the floors below it (ARCHITECTURE.md, "Layers").
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "units", "paths", "_io", "params", "_kernel_guard"),  # the bottom floor
+    ("errors", "units", "paths", "_io", "_lazy", "params", "_kernel_guard"),  # the bottom floor
     ("logs", "env", "alerts"),                                           # services every floor may call
     ("data",),
     ("features", "backtest", "plots"),

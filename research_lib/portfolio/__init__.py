@@ -12,7 +12,7 @@ The names below are imported on first use: PyPortfolioOpt and cvxpy take over a 
 import, and `research_lib.config` needs only the light settings, types and constraints.
 """
 
-from importlib import import_module
+from research_lib._lazy import lazy_exports
 
 _WHERE = {
     "Allocation": "_allocation", "discrete_allocation": "_allocation", "rebalance_weights": "_allocation",
@@ -34,9 +34,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'research_lib.portfolio' has no attribute {name!r}")
-    value = getattr(import_module(f"research_lib.portfolio.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -10,7 +10,7 @@ The names below are imported on first use: scikit-learn takes a while to import,
 `research_lib.config` needs only the light ``settings``.
 """
 
-from importlib import import_module
+from research_lib._lazy import lazy_exports
 
 _WHERE = {
     "ic_decay": "evaluation", "ic_summary": "evaluation", "information_coefficient": "evaluation",
@@ -25,9 +25,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str):
-    if name not in _WHERE:
-        raise AttributeError(f"module 'research_lib.signals' has no attribute {name!r}")
-    value = getattr(import_module(f"research_lib.signals.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _WHERE)

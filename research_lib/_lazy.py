@@ -1,0 +1,21 @@
+"""Packages whose names load on first use: ``import research_lib.portfolio`` stays cheap
+(no PyPortfolioOpt, no scikit-learn) until a name that needs them is asked for."""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from typing import Any, Callable
+
+
+def lazy_exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+    """A module-level ``__getattr__`` for ``package``: name -> its value from the submodule
+    ``where[name]``, imported on first use and then kept in the package's namespace."""
+    def __getattr__(name: str) -> Any:
+        if name not in where:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(import_module(f"{package}.{where[name]}"), name)
+        setattr(sys.modules[package], name, value)
+        return value
+
+    return __getattr__
