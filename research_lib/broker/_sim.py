@@ -36,14 +36,11 @@ Conventions
 - **Refusals send nothing.** An order refused at submission is not stored: its
   client_order_id stays free. Every stored order keeps its client_order_id for the account's
   whole history (UNIQUE in the database), whatever its status.
-- **State** lives in SQLite (WAL) at ``db_path`` (the workspace's is
-  ``research_lib.paths.data_dir() / research_lib.run.STATE_DB``), in tables prefixed
-  ``sim_`` and keyed by ``account_id``, beside other accounts and the ledger's tables. Each
-  state change (a submission, a cancel, an advance with its fills) is one transaction, so a
-  process killed at any point leaves the state before or after it. An account's settings
-  (starting cash, the cost model, ``allow_short``, start) are fixed when it is created;
-  reopening it with other values is refused. An account stored before the cost model had
-  impact, borrow and a cash rate is given them as 0 (what it had) the first time it is opened.
+- **State** lives in SQLite at ``db_path`` (the workspace's is ``research_lib.paths.state_db()``),
+  kept by `research_lib.broker._sim_store`: each state change (a submission, a cancel, an
+  advance with its fills) is one transaction. An account's settings (starting cash, the cost
+  model, ``allow_short``, start) are fixed when it is created; reopening it with other values
+  is refused.
 - **Fault injection** for tests of the trading cycle: `SimBroker.fail_next`.
 
 Quantities are shares (fractional allowed); a position within ``QUANTITY_TOLERANCE`` of zero
@@ -56,11 +53,9 @@ import datetime as dt
 import math
 import numbers
 import sqlite3
-from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Literal, TypeVar, get_args
-from zoneinfo import ZoneInfo
+from typing import Callable, Literal, TypeVar, get_args
 
 import numpy as np
 import pandas as pd
@@ -69,91 +64,17 @@ from research_lib.backtest import IMPACT_MIN_SESSIONS, IMPACT_WINDOW, CostModel,
 from research_lib.broker._base import (OPEN_STATUSES, Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
                                        DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, Position,
                                        RateLimited, UnknownOutcome, check_client_order_id)
+from research_lib.broker._sim_store import (ADDED_SETTINGS, EXCHANGE_TZ, LOCK_TIMEOUT_SECONDS, QUANTITY_TOLERANCE,
+                                            SESSION_CLOSE, SESSION_OPEN, SimFill, SimStore, close_frame, cost_model,
+                                            exchange_time, stored_account)
 
-QUANTITY_TOLERANCE = 1e-9  # shares: a position this close to zero is flat, a sell this much over the position is not short
-LOCK_TIMEOUT_SECONDS = 30.0  # the longest a call waits for another process's write to the same file
-EXCHANGE_TZ = ZoneInfo("America/New_York")
-SESSION_OPEN, SESSION_CLOSE = dt.time(9, 30), dt.time(16, 0)
+__all__ = ["EXCHANGE_TZ", "FAULTS", "LOCK_TIMEOUT_SECONDS", "QUANTITY_TOLERANCE", "SESSION_CLOSE", "SESSION_OPEN",
+           "BrokerCall", "SimBroker", "SimFill"]
+
 BrokerCall = Literal["clock", "account", "positions", "open_orders", "submit_order", "order_by_client_id",
                      "cancel_order"]
 FAULTS = (RateLimited, BrokerUnavailable, UnknownOutcome)
 _T = TypeVar("_T")
-_OPEN = "('" + "','".join(OPEN_STATUSES) + "')"
-_ADDED_SETTINGS = ("impact_coefficient", "borrow_bps_per_year", "cash_rate_per_year")  # 0 in older accounts
-_ORDER_COLUMNS = "broker_id, client_order_id, symbol, side, quantity, status, filled_quantity, filled_avg_price, submitted_session"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS sim_accounts (
-    account_id TEXT PRIMARY KEY,
-    starting_cash REAL NOT NULL,
-    cost_bps REAL NOT NULL,
-    spread_bps REAL NOT NULL,
-    impact_coefficient REAL NOT NULL DEFAULT 0,
-    borrow_bps_per_year REAL NOT NULL DEFAULT 0,
-    cash_rate_per_year REAL NOT NULL DEFAULT 0,
-    allow_short INTEGER NOT NULL,
-    start_session TEXT NOT NULL,
-    sim_date TEXT NOT NULL,
-    cash REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sim_orders (
-    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
-    seq INTEGER NOT NULL,
-    broker_id TEXT NOT NULL,
-    client_order_id TEXT NOT NULL,
-    symbol TEXT NOT NULL,
-    side TEXT NOT NULL CHECK (side IN ('buy', 'sell')),
-    quantity REAL NOT NULL CHECK (quantity > 0),
-    status TEXT NOT NULL,
-    submitted_session TEXT NOT NULL,
-    filled_quantity REAL NOT NULL DEFAULT 0,
-    filled_avg_price REAL,
-    reason TEXT,
-    PRIMARY KEY (account_id, seq),
-    UNIQUE (account_id, broker_id),
-    UNIQUE (account_id, client_order_id)
-);
-CREATE TABLE IF NOT EXISTS sim_fills (
-    fill_id INTEGER PRIMARY KEY,
-    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
-    broker_id TEXT NOT NULL,
-    client_order_id TEXT NOT NULL,
-    session TEXT NOT NULL,
-    symbol TEXT NOT NULL,
-    side TEXT NOT NULL,
-    quantity REAL NOT NULL,
-    price REAL NOT NULL,
-    commission REAL NOT NULL,
-    UNIQUE (account_id, broker_id)
-);
-CREATE TABLE IF NOT EXISTS sim_positions (
-    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
-    symbol TEXT NOT NULL,
-    quantity REAL NOT NULL,
-    avg_entry_price REAL NOT NULL,
-    PRIMARY KEY (account_id, symbol)
-);
-"""
-
-
-@dataclass(frozen=True)
-class SimFill:
-    """One fill: ``price`` includes the half-spread and the impact; ``commission`` is charged to cash on top."""
-
-    broker_id: str
-    client_order_id: str
-    session: dt.date
-    symbol: str
-    side: Literal["buy", "sell"]
-    quantity: float
-    price: float
-    commission: float
-
-    @property
-    def cash_flow(self) -> float:
-        """The change in cash, in account currency."""
-        traded = self.quantity * self.price
-        return (-traded if self.side == "buy" else traded) - self.commission
 
 
 @dataclass
@@ -200,10 +121,10 @@ class SimBroker:
         if not account_id:
             raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
         self.db_path, self.account_id, self.name = Path(db_path), account_id, name
-        self.starting_cash, self.costs = float(starting_cash), _cost_model(costs, cost_bps, spread_bps)
+        self.starting_cash, self.costs = float(starting_cash), cost_model(costs, cost_bps, spread_bps)
         self.cost_bps, self.spread_bps = self.costs.commission_bps, self.costs.spread_bps
         self.allow_short = bool(allow_short)
-        close = _close_frame(prices)
+        close = close_frame(prices)
         impact = self.costs.impact_coefficient
         if impact and "volume" not in prices.columns.get_level_values(0):
             raise ValueError(f"impact_coefficient={impact} needs a volume field in prices (the average traded "
@@ -215,6 +136,7 @@ class SimBroker:
         self._close = close.to_numpy(dtype=float)
         self._mark = close.ffill().to_numpy(dtype=float)  # a holding whose prices ended keeps its last close
         self._faults: list[_Fault] = []
+        self._store = SimStore(self.db_path, account_id)
         self._open_account(start)
 
     @property
@@ -225,15 +147,7 @@ class SimBroker:
     @staticmethod
     def stored_account(db_path: str | Path, account_id: str) -> dict | None:
         """The settings and sim date of an account already in ``db_path`` (None if there is none)."""
-        if not Path(db_path).is_file():
-            return None
-        with closing(sqlite3.connect(db_path, timeout=LOCK_TIMEOUT_SECONDS)) as conn:
-            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sim_accounts'").fetchone():
-                return None
-            cursor = conn.execute("SELECT * FROM sim_accounts WHERE account_id = ?", (account_id,))
-            row = cursor.fetchone()
-            columns = [c[0] for c in cursor.description]
-        return {**dict.fromkeys(_ADDED_SETTINGS, 0.0), **dict(zip(columns, row))} if row else None
+        return stored_account(db_path, account_id)
 
     # -- the Broker interface ------------------------------------------------------------
 
@@ -252,7 +166,7 @@ class SimBroker:
 
     def open_orders(self) -> list[BrokerOrder]:
         """Orders not yet filled, canceled or expired, in submission order."""
-        return self._guarded("open_orders", lambda: self._orders(f"AND status IN {_OPEN}"))
+        return self._guarded("open_orders", lambda: self._store.read_only(self._store.open_orders))
 
     def submit_order(self, symbol: str, side: Literal["buy", "sell"], quantity: float,
                      client_order_id: str) -> BrokerOrder:
@@ -275,7 +189,7 @@ class SimBroker:
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         """The account's order with this client_order_id, whatever its status, or None."""
-        return self._guarded("order_by_client_id", lambda: self._order_by_client_id(client_order_id))
+        return self._guarded("order_by_client_id", lambda: self._store.read_only(self._store.order_by_client_id, client_order_id))
 
     def cancel_order(self, broker_id: str) -> None:
         """Cancel an open order; an unknown, filled, canceled or expired one raises `OrderRejected`."""
@@ -286,8 +200,7 @@ class SimBroker:
     @property
     def sim_date(self) -> pd.Timestamp:
         """The session at whose close the sim stands."""
-        with self._read() as conn:
-            return self._sessions[self._sim_row(conn)]
+        return self._sessions[self._store.read_only(self._sim_row)]
 
     def advance_to(self, session_date: str | dt.date) -> pd.Timestamp:
         """Move the sim to the close of ``session_date``, filling the open orders at the close of
@@ -301,7 +214,7 @@ class SimBroker:
             if ``session_date`` is not a session of the price index or is before the sim date.
         """
         target = self._session_row(session_date)
-        with self._write() as conn:
+        with self._store.write() as conn:
             current = self._sim_row(conn)
             if target < current:
                 raise ValueError(f"session_date {self._day(target)} is before the sim date {self._day(current)}; "
@@ -311,8 +224,7 @@ class SimBroker:
                 if row == current + 1:
                     self._fill_open_orders(conn, row)
             if target > current:
-                conn.execute("UPDATE sim_accounts SET sim_date = ? WHERE account_id = ?",
-                             (self._day(target), self.account_id))
+                self._store.set_sim_date(conn, self._day(target))
         return self._sessions[target]
 
     def step(self) -> pd.Timestamp:
@@ -323,8 +235,7 @@ class SimBroker:
         ValueError
             if the sim date is the last session of the price history.
         """
-        with self._read() as conn:
-            row = self._sim_row(conn)
+        row = self._store.read_only(self._sim_row)
         if row + 1 >= len(self._sessions):
             raise ValueError(f"the sim date {self._day(row)} is the last session of the price history; "
                              "load prices that reach further to continue.")
@@ -332,21 +243,15 @@ class SimBroker:
 
     def orders(self) -> list[BrokerOrder]:
         """Every order of the account, in submission order."""
-        return self._orders("")
+        return self._store.read_only(self._store.orders)
 
     def order_reason(self, client_order_id: str) -> str | None:
         """Why an order was canceled or expired (None otherwise)."""
-        with self._read() as conn:
-            row = conn.execute("SELECT reason FROM sim_orders WHERE account_id = ? AND client_order_id = ?",
-                               (self.account_id, client_order_id)).fetchone()
-        return row[0] if row else None
+        return self._store.read_only(self._store.order_reason, client_order_id)
 
     def fills(self) -> list[SimFill]:
         """Every fill of the account, in the order they were applied to cash."""
-        with self._read() as conn:
-            rows = conn.execute("SELECT broker_id, client_order_id, session, symbol, side, quantity, price, commission "
-                                "FROM sim_fills WHERE account_id = ? ORDER BY fill_id", (self.account_id,)).fetchall()
-        return [SimFill(r[0], r[1], dt.date.fromisoformat(r[2]), *r[3:]) for r in rows]
+        return self._store.read_only(self._store.fills)
 
     def fail_next(self, error: type[BrokerError], times: int = 1, *, call: BrokerCall | None = None) -> None:
         """Make the next ``times`` broker calls (of ``call`` only, if given) raise ``error``.
@@ -382,31 +287,18 @@ class SimBroker:
                              "look the order up with order_by_client_id")
 
     def _open_account(self, start: str | dt.date | None) -> None:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
+        self._store.create_tables()
         first = 0 if start is None else int(self._sessions.searchsorted(pd.Timestamp(start)))
         if first >= len(self._sessions):
             raise ValueError(f"start {start} is after the last session of the prices ({self._day(-1)}); "
                              "choose an earlier start or load later prices.")
         settings = {"starting_cash": self.starting_cash, "cost_bps": self.cost_bps, "spread_bps": self.spread_bps,
-                    **{name: getattr(self.costs, name) for name in _ADDED_SETTINGS},
+                    **{name: getattr(self.costs, name) for name in ADDED_SETTINGS},
                     "allow_short": int(self.allow_short), "start_session": self._day(first)}
-        with self._write() as conn:
-            have = {column for _, column, *_ in conn.execute("PRAGMA table_info(sim_accounts)")}
-            for column in _ADDED_SETTINGS:
-                if column not in have:  # an account file of an earlier version: its costs had none of these
-                    conn.execute(f"ALTER TABLE sim_accounts ADD COLUMN {column} REAL NOT NULL DEFAULT 0")
-            conn.execute(f"INSERT OR IGNORE INTO sim_accounts (account_id, {', '.join(settings)}, sim_date, cash) "
-                         f"VALUES ({', '.join('?' * (len(settings) + 3))})",
-                         (self.account_id, *settings.values(), self._day(first), self.starting_cash))
-            stored = conn.execute(f"SELECT {', '.join(settings)} FROM sim_accounts WHERE account_id = ?",
-                                  (self.account_id,)).fetchone()
+        with self._store.write() as conn:
+            stored = self._store.open_account(conn, settings, self._day(first), self.starting_cash)
             self._sim_row(conn)  # the stored sim date must be a session of these prices
-            used = {symbol for (symbol,) in conn.execute(
-                f"SELECT symbol FROM sim_positions WHERE account_id = ?1 UNION SELECT symbol FROM sim_orders "
-                f"WHERE account_id = ?1 AND status IN {_OPEN}", (self.account_id,))}
+            used = self._store.symbols_in_use(conn)
             if used - set(self._column):
                 raise ValueError(f"account {self.account_id!r} holds or has open orders in {sorted(used - set(self._column))}, "
                                  "which the prices lack; pass prices that include them.")
@@ -416,32 +308,31 @@ class SimBroker:
                                  f"{wanted!r}. Pass the stored value, or use a new account_id for other settings.")
 
     def _clock(self) -> Clock:
-        with self._read() as conn:
-            row = self._sim_row(conn)
+        row = self._store.read_only(self._sim_row)
         is_open = row + 1 < len(self._sessions)
         following = self._sessions[row + 1] if is_open else self._sessions[row] + pd.offsets.BDay(1)
-        return Clock(now=_at(self._sessions[row], SESSION_CLOSE), is_open=is_open,
-                     next_open=_at(following, SESSION_OPEN), next_close=_at(following, SESSION_CLOSE))
+        return Clock(now=exchange_time(self._sessions[row], SESSION_CLOSE), is_open=is_open,
+                     next_open=exchange_time(following, SESSION_OPEN), next_close=exchange_time(following, SESSION_CLOSE))
 
     def _account(self) -> Account:
-        with self._read() as conn:
+        with self._store.read() as conn:
             row = self._sim_row(conn)
-            cash = self._cash(conn)
+            cash = self._store.cash(conn)
             buying_power = self._buying_power(conn, row)
-            held = self._held(conn)
+            held = self._store.held(conn)
         equity = cash + sum(quantity * self._mark[row, self._column[s]] for s, (quantity, _) in held.items())
         return Account(equity=equity, cash=cash, buying_power=buying_power)
 
     def _positions(self) -> dict[str, Position]:
-        with self._read() as conn:
+        with self._store.read() as conn:
             row = self._sim_row(conn)
-            held = self._held(conn)
+            held = self._store.held(conn)
         return {s: Position(s, quantity, avg, quantity * self._mark[row, self._column[s]])
                 for s, (quantity, avg) in held.items()}
 
     def _submit(self, symbol: str, side: str, quantity: float, client_order_id: str) -> BrokerOrder:
-        with self._write() as conn:
-            if self._order_by_client_id(client_order_id, conn) is not None:
+        with self._store.write() as conn:
+            if self._store.order_by_client_id(conn, client_order_id) is not None:
                 raise DuplicateClientOrderId(f"client_order_id {client_order_id!r} was already used by an order of "
                                              f"account {self.account_id!r}; look it up with order_by_client_id.")
             row = self._sim_row(conn)
@@ -454,17 +345,12 @@ class SimBroker:
                         f"buy of {quantity:g} {symbol} costs {cost:,.2f} at the {self._day(row)} close ({close:g}) with "
                         f"costs; buying power is {buying_power:,.2f}. Lower the quantity or sell first.")
             elif not self.allow_short:
-                available = self._held(conn).get(symbol, (0.0, 0.0))[0] - self._open_sells(conn, symbol)
+                available = self._store.held(conn).get(symbol, (0.0, 0.0))[0] - self._store.open_sells(conn, symbol)
                 if quantity > available + QUANTITY_TOLERANCE:
                     raise OrderRejected(f"sell of {quantity:g} {symbol} exceeds the {available:g} shares held less open "
                                         "sells; the sim does not short unless allow_short=True.")
-            seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sim_orders WHERE account_id = ?",
-                               (self.account_id,)).fetchone()[0]
-            conn.execute("INSERT INTO sim_orders (account_id, seq, broker_id, client_order_id, symbol, side, quantity, "
-                         "status, submitted_session) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?)",
-                         (self.account_id, seq, f"{self.account_id}-{seq:08d}", client_order_id, symbol, side,
-                          float(quantity), self._day(row)))
-            return self._order_by_client_id(client_order_id, conn)
+            self._store.add_order(conn, symbol, side, quantity, client_order_id, self._day(row))
+            return self._store.order_by_client_id(conn, client_order_id)
 
     def _check_order(self, symbol: str, side: str, quantity: float, row: int) -> float:
         """The sim date's close of ``symbol``, if the order can be accepted at all."""
@@ -490,25 +376,22 @@ class SimBroker:
         return float(close)
 
     def _cancel(self, broker_id: str) -> None:
-        with self._write() as conn:
-            found = conn.execute("SELECT status FROM sim_orders WHERE account_id = ? AND broker_id = ?",
-                                 (self.account_id, broker_id)).fetchone()
-            if found is None:
+        with self._store.write() as conn:
+            status = self._store.order_status(conn, broker_id)
+            if status is None:
                 raise OrderRejected(f"account {self.account_id!r} has no order with broker_id {broker_id!r}.")
-            if found[0] not in OPEN_STATUSES:
-                raise OrderRejected(f"order {broker_id} is {found[0]}; only an open order can be canceled.")
-            self._close_order(conn, broker_id, "canceled", "canceled by the client")
+            if status not in OPEN_STATUSES:
+                raise OrderRejected(f"order {broker_id} is {status}; only an open order can be canceled.")
+            self._store.close_order(conn, broker_id, "canceled", "canceled by the client")
 
     def _fill_open_orders(self, conn: sqlite3.Connection, row: int) -> None:
         """Fill every open order at the close of session ``row``, in submission order."""
         spread = self.spread_bps / 1e4
         traded = dict.fromkeys(self._symbols, 0.0)  # value traded at this close so far: impact is on the sum
-        pending = conn.execute(f"SELECT broker_id, client_order_id, symbol, side, quantity FROM sim_orders "
-                               f"WHERE account_id = ? AND status IN {_OPEN} ORDER BY seq", (self.account_id,)).fetchall()
-        for broker_id, client_order_id, symbol, side, quantity in pending:
+        for broker_id, client_order_id, symbol, side, quantity in self._store.open_order_rows(conn):
             close = self._close[row, self._column[symbol]]
             if not np.isfinite(close):
-                self._close_order(conn, broker_id, "expired", f"{symbol} has no close on {self._day(row)}, its fill session")
+                self._store.close_order(conn, broker_id, "expired", f"{symbol} has no close on {self._day(row)}, its fill session")
                 continue
             sign, value = (1.0 if side == "buy" else -1.0), quantity * close
             impact = self._impact(row, symbol, traded[symbol] + value) - self._impact(row, symbol, traded[symbol])
@@ -516,15 +399,7 @@ class SimBroker:
             fill = SimFill(broker_id, client_order_id, self._sessions[row].date(), symbol, side, quantity,
                            price=float(close * (1.0 + sign * spread) + sign * impact / quantity),
                            commission=float(self.cost_bps / 1e4 * quantity * close))
-            conn.execute("INSERT INTO sim_fills (account_id, broker_id, client_order_id, session, symbol, side, quantity, "
-                         "price, commission) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (self.account_id, broker_id, client_order_id, self._day(row), symbol, side, quantity,
-                          fill.price, fill.commission))
-            conn.execute("UPDATE sim_accounts SET cash = ? WHERE account_id = ?",
-                         (self._cash(conn) + fill.cash_flow, self.account_id))
-            self._move_position(conn, symbol, sign * quantity, fill.price)
-            conn.execute("UPDATE sim_orders SET status = 'filled', filled_quantity = quantity, filled_avg_price = ? "
-                         "WHERE account_id = ? AND broker_id = ?", (fill.price, self.account_id, broker_id))
+            self._store.book_fill(conn, fill)
 
     def _accrue(self, conn: sqlite3.Connection, row: int) -> None:
         """Session ``row``'s interest on the previous close's cash and borrow fee on its short value."""
@@ -532,32 +407,14 @@ class SimBroker:
         if cash_rate == 0.0 and borrow_rate == 0.0:
             return
         short = sum(-quantity * self._mark[row - 1, self._column[symbol]]
-                    for symbol, (quantity, _) in self._held(conn).items() if quantity < 0)
-        conn.execute("UPDATE sim_accounts SET cash = ? WHERE account_id = ?",
-                     ((1.0 + cash_rate) * self._cash(conn) - borrow_rate * short, self.account_id))
-
-    def _move_position(self, conn: sqlite3.Connection, symbol: str, change: float, price: float) -> None:
-        quantity, avg = self._held(conn).get(symbol, (0.0, 0.0))
-        new = quantity + change
-        if abs(new) <= QUANTITY_TOLERANCE:
-            conn.execute("DELETE FROM sim_positions WHERE account_id = ? AND symbol = ?", (self.account_id, symbol))
-            return
-        if quantity == 0.0 or (quantity > 0) != (new > 0):
-            avg = price  # opened, or turned from long to short or back
-        elif abs(new) > abs(quantity):
-            avg = (quantity * avg + change * price) / new
-        conn.execute("INSERT OR REPLACE INTO sim_positions VALUES (?, ?, ?, ?)", (self.account_id, symbol, new, avg))
-
-    def _close_order(self, conn: sqlite3.Connection, broker_id: str, status: str, reason: str) -> None:
-        conn.execute("UPDATE sim_orders SET status = ?, reason = ? WHERE account_id = ? AND broker_id = ?",
-                     (status, reason, self.account_id, broker_id))
+                    for symbol, (quantity, _) in self._store.held(conn).items() if quantity < 0)
+        self._store.set_cash(conn, (1.0 + cash_rate) * self._store.cash(conn) - borrow_rate * short)
 
     def _buying_power(self, conn: sqlite3.Connection, row: int) -> float:
         """Cash, plus open sells' proceeds on shares held, less open buys' cost, at ``row``'s close with costs."""
-        power = self._cash(conn)
-        unsold = {s: max(quantity, 0.0) for s, (quantity, _) in self._held(conn).items()}
-        for symbol, side, quantity in conn.execute(f"SELECT symbol, side, quantity FROM sim_orders WHERE account_id = ? "
-                                                   f"AND status IN {_OPEN} ORDER BY seq", (self.account_id,)):
+        power = self._store.cash(conn)
+        unsold = {s: max(quantity, 0.0) for s, (quantity, _) in self._store.held(conn).items()}
+        for _, _, symbol, side, quantity in self._store.open_order_rows(conn):
             mark = self._mark[row, self._column[symbol]]
             if side == "buy":
                 power -= quantity * mark * (1.0 + self._cost_rate(row, symbol, quantity * mark))
@@ -579,21 +436,8 @@ class SimBroker:
         return float(impact_rate(self.costs.impact_coefficient, self._daily_vol[row, column], value,
                                  self._adv_value[row, column]) * value)
 
-    def _open_sells(self, conn: sqlite3.Connection, symbol: str) -> float:
-        return conn.execute(f"SELECT COALESCE(SUM(quantity), 0) FROM sim_orders WHERE account_id = ? AND symbol = ? "
-                            f"AND side = 'sell' AND status IN {_OPEN}", (self.account_id, symbol)).fetchone()[0]
-
-    def _held(self, conn: sqlite3.Connection) -> dict[str, tuple[float, float]]:
-        rows = conn.execute("SELECT symbol, quantity, avg_entry_price FROM sim_positions WHERE account_id = ? "
-                            "ORDER BY symbol", (self.account_id,))
-        return {symbol: (quantity, avg) for symbol, quantity, avg in rows}
-
-    def _cash(self, conn: sqlite3.Connection) -> float:
-        return conn.execute("SELECT cash FROM sim_accounts WHERE account_id = ?", (self.account_id,)).fetchone()[0]
-
     def _sim_row(self, conn: sqlite3.Connection) -> int:
-        (day,) = conn.execute("SELECT sim_date FROM sim_accounts WHERE account_id = ?", (self.account_id,)).fetchone()
-        return self._session_row(day, what=f"the stored sim date of account {self.account_id!r}")
+        return self._session_row(self._store.sim_date(conn), what=f"the stored sim date of account {self.account_id!r}")
 
     def _session_row(self, day: str | dt.date, what: str = "session_date") -> int:
         stamp = pd.Timestamp(day).normalize()
@@ -607,83 +451,3 @@ class SimBroker:
 
     def _day(self, row: int) -> str:
         return f"{self._sessions[row]:%Y-%m-%d}"
-
-    def _orders(self, where: str) -> list[BrokerOrder]:
-        with self._read() as conn:
-            rows = conn.execute(f"SELECT {_ORDER_COLUMNS} FROM sim_orders WHERE account_id = ? {where} ORDER BY seq",
-                                (self.account_id,)).fetchall()
-        return [_order(row) for row in rows]
-
-    def _order_by_client_id(self, client_order_id: str, conn: sqlite3.Connection | None = None) -> BrokerOrder | None:
-        if conn is None:
-            with self._read() as conn:
-                return self._order_by_client_id(client_order_id, conn)
-        row = conn.execute(f"SELECT {_ORDER_COLUMNS} FROM sim_orders WHERE account_id = ? AND client_order_id = ?",
-                           (self.account_id, client_order_id)).fetchone()
-        return _order(row) if row else None
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.db_path, timeout=LOCK_TIMEOUT_SECONDS, isolation_level=None)
-
-    def _write(self):
-        """One write transaction: committed whole when the block succeeds, else rolled back."""
-        return self._transaction("BEGIN IMMEDIATE")
-
-    def _read(self):
-        """A read transaction: every query in the block sees the same state."""
-        return self._transaction("BEGIN")
-
-    @contextmanager
-    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        conn = self._connect()
-        try:
-            conn.execute(begin)
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-        finally:
-            conn.close()
-
-
-def _order(row: tuple) -> BrokerOrder:
-    broker_id, client_order_id, symbol, side, quantity, status, filled_quantity, filled_avg_price, session = row
-    return BrokerOrder(client_order_id=client_order_id, broker_id=broker_id, symbol=symbol, side=side,
-                       quantity=quantity, status=status, filled_quantity=filled_quantity,
-                       filled_avg_price=filled_avg_price, submitted_at=_at(pd.Timestamp(session), SESSION_CLOSE))
-
-
-def _at(session: pd.Timestamp, time: dt.time) -> dt.datetime:
-    return dt.datetime.combine(session.date(), time, tzinfo=EXCHANGE_TZ)
-
-
-def _cost_model(costs: CostModel | None, cost_bps: float | None, spread_bps: float | None) -> CostModel:
-    """The account's cost model, from ``costs`` or the older ``cost_bps`` and ``spread_bps`` keywords."""
-    if costs is not None:
-        if not isinstance(costs, CostModel):
-            raise ValueError(f"costs must be a research_lib.backtest.CostModel (got {type(costs).__name__}); build "
-                             "it with CostModel(...) or CostModel.from_backtest_kwargs(config.backtest.model()).")
-        if cost_bps is not None or spread_bps is not None:
-            raise ValueError("pass the costs either as costs=CostModel(...) or as cost_bps/spread_bps, not both; "
-                             "put commission_bps and spread_bps in the CostModel.")
-        return costs
-    cost_bps, spread_bps = 10.0 if cost_bps is None else cost_bps, 0.0 if spread_bps is None else spread_bps
-    for label, value in (("cost_bps", cost_bps), ("spread_bps", spread_bps)):
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"{label} must be finite and >= 0 (got {value}).")
-    return CostModel(commission_bps=float(cost_bps), spread_bps=float(spread_bps))
-
-
-def _close_frame(prices: pd.DataFrame) -> pd.DataFrame:
-    if not (isinstance(prices.columns, pd.MultiIndex) and "close" in prices.columns.get_level_values(0)):
-        raise ValueError("prices must be the canonical frame, columns (field, symbol) with a 'close' field; "
-                         "build it with research_lib.data.load_prices or canonical_frame.")
-    close = prices["close"]
-    if not (isinstance(close.index, pd.DatetimeIndex) and close.index.is_monotonic_increasing and close.index.is_unique):
-        raise ValueError("prices must be indexed by sorted, unique session dates (a DatetimeIndex); "
-                         "sort them with prices.sort_index() and drop repeated dates.")
-    if close.empty or close.isna().all().all():
-        raise ValueError("prices have no close at all; the sim needs at least one session with a close.")
-    return close
