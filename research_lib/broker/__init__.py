@@ -1,4 +1,5 @@
-"""Brokers: one interface (`Broker`), the offline simulated broker and Alpaca (issue 7, in progress)."""
+"""Brokers: one interface (`Broker`), the offline simulated broker (the backtest's cost model, fill by fill)
+and Alpaca's paper API through alpaca-py."""
 
 from research_lib.broker._base import (MAX_CLIENT_ORDER_ID, OPEN_STATUSES, Account, Broker, BrokerError, BrokerOrder,
                                        BrokerUnavailable, Clock, DuplicateClientOrderId, InsufficientBuyingPower,
