@@ -9,7 +9,10 @@ Conventions, stated once for every module:
 - Anything computed for date ``t`` uses only data known at the close of ``t``.
 """
 
+from research_lib import _moved
 from research_lib.errors import ConfigError, DataValidationError, SpartanError
+
+_moved.install()  # old module names (before issue 14) still import, with a DeprecationWarning
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,8 @@ from research_lib.data import DataSource, calendar_error
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
-from research_lib.portfolio import (DEFAULT_RISK_LIMITS, PortfolioConfig, RebalanceFrequency, StrategyConfig)
+from research_lib.portfolio import (DEFAULT_RISK_LIMITS, CircuitBreakerConfig, PortfolioConfig, RebalanceFrequency,
+                                    StrategyConfig, VolTargetConfig)
 from research_lib.risk import RiskLimits
 from research_lib.signals import MLConfig
 
@@ -295,3 +296,10 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
 
 def _describe(err: ValidationError, path: Path) -> str:
     return describe_errors(err, f"Invalid parameters in {path} (after inherits and overrides):", RunConfig)
+
+
+# The run's parameters and every section of them, wherever the section is defined (a section used
+# by one package lives in it: PortfolioConfig in portfolio/, RiskLimits in risk/, MLConfig in signals/).
+__all__ = ["DEFAULT_RISK_LIMITS", "BacktestConfig", "CircuitBreakerConfig", "DataConfig", "FeaturesConfig", "LLMConfig",
+           "MLConfig", "ModelPrice", "PaperConfig", "PortfolioConfig", "ReportConfig", "RiskLimits", "RunConfig",
+           "StrategyConfig", "VolTargetConfig", "load_config", "save_config"]

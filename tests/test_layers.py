@@ -19,7 +19,7 @@ MAX_LINES = 500
 
 # Each floor may import its own floor and the floors below it (ARCHITECTURE.md, "Layers").
 FLOORS: list[tuple[str, ...]] = [
-    ("errors", "units", "paths", "_io", "_lazy", "params", "_kernel_guard"),  # the bottom floor
+    ("errors", "units", "paths", "_io", "_lazy", "_moved", "params", "_kernel_guard"),  # the bottom floor
     ("logs", "env", "alerts"),                                           # services every floor may call
     ("data",),
     ("features", "backtest", "plots"),
@@ -130,3 +130,34 @@ def test_no_import_loops():
 def test_no_module_is_over_500_lines(path):
     lines = len(path.read_text().splitlines())
     assert lines <= MAX_LINES, f"{_rel(path)} has {lines} lines; split it by job (at most {MAX_LINES})"
+
+
+def test_old_module_names_still_import_with_a_warning_naming_the_new_home():
+    """Users' notebooks written before issue 14 keep working while they move their imports."""
+    import importlib
+    import sys
+
+    from research_lib._moved import MOVED
+    from research_lib.validation import metrics
+
+    for old, new in MOVED.items():
+        sys.modules.pop(old, None)
+        with pytest.warns(DeprecationWarning, match=f"{old} moved to {new}"):
+            module = importlib.import_module(old)
+        assert all(getattr(module, name) is getattr(importlib.import_module(new), name) for name in module.__all__)
+    assert importlib.import_module("research_lib.metrics").sharpe_ratio is metrics.sharpe_ratio
+
+
+def test_the_removed_run_module_says_what_replaced_it():
+    with pytest.raises(ModuleNotFoundError, match=r"research_lib.run was replaced by research_lib.stages: .*RunFolder.open"):
+        import research_lib.run  # noqa: F401
+
+
+def test_names_that_left_trading_say_where_they_went():
+    import research_lib.trading as trading
+    from research_lib.validation import promotion
+
+    with pytest.warns(DeprecationWarning, match="moved to research_lib.validation.promotion.load_promoted"):
+        assert trading.load_promoted is promotion.load_promoted
+    with pytest.raises(AttributeError, match="trade_session moved to research_lib.stages.paper.trade_session"):
+        trading.trade_session

@@ -104,3 +104,52 @@ def test_a_half_written_artifact_is_never_read_as_fresh(price_file, tmp_path, fe
     # a parquet whose record names other inputs or another key is not fresh either
     record.write_text('{"config_key": "0000000000000000", "rows": 1, "inputs": {}}')
     assert not folder_for(price_file, run_dir).is_fresh("features")
+
+
+def test_a_price_file_edited_while_a_folder_is_open_never_leaves_stale_artifacts_fresh(price_file, tmp_path):
+    """What a folder read before the edit is saved under the key it was read with: a folder opened
+    after the edit remakes it from the new prices (as a Lab user re-running a cell expects)."""
+    run_dir = tmp_path / "run"
+    folder = folder_for(price_file, run_dir)
+    folder.prices
+    edited = pd.read_csv(price_file, index_col="date")
+    edited["AAA"] *= 1.5
+    edited.to_csv(price_file)
+    folder.features  # made from the prices this folder read, before the edit
+    later = folder_for(price_file, run_dir)
+    assert not later.is_fresh("prices") and not later.is_fresh("features")
+    assert later.prices["close"]["AAA"].iloc[-1] == pytest.approx(11 * 1.5)
+    later.features
+    assert later.is_fresh("features") and later.provenance("features")["config_key"] == later.key("features")
+    assert folder.key("features") != later.key("features"), "keys are taken with the file as it was when each folder was made"
+
+
+def test_unknown_names_and_a_run_dir_that_is_a_file_are_refused_with_the_fix(price_file, tmp_path):
+    folder = folder_for(price_file, tmp_path / "run")
+    for call in (lambda: folder.get("weight"), lambda: folder.key("weight"), lambda: folder.provenance("weight"),
+                 lambda: folder.save("weight", pd.DataFrame())):
+        with pytest.raises(ConfigError, match=r"'weight' is not an artifact of a run folder; known: .*Did you mean 'weights'"):
+            call()
+    with pytest.raises(ConfigError, match=r"'mll' is not a report .*Did you mean 'ml'"):
+        folder.report("mll")
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("")
+    for run_dir in (a_file, None):
+        with pytest.raises(ConfigError, match="is not a folder"):
+            RunFolder(folder.config, run_dir)
+
+
+def test_a_backtest_a_notebook_adds_is_a_trial_of_its_strategy_section(price_file, tmp_path):
+    from research_lib.backtest import run_backtest
+    from research_lib.stages import run_trials
+    from research_lib.stages.strategies import strategy
+
+    folder = folder_for(price_file, tmp_path / "run")
+    close = folder.prices["close"][["AAA", "BBB"]]
+    mine = pd.DataFrame(0.5, index=close.index[[5, 15]], columns=close.columns)
+    trials = run_trials(folder, {"mine": run_backtest(mine, folder.prices, **folder.config.backtest_model())})
+    params, returns = trials["mine"]
+    assert params["strategy"]["name"] == "mine" and set(params) == {"data", "backtest", "strategy"}
+    assert len(returns) > 0
+    with pytest.raises(ValueError, match=r"strategy 'momentum' is not in the table; known: .*Did you mean"):
+        strategy("momentum")

@@ -1,8 +1,15 @@
 """Report writers: the quantstats tearsheet, metrics.json, the paper-session report
 (``paper``: a traded session's cycle.json and summary.html) and the reports/index.html dashboard
-(``index``, its paper-trading section in ``dashboard_paper``)."""
+(``index``, its paper-trading section in ``dashboard_paper``).
 
-from research_lib.reports.index import build_index, collect_runs
-from research_lib.reports.tearsheet import write_metrics, write_tearsheet
+Names load on first use, so a research stage writing its validation page does not load the
+dashboard's trading and broker code.
+"""
 
-__all__ = ["build_index", "collect_runs", "write_metrics", "write_tearsheet"]
+from research_lib._lazy import lazy_exports
+
+_WHERE = {"build_index": "index", "collect_runs": "index", "write_metrics": "tearsheet", "write_tearsheet": "tearsheet"}
+
+__all__ = sorted(_WHERE)
+
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -87,8 +87,8 @@ def run_trials(folder: RunFolder, results: dict[str, BacktestResult]) -> dict:
     dumped = config.model_dump(mode="json")
     common = {"data": dumped["data"], "backtest": dumped["backtest"]}
     trials = {}
-    for name, result in results.items():
-        params = {s: dumped[s] for s in STRATEGIES[name].sections}
+    for name, result in results.items():  # a backtest a notebook added is a trial of its strategy section
+        params = {s: dumped[s] for s in (STRATEGIES[name].sections if name in STRATEGIES else ("strategy",))}
         params["strategy"] = {**params["strategy"], "name": name}
         trials[name] = ({**common, **params}, result.returns)
     close = prices["close"][config.tradable(prices["close"].columns)]

@@ -23,6 +23,7 @@ from research_lib.config import RunConfig, load_config
 from research_lib.data import sha256_of
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError
+from research_lib.params import did_you_mean
 
 Producer = Callable[["RunFolder"], pd.DataFrame]
 Reader = Callable[[Path, RunConfig], pd.DataFrame]
@@ -65,18 +66,27 @@ def produces(name: str, read: Reader | None = None) -> Callable[[Producer], Prod
     return register
 
 
-def config_key(config: RunConfig, sections: tuple[str, ...]) -> str:
+def config_key(config: RunConfig, sections: tuple[str, ...], data_file_sha256: str | None = None) -> str:
     """A short hash of the named parameter sections; with ``data``, of the user's price file too
-    (``data.source: file``), so that every artifact made from it is made again once it is edited."""
+    (``data.source: file``), so that every artifact made from it is made again once it is edited.
+    ``data_file_sha256``: that file's hash when the caller took it already (`data_file_hash`)."""
     dumped = config.model_dump(mode="json")
     named = {s: dumped[s] for s in sections}
     if "data" in sections and config.data.source == "file" and config.data.path:
-        try:
-            named["data_file_sha256"] = sha256_of(Path(config.data.path))
-        except OSError:  # missing or unreadable: never fresh, and the load says why
-            named["data_file_sha256"] = None
+        named["data_file_sha256"] = data_file_sha256 or data_file_hash(config)
     payload = json.dumps(named, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def data_file_hash(config: RunConfig) -> str | None:
+    """The sha256 of the user's price file (``data.source: file``); None when there is none or it
+    cannot be read (then nothing made from it is fresh, and the load says why)."""
+    if config.data.source != "file" or not config.data.path:
+        return None
+    try:
+        return sha256_of(Path(config.data.path))
+    except OSError:
+        return None
 
 
 class RunFolder:
@@ -90,8 +100,15 @@ class RunFolder:
         if not isinstance(config, RunConfig):
             raise ConfigError(f"a run folder needs validated parameters (a RunConfig), not {type(config).__name__}; "
                               "open it with RunFolder.open(config_path, run_dir)")
+        if not isinstance(run_dir, (str, Path)) or (Path(run_dir).exists() and not Path(run_dir).is_dir()):
+            raise ConfigError(f"run_dir {run_dir!r} is not a folder; pass the path of a run folder "
+                              "(it is created if missing), e.g. reports/lab")
         self.config = config
         self.run_dir = Path(run_dir)
+        # The keys are taken once, with the user's price file as it is now: what this folder reads
+        # afterwards is at least as new, so nothing older is ever saved under a newer file's key.
+        file_hash = data_file_hash(config)
+        self._keys = {name: config_key(config, spec.sections, file_hash) for name, spec in ARTIFACTS.items()}
         self._frames: dict[str, pd.DataFrame] = {}
         self._reports: dict[str, dict | None] = {}
         self._memo: dict[str, Any] = {}
@@ -114,6 +131,7 @@ class RunFolder:
 
     def get(self, name: str) -> pd.DataFrame:
         """Artifact ``name``: read if fresh, else made by its stage (which saves it)."""
+        _check_name(name, ARTIFACTS, "artifact")
         if name not in self._frames:
             if self.is_fresh(name):
                 self._frames[name] = _READERS.get(name, _read_parquet)(self.path(name), self.config)
@@ -129,8 +147,11 @@ class RunFolder:
         return self.run_dir / file
 
     def key(self, name: str) -> str:
-        """The freshness key artifact ``name`` has under this folder's parameters."""
-        return config_key(self.config, ARTIFACTS[name].sections)
+        """The freshness key artifact ``name`` has under this folder's parameters and the user's
+        price file as it was when the folder was made (a folder made after an edit of the file
+        finds what was made before it stale)."""
+        _check_name(name, ARTIFACTS, "artifact")
+        return self._keys[name]
 
     def input_hashes(self, name: str) -> dict[str, str | None]:
         paths = [self.path(i) for i in ARTIFACTS[name].inputs]
@@ -145,6 +166,7 @@ class RunFolder:
 
     def save(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Write artifact ``name`` and then its record; what was read from the folder is forgotten."""
+        _check_name(name, ARTIFACTS, "artifact")
         path = self.path(name)
         path.with_suffix(".json").unlink(missing_ok=True)  # never a new frame beside an old record
         write_parquet(frame, path)
@@ -158,6 +180,7 @@ class RunFolder:
     def provenance(self, name: str) -> dict:
         """Where artifact ``name`` came from: its stored key and inputs, the sections it reads, and
         whether it is fresh under this folder's parameters."""
+        _check_name(name, ARTIFACTS, "artifact")
         spec, record = ARTIFACTS[name], read_json(self.path(name).with_suffix(".json")) or {}
         return {"artifact": name, "file": spec.file, "config_key": record.get("config_key"),
                 "sections": list(spec.sections), "upstream": list(spec.inputs),
@@ -167,11 +190,13 @@ class RunFolder:
 
     def report(self, name: str) -> dict | None:
         """A stage's JSON report (``ml``, ``llm``, ``portfolio``), read once."""
+        _check_name(name, REPORTS, "report")
         if name not in self._reports:
             self._reports[name] = read_json(self.path(name))
         return self._reports[name]
 
     def write_report(self, name: str, payload: dict) -> dict:
+        _check_name(name, REPORTS, "report")
         write_json(self.path(name), payload)
         self._reports[name] = payload
         return payload
@@ -181,6 +206,11 @@ class RunFolder:
         if name not in self._memo:
             self._memo[name] = compute()
         return self._memo[name]
+
+
+def _check_name(name: str, known: dict, what: str) -> None:
+    if name not in known:
+        raise ConfigError(f"{name!r} is not {'an' if what[0] in 'aeiou' else 'a'} {what} of a run folder; known: {sorted(known)}.{did_you_mean(name, known)}")
 
 
 def _read_parquet(path: Path, config: RunConfig) -> pd.DataFrame:

@@ -12,11 +12,12 @@ from typing import Callable
 import pandas as pd
 
 from research_lib.config import RunConfig
+from research_lib.params import did_you_mean
 from research_lib.portfolio import baseline_weights
 from research_lib.stages.folder import RunFolder
 from research_lib.validation.evidence import analyst_is_claude
 
-__all__ = ["LLM_SIGNAL", "MOMENTUM", "STRATEGIES", "Strategy", "judged_after_cutoff", "rule_weights"]
+__all__ = ["LLM_SIGNAL", "MOMENTUM", "STRATEGIES", "Strategy", "judged_after_cutoff", "rule_weights", "strategy"]
 
 MOMENTUM, LLM_SIGNAL = "momentum_12_1", "llm_signal"
 
@@ -79,10 +80,19 @@ STRATEGIES: dict[str, Strategy] = {
 
 def rule_weights(folder: RunFolder, name: str | None = None) -> pd.DataFrame:
     """The target weights of strategy ``name`` (default: the configured one) from its table row."""
-    return STRATEGIES[name or folder.config.strategy.name].weights(folder)
+    return strategy(name or folder.config.strategy.name).weights(folder)
+
+
+def strategy(name: str) -> Strategy:
+    """The table's row for ``name``; an unknown name is refused with the known ones."""
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy {name!r} is not in the table; known: {sorted(STRATEGIES)}."
+                         f"{did_you_mean(name, STRATEGIES)}")
+    return STRATEGIES[name]
 
 
 def judged_after_cutoff(config: RunConfig, name: str, llm_report: dict | None) -> bool:
     """Whether strategy ``name`` is judged only after the model's knowledge cutoff: it trades on the
     analyst's views and the analyst was Claude (before its cutoff, Claude may remember the market)."""
-    return analyst_is_claude(llm_report) and STRATEGIES[name].on_views(config)
+    row = STRATEGIES.get(name)  # a notebook's own backtest is not in the table: it trades on no views
+    return analyst_is_claude(llm_report) and row is not None and row.on_views(config)

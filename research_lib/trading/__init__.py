@@ -16,6 +16,9 @@ the session's report is `research_lib.reports.paper`'s, and `research_lib.stages
 a session and writes its report. Nothing here imports the reports.
 """
 
+import warnings
+from importlib import import_module
+
 from research_lib.trading._cycle import CommandGone, CycleInputs, CycleReport, client_order_id, command_gone, run_cycle
 from research_lib.trading._errors import InvalidSession, ReportUnwritable, TradeLocked, TradeLockUnusable, TradingRefused
 from research_lib.trading._ledger import ALL_STRATEGIES, FINAL_STATUSES, INTERRUPTED, Intent, Ledger
@@ -35,3 +38,20 @@ __all__ = ["ALL_STRATEGIES", "CYCLE_FILE", "FINAL_STATUSES", "INTERRUPTED", "Com
            "report_rebuildable", "resolve_session", "resume", "run_cycle", "run_session", "session_cycle",
            "session_done", "session_refusal", "session_report_dir", "slippage", "status", "trade_lock",
            "traded_prices", "unreported_cycles"]
+
+# Names this package had before issue 14. The promoted record and the state database moved
+# below trading: they still resolve, with a DeprecationWarning. The session runner moved above it
+# (it also writes the report): asking for it here says where it is.
+_MOVED_DOWN = {**dict.fromkeys(("Promoted", "NotPromoted", "load_promoted", "promoted_names", "promoted_strategy"),
+                               "research_lib.validation.promotion"), "state_db": "research_lib.paths"}
+_MOVED_UP = dict.fromkeys(("trade_session", "plan_session", "SessionPlan", "finish_reports"), "research_lib.stages.paper")
+
+
+def __getattr__(name: str):
+    if name in _MOVED_DOWN:
+        warnings.warn(f"research_lib.trading.{name} moved to {_MOVED_DOWN[name]}.{name}; import it from there",
+                      DeprecationWarning, stacklevel=2)
+        return getattr(import_module(_MOVED_DOWN[name]), name)
+    if name in _MOVED_UP:
+        raise AttributeError(f"research_lib.trading.{name} moved to {_MOVED_UP[name]}.{name}; import it from there")
+    raise AttributeError(f"module 'research_lib.trading' has no attribute {name!r}")

@@ -144,13 +144,13 @@ def promote(run_dir: str | Path, override_reason: str | None = None, thresholds:
     validation = read_json(run_dir / VALIDATION_FILE)
     if manifest is None or validation is None:
         raise ConfigError(f"{run_dir} has no manifest.json and validation.json; pass a run folder made by "
-                          "`spartan run` whose 06_validate stage finished (reports/runs/<run_id>)")
+                          "`spartan run` whose 06_validate_strategy stage finished (reports/runs/<run_id>)")
     if manifest.get("status") != "succeeded":
         raise ConfigError(f"run {run_dir.name} is {manifest.get('status')!r}, not succeeded; promote a finished run")
     if validation.get("run_id") != manifest.get("run_id") or \
             (validation.get("provenance") or {}).get("params") != manifest.get("config"):
         raise ConfigError(f"{run_dir / VALIDATION_FILE} was not written by run {manifest.get('run_id')} with its "
-                          "parameters (was 06_validate re-run by hand in this folder?); re-run `spartan run`")
+                          "parameters (was 06_validate_strategy re-run by hand in this folder?); re-run `spartan run`")
     thresholds = thresholds or load_thresholds()
     criteria = evaluate_gate(validation["gate_stats"], thresholds)
     result = verdict(criteria)
