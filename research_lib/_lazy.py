@@ -8,10 +8,13 @@ from importlib import import_module
 from typing import Any, Callable
 
 
-def lazy_exports(package: str, where: dict[str, str]) -> Callable[[str], Any]:
+def lazy_exports(package: str, where: dict[str, str], submodules: tuple[str, ...] = ()) -> Callable[[str], Any]:
     """A module-level ``__getattr__`` for ``package``: name -> its value from the submodule
-    ``where[name]``, imported on first use and then kept in the package's namespace."""
+    ``where[name]`` (or a submodule itself, if named in ``submodules``), imported on first use and
+    then kept in the package's namespace."""
     def __getattr__(name: str) -> Any:
+        if name in submodules:
+            return import_module(f"{package}.{name}")
         if name not in where:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(import_module(f"{package}.{where[name]}"), name)

@@ -193,7 +193,7 @@ def _trade_planned(plan: SessionPlan) -> int:
     from research_lib.pipeline import PAPER_NOTEBOOK, execute_notebook, to_html
     from research_lib.reports import build_index
     from research_lib.reports.paper import CYCLE_FILE, SUMMARY_FILE
-    from research_lib.trading import describe_session, session_report_dir
+    from research_lib.trading import describe_session, legacy_cost_note, session_report_dir
 
     name, session, broker = plan.promoted.name, plan.session, plan.broker
     for report in plan.recovered:
@@ -206,6 +206,8 @@ def _trade_planned(plan: SessionPlan) -> int:
         print(describe_session(plan.report))
         print(f"  {'summary':15s} {folder / SUMMARY_FILE}")
         return EXIT_OK
+    if broker == "sim" and (note := legacy_cost_note(plan.promoted)):
+        print(f"spartan: {note}", file=sys.stderr)
     folder = session_report_dir(name, session, plan.dry_run)
     notebook = paths.notebooks_dir() / PAPER_NOTEBOOK
     executed, if_failed = _attempt_paths(folder, notebook.name)

@@ -28,7 +28,7 @@ from research_lib.paths import state_db
 from research_lib.stages.paper import trade_session
 from research_lib.trading import (ALL_STRATEGIES, Intent, InvalidSession, Ledger, TradingRefused, describe_session,
                                   describe_status, halt, resolve_session, resume, status)
-from research_lib.trading._market import open_sim, reference_prices
+from research_lib.trading._market import legacy_cost_note, open_sim, reference_prices
 from research_lib.trading._run import decision_at, with_cash_buffer
 from research_lib.validation.promotion import NotPromoted, load_promoted
 from research_lib.trading._tracking import (MIN_DRIFT_SESSIONS, daily_pnl, drift, expected_backtest,
@@ -425,8 +425,10 @@ def test_an_account_stored_before_the_whole_cost_model_keeps_trading_on_its_cost
               start=day(made["sessions"], SIM_START_ROW))  # as the previous version stored it
     with caplog.at_level("WARNING", logger="research_lib.trading._market"):
         assert trade_session("trend")["status"] == "traded"
-    assert "created before the sim charged impact, borrow and cash rate" in caplog.text
-    assert f"borrow_bps_per_year={b.borrow_bps_per_year:g}" in caplog.text
+        trade_session("trend")
+    assert caplog.text.count("created before the sim charged impact, borrow and cash rate") == 1, "said once, not per step"
+    note = legacy_cost_note(promoted)
+    assert f"borrow_bps_per_year={b.borrow_bps_per_year:g}" in note and "new strategy name" in note
     assert SimBroker.stored_account(state_db(), "paper-trend")["borrow_bps_per_year"] == 0.0
 
 

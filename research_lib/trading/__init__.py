@@ -23,7 +23,7 @@ from research_lib.trading._cycle import CommandGone, CycleInputs, CycleReport, c
 from research_lib.trading._errors import InvalidSession, ReportUnwritable, TradeLocked, TradeLockUnusable, TradingRefused
 from research_lib.trading._ledger import ALL_STRATEGIES, FINAL_STATUSES, INTERRUPTED, Intent, Ledger
 from research_lib.trading._lock import trade_lock
-from research_lib.trading._market import traded_prices
+from research_lib.trading._market import legacy_cost_note, traded_prices
 from research_lib.trading._report_dirs import (CYCLE_FILE, mark_reported, report_dir_of, report_rebuildable,
                                                session_report_dir, unreported_cycles)
 from research_lib.trading._run import run_session
@@ -32,12 +32,12 @@ from research_lib.trading._status import describe_session, describe_status, halt
 from research_lib.trading._tracking import daily_pnl, drift, expected_backtest, mean_slippage_bps, slippage
 
 __all__ = ["ALL_STRATEGIES", "CYCLE_FILE", "FINAL_STATUSES", "INTERRUPTED", "CommandGone", "CycleInputs",
-           "CycleReport", "Intent", "InvalidSession", "Ledger", "ReportUnwritable", "TradeLockUnusable", "TradeLocked",
-           "TradingRefused", "client_order_id", "command_gone", "daily_pnl", "describe_session", "describe_status",
-           "drift", "expected_backtest", "halt", "mark_reported", "mean_slippage_bps", "parse_asof", "report_dir_of",
-           "report_rebuildable", "resolve_session", "resume", "run_cycle", "run_session", "session_cycle",
-           "session_done", "session_refusal", "session_report_dir", "slippage", "status", "trade_lock",
-           "traded_prices", "unreported_cycles"]
+           "CycleReport", "Intent", "InvalidSession", "Ledger", "ReportUnwritable", "TradeLockUnusable",
+           "TradeLocked", "TradingRefused", "client_order_id", "command_gone", "daily_pnl", "describe_session",
+           "describe_status", "drift", "expected_backtest", "halt", "legacy_cost_note", "mark_reported",
+           "mean_slippage_bps", "parse_asof", "report_dir_of", "report_rebuildable", "resolve_session", "resume",
+           "run_cycle", "run_session", "session_cycle", "session_done", "session_refusal", "session_report_dir",
+           "slippage", "status", "trade_lock", "traded_prices", "unreported_cycles"]
 
 # Names this package had before issue 14. The promoted record and the state database moved
 # below trading: they still resolve, with a DeprecationWarning. The session runner moved above it

@@ -40,6 +40,7 @@ CLOSE = dt.time(16, 0)
 _ADDED_COSTS = ("impact_coefficient", "borrow_bps_per_year", "cash_rate_per_year")  # charged by the sim since issue 14
 
 log = logging.getLogger(__name__)
+_WARNED: set[tuple[str, str]] = set()
 
 
 def sim_account(strategy: str) -> str:
@@ -72,18 +73,35 @@ def sim_costs(promoted: Promoted, stored: dict | None) -> CostModel:
     backtest differ only by what the market does.
 
     An account stored by a version that charged only commission and spread (its impact, borrow and
-    cash rate stored as 0) keeps charging what it did, with a warning, rather than being refused:
-    its history was made under those costs. A new account (or a new promotion) gets the whole model.
+    cash rate stored as 0) keeps charging what it did (`legacy_cost_note` says so) rather than being
+    refused: its history was made under those costs. A new account gets the whole model.
     """
     costs = CostModel.from_backtest_kwargs(promoted.config.backtest.model())
-    added = {name: getattr(costs, name) for name in _ADDED_COSTS}
-    if stored is None or not any(added.values()) or any(stored.get(name) for name in _ADDED_COSTS):
+    if not _predates_full_costs(costs, stored):
         return costs
-    log.warning("simulated account %r was created before the sim charged impact, borrow and cash rate: it "
-                "keeps charging only commission and spread (the backtest also charges %s); a new promotion "
-                "under another strategy name starts an account with the whole cost model",
-                sim_account(promoted.name), ", ".join(f"{k}={v:g}" for k, v in added.items() if v))
+    account = (str(paths.state_db()), promoted.name)
+    if account not in _WARNED:  # once per process: every step of a session opens the account
+        _WARNED.add(account)
+        log.warning(legacy_cost_note(promoted, stored))
     return dataclasses.replace(costs, **dict.fromkeys(_ADDED_COSTS, 0.0))
+
+
+def legacy_cost_note(promoted: Promoted, stored: dict | None = None) -> str | None:
+    """Why the strategy's sim account charges less than the backtest, or None when it charges the same."""
+    stored = stored if stored is not None else SimBroker.stored_account(paths.state_db(), sim_account(promoted.name))
+    costs = CostModel.from_backtest_kwargs(promoted.config.backtest.model())
+    if not _predates_full_costs(costs, stored):
+        return None
+    charged = ", ".join(f"{name}={getattr(costs, name):g}" for name in _ADDED_COSTS if getattr(costs, name))
+    return (f"simulated account {sim_account(promoted.name)!r} was created before the sim charged impact, borrow and "
+            f"cash rate: it keeps charging only commission and spread, while the backtest also charges {charged}. "
+            "Promote the run under a new strategy name to paper trade it with the whole cost model.")
+
+
+def _predates_full_costs(costs: CostModel, stored: dict | None) -> bool:
+    """The stored account has none of the costs added in issue 14 while the promoted model has some."""
+    return (stored is not None and any(getattr(costs, name) for name in _ADDED_COSTS)
+            and not any(stored.get(name) for name in _ADDED_COSTS))
 
 
 @contextmanager

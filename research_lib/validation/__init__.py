@@ -9,13 +9,16 @@
 The statistics are importable from the package itself (``validation.probabilistic_sharpe_ratio``).
 """
 
-from research_lib.validation.statistics import (bootstrap_sharpe_interval, breakdown_by_regime, breakdown_by_year,
-                                                deflated_sharpe_ratio, expected_max_sharpe, is_flat,
-                                                minimum_track_record_length, probabilistic_sharpe_ratio,
-                                                probability_of_backtest_overfitting, sharpe_moments,
-                                                walk_forward_selection)
+from research_lib._lazy import lazy_exports
 
-__all__ = ["bootstrap_sharpe_interval", "breakdown_by_regime", "breakdown_by_year", "deflated_sharpe_ratio",
-           "expected_max_sharpe", "is_flat", "metrics", "minimum_track_record_length", "probabilistic_sharpe_ratio",
-           "probability_of_backtest_overfitting", "promotion", "registry", "sharpe_moments", "statistics", "sweep",
-           "walk_forward_selection"]
+_STATISTICS = ("bootstrap_sharpe_interval", "breakdown_by_regime", "breakdown_by_year", "deflated_sharpe_ratio",
+               "expected_max_sharpe", "is_flat", "minimum_track_record_length", "probabilistic_sharpe_ratio",
+               "probability_of_backtest_overfitting", "sharpe_moments", "walk_forward_selection")
+_WHERE = dict.fromkeys(_STATISTICS, "statistics")
+
+_MODULES = ("evidence", "metrics", "promotion", "registry", "statistics", "sweep")
+
+__all__ = sorted([*_STATISTICS, *_MODULES])
+
+# Names load on first use: paper trading reads the promoted record without loading scipy.
+__getattr__ = lazy_exports(__name__, _WHERE, _MODULES)
