@@ -7,16 +7,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from research_lib.errors import SpartanError
+from research_lib.params import StrictModel
 
 
 class InfeasibleConstraintsError(SpartanError, ValueError):
     """No weights can meet the constraints (the message names them and their values)."""
 
 
-class PortfolioConstraints(BaseModel):
+class PortfolioConstraints(StrictModel):
     """Bounds, exposures and penalties of a portfolio optimization.
 
     Parameters
@@ -41,8 +42,6 @@ class PortfolioConstraints(BaseModel):
         ``gamma * sum(w**2)`` added to the objective (``pypfopt.objective_functions.L2_reg``):
         fewer zero weights.
     """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     side: Literal["long_only", "long_short"] = "long_only"
     max_weight: float = Field(1.0, gt=0, description="largest weight per asset")

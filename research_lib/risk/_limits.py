@@ -7,19 +7,18 @@ on a day's loss of 2 % of equity or more.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from research_lib.errors import SpartanError
+from research_lib.params import StrictModel
 
 
 class RiskInputError(SpartanError, ValueError):
     """An input of the risk layer is malformed (not a rejected order: the call is wrong)."""
 
 
-class RiskLimits(BaseModel):
+class RiskLimits(StrictModel):
     """Pre-trade and kill-switch limits (TRADING_SAFETY.md checks 5, 6, 7, 9 and 11)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_weight: float = Field(gt=0, description="largest |position value| / equity per symbol")
     max_gross_exposure: float = Field(gt=0, description="largest sum of |position value| / equity")

@@ -17,23 +17,22 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from research_lib import paths
 from research_lib._io import atomic_write_bytes, now_utc, read_json
 from research_lib.config import RunConfig
 from research_lib.data import sha256_of
 from research_lib.errors import ConfigError, SpartanError
+from research_lib.params import StrictModel
 
 PROMOTION_FILE = "promotion.yaml"
 PAPER_ARTIFACTS = ("weights.parquet", "prices.parquet")
 VALIDATION_FILE = "validation.json"
 
 
-class GateThresholds(BaseModel):
+class GateThresholds(StrictModel):
     """What a run must show to be promoted (annualized where it says so)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     min_sharpe: float = Field(1.5, description="annualized Sharpe ratio of the daily net returns")
     min_win_rate: float = Field(0.55, ge=0, le=1, description="share of sessions with a positive return")
