@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import import_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -35,16 +36,18 @@ class Artifact:
 
     file: str
     sections: tuple[str, ...]
+    stage: str  # the stage module that makes it (imported when the artifact must be made or has its own reader)
     inputs: tuple[str, ...] = ()  # whose rewrite makes it stale whatever the parameters say
+    own_reader: bool = False  # read by its stage's reader (`produces(read=...)`), not as plain parquet
 
 
 _MODEL = ("data", "features", "ml", "llm", "strategy", "portfolio", "risk", "backtest")
 ARTIFACTS = {
-    "prices": Artifact("prices.parquet", ("data", "features")),
-    "features": Artifact("features.parquet", ("data", "features")),
-    "signals": Artifact("signals_ml.parquet", ("data", "features", "ml")),
-    "views": Artifact("signals_llm.parquet", ("data", "features", "ml", "llm")),
-    "weights": Artifact("weights.parquet", _MODEL, inputs=("prices", "signals", "views")),
+    "prices": Artifact("prices.parquet", ("data", "features"), "prices", own_reader=True),
+    "features": Artifact("features.parquet", ("data", "features"), "features"),
+    "signals": Artifact("signals_ml.parquet", ("data", "features", "ml"), "ml"),
+    "views": Artifact("signals_llm.parquet", ("data", "features", "ml", "llm"), "llm"),
+    "weights": Artifact("weights.parquet", _MODEL, "portfolio", inputs=("prices", "signals", "views")),
 }
 REPORTS = {"ml": "ml_report.json", "llm": "llm_report.json", "portfolio": "portfolio_report.json"}
 
@@ -133,11 +136,12 @@ class RunFolder:
         """Artifact ``name``: read if fresh, else made by its stage (which saves it)."""
         _check_name(name, ARTIFACTS, "artifact")
         if name not in self._frames:
-            if self.is_fresh(name):
+            fresh = self.is_fresh(name)
+            if not fresh or ARTIFACTS[name].own_reader:
+                _load_stage(name)
+            if fresh:
                 self._frames[name] = _READERS.get(name, _read_parquet)(self.path(name), self.config)
             else:
-                if name not in _PRODUCERS:
-                    raise ConfigError(f"no stage makes {name!r}; import research_lib.stages")
                 self._frames[name] = _PRODUCERS[name](self)
         return self._frames[name]
 
@@ -208,9 +212,18 @@ class RunFolder:
         return self._memo[name]
 
 
+def _load_stage(name: str) -> None:
+    """Import the stage that makes artifact ``name`` (it registers itself with `produces`): a stage
+    module, with its libraries, is loaded only when one of its artifacts is made or read by it."""
+    if name not in _PRODUCERS:
+        import_module(f"research_lib.stages.{ARTIFACTS[name].stage}")
+
+
 def _check_name(name: str, known: dict, what: str) -> None:
     if name not in known:
-        raise ConfigError(f"{name!r} is not {'an' if what[0] in 'aeiou' else 'a'} {what} of a run folder; known: {sorted(known)}.{did_you_mean(name, known)}")
+        article = "an" if what[0] in "aeiou" else "a"
+        raise ConfigError(f"{name!r} is not {article} {what} of a run folder; known: {sorted(known)}."
+                          f"{did_you_mean(name, known)}")
 
 
 def _read_parquet(path: Path, config: RunConfig) -> pd.DataFrame:
