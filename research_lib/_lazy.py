@@ -8,10 +8,12 @@ from importlib import import_module
 from typing import Any, Callable
 
 
-def lazy_exports(package: str, where: dict[str, str], submodules: tuple[str, ...] = ()) -> Callable[[str], Any]:
-    """A module-level ``__getattr__`` for ``package``: name -> its value from the submodule
-    ``where[name]`` (or a submodule itself, if named in ``submodules``), imported on first use and
-    then kept in the package's namespace."""
+def lazy_exports(package: str, where: dict[str, str],
+                 submodules: tuple[str, ...] = ()) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A module-level ``__getattr__`` and ``__dir__`` for ``package``: name -> its value from the
+    submodule ``where[name]`` (or a submodule itself, if named in ``submodules``), imported on first
+    use and then kept in the package's namespace; ``dir()``, ``help()`` and tab completion list
+    every name before it is loaded."""
     def __getattr__(name: str) -> Any:
         if name in submodules:
             return import_module(f"{package}.{name}")
@@ -21,4 +23,7 @@ def lazy_exports(package: str, where: dict[str, str], submodules: tuple[str, ...
         setattr(sys.modules[package], name, value)
         return value
 
-    return __getattr__
+    def __dir__() -> list[str]:
+        return sorted({*vars(sys.modules[package]), *where, *submodules})
+
+    return __getattr__, __dir__

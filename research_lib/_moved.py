@@ -33,19 +33,18 @@ REPLACED = {
 
 
 class _Alias(importlib.abc.Loader):
-    def __init__(self, target: str):
-        self.target = target
+    def __init__(self, alias: str, target: str):
+        self.alias, self.target = alias, target
 
     def create_module(self, spec):
-        return None  # a new module object, filled from the target's names
+        """The module itself, under its old name too: a patch through the old name reaches it."""
+        target = importlib.import_module(self.target)
+        self._spec = target.__spec__  # the import system stamps the alias's spec on it; restored below
+        return target
 
     def exec_module(self, module) -> None:
-        warnings.warn(f"{module.__name__} moved to {self.target}; import it from there", DeprecationWarning,
-                      stacklevel=2)
-        target = importlib.import_module(self.target)
-        public = getattr(target, "__all__", [n for n in vars(target) if not n.startswith("_")])
-        module.__dict__.update({name: getattr(target, name) for name in public})
-        module.__all__ = list(public)
+        module.__spec__ = self._spec
+        warnings.warn(f"{self.alias} moved to {self.target}; import it from there", DeprecationWarning, stacklevel=2)
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):
@@ -53,7 +52,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
         if fullname in REPLACED:
             raise ModuleNotFoundError(f"{fullname} was replaced by {REPLACED[fullname]}.", name=fullname)
         if fullname in MOVED:
-            return importlib.util.spec_from_loader(fullname, _Alias(MOVED[fullname]))
+            return importlib.util.spec_from_loader(fullname, _Alias(fullname, MOVED[fullname]))
         return None
 
 

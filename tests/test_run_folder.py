@@ -153,3 +153,33 @@ def test_a_backtest_a_notebook_adds_is_a_trial_of_its_strategy_section(price_fil
     assert len(returns) > 0
     with pytest.raises(ValueError, match=r"strategy 'momentum' is not in the table; known: .*Did you mean"):
         strategy("momentum")
+
+
+def test_a_producer_set_before_its_stage_loads_is_kept(price_file, tmp_path, monkeypatch):
+    """`produces` is public: a producer registered by a user (or a test) is not replaced when the
+    stage that normally makes the artifact is imported later."""
+    import importlib
+
+    from research_lib.stages import folder as folder_module
+
+    monkeypatch.setattr(folder_module, "_PRODUCERS", {})
+    monkeypatch.setattr(folder_module, "_READERS", {})
+    made = pd.DataFrame({"x": [1.0]})
+
+    @folder_module.produces("features")
+    def mine(folder):
+        return folder.save("features", made)
+
+    importlib.reload(features_stage)  # the stage loading after ours, as on first use in a fresh kernel
+    assert folder_module._PRODUCERS["features"] is mine
+    pd.testing.assert_frame_equal(folder_for(price_file, tmp_path / "run").features, made)
+
+
+def test_a_registry_emptied_under_a_loaded_stage_is_a_clear_error(price_file, tmp_path, monkeypatch):
+    """As after reloading the folder module in a live kernel: the stage module stays cached."""
+    from research_lib.stages import folder as folder_module
+    from research_lib.stages import features  # noqa: F401  (loaded, so nothing registers it again)
+
+    monkeypatch.setattr(folder_module, "_PRODUCERS", {})
+    with pytest.raises(ConfigError, match=r"no stage is registered to make 'features' .*restart the kernel"):
+        folder_for(price_file, tmp_path / "run").features

@@ -12,4 +12,4 @@ _WHERE = {"build_index": "index", "collect_runs": "index", "write_metrics": "tea
 
 __all__ = sorted(_WHERE)
 
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

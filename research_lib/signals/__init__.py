@@ -25,4 +25,4 @@ _WHERE = {
 __all__ = sorted(_WHERE)
 
 
-__getattr__ = lazy_exports(__name__, _WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

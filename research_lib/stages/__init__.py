@@ -28,4 +28,4 @@ _MODULES = ("backtests", "book", "features", "folder", "llm", "ml", "paper", "po
 
 __all__ = sorted(_WHERE)
 
-__getattr__ = lazy_exports(__name__, _WHERE, _MODULES)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, _MODULES)

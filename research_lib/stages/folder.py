@@ -61,9 +61,9 @@ def produces(name: str, read: Reader | None = None) -> Callable[[Producer], Prod
         raise ValueError(f"unknown artifact {name!r}; known: {sorted(ARTIFACTS)}")
 
     def register(producer: Producer) -> Producer:
-        _PRODUCERS[name] = producer
+        _PRODUCERS.setdefault(name, producer)  # the first wins: a stage loading later keeps a producer set before it
         if read is not None:
-            _READERS[name] = read
+            _READERS.setdefault(name, read)
         return producer
 
     return register
@@ -215,8 +215,11 @@ class RunFolder:
 def _load_stage(name: str) -> None:
     """Import the stage that makes artifact ``name`` (it registers itself with `produces`): a stage
     module, with its libraries, is loaded only when one of its artifacts is made or read by it."""
-    if name not in _PRODUCERS:
+    if name not in _PRODUCERS or (ARTIFACTS[name].own_reader and name not in _READERS):
         import_module(f"research_lib.stages.{ARTIFACTS[name].stage}")
+    if name not in _PRODUCERS:  # e.g. the registry was reloaded while the stage module stayed loaded
+        raise ConfigError(f"no stage is registered to make {name!r} (research_lib.stages."
+                          f"{ARTIFACTS[name].stage} registers it when first imported); restart the kernel")
 
 
 def _check_name(name: str, known: dict, what: str) -> None:

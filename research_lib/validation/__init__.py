@@ -21,4 +21,4 @@ _MODULES = ("evidence", "metrics", "promotion", "registry", "statistics", "sweep
 __all__ = sorted([*_STATISTICS, *_MODULES])
 
 # Names load on first use: paper trading reads the promoted record without loading scipy.
-__getattr__ = lazy_exports(__name__, _WHERE, _MODULES)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE, _MODULES)
