@@ -82,16 +82,18 @@ def sim_costs(promoted: Promoted, stored: dict | None) -> CostModel:
     account = (str(paths.state_db()), promoted.name)
     if account not in _WARNED:  # once per process: every step of a session opens the account
         _WARNED.add(account)
-        log.warning(legacy_cost_note(promoted, stored))
+        log.warning(_legacy_note(promoted, costs))
     return dataclasses.replace(costs, **dict.fromkeys(_ADDED_COSTS, 0.0))
 
 
-def legacy_cost_note(promoted: Promoted, stored: dict | None = None) -> str | None:
+def legacy_cost_note(promoted: Promoted) -> str | None:
     """Why the strategy's sim account charges less than the backtest, or None when it charges the same."""
-    stored = stored if stored is not None else SimBroker.stored_account(paths.state_db(), sim_account(promoted.name))
+    stored = SimBroker.stored_account(paths.state_db(), sim_account(promoted.name))
     costs = CostModel.from_backtest_kwargs(promoted.config.backtest.model())
-    if not _predates_full_costs(costs, stored):
-        return None
+    return _legacy_note(promoted, costs) if _predates_full_costs(costs, stored) else None
+
+
+def _legacy_note(promoted: Promoted, costs: CostModel) -> str:
     charged = ", ".join(f"{name}={getattr(costs, name):g}" for name in _ADDED_COSTS if getattr(costs, name))
     return (f"simulated account {sim_account(promoted.name)!r} was created before the sim charged impact, borrow and "
             f"cash rate: it keeps charging only commission and spread, while the backtest also charges {charged}. "
