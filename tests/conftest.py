@@ -16,6 +16,7 @@ from research_lib.data import canonical_frame, load_prices
 REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("SPARTAN_PROGRESS", "0")  # no progress bars in test output (tests of them turn them on)
 # The suite never uses a developer's or CI's real keys (nor their endpoints): tests that need
 # keys set their own, pointing at local servers. Notebook kernels inherit this environment.
 for _name in ("ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "APCA_API_DATA_URL",

@@ -20,10 +20,10 @@ MAX_LINES = 500
 # Each floor may import its own floor and the floors below it (ARCHITECTURE.md, "Layers").
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "units", "paths", "_io", "_lazy", "_moved", "params", "_kernel_guard"),  # the bottom floor
-    ("logs", "env", "alerts"),                                           # services every floor may call
+    ("logs", "env", "alerts", "progress"),                                        # services every floor may call
     ("data",),
     ("features", "backtest", "plots"),
-    ("signals", "llm"),
+    ("signals", "llm", "sweeps"),
     ("portfolio", "risk"),
     ("config",),                                                         # RunConfig assembles the sections
     ("validation",),
