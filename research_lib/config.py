@@ -177,6 +177,14 @@ class PaperConfig(StrictModel):
                                       "backtest beyond which the report flags drift")
 
 
+class ValidationConfig(StrictModel):
+    """What 06_validate_strategy judges the headline strategy against, beyond the run's own trials."""
+
+    sweep: str | None = Field(None, min_length=1, description="id of the recorded sweep the headline strategy was "
+                              "chosen from (research_lib.validation.registry.list_sweeps); the validation page "
+                              "adds PBO and DSR over it. null: none")
+
+
 class RunConfig(StrictModel):
     """Everything one research run needs, saved as ``config.yaml`` in its run folder."""
 
@@ -192,6 +200,7 @@ class RunConfig(StrictModel):
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
     paper: PaperConfig = PaperConfig()
+    validation: ValidationConfig = ValidationConfig()
 
     @model_validator(mode="after")
     def _shorts_allowed(self) -> RunConfig:
@@ -302,4 +311,4 @@ def _describe(err: ValidationError, path: Path) -> str:
 # by one package lives in it: PortfolioConfig in portfolio/, RiskLimits in risk/, MLConfig in signals/).
 __all__ = ["DEFAULT_RISK_LIMITS", "BacktestConfig", "CircuitBreakerConfig", "DataConfig", "FeaturesConfig", "LLMConfig",
            "MLConfig", "ModelPrice", "PaperConfig", "PortfolioConfig", "ReportConfig", "RiskLimits", "RunConfig",
-           "StrategyConfig", "VolTargetConfig", "load_config", "save_config"]
+           "StrategyConfig", "ValidationConfig", "VolTargetConfig", "load_config", "save_config"]

@@ -43,6 +43,14 @@ def state_db() -> Path:
     return data_dir() / STATE_DB_NAME
 
 
+SWEEPS_DIR_NAME = "sweeps"
+
+
+def sweeps_dir() -> Path:
+    """Where recorded sweeps keep their returns matrices (``data/sweeps/``, beside the state database)."""
+    return data_dir() / SWEEPS_DIR_NAME
+
+
 def promoted_dir() -> Path:
     """Where promoted strategies live, one frozen YAML record each (``params/promoted/``)."""
     return workspace_root() / "params" / "promoted"

@@ -131,3 +131,111 @@ def plot_risk_contributions(contributions: pd.DataFrame, ax=None, title: str = "
     contributions.sort_values("risk_contribution", ascending=False).plot.bar(ax=ax, title=title)
     ax.set_ylabel("fraction")
     return ax
+
+
+LOWER_IS_BETTER = frozenset({"annual_volatility", "annual_turnover", "annual_cost"})  # sweep metrics to minimize
+_FIRST_METRIC = "sharpe"  # a sweep table's parameters are its columns before this one
+_MAX_ANNOTATED_CELLS = 200  # beyond this, numbers in the cells would not be readable
+
+
+def sweep_surface(result_or_table, x: str, y: str, metric: str = "sharpe", **fixed) -> tuple[pd.DataFrame, str]:
+    """The ``metric`` of a sweep over ``y`` (rows) x ``x`` (columns), and the rule that made it.
+
+    ``fixed`` keeps only the configurations with those parameter values; the parameters neither
+    plotted nor fixed are reduced to the best value over them (the highest, or the lowest for
+    volatility, turnover and cost). A cell whose configurations never trade (NaN metric), or
+    that no configuration has, is NaN.
+    """
+    table = getattr(result_or_table, "table", result_or_table)
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"result_or_table is a {type(result_or_table).__name__}; pass a sweep result, a loaded "
+                        "sweep (both have .table) or a sweep's table (a DataFrame).")
+    columns = list(table.columns)
+    params = columns[:columns.index(_FIRST_METRIC)] if _FIRST_METRIC in columns else [c for c in columns if c != metric]
+    _check_names(table, params, x, y, metric, fixed)
+    rows = table
+    for name, value in fixed.items():
+        kept = rows[rows[name] == value]
+        if kept.empty:
+            raise ValueError(f"{name}={value!r} matches no configuration; {name} takes the values "
+                             f"{_ordered(table[name])}.")
+        rows = kept
+    rest = [p for p in params if p not in (x, y, *fixed)]
+    lower = metric in LOWER_IS_BETTER
+    values = pd.to_numeric(rows[metric], errors="coerce")
+    grouped = values.groupby([rows[y], rows[x]])
+    best = grouped.min() if lower else grouped.max()  # NaN (never trades) is skipped; all-NaN stays NaN
+    surface = best.unstack(x).reindex(index=_ordered(rows[y]), columns=_ordered(rows[x]))
+    surface.index.name, surface.columns.name = y, x
+    rule = ", ".join(f"{k}={v}" for k, v in fixed.items())
+    if rest:
+        rule = ", ".join(filter(None, [rule, f"best ({'lowest' if lower else 'highest'}) over {', '.join(rest)}"]))
+    return surface, rule
+
+
+def _check_names(table: pd.DataFrame, params: list, x: str, y: str, metric: str, fixed: dict) -> None:
+    from research_lib.params import did_you_mean
+
+    if metric not in table.columns:
+        raise ValueError(f"metric {metric!r} is not a column of the table (columns: {list(table.columns)})."
+                         f"{did_you_mean(metric, map(str, table.columns))}")
+    for what, name in [("x", x), ("y", y)] + [("fixed parameter", k) for k in fixed]:
+        if name not in params:
+            raise ValueError(f"{what} {name!r} is not a parameter of the sweep (parameters: {params})."
+                             f"{did_you_mean(name, map(str, params))}")
+    if x == y or x in fixed or y in fixed:
+        raise ValueError(f"x={x!r}, y={y!r} and the fixed parameters {sorted(fixed)} must all differ; plot two "
+                         "parameters and fix others.")
+
+
+def _ordered(values: pd.Series) -> list:
+    """The distinct values, sorted when they can be compared, else in order of appearance."""
+    distinct = list(pd.unique(values))
+    try:
+        return sorted(distinct)
+    except TypeError:
+        return distinct
+
+
+def plot_sharpe_heatmap(result_or_table, x: str, y: str, metric: str = "sharpe", ax=None, **fixed):
+    """Heat map of a sweep's ``metric`` (annualized Sharpe by default) over two parameters.
+
+    Parameters
+    ----------
+    result_or_table : a `SweepResult`, a loaded sweep (``registry.load_sweep``) or a sweep's table.
+    x, y : the parameters along the horizontal and vertical axes.
+    metric : a column of the table (``sharpe``, ``cagr``, ``max_drawdown``...).
+    ax : matplotlib axes to draw on (None: a new figure).
+    **fixed : parameter values to hold, e.g. ``symbol="AAPL"``; the other parameters are reduced
+        to their best value (said in the title, see `sweep_surface`).
+
+    Grey cells never trade (NaN), or no configuration has them. Returns the axes; the image's
+    array (``ax.images[0].get_array()``) holds the cells, rows = ``y`` values ascending upwards.
+    """
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import Normalize
+
+    surface, rule = sweep_surface(result_or_table, x, y, metric, **fixed)
+    ax = _axes(ax, (max(5.0, 0.6 * surface.shape[1] + 3), max(4.0, 0.4 * surface.shape[0] + 2)))
+    cells = np.ma.masked_invalid(surface.to_numpy(dtype=float))
+    cmap = plt.get_cmap("RdYlGn_r" if metric in LOWER_IS_BETTER else "RdYlGn").with_extremes(bad="lightgrey")
+    norm = None
+    if cells.count() and cells.min() < 0 < cells.max() and metric not in LOWER_IS_BETTER:
+        norm = Normalize(-abs(cells).max(), abs(cells).max())  # zero in the middle: red loses, green earns
+    image = ax.imshow(cells, origin="lower", aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
+    _label_axis(ax.set_xticks, surface.columns)
+    _label_axis(ax.set_yticks, surface.index)
+    if surface.size <= _MAX_ANNOTATED_CELLS:
+        for (row, column), value in np.ndenumerate(surface.to_numpy(dtype=float)):
+            ax.text(column, row, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7)
+    ax.set(xlabel=x, ylabel=y, title=f"{metric} by {y} and {x}" + (f"; {rule}" if rule else "")
+           + ("; grey: never trades" if cells.mask.any() else ""))
+    ax.figure.colorbar(image, ax=ax, fraction=0.05, label=metric)
+    return ax
+
+
+def _label_axis(set_ticks, values: pd.Index) -> None:
+    """Tick labels of the parameter values, at most about 20 of them."""
+    step = max(1, len(values) // 20)
+    set_ticks(range(0, len(values), step), [f"{v:g}" if isinstance(v, float) else str(v) for v in values[::step]])

@@ -2,8 +2,10 @@
 luck, and the promotion gate's verdict (``validation.json``, ``validation.html``).
 
 The stage only gathers: the run's trials and cost-stressed backtests (`stages.backtests`), the
-workspace's trial registry and the gate's thresholds; the statistics are made by
-`research_lib.validation.evidence` from plain series and numbers.
+workspace's trial registry, the sweep the strategy was chosen from (``validation.sweep``, when
+set) and the gate's thresholds; the statistics are made by `research_lib.validation.evidence`
+from plain series and numbers. The sweep adds a section to the record and the page; the gate's
+inputs stay those of the run's own trials.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from research_lib.stages.strategies import judged_after_cutoff
 from research_lib.validation import evidence, registry
 from research_lib.validation.promotion import evaluate_gate, load_thresholds, verdict
 
-__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "validate_strategy"]
+__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "sweep_section", "validate_strategy"]
 
 VALIDATION_JSON = "validation.json"
 VALIDATION_HTML = "validation.html"
@@ -29,12 +31,21 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
 
     Records every trial of the run in the workspace's sweep registry first, so the deflated
     Sharpe counts them; writes ``validation.json`` and ``validation.html`` into the run folder.
+
+    Raises
+    ------
+    registry.UnknownSweep
+        ``validation.sweep`` names no recorded sweep (a ConfigError).
+    registry.SweepFileError
+        the sweep's returns matrix is missing or corrupted.
     """
     config, prices, run_dir = folder.config, folder.prices, folder.run_dir
     main = metrics["strategy_name"]
     llm_report = folder.report("llm")
-    trials = run_trials(folder, results)
     db = paths.state_db()
+    # the sweep first: a mistyped id or a corrupted matrix stops the stage before it records anything
+    chosen_from = registry.load_sweep(db, config.validation.sweep) if config.validation.sweep else None
+    trials = run_trials(folder, results)
     registry.record_trials(db, run_dir.name, "research", trials)
     trial_stats = registry.trial_statistics(db)
     thresholds = load_thresholds()
@@ -44,6 +55,7 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
     benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
     stats = evidence.run_statistics(returns, evidence.trial_matrix(trials, returns.index), trial_stats, thresholds,
                                     benchmark)
+    sweep = sweep_section(chosen_from, stats["moments"]) if chosen_from else None
     gate_stats = evidence.gate_inputs(returns, stats, trial_stats, stress, thresholds)
     report = evidence.validation_record(
         strategy=main, run_id=run_dir.name, judged_on=judged_on, gate_stats=gate_stats,
@@ -51,7 +63,14 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
         trial_stats=trial_stats, trial_names=list(trials), stress=stress, llm=evidence.llm_summary(llm_report, metrics),
         provenance={"code": git_commit(paths.workspace_root()),
                     "data_sha256": (prices.attrs.get("provenance") or {}).get("sha256"),
-                    "params": config.model_dump(mode="json")})
+                    "params": config.model_dump(mode="json")}, sweep=sweep)
     write_json(run_dir / VALIDATION_JSON, report)
     write_validation_page(report, run_dir / VALIDATION_HTML)
     return report
+
+
+def sweep_section(loaded: registry.LoadedSweep, moments: dict | None) -> dict:
+    """The record's "sweep" section: the sweep's identity, and PBO and DSR over it (``moments``: the
+    headline strategy's `statistics.sharpe_moments`, None when too short to judge)."""
+    return {"id": loaded.id, "family": loaded.family, "created_at": loaded.created_at, "params": list(loaded.params),
+            **evidence.sweep_statistics(loaded.returns, len(loaded.table), moments)}

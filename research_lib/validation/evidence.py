@@ -15,8 +15,8 @@ from research_lib.units import SESSIONS_PER_YEAR
 from research_lib.validation import statistics as st
 from research_lib.validation.metrics import headline_metrics
 
-__all__ = ["analyst_is_claude", "gate_inputs", "judged_returns", "llm_summary", "run_statistics", "trial_matrix",
-           "validation_record"]
+__all__ = ["analyst_is_claude", "gate_inputs", "judged_returns", "llm_summary", "run_statistics", "sweep_pbo_span",
+           "sweep_statistics", "trial_matrix", "validation_record"]
 
 
 def analyst_is_claude(llm_report: dict | None) -> bool:
@@ -73,6 +73,67 @@ def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats:
     return out
 
 
+def sweep_pbo_span(sweep_returns: pd.DataFrame) -> pd.DataFrame:
+    """The sessions PBO is computed on: from the last configuration's first trade to the end.
+
+    Before its first trade a configuration has no return (NaN: warm-up, in cash); counting those
+    sessions as zeros would rank a slow configuration by its warm-up, so they are left out for all.
+    """
+    starts = [sweep_returns[c].first_valid_index() for c in sweep_returns.columns]
+    return sweep_returns.loc[max(starts):] if starts else sweep_returns
+
+
+def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments: dict | None) -> dict:
+    """The skeptic over the sweep the headline strategy was chosen from.
+
+    Parameters
+    ----------
+    sweep_returns : sessions x the sweep's configurations that trade (daily returns, NaN before
+        each one's first trade).
+    n_configurations : configurations in the sweep, those that never trade included.
+    moments : the headline strategy's `statistics.sharpe_moments` (None: too short to judge).
+
+    Returns
+    -------
+    dict
+        ``n_configurations``, ``n_trading``, ``n_never_traded``; ``n_trials`` and ``sharpe_variance``
+        (of the per-period Sharpe ratios, ddof=1, of each configuration from its first trade);
+        ``expected_max_sharpe_annual`` and ``dsr`` (the headline's deflated Sharpe against them);
+        ``pbo`` (CSCV over `sweep_pbo_span`, without the logits; None with ``pbo_error`` when the
+        span is too short or fewer than two configurations trade), ``pbo_sessions``, ``pbo_first``,
+        ``pbo_last``.
+    """
+    columns = (sweep_returns[k].dropna().to_numpy(dtype=float) for k in sweep_returns.columns)
+    # the registry's rule for a trial's Sharpe: at least 3 returns that vary
+    sharpes = [float(c.mean() / c.std(ddof=1)) for c in columns if c.size >= 3 and not st.is_flat(c)]
+    n_trials = max(len(sharpes), 1)
+    variance = float(pd.Series(sharpes).var(ddof=1)) if len(sharpes) > 1 else 0.0
+    dsr = None
+    if moments:
+        try:
+            dsr = st.deflated_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"], moments["kurtosis"],
+                                           n_trials, variance)
+        except ValueError:
+            dsr = None
+    span = sweep_pbo_span(sweep_returns)
+    try:
+        pbo, pbo_error = st.probability_of_backtest_overfitting(span), None
+    except ValueError as error:
+        pbo, pbo_error = None, str(error)
+    return {"n_configurations": int(n_configurations), "n_trading": int(sweep_returns.shape[1]),
+            "n_never_traded": int(n_configurations - sweep_returns.shape[1]), "n_trials": n_trials,
+            "sharpe_variance": variance, "dsr": dsr,
+            "expected_max_sharpe_annual": float(st.expected_max_sharpe(n_trials, variance) * SESSIONS_PER_YEAR ** 0.5),
+            "pbo": pbo and {k: v for k, v in pbo.items() if k != "logits"}, "pbo_error": pbo_error,
+            "pbo_sessions": len(span), "pbo_first": _session(span.index[0]) if len(span) else None,
+            "pbo_last": _session(span.index[-1]) if len(span) else None}
+
+
+def _session(label) -> str:
+    """A session label as text: the date of a timestamp, else the label itself."""
+    return str(label.date()) if isinstance(label, pd.Timestamp) else str(label)
+
+
 def gate_inputs(returns: pd.Series, stats: dict, trial_stats: dict, stress: dict, thresholds) -> dict:
     """What the gate's criteria compare with their thresholds (``promotion.evaluate_gate``)."""
     headline = headline_metrics(returns)
@@ -93,8 +154,9 @@ def llm_summary(llm_report: dict | None, metrics: dict) -> dict | None:
 
 def validation_record(*, strategy: str, run_id: str, judged_on: str, gate_stats: dict, verdict: dict,
                       thresholds, stats: dict, trial_stats: dict, trial_names: list[str], stress: dict,
-                      llm: dict | None, provenance: dict) -> dict:
-    """``validation.json``: the gate's inputs and verdict and every statistic behind them."""
+                      llm: dict | None, provenance: dict, sweep: dict | None = None) -> dict:
+    """``validation.json``: the gate's inputs and verdict and every statistic behind them; ``sweep``:
+    the statistics over the sweep the strategy was chosen from (`sweep_statistics`), when one is named."""
     pbo, walk = stats["pbo"] or {}, stats["walk"]
     return {
         "strategy": strategy, "run_id": run_id, "judged_on": judged_on, "gate_stats": gate_stats,
@@ -109,5 +171,6 @@ def validation_record(*, strategy: str, run_id: str, judged_on: str, gate_stats:
         "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * SESSIONS_PER_YEAR ** 0.5,
                                   "sessions": len(walk["returns"]), "choices": walk["choices"]},
         "llm": llm,
+        "sweep": sweep,
         "provenance": provenance,
     }
