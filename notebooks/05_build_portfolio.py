@@ -30,7 +30,7 @@ import pandas as pd
 
 from research_lib.plots import plot_exposures, plot_frontier, plot_risk_contributions, plot_weights
 from research_lib.portfolio import book_exposures
-from research_lib.stages import RunFolder, build_weights, portfolio_snapshot, progress_printer, risk_layer_summary
+from research_lib.stages import RunFolder, build_weights, portfolio_snapshot, risk_layer_summary
 
 folder = RunFolder.open(config_path, run_dir)
 config = folder.config
@@ -42,7 +42,7 @@ config = folder.config
 # set, they come from the offline analyst, not Claude.
 
 # %%
-built = build_weights(folder, progress=progress_printer("rebalance dates"))
+built = build_weights(folder)
 pd.Series(built["report"], dtype=object)
 
 # %%

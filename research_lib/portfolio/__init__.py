@@ -3,7 +3,8 @@
 Conventions: prices are dates x symbols adjusted closes; returns and covariances are
 annualized (252 sessions a year); weights are fractions of equity (``sum(w)`` is the net
 exposure, 1 when fully invested); every estimate for a decision date uses only prices dated
-at or before it. Optimizers are PyPortfolioOpt's, solved with CLARABEL by default.
+at or before it. Optimizers are PyPortfolioOpt's, solved with CLARABEL by default;
+`ReusedOptimizer` states the same problems once with cvxpy Parameters and re-solves them per date.
 
 Also here: the portfolio's parameters (`PortfolioConfig` and its sections) and the baseline
 strategies' rules and parameters (`StrategyConfig`, `baseline_weights`, `rebalance_dates`).
@@ -25,7 +26,7 @@ _WHERE = {
     "DEFAULT_RISK_LIMITS": "_settings",
     "StrategyConfig": "_baselines", "baseline_weights": "_baselines", "rebalance_dates": "_baselines",
     "top_n_equal_weights": "_baselines",
-    "optimize_weights": "_optimize",
+    "optimize_weights": "_optimize", "ReusedOptimizer": "_problem", "FreshOptimizer": "_problem",
     "Construction": "_construct", "blend_scores": "_construct", "construct_portfolio": "_construct",
     "risk_contributions": "_construct", "efficient_frontier": "_construct", "book_exposures": "_construct",
     "estimates_at": "_construct", "Estimates": "_construct",

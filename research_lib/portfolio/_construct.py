@@ -8,8 +8,10 @@ For each decision date ``t`` (at its close), in this order:
 2. **Estimates**: the covariance (``risk_model``) of the window's returns; expected returns
    (``returns_model``) or Black-Litterman views, both implied by the blended signal:
    ``base_return + signal_spread * z`` where ``z`` is the cross-sectional z-score.
-3. **Optimizer**: `optimize_weights` with the configured method and constraints. When it
-   finds no weights, the previous targets are kept (the date is noted with the reason).
+3. **Optimizer**: the configured method and constraints, its problem built once for all dates
+   and re-solved with each date's inputs (`ReusedOptimizer`; ``reuse_problem=False`` builds
+   PyPortfolioOpt's problem anew per date: the same optimum within the solver's tolerance).
+   When it finds no weights, the previous targets are kept (the date is noted with the reason).
 4. **Volatility target** (optional): the weights are scaled so that their trailing
    volatility matches the target, never above ``max_leverage``.
 5. **Risk layer**: the orders from the drifted current book to the targets go through the
@@ -21,7 +23,7 @@ Everything for ``t`` reads only prices and signals dated at or before ``t``.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +33,9 @@ from research_lib.portfolio._black_litterman import BlackLittermanViews
 from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
 from research_lib.portfolio._inputs import expected_returns, risk_matrix, signal_expected_returns
 from research_lib.portfolio._optimize import _NEEDS_MU, optimize_weights
+from research_lib.portfolio._problem import FreshOptimizer, ReusedOptimizer
 from research_lib.portfolio._settings import PortfolioConfig
+from research_lib.progress import progress
 from research_lib.risk import RiskLimits, clamp_weights, volatility_multiplier
 from research_lib.risk import EVENT_COLUMNS
 
@@ -188,7 +192,7 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
                         scores: Mapping[str, pd.DataFrame] | None = None,
                         confidences: Mapping[str, pd.DataFrame | float] | None = None,
                         volume: pd.DataFrame | None = None, benchmark: pd.Series | None = None,
-                        progress: Callable[[int, int], None] | None = None) -> Construction:
+                        reuse_problem: bool = True) -> Construction:
     """Target weights on each rebalance date (see the module docstring for the steps).
 
     Parameters
@@ -204,8 +208,10 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
         As in `estimates_at`.
     volume : DataFrame (sessions x symbols), optional
         Daily volume in shares for the share-of-ADV check; None or NaN: not checked.
-    progress : callable, optional
-        Called with (dates done, dates in all) after each date.
+    reuse_problem : bool
+        Build the optimizer's problem once and re-solve it per date (`ReusedOptimizer`, the
+        default), rather than PyPortfolioOpt's new problem per date (False); weights agree
+        within the solver's tolerance.
 
     Returns
     -------
@@ -233,7 +239,10 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
     previous_at = None
     finals, optimized, events, notes = [], [], [], []
     constraints = settings.constraints
-    for done, date in enumerate(dates, start=1):
+    optimizer = (ReusedOptimizer if reuse_problem else FreshOptimizer)(
+        settings.method, constraints, target_volatility=settings.target_volatility,
+        target_return=settings.target_return, risk_free_rate=settings.risk_free_rate, solver=settings.solver)
+    for date in progress(dates, desc="month-end optimizations", unit="date"):
         at = close.index.get_loc(date)
         estimates = estimates_at(close, at, settings, scores=scores, confidences=confidences, benchmark=benchmark)
         current = (previous if previous_at is None
@@ -242,8 +251,7 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
             target = pd.Series(0.0, index=symbols)
             notes.append({"date": date, "note": f"cash: {estimates}"})
         else:
-            target = _optimize(estimates, settings, constraints, previous, last_optimized, date, notes,
-                               close.iloc[at])
+            target = _optimize(estimates, optimizer, previous, last_optimized, date, notes, close.iloc[at])
         optimized.append(target)
         last_optimized = target
         if settings.vol_target is not None and target.any():
@@ -262,27 +270,21 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
             events.append(clamped)
         finals.append(final)
         previous, previous_at = final, at
-        if progress is not None:
-            progress(done, len(dates))
     frame = lambda rows: pd.DataFrame(rows, index=dates, columns=symbols)  # noqa: E731
     risk_events = pd.concat(events, ignore_index=True) if events else pd.DataFrame(columns=EVENT_COLUMNS)
     return Construction(frame(finals), frame(optimized), risk_events, pd.DataFrame(notes, columns=["date", "note"]))
 
 
-def _optimize(estimates: Estimates, settings: PortfolioConfig, constraints: PortfolioConstraints,
-              previous: pd.Series, last_optimized: pd.Series, date: pd.Timestamp, notes: list,
-              prices: pd.Series) -> pd.Series:
+def _optimize(estimates: Estimates, optimizer: ReusedOptimizer | FreshOptimizer, previous: pd.Series, last_optimized: pd.Series,
+              date: pd.Timestamp, notes: list, prices: pd.Series) -> pd.Series:
     """The optimizer's weights, or its previous ones (on symbols still priced) when it finds none.
 
     ``previous`` is the book held (for a turnover penalty); ``last_optimized`` the optimizer's
     last weights, kept rather than the held book so that a volatility target or a risk clamp
     is not applied twice."""
     try:
-        weights = optimize_weights(estimates.mu, estimates.cov, settings.method, constraints,
-                                   previous_weights=previous.reindex(estimates.universe).fillna(0.0),
-                                   target_volatility=settings.target_volatility,
-                                   target_return=settings.target_return, views=estimates.views,
-                                   risk_free_rate=settings.risk_free_rate, solver=settings.solver)
+        weights = optimizer.weights(estimates.mu, estimates.cov, views=estimates.views,
+                                    previous_weights=previous.reindex(estimates.universe).fillna(0.0))
     except InfeasibleConstraintsError as exc:
         notes.append({"date": date, "note": f"previous targets kept: {exc}"})
         return last_optimized.where(prices.reindex(last_optimized.index) > 0, 0.0)

@@ -7,8 +7,6 @@ strategy's weights are its baseline rule's (`research_lib.stages.strategies`).
 
 from __future__ import annotations
 
-from typing import Callable
-
 import pandas as pd
 
 from research_lib._io import write_parquet
@@ -20,7 +18,7 @@ from research_lib.stages.folder import RunFolder, produces
 from research_lib.stages.strategies import STRATEGIES
 
 __all__ = ["OPTIMIZER_WEIGHTS_FILE", "RISK_EVENTS_FILE", "build_weights", "make_weights", "portfolio_signals",
-           "progress_printer", "risk_layer_summary"]
+           "risk_layer_summary"]
 
 OPTIMIZER_WEIGHTS_FILE = "weights_optimizer.parquet"
 RISK_EVENTS_FILE = "risk_events.parquet"
@@ -47,8 +45,10 @@ def portfolio_signals(folder: RunFolder, close: pd.DataFrame) -> tuple[dict, dic
     return scores, confidences
 
 
-def build_weights(folder: RunFolder, progress: Callable[[int, int], None] | None = None) -> dict:
+def build_weights(folder: RunFolder) -> dict:
     """Target weights of the configured strategy, saved as ``weights.parquet`` with how they were made.
+
+    The month-end optimizations show a progress bar (`research_lib.progress`).
 
     An optimized strategy also saves the optimizer's weights, the risk layer's clamps and
     ``portfolio_report.json``. Returns ``{"weights", "report", "construction"}``
@@ -60,7 +60,7 @@ def build_weights(folder: RunFolder, progress: Callable[[int, int], None] | None
         weights = STRATEGIES[name].weights(folder)
         report["construction"] = "baseline rule (params: strategy)"
     else:
-        weights, construction, report = _construct(folder, progress)
+        weights, construction, report = _construct(folder)
         write_parquet(construction.optimizer_weights, folder.path(OPTIMIZER_WEIGHTS_FILE))
         write_parquet(construction.risk_events.astype({"date": "datetime64[ns]"}), folder.path(RISK_EVENTS_FILE))
     folder.write_report("portfolio", report)
@@ -73,7 +73,7 @@ def make_weights(folder: RunFolder) -> pd.DataFrame:
     return build_weights(folder)["weights"]
 
 
-def _construct(folder: RunFolder, progress) -> tuple:
+def _construct(folder: RunFolder) -> tuple:
     from research_lib.portfolio import construct_portfolio  # PyPortfolioOpt and cvxpy: only when optimizing
 
     config, prices = folder.config, folder.prices
@@ -84,7 +84,7 @@ def _construct(folder: RunFolder, progress) -> tuple:
     scores, confidences = portfolio_signals(folder, close)
     construction = construct_portfolio(close, rebalance_dates(close.index, p.rebalance), p, config.risk,
                                        scores=scores, confidences=confidences, volume=volume,
-                                       benchmark=prices["close"][config.data.benchmark], progress=progress)
+                                       benchmark=prices["close"][config.data.benchmark])
     weights = construction.weights
     trips = None
     if p.circuit_breaker is not None and weights.to_numpy().any():
@@ -108,18 +108,6 @@ def _construct(folder: RunFolder, progress) -> tuple:
               "vol_target": p.vol_target.model_dump() if p.vol_target else None,
               "circuit_breaker_trips": trips}
     return weights, construction, report
-
-
-def progress_printer(label: str, every: float = 0.1) -> Callable[[int, int], None]:
-    """A ``progress(done, total)`` callback printing ``label: done/total`` about every ``every`` of the way."""
-    shown = [-1.0]
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done / total - shown[0] >= every:
-            shown[0] = done / total
-            print(f"{label}: {done}/{total}", flush=True)
-
-    return progress
 
 
 def risk_layer_summary(built: dict) -> str:
