@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from pathlib import Path
 
-from arch import arch_model
 from joblib import Memory, Parallel, delayed
 from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
+from research_lib.progress import progress
 from research_lib.units import SESSIONS_PER_YEAR
 
 PERCENT = 100.0
@@ -82,13 +82,15 @@ def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: i
                          "load prices through research_lib.data.load_prices, which validates them.")
 
     series = [close.iloc[:, position].dropna() for position in range(close.shape[1])]
+    returns = [PERCENT * np.diff(np.log(valid.to_numpy(dtype=float))) for valid in series]
     fit = Memory(str(cache_dir), verbose=0).cache(_fit) if cache_dir is not None else _fit
-    variances = Parallel(n_jobs=n_jobs)(
-        delayed(garch_variance_forecasts)(PERCENT * np.diff(np.log(valid.to_numpy(dtype=float))), refit_every,
-                                          min_history, window, fit=fit)
-        for valid in series)
+    # Every fit depends only on its own sample: the cached ones are read here, the others are fitted
+    # in n_jobs processes.
+    samples = [[r[first:stop] for first, stop in _samples(r.size, refit_every, min_history, window)] for r in returns]
+    fitted = iter(_fit_all(samples, fit, n_jobs))
     out = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
-    for position, (valid, variance) in enumerate(zip(series, variances)):
+    for position, (valid, r, per_symbol) in enumerate(zip(series, returns, samples)):
+        variance = _forecasts(r, refit_every, min_history, [next(fitted) for _ in per_symbol])
         out.iloc[close.index.get_indexer(valid.index[1:]), position] = np.sqrt(variance * SESSIONS_PER_YEAR) / PERCENT
     return out
 
@@ -115,19 +117,51 @@ def garch_variance_forecasts(returns: np.ndarray, refit_every: int = 252, min_hi
     _check_arguments(refit_every, min_history, window)
     fit = fit or _fit
     with threadpool_limits(limits=1):  # the same numbers in the main process and in joblib workers
-        return _forecasts(returns, refit_every, min_history, window, fit)
+        fitted = [fit(returns[first:stop]) for first, stop in _samples(returns.size, refit_every, min_history, window)]
+    return _forecasts(returns, refit_every, min_history, fitted)
 
 
-def _forecasts(returns: np.ndarray, refit_every: int, min_history: int, window: int | None, fit) -> np.ndarray:
+def _samples(n: int, refit_every: int, min_history: int, window: int | None) -> list[tuple[int, int]]:
+    """``(first, stop)`` of the returns each scheduled fit uses, in schedule order (see module doc)."""
+    return [(0 if window is None else max(0, refit + 1 - window), refit + 1)
+            for refit in range(min_history - 1, n, refit_every)]
+
+
+def _fit_all(samples: list[list[np.ndarray]], fit, n_jobs: int) -> list:
+    """``fit(sample)`` for every symbol's samples, flattened in order, with a bar of the fits as they come back.
+
+    A fit already in ``fit``'s disk cache is read in this process: starting worker processes
+    (each importing ``arch``) costs more than reading it. The others go to the workers one
+    symbol at a time (a task per fit costs more in dispatch than it gains in balance).
+    """
+    in_cache = getattr(fit, "check_call_in_cache", lambda sample: False)
+    cached = [[in_cache(sample) for sample in per_symbol] for per_symbol in samples]
+    to_fit = [[s for s, hit in zip(per_symbol, hits) if not hit] for per_symbol, hits in zip(samples, cached)]
+    to_fit = [chunk for chunk in to_fit if chunk]
+    computed = Parallel(n_jobs=n_jobs if to_fit else 1, return_as="generator")(
+        delayed(_fit_one_thread)(fit, chunk) for chunk in to_fit)
+    fresh = (fitted for chunk in computed for fitted in chunk)
+    results = (fit(sample) if hit else next(fresh)
+               for per_symbol, hits in zip(samples, cached) for sample, hit in zip(per_symbol, hits))
+    total = sum(len(per_symbol) for per_symbol in samples)
+    with threadpool_limits(limits=1):  # a cache entry gone since the check is fitted here, as in a worker
+        return list(progress(results, total=total, desc="GARCH fits", unit="fit"))
+
+
+def _fit_one_thread(fit, samples: list[np.ndarray]) -> list:
+    with threadpool_limits(limits=1):  # the same numbers in the main process and in joblib workers
+        return [fit(sample) for sample in samples]
+
+
+def _forecasts(returns: np.ndarray, refit_every: int, min_history: int, fitted: list) -> np.ndarray:
+    """The variance recursion driven by the scheduled fits (``fitted[i]`` from ``_fit`` or None)."""
     n = returns.size
     forecasts = np.full(n, np.nan)
     params = None  # (mu, omega, alpha, beta) of the last successful fit
-    for refit in range(min_history - 1, n, refit_every):
+    for refit, fit_result in zip(range(min_history - 1, n, refit_every), fitted):
         stop = min(refit + refit_every, n)
-        first = 0 if window is None else max(0, refit + 1 - window)
-        fitted = fit(returns[first: refit + 1])
-        if fitted is not None:
-            params, forecasts[refit] = fitted
+        if fit_result is not None:
+            params, forecasts[refit] = fit_result
             start = refit + 1
         elif params is None:
             continue
@@ -137,6 +171,15 @@ def _forecasts(returns: np.ndarray, refit_every: int, min_history: int, window: 
         drive = omega + alpha * (returns[start:stop] - mu) ** 2
         forecasts[start:stop] = lfilter([1.0], [1.0, -beta], drive, zi=[beta * forecasts[start - 1]])[0]
     return forecasts
+
+
+def arch_model(*args, **kwargs):
+    """``arch.arch_model``, imported on the first fit: a run whose fits are all cached never pays
+    for importing ``arch`` (about 2 s). ``_fit`` calls it by this name, so its source, which keys
+    the fit cache, is unchanged."""
+    from arch import arch_model as make
+
+    return make(*args, **kwargs)
 
 
 def _fit(sample: np.ndarray) -> tuple[tuple[float, float, float, float], float] | None:

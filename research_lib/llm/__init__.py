@@ -22,26 +22,36 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from research_lib._lazy import lazy_exports
 from research_lib.errors import SpartanError
-from research_lib.llm._anthropic import (API_KEY_ENV, ClaudeAnalyst, SpendLimitReached, legacy_request_key, make_client,
-                                         request_payload)
 from research_lib.llm._cache import Completion, ResponseCache, request_key
 from research_lib.llm._cost import Budget, BudgetExceeded, Price, completion_cost, estimate_tokens
 from research_lib.llm._offline import LABEL as OFFLINE_LABEL
 from research_lib.llm._news import fetch_alpaca_headlines, headlines_by_date
 from research_lib.llm._offline import OFFLINE_MODEL, offline_answer
+from research_lib.llm._payload import API_KEY_ENV, legacy_request_key, request_payload
 from research_lib.llm._prompt import Headline, PromptRequest, build_request
 from research_lib.llm._reply import BadAPIReply
 from research_lib.llm._schema import AnalystAnswer, SymbolView, answer_schema
 from research_lib.llm._validate import parse_answer, reply_problem
+from research_lib.progress import progress
+
+if TYPE_CHECKING:
+    from research_lib.llm._anthropic import ClaudeAnalyst
 
 __all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BadAPIReply", "BudgetExceeded", "ClaudeAnalyst",
            "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
            "build_request", "estimate_backfill", "fetch_alpaca_headlines", "generate_views", "headlines_by_date", "make_client",
            "parse_answer", "prompt_tables"]
+
+# The client's names load the anthropic SDK (about a second) on first use: the offline analyst,
+# replays and dry runs never need it.
+__getattr__, __dir__ = lazy_exports(__name__, {name: "_anthropic" for name in
+                                               ("ClaudeAnalyst", "SpendLimitReached", "make_client")})
 
 OUTPUT_TOKENS_PER_SYMBOL = 90  # for estimates: a view is about 60-90 tokens of JSON
 
@@ -142,16 +152,17 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
     anthropic.APIStatusError
         a wrong key (401), a 403, an invalid request, or a 429/5xx still failing after the retries.
     """
-    schema = answer_schema()
     budget = Budget(settings.budget_usd)
     source = _source_for(settings, has_key=claude is not None)
     if source == "anthropic" and claude is None:
         raise SpartanError(f"llm.provider 'anthropic' needs {API_KEY_ENV}; set it, or use llm.provider: offline or replay.")
+    # the schema is the SDK's transform (importing it takes a second); the offline analyst never sends one
+    schema = None if source == "offline" else answer_schema()
     built = {date: build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning,
                                  headlines=(headlines or {}).get(date, ())) for date, table in sorted(tables.items())}
     batched = _prefetch_batch(built, schema, settings, cache, claude, budget) if settings.batch and source == "anthropic" else {}
     views, abstentions, requests = [], [], []
-    for date, request in built.items():
+    for date, request in progress(built.items(), total=len(built), desc="analyst requests", unit="request"):
         table = tables[date]
         if date in batched:
             completion, origin, model = batched[date], "claude", settings.model

@@ -20,11 +20,7 @@ Cost: every attempt whose ``usage`` is readable is counted in the cost report an
 (`research_lib.llm._cost.Meter`), bad replies that were retried and the first (analysis) call
 of two-step reasoning included; the budget is checked before each attempt.
 
-Prompt caching: the API silently skips a cache prefix shorter than a per-model minimum, so the
-system prompt is marked ``cache_control`` only when it is at least that long
-(``MIN_CACHEABLE_TOKENS``), and a shorter one is sent unmarked. Whatever the API did is read
-from ``usage`` (cache writes and reads) into the cost report either way. The marker never
-enters the response-cache key (`research_lib.llm._cache.request_key`).
+Prompt caching and cache keys: `research_lib.llm._payload`.
 """
 
 from __future__ import annotations
@@ -38,36 +34,23 @@ from typing import Callable
 import anthropic
 
 from research_lib.errors import SpartanError
-from research_lib.llm._cache import Completion, payload_digest
+from research_lib.llm._cache import Completion
 from research_lib.llm._cost import Budget, Meter, completion_cost, estimate_tokens
+# the payload's names stay importable from here, where they were first defined
+from research_lib.llm._payload import (ANALYSIS_PROMPT, ANSWER_PROMPT, API_KEY_ENV, CHARS_PER_TOKEN,  # noqa: F401
+                                       MIN_CACHEABLE_TOKENS, cacheable, legacy_request_key, request_payload)
 from research_lib.llm._prompt import PromptRequest
 from research_lib.llm._reply import BadAPIReply, json_body, quote, read_reply, result_lines
 from research_lib.llm._validate import BAD_REPLY, NO_REPLY
+from research_lib.progress import progress
 
-API_KEY_ENV = "ANTHROPIC_API_KEY"
 BASE_URL_ENV = "ANTHROPIC_BASE_URL"
 SPEND_LIMIT_MARKERS = ("spend limit", "api usage limits")
 RETRYABLE_STATUSES = (408, 409, 429)  # and every 5xx, 529 (overloaded) included
-ANALYSIS_PROMPT = "First write a brief analysis of the inputs (150 words at most, no JSON)."
-ANSWER_PROMPT = "Now give the JSON answer for every symbol."
-
-# The shortest prefix the API caches, in tokens, for each model of params/base.yaml (below it,
-# cache_control is silently ignored). Anthropic's prompt-caching docs as mirrored by litellm
-# (2026-10): Opus 5 512, Sonnet 5 1,024 (the 5.5 models have no row of their own: their family's),
-# Sonnet 4.6 2,048, Haiku 4.5 4,096.
-MIN_CACHEABLE_TOKENS = {"claude-sonnet-5-5": 1024, "claude-opus-5-5": 512, "claude-sonnet-5": 1024,
-                        "claude-sonnet-4-6": 2048, "claude-haiku-4-5": 4096}
-CHARS_PER_TOKEN = 4  # the long end for English text, so a prefix counted long enough is long enough
 
 
 class SpendLimitReached(SpartanError):
     """The API refused with a spend limit: retrying cannot help."""
-
-
-def cacheable(text: str, model: str) -> bool:
-    """Whether a prefix of ``text`` is long enough for ``model``'s prompt cache (unknown model: no)."""
-    minimum = MIN_CACHEABLE_TOKENS.get(model)
-    return minimum is not None and len(text) // CHARS_PER_TOKEN >= minimum
 
 
 def make_client(timeout_s: float = 60.0) -> anthropic.Anthropic:
@@ -78,32 +61,6 @@ def make_client(timeout_s: float = 60.0) -> anthropic.Anthropic:
                            "without it use llm.provider: offline or replay.")
     return anthropic.Anthropic(api_key=key, base_url=os.environ.get(BASE_URL_ENV) or None, max_retries=0,
                                timeout=timeout_s)
-
-
-def request_payload(request: PromptRequest, schema: dict, settings) -> dict:
-    """Exactly what is sent for ``request`` (first call), plus how the answer is produced.
-
-    The response cache is keyed by a hash of this (less its ``cache_control`` markers), so a
-    cached answer is always the answer to this very request.
-    """
-    system = {"type": "text", "text": request.system}
-    if cacheable(request.system, settings.model):
-        system["cache_control"] = {"type": "ephemeral"}
-    payload = {"model": settings.model, "max_tokens": settings.max_tokens, "system": [system],
-               "messages": [{"role": "user", "content": request.user}],
-               "output_config": {"format": {"type": "json_schema", "schema": schema}}}
-    if settings.temperature is not None:
-        payload["temperature"] = settings.temperature
-    if settings.reasoning:  # two calls: an analysis, then the answer (fixed prompts)
-        payload["reasoning"] = [ANALYSIS_PROMPT, ANSWER_PROMPT]
-    return payload
-
-
-def legacy_request_key(payload: dict) -> str:
-    """The key the versions before issue 13 gave ``payload``'s answer: the digest of the payload
-    as they sent it, with every system block marked ``cache_control: {type: ephemeral}``."""
-    return payload_digest({**payload, "system": [{**block, "cache_control": {"type": "ephemeral"}}
-                                                 for block in payload["system"]]})
 
 
 class ClaudeAnalyst:
@@ -184,6 +141,15 @@ class ClaudeAnalyst:
         """Create the batch, poll until it ends, and read its results as ``(custom_id, result)``."""
         batches = self.client.messages.batches
         batch = self._with_retries(lambda: _checked(batches.create(requests=items), _batch_problem))
+        for batch in progress(self._polls(batch, poll_s, max_wait_s), desc="analyst batch polls", unit="poll"):
+            pass  # the batch as last retrieved: it has ended
+        if not isinstance(batch.results_url, str):
+            raise BadAPIReply(f"the ended message batch {batch.id} has no results_url: {quote(batch.results_url)}")
+        return self._with_retries(lambda: result_lines(self.client.get(
+            batch.results_url, cast_to=bytes, options={"headers": {"Accept": "application/binary"}})))
+
+    def _polls(self, batch, poll_s: float, max_wait_s: float):
+        """Yield ``batch`` as retrieved every ``poll_s`` seconds until it has ended (nothing if it already has)."""
         waited = 0.0
         while batch.processing_status != "ended":
             if waited >= max_wait_s:
@@ -191,11 +157,9 @@ class ClaudeAnalyst:
                                    "can be collected later with the same parameters (they will be cached).")
             self.sleep(poll_s)
             waited += poll_s
+            batches = self.client.messages.batches
             batch = self._with_retries(lambda: _checked(batches.retrieve(batch.id), _batch_problem))
-        if not isinstance(batch.results_url, str):
-            raise BadAPIReply(f"the ended message batch {batch.id} has no results_url: {quote(batch.results_url)}")
-        return self._with_retries(lambda: result_lines(self.client.get(
-            batch.results_url, cast_to=bytes, options={"headers": {"Accept": "application/binary"}})))
+            yield batch
 
     def _batch_item(self, result: dict, budget: Budget) -> Completion:
         meter = Meter(self.settings.price, budget, batch=True)

@@ -2,7 +2,7 @@
 
 The system prompt (role, rubric, rules) is static, the same for every date: a prefix the API
 could cache, but it is marked for prompt caching only when it reaches the model's minimum
-cacheable length (``research_lib.llm._anthropic.cacheable``), which this one, about 320 tokens,
+cacheable length (``research_lib.llm._payload.cacheable``), which this one, about 320 tokens,
 does not reach for any model listed there. The user message carries one date's data: a table
 of features per symbol known at the close of that date, and optionally headlines published at
 or before it. Headlines are third-party text: they are escaped and fenced as data, and the

@@ -37,11 +37,13 @@ def llm_settings(config: RunConfig) -> AnalystSettings:
 
 def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
     """The Claude client when the provider may call it and a key is set; else None."""
-    from research_lib.llm import API_KEY_ENV, ClaudeAnalyst, make_client
+    from research_lib.llm import API_KEY_ENV
 
     llm = config.llm
     if llm.provider not in ("auto", "anthropic") or not os.environ.get(API_KEY_ENV):
         return None
+    from research_lib.llm import ClaudeAnalyst, make_client  # the SDK, only when it will be called
+
     return ClaudeAnalyst(make_client(llm.timeout_s), llm_settings(config), llm.max_retries)
 
 
