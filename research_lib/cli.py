@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a parameter, e.g. --set backtest.cost_bps=5 (repeatable)")
     run.add_argument("--stages", nargs="+", metavar="STAGE", help="run only these stages, e.g. 01_load_data or 01")
     run.add_argument("--run-dir", help="write the run here instead of reports/runs/<run_id>")
+    run.add_argument("--fresh", action="store_true", help="execute every stage (by default a stage whose "
+                     "parameters, code and inputs match an earlier run's intact outputs is reused from it)")
 
     commands.add_parser("index", help="rebuild reports/index.html from the runs on disk")
 
@@ -359,7 +361,7 @@ def _run(args: argparse.Namespace) -> int:
     from research_lib.pipeline import load_manifest, run_pipeline
 
     try:
-        run_dir = run_pipeline(args.params, args.overrides, args.stages, args.run_dir)
+        run_dir = run_pipeline(args.params, args.overrides, args.stages, args.run_dir, fresh=args.fresh)
     except ConfigError as err:
         return _refusal(err)
     except SpartanError as err:

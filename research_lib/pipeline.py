@@ -5,6 +5,13 @@ execute each ``notebooks/NN_name.ipynb`` into the run folder (parameters: ``conf
 and ``run_dir`` only; secrets stay in the environment) -> HTML of each executed notebook
 -> ``manifest.json`` updated after every stage -> ``reports/index.html`` rebuilt.
 
+Incremental: each stage is keyed by the parameters it reads, its notebook and library code, and
+the sha256 of the artifacts earlier stages wrote (`research_lib.stages.keys`). A stage whose key
+matches intact outputs of an earlier run in the workspace is not executed: its files (executed
+notebook and HTML included) are linked into the new run folder and the manifest says
+``"status": "reused", "reused_from": <run id>``. ``fresh=True`` (``spartan run --fresh``)
+executes every stage. Every stage's outputs are recorded as ``{file: sha256}``.
+
 Logs: every line of the run, its notebook kernels' included, goes to ``run.log.jsonl`` in the
 run folder and to the workspace log, carrying the run id and the stage (``research_lib.logs``).
 A failed run raises a ``run_failed`` alert (``research_lib.alerts``).
@@ -24,22 +31,28 @@ import os
 import re
 import socket
 import stat
+import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from research_lib import logs, paths
+from research_lib import logs, paths, progress
 from research_lib._kernel_guard import guarded_command, pid_max, process_state
 from research_lib.alerts import alert
 from research_lib.config import RunConfig, load_config, save_config
 from research_lib.data import read_provenance
 from research_lib._io import atomic_write_bytes, git_commit, now_utc, package_versions, read_json, write_json
 from research_lib.errors import ConfigError, SpartanError
+from research_lib.stages import reuse
+from research_lib.stages.folder import ARTIFACTS, data_file_hash
+from research_lib.stages.keys import file_sha256
 
 STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 PAPER_NOTEBOOK = "07_paper_trade.ipynb"  # run by `spartan trade`, one session at a time; not a research stage
@@ -219,8 +232,10 @@ def run_pipeline(
     *,
     notebooks_dir: str | Path | None = None,
     echo: Callable[[str], None] = print,
+    fresh: bool = False,
 ) -> Path:
-    """Run the chain for ``params`` and return the run folder.
+    """Run the chain for ``params`` and return the run folder; ``fresh``: execute every stage
+    (otherwise a stage whose key matches an earlier run's intact outputs is reused).
 
     Raises
     ------
@@ -241,14 +256,54 @@ def run_pipeline(
                           "Choose a new --run-dir (or leave it out for reports/runs/<run_id>).")
     run_dir.mkdir(parents=True, exist_ok=True)
     logs.configure()
+    whole = discover_stages(notebooks)  # stages may be reused only while the chain has every stage before them
+    run = _Run(config, run_dir, notebooks, echo, fresh, next((n for n, p in enumerate(chain) if p != whole[n]), len(chain)))
     with logs.run_logging(run_dir, run_id):
-        _run_chain(config, params, overrides, chain, notebooks, run_id, run_dir, echo)
+        _run_chain(run, params, overrides, chain, run_id)
     return run_dir
 
 
-def _run_chain(config: RunConfig, params: str | Path, overrides: list[str] | tuple[str, ...], chain: list[Path],
-               notebooks: Path, run_id: str, run_dir: Path, echo: Callable[[str], None]) -> None:
+@dataclass
+class _Run:
+    """One run of the chain: where it writes, whether it may reuse, where its seconds go."""
+    config: RunConfig
+    run_dir: Path
+    notebooks: Path
+    echo: Callable[[str], None]
+    fresh: bool = False
+    complete: int = 0  # stages 0..complete-1 of the chain are the workspace's first ones: those may be reused
+    manifest: dict = field(default_factory=dict)
+    earlier: list = field(default_factory=list)  # earlier runs (folder, manifest), newest first
+    timings: dict = field(default_factory=dict)  # seconds the pipeline itself spent, by kind
+
+
+@contextmanager
+def _timed(timings: dict, kind: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[kind] = round(timings.get(kind, 0.0) + time.perf_counter() - started, 3)
+
+
+@contextmanager
+def _reuse_in_kernels(allowed: bool) -> Iterator[None]:
+    """Whether an executed stage's kernel (it inherits the environment) may take artifacts from
+    earlier runs: only after a gap in the chain (``--stages 06``); else its inputs are here."""
+    before = os.environ.get(reuse.REUSE_ENV)
+    os.environ[reuse.REUSE_ENV] = (before or "1") if allowed else "0"
+    try:
+        yield
+    finally:
+        del os.environ[reuse.REUSE_ENV]
+        if before is not None:
+            os.environ[reuse.REUSE_ENV] = before
+
+
+def _run_chain(run: _Run, params: str | Path, overrides: list[str] | tuple[str, ...], chain: list[Path],
+               run_id: str) -> None:
     """The body of ``run_pipeline``, inside its run's logging."""
+    config, run_dir, echo = run.config, run.run_dir, run.echo
     config_path = save_config(config, run_dir / "config.yaml")
     manifest = {
         "run_id": run_id, "scenario": config.scenario, "description": config.description,
@@ -256,8 +311,11 @@ def _run_chain(config: RunConfig, params: str | Path, overrides: list[str] | tup
         "created_at": now_utc(), "finished_at": None, "error": None,
         "code": git_commit(paths.workspace_root()), "versions": package_versions(_VERSIONED),
         "config": config.model_dump(mode="json"), "data": None, "metrics": None,
-        "stages": [{"name": p.stem, "status": "pending"} for p in chain],
+        "stages": [{"name": p.stem, "status": "pending"} for p in chain], "fresh": run.fresh,
     }
+    run.manifest = manifest
+    with _timed(run.timings, "lookup_s"):
+        run.earlier = [] if run.fresh else reuse.list_runs(exclude=run_dir)
     write_manifest(run_dir, manifest)
     echo(f"spartan run {params} -> {run_dir}")
     log.info("run started", extra={"params_file": str(params), "overrides": list(overrides),
@@ -268,23 +326,7 @@ def _run_chain(config: RunConfig, params: str | Path, overrides: list[str] | tup
         for number, notebook in enumerate(chain):
             stage = manifest["stages"][number]
             with logs.stage(notebook.stem):
-                echo(f"[{number + 1}/{len(chain)}] {notebook.stem} ...")
-                log.info("stage started", extra={"notebook": notebook.name})
-                stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
-                write_manifest(run_dir, manifest)
-                started = time.perf_counter()
-                error = _execute(notebook, run_dir, config_path, notebooks)
-                stage.update(duration_s=round(time.perf_counter() - started, 3),
-                             status="failed" if error else "succeeded", error=error)
-                log.log(logging.ERROR if error else logging.INFO, "stage %s in %.1f s", stage["status"],
-                        stage["duration_s"], extra={"status": stage["status"], "duration_s": stage["duration_s"],
-                                                    "error": error})
-                stage["html"] = to_html(run_dir / notebook.name)
-                if error:
-                    kept = run_dir / (stage["html"] or notebook.name)
-                    raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
-                echo(f"      done in {stage['duration_s']:.1f} s")
-                write_manifest(run_dir, manifest)
+                _run_stage(run, number, notebook, stage, config_path)
         manifest["status"] = "succeeded"
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
@@ -306,20 +348,82 @@ def _run_chain(config: RunConfig, params: str | Path, overrides: list[str] | tup
         manifest["ml"] = _ml_headline(read_json(run_dir / "ml_report.json"))
         manifest["llm"] = _llm_headline(read_json(run_dir / "llm_report.json"))
         manifest["validation"] = _gate_headline(read_json(run_dir / "validation.json"))
+        manifest["timings"] = run.timings
         write_manifest(run_dir, manifest)
+        with _timed(run.timings, "index_s"):
+            _rebuild_index()
+        write_manifest(run_dir, manifest)  # with the index's seconds
         duration_s = round(time.perf_counter() - run_started, 3)
         log.info("run %s in %.1f s", manifest["status"], duration_s, extra={"status": manifest["status"],
                                                                             "duration_s": duration_s})
-        _rebuild_index()
 
 
-def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path) -> str | None:
+def _run_stage(run: _Run, number: int, notebook: Path, stage: dict, config_path: Path) -> None:
+    """Reuse stage ``notebook`` from an earlier run when its key matches intact outputs; else execute it."""
+    label = f"[{number + 1}/{len(run.manifest['stages'])}] {notebook.stem}"
+    started = time.perf_counter()
+    upstream = {f: sha for done in run.manifest["stages"][:number] for f, sha in reuse.data_outputs(done.get("outputs") or {}).items()}
+    with _timed(run.timings, "keys_s"):
+        producers = [f"research_lib.stages.{a.stage}" for a in ARTIFACTS.values() if a.notebook == notebook.stem]
+        stage["key"] = reuse.stage_key(notebook.stem, notebook, run.config, upstream, data_file_hash(run.config), producers)
+    found, why = _reusable(run, number, notebook.stem, stage["key"])
+    if found is not None:
+        with _timed(run.timings, "linking_s"):
+            reuse.link_files(found.run_dir, found.entry["outputs"], run.run_dir)
+        stage.update(status="reused", reused_from=found.run_id, computed_in=found.entry.get("computed_in", found.run_id),
+                     notebook=notebook.name, outputs=found.entry["outputs"], external=found.entry.get("external"),
+                     html=found.entry.get("html"),
+                     duration_s=round(time.perf_counter() - started, 3))
+        log.info("stage reused from %s", found.run_id, extra={"status": "reused", "reused_from": found.run_id})
+        run.echo(f"{label} reused from {found.run_id}")
+        return write_manifest(run.run_dir, run.manifest)
+    run.echo(f"{label} ..." + (f" recomputed: {why}" if why else ""))  # papermill's cell bar follows on stderr
+    log.info("stage started", extra={"notebook": notebook.name, "why": why})
+    stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
+    write_manifest(run.run_dir, run.manifest)
+    before = reuse.stat_folder(run.run_dir)
+    with _reuse_in_kernels(not run.fresh and number >= run.complete):
+        error = _execute(notebook, run.run_dir, config_path, run.notebooks, progress_bar=_progress_bar(notebook.stem))
+    stage.update(duration_s=round(time.perf_counter() - started, 3),
+                 status="failed" if error else "succeeded", error=error)
+    log.log(logging.ERROR if error else logging.INFO, "stage %s in %.1f s", stage["status"], stage["duration_s"],
+            extra={"status": stage["status"], "duration_s": stage["duration_s"], "error": error})
+    with _timed(run.timings, "html_s"):
+        stage["html"] = to_html(run.run_dir / notebook.name)
+    if error:
+        kept = run.run_dir / (stage["html"] or notebook.name)
+        raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
+    with _timed(run.timings, "hashing_s"):
+        written = reuse.written_files(before, reuse.stat_folder(run.run_dir))
+        stage.update(outputs={name: file_sha256(run.run_dir / name) for name in written},
+                     external=reuse.external_state(notebook.stem, run.run_dir))
+    run.echo(f"      done in {stage['duration_s']:.1f} s")
+    write_manifest(run.run_dir, run.manifest)
+
+
+def _reusable(run: _Run, number: int, stage: str, key: str) -> tuple[reuse.Reusable | None, str | None]:
+    """The earlier run whose outputs of ``stage`` may be reused, or None and why not (None: nothing to say)."""
+    if run.fresh or number >= run.complete:  # a chain that skips stages has no upstream outputs to key on
+        return None, None
+    if stage == "01_load_data" and run.config.data.refresh:
+        return None, "data.refresh asks for fresh data"
+    with _timed(run.timings, "lookup_s"):
+        return reuse.find_stage(run.earlier, stage, key)
+
+
+def _progress_bar(stage: str) -> dict | bool:
+    """papermill's cell progress bar on stderr for the CLI, unless progress is turned off."""
+    return progress.enabled() and {"desc": f"      {stage}", "unit": "cell", "file": sys.stderr, "leave": False}
+
+
+def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path, progress_bar: dict | bool = False) -> str | None:
     """Execute one stage of the chain into the run folder; return a one-line failure or None."""
     return execute_notebook(notebook, run_dir / notebook.name,
-                            {"config_path": str(config_path), "run_dir": str(run_dir)}, cwd)
+                            {"config_path": str(config_path), "run_dir": str(run_dir)}, cwd, progress_bar)
 
 
-def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) -> str | None:
+def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path,
+                     progress_bar: dict | bool = False) -> str | None:
     """Execute ``notebook`` with papermill into ``output``; return a one-line description of
     the failure (the cell, its first line, the exception), or None. Never pass secrets as
     ``parameters``: papermill writes them into the output notebook."""
@@ -327,10 +431,12 @@ def execute_notebook(notebook: Path, output: Path, parameters: dict, cwd: Path) 
 
     os.environ["SPARTAN_HOME"] = str(paths.workspace_root())
     remove_orphaned_kernel_files()
+    # papermill rewrites its output in place as cells run: never into a file linked from another run
+    Path(output).unlink(missing_ok=True)
     try:
         pm.execute_notebook(
             str(notebook), str(output), parameters=parameters,
-            kernel_name="python3", cwd=str(cwd), progress_bar=False, log_output=False,
+            kernel_name="python3", cwd=str(cwd), progress_bar=progress_bar, log_output=False,
             kernel_manager_class=f"{__name__}._IPCKernelManager", extra_arguments=[KERNEL_LOGGING],
         )
     except pm.PapermillExecutionError as err:

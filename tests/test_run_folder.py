@@ -12,7 +12,9 @@ import pytest
 
 from research_lib.config import load_config
 from research_lib.errors import ConfigError
-from research_lib.stages import ARTIFACTS, RunFolder, config_key
+from research_lib.stages import ARTIFACTS, RunFolder
+from research_lib.stages.folder import artifact_key
+from research_lib.stages.keys import file_sha256, stage_sections
 from research_lib.stages import features as features_stage
 from tests.conftest import REPO
 
@@ -66,7 +68,9 @@ def test_a_changed_section_remakes_exactly_the_artifacts_that_read_it(price_file
     assert not wider.is_fresh("prices") and not wider.is_fresh("features")
     wider.features
     assert feature_calls == [1, 1] and wider.provenance("prices")["config_key"] != prices_key
-    assert {n for n, spec in ARTIFACTS.items() if "ml" in spec.sections} == {"signals", "views", "weights"}
+    reads_ml = {n for n, spec in ARTIFACTS.items()
+                if any(s.split(".")[0] == "ml" for s in stage_sections(spec.notebook, folder.config))}
+    assert reads_ml == {"signals", "views"}, "the weights depend on ml through the signals they read"
 
 
 def test_provenance_names_the_key_the_sections_and_the_inputs(price_file, tmp_path):
@@ -74,11 +78,14 @@ def test_provenance_names_the_key_the_sections_and_the_inputs(price_file, tmp_pa
     folder.features
     made = folder.provenance("features")
     assert made == {"artifact": "features", "file": "features.parquet",
-                    "config_key": config_key(folder.config, ("data", "features")), "sections": ["data", "features"],
-                    "upstream": [], "inputs": {}, "fresh": True}
+                    "config_key": artifact_key(folder.config, "features"), "sections": ["data.benchmark", "features"],
+                    "upstream": ["prices"], "inputs": {"prices.parquet": file_sha256(tmp_path / "run" / "prices.parquet")},
+                    "fresh": True}
     weights = folder.provenance("weights")
     assert weights["upstream"] == ["prices", "signals", "views"] and weights["config_key"] is None
-    assert not weights["fresh"] and "backtest" in weights["sections"]
+    assert not weights["fresh"] and "backtest" not in weights["sections"], "no circuit breaker: no backtest in 05"
+    breaker = folder_for(price_file, tmp_path / "run", "portfolio.circuit_breaker={max_drawdown: 0.2, cooldown_days: 5}")
+    assert "backtest" in breaker.provenance("weights")["sections"]
 
 
 def test_a_folder_with_invalid_parameters_fails_with_a_clear_message(tmp_path):
@@ -121,7 +128,9 @@ def test_a_price_file_edited_while_a_folder_is_open_never_leaves_stale_artifacts
     assert later.prices["close"]["AAA"].iloc[-1] == pytest.approx(11 * 1.5)
     later.features
     assert later.is_fresh("features") and later.provenance("features")["config_key"] == later.key("features")
-    assert folder.key("features") != later.key("features"), "keys are taken with the file as it was when each folder was made"
+    assert folder.key("prices") != later.key("prices"), "keys are taken with the file as it was when each folder was made"
+    # the features read the file only through the prices: their record names the prices' hash
+    assert later.provenance("features")["inputs"] == {"prices.parquet": file_sha256(run_dir / "prices.parquet")}
 
 
 def test_unknown_names_and_a_run_dir_that_is_a_file_are_refused_with_the_fix(price_file, tmp_path):

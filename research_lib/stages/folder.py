@@ -1,11 +1,15 @@
-"""A run's folder: its artifacts, read when fresh, otherwise made by the stage that owns them.
+"""A run's folder: its artifacts, read when fresh, otherwise taken from an earlier run or made by
+the stage that owns them.
 
 Each artifact ``X.parquet`` has ``X.json`` beside it recording ``config_key`` (a hash of the
-parameter sections it was made from; with ``data``, of the user's price file too) and the
-sha256 of the upstream artifacts it read. Asking a `RunFolder` for an artifact reads it when
-that record matches; otherwise the producer a stage registered for it (`produces`) makes it and
-saves it. The record is removed before a new file is written and written last (both atomically),
-so a half-written artifact is never taken for a fresh one.
+parameters its stage reads and of its producer's code, `research_lib.stages.keys`; with the
+whole ``data`` section, of the user's price file too) and the sha256 of the upstream artifacts
+it read. An artifact is fresh when that record matches and its upstream artifacts are fresh.
+Asking a `RunFolder` for an artifact reads it when fresh; otherwise it links the artifacts of the
+latest complete run that has them fresh under the same keys (`research_lib.stages.reuse`, saying
+which run), and failing that the producer a stage registered for it (`produces`) makes it and
+saves it. The record is removed before a new file is written and written last (both
+atomically), so a half-written artifact is never taken for a fresh one.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ import pandas as pd
 
 from research_lib._io import read_json, write_json, write_parquet
 from research_lib.config import RunConfig, load_config
-from research_lib.data import sha256_of
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError
 from research_lib.params import did_you_mean
+from research_lib.stages import reuse
+from research_lib.stages.keys import code_digest, file_sha256, params_digest, stage_sections
 
 Producer = Callable[["RunFolder"], pd.DataFrame]
 Reader = Callable[[Path, RunConfig], pd.DataFrame]
@@ -32,24 +37,25 @@ Reader = Callable[[Path, RunConfig], pd.DataFrame]
 
 @dataclass(frozen=True)
 class Artifact:
-    """One artifact of a run: its file, the parameter sections and upstream artifacts it is made from."""
+    """One artifact of a run: its file, the notebook stage that makes it, the upstream artifacts it reads."""
 
     file: str
-    sections: tuple[str, ...]
+    notebook: str  # the chain's stage that makes it: its parameters (`keys.STAGE_READS`) key the artifact
     stage: str  # the stage module that makes it (imported when the artifact must be made or has its own reader)
-    inputs: tuple[str, ...] = ()  # whose rewrite makes it stale whatever the parameters say
+    inputs: tuple[str, ...] = ()  # upstream artifacts it reads: their hashes, and their freshness, key it too
     own_reader: bool = False  # read by its stage's reader (`produces(read=...)`), not as plain parquet
 
 
-_MODEL = ("data", "features", "ml", "llm", "strategy", "portfolio", "risk", "backtest")
 ARTIFACTS = {
-    "prices": Artifact("prices.parquet", ("data", "features"), "prices", own_reader=True),
-    "features": Artifact("features.parquet", ("data", "features"), "features"),
-    "signals": Artifact("signals_ml.parquet", ("data", "features", "ml"), "ml"),
-    "views": Artifact("signals_llm.parquet", ("data", "features", "ml", "llm"), "llm"),
-    "weights": Artifact("weights.parquet", _MODEL, "portfolio", inputs=("prices", "signals", "views")),
+    "prices": Artifact("prices.parquet", "01_load_data", "prices", own_reader=True),
+    "features": Artifact("features.parquet", "02_build_features", "features", inputs=("prices",)),
+    "signals": Artifact("signals_ml.parquet", "03_fit_ml_signals", "ml", inputs=("prices", "features")),
+    # the views' report compares them with the ML signals when those are there
+    "views": Artifact("signals_llm.parquet", "04_ask_claude", "llm", inputs=("prices", "features", "signals")),
+    "weights": Artifact("weights.parquet", "05_build_portfolio", "portfolio", inputs=("prices", "signals", "views")),
 }
 REPORTS = {"ml": "ml_report.json", "llm": "llm_report.json", "portfolio": "portfolio_report.json"}
+REPORT_OF = {"signals": "ml", "views": "llm", "weights": "portfolio"}  # the stage report made with an artifact
 
 _PRODUCERS: dict[str, Producer] = {}
 _READERS: dict[str, Reader] = {}
@@ -69,16 +75,22 @@ def produces(name: str, read: Reader | None = None) -> Callable[[Producer], Prod
     return register
 
 
-def config_key(config: RunConfig, sections: tuple[str, ...], data_file_sha256: str | None = None) -> str:
-    """A short hash of the named parameter sections; with ``data``, of the user's price file too
-    (``data.source: file``), so that every artifact made from it is made again once it is edited.
+def config_key(config: RunConfig, sections: tuple[str, ...], data_file_sha256: str | None = None,
+               code: str | None = None) -> str:
+    """A short hash of the named parameter sections (``section`` or ``section.key``) and of the
+    ``code`` digest; with the whole ``data`` section, of the user's price file too (``data.source:
+    file``), so that every artifact made from it is made again once it is edited.
     ``data_file_sha256``: that file's hash when the caller took it already (`data_file_hash`)."""
-    dumped = config.model_dump(mode="json")
-    named = {s: dumped[s] for s in sections}
-    if "data" in sections and config.data.source == "file" and config.data.path:
-        named["data_file_sha256"] = data_file_sha256 or data_file_hash(config)
-    payload = json.dumps(named, sort_keys=True)
+    named = params_digest(config, sections, data_file_sha256 or data_file_hash(config))
+    payload = json.dumps({"params": named, "code": code}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def artifact_key(config: RunConfig, name: str, data_file_sha256: str | None = None) -> str:
+    """The key of artifact ``name`` under ``config``: its stage's parameters and its producer's code."""
+    spec = ARTIFACTS[name]
+    return config_key(config, stage_sections(spec.notebook, config), data_file_sha256,
+                      code_digest([f"research_lib.stages.{spec.stage}"]))
 
 
 def data_file_hash(config: RunConfig) -> str | None:
@@ -86,10 +98,7 @@ def data_file_hash(config: RunConfig) -> str | None:
     cannot be read (then nothing made from it is fresh, and the load says why)."""
     if config.data.source != "file" or not config.data.path:
         return None
-    try:
-        return sha256_of(Path(config.data.path))
-    except OSError:
-        return None
+    return file_sha256(Path(config.data.path))
 
 
 class RunFolder:
@@ -111,10 +120,11 @@ class RunFolder:
         # The keys are taken once, with the user's price file as it is now: what this folder reads
         # afterwards is at least as new, so nothing older is ever saved under a newer file's key.
         file_hash = data_file_hash(config)
-        self._keys = {name: config_key(config, spec.sections, file_hash) for name, spec in ARTIFACTS.items()}
+        self._keys = {name: artifact_key(config, name, file_hash) for name in ARTIFACTS}
         self._frames: dict[str, pd.DataFrame] = {}
         self._reports: dict[str, dict | None] = {}
         self._memo: dict[str, Any] = {}
+        self._told: set[str] = set()  # artifacts this folder said it must compute
 
     @classmethod
     def open(cls, config_path: str | Path, run_dir: str | Path) -> RunFolder:
@@ -136,7 +146,7 @@ class RunFolder:
         """Artifact ``name``: read if fresh, else made by its stage (which saves it)."""
         _check_name(name, ARTIFACTS, "artifact")
         if name not in self._frames:
-            fresh = self.is_fresh(name)
+            fresh = self.is_fresh(name) or self._link_from_latest_run(name)
             if not fresh or ARTIFACTS[name].own_reader:
                 _load_stage(name)
             if fresh:
@@ -159,14 +169,17 @@ class RunFolder:
 
     def input_hashes(self, name: str) -> dict[str, str | None]:
         paths = [self.path(i) for i in ARTIFACTS[name].inputs]
-        return {p.name: sha256_of(p) if p.is_file() else None for p in paths}
+        return {p.name: file_sha256(p) for p in paths}
 
     def is_fresh(self, name: str) -> bool:
-        """Whether artifact ``name`` is complete and was made with these parameters and inputs."""
+        """Whether artifact ``name`` is complete, was made with these parameters, this code and
+        these inputs, and its inputs are fresh too (an input's stage may read other parameters)."""
         path = self.path(name)
         record = read_json(path.with_suffix(".json"))
-        return (path.is_file() and record is not None and record.get("config_key") == self.key(name)
-                and record.get("inputs", {}) == self.input_hashes(name))
+        if not (path.is_file() and record is not None and record.get("config_key") == self.key(name)
+                and record.get("inputs", {}) == self.input_hashes(name)):
+            return False
+        return all(self.is_fresh(i) for i in ARTIFACTS[name].inputs if self.path(i).is_file())
 
     def save(self, name: str, frame: pd.DataFrame) -> pd.DataFrame:
         """Write artifact ``name`` and then its record; what was read from the folder is forgotten."""
@@ -176,10 +189,15 @@ class RunFolder:
         write_parquet(frame, path)
         write_json(path.with_suffix(".json"), {"config_key": self.key(name), "rows": len(frame),
                                                "inputs": self.input_hashes(name)})
-        self._frames.clear()
-        self._memo.clear()
+        self.forget()
         self._frames[name] = frame
         return frame
+
+    def forget(self) -> None:
+        """Forget what was read from the folder (its files were replaced)."""
+        self._frames.clear()
+        self._reports.clear()
+        self._memo.clear()
 
     def provenance(self, name: str) -> dict:
         """Where artifact ``name`` came from: its stored key and inputs, the sections it reads, and
@@ -187,8 +205,43 @@ class RunFolder:
         _check_name(name, ARTIFACTS, "artifact")
         spec, record = ARTIFACTS[name], read_json(self.path(name).with_suffix(".json")) or {}
         return {"artifact": name, "file": spec.file, "config_key": record.get("config_key"),
-                "sections": list(spec.sections), "upstream": list(spec.inputs),
+                "sections": list(stage_sections(spec.notebook, self.config)), "upstream": list(spec.inputs),
                 "inputs": record.get("inputs", {}), "fresh": self.is_fresh(name)}
+
+    def _link_from_latest_run(self, name: str) -> bool:
+        """Make artifact ``name`` fresh here from the newest run that has it fresh under the same
+        keys and intact (as its manifest recorded it): link it with its upstream artifacts, their
+        records and stage reports, and every other artifact fresh there and stale here; say which
+        run. When no run has it, say what must be computed."""
+        if not reuse.enabled() or (self.config.data.refresh and not self.is_fresh("prices")):
+            return False  # data.refresh asks for prices fetched now, and for what is made from them
+        for run_dir, manifest in reuse.list_runs(exclude=self.run_dir):
+            other = RunFolder(self.config, run_dir)
+            if not other.is_fresh(name):
+                continue
+            wanted = [n for n in ARTIFACTS if other.path(n).is_file() and (
+                n in _with_inputs(name) or (other.is_fresh(n) and not self.is_fresh(n)))]
+            files = [f for n in wanted for f in other._files_of(n)]
+            recorded = {f: sha for s in manifest.get("stages", []) for f, sha in (s.get("outputs") or {}).items()}
+            if reuse.verify(run_dir, {f: recorded[f] for f in files if f in recorded}) not in (None, "no recorded output"):
+                continue  # a file changed since its run recorded it: not reused
+            reuse.link_files(run_dir, files, self.run_dir)
+            self.forget()
+            print(f"{', '.join(wanted)}: reused from run {run_dir.name}", flush=True)
+            return True
+        missing = [n for n in ARTIFACTS if n == name or (n in _with_inputs(name) and not self.is_fresh(n))]
+        if name not in self._told:  # once: computing an artifact asks for its missing inputs again
+            self._told.update(missing)
+            print(f"{name}: no earlier run has it for these parameters and code; computing {', '.join(missing)}",
+                  flush=True)
+        return False
+
+    def _files_of(self, name: str) -> list[str]:
+        """Artifact ``name``'s file, its record and the report its stage writes with it."""
+        files = [self.path(name).name, self.path(name).with_suffix(".json").name]
+        if name in REPORT_OF and self.path(REPORT_OF[name]).is_file():
+            files.append(self.path(REPORT_OF[name]).name)
+        return files
 
     # ---------------------------------------------------------------- reports and derived values
 
@@ -220,6 +273,11 @@ def _load_stage(name: str) -> None:
     if name not in _PRODUCERS:  # e.g. the registry was reloaded while the stage module stayed loaded
         raise ConfigError(f"no stage is registered to make {name!r} (research_lib.stages."
                           f"{ARTIFACTS[name].stage} registers it when first imported); restart the kernel")
+
+
+def _with_inputs(name: str) -> set[str]:
+    """Artifact ``name`` and every artifact upstream of it."""
+    return {name}.union(*(_with_inputs(i) for i in ARTIFACTS[name].inputs))
 
 
 def _check_name(name: str, known: dict, what: str) -> None:

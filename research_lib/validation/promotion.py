@@ -146,7 +146,10 @@ def promote(run_dir: str | Path, override_reason: str | None = None, thresholds:
                           "`spartan run` whose 06_validate_strategy stage finished (reports/runs/<run_id>)")
     if manifest.get("status") != "succeeded":
         raise ConfigError(f"run {run_dir.name} is {manifest.get('status')!r}, not succeeded; promote a finished run")
-    if validation.get("run_id") != manifest.get("run_id") or \
+    # 06 reused from an earlier run (same key, so the same parameters) carries that run's id.
+    made_in = {manifest.get("run_id")} | {s.get("computed_in") for s in manifest.get("stages", [])
+                                          if s.get("name") == "06_validate_strategy" and s.get("computed_in")}
+    if validation.get("run_id") not in made_in or \
             (validation.get("provenance") or {}).get("params") != manifest.get("config"):
         raise ConfigError(f"{run_dir / VALIDATION_FILE} was not written by run {manifest.get('run_id')} with its "
                           "parameters (was 06_validate_strategy re-run by hand in this folder?); re-run `spartan run`")
