@@ -31,10 +31,12 @@ def test_crossover_by_hand():
     close = make_prices({"A": [1.0, 2, 3, 4, 3, 2]})["close"]
     result = ma_crossover_sweep(close, [(1, 2)], cost_bps=10, keep_returns=True)
     # Long after a rise (decided at its close, bought at the next close): bought at the close
-    # of session 2, held through 3 (+1/3) and 4 (-1/4), sold at the close of 5 (-1/3).
-    np.testing.assert_allclose(result.returns[0], [0, 0, -0.001, 1 / 3, -0.25, 2 / 3 * 0.999 - 1], atol=1e-15)
-    assert result.table.loc[0, ["fast", "slow", "symbol", "n_obs"]].tolist() == [1, 2, "A", 6]
-    assert result.table.loc[0, "annual_turnover"] == pytest.approx(2 / (6 / 252))
+    # of session 2, held through 3 (+1/3) and 4 (-1/4), sold at the close of 5 (-1/3). The
+    # series starts at the first trade, as run_backtest's (NaN before).
+    np.testing.assert_allclose(result.returns[0], [np.nan, np.nan, -0.001, 1 / 3, -0.25, 2 / 3 * 0.999 - 1],
+                               atol=1e-15)
+    assert result.table.loc[0, ["fast", "slow", "symbol", "n_obs"]].tolist() == [1, 2, "A", 4]
+    assert result.table.loc[0, "annual_turnover"] == pytest.approx(2 / (4 / 252))
 
 
 def test_crossover_equals_the_backtester_symbol_by_symbol(listed_and_delisted):
@@ -47,31 +49,24 @@ def test_crossover_equals_the_backtester_symbol_by_symbol(listed_and_delisted):
         swept = result.returns[config]
         backtest = run_backtest(weights, listed_and_delisted, cost_bps=25).returns
         np.testing.assert_allclose(swept.loc[backtest.index], backtest, atol=1e-13)
-        assert (swept.loc[:backtest.index[0]].iloc[:-1] == 0).all(), "flat before its first position"
+        assert swept.loc[:backtest.index[0]].iloc[:-1].isna().all(), "no series before its first trade"
 
 
 def test_crossover_metrics_are_those_of_research_lib_metrics(listed_and_delisted):
     result = ma_crossover_sweep(listed_and_delisted["close"], PAIRS, keep_returns=True)
     for config, row in result.table.iterrows():
-        returns = result.returns[config].to_numpy()
+        returns = result.returns[config].dropna().to_numpy()
         assert row["sharpe"] == pytest.approx(metrics.sharpe_ratio(returns), rel=1e-10)
         assert row["cagr"] == pytest.approx(metrics.cagr(returns), rel=1e-10)
         assert row["annual_volatility"] == pytest.approx(metrics.annual_volatility(returns), rel=1e-10)
         assert row["max_drawdown"] == pytest.approx(metrics.max_drawdown(returns), rel=1e-10)
 
 
-def test_metrics_match_research_lib_metrics_when_the_first_session_loses():
-    returns = np.array([[-0.1, 0.02], [0.1, -0.05], [-0.05, 0.01], [0.02, 0.0]])
-    stats = sweep._column_metrics(1.0 + returns, np.zeros_like(returns))
-    for column in range(2):
-        assert stats["max_drawdown"][column] == pytest.approx(metrics.max_drawdown(returns[:, column]), rel=1e-12)
-        assert stats["sharpe"][column] == pytest.approx(metrics.sharpe_ratio(returns[:, column]), rel=1e-12)
-        assert stats["cagr"][column] == pytest.approx(metrics.cagr(returns[:, column]), rel=1e-12)
+def test_crossover_batches_give_the_same_table(listed_and_delisted, monkeypatch):
+    from research_lib.sweeps import engine
 
-
-def test_crossover_blocks_of_symbols_give_the_same_table(listed_and_delisted, monkeypatch):
     whole = ma_crossover_sweep(listed_and_delisted["close"], PAIRS).table
-    monkeypatch.setattr(sweep, "BLOCK_ELEMENTS", 150)  # one symbol per block
+    monkeypatch.setattr(engine, "BATCH_BUDGET_BYTES", 1)  # one configuration per batch
     pd.testing.assert_frame_equal(ma_crossover_sweep(listed_and_delisted["close"], PAIRS).table, whole)
 
 

@@ -138,12 +138,12 @@ def test_a_crossover_sweep_keeps_every_trading_row_and_explains_the_others(price
             assert config not in result.returns.columns and alone.returns.empty
         else:
             swept = result.returns[config]
-            assert (swept.loc[:backtest.returns.index[0]].iloc[:-1] == 0).all(), "flat before its first position"
+            assert swept.loc[:backtest.returns.index[0]].iloc[:-1].isna().all(), "no series before its first trade"
             np.testing.assert_allclose(swept.loc[backtest.returns.index], backtest.returns, atol=1e-13)
-            values = swept.to_numpy()  # evaluated over every session of close
+            values = backtest.returns.to_numpy()  # evaluated from the first trade, as run_backtest
             assert row["sharpe"] == pytest.approx(metrics.sharpe_ratio(values), rel=1e-9, nan_ok=True)
             assert row["max_drawdown"] == pytest.approx(metrics.max_drawdown(values), rel=1e-9, abs=1e-15)
-            assert row["n_obs"] == len(close) and row["reason"] is None
+            assert row["n_obs"] == len(values) and row["reason"] is None
 
 
 @pytest.mark.parametrize("symbol, pair, reason", [
@@ -233,7 +233,8 @@ def test_never_trading_rows_change_neither_the_registry_nor_the_pbo(tmp_path, mo
     assert mixed.table["reason"].notna().tolist() == [days >= 400 for days in lookbacks]
     stats = trial_statistics(tmp_path / "data" / "spartan.sqlite")
     assert stats["n_trials"] == len(trading), "never-trading configurations are not trials"
-    assert sorted(list_trials(tmp_path / "data" / "spartan.sqlite")["name"]) == ["config 0", "config 2", "config 4"]
+    assert sorted(list_trials(tmp_path / "data" / "spartan.sqlite")["name"]) == sorted(f"lookback_days={days}"
+                                                                                     for days in trading)
     pbo_mixed = validation.probability_of_backtest_overfitting(mixed.returns.dropna(), n_splits=8)
     pbo_alone = validation.probability_of_backtest_overfitting(alone.returns.dropna(), n_splits=8)
     assert pbo_mixed["pbo"] == pbo_alone["pbo"] and pbo_mixed["n_trials"] == len(trading)
