@@ -36,12 +36,13 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # The bench extra (vectorbt, the sweep benchmark's reference) is installed for `make bench` only.
+# `make bench` runs every benchmark; `make bench BENCH="sweep pipeline"` runs some.
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python tests/bench/run_bench.py
+	$(BIN)/python tests/bench/run_bench.py $(BENCH)
 
 clean:
 	rm -rf reports/runs reports/index.html reports/bench data/snapshots

@@ -1,17 +1,21 @@
 """`make bench`: time the research pipeline and its heavy parts; save JSON under reports/bench/.
 
-`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep]` (all by default).
+`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep] [sweep_10k]`
+(all by default; `make bench BENCH="sweep sweep_10k"` runs some).
 
-- pipeline: `spartan run params/daily.yaml` in a scratch workspace (reports/ keeps only
-  real runs), once cold (no snapshot, no GARCH cache) and once warm, with per-stage times;
-  in the same run, two costs it cannot avoid (papermill executing an empty notebook and
-  quantstats writing one report) so the figures can be compared as ratios on noisy machines.
+- pipeline (tests/bench/pipeline.py): `spartan run params/daily.yaml` in a scratch workspace:
+  cold, an unchanged re-run, `--set backtest.cost_bps=20` and `--fresh` warm, each beside the
+  fixed cost of as many empty notebooks, measured in the same run.
 - features: every feature for the 20 bundled stocks over their full history (8,313
   sessions): without GARCH, GARCH serial, GARCH on 2 processes, GARCH from the fit cache.
 - walk_forward: both models fitted walk-forward on the daily scenario's features.
 - portfolio: PyPortfolioOpt's max Sharpe on 500 assets with its default solver and with
   CLARABEL in the same run; the optimizer alone on the 349 month ends of the 20 bundled
   stocks; and 20 assets x 400 month ends end to end (signals, Black-Litterman, risk checks).
+- sweep (tests/bench/sweeps.py): four families (MA crossover, RSI thresholds, Bollinger bands,
+  time-series momentum), 144 configurations x 20 stocks x full history each, ours against
+  vectorbt on the same signals, warm and cold, with Sharpe checked against run_backtest and
+  vectorbt; sweep_10k: 10,000 RSI configurations in a fresh process, time and peak RSS.
 """
 
 from __future__ import annotations
@@ -20,84 +24,22 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import nbformat
-
 REPO = Path(__file__).resolve().parents[2]
-SPARTAN = Path(sys.executable).with_name("spartan")
-TARGET_S = 60.0
+sys.path.insert(0, str(REPO))  # run as a script: tests.bench.* importable
+
+from tests.bench.pipeline import bench_pipeline  # noqa: E402  (incremental runs: cold, re-run, cost change, --fresh)
+from tests.bench.sweeps import bench_sweep_10k, bench_sweep_families  # noqa: E402  (vs vectorbt; 10,000 configurations)
 
 
 def timed(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
-
-
-def run_pipeline(home: Path) -> dict:
-    env = {**os.environ, "SPARTAN_HOME": str(home)}
-    start = time.perf_counter()
-    subprocess.run([str(SPARTAN), "run", str(home / "params" / "daily.yaml")], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    newest = max((home / "reports" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
-    manifest = json.loads((newest / "manifest.json").read_text())
-    return {"wall_s": round(wall, 2), "stages_s": {s["name"]: s["duration_s"] for s in manifest["stages"]}}
-
-
-def papermill_empty_notebook(scratch: Path) -> float:
-    import papermill as pm
-
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(notebook, scratch / "empty.ipynb")
-    return timed(lambda: pm.execute_notebook(str(scratch / "empty.ipynb"), str(scratch / "out.ipynb"),
-                                             kernel_name="python3", progress_bar=False,
-                                             kernel_manager_class="research_lib.pipeline._IPCKernelManager"))
-
-
-def quantstats_report(scratch: Path) -> float:
-    from research_lib.data import load_prices
-    from research_lib.reports import write_tearsheet
-
-    close = load_prices("bundled", ["AAPL", "SP500"], "1993-01-01", snapshot_dir=scratch / "snap")["close"]
-    returns = close.pct_change().dropna()
-    return timed(lambda: write_tearsheet(returns["AAPL"], returns["SP500"], scratch / "qs.html", "bench"))
-
-
-def bench_pipeline() -> dict:
-    with tempfile.TemporaryDirectory(prefix="spartan-bench-") as tmp:
-        home = Path(tmp)
-        (home / "params").symlink_to(REPO / "params")
-        (home / "notebooks").symlink_to(REPO / "notebooks")
-        print("pipeline: 1 cold run, 1 warm run of params/daily.yaml ...", flush=True)
-        cold = run_pipeline(home)
-        warm = [run_pipeline(home)]
-        empty_nb = papermill_empty_notebook(home)
-        qs_html = quantstats_report(home)
-
-    warm_wall = statistics.median(w["wall_s"] for w in warm)
-    result = {
-        "cold": cold, "warm": warm, "warm_wall_median_s": warm_wall, "target_s": TARGET_S,
-        "meets_target": warm_wall < TARGET_S,
-        "reference": {"papermill_empty_notebook_s": round(empty_nb, 2), "quantstats_html_s": round(qs_html, 2)},
-        "ratios": {"warm_wall_over_papermill_empty": round(warm_wall / empty_nb, 2),
-                   "warm_wall_over_unavoidable": round(warm_wall / (len(cold["stages_s"]) * empty_nb + qs_html), 2)},
-    }
-    rows = [("pipeline, cold (no snapshot, no GARCH cache)", cold["wall_s"]), ("pipeline, warm", warm[0]["wall_s"])]
-    rows += [(f"  cold stage {n}", v) for n, v in cold["stages_s"].items()]
-    rows += [(f"  warm stage {n}", v) for n, v in warm[0]["stages_s"].items()]
-    rows += [("reference: papermill, empty notebook", empty_nb), ("reference: quantstats HTML report", qs_html)]
-    verdict = (f"warm pipeline {warm_wall:.1f} s vs target {TARGET_S:.0f} s: {'OK' if result['meets_target'] else 'MISSED'}; "
-               f"{result['ratios']['warm_wall_over_unavoidable']}x the unavoidable cost ({len(cold['stages_s'])} empty "
-               "notebooks + 1 quantstats report)")
-    return {"result": result, "rows": rows, "verdict": verdict}
 
 
 def bench_features() -> dict:
@@ -178,84 +120,8 @@ def bench_portfolio() -> dict:
             "verdict": verdict}
 
 
-SWEEP_START = "1992-05-12"  # the earliest start the validator accepts for the 20 stocks (RRC's quotes are stale before)
-SWEEP_PAIRS = [(fast, slow) for fast in range(5, 55, 5) for slow in range(60, 260, 20)]
-SWEEP_TARGET_RATIO = 10.0
-SHARPE_TOLERANCE = 0.01
-
-
-def vectorbt_ma_sharpe(close, pairs, fees: float):
-    """vectorbt end to end: both moving averages, the fast > slow state traded one session
-    later (decided at the close of t, executed at the close of t + 1, as ours), long/flat
-    orders with ``fees`` per unit traded, and the Sharpe of the daily returns with ddof=1
-    annualized with sqrt(252). Series indexed by (fast_window, slow_window, symbol)."""
-    import vectorbt as vbt
-
-    fast, slow = (list(w) for w in zip(*pairs))
-    fast_ma = vbt.MA.run(close, fast, short_name="fast")
-    slow_ma = vbt.MA.run(close, slow, short_name="slow")
-    long = fast_ma.ma_above(slow_ma).shift(1, fill_value=False)
-    portfolio = vbt.Portfolio.from_signals(close, long, ~long, fees=fees, freq="1D")
-    return portfolio.sharpe_ratio(year_freq="252 days")
-
-
-def bench_sweep() -> dict:
-    from research_lib.data import DEFAULT_UNIVERSE, load_prices
-    from research_lib.validation.sweep import ma_crossover_sweep
-
-    with tempfile.TemporaryDirectory(prefix="spartan-bench-") as snap:
-        close = load_prices("bundled", list(DEFAULT_UNIVERSE), SWEEP_START, snapshot_dir=snap)["close"]
-    combinations = close.size * len(SWEEP_PAIRS)
-    print(f"sweep: {len(SWEEP_PAIRS)} MA pairs x {close.shape[1]} stocks x {len(close)} sessions, ours and vectorbt ...",
-          flush=True)
-    ours_s = [timed(lambda: ma_crossover_sweep(close, SWEEP_PAIRS, cost_bps=10.0)) for _ in range(4)]
-    ours = ma_crossover_sweep(close, SWEEP_PAIRS, cost_bps=10.0).table.set_index(["fast", "slow", "symbol"])["sharpe"]
-    start = time.perf_counter()
-    try:
-        import vectorbt as vbt
-    except ModuleNotFoundError as error:
-        raise SystemExit("the sweep benchmark compares with vectorbt, the bench extra: run `make bench`, or "
-                         "`.venv/bin/pip install -e '.[bench]'`") from error
-    import_s = time.perf_counter() - start
-    vbt_s = []
-    for _ in range(3):  # the first call compiles vectorbt's numba functions (cold); then warm
-        start = time.perf_counter()
-        theirs = vectorbt_ma_sharpe(close, SWEEP_PAIRS, fees=0.001)
-        vbt_s.append(time.perf_counter() - start)
-    theirs.index = theirs.index.set_names(["fast", "slow", "symbol"])
-    sharpe_diff = float((ours - theirs.reindex(ours.index)).abs().max())
-    ours_warm, vbt_warm = min(ours_s[1:]), min(vbt_s[1:])  # best warm times, as timeit reports
-    rate = {"ours": combinations / ours_warm, "ours_cold": combinations / ours_s[0],
-            "vectorbt_warm": combinations / vbt_warm, "vectorbt_cold": combinations / vbt_s[0]}
-    ratio = rate["ours"] / rate["vectorbt_warm"]
-    ok = ratio >= SWEEP_TARGET_RATIO and sharpe_diff <= SHARPE_TOLERANCE
-    result = {
-        "sessions": len(close), "start": str(close.index[0].date()), "end": str(close.index[-1].date()),
-        "symbols": close.shape[1], "pairs": len(SWEEP_PAIRS), "cost_bps": 10.0,
-        "bar_asset_combinations": combinations, "vectorbt_version": vbt.__version__,
-        "numba_cache": ("empty temporary directory: the cold call compiles"
-                        if Path(os.environ.get("NUMBA_CACHE_DIR", "")).name.startswith("spartan-numba-")
-                        else "numba's default: may hold code compiled by earlier runs"),
-        "seconds": {"ours": ours_s, "vectorbt_import": import_s, "vectorbt": vbt_s},
-        "combinations_per_s": rate, "ratio_vs_vectorbt_warm": ratio, "ratio_vs_vectorbt_cold": rate["ours"] / rate["vectorbt_cold"],
-        "target_ratio": SWEEP_TARGET_RATIO, "max_abs_sharpe_difference": sharpe_diff, "sharpe_tolerance": SHARPE_TOLERANCE,
-        "sharpe_definition": "daily net returns over every session (flat before the first position), mean / std "
-                             "(ddof=1) * sqrt(252), no risk-free rate; vectorbt's fee on a buy is fees/(1+fees) of "
-                             "value, ours cost_bps of value",
-        "meets_target": ok,
-    }
-    rows = [("sweep, ours, first call", ours_s[0]), ("sweep, ours, warm (best of 3)", ours_warm),
-            ("vectorbt import", import_s), ("sweep, vectorbt, first call (cold)", vbt_s[0]),
-            ("sweep, vectorbt, warm (best of 2)", vbt_warm)]
-    verdict = (f"sweep: {rate['ours'] / 1e6:.1f} M bar-asset-combinations/s vs vectorbt {rate['vectorbt_warm'] / 1e6:.2f} M/s "
-               f"warm ({rate['vectorbt_cold'] / 1e6:.2f} M/s cold): {ratio:.0f}x (target {SWEEP_TARGET_RATIO:.0f}x); "
-               f"max |Sharpe difference| {sharpe_diff:.1e} over {len(ours)} combinations (target {SHARPE_TOLERANCE}): "
-               f"{'OK' if ok else 'MISSED'}")
-    return {"result": result, "rows": rows, "verdict": verdict}
-
-
 BENCHES = {"pipeline": bench_pipeline, "features": bench_features, "walk_forward": bench_walk_forward,
-           "portfolio": bench_portfolio, "sweep": bench_sweep}
+           "portfolio": bench_portfolio, "sweep": bench_sweep_families, "sweep_10k": bench_sweep_10k}
 
 
 def main(names: list[str]) -> int:
@@ -263,7 +129,7 @@ def main(names: list[str]) -> int:
     if unknown:
         print(f"unknown benchmarks {unknown}; valid: {list(BENCHES)}", file=sys.stderr)
         return 2
-    if "sweep" in (names or BENCHES) and "numba" not in sys.modules:
+    if {"sweep", "sweep_10k"} & set(names or BENCHES) and "numba" not in sys.modules:
         # vectorbt's numba functions compile into an empty cache, so its cold figure is really cold.
         numba_cache = tempfile.TemporaryDirectory(prefix="spartan-numba-")  # removed when main returns
         os.environ["NUMBA_CACHE_DIR"] = numba_cache.name
