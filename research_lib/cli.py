@@ -51,8 +51,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="override a parameter, e.g. --set backtest.cost_bps=5 (repeatable)")
     run.add_argument("--stages", nargs="+", metavar="STAGE", help="run only these stages, e.g. 01_load_data or 01")
     run.add_argument("--run-dir", help="write the run here instead of reports/runs/<run_id>")
-    run.add_argument("--fresh", action="store_true", help="execute every stage (by default a stage whose "
-                     "parameters, code and inputs match an earlier run's intact outputs is reused from it)")
+    run.add_argument("--fresh", action="store_true", help="execute every stage, as SPARTAN_REUSE=0 does (by default "
+                     "a stage whose parameters, code, inputs and outside state match an earlier run's complete, "
+                     "intact outputs is reused from it)")
 
     commands.add_parser("index", help="rebuild reports/index.html from the runs on disk")
 

@@ -5,12 +5,14 @@ execute each ``notebooks/NN_name.ipynb`` into the run folder (parameters: ``conf
 and ``run_dir`` only; secrets stay in the environment) -> HTML of each executed notebook
 -> ``manifest.json`` updated after every stage -> ``reports/index.html`` rebuilt.
 
-Incremental: each stage is keyed by the parameters it reads, its notebook and library code, and
-the sha256 of the artifacts earlier stages wrote (`research_lib.stages.keys`). A stage whose key
-matches intact outputs of an earlier run in the workspace is not executed: its files (executed
-notebook and HTML included) are linked into the new run folder and the manifest says
-``"status": "reused", "reused_from": <run id>``. ``fresh=True`` (``spartan run --fresh``)
-executes every stage. Every stage's outputs are recorded as ``{file: sha256}``.
+Incremental: each stage is keyed by the parameters it reads, its notebook and library code, the
+outside state that decides what it makes and the sha256 of the run-folder files it reads
+(`research_lib.stages.chain`). A stage whose key matches complete, intact outputs of an earlier
+run in the workspace is not executed: its files (executed notebook and HTML included) are linked
+into the new run folder and the manifest says ``"status": "reused", "reused_from": <run id>``
+(``computed_in``: the run that executed it). ``fresh=True`` (``spartan run --fresh``, or
+``SPARTAN_REUSE=0``) executes every stage. Every stage's outputs are recorded as
+``{file: sha256}``, and what it read as ``reads``.
 
 Logs: every line of the run, its notebook kernels' included, goes to ``run.log.jsonl`` in the
 run folder and to the workspace log, carrying the run id and the stage (``research_lib.logs``).
@@ -50,9 +52,8 @@ from research_lib.config import RunConfig, load_config, save_config
 from research_lib.data import read_provenance
 from research_lib._io import atomic_write_bytes, git_commit, now_utc, package_versions, read_json, write_json
 from research_lib.errors import ConfigError, SpartanError
-from research_lib.stages import reuse
-from research_lib.stages.folder import ARTIFACTS, data_file_hash
-from research_lib.stages.keys import file_sha256
+from research_lib.env import load_env_file
+from research_lib.stages import chain as stage_files, reuse
 
 STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
 PAPER_NOTEBOOK = "07_paper_trade.ipynb"  # run by `spartan trade`, one session at a time; not a research stage
@@ -245,6 +246,8 @@ def run_pipeline(
         a notebook failed; the manifest says which, and the index is rebuilt.
     """
     config = load_config(params, overrides)
+    load_env_file()  # as the kernels will: whether a key is set decides 04's analyst, hence its key
+    fresh = fresh or not reuse.enabled()
     notebooks = Path(notebooks_dir or paths.notebooks_dir())
     chain = select_stages(discover_stages(notebooks), stages)
     if not chain:
@@ -331,7 +334,7 @@ def _run_chain(run: _Run, params: str | Path, overrides: list[str] | tuple[str, 
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         message = str(err) if isinstance(err, StageFailed) else f"{type(err).__name__}: {err}"
-        if stage is not None and stage["status"] == "running":
+        if stage is not None and stage["status"] in ("pending", "running"):  # keying, too, can fail
             stage.update(status=status, error=message)
         manifest.update(status=status, error=message)
         if status == "failed":
@@ -362,26 +365,24 @@ def _run_stage(run: _Run, number: int, notebook: Path, stage: dict, config_path:
     """Reuse stage ``notebook`` from an earlier run when its key matches intact outputs; else execute it."""
     label = f"[{number + 1}/{len(run.manifest['stages'])}] {notebook.stem}"
     started = time.perf_counter()
-    upstream = {f: sha for done in run.manifest["stages"][:number] for f, sha in reuse.data_outputs(done.get("outputs") or {}).items()}
     with _timed(run.timings, "keys_s"):
-        producers = [f"research_lib.stages.{a.stage}" for a in ARTIFACTS.values() if a.notebook == notebook.stem]
-        stage["key"] = reuse.stage_key(notebook.stem, notebook, run.config, upstream, data_file_hash(run.config), producers)
+        stage["key"], stage["reads"] = stage_files.stage_key(notebook.stem, notebook, run.config, run.run_dir, run.notebooks)
     found, why = _reusable(run, number, notebook.stem, stage["key"])
     if found is not None:
         with _timed(run.timings, "linking_s"):
             reuse.link_files(found.run_dir, found.entry["outputs"], run.run_dir)
         stage.update(status="reused", reused_from=found.run_id, computed_in=found.entry.get("computed_in", found.run_id),
                      notebook=notebook.name, outputs=found.entry["outputs"], external=found.entry.get("external"),
-                     html=found.entry.get("html"),
-                     duration_s=round(time.perf_counter() - started, 3))
+                     html=found.entry.get("html"), duration_s=round(time.perf_counter() - started, 3))
         log.info("stage reused from %s", found.run_id, extra={"status": "reused", "reused_from": found.run_id})
-        run.echo(f"{label} reused from {found.run_id}")
+        run.echo(f"{label} reused from {found.run_id}" + (f" (computed in {stage['computed_in']})"
+                                                          if stage["computed_in"] != found.run_id else ""))
         return write_manifest(run.run_dir, run.manifest)
     run.echo(f"{label} ..." + (f" recomputed: {why}" if why else ""))  # papermill's cell bar follows on stderr
     log.info("stage started", extra={"notebook": notebook.name, "why": why})
-    stage.update(status="running", started_at=now_utc(), notebook=notebook.name)
+    stage.update(status="running", started_at=now_utc(), notebook=notebook.name, why=why)
     write_manifest(run.run_dir, run.manifest)
-    before = reuse.stat_folder(run.run_dir)
+    before, state = reuse.stat_folder(run.run_dir), reuse.state_before(notebook.stem, run.run_dir.name)
     with _reuse_in_kernels(not run.fresh and number >= run.complete):
         error = _execute(notebook, run.run_dir, config_path, run.notebooks, progress_bar=_progress_bar(notebook.stem))
     stage.update(duration_s=round(time.perf_counter() - started, 3),
@@ -395,8 +396,9 @@ def _run_stage(run: _Run, number: int, notebook: Path, stage: dict, config_path:
         raise StageFailed(f"Stage {notebook.stem} failed: {error} Executed notebook: {kept}")
     with _timed(run.timings, "hashing_s"):
         written = reuse.written_files(before, reuse.stat_folder(run.run_dir))
-        stage.update(outputs={name: file_sha256(run.run_dir / name) for name in written},
-                     external=reuse.external_state(notebook.stem, run.run_dir))
+        after = reuse.external_state(notebook.stem, run.run_dir)
+        stage.update(outputs=stage_files.outputs(notebook.stem, run.config, run.run_dir, written),
+                     external={**(state or {}), **(after or {})} or None)
     run.echo(f"      done in {stage['duration_s']:.1f} s")
     write_manifest(run.run_dir, run.manifest)
 
@@ -405,10 +407,8 @@ def _reusable(run: _Run, number: int, stage: str, key: str) -> tuple[reuse.Reusa
     """The earlier run whose outputs of ``stage`` may be reused, or None and why not (None: nothing to say)."""
     if run.fresh or number >= run.complete:  # a chain that skips stages has no upstream outputs to key on
         return None, None
-    if stage == "01_load_data" and run.config.data.refresh:
-        return None, "data.refresh asks for fresh data"
     with _timed(run.timings, "lookup_s"):
-        return reuse.find_stage(run.earlier, stage, key)
+        return stage_files.find_reusable(run.earlier, stage, key, run.config)
 
 
 def _progress_bar(stage: str) -> dict | bool:

@@ -3,9 +3,9 @@ external state it reads are unchanged and its earlier outputs are intact; a note
 reuses the latest run's artifacts by the same keys.
 
 Most tests run the real pipeline (keys, manifest, linking, CLI lines) over six stand-in notebooks
-whose execution is replaced by writing one output file whose bytes follow the stage's key (as a
-real stage's outputs follow its inputs). One module-scoped workspace runs the smoke chain for
-real twice.
+whose execution is replaced by writing the files the real stage writes, with bytes that follow the
+stage's key (as a real stage's outputs follow its inputs). One module-scoped workspace runs the
+smoke chain for real three times.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from unittest import mock
 
 import pandas as pd
 import pytest
@@ -34,6 +35,15 @@ CHAIN = {  # stand-in notebooks: what each imports decides the code its key cove
 }
 STAGES = list(CHAIN)
 SALT: dict[str, str] = {}  # extra bytes a stand-in stage writes: new data from a source, for instance
+WRITES = {  # what each real stage writes besides its executed notebook (its artifacts, records, report)
+    "01_load_data": ["prices.parquet", "prices.json"],
+    "02_build_features": ["features.parquet", "features.json"],
+    "03_fit_ml_signals": ["signals_ml.parquet", "signals_ml.json", "ml_report.json"],
+    "04_ask_claude": ["signals_llm.parquet", "signals_llm.json", "llm_report.json"],
+    "05_build_portfolio": ["weights.parquet", "weights.json", "portfolio_report.json"],
+    "06_validate_strategy": ["metrics.json", "validation.json"],
+}
+DURING_06: list = []  # what happens in the workspace while a stand-in 06 runs (a concurrent run's trials)
 
 
 def write_notebook(path: Path, source: str) -> None:
@@ -42,16 +52,32 @@ def write_notebook(path: Path, source: str) -> None:
 
 
 def stand_in_execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path, progress_bar=False) -> None:
-    """Write the stage's executed notebook and one output whose bytes follow the stage's key."""
+    """Write the stage's executed notebook and its files, whose bytes follow the stage's key; 01
+    leaves prices already in the folder alone (the real stage finds them fresh); 06 records a trial
+    in the registry under its run id, as the real one does."""
     stage = next(s for s in load_manifest(run_dir)["stages"] if s["name"] == notebook.stem)
     shutil.copy(notebook, run_dir / notebook.name)
-    (run_dir / f"{notebook.stem}.out").write_text(f"{notebook.stem} {stage['key']} {SALT.get(notebook.stem, '')}")
+    if notebook.stem == "01_load_data" and (run_dir / "prices.parquet").is_file():
+        return None
+    for name in WRITES[notebook.stem]:
+        (run_dir / name).write_text(json.dumps({"stand_in": f"{name} {stage['key']} {SALT.get(notebook.stem, '')}"}))
     if notebook.stem == "01_load_data":  # the prices' record names the snapshot they were read from
         snapshot = paths.data_dir() / "snapshots" / "bundled-x.parquet"
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         snapshot.write_text(snapshot.read_text() if snapshot.is_file() else "prices")
         (run_dir / "prices.json").write_text(json.dumps({"snapshot": str(snapshot)}))
+    if notebook.stem == "06_validate_strategy":
+        for happening in DURING_06:
+            happening()
+        record_trial(run_dir.name, "momentum")
     return None
+
+
+def record_trial(run_id: str, name: str) -> None:
+    from research_lib.validation.registry import record_trials
+
+    returns = pd.Series([0.01, -0.02, 0.015, 0.003], index=pd.bdate_range("2020-01-01", periods=4))
+    record_trials(paths.state_db(), run_id, "research", {name: ({"name": name}, returns)})
 
 
 @pytest.fixture
@@ -65,17 +91,22 @@ def chain(workspace, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_execute", stand_in_execute)
     monkeypatch.setattr(pipeline, "to_html", lambda executed: None)
     monkeypatch.setattr(pipeline, "_rebuild_index", lambda: None)
+    for headline in ("_ml_headline", "_gate_headline"):  # the stand-ins' reports hold no numbers
+        monkeypatch.setattr(pipeline, headline, lambda report: None)
     SALT.clear()
+    DURING_06.clear()
 
-    def run(*overrides: str, fresh: bool = False, stages=None):
+    def run(*overrides: str, fresh: bool = False, stages=None, run_dir=None):
         lines: list[str] = []
-        run_dir = run_pipeline(SMOKE, list(overrides), stages, notebooks_dir=notebooks, echo=lines.append, fresh=fresh)
+        run_dir = run_pipeline(SMOKE, list(overrides), stages, run_dir, notebooks_dir=notebooks, echo=lines.append,
+                               fresh=fresh)
         manifest = load_manifest(run_dir)
         return {s["name"]: s["status"] for s in manifest["stages"]}, manifest, lines
 
     run.notebooks = notebooks
     yield run
     SALT.clear()
+    DURING_06.clear()
 
 
 def statuses(*reused: str) -> dict[str, str]:
@@ -85,13 +116,13 @@ def statuses(*reused: str) -> dict[str, str]:
 def test_an_unchanged_rerun_reuses_every_stage_by_hard_links_and_fresh_recomputes_all(chain):
     first, run1, _ = chain()
     assert first == statuses()
-    assert all(set(s["outputs"]) - {"prices.json"} == {f"{s['name']}.ipynb", f"{s['name']}.out"} for s in run1["stages"])
+    assert all(set(s["outputs"]) == {f"{s['name']}.ipynb", *WRITES[s["name"]]} for s in run1["stages"])
     again, run2, lines = chain()
     assert again == statuses(*STAGES)
     assert "[3/6] 03_fit_ml_signals reused from " + run1["run_id"] in lines
     assert all(s["reused_from"] == run1["run_id"] and s["outputs"] == t["outputs"]
                for s, t in zip(run2["stages"], run1["stages"]))
-    old, new = (paths.reports_dir() / "runs" / m["run_id"] / "03_fit_ml_signals.out" for m in (run1, run2))
+    old, new = (paths.reports_dir() / "runs" / m["run_id"] / "signals_ml.parquet" for m in (run1, run2))
     assert os.stat(old).st_ino == os.stat(new).st_ino, "a hard link, not a copy"
     fresh, run3, _ = chain(fresh=True)
     assert fresh == statuses() and run3["fresh"]
@@ -154,21 +185,18 @@ def test_a_snapshot_changed_since_the_prices_were_loaded_reloads_them(chain):
 
 def test_a_corrupted_output_is_detected_by_its_hash_and_its_stage_recomputed(chain):
     _, run1, _ = chain()
-    corrupted = paths.reports_dir() / "runs" / run1["run_id"] / "04_ask_claude.out"
+    corrupted = paths.reports_dir() / "runs" / run1["run_id"] / "signals_llm.parquet"
     corrupted.write_text("bit rot")
     again, run2, lines = chain()
     assert again == statuses(*(s for s in STAGES if s != "04_ask_claude")), "its recomputed bytes match: 05, 06 reused"
-    assert (f"[4/6] 04_ask_claude ... recomputed: 04_ask_claude.out of run {run1['run_id']} does not match its "
+    assert (f"[4/6] 04_ask_claude ... recomputed: signals_llm.parquet of run {run1['run_id']} does not match its "
             "recorded sha256") in lines
-    assert (paths.reports_dir() / "runs" / run2["run_id"] / "04_ask_claude.out").read_text().startswith("04_ask_claude ")
+    assert (paths.reports_dir() / "runs" / run2["run_id"] / "signals_llm.parquet").read_text().startswith('{"stand_in": "signals_llm')
 
 
 def test_a_trial_recorded_in_between_recomputes_validation(chain):
-    from research_lib.validation.registry import record_trials
-
     chain()
-    returns = pd.Series([0.01, -0.02, 0.015, 0.003], index=pd.bdate_range("2020-01-01", periods=4))
-    record_trials(paths.state_db(), "a-sweep", "sweep", {"rsi_14_30_70": ({"window": 14}, returns)})
+    record_trial("a-sweep", "rsi_14_30_70")
     again, _, lines = chain()
     assert again == statuses(*STAGES[:5])
     assert any("06_validate_strategy ... recomputed: the trial registry changed" in x for x in lines)
@@ -180,6 +208,105 @@ def test_a_chain_that_skips_stages_reuses_nothing(chain):
     chain()
     partial, _, _ = chain(stages=["06"])
     assert partial == {"06_validate_strategy": "succeeded"}
+
+
+def test_a_stage_is_keyed_on_the_files_it_reads_and_reused_only_with_every_file_it_makes(chain):
+    """A folder that already holds prices: 01 writes none, yet what reads them is keyed on their
+    bytes; an entry that did not record a file its stage makes is never reused."""
+    mine, yours = (paths.reports_dir() / "runs" / name for name in ("mine", "yours"))
+    for folder, symbols in ((mine, "AAA"), (yours, "BBB")):
+        folder.mkdir(parents=True)
+        (folder / "prices.parquet").write_text(f"prices of {symbols}")
+        (folder / "prices.json").write_text("{}")
+    _, run1, _ = chain(run_dir=mine)
+    assert "prices.parquet" in run1["stages"][0]["outputs"], "found fresh in the folder: still its output"
+    other, _, _ = chain("data.symbols=[BBB, SPY]", run_dir=yours)
+    assert other == statuses(), "other prices bytes: 02 onwards recomputed"
+    manifest = mine / "manifest.json"
+    record = json.loads(manifest.read_text())
+    del record["stages"][0]["outputs"]["prices.parquet"]  # as an older run that recorded only its notebook
+    record["created_at"] = "9999"  # the newest run
+    manifest.write_text(json.dumps(record))
+    again, run3, lines = chain()
+    assert lines[1] == "[1/6] 01_load_data ... recomputed: run mine did not record prices.parquet", lines[:3]
+    assert again == statuses(), "prices loaded now: what reads them runs on them"
+    assert (paths.reports_dir() / "runs" / run3["run_id"] / "prices.parquet").is_file()
+
+
+def test_the_analyst_the_environment_chooses_keys_the_views(chain):
+    from research_lib.llm import API_KEY_ENV
+
+    # The run loads .env into this process's environment: restore all of it afterwards (monkeypatch.delenv
+    # of an absent variable records nothing to restore, and a leaked key would send later runs to Claude).
+    with mock.patch.dict(os.environ):
+        os.environ.pop(API_KEY_ENV, None)
+        chain("llm.provider=auto")
+        (paths.workspace_root() / ".env").write_text(f"{API_KEY_ENV}=sk-canary-not-a-key\n")
+        with_key, run2, _ = chain("llm.provider=auto")
+        assert with_key == statuses(*STAGES[:3]), "auto with a key is Claude: 04 and what reads it run again"
+        assert "sk-canary" not in json.dumps(run2)
+        offline, _, _ = chain("llm.provider=offline")
+        assert offline["04_ask_claude"] == "succeeded"
+    assert API_KEY_ENV not in os.environ
+
+
+def test_news_headlines_are_never_reused(chain):
+    chain("llm.headlines=alpaca")
+    again, _, lines = chain("llm.headlines=alpaca")
+    assert again == statuses(*(s for s in STAGES if s != "04_ask_claude")), "the same views: what reads them is reused"
+    assert "[4/6] 04_ask_claude ... recomputed: llm.headlines: alpaca reads the news as it is now" in lines
+
+
+def test_loosened_gate_thresholds_recompute_the_validation(chain):
+    chain()
+    thresholds = paths.workspace_root() / "params" / "promotion.yaml"
+    text = thresholds.read_text() if thresholds.is_file() else ""
+    thresholds.unlink(missing_ok=True)  # the repository's file is linked: replace the link, never write through it
+    thresholds.write_text(text + "\n# loosened\n")
+    again, _, _ = chain()
+    assert again == statuses(*STAGES[:5])
+
+
+def test_a_relative_price_file_is_read_where_the_kernels_run(chain, monkeypatch, tmp_path):
+    file_params = ["data.source=file", "data.path=mine.csv", "data.start=null", "data.end=null", "data.symbols=null"]
+    (chain.notebooks / "mine.csv").write_text("date,AAA\n2021-01-04,10\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    chain(*file_params)
+    (chain.notebooks / "mine.csv").write_text("date,AAA\n2021-01-04,11\n")
+    edited, _, _ = chain(*file_params)
+    assert edited["01_load_data"] == "succeeded"
+
+
+def test_trials_a_concurrent_run_recorded_while_validation_ran_recompute_it(chain):
+    DURING_06.append(lambda: record_trial("a-concurrent-run", "its_trial"))
+    chain()
+    DURING_06.clear()
+    again, _, lines = chain()
+    assert again == statuses(*STAGES[:5]) and any("recomputed: the trial registry changed" in x for x in lines)
+    unchanged, _, _ = chain()
+    assert unchanged == statuses(*STAGES), "its own trials were known already: the registry is as it read it"
+
+
+def test_speed_only_settings_are_not_keyed_and_spartan_reuse_0_recomputes(chain, monkeypatch):
+    chain()
+    faster, _, _ = chain("features.n_jobs=1")
+    assert faster == statuses(*STAGES)
+    monkeypatch.setenv("SPARTAN_REUSE", "0")
+    off, run3, _ = chain()
+    assert off == statuses() and run3["fresh"]
+
+
+@pytest.mark.parametrize("content", ["[1]", '{"created_at": 5}', '{"stages": null}', '{"stages": [1]}'])
+def test_a_malformed_manifest_is_skipped_with_a_warning_naming_it(chain, caplog, content):
+    chain()
+    broken = paths.reports_dir() / "runs" / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(content)
+    again, _, _ = chain()
+    assert again == statuses(*STAGES)
+    assert any(str(broken / "manifest.json") in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
 
 
 # ---------------------------------------------------------------- the real smoke chain, twice

@@ -6,6 +6,9 @@ Small synthetic prices from a user's file (two symbols, 30 sessions) keep these 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -192,3 +195,54 @@ def test_a_registry_emptied_under_a_loaded_stage_is_a_clear_error(price_file, tm
     monkeypatch.setattr(folder_module, "_PRODUCERS", {})
     with pytest.raises(ConfigError, match=r"no stage is registered to make 'features' .*restart the kernel"):
         folder_for(price_file, tmp_path / "run").features
+
+
+# ---------------------------------------------------------------- a folder opened alone reuses complete runs
+
+
+def recorded_run(price_file, name: str, status: str = "succeeded", created_at: str = "2026-01-01") -> Path:
+    """A run under reports/runs with prices and features, and a manifest recording them as the pipeline does."""
+    from research_lib import paths
+    from research_lib.stages import reuse
+
+    run_dir = paths.reports_dir() / "runs" / name
+    folder_for(price_file, run_dir).features
+    sha = {f.name: file_sha256(f, cached=False) for f in run_dir.iterdir()}
+    stages = [{"name": "01_load_data", "status": "succeeded", "key": "k1", "external": reuse.external_state("01_load_data", run_dir),
+               "outputs": {f: sha[f] for f in ("prices.parquet", "prices.json")}},
+              {"name": "02_build_features", "status": "succeeded", "key": "k2",
+               "outputs": {f: sha[f] for f in ("features.parquet", "features.json")}}]
+    (run_dir / "manifest.json").write_text(json.dumps({"run_id": name, "status": status, "created_at": created_at,
+                                                       "stages": stages}))
+    return run_dir
+
+
+def test_a_folder_alone_takes_the_latest_complete_intact_run_says_what_it_skipped_and_copies(
+        price_file, tmp_path, feature_calls, capsys):
+    good = recorded_run(price_file, "a-good-run", created_at="2026-01-01")
+    recorded_run(price_file, "b-failed-run", status="failed", created_at="2026-01-02")
+    edited = recorded_run(price_file, "c-edited-run", created_at="2026-01-03")
+    pd.DataFrame({"x": [1.0]}).to_parquet(edited / "features.parquet")  # changed after its run recorded it
+    capsys.readouterr()
+    lab = folder_for(price_file, tmp_path / "lab")
+    lab.features
+    assert capsys.readouterr().out.splitlines() == [
+        "skipped run c-edited-run: features.parquet changed since it was recorded",
+        "skipped run b-failed-run: it did not complete (failed)",
+        "prices, features: reused from run a-good-run"]
+    assert feature_calls == [1], "made once: the other runs and the lab took it"
+    # the lab is a sandbox: a plain in-place write there never reaches the run's history
+    recorded = file_sha256(good / "features.parquet", cached=False)
+    pd.DataFrame({"x": [2.0]}).to_parquet(lab.path("features"))
+    assert file_sha256(good / "features.parquet", cached=False) == recorded
+
+
+def test_a_folder_alone_skips_prices_whose_snapshot_changed(price_file, tmp_path, capsys):
+    run_dir = recorded_run(price_file, "a-run")
+    snapshot = Path(json.loads((run_dir / "prices.json").read_text())["snapshot"])
+    snapshot.unlink()  # the cache was cleared: the file is read again
+    capsys.readouterr()
+    lab = folder_for(price_file, tmp_path / "lab")
+    lab.prices
+    assert capsys.readouterr().out.splitlines()[0] == f"skipped run a-run: {snapshot} changed since it was recorded"
+    assert lab.is_fresh("prices") and snapshot.is_file()

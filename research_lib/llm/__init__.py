@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from research_lib.llm._anthropic import ClaudeAnalyst
 
 __all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BadAPIReply", "BudgetExceeded", "ClaudeAnalyst",
-           "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView",
-           "build_request", "estimate_backfill", "fetch_alpaca_headlines", "generate_views", "headlines_by_date", "make_client",
-           "parse_answer", "prompt_tables"]
+           "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached",
+           "SymbolView", "analyst_source", "build_request", "estimate_backfill", "fetch_alpaca_headlines",
+           "generate_views", "headlines_by_date", "make_client", "parse_answer", "prompt_tables"]
 
 # The client's names load the anthropic SDK (about a second) on first use: the offline analyst,
 # replays and dry runs never need it.
@@ -113,7 +113,9 @@ def prompt_tables(features: pd.DataFrame, dates, columns: list[str]) -> dict[pd.
     return tables
 
 
-def _source_for(settings: AnalystSettings, has_key: bool) -> str:
+def analyst_source(settings: AnalystSettings, has_key: bool) -> str:
+    """The analyst ``settings`` resolve to: ``anthropic``, ``offline`` or ``replay`` (``provider:
+    auto`` is Claude when the API key is set, ``has_key``, and the offline analyst otherwise)."""
     if settings.provider == "auto":
         return "anthropic" if has_key else "offline"
     return settings.provider
@@ -153,7 +155,7 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
         a wrong key (401), a 403, an invalid request, or a 429/5xx still failing after the retries.
     """
     budget = Budget(settings.budget_usd)
-    source = _source_for(settings, has_key=claude is not None)
+    source = analyst_source(settings, has_key=claude is not None)
     if source == "anthropic" and claude is None:
         raise SpartanError(f"llm.provider 'anthropic' needs {API_KEY_ENV}; set it, or use llm.provider: offline or replay.")
     # the schema is the SDK's transform (importing it takes a second); the offline analyst never sends one

@@ -5,10 +5,12 @@ Each artifact ``X.parquet`` has ``X.json`` beside it recording ``config_key`` (a
 parameters its stage reads and of its producer's code, `research_lib.stages.keys`; with the
 whole ``data`` section, of the user's price file too) and the sha256 of the upstream artifacts
 it read. An artifact is fresh when that record matches and its upstream artifacts are fresh.
-Asking a `RunFolder` for an artifact reads it when fresh; otherwise it links the artifacts of the
-latest complete run that has them fresh under the same keys (`research_lib.stages.reuse`, saying
-which run), and failing that the producer a stage registered for it (`produces`) makes it and
-saves it. The record is removed before a new file is written and written last (both
+Asking a `RunFolder` for an artifact reads it when fresh; otherwise it copies the artifacts of the
+latest complete (succeeded) run that has them fresh under the same keys, as that run recorded
+them (hash-checked, the snapshot its prices came from unchanged; `research_lib.stages.reuse`,
+saying which run and why newer ones were skipped), and failing that the producer a stage
+registered for it (`produces`) makes it and saves it. Copies, not links: a folder opened alone
+(``reports/lab``) is the user's sandbox, where an in-place write must not reach a run's history. The record is removed before a new file is written and written last (both
 atomically), so a half-written artifact is never taken for a fresh one.
 """
 
@@ -29,7 +31,7 @@ from research_lib.env import load_env_file
 from research_lib.errors import ConfigError
 from research_lib.params import did_you_mean
 from research_lib.stages import reuse
-from research_lib.stages.keys import code_digest, file_sha256, params_digest, stage_sections
+from research_lib.stages.keys import code_digest, data_file, file_sha256, params_digest, stage_context, stage_sections
 
 Producer = Callable[["RunFolder"], pd.DataFrame]
 Reader = Callable[[Path, RunConfig], pd.DataFrame]
@@ -76,29 +78,30 @@ def produces(name: str, read: Reader | None = None) -> Callable[[Producer], Prod
 
 
 def config_key(config: RunConfig, sections: tuple[str, ...], data_file_sha256: str | None = None,
-               code: str | None = None) -> str:
+               code: str | None = None, context: dict | None = None) -> str:
     """A short hash of the named parameter sections (``section`` or ``section.key``) and of the
     ``code`` digest; with the whole ``data`` section, of the user's price file too (``data.source:
-    file``), so that every artifact made from it is made again once it is edited.
-    ``data_file_sha256``: that file's hash when the caller took it already (`data_file_hash`)."""
+    file``), so that every artifact made from it is made again once it is edited; ``context``: the
+    stage's `keys.stage_context`. ``data_file_sha256``: that file's hash when the caller took it already (`data_file_hash`)."""
     named = params_digest(config, sections, data_file_sha256 or data_file_hash(config))
-    payload = json.dumps({"params": named, "code": code}, sort_keys=True)
+    payload = json.dumps({"params": named, "code": code, **({"context": context} if context else {})}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def artifact_key(config: RunConfig, name: str, data_file_sha256: str | None = None) -> str:
-    """The key of artifact ``name`` under ``config``: its stage's parameters and its producer's code."""
+    """The key of artifact ``name`` under ``config``: its stage's parameters and context, and its
+    producer's code."""
     spec = ARTIFACTS[name]
     return config_key(config, stage_sections(spec.notebook, config), data_file_sha256,
-                      code_digest([f"research_lib.stages.{spec.stage}"]))
+                      code_digest([f"research_lib.stages.{spec.stage}"]), stage_context(spec.notebook, config))
 
 
-def data_file_hash(config: RunConfig) -> str | None:
-    """The sha256 of the user's price file (``data.source: file``); None when there is none or it
-    cannot be read (then nothing made from it is fresh, and the load says why)."""
-    if config.data.source != "file" or not config.data.path:
-        return None
-    return file_sha256(Path(config.data.path))
+def data_file_hash(config: RunConfig, cwd: str | Path | None = None) -> str | None:
+    """The sha256 of the user's price file (``data.source: file``; a relative path from ``cwd``,
+    by default this process's working folder, as the data loader opens it); None when there is
+    none or it cannot be read (then nothing made from it is fresh, and the load says why)."""
+    path = data_file(config, cwd)
+    return file_sha256(path) if path is not None else None
 
 
 class RunFolder:
@@ -209,32 +212,53 @@ class RunFolder:
                 "inputs": record.get("inputs", {}), "fresh": self.is_fresh(name)}
 
     def _link_from_latest_run(self, name: str) -> bool:
-        """Make artifact ``name`` fresh here from the newest run that has it fresh under the same
-        keys and intact (as its manifest recorded it): link it with its upstream artifacts, their
-        records and stage reports, and every other artifact fresh there and stale here; say which
-        run. When no run has it, say what must be computed."""
-        if not reuse.enabled() or (self.config.data.refresh and not self.is_fresh("prices")):
-            return False  # data.refresh asks for prices fetched now, and for what is made from them
+        """Make artifact ``name`` fresh here from the newest complete run that has it fresh under the
+        same keys, as that run recorded it: copy it with its upstream artifacts, their records and
+        stage reports, and every other artifact fresh there and stale here; say which run, and why
+        each newer run that had it was skipped. When no run has it, say what must be computed."""
+        never = [n for n in _with_inputs(name) if not self.is_fresh(n) and reuse.never_reused(ARTIFACTS[n].notebook, self.config)]
+        if not reuse.enabled() or never:
+            return False  # e.g. data.refresh asks for prices fetched now, and for what is made from them
+        skipped = []
         for run_dir, manifest in reuse.list_runs(exclude=self.run_dir):
             other = RunFolder(self.config, run_dir)
             if not other.is_fresh(name):
+                continue  # other parameters or code: not a candidate
+            wanted = [n for n in ARTIFACTS if not self.is_fresh(n) and other.is_fresh(n)]
+            why_not = self._why_not_from(run_dir, manifest, other, wanted)
+            if why_not:
+                skipped.append(f"skipped run {run_dir.name}: {why_not}")
                 continue
-            wanted = [n for n in ARTIFACTS if other.path(n).is_file() and (
-                n in _with_inputs(name) or (other.is_fresh(n) and not self.is_fresh(n)))]
-            files = [f for n in wanted for f in other._files_of(n)]
-            recorded = {f: sha for s in manifest.get("stages", []) for f, sha in (s.get("outputs") or {}).items()}
-            if reuse.verify(run_dir, {f: recorded[f] for f in files if f in recorded}) not in (None, "no recorded output"):
-                continue  # a file changed since its run recorded it: not reused
-            reuse.link_files(run_dir, files, self.run_dir)
+            reuse.link_files(run_dir, [f for n in wanted for f in other._files_of(n)], self.run_dir, copy=True)
             self.forget()
-            print(f"{', '.join(wanted)}: reused from run {run_dir.name}", flush=True)
+            print("\n".join([*skipped, f"{', '.join(wanted)}: reused from run {run_dir.name}"]), flush=True)
             return True
         missing = [n for n in ARTIFACTS if n == name or (n in _with_inputs(name) and not self.is_fresh(n))]
         if name not in self._told:  # once: computing an artifact asks for its missing inputs again
             self._told.update(missing)
-            print(f"{name}: no earlier run has it for these parameters and code; computing {', '.join(missing)}",
-                  flush=True)
+            print("\n".join([*skipped, f"{name}: no earlier run has it for these parameters and code; computing "
+                                       f"{', '.join(missing)}"]), flush=True)
         return False
+
+    def _why_not_from(self, run_dir: Path, manifest: dict, other: RunFolder, wanted: list[str]) -> str | None:
+        """Why the ``wanted`` artifacts of run ``run_dir`` cannot be taken (None: they can)."""
+        if manifest.get("status") != "succeeded":
+            return f"it did not complete ({manifest.get('status')})"
+        kept = sorted(set().union(*map(_with_inputs, wanted)) - set(wanted))  # fresh here: read as they are
+        differ = [n for n in kept if file_sha256(self.path(n)) != file_sha256(other.path(n))]
+        if differ:  # its artifacts were made from other inputs than this folder's
+            return f"its {', '.join(differ)} differ from this folder's"
+        files = [f for n in wanted for f in other._files_of(n)]
+        entries = [e for e in manifest["stages"] if set(e.get("outputs") or {}) & set(files)]
+        recorded = {f: sha for e in entries for f, sha in (e.get("outputs") or {}).items()}
+        unrecorded = [f for f in files if f not in recorded]
+        if unrecorded:
+            return f"it did not record {', '.join(unrecorded)}"
+        changed = next(filter(None, map(reuse.external_change, entries)), None)
+        if changed:
+            return f"{changed} since it was recorded"
+        broken = reuse.verify(run_dir, {f: recorded[f] for f in files})
+        return f"{broken} changed since it was recorded" if broken else None
 
     def _files_of(self, name: str) -> list[str]:
         """Artifact ``name``'s file, its record and the report its stage writes with it."""

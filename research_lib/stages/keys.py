@@ -10,10 +10,14 @@ A stage's outputs are keyed by exactly what it reads:
   depends on ``stages/folder.py``, not on every stage), the templates beside those modules, and
   the versions of the libraries whose results the numbers depend on.
 
-`research_lib.stages.folder` keys each artifact with its producing stage's parameters and its
-producer's code, and the pipeline keys each notebook with the same parameters, its notebook's
-code and the hashes of the artifacts earlier stages wrote: a notebook run alone and
-``spartan run`` agree on what is fresh.
+- the state outside the run that chooses what it makes (`stage_context`): the user's price file
+  (resolved as the kernel resolves it), the analyst 04 resolves to, the gate's thresholds 06 reads.
+
+Settings that change only the speed (`SPEED_ONLY`) are left out. `research_lib.stages.folder`
+keys each artifact with its producing stage's parameters, context and producer's code, and the
+pipeline keys each notebook with the same, its notebook's code and the sha256 of the run-folder
+files it reads (`research_lib.stages.chain`): a notebook run alone and ``spartan run`` agree on
+what is fresh.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from typing import Iterable
 from research_lib._io import package_versions
 from research_lib.config import RunConfig
 
-__all__ = ["ALL_SECTIONS", "LIBRARY", "STAGE_READS", "code_digest", "file_sha256", "module_closure",
-           "notebook_modules", "params_digest", "stage_sections"]
+__all__ = ["ALL_SECTIONS", "LIBRARY", "SPEED_ONLY", "STAGE_READS", "code_digest", "data_file", "file_sha256",
+           "module_closure", "notebook_modules", "params_digest", "resolved_analyst", "stage_context", "stage_sections"]
 
 LIBRARY = Path(__file__).resolve().parents[1]  # research_lib/
 ALL_SECTIONS = ("*",)  # the whole configuration: a stage that writes every parameter into its record
@@ -47,9 +51,11 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "05_build_portfolio": ("strategy", "portfolio", "risk", "data.benchmark", "features.vix_symbol"),
     "06_validate_strategy": ALL_SECTIONS,
 }
-# Libraries whose versions can change the numbers a stage makes.
-_VERSIONED = ("numpy", "pandas", "scipy", "scikit-learn", "arch", "cvxpy", "pyportfolioopt", "skfolio", "quantstats",
-              "numba", "pyarrow")
+# Documented as changing only the speed (``data.refresh`` is handled by never reusing what it reloads).
+SPEED_ONLY = ("features.n_jobs", "data.refresh")
+# Libraries whose versions can change the numbers a stage makes (cvxpy's solvers decide the optimum).
+_VERSIONED = ("numpy", "pandas", "scipy", "scikit-learn", "arch", "cvxpy", "clarabel", "osqp", "scs", "ecos",
+              "pyportfolioopt", "skfolio", "quantstats", "numba", "pyarrow")
 
 
 def stage_sections(stage: str, config: RunConfig) -> tuple[str, ...]:
@@ -68,6 +74,9 @@ def params_digest(config: RunConfig, sections: tuple[str, ...], data_file_sha256
     """The values of ``sections`` (``section`` or ``section.key``; ``*``: everything) in ``config``,
     with the user's price file's hash when the whole ``data`` section is read from a file."""
     dumped = config.model_dump(mode="json")
+    for setting in SPEED_ONLY:
+        head, _, key = setting.partition(".")
+        dumped[head].pop(key, None)
     if sections == ALL_SECTIONS:
         named = dumped
     else:
@@ -79,6 +88,39 @@ def params_digest(config: RunConfig, sections: tuple[str, ...], data_file_sha256
     if reads_data_file and config.data.source == "file" and config.data.path:
         named = {**named, "data_file_sha256": data_file_sha256}
     return named
+
+
+def data_file(config: RunConfig, cwd: str | Path | None = None) -> Path | None:
+    """The user's price file (``data.source: file``) as the data loader opens it: a relative
+    ``data.path`` is relative to the working folder of the process that loads it (``cwd``; a
+    pipeline's kernels run in ``notebooks/``), or None when the data come from elsewhere."""
+    if config.data.source != "file" or not config.data.path:
+        return None
+    path = Path(config.data.path)
+    return path if path.is_absolute() or cwd is None else Path(cwd) / path
+
+
+def resolved_analyst(config: RunConfig) -> str:
+    """The analyst stage 04 uses under ``config`` and the environment as it is now: ``offline``,
+    ``anthropic`` or ``replay``, decided by the function 04 calls (``llm.provider: auto`` follows
+    whether the API key is set; the key itself is never read into a key or a record)."""
+    from research_lib.llm import API_KEY_ENV, analyst_source
+
+    return analyst_source(config.llm, has_key=bool(os.environ.get(API_KEY_ENV)))
+
+
+def stage_context(stage: str, config: RunConfig) -> dict:
+    """What outside the parameters and the run folder decides what ``stage`` makes: the analyst 04
+    resolves to, and the gate's thresholds (``params/promotion.yaml``) the validation reads."""
+    context = {}
+    if stage == "04_ask_claude":
+        context["analyst"] = resolved_analyst(config)
+    if stage_sections(stage, config) == ALL_SECTIONS:
+        from research_lib import paths
+        from research_lib.validation.promotion import PROMOTION_FILE
+
+        context["promotion_sha256"] = file_sha256(paths.workspace_root() / "params" / PROMOTION_FILE)
+    return context
 
 
 def file_sha256(path: str | Path, cached: bool = True) -> str | None:
@@ -126,10 +168,16 @@ def _library_versions() -> dict[str, str]:
     return package_versions(_VERSIONED)
 
 
+# The keying machinery: their own code is keyed (a keying fix re-keys), but what they import only
+# to read outside state (the analyst's choice, the trial registry, the gate's file) is keyed as
+# that state (`stage_context`, `reuse.external_change`), never as code that makes an artifact.
+_IMPORTS_NOT_FOLLOWED = frozenset({"research_lib.stages.keys", "research_lib.stages.reuse"})
+
+
 def module_closure(module: str) -> frozenset[Path]:
     """The files ``module`` runs when imported and used: itself, its parent packages, every
-    ``research_lib`` module it imports (at any depth, function-level imports included) and the
-    ``templates/`` beside them."""
+    ``research_lib`` module it imports (at any depth, function-level imports included, but not
+    through the keying modules, `_IMPORTS_NOT_FOLLOWED`) and the ``templates/`` beside them."""
     seen: set[Path] = set()
     todo = [module]
     while todo:
@@ -139,7 +187,8 @@ def module_closure(module: str) -> frozenset[Path]:
             continue
         seen.add(path)
         todo.extend(_parents(name))
-        todo.extend(_imports_of(path, *_stat_key(path)))
+        if name not in _IMPORTS_NOT_FOLLOWED:
+            todo.extend(_imports_of(path, *_stat_key(path)))
     templates = {t for path in seen if (path.parent / "templates").is_dir()
                  for t in (path.parent / "templates").iterdir() if t.is_file()}
     return frozenset(seen | templates)
