@@ -163,3 +163,65 @@ def test_construction_with_the_reused_problem_matches_and_shows_progress(monkeyp
     assert fresh.notes.equals(reused.notes)
     np.testing.assert_allclose(reused.optimizer_weights, fresh.optimizer_weights, atol=1e-6)
     np.testing.assert_allclose(reused.weights, fresh.weights, atol=1e-6)
+
+
+# --- hostile inputs after the review of issue 15: refused as the fresh path refused them ----------------
+
+def _refusal(solve) -> str:
+    """The reason an optimizer refuses, as construct_portfolio notes it (any other error fails the test)."""
+    with pytest.raises(InfeasibleConstraintsError) as raised:
+        solve()
+    return str(raised.value)
+
+
+@pytest.mark.parametrize("value", [np.inf, -np.inf, 1e300])
+@pytest.mark.parametrize("method, targets", [("max_sharpe", {}), ("efficient_risk", {"target_volatility": 0.2}),
+                                             ("efficient_return", {"target_return": 0.06})])
+def test_infinite_or_huge_expected_returns_are_infeasible_not_a_crash(method, targets, value):
+    mu, cov = _problem(4, 11)
+    mu.iloc[0] = value
+    optimizer = ReusedOptimizer(method, PortfolioConstraints(max_weight=1.0), **targets)
+    reason = _refusal(lambda: optimizer.weights(mu, cov))
+    if not np.isfinite(value):
+        assert "mu (expected returns) is not finite for {'S0':" in reason
+    _refusal(lambda: optimize_weights(mu, cov, method, PortfolioConstraints(max_weight=1.0), **targets))
+    # the optimizer is still usable on the next date
+    assert optimizer.weights(_problem(4, 11)[0], cov).sum() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_a_covariance_that_is_not_one_is_refused_and_rounding_is_not():
+    mu, cov = _problem(5, 12)
+    values, vectors = np.linalg.eigh(cov.to_numpy())
+    indefinite = values.copy()
+    indefinite[0] = -0.05 * values.max()  # materially negative: no variance can be computed from it
+    indefinite = pd.DataFrame(vectors @ np.diag(indefinite) @ vectors.T, cov.index, cov.columns)
+    bent = cov.copy()
+    bent.iloc[0, 1] += 0.05  # not symmetric
+    for method in ("max_sharpe", "min_volatility", "efficient_return"):
+        optimizer = ReusedOptimizer(method, LONG, target_return=0.05)
+        reason = _refusal(lambda: optimizer.weights(mu, indefinite))
+        assert "cov is not positive semidefinite (its lowest eigenvalue is -" in reason
+        assert "cov is not symmetric" in _refusal(lambda: optimizer.weights(mu, bent))
+    # rounding: an eigenvalue of -1e-12 times the largest is clipped to 0, the factor is still exact
+    rounded = values.copy()
+    rounded[0] = -1e-12 * values.max()
+    almost = vectors @ np.diag(rounded) @ vectors.T
+    factor = covariance_factor(almost)
+    np.testing.assert_allclose(factor.T @ factor, almost, atol=1e-12)
+    ReusedOptimizer("min_volatility", LONG).weights(mu, pd.DataFrame(almost, cov.index, cov.columns))
+
+
+def test_notes_keep_the_reasons_the_fresh_optimizer_gave():
+    symbols = list("ABCD")
+    cov = pd.DataFrame(np.diag([0.05**2, 0.3**2, 0.3**2, 0.3**2]), symbols, symbols)
+    mu = pd.Series([0.02, 0.08, 0.09, 0.1], symbols)
+    capped = PortfolioConstraints(max_weight=0.3)  # the low-volatility asset cannot carry the book
+    cases = [("efficient_risk", {"target_volatility": 0.08}, "Solver status: infeasible"),
+             ("efficient_return", {"target_return": 0.5},
+              "target_return must be lower than the maximum possible return"),
+             ("efficient_risk", {"target_volatility": 0.01}, "The minimum volatility is 0.048. Please use a higher "
+                                                             "target_volatility")]
+    for method, targets, reason in cases:
+        fresh = _refusal(lambda: optimize_weights(mu, cov, method, capped, **targets))
+        reused = _refusal(lambda: ReusedOptimizer(method, capped, **targets).weights(mu, cov))
+        assert reason in fresh and reason in reused, (fresh, reused)

@@ -317,3 +317,99 @@ def test_an_unknown_sweep_stops_the_validation_stage_before_it_records_anything(
     with pytest.raises(UnknownSweep, match=r"No sweep 'sweep-0123456789ab'.*list_sweeps\(\)"):
         _validated(workspace, "sweep-0123456789ab", headline, monkeypatch)
     assert list_trials(paths.state_db()).empty and not (workspace / "reports" / "runs" / "r1" / "validation.json").exists()
+
+
+# --- after the review of issue 15 ---------------------------------------------------------------------
+
+def test_a_failed_recording_never_removes_a_file_another_process_recorded(tmp_path, monkeypatch):
+    db = tmp_path / "spartan.sqlite"
+    table, returns = grid_sweep(seed=11)
+    real_insert, other = registry._insert_trials, {}
+    monkeypatch.setattr(registry, "BUSY_TIMEOUT_S", 0.2, raising=False)  # the other writer gives up quickly
+
+    def meanwhile(conn, rows):
+        monkeypatch.setattr(registry, "_insert_trials", real_insert)
+        try:  # another process records the same sweep while this one is recording it
+            other["id"] = record_sweep(db, "ma_crossover", table, returns, BACKTEST)
+        except sqlite3.OperationalError as error:
+            other["error"] = str(error)
+        raise sqlite3.OperationalError("disk I/O error")  # then this one fails
+
+    monkeypatch.setattr(registry, "_insert_trials", meanwhile)
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O"):
+        record_sweep(db, "ma_crossover", table, returns, BACKTEST)
+    for sweep_id in list_sweeps(db)["id"]:  # whatever the other did, every recorded sweep loads
+        load_sweep(db, sweep_id)
+    assert other == {"error": "database is locked"}, "the two recordings take turns under the write lock"
+    assert _leftovers(db) == (0, 0, [])
+    assert load_sweep(db, record_sweep(db, "ma_crossover", table, returns, BACKTEST)).returns.shape == (400, 11)
+
+
+@pytest.mark.parametrize("spoil, error, message", [
+    (lambda t, r: (t.assign(slow=50), r), ValueError,
+     r"configurations \[\[0, 2\], \[1, 3\], .* have the same parameters \(e\.g\. \{'fast': 5, 'slow': 50, 'symbol': "
+     r"'AAPL'\}\); each configuration must differ"),
+    (lambda t, r: (t.set_axis(pd.MultiIndex.from_arrays([t.index, t.index], names=["a", "b"])), r), TypeError,
+     r"table's index is a MultiIndex of levels \['a', 'b'\]; label each configuration with one value"),
+    (lambda t, r: (t, r.set_axis(pd.MultiIndex.from_arrays([r.columns, r.columns]), axis=1)), TypeError,
+     "returns' columns is a MultiIndex"),
+    (lambda t, r: (t.set_axis(pd.Index([1, "1", *range(2, 12)], dtype=object)),
+                   r.set_axis(pd.Index([1, "1", *[c for c in r.columns if c > 1]], dtype=object), axis=1)), ValueError,
+     r"table's index has labels that are the same as text, \[1, '1'\] \(e\.g\. 1 and '1'\)"),
+])
+def test_repeated_configurations_and_unstorable_labels_are_refused_by_name(tmp_path, spoil, error, message):
+    table, returns = spoil(*grid_sweep(seed=12))
+    with pytest.raises(error, match=message):
+        record_sweep(tmp_path / "spartan.sqlite", "ma_crossover", table, returns, BACKTEST)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "checked before anything is written"
+
+
+def test_one_late_starter_is_left_out_of_pbo_not_the_span_of_all(workspace, monkeypatch):
+    from research_lib import paths
+
+    table, returns = grid_sweep(n_sessions=600, seed=13, drift=0.0005)
+    returns.iloc[:585, 5] = np.nan  # starts trading 15 sessions before the end
+    returns.iloc[:100, 6] = np.nan  # a warm-up of 100 sessions: within the first 20 %
+    sweep_id = record_sweep(paths.state_db(), "ma_crossover", table, returns, BACKTEST)
+    record = _validated(workspace, sweep_id, returns[0].rename("main"), monkeypatch)
+    sweep = record["sweep"]
+    kept = returns.drop(columns=[5]).iloc[100:]  # the oracle: the rule applied by hand
+    assert (sweep["pbo_late_starts"], sweep["pbo_configurations"], sweep["pbo_sessions"]) == (1, 10, 500)
+    assert sweep["pbo"]["pbo"] == pytest.approx(statistics.probability_of_backtest_overfitting(kept)["pbo"], rel=1e-12)
+    assert sweep["n_trials"] == 11, "DSR still counts the late starter"
+    page = (workspace / "reports" / "runs" / "r1" / "validation.html").read_text()
+    assert "PBO over the 500 sessions" in page and "more than 20% of the sessions after the earliest one" in page
+    assert "1 left out" in page
+
+
+def test_a_sweep_in_which_nothing_trades_shows_no_pbo_and_no_dsr(workspace, monkeypatch):
+    from research_lib import paths
+
+    table, returns = grid_sweep(seed=14)
+    table[list(METRICS)] = np.nan
+    sweep_id = record_sweep(paths.state_db(), "ma_crossover", table, returns.iloc[:, :0], BACKTEST)
+    record = _validated(workspace, sweep_id, returns[0].rename("main"), monkeypatch)
+    sweep = record["sweep"]
+    assert (sweep["n_trials"], sweep["dsr"], sweep["pbo"], sweep["expected_max_sharpe_annual"]) == (0, None, None, None)
+    page = (workspace / "reports" / "runs" / "r1" / "validation.html").read_text()
+    assert 'id="sweep-pbo">no configuration trades: no PBO/DSR<' in page
+    assert "Trials counted" not in page and "PBO over the" not in page
+
+
+def test_a_wide_sweep_ranks_a_seeded_sample_of_configurations_said_on_the_page(workspace, monkeypatch):
+    from research_lib import paths
+    from research_lib.validation import evidence
+
+    table, returns = grid_sweep(n_sessions=300, seed=15)
+    sweep_id = record_sweep(paths.state_db(), "ma_crossover", table, returns, BACKTEST)
+    monkeypatch.setattr(evidence, "PBO_MAX_CONFIGURATIONS", 6)  # a wide sweep, in small
+    sweep = _validated(workspace, sweep_id, returns[0].rename("main"), monkeypatch)["sweep"]
+    assert (sweep["pbo_configurations"], sweep["pbo_sampled_from"], sweep["n_trials"]) == (6, 11, 11)
+    loaded = load_sweep(paths.state_db(), sweep_id).returns.dropna()
+    picked = np.sort(np.random.default_rng(evidence.PBO_SAMPLE_SEED).choice(11, size=6, replace=False))
+    oracle = statistics.probability_of_backtest_overfitting(loaded.iloc[:, picked])
+    assert sweep["pbo"]["pbo"] == pytest.approx(oracle["pbo"], rel=1e-12)
+    page = (workspace / "reports" / "runs" / "r1" / "validation.html").read_text()
+    assert "PBO ranks a random sample of 6 of those 11 configurations (seed 0); DSR counts them all" in page
+    whole = evidence.sweep_statistics(loaded, 12, None, max_pbo_configurations=20)
+    assert whole["pbo_sampled_from"] is None and whole["pbo_configurations"] == 11

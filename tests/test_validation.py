@@ -524,3 +524,38 @@ def test_numpy_and_python_integers_are_the_same_configuration(tmp_path):
 def test_record_trials_skips_constant_non_zero_returns(tmp_path):
     flat = pd.Series(0.001, index=range(252))
     assert record_trials(tmp_path / "registry.sqlite", "r", "cash", {"cash": ({"rate": 0.001}, flat)}) == 0
+
+
+# --- PBO over a wide sweep (issue 15 review): bounded memory, the same numbers ---------------------------
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(seed=st.integers(0, 10_000), n_trials=st.integers(2, 30), chunk=st.integers(1, 400), ties=st.booleans())
+def test_pbo_in_chunks_of_combinations_is_pbo_at_once(seed, n_trials, chunk, ties):
+    import research_lib.validation.statistics as module
+
+    frame = noise_frame(np.random.default_rng(seed), 64, n_trials)
+    if ties:
+        frame.iloc[:, 1] = frame.iloc[:, 0]  # equal Sharpe ratios: ranks must tie the same way
+    at_once = probability_of_backtest_overfitting(frame)
+    original = module._PBO_CHUNK_CELLS
+    try:
+        module._PBO_CHUNK_CELLS = chunk  # as few as one combination per chunk
+        chunked = probability_of_backtest_overfitting(frame)
+    finally:
+        module._PBO_CHUNK_CELLS = original
+    np.testing.assert_allclose(chunked["logits"], at_once["logits"], rtol=1e-12, atol=1e-12)
+    for key in ("pbo", "prob_oos_loss", "performance_degradation"):
+        assert chunked[key] == pytest.approx(at_once[key], rel=1e-12, abs=1e-12, nan_ok=True)
+
+
+def test_pbo_memory_does_not_grow_with_combinations_times_trials():
+    import tracemalloc
+
+    frame = noise_frame(np.random.default_rng(3), 32, 1_500)  # 12,870 x 1,500 float64 would be 154 MB
+    tracemalloc.start()
+    try:
+        probability_of_backtest_overfitting(frame)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 100e6, f"PBO held {peak / 1e6:.0f} MB at its peak"

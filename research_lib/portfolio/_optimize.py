@@ -39,6 +39,22 @@ def _aligned(mu: pd.Series | None, cov: pd.DataFrame, method: str) -> tuple[pd.S
     return mu.reindex(cov.columns).astype(float), cov
 
 
+def check_finite_mu(mu: pd.Series | None, method: str) -> None:
+    """Refuse infinite expected returns for a method that reads them (the solver cannot take them).
+
+    Raised as `InfeasibleConstraintsError`, as PyPortfolioOpt's path reported them for
+    efficient_risk / efficient_return, so a portfolio construction keeps the previous targets
+    for that date (and says why) rather than stopping.
+    """
+    if mu is None or method not in (*_NEEDS_MU, "black_litterman"):
+        return
+    infinite = mu[~np.isfinite(mu.to_numpy(dtype=float))]
+    if len(infinite):
+        raise InfeasibleConstraintsError(
+            f"mu (expected returns) is not finite for {infinite.to_dict()} with method={method!r}; no weights can "
+            "be optimized on it: check the returns model's inputs (e.g. a price of 0 in the window)")
+
+
 def _check_supported(method: str, c: PortfolioConstraints, views, previous_weights) -> None:
     if method == "hrp" and (c.side != "long_only" or c.max_weight < 1 or c.lower_bound > 0
                             or c.turnover_penalty or c.l2_gamma):
@@ -130,6 +146,7 @@ def optimize_weights(mu: pd.Series | None, cov: pd.DataFrame, method: Method = "
         return pd.Series(raw, name="weight").reindex(cov.columns) * scale
     if method == "black_litterman":
         mu, cov = black_litterman_posterior(cov, views, risk_free_rate)
+    check_finite_mu(mu, method)
     ef = _frontier(mu, cov, c, scale, previous, solver)
     neutral = c.net_exposure == 0
     try:

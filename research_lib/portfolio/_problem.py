@@ -20,18 +20,42 @@ import pandas as pd
 from research_lib.portfolio._black_litterman import BlackLittermanViews, black_litterman_posterior
 from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
 from research_lib.portfolio._inputs import check_choice
-from research_lib.portfolio._optimize import _aligned, _check_supported, optimize_weights
+from research_lib.portfolio._optimize import _NEEDS_MU, _aligned, _check_supported, check_finite_mu, optimize_weights
 from research_lib.portfolio._types import Method
 
 __all__ = ["FreshOptimizer", "ReusedOptimizer", "covariance_factor"]
 
 _SOLVED = ("optimal", "optimal_inaccurate")  # what PyPortfolioOpt accepts
+COVARIANCE_TOLERANCE = 1e-8  # relative to the largest |eigenvalue| (or |entry|): rounding, not a real error
 
 
 def covariance_factor(cov: np.ndarray) -> np.ndarray:
     """A matrix ``F`` with ``F.T @ F == cov`` (to rounding), also for a singular covariance:
-    ``diag(sqrt(eigenvalues)) @ eigenvectors.T``, tiny negative eigenvalues taken as 0."""
+    ``diag(sqrt(eigenvalues)) @ eigenvectors.T``.
+
+    Negative eigenvalues no larger in magnitude than ``COVARIANCE_TOLERANCE`` times the largest
+    eigenvalue's are rounding (a singular covariance computes a few at -1e-17) and are taken as 0.
+
+    Raises
+    ------
+    InfeasibleConstraintsError
+        ``cov`` is not symmetric, or has a materially negative eigenvalue (it is no covariance:
+        no portfolio variance can be computed from it), beyond that tolerance.
+    """
+    cov = np.asarray(cov, dtype=float)
+    scale = float(np.abs(cov).max()) if cov.size else 0.0
+    asymmetry = float(np.abs(cov - cov.T).max()) if cov.size else 0.0
+    if asymmetry > COVARIANCE_TOLERANCE * scale:
+        raise InfeasibleConstraintsError(
+            f"cov is not symmetric (cov - cov.T reaches {asymmetry:.3g}, its largest entry is {scale:.3g}); "
+            "estimate the covariance with risk_matrix, or symmetrize it: (cov + cov.T) / 2")
     values, vectors = np.linalg.eigh(cov)
+    largest = float(np.abs(values).max()) if values.size else 0.0
+    if values.size and values.min() < -COVARIANCE_TOLERANCE * largest:
+        raise InfeasibleConstraintsError(
+            f"cov is not positive semidefinite (its lowest eigenvalue is {values.min():.3g}, its largest "
+            f"{largest:.3g}): it is no covariance; estimate it with risk_matrix (e.g. 'ledoit_wolf'), or fix it "
+            "with pypfopt.risk_models.fix_nonpositive_semidefinite")
     return np.sqrt(np.clip(values, 0.0, None))[:, None] * vectors.T
 
 
@@ -142,21 +166,31 @@ class ReusedOptimizer:
             mu, cov = black_litterman_posterior(cov, views, self.risk_free_rate)
             method = "max_sharpe"
         covariance = cov.to_numpy(dtype=float)
-        returns = None if mu is None else mu.to_numpy(dtype=float)
+        check_finite_mu(mu, method)
+        returns = mu.to_numpy(dtype=float) if method in _NEEDS_MU else None  # other methods read no mu
+        factor = covariance_factor(covariance)
         target = self._target(method, returns, covariance, scale)
         if method == "max_sharpe":
             returns = returns - self.risk_free_rate
+        raw = self._solved(self._problem(method, len(cov)), returns, factor,
+                           None if previous is None else previous / scale, target)
+        return pd.Series(raw * scale, index=cov.columns, name="weight")
+
+    def _solved(self, problem: _Problem, *values) -> np.ndarray:
+        """The problem's weights for these values; a solver that fails or finds none is
+        `InfeasibleConstraintsError`, with the reasons PyPortfolioOpt's path gives (the status)."""
+        c = self.constraints
         try:
-            raw = self._problem(method, len(cov)).solve(returns, covariance_factor(covariance),
-                                                         None if previous is None else previous / scale, target)
+            raw = problem.solve(*values)
         except cp.error.SolverError as exc:
             raise InfeasibleConstraintsError(
                 f"solver {self.solver!r} failed for method={self.method!r} under {c!r}; "
                 "loosen the constraints or pass another solver, e.g. solver='SCS'") from exc
         if raw is None:
-            raise InfeasibleConstraintsError(f"the solver found no weights for method={self.method!r} under {c!r}; "
-                                             "loosen the bounds, exposures or targets")
-        return pd.Series(raw * scale, index=cov.columns, name="weight")
+            raise InfeasibleConstraintsError(
+                f"the solver found no weights for method={self.method!r} under {c!r}: Solver status: "
+                f"{problem.problem.status}; loosen the bounds, exposures or targets")
+        return raw
 
     def _target(self, method: str, mu: np.ndarray | None, cov: np.ndarray, scale: float) -> float | None:
         """The problem's target (variance or return, rescaled), refused as PyPortfolioOpt refuses it."""
@@ -172,31 +206,33 @@ class ReusedOptimizer:
             volatility = float(self.target_volatility) / scale
             lowest = np.sqrt(1 / np.sum(np.linalg.pinv(cov)))  # PyPortfolioOpt's check, bounds ignored
             if volatility < 0 or volatility < lowest:
-                raise InfeasibleConstraintsError(
-                    f"target_volatility={volatility * scale:g} cannot be reached by these assets (the minimum "
-                    f"volatility is {lowest * scale:.3f}); choose a target_volatility inside the frontier")
+                raise InfeasibleConstraintsError(  # PyPortfolioOpt's words inside the parentheses
+                    f"target_volatility={volatility * scale:g} cannot be reached by these assets (The minimum "
+                    f"volatility is {lowest * scale:.3f}. Please use a higher target_volatility); choose a "
+                    "target_volatility inside the frontier")
             return volatility**2
         if method == "efficient_return":
             if self.target_return is None:
                 raise ValueError("method='efficient_return' needs target_return (annualized, e.g. 0.08)")
             wanted = float(self.target_return) / scale
             best = self._max_return(mu)
-            if best is not None and wanted > best:
+            if wanted > best:
                 raise InfeasibleConstraintsError(
-                    f"target_return={wanted * scale:g} cannot be reached by these assets (the highest is "
-                    f"{best * scale:.4f}); choose a target_return inside the frontier")
+                    f"target_return={wanted * scale:g} cannot be reached by these assets (target_return must be "
+                    f"lower than the maximum possible return, {best * scale:.4f}); choose a target_return inside "
+                    "the frontier")
             return wanted
         return None
 
-    def _max_return(self, mu: np.ndarray) -> float | None:
+    def _max_return(self, mu: np.ndarray) -> float:
         """The highest return of a fully invested book within the bounds (PyPortfolioOpt's check)."""
         c = self.constraints
         fully_invested = c.model_copy(update={"net_exposure": 1.0, "l2_gamma": 0.0, "turnover_penalty": 0.0})
         key = ("max_return", len(mu))
         if key not in self._problems:
             self._problems[key] = _Problem("max_return", len(mu), fully_invested, c.net_exposure or 1.0, self.solver)
-        raw = self._problems[key].solve(mu, np.zeros((len(mu), len(mu))), None, None)
-        return None if raw is None else float(mu @ raw)
+        raw = self._solved(self._problems[key], mu, np.zeros((len(mu), len(mu))), None, None)
+        return float(mu @ raw)
 
 
 class FreshOptimizer(ReusedOptimizer):

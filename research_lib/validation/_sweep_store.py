@@ -70,16 +70,50 @@ def check_sweep(family: str, table: pd.DataFrame, returns: pd.DataFrame, backtes
             raise TypeError(f"{name} is a {type(frame).__name__}; pass the sweep result's {name} (a DataFrame).")
     if table.empty:
         raise ValueError("table has no configuration; record a sweep with at least one configuration.")
-    if not table.index.is_unique:
-        raise ValueError(f"table's index repeats {sorted(set(table.index[table.index.duplicated()]))}; "
-                         "each configuration needs its own label (e.g. table.reset_index(drop=True)).")
+    _check_labels(table, returns)
     params = parameter_names(table)
     if not params:
         raise ValueError(f"table has no parameter column before {FIRST_METRIC!r}; put each configuration's "
                          "parameters first.")
+    _check_distinct_parameters(table, params)
     _check_columns_match(table, returns)
     _check_values(returns)
     return CheckedSweep(params, returns.astype(np.float32), table_to_json(table), to_json(backtest))
+
+
+def _check_labels(table: pd.DataFrame, returns: pd.DataFrame) -> None:
+    """Configuration labels are flat, distinct, and distinct as text (the matrix file stores them as text)."""
+    for name, labels in (("table's index", table.index), ("returns' columns", returns.columns)):
+        if isinstance(labels, pd.MultiIndex):
+            raise TypeError(f"{name} is a MultiIndex of levels {list(labels.names)}; label each configuration "
+                            "with one value (e.g. table.reset_index(drop=True), and returns' columns to match).")
+    if not table.index.is_unique:
+        raise ValueError(f"table's index repeats {_some(table.index[table.index.duplicated()].unique())}; "
+                         "each configuration needs its own label (e.g. table.reset_index(drop=True)).")
+    as_text = pd.Series(table.index, dtype=object).map(str)
+    clashes = table.index[as_text.duplicated(keep=False).to_numpy()]
+    if len(clashes):
+        raise ValueError(f"table's index has labels that are the same as text, {_some(clashes)} (e.g. 1 and '1'); "
+                         "the matrix file stores labels as text: use labels of one type "
+                         "(e.g. table.reset_index(drop=True)).")
+
+
+def _check_distinct_parameters(table: pd.DataFrame, params: tuple[str, ...]) -> None:
+    """Two configurations with the same parameters are one trial counted twice: refused."""
+    keys = pd.Series([to_json(row) for row in table[list(params)].itertuples(index=False, name=None)],
+                     index=table.index)
+    repeated = keys[keys.duplicated(keep=False)]
+    if len(repeated):
+        groups = [list(labels) for labels in repeated.groupby(repeated, sort=False).groups.values()]
+        first = table.loc[groups[0][0], list(params)].to_dict()
+        raise ValueError(f"configurations {_some(groups)} of table have the same parameters (e.g. {first}); "
+                         "each configuration must differ in at least one parameter: drop the repeats "
+                         "(e.g. table.drop_duplicates(subset=params)) and their returns columns.")
+
+
+def _some(values, limit: int = 10) -> list:
+    """The first ``limit`` values, as a list for a message."""
+    return list(values)[:limit]
 
 
 def _check_columns_match(table: pd.DataFrame, returns: pd.DataFrame) -> None:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import numpy as np
 import pandas as pd
 
 from research_lib.units import SESSIONS_PER_YEAR
 from research_lib.validation import statistics as st
 from research_lib.validation.metrics import headline_metrics
 
-__all__ = ["analyst_is_claude", "gate_inputs", "judged_returns", "llm_summary", "run_statistics", "sweep_pbo_span",
+__all__ = ["LATE_START_SHARE", "PBO_MAX_CONFIGURATIONS", "analyst_is_claude", "gate_inputs", "judged_returns",
+           "llm_summary", "run_statistics", "sweep_pbo_span",
            "sweep_statistics", "trial_matrix", "validation_record"]
 
 
@@ -73,17 +75,58 @@ def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats:
     return out
 
 
-def sweep_pbo_span(sweep_returns: pd.DataFrame) -> pd.DataFrame:
-    """The sessions PBO is computed on: from the last configuration's first trade to the end.
+LATE_START_SHARE = 0.2  # a configuration starting later than this share of the history is left out of PBO
+PBO_MAX_CONFIGURATIONS = 2_000  # beyond this, PBO is computed on a seeded random sample of configurations
+PBO_SAMPLE_SEED = 0
+
+
+def sweep_pbo_span(sweep_returns: pd.DataFrame, late_start_share: float = LATE_START_SHARE) -> pd.DataFrame:
+    """The sessions and configurations PBO is computed on.
 
     Before its first trade a configuration has no return (NaN: warm-up, in cash); counting those
-    sessions as zeros would rank a slow configuration by its warm-up, so they are left out for all.
+    sessions as zeros would rank a slow configuration by its warm-up, so PBO starts where every
+    configuration it counts has started. So that one late starter cannot shrink the span for all,
+    a configuration whose first trade comes more than ``late_start_share`` of the sessions (from
+    the earliest first trade to the end) after the earliest first trade is left out: the span
+    keeps at least ``1 - late_start_share`` of those sessions. The span then runs from the
+    latest first trade of the configurations kept to the end.
     """
-    starts = [sweep_returns[c].first_valid_index() for c in sweep_returns.columns]
-    return sweep_returns.loc[max(starts):] if starts else sweep_returns
+    values = sweep_returns.to_numpy(dtype=float)
+    present = ~np.isnan(values)
+    trading = present.any(axis=0)
+    if not trading.any():
+        return sweep_returns.iloc[:, :0]
+    first = np.where(trading, present.argmax(axis=0), len(values))  # a column never present starts never
+    earliest = int(first.min())
+    kept = first - earliest <= late_start_share * (len(values) - earliest)
+    return sweep_returns.iloc[int(first[kept].max()):, np.flatnonzero(kept)]
 
 
-def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments: dict | None) -> dict:
+def _pbo_sample(span: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
+    """At most ``limit`` of the span's configurations, drawn at random with ``seed`` (in their order)."""
+    if span.shape[1] <= limit:
+        return span
+    picked = np.sort(np.random.default_rng(seed).choice(span.shape[1], size=limit, replace=False))
+    return span.iloc[:, picked]
+
+
+def _sweep_sharpes(sweep_returns: pd.DataFrame) -> np.ndarray:
+    """Per-period Sharpe ratios (ddof=1, from each configuration's first trade) of the configurations
+    that have one by the registry's rule: at least 3 returns that vary (`statistics.is_flat`)."""
+    values = sweep_returns.to_numpy(dtype=float)
+    counts = (~np.isnan(values)).sum(axis=0)
+    usable = counts >= 3
+    if not usable.any():
+        return np.empty(0)
+    values = values[:, usable]
+    means = np.nanmean(values, axis=0)
+    stds = np.nanstd(values, axis=0, ddof=1)
+    varies = stds > 1e-12 * np.maximum(np.abs(means), 1e-12)
+    return means[varies] / stds[varies]
+
+
+def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments: dict | None, *,
+                     max_pbo_configurations: int | None = None, seed: int = PBO_SAMPLE_SEED) -> dict:
     """The skeptic over the sweep the headline strategy was chosen from.
 
     Parameters
@@ -92,6 +135,10 @@ def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments
         each one's first trade).
     n_configurations : configurations in the sweep, those that never trade included.
     moments : the headline strategy's `statistics.sharpe_moments` (None: too short to judge).
+    max_pbo_configurations, seed : PBO's cost grows with the configurations; beyond this many
+        (after `sweep_pbo_span`; None: ``PBO_MAX_CONFIGURATIONS``, 2,000, about a second over
+        2,000 sessions), it is computed on a random sample of them drawn with ``seed``. DSR always
+        counts every configuration.
 
     Returns
     -------
@@ -101,32 +148,43 @@ def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments
         ``expected_max_sharpe_annual`` and ``dsr`` (the headline's deflated Sharpe against them);
         ``pbo`` (CSCV over `sweep_pbo_span`, without the logits; None with ``pbo_error`` when the
         span is too short or fewer than two configurations trade), ``pbo_sessions``, ``pbo_first``,
-        ``pbo_last``.
+        ``pbo_last``, ``pbo_configurations`` (the configurations PBO ranks), ``pbo_late_starts``
+        (left out by the span's rule), ``pbo_late_start_share``, ``pbo_sampled_from`` (how many it
+        was sampled from, None when not sampled) and ``pbo_seed``. When no configuration has a
+        Sharpe ratio, ``n_trials`` is 0 and DSR, PBO and the expected best Sharpe are None.
     """
-    columns = (sweep_returns[k].dropna().to_numpy(dtype=float) for k in sweep_returns.columns)
-    # the registry's rule for a trial's Sharpe: at least 3 returns that vary
-    sharpes = [float(c.mean() / c.std(ddof=1)) for c in columns if c.size >= 3 and not st.is_flat(c)]
-    n_trials = max(len(sharpes), 1)
-    variance = float(pd.Series(sharpes).var(ddof=1)) if len(sharpes) > 1 else 0.0
-    dsr = None
-    if moments:
-        try:
-            dsr = st.deflated_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"], moments["kurtosis"],
-                                           n_trials, variance)
-        except ValueError:
-            dsr = None
+    sharpes = _sweep_sharpes(sweep_returns)
+    n_trials = len(sharpes)
+    variance = float(np.var(sharpes, ddof=1)) if n_trials > 1 else 0.0
+    dsr = expected_max = None
+    if n_trials:
+        expected_max = float(st.expected_max_sharpe(n_trials, variance) * SESSIONS_PER_YEAR ** 0.5)
+        if moments:
+            try:
+                dsr = st.deflated_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"],
+                                               moments["kurtosis"], n_trials, variance)
+            except ValueError:
+                dsr = None
     span = sweep_pbo_span(sweep_returns)
-    try:
-        pbo, pbo_error = st.probability_of_backtest_overfitting(span), None
-    except ValueError as error:
-        pbo, pbo_error = None, str(error)
+    ranked = _pbo_sample(span, max_pbo_configurations or PBO_MAX_CONFIGURATIONS, seed)
+    if not n_trials:
+        pbo, pbo_error = None, "no configuration trades"
+    else:
+        try:
+            pbo, pbo_error = st.probability_of_backtest_overfitting(ranked), None
+        except ValueError as error:
+            pbo, pbo_error = None, str(error)
     return {"n_configurations": int(n_configurations), "n_trading": int(sweep_returns.shape[1]),
             "n_never_traded": int(n_configurations - sweep_returns.shape[1]), "n_trials": n_trials,
-            "sharpe_variance": variance, "dsr": dsr,
-            "expected_max_sharpe_annual": float(st.expected_max_sharpe(n_trials, variance) * SESSIONS_PER_YEAR ** 0.5),
+            "sharpe_variance": variance, "dsr": dsr, "expected_max_sharpe_annual": expected_max,
             "pbo": pbo and {k: v for k, v in pbo.items() if k != "logits"}, "pbo_error": pbo_error,
             "pbo_sessions": len(span), "pbo_first": _session(span.index[0]) if len(span) else None,
-            "pbo_last": _session(span.index[-1]) if len(span) else None}
+            "pbo_last": _session(span.index[-1]) if len(span) else None,
+            "pbo_configurations": int(ranked.shape[1]),
+            "pbo_late_starts": int(sweep_returns.notna().any().sum() - span.shape[1]),
+            "pbo_late_start_share": LATE_START_SHARE,
+            "pbo_sampled_from": int(span.shape[1]) if ranked.shape[1] < span.shape[1] else None,
+            "pbo_seed": seed}
 
 
 def _session(label) -> str:

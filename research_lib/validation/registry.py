@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS sweeps (
 _SWEEP_COLUMNS = ("id", "family", "created_at", "n_configurations", "n_trading", "params", "backtest",
                   "matrix_file", "matrix_sha256")
 _plain = store.plain
+BUSY_TIMEOUT_S = 30.0  # how long a writer waits for another's write lock before "database is locked"
 
 
 class UnknownSweep(ConfigError, LookupError):
@@ -82,7 +83,7 @@ def trial_hash(family: str, params: dict) -> str:
 
 def _connect(db_path: Path) -> sqlite3.Connection:
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db_path, timeout=30)
+    conn = sqlite3.connect(db_path, timeout=BUSY_TIMEOUT_S)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(_SCHEMA)
     conn.execute(_SWEEPS_SCHEMA)
@@ -172,36 +173,64 @@ def record_sweep(db_path: str | Path, family: str, table: pd.DataFrame, returns:
         ``sweep-`` and 12 hex digits of a hash of the content; the same sweep recorded again gets
         the same id and adds nothing (a configuration already recorded is not a new trial either).
 
-    The matrix file is written first (atomically), then the sweep's row and its trials in one
-    transaction; if that fails, the file is removed: nothing is left half-recorded.
+    The file and the rows are written under the database's write lock (``BEGIN IMMEDIATE``), so
+    two processes recording at once take turns: the matrix file is written first (atomically),
+    then the sweep's row and its trials in the same transaction. If that fails, the file is
+    removed unless a recorded sweep refers to it (checked again under the lock): nothing is left
+    half-recorded, and a file another process recorded is never removed.
 
     Raises
     ------
     ValueError, TypeError
-        for a table and returns that do not match, a NaN Sharpe, a table without configurations, a
-        malformed family or model.
+        for a table and returns that do not match, a NaN Sharpe, a table without configurations,
+        configurations with the same parameters, labels that are not flat or not distinct as text,
+        a malformed family or model.
     """
     checked = store.check_sweep(family, table, returns, backtest)
     sweep_id = store.sweep_id(checked, family)
     payload = store.encode_matrix(checked.matrix)
     db_path = Path(db_path)
     path = _sweeps_folder(db_path) / f"{sweep_id}.parquet"
+    row = (sweep_id, family, now_utc(), len(table), returns.shape[1], store.to_json(list(checked.params)),
+           checked.backtest_json, path.name, store.sha256(payload), checked.table_json)
+    trial_rows = _sweep_trial_rows(sweep_id, family, checked, table, returns, backtest)
     with closing(_connect(db_path)) as conn:
-        recorded = conn.execute("SELECT matrix_file, matrix_sha256 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
-        if recorded and path.is_file() and store.sha256(path.read_bytes()) == recorded[1]:
-            return sweep_id  # the same sweep, already recorded whole
-        atomic_write_bytes(path, payload)
-        row = (sweep_id, family, now_utc(), len(table), returns.shape[1], store.to_json(list(checked.params)),
-               checked.backtest_json, path.name, store.sha256(payload), checked.table_json)
+        conn.execute("BEGIN IMMEDIATE")  # the write lock, before anything is read or written
         try:
-            with conn:
-                _insert_trials(conn, _sweep_trial_rows(sweep_id, family, checked, table, returns, backtest))
-                _write_sweep_row(conn, row)
+            if _recorded_whole(conn, sweep_id, path):
+                conn.rollback()
+                return sweep_id  # the same sweep, already recorded whole
+            atomic_write_bytes(path, payload)
+            _insert_trials(conn, trial_rows)
+            _write_sweep_row(conn, row)
+            conn.commit()
         except BaseException:
-            if not recorded:
-                path.unlink(missing_ok=True)  # no row refers to it
+            _discard(conn, path, sweep_id, row[8])
             raise
     return sweep_id
+
+
+def _recorded_whole(conn: sqlite3.Connection, sweep_id: str, path: Path) -> bool:
+    """Whether the sweep has its row and its file matches the row's hash."""
+    recorded = conn.execute("SELECT matrix_sha256 FROM sweeps WHERE id = ?", (sweep_id,)).fetchone()
+    return bool(recorded) and path.is_file() and store.sha256(path.read_bytes()) == recorded[0]
+
+
+def _discard(conn: sqlite3.Connection, path: Path, sweep_id: str, digest: str) -> None:
+    """After a failed recording: remove the file only if no recorded sweep refers to it, then roll back.
+
+    Asked under the write lock still held (when the connection can still answer): a row of this id
+    or of this content (committed by another process, or ours before the failure) keeps the file.
+    """
+    try:
+        referred = conn.execute("SELECT 1 FROM sweeps WHERE id = ? OR matrix_sha256 = ?",
+                                (sweep_id, digest)).fetchone() is not None
+    except sqlite3.Error:
+        referred = True  # cannot tell: keeping an unreferenced file is harmless, removing a referenced one is not
+    if not referred:
+        path.unlink(missing_ok=True)
+    if conn.in_transaction:
+        conn.rollback()
 
 
 def _sweep_trial_rows(sweep_id: str, family: str, checked: store.CheckedSweep, table: pd.DataFrame,

@@ -135,26 +135,43 @@ def probability_of_backtest_overfitting(trial_returns: pd.DataFrame, n_splits: i
     combos = np.array([c for c in itertools.combinations(range(n_splits), n_splits // 2)])
     chosen = np.zeros((len(combos), n_splits), dtype=bool)
     chosen[np.arange(len(combos))[:, None], combos] = True
-    n_half = block * n_splits // 2
+    n_trials = values.shape[2]
+    # Combinations are taken in chunks so that memory stays bounded however many trials there are
+    # (all 12,870 at once for 10,000 trials would hold several 12,870 x 10,000 arrays, ~8 GB).
+    step = max(1, _PBO_CHUNK_CELLS // n_trials)
+    picked = [_cscv_choice(chosen[start:start + step], sums, squares, block * n_splits // 2)
+              for start in range(0, len(combos), step)]
+    picked_is, picked_oos, rank = (np.concatenate(parts) for parts in zip(*picked))
+    omega = rank / (n_trials + 1.0)
+    logits = np.log(omega / (1.0 - omega))
+    slope = float(np.polyfit(picked_is, picked_oos, 1)[0]) if np.ptp(picked_is) > 0 else float("nan")
+    return {"pbo": float((logits <= 0).mean()), "logits": logits, "n_combinations": len(combos),
+            "n_trials": int(n_trials), "n_splits": n_splits, "performance_degradation": slope,
+            "prob_oos_loss": float((picked_oos < 0).mean())}
 
+
+_PBO_CHUNK_CELLS = 2**20  # combinations x trials per chunk: a few arrays of 8 MB each
+
+
+def _cscv_choice(chosen: np.ndarray, sums: np.ndarray, squares: np.ndarray,
+                 n_half: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each combination (a row of ``chosen``: its in-sample blocks), the in-sample best trial's
+    in-sample and out-of-sample Sharpe, and its out-of-sample rank (1 = worst, N = best)."""
     def sharpe(mask: np.ndarray) -> np.ndarray:
         total, total_sq = mask @ sums, mask @ squares
         mean = total / n_half
         var = (total_sq - n_half * mean**2) / (n_half - 1)
         return mean / np.sqrt(np.where(var > 0, var, np.nan))
 
-    is_sharpe, oos_sharpe = sharpe(chosen.astype(float)), sharpe((~chosen).astype(float))
+    rows = np.arange(len(chosen))
+    is_sharpe = sharpe(chosen.astype(float))
     best = np.nanargmax(np.nan_to_num(is_sharpe, nan=-np.inf), axis=1)
-    picked_oos = oos_sharpe[np.arange(len(combos)), best]
-    n_trials = values.shape[2]
-    rank = (oos_sharpe < picked_oos[:, None]).sum(axis=1) + 1  # 1 = worst, N = best out of sample
-    omega = rank / (n_trials + 1.0)
-    logits = np.log(omega / (1.0 - omega))
-    picked_is = is_sharpe[np.arange(len(combos)), best]
-    slope = float(np.polyfit(picked_is, picked_oos, 1)[0]) if np.ptp(picked_is) > 0 else float("nan")
-    return {"pbo": float((logits <= 0).mean()), "logits": logits, "n_combinations": len(combos),
-            "n_trials": int(n_trials), "n_splits": n_splits, "performance_degradation": slope,
-            "prob_oos_loss": float((picked_oos < 0).mean())}
+    picked_is = is_sharpe[rows, best]
+    del is_sharpe  # one chunk-sized array at a time
+    oos_sharpe = sharpe((~chosen).astype(float))
+    picked_oos = oos_sharpe[rows, best]
+    rank = (oos_sharpe < picked_oos[:, None]).sum(axis=1) + 1
+    return picked_is, picked_oos, rank
 
 
 def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int = 21, alpha: float = 0.05,
