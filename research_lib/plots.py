@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 
@@ -107,8 +108,6 @@ def plot_exposures(exposures: pd.DataFrame, ax=None):
 def plot_frontier(frontier: pd.DataFrame, mu: pd.Series, cov: pd.DataFrame, weights: pd.Series, ax=None,
                   title: str = "Efficient frontier"):
     """The efficient frontier, each asset, and the chosen portfolio (annualized)."""
-    import numpy as np
-
     ax = _axes(ax, (7, 5))
     ax.plot(frontier["volatility"], frontier["expected_return"], label="efficient frontier")
     vols = np.sqrt(np.diag(cov))
@@ -135,16 +134,21 @@ def plot_risk_contributions(contributions: pd.DataFrame, ax=None, title: str = "
 
 LOWER_IS_BETTER = frozenset({"annual_volatility", "annual_turnover", "annual_cost"})  # sweep metrics to minimize
 _FIRST_METRIC = "sharpe"  # a sweep table's parameters are its columns before this one
+_REDUCTIONS = ("mean", "median", "best", "worst")  # how sweep_surface reduces over the parameters not drawn
 _MAX_ANNOTATED_CELLS = 200  # beyond this, numbers in the cells would not be readable
 
 
-def sweep_surface(result_or_table, x: str, y: str, metric: str = "sharpe", **fixed) -> tuple[pd.DataFrame, str]:
+def sweep_surface(result_or_table, x: str, y: str, metric: str = "sharpe", reduce: str = "mean",
+                  **fixed) -> tuple[pd.DataFrame, str]:
     """The ``metric`` of a sweep over ``y`` (rows) x ``x`` (columns), and the rule that made it.
 
     ``fixed`` keeps only the configurations with those parameter values; the parameters neither
-    plotted nor fixed are reduced to the best value over them (the highest, or the lowest for
-    volatility, turnover and cost). A cell whose configurations never trade (NaN metric), or
-    that no configuration has, is NaN.
+    plotted nor fixed (e.g. ``symbol`` of a per-symbol sweep) are reduced over by ``reduce``:
+    ``mean`` (default: what the idea earns on a typical symbol), ``median``, ``best`` (the highest,
+    or the lowest for volatility, turnover and cost: the cherry-picked view, which overstates what
+    the idea earns) or ``worst``. Configurations that never trade (NaN metric) are left out of a
+    cell; a cell none of whose configurations trade, or that no configuration has, is NaN. A missing parameter value (None or NaN) is a value like
+    any other, labelled ``None`` and placed after the others.
     """
     table = getattr(result_or_table, "table", result_or_table)
     if not isinstance(table, pd.DataFrame):
@@ -153,9 +157,12 @@ def sweep_surface(result_or_table, x: str, y: str, metric: str = "sharpe", **fix
     columns = list(table.columns)
     params = columns[:columns.index(_FIRST_METRIC)] if _FIRST_METRIC in columns else [c for c in columns if c != metric]
     _check_names(table, params, x, y, metric, fixed)
+    if reduce not in _REDUCTIONS:
+        raise ValueError(f"reduce={reduce!r} is not one of {', '.join(_REDUCTIONS)}; pass e.g. reduce='mean' "
+                         "(the typical value over the parameters not drawn) or reduce='best'.")
     rows = table
     for name, value in fixed.items():
-        kept = rows[rows[name] == value]
+        kept = rows[_keys(rows[name]) == _key(value)]
         if kept.empty:
             raise ValueError(f"{name}={value!r} matches no configuration; {name} takes the values "
                              f"{_ordered(table[name])}.")
@@ -163,14 +170,39 @@ def sweep_surface(result_or_table, x: str, y: str, metric: str = "sharpe", **fix
     rest = [p for p in params if p not in (x, y, *fixed)]
     lower = metric in LOWER_IS_BETTER
     values = pd.to_numeric(rows[metric], errors="coerce")
-    grouped = values.groupby([rows[y], rows[x]])
-    best = grouped.min() if lower else grouped.max()  # NaN (never trades) is skipped; all-NaN stays NaN
-    surface = best.unstack(x).reindex(index=_ordered(rows[y]), columns=_ordered(rows[x]))
+    grouped = values.groupby([_keys(rows[y]), _keys(rows[x])], dropna=False, sort=False)
+    how = {"mean": "mean", "median": "median", "best": "min" if lower else "max", "worst": "max" if lower else "min"}
+    reduced = grouped.agg(how[reduce])  # NaN (never trades) is skipped; all-NaN stays NaN
+    surface = reduced.unstack(1).reindex(index=_ordered(rows[y]), columns=_ordered(rows[x]))
     surface.index.name, surface.columns.name = y, x
     rule = ", ".join(f"{k}={v}" for k, v in fixed.items())
     if rest:
-        rule = ", ".join(filter(None, [rule, f"best ({'lowest' if lower else 'highest'}) over {', '.join(rest)}"]))
+        named = {"best": f"best ({'lowest' if lower else 'highest'})", "worst": f"worst ({'highest' if lower else 'lowest'})"}
+        rule = ", ".join(filter(None, [rule, f"{named.get(reduce, reduce)} over {', '.join(rest)}"]))
     return surface, rule
+
+
+class _Missing:
+    """The one key of a missing parameter value (None or NaN), which pandas would drop or not match."""
+
+    def __repr__(self) -> str:
+        return "None"
+
+    __str__ = __repr__
+
+
+MISSING = _Missing()
+
+
+def _key(value):
+    """A parameter value as a key of the surface: None and NaN are `MISSING`."""
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
+        return MISSING
+    return value
+
+
+def _keys(values: pd.Series) -> pd.Series:
+    return pd.Series([_key(v) for v in values], index=values.index, dtype=object)
 
 
 def _check_names(table: pd.DataFrame, params: list, x: str, y: str, metric: str, fixed: dict) -> None:
@@ -179,6 +211,10 @@ def _check_names(table: pd.DataFrame, params: list, x: str, y: str, metric: str,
     if metric not in table.columns:
         raise ValueError(f"metric {metric!r} is not a column of the table (columns: {list(table.columns)})."
                          f"{did_you_mean(metric, map(str, table.columns))}")
+    if not _numeric(table[metric]):
+        numeric = [c for c in table.columns if c not in params and _numeric(table[c])]
+        raise ValueError(f"metric {metric!r} is not numeric (values such as {table[metric].head(3).tolist()}); "
+                         f"pick a numeric metric: {numeric}.")
     for what, name in [("x", x), ("y", y)] + [("fixed parameter", k) for k in fixed]:
         if name not in params:
             raise ValueError(f"{what} {name!r} is not a parameter of the sweep (parameters: {params})."
@@ -188,16 +224,31 @@ def _check_names(table: pd.DataFrame, params: list, x: str, y: str, metric: str,
                          "parameters and fix others.")
 
 
+def _numeric(values: pd.Series) -> bool:
+    """Numbers (NaN allowed), not booleans: a dtype of numbers, or objects that are all numbers or missing."""
+    if pd.api.types.is_bool_dtype(values):
+        return False
+    if pd.api.types.is_numeric_dtype(values):
+        return True
+    present = [v for v in values if _key(v) is not MISSING]
+    return bool(present) and all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+                                 for v in present)
+
+
 def _ordered(values: pd.Series) -> list:
-    """The distinct values, sorted when they can be compared, else in order of appearance."""
-    distinct = list(pd.unique(values))
+    """The distinct values (missing ones as `MISSING`, last), sorted when they can be compared, else in
+    order of appearance."""
+    distinct = list(pd.unique(_keys(values)))
+    missing = [MISSING] if MISSING in distinct else []
+    present = [v for v in distinct if v is not MISSING]
     try:
-        return sorted(distinct)
+        return sorted(present) + missing
     except TypeError:
-        return distinct
+        return present + missing
 
 
-def plot_sharpe_heatmap(result_or_table, x: str, y: str, metric: str = "sharpe", ax=None, **fixed):
+def plot_sharpe_heatmap(result_or_table, x: str, y: str, metric: str = "sharpe", ax=None, reduce: str = "mean",
+                        **fixed):
     """Heat map of a sweep's ``metric`` (annualized Sharpe by default) over two parameters.
 
     Parameters
@@ -206,17 +257,18 @@ def plot_sharpe_heatmap(result_or_table, x: str, y: str, metric: str = "sharpe",
     x, y : the parameters along the horizontal and vertical axes.
     metric : a column of the table (``sharpe``, ``cagr``, ``max_drawdown``...).
     ax : matplotlib axes to draw on (None: a new figure).
-    **fixed : parameter values to hold, e.g. ``symbol="AAPL"``; the other parameters are reduced
-        to their best value (said in the title, see `sweep_surface`).
+    reduce : how the parameters neither drawn nor fixed are reduced over: ``mean`` (default),
+        ``median``, ``best`` or ``worst`` (said in the title, see `sweep_surface`).
+    **fixed : parameter values to hold, e.g. ``symbol="AAPL"``.
 
     Grey cells never trade (NaN), or no configuration has them. Returns the axes; the image's
     array (``ax.images[0].get_array()``) holds the cells, rows = ``y`` values ascending upwards.
     """
     import matplotlib.pyplot as plt
-    import numpy as np
     from matplotlib.colors import Normalize
 
-    surface, rule = sweep_surface(result_or_table, x, y, metric, **fixed)
+    surface, rule = sweep_surface(result_or_table, x, y, metric, reduce, **fixed)
+    own_figure = ax is None
     ax = _axes(ax, (max(5.0, 0.6 * surface.shape[1] + 3), max(4.0, 0.4 * surface.shape[0] + 2)))
     cells = np.ma.masked_invalid(surface.to_numpy(dtype=float))
     cmap = plt.get_cmap("RdYlGn_r" if metric in LOWER_IS_BETTER else "RdYlGn").with_extremes(bad="lightgrey")
@@ -229,13 +281,42 @@ def plot_sharpe_heatmap(result_or_table, x: str, y: str, metric: str = "sharpe",
     if surface.size <= _MAX_ANNOTATED_CELLS:
         for (row, column), value in np.ndenumerate(surface.to_numpy(dtype=float)):
             ax.text(column, row, "n/a" if np.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=7)
-    ax.set(xlabel=x, ylabel=y, title=f"{metric} by {y} and {x}" + (f"; {rule}" if rule else "")
-           + ("; grey: never trades" if cells.mask.any() else ""))
+    title = f"{metric} by {y} and {x}" + (f"; {rule}" if rule else "") + ("; grey: never trades" if cells.mask.any() else "")
+    ax.set(xlabel=x, ylabel=y)
     ax.figure.colorbar(image, ax=ax, fraction=0.05, label=metric)
+    if own_figure:  # fit the colour bar's label inside the figure
+        ax.figure.tight_layout()
+    _wrapped_title(ax, title)
+    if own_figure:  # and the wrapped title
+        ax.figure.tight_layout()
     return ax
 
 
+def _wrapped_title(ax, title: str) -> None:
+    """Set ``title`` wrapped onto as many lines as it takes to fit the figure's width."""
+    import textwrap
+
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.figure.bbox
+    for width in range(len(title), 19, -5):
+        ax.set_title(textwrap.fill(title, width))
+        box = ax.title.get_window_extent(renderer)
+        if box.x0 >= inside.x0 and box.x1 <= inside.x1:
+            return
+
+
 def _label_axis(set_ticks, values: pd.Index) -> None:
-    """Tick labels of the parameter values, at most about 20 of them."""
+    """Tick labels of the parameter values, at most about 20 of them, each value told apart from the others."""
     step = max(1, len(values) // 20)
-    set_ticks(range(0, len(values), step), [f"{v:g}" if isinstance(v, float) else str(v) for v in values[::step]])
+    labels = _value_labels(list(values))
+    set_ticks(range(0, len(values), step), labels[::step])
+
+
+def _value_labels(values: list) -> list[str]:
+    """Short labels of distinct values: floats with as many digits as it takes to tell them apart (up to
+    repr's 17), and repr for every value when text alone would not (1 and '1')."""
+    for digits in (6, 10, 17):
+        labels = [f"{v:.{digits}g}" if isinstance(v, (float, np.floating)) else str(v) for v in values]
+        if len(set(labels)) == len(labels):
+            return labels
+    return [repr(v) for v in values]
