@@ -22,8 +22,10 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/spartan run $(PARAMS)
 
+# The suite runs on TEST_WORKERS processes (each with its own scratch workspace), a test file per worker.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(BIN)/python -m pytest --cov=research_lib --cov-report=term --cov-fail-under=90 tests notebooks --nbval-lax
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov=research_lib --cov-report=term --cov-fail-under=90 tests notebooks --nbval-lax
 
 # The dashboard's browser test drives Debian's chromium (no browser download): installed when
 # missing and this is root on Debian (as on CI); otherwise that one test is skipped with a reason.
