@@ -191,20 +191,10 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     NoPosition
         (a ValueError) if the weights, valid otherwise, never hold a position.
     """
-    _check_model(cost_bps, execution_lag_sessions, spread_bps, impact_coefficient, capital, borrow_bps_per_year)
-    close = prices["close"]
-    missing = [s for s in weights.columns if s not in close.columns]
-    if missing:
-        raise ValueError(f"weights name symbols {missing} that are not in the price frame; price symbols: {list(close.columns)}.")
-    close = close[list(weights.columns)]
-    if not np.isfinite(weights.to_numpy(dtype=float)).all():
-        raise ValueError("weights contain NaN or infinite values; use 0 for 'not held'.")
-    unknown = weights.index.difference(close.index)
-    if len(unknown):
-        raise ValueError(f"weights are dated {unknown[0]:%Y-%m-%d}, which is not a session of the price frame.")
-    if weights.index.has_duplicates:
-        raise ValueError(f"weights have two rows dated {weights.index[weights.index.duplicated()][0]:%Y-%m-%d}; "
-                         "keep one row per decision date.")
+    _check_model(cost_bps, execution_lag_sessions, spread_bps, impact_coefficient, capital, borrow_bps_per_year,
+                 cash_rate_per_year)
+    check_weights(weights, prices["close"])
+    close = prices["close"][list(weights.columns)]
 
     sessions = close.index
     weights = weights.sort_index()
@@ -251,13 +241,37 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     )
 
 
-def _check_model(cost_bps, lag, spread_bps, impact_coefficient, capital, borrow_bps_per_year) -> None:
-    if lag < 1:
-        raise ValueError(f"execution_lag_sessions must be >= 1 (got {lag}); trading at the decision close would use a price not yet tradable.")
+def check_weights(weights: pd.DataFrame, close: pd.DataFrame) -> None:
+    """Refuse target weights `run_backtest` cannot hold on ``close``: symbols without prices,
+    NaN or infinite weights, decision dates that are not sessions or are repeated."""
+    missing = [s for s in weights.columns if s not in close.columns]
+    if missing:
+        raise ValueError(f"weights name symbols {missing} that are not in the price frame; price symbols: "
+                         f"{list(close.columns)}.")
+    if not np.isfinite(weights.to_numpy(dtype=float)).all():
+        raise ValueError("weights contain NaN or infinite values; use 0 for 'not held'.")
+    unknown = weights.index.difference(close.index)
+    if len(unknown):
+        raise ValueError(f"weights are dated {unknown[0]:%Y-%m-%d}, which is not a session of the price frame.")
+    if weights.index.has_duplicates:
+        raise ValueError(f"weights have two rows dated {weights.index[weights.index.duplicated()][0]:%Y-%m-%d}; "
+                         "keep one row per decision date.")
+
+
+def _check_model(cost_bps, lag, spread_bps, impact_coefficient, capital, borrow_bps_per_year, cash_rate_per_year) -> None:
+    if isinstance(lag, bool) or not isinstance(lag, numbers.Integral) or lag < 1:
+        raise ValueError(f"execution_lag_sessions must be a whole number >= 1 (got {lag!r}); trading at the decision "
+                         "close would use a price not yet tradable, and a fraction of a session is not a session.")
     for name, value in (("cost_bps", cost_bps), ("spread_bps", spread_bps), ("impact_coefficient", impact_coefficient),
                         ("borrow_bps_per_year", borrow_bps_per_year)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0 (got {value}).")
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 <= value < math.inf):
+            raise ValueError(f"{name} must be a finite number >= 0 (got {value!r}); pass e.g. {name}=0 for none.")
+    for name, value in (("capital", capital), ("cash_rate_per_year", cash_rate_per_year)):
+        if value is None or isinstance(value, pd.Series):
+            continue  # no capital; a Series of rates is checked per session it is used (`_daily_cash_rate`)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number (got {value!r}); pass e.g. "
+                             + ("capital=1e6 (the account's value)." if name == "capital" else f"{name}=0.0 for none."))
     if impact_coefficient > 0 and not (capital is not None and capital > 0):
         raise ValueError(f"impact_coefficient={impact_coefficient} needs capital, the account value in currency "
                          f"(got {capital}); pass e.g. capital=1e6, or impact_coefficient=0.")

@@ -185,10 +185,10 @@ def test_a_new_target_does_not_earn_the_session_it_is_decided_on_or_the_next():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    ({"cost_bps": -1}, r"cost_bps must be >= 0 \(got -1\)"),
-    ({"execution_lag_sessions": 0}, r"execution_lag_sessions must be >= 1 \(got 0\); trading at the decision close"),
-    ({"spread_bps": float("nan")}, r"spread_bps must be >= 0 \(got nan\)"),
-    ({"borrow_bps_per_year": -5}, r"borrow_bps_per_year must be >= 0 \(got -5\)"),
+    ({"cost_bps": -1}, r"cost_bps must be a finite number >= 0 \(got -1\)"),
+    ({"execution_lag_sessions": 0}, r"execution_lag_sessions must be a whole number >= 1 \(got 0\); trading at the decision close"),
+    ({"spread_bps": float("nan")}, r"spread_bps must be a finite number >= 0 \(got nan\)"),
+    ({"borrow_bps_per_year": -5}, r"borrow_bps_per_year must be a finite number >= 0 \(got -5\)"),
     ({"impact_coefficient": 0.1}, r"impact_coefficient=0.1 needs capital, the account value in currency \(got None\)"),
     ({"cash_rate_per_year": pd.Series([0.01], index=[pd.Timestamp("2020-01-01")])},
      r"cash_rate_per_year has no rate for 2020-01-02; give an annual rate for every session from the first trade"),

@@ -293,7 +293,7 @@ def test_a_plain_function_and_a_bad_book_are_refused(prices):
 
 
 def test_a_malformed_model_is_refused_with_run_backtests_message(prices):
-    with pytest.raises(ValueError, match=r"execution_lag_sessions must be >= 1"):
+    with pytest.raises(ValueError, match=r"execution_lag_sessions must be a whole number >= 1"):
         run_sweep(signals_rule, {"seed": [1]}, prices, execution_lag_sessions=0)
     with pytest.raises(TypeError, match=r"cost_bsp.*run_backtest's keywords"):
         run_sweep(signals_rule, {"seed": [1]}, prices, cost_bsp=5)

@@ -242,8 +242,8 @@ def test_never_trading_rows_change_neither_the_registry_nor_the_pbo(tmp_path, mo
 
 
 @pytest.mark.parametrize("model, match", [
-    ({"execution_lag_sessions": 0}, r"execution_lag_sessions must be >= 1"),
-    ({"cost_bps": -5.0}, r"cost_bps must be >= 0"),
+    ({"execution_lag_sessions": 0}, r"execution_lag_sessions must be a whole number >= 1"),
+    ({"cost_bps": -5.0}, r"cost_bps must be a finite number >= 0"),
     ({"impact_coefficient": 1.0}, r"impact_coefficient=1.0 needs capital"),
 ])
 def test_a_malformed_backtest_model_is_refused_even_when_no_configuration_trades(model, match):

@@ -6,11 +6,18 @@ symbols of target weights decided at each session's close, NaN where nothing is 
 is one configuration on one symbol (per-symbol books) or on every symbol (portfolio books).
 Every loop here walks sessions in order, so what is computed for session ``t`` uses only rows
 up to ``t``.
+
+Compiled with numpy's error model, as run_backtest computes: a division by zero or the square
+root of a negative number gives inf or NaN (a leveraged book whose NAV reaches 0), never a Python
+exception. Prices are checked to be positive before they get here. Compiled code is cached on
+disk where numba can write (the package's ``__pycache__``, ``NUMBA_CACHE_DIR`` or the user's
+cache folder); where it cannot (a read-only install), each process compiles it again.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from numba import njit
@@ -24,7 +31,20 @@ OK, NO_IMPACT_INPUTS, NO_CASH_RATE = 0, 1, 2
 NO_DECISION, ALL_ZERO, ZEROED_UNPRICED = 0, 1, 2
 
 
-@njit(cache=True)
+def _jit(function):
+    """``njit`` with numba's on-disk cache, or without it where numba finds no folder to write one."""
+    try:
+        return njit(cache=True, error_model="numpy")(function)
+    except RuntimeError as error:  # numba: "cannot cache function ...: no locator available for file ..."
+        if "cannot cache" not in str(error):
+            raise
+        warnings.warn("numba cannot write its cache beside research_lib/sweeps/_kernel.py nor in its cache folder, "
+                      "so the sweep kernel is compiled again in each process (a few seconds); set NUMBA_CACHE_DIR "
+                      "to a writable folder to keep it.", RuntimeWarning)
+        return njit(error_model="numpy")(function)
+
+
+@_jit
 def signals_to_targets(entries, exits, short, per_symbol, out):
     """Write into ``out`` (sessions x symbols) the decision rows of an entry/exit rule.
 
@@ -52,18 +72,21 @@ def signals_to_targets(entries, exits, short, per_symbol, out):
                 out[t, j] = state[j] / m
 
 
-@njit(cache=True)
+@_jit
 def simulate(price, targets, per_symbol, lag, commission_rate, spread_rate, borrow_rate, cash_rate,
              impact_coefficient, capital, adv_value, daily_vol, stats, status, returns):
-    """Simulate every book of the batch; fill ``stats`` (books x N_STATS), ``status`` (books x 3:
-    error code, row, column, or for a book that never trades the code OK and what it saw) and,
-    when ``returns`` has a row per book, each book's daily net returns (NaN before its first trade)."""
+    """Simulate every book of the batch; fill ``stats`` (books x N_STATS) and ``status`` (books x 3:
+    error code, row, column, or for a book that never trades the code OK and what it saw). When
+    ``returns`` has rows (as many as the batch has books, float64 or float32), write the daily
+    net returns of each book that trades (NaN before its first trade) into its next row, in order,
+    and return how many rows were written (0 when ``returns`` has none)."""
     n, m = price.shape
     width = 1 if per_symbol else m
     cols = np.empty(width, dtype=np.int64)
     scratch = np.empty((5, width))
     buffer = np.empty(n)
     keep = returns.shape[0] > 0
+    written = 0
     for config in range(targets.shape[0]):
         for first_col in range(m if per_symbol else 1):
             book = config * m + first_col if per_symbol else config
@@ -71,14 +94,15 @@ def simulate(price, targets, per_symbol, lag, commission_rate, spread_rate, borr
                 cols[c] = first_col + c
             _walk(price, targets[config], cols, lag, commission_rate, spread_rate, borrow_rate, cash_rate,
                   impact_coefficient, capital, adv_value, daily_vol, scratch, buffer, stats[book], status[book])
-            if keep:
-                first = int(stats[book, FIRST_ROW])
-                returns[book, :] = np.nan
-                if first >= 0:
-                    returns[book, first:] = buffer[first:]
+            first = int(stats[book, FIRST_ROW])
+            if keep and first >= 0:
+                returns[written, :first] = np.nan
+                returns[written, first:] = buffer[first:]
+                written += 1
+    return written
 
 
-@njit(cache=True)
+@_jit
 def _walk(price, targets, cols, lag, commission_rate, spread_rate, borrow_rate, cash_rate, impact_coefficient,
           capital, adv_value, daily_vol, scratch, buffer, stats, status):
     """One book, session by session, exactly as run_backtest: see research_lib.backtest's docstring.
@@ -141,7 +165,7 @@ def _walk(price, targets, cols, lag, commission_rate, spread_rate, borrow_rate, 
                 gain += value[c] - before
                 held_now += value[c]
         rate = cash_rate[t]
-        if math.isnan(rate):
+        if not math.isfinite(rate):  # as run_backtest: an infinite rate is no rate
             status[0], status[1], status[2] = NO_CASH_RATE, t, -1
             return
         fee = borrow_rate * short_prev
@@ -195,7 +219,7 @@ def _walk(price, targets, cols, lag, commission_rate, spread_rate, borrow_rate, 
     _metrics(buffer[first:], turnover_sum, cost_sum, stats)
 
 
-@njit(cache=True)
+@_jit
 def _metrics(returns, turnover_sum, cost_sum, stats):
     """research_lib.validation.metrics of ``returns`` (Sharpe with ddof=1, 252 sessions a year)."""
     n = returns.shape[0]

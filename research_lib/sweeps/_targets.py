@@ -18,9 +18,11 @@ def fill_targets(out: np.ndarray, returned, strategy, per_symbol: bool, close: p
         if not (isinstance(returned, tuple) and len(returned) == 2):
             raise TypeError(f"{where}: {strategy.function.__qualname__} returned {type(returned).__name__}; an "
                             "entry/exit strategy returns (entries, exits), two sessions x symbols booleans.")
-        entries, exits = (_as_array(frame, close, where, label, bool)
-                          for frame, label in zip(returned, ("entries", "exits")))
-        _kernel.signals_to_targets(entries, exits, strategy.short, per_symbol, out)
+        signals = []
+        for frame, label in zip(returned, ("entries", "exits")):
+            _check_booleans(frame, f"{where}: the {label} {strategy.function.__qualname__} returned")
+            signals.append(_as_array(frame, close, where, label, bool))
+        _kernel.signals_to_targets(*signals, strategy.short, per_symbol, out)
         return
     weights = _as_array(returned, close, where, "weights", float)
     if np.isinf(weights).any():
@@ -29,6 +31,19 @@ def fill_targets(out: np.ndarray, returned, strategy, per_symbol: bool, close: p
         decided = ~np.isnan(weights).all(axis=1)
         weights[decided] = np.nan_to_num(weights[decided], nan=0.0)
     out[:] = weights
+
+
+def _check_booleans(frame, what: str) -> None:
+    """Entries and exits are booleans: a NaN or a number would be read as True."""
+    found = None
+    if isinstance(frame, pd.DataFrame):
+        wrong = [(column, kind) for column, kind in frame.dtypes.items() if kind != np.dtype(bool)]
+        found = f"have column {wrong[0][0]!r} of dtype {wrong[0][1]}" if wrong else None
+    elif isinstance(frame, np.ndarray) and frame.dtype != bool:
+        found = f"are a {frame.dtype} array"
+    if found:  # anything else that is not a frame is refused with its shape by _as_array
+        raise TypeError(f"{what} {found}, not bool (a NaN or a number would be read as True); return booleans, "
+                        "e.g. signal > 0, or signal.fillna(False).astype(bool) after a shift.")
 
 
 def _as_array(returned, close: pd.DataFrame, where: str, label: str, dtype) -> np.ndarray:

@@ -13,8 +13,11 @@ marked with its kind:
   of run_backtest's ``weights``, its NaN entries meaning 0. Default book: ``portfolio``.
 
 Books: ``per_symbol`` backtests each symbol as its own one-asset book (table rows are
-configuration x symbol; a per-symbol decision is that symbol's non-NaN entry); ``portfolio``
-backtests one book over all symbols per configuration.
+configuration x symbol; a per-symbol decision is that symbol's non-NaN entry, so one symbol's
+weight is a fraction of its own book, e.g. 1 for all in); ``portfolio`` backtests one book over
+all symbols per configuration (a row per configuration; for entry/exit each symbol's position is
+divided by the number of symbols, the rest in cash, and the whole row is restated whenever any
+symbol's position changes).
 
 Each book equals ``run_backtest(weights, prices, **model)`` where ``weights`` are its decision
 rows (for entry/exit, the rows where its target changes), with one rule run_backtest leaves to
@@ -25,10 +28,17 @@ has no price, or a holding sold at a gap or delisting, stays flat until the posi
 that takes a position: Sharpe (ddof=1, x sqrt(252), no risk-free rate), CAGR, annual
 volatility, maximum drawdown, annual turnover, ``n_obs`` and ``annual_cost`` (all costs, borrow
 included, a fraction of NAV a year). A configuration that never takes a position gets NaN
-metrics, ``n_obs`` 0 and a ``reason``; it never stops the sweep.
+metrics, ``n_obs`` 0 and a ``reason``; it never stops the sweep. One that trades on a single
+session, or whose returns never vary, has a NaN Sharpe ratio and no ``reason``.
+
+Inputs are checked before any configuration runs: prices indexed by increasing, distinct session
+dates with positive closes (NaN: no price), run_backtest's model with finite numbers and a whole
+number of sessions for the lag. An error raised by a strategy names the configuration.
 
 Configurations are evaluated in batches (`BATCH_BUDGET_BYTES` of targets at a time), so memory
-does not grow with the grid; `RETURNS_BUDGET_BYTES` bounds the returns matrix kept by default.
+does not grow with the grid. The returns matrix, when kept, is written batch by batch into one
+array of the books that trade (float64, or float32 at half the memory), never copied after;
+`RETURNS_BUDGET_BYTES` bounds the matrix kept by default.
 """
 
 from __future__ import annotations
@@ -46,6 +56,7 @@ from research_lib.backtest import NO_POSITION, NoPosition, impact_inputs, run_ba
 from research_lib.params import did_you_mean
 from research_lib.progress import progress
 from research_lib.sweeps import _kernel
+from research_lib.sweeps._checks import check_prices, whole_number
 from research_lib.sweeps._targets import fill_targets
 from research_lib.sweeps.indicators import Indicators
 from research_lib.units import SESSIONS_PER_YEAR
@@ -55,9 +66,11 @@ __all__ = ["BATCH_BUDGET_BYTES", "METRICS", "RETURNS_BUDGET_BYTES", "Strategy", 
 
 Book = Literal["per_symbol", "portfolio"]
 BOOKS = ("per_symbol", "portfolio")
+ReturnsDtype = Literal["float64", "float32"]
+RETURNS_DTYPES = ("float64", "float32")
 METRICS = ("sharpe", "cagr", "annual_volatility", "max_drawdown", "annual_turnover")
 BATCH_BUDGET_BYTES = 64 * 2**20  # targets of one batch (float64 sessions x symbols per configuration)
-RETURNS_BUDGET_BYTES = 32 * 2**20  # the float64 returns matrix is kept by default below this size
+RETURNS_BUDGET_BYTES = 32 * 2**20  # 32 MiB: the returns matrix (of every book) is kept by default up to this size
 _NEVER = {_kernel.NO_DECISION: "no trade falls inside the price history (every decision date is within "
                                "execution_lag_sessions ({lag}) of the end, or there is none).",
           _kernel.ALL_ZERO: "every target weight is zero (too little history for its lookback?).",
@@ -103,38 +116,50 @@ class SweepResult:
     """table : one row per configuration (per configuration and symbol for per-symbol books),
         indexed ``config``: the parameters (``params``), ``symbol`` for per-symbol books, `METRICS`,
         ``n_obs``, ``annual_cost`` and ``reason`` (None where it trades).
-    returns : sessions x the table's rows that trade, daily net returns (float64, NaN before the
-        first trade), or None when not kept.
+    returns : sessions x the table's rows that trade, daily net returns (NaN before the first
+        trade; float64, or float32 when asked for), or None when not kept: ``keep_returns=False``,
+        or ``keep_returns=None`` and a matrix of every book over `RETURNS_BUDGET_BYTES` (32 MiB).
     params : the parameter columns of ``table`` (e.g. to pivot a Sharpe heatmap on two of them).
     sweep_id : the registry's id of the recorded sweep, None when not recorded.
+    left_out : when recorded, the table's rows without a column in the recorded returns matrix
+        (so not trials), by ``config``: why (its ``reason`` when it never trades, else why its
+        Sharpe ratio is undefined); ``len(left_out)`` is how many. None when not recorded.
     """
 
     table: pd.DataFrame
     returns: pd.DataFrame | None
     params: list[str] = field(default_factory=list)
     sweep_id: str | None = None
+    left_out: pd.Series | None = None
 
 
 def run_sweep(strategy: Strategy, grid: Mapping[str, Sequence] | Sequence[Mapping], prices: pd.DataFrame, *,
-              book: Book | None = None, keep_returns: bool | None = None, batch_size: int | None = None,
-              **model) -> SweepResult:
+              book: Book | None = None, keep_returns: bool | None = None, returns_dtype: ReturnsDtype = "float64",
+              batch_size: int | None = None, **model) -> SweepResult:
     """Backtest ``strategy`` for every configuration of ``grid`` on ``prices``.
 
     Parameters
     ----------
     strategy : made by `entry_exit` or `target_weights`.
-    grid : parameter name -> values (every combination, in order), or a list of ``{name: value}``.
-    prices : the canonical price frame (``volume`` is read for market impact).
-    book : ``per_symbol`` or ``portfolio`` (default: the strategy's).
-    keep_returns : keep the returns matrix (None: when under `RETURNS_BUDGET_BYTES`).
-    batch_size : configurations per batch (None: as many as fit `BATCH_BUDGET_BYTES`).
+    grid : parameter name -> values (every combination, in order), or a list of ``{name: value}``
+        (one that leaves out a parameter another names gets the function's default for it).
+    prices : the canonical price frame, indexed by increasing session dates (``volume`` is read
+        for market impact).
+    book : ``per_symbol`` or ``portfolio`` (default: the strategy's; see the module docstring).
+    keep_returns : keep the returns matrix (None: when a matrix of every book fits
+        `RETURNS_BUDGET_BYTES`, 32 MiB; above it ``returns`` is None).
+    returns_dtype : ``float64`` or ``float32`` (half the memory, about 7 significant digits: the
+        precision the registry stores); metrics are computed in float64 either way.
+    batch_size : configurations per batch, a whole number >= 1 (None: as many as fit `BATCH_BUDGET_BYTES`).
     **model : run_backtest's keywords (cost_bps, execution_lag_sessions, spread_bps, ...).
 
     Raises
     ------
     ValueError, TypeError
-        for a malformed grid or model, or naming the configuration whose strategy returned
-        something malformed or could not be simulated (never taking a position is a row, not an error).
+        for malformed prices, grid, model or arguments, or naming the configuration whose strategy
+        raised one of them, returned something malformed or could not be simulated (never taking
+        a position is a row, not an error). Any other error a strategy raises keeps its type and
+        gets a note naming the configuration.
     """
     if not isinstance(strategy, Strategy):
         raise TypeError(f"strategy is a {type(strategy).__name__}; decorate the function with @entry_exit or "
@@ -143,71 +168,112 @@ def run_sweep(strategy: Strategy, grid: Mapping[str, Sequence] | Sequence[Mappin
     configurations = configurations_of(grid, strategy.function)
     ind = Indicators(prices)
     return evaluate(lambda number, params: strategy(ind, **params), strategy, configurations, prices, book=book,
-                    keep_returns=keep_returns, batch_size=batch_size, **model)
+                    keep_returns=keep_returns, returns_dtype=returns_dtype, batch_size=batch_size, **model)
 
 
 def evaluate(targets_of: Callable[[int, dict], object], strategy: Strategy, configurations: list[dict],
-             prices: pd.DataFrame, *, book: Book, keep_returns: bool | None, batch_size: int | None,
-             **model) -> SweepResult:
+             prices: pd.DataFrame, *, book: Book, keep_returns: bool | None, returns_dtype: ReturnsDtype,
+             batch_size: int | None, **model) -> SweepResult:
     """`run_sweep` once the configurations are known; ``targets_of(number, params)`` is what the
     strategy returns for configuration ``number``."""
+    check_prices(prices)
+    if batch_size is not None:
+        whole_number("batch_size", batch_size, minimum=1, unit=" of configurations", example=100)
+    if returns_dtype not in RETURNS_DTYPES:
+        raise ValueError(f"returns_dtype must be one of {list(RETURNS_DTYPES)} (got {returns_dtype!r}).")
     close = prices["close"]
     n_sessions, n_symbols = close.shape
     per_symbol = book == "per_symbol"
+    books_per_configuration = n_symbols if per_symbol else 1
     inputs = _model_inputs(prices, close, model)
-    n_books = len(configurations) * (n_symbols if per_symbol else 1)
+    n_books = len(configurations) * books_per_configuration
     if keep_returns is None:
-        keep_returns = n_books * n_sessions * 8 <= RETURNS_BUDGET_BYTES
+        keep_returns = n_books * n_sessions * np.dtype(returns_dtype).itemsize <= RETURNS_BUDGET_BYTES
     batch = batch_size or max(1, BATCH_BUDGET_BYTES // max(1, 8 * n_sessions * n_symbols))
     stats = np.empty((n_books, _kernel.N_STATS))
     status = np.empty((n_books, 3), dtype=np.int64)
-    returns = np.empty((n_books if keep_returns else 0, n_sessions))
+    # Room for every book; the kernel writes only the books that trade, one after the other, so
+    # the rows past them are never written (nor resident in memory).
+    returns = np.empty((n_books if keep_returns else 0, n_sessions), dtype=returns_dtype)
+    n_kept = 0
     price = close.to_numpy(dtype=float)
+    batch_targets = np.empty((min(batch, len(configurations)), n_sessions, n_symbols))  # reused by every batch
     starts = range(0, len(configurations), batch)
     for lo in progress(starts, total=len(starts), desc="sweep batches", unit="batch"):
         chunk = configurations[lo:lo + batch]
-        targets = np.empty((len(chunk), n_sessions, n_symbols))
+        targets = batch_targets[:len(chunk)]
         for k, params in enumerate(chunk):
-            fill_targets(targets[k], targets_of(lo + k, params), strategy, per_symbol, close, lo + k, params)
-        rows = slice(lo * (n_symbols if per_symbol else 1), (lo + len(chunk)) * (n_symbols if per_symbol else 1))
-        _kernel.simulate(price, targets, per_symbol, inputs["lag"], inputs["commission"],
-                         inputs["spread"], inputs["borrow"], inputs["cash_rate"], inputs["impact"],
-                         inputs["capital"], inputs["adv_value"], inputs["daily_vol"], stats[rows], status[rows],
-                         returns[rows] if keep_returns else returns)
+            fill_targets(targets[k], _strategy_returns(targets_of, lo + k, params), strategy, per_symbol, close,
+                         lo + k, params)
+        rows = slice(lo * books_per_configuration, (lo + len(chunk)) * books_per_configuration)
+        n_kept += _kernel.simulate(price, targets, per_symbol, inputs["lag"], inputs["commission"],
+                                   inputs["spread"], inputs["borrow"], inputs["cash_rate"], inputs["impact"],
+                                   inputs["capital"], inputs["adv_value"], inputs["daily_vol"], stats[rows],
+                                   status[rows], returns[n_kept:n_kept + rows.stop - rows.start])
     _raise_failures(status, configurations, close, per_symbol)
-    return _result(stats, status, returns if keep_returns else None, configurations, close, per_symbol,
+    return _result(stats, status, returns[:n_kept] if keep_returns else None, configurations, close, per_symbol,
                    inputs["lag"])
 
 
+def _strategy_returns(targets_of: Callable[[int, dict], object], number: int, params: dict):
+    """What the strategy returns for configuration ``number``; an error it raises names the configuration."""
+    try:
+        return targets_of(number, params)
+    except (ValueError, TypeError) as error:  # pydantic's ValidationError too: re-raised as its base
+        raise (ValueError if isinstance(error, ValueError) else TypeError)(
+            f"configuration {number} {params}: {error}") from error
+    except Exception as error:  # a bug stays a bug of its own type, noted with the configuration
+        error.add_note(f"raised by the strategy for configuration {number} {params}")
+        raise
+
+
 def configurations_of(grid, function: Callable | None = None) -> list[dict]:
-    """The list of ``{name: value}`` configurations of ``grid``; names checked against ``function``'s."""
+    """The list of ``{name: value}`` configurations of ``grid``, each naming every parameter any of
+    them names (the table's columns): one that leaves out a parameter of ``function`` with a
+    default gets the default; names are checked against ``function``'s."""
     if isinstance(grid, Mapping):
         for name, values in grid.items():
             if isinstance(values, str) or not isinstance(values, (Sequence, np.ndarray)):
                 raise ValueError(f"grid[{name!r}] must be a list of values (got {values!r}); e.g. [{values!r}].")
         configurations = [dict(zip(grid, combination)) for combination in itertools.product(*grid.values())]
     else:
-        configurations = [dict(c) for c in grid]
+        configurations = []
+        for number, configuration in enumerate(grid):
+            if not isinstance(configuration, Mapping):
+                raise TypeError(f"grid[{number}] is a {type(configuration).__name__} ({configuration!r}); give each "
+                                "configuration as a {name: value} dict, e.g. {'window': 14}.")
+            configurations.append(dict(configuration))
     if not configurations:
         raise ValueError(f"grid {grid!r} has no configuration; give each parameter at least one value.")
-    if function is not None:
-        _check_names(configurations[0], function)
+    names = list(dict.fromkeys(name for params in configurations for name in params))
+    defaults = _check_names(names, function) if function is not None else {}
+    for number, params in enumerate(configurations):
+        missing = [name for name in names if name not in params and name not in defaults]
+        if missing:
+            raise ValueError(f"configuration {number} {params} gives no value for {missing}, which other "
+                             "configurations name; give every configuration a value for each parameter (the table "
+                             "has a column for each).")
+        configurations[number] = {name: params[name] if name in params else defaults[name] for name in names}
     return configurations
 
 
-def _check_names(params: dict, function: Callable) -> None:
+def _check_names(names: list, function: Callable) -> dict:
+    """Refuse names that are not parameters of ``function`` and parameters without a default that
+    are not named; return the defaults of the others."""
     parameters = list(inspect.signature(function).parameters.values())[1:]  # the first is the indicators
+    defaults = {p.name: p.default for p in parameters if p.default is not p.empty}
     if any(p.kind is p.VAR_KEYWORD for p in parameters):
-        return
-    names = [p.name for p in parameters]
-    for name in params:
-        if name not in names:
+        return defaults
+    valid = [p.name for p in parameters]
+    for name in names:
+        if name not in valid:
             raise ValueError(f"grid names {name!r}, which is not a parameter of {function.__qualname__}; its "
-                             f"parameters: {names}.{did_you_mean(name, names)}")
-    missing = [p.name for p in parameters if p.default is p.empty and p.name not in params]
+                             f"parameters: {valid}.{did_you_mean(name, valid)}")
+    missing = [p.name for p in parameters if p.default is p.empty and p.name not in names]
     if missing:
         raise ValueError(f"grid gives no value for {missing} of {function.__qualname__}; add e.g. "
                          f"{{{missing[0]!r}: [...]}} to the grid.")
+    return defaults
 
 
 def _check_book(book) -> Book:
@@ -273,7 +339,6 @@ def _result(stats, status, returns, configurations, close, per_symbol, lag) -> S
     table["reason"] = pd.Series(reasons, dtype=object)
     table.index.name = "config"
     frame = None
-    if returns is not None:
-        kept = returns if trades.all() else returns[trades]  # no copy when every book trades
-        frame = pd.DataFrame(kept.T, index=close.index, columns=table.index[trades])
+    if returns is not None:  # the rows of the books that trade, in order: wrapped, not copied
+        frame = pd.DataFrame(returns.T, index=close.index, columns=table.index[trades], copy=False)
     return SweepResult(table, frame, params)

@@ -143,17 +143,19 @@ def _check_values(returns: pd.DataFrame) -> None:
                          "session once.")
     if returns.shape[1] == 0:
         return  # no configuration trades: a sweep without trials, recorded all the same
-    values = returns.to_numpy(dtype=float)
-    present = ~np.isnan(values)
-    first = present.argmax(axis=0) if len(values) else np.zeros(values.shape[1], dtype=int)
-    empty = returns.columns[~present.any(axis=0)].tolist() if len(values) else list(returns.columns)
+    empty, bad = [], []
+    for start, values in column_blocks(returns):
+        present = ~np.isnan(values)
+        first = present.argmax(axis=0) if len(values) else np.zeros(values.shape[1], dtype=int)
+        empty += returns.columns[start + np.flatnonzero(~present.any(axis=0))].tolist()
+        # after its first return, a configuration's returns are finite and within float32's range
+        wrong = ~(np.abs(values) <= FLOAT32_MAX) & (np.arange(len(values))[:, None] >= first)
+        bad += returns.columns[start + np.flatnonzero(wrong.any(axis=0))].tolist()
     if empty:
         raise ValueError(f"returns of configurations {empty[:10]} are empty (all NaN); a configuration that trades "
                          "has at least one return.")
-    # after its first return, a configuration's returns are finite and within float32's range
-    bad = ~(np.abs(values) <= FLOAT32_MAX) & (np.arange(len(values))[:, None] >= first)
-    if bad.any():
-        raise ValueError(f"returns of configurations {returns.columns[bad.any(axis=0)].tolist()[:10]} have NaN, "
+    if bad:
+        raise ValueError(f"returns of configurations {bad[:10]} have NaN, "
                          f"infinite values or values beyond float32's range ({FLOAT32_MAX:.1e}) after their first "
                          "return (NaN is allowed only before a configuration's first trade); fix the backtest or fill "
                          "the sessions it is in cash with 0.")
@@ -166,8 +168,22 @@ def sweep_id(checked: CheckedSweep, family: str) -> str:
                  to_json([str(s) for s in checked.matrix.index])):
         digest.update(part.encode())
         digest.update(b"\0")
-    digest.update(np.ascontiguousarray(checked.matrix.to_numpy()).tobytes())
+    values = checked.matrix.to_numpy()
+    for start in range(0, len(values), _ROWS_HASHED):  # the row-major bytes, without a copy of the whole matrix
+        digest.update(np.ascontiguousarray(values[start:start + _ROWS_HASHED]).tobytes())
     return ID_PREFIX + digest.hexdigest()[:12]
+
+
+_ROWS_HASHED = 256  # sessions hashed at a time
+_BLOCK_BYTES = 32 * 2**20  # a block of columns read as float64 at a time
+
+
+def column_blocks(frame: pd.DataFrame):
+    """``(first column, float64 values)`` of ``frame``'s columns, about `_BLOCK_BYTES` at a time (a
+    float32 matrix of 10,000 configurations is never copied whole to float64)."""
+    width = max(1, _BLOCK_BYTES // (8 * max(1, len(frame))))
+    for start in range(0, frame.shape[1], width):
+        yield start, frame.iloc[:, start:start + width].to_numpy(dtype=np.float64)
 
 
 def encode_matrix(matrix: pd.DataFrame) -> bytes:

@@ -240,7 +240,7 @@ def _sweep_trial_rows(sweep_id: str, family: str, checked: store.CheckedSweep, t
     A configuration is named by its parameters (``fast=10, slow=50, symbol=AAPL``); one whose
     returns are too few or flat (`statistics.is_flat`) has no Sharpe ratio and is not a trial.
     """
-    counts, means, stds = returns.count(), returns.mean(), returns.std(ddof=1)
+    counts, means, stds = _moments(returns)
     counted = (counts >= 3) & (stds > 1e-12 * means.abs().clip(lower=1e-12))
     labels = returns.columns[counted.to_numpy()]
     configurations = table.loc[labels, list(checked.params)].to_dict("index")
@@ -251,6 +251,21 @@ def _sweep_trial_rows(sweep_id: str, family: str, checked: store.CheckedSweep, t
         rows.append((trial_hash(family, params), family, name, json.dumps(params, sort_keys=True, default=_plain),
                      float(means[label] / stds[label]), int(counts[label]), sweep_id, recorded_at))
     return rows
+
+
+def _moments(returns: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Each column's count, mean and standard deviation (ddof 1) of its returns (NaN skipped),
+    computed in float64 a block of columns at a time (the matrix is float32)."""
+    counts, means, stds = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
+    for _, values in store.column_blocks(returns):
+        present = ~np.isnan(values)
+        n = present.sum(axis=0)
+        mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(n, 1)
+        squares = (np.where(present, values - mean, 0.0) ** 2).sum(axis=0)
+        counts.append(n)
+        means.append(mean)
+        stds.append(np.sqrt(squares / np.maximum(n - 1, 1)))  # a count below 3 is no trial anyway
+    return tuple(pd.Series(np.concatenate(part), index=returns.columns) for part in (counts, means, stds))
 
 
 def _write_sweep_row(conn: sqlite3.Connection, row: tuple) -> None:

@@ -19,6 +19,11 @@ longer than the data, no price...) does not stop the sweep: its row has NaN metr
 distort a PBO) and is not recorded as a trial. ``reason`` is None on the rows of the
 configurations that trade, which are exactly what each gives when swept alone.
 
+A configuration that trades but has no Sharpe ratio (a single daily return, returns that never
+vary, e.g. a constant price without costs, or returns that are not finite) is not recorded as
+a trial either: the recorded returns matrix leaves its column out, and the result's
+``left_out`` says which configurations were left out and why.
+
 One rule comes from the engine: a target on a symbol without a price at its trade's session
 (not yet listed, or delisted) is set to 0 before trading, where run_backtest refuses it.
 """
@@ -31,13 +36,14 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from research_lib.backtest import NO_POSITION
+from research_lib.backtest import NO_POSITION, check_weights
 from research_lib.sweeps import Strategy, SweepResult, families, run_sweep
 from research_lib.sweeps.engine import METRICS, configurations_of, evaluate
 
 __all__ = ["METRICS", "NEVER_TRADES", "SweepResult", "ma_crossover_sweep", "sweep"]
 
 NEVER_TRADES = NO_POSITION  # how every ``reason`` starts
+UNDEFINED_SHARPE = "trades, but its Sharpe ratio is undefined: "  # how ``left_out`` says why for the others
 
 
 def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy | Callable[..., pd.DataFrame],
@@ -46,7 +52,12 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy |
 
     Every configuration that trades is recorded in the workspace's sweep registry with the
     returns matrix (``record=False`` opts out, e.g. for a throwaway test), so the deflated
-    Sharpe of whatever is validated later counts it: a sweep cannot be forgotten.
+    Sharpe of whatever is validated later counts it: a sweep cannot be forgotten. Those without
+    a Sharpe ratio are left out of the recorded matrix (``left_out`` says which and why).
+
+    Recording keeps the returns as float32 (what the registry stores: about 7 significant
+    digits, half the memory of float64), written batch by batch into one matrix that is not
+    copied before the registry reads it; the table's metrics are computed in float64 all the same.
 
     Parameters
     ----------
@@ -54,42 +65,70 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy |
         such ``{name: value}`` configurations.
     strategy : a `research_lib.sweeps` strategy, or ``weights_fn(prices, **params)`` returning
         target weights (decision dates x symbols) for one configuration (one portfolio book).
-    prices : the canonical price frame.
-    book : for a `research_lib.sweeps` strategy, ``per_symbol`` or ``portfolio`` (default: its own).
+    prices : the canonical price frame, indexed by increasing session dates.
+    book : for a `research_lib.sweeps` strategy, ``per_symbol`` (each symbol its own one-asset
+        book: a row per configuration and symbol) or ``portfolio`` (one book over all symbols: a
+        row per configuration); default: the strategy's own. A ``weights_fn`` is one portfolio book.
     **backtest_model : keywords of `run_backtest` (cost_bps, spread_bps, ...), the same for all.
 
     Returns
     -------
     SweepResult
         ``table``: the parameters, then `METRICS`, ``n_obs``, ``annual_cost`` and ``reason``;
-        ``returns``: those of each configuration that trades, from its first trade (NaN before);
-        ``sweep_id``: the registry's id (None when not recorded).
+        ``returns``: those of each configuration that trades, from its first trade (NaN before):
+        float32 when recorded; float64 with ``record=False``, where it is None when a float64
+        matrix of every configuration would be over `research_lib.sweeps.engine.RETURNS_BUDGET_BYTES`
+        (32 MiB, e.g. 1,600 books of 2,600 sessions; a book is a configuration, or a configuration and a
+        symbol for per-symbol books: use `run_sweep` with
+        ``keep_returns=True`` to keep it anyway);
+        ``sweep_id``: the registry's id and ``left_out``: the configurations without a column in
+        the recorded matrix, with why (both None when not recorded).
 
     Raises
     ------
     ValueError, TypeError
-        for a malformed grid or model, or naming the configuration whose weights are malformed
-        (never taking a position is not a failure).
+        for malformed prices, grid or model, or naming the configuration whose weights are
+        malformed (never taking a position is not a failure).
     """
-    keep = True if record else None
+    keep, dtype = (True, "float32") if record else (None, "float64")
     if isinstance(strategy, Strategy):
-        result = run_sweep(strategy, grid, prices, book=book, keep_returns=keep, **backtest_model)
+        result = run_sweep(strategy, grid, prices, book=book, keep_returns=keep, returns_dtype=dtype, **backtest_model)
         name = strategy.name
     else:
+        if book not in (None, "portfolio"):
+            raise ValueError(f"book={book!r} needs a research_lib.sweeps strategy; weights_fn(prices, **params) is "
+                             "backtested as one portfolio book: drop book=, or write it as a @target_weights "
+                             "function of the shared indicators.")
         configurations = configurations_of(grid)
         close = prices["close"]
         as_targets = Strategy(strategy, "target_weights", "portfolio")
-        result = evaluate(lambda number, params: _targets(strategy, prices, close, number, params), as_targets,
-                          configurations, prices, book="portfolio", keep_returns=keep, batch_size=None,
-                          **backtest_model)
+        result = evaluate(lambda number, params: _targets(strategy, prices, close, params), as_targets,
+                          configurations, prices, book="portfolio", keep_returns=keep, returns_dtype=dtype,
+                          batch_size=None, **backtest_model)
         name = as_targets.name
     if not record:
         return result
     from research_lib import paths
     from research_lib.validation import registry
 
-    sweep_id = registry.record_sweep(paths.state_db(), f"sweep:{name}", result.table, result.returns, backtest_model)
-    return dataclasses.replace(result, sweep_id=sweep_id)
+    left_out = _left_out(result.table)
+    recorded = result.returns.drop(columns=left_out.index.intersection(result.returns.columns))
+    sweep_id = registry.record_sweep(paths.state_db(), f"sweep:{name}", result.table, recorded, backtest_model)
+    return dataclasses.replace(result, sweep_id=sweep_id, left_out=left_out)
+
+
+def _left_out(table: pd.DataFrame) -> pd.Series:
+    """The rows without a Sharpe ratio (the registry's trials have one), by config: why."""
+    unrated = table[~np.isfinite(table["sharpe"].to_numpy(dtype=float))]
+    why = unrated["reason"].copy()
+    for config, row in unrated[why.isna()].iterrows():  # they trade
+        if row["n_obs"] == 1:
+            why[config] = UNDEFINED_SHARPE + "it has one daily return (a standard deviation needs two)."
+        elif row["annual_volatility"] == 0:
+            why[config] = UNDEFINED_SHARPE + f"its {row['n_obs']} daily returns are all equal (no variation)."
+        else:
+            why[config] = UNDEFINED_SHARPE + "its returns are not finite (its NAV reached 0 or below?)."
+    return why.rename("left_out")
 
 
 def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], cost_bps: float = 10.0,
@@ -122,8 +161,6 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
         raise ValueError(f"close has {close.shape[0]} sessions and {close.shape[1]} symbols; pass prices['close'] "
                          "with at least one of each.")
     _check_pairs(pairs)
-    if not cost_bps >= 0:
-        raise ValueError(f"cost_bps must be >= 0 (got {cost_bps}).")
     prices = pd.concat({"close": close.astype(float)}, axis=1, names=["field", "symbol"])
     grid = [{"fast": int(fast), "slow": int(slow)} for fast, slow in pairs]
     result = run_sweep(families.ma_crossover, grid, prices, keep_returns=keep_returns, cost_bps=cost_bps)
@@ -136,29 +173,14 @@ def ma_crossover_sweep(close: pd.DataFrame, pairs: Sequence[tuple[int, int]], co
 
 
 def _targets(weights_fn: Callable[..., pd.DataFrame], prices: pd.DataFrame, close: pd.DataFrame,
-             number: int, params: dict) -> pd.DataFrame:
+             params: dict) -> pd.DataFrame:
     """A weights function's rows as the engine's targets (sessions x symbols, NaN: no decision),
-    with run_backtest's checks of its weights; errors name the configuration."""
-    where = f"configuration {number} {params}"
-    try:
-        weights = weights_fn(prices, **params)
-        if not isinstance(weights, pd.DataFrame):
-            raise TypeError(f"weights_fn returned {type(weights).__name__}, not target weights; return a DataFrame "
-                            "(decision dates x symbols).")
-        missing = [s for s in weights.columns if s not in close.columns]
-        if missing:
-            raise ValueError(f"weights name symbols {missing} that are not in the price frame; price symbols: "
-                             f"{list(close.columns)}.")
-        if not np.isfinite(weights.to_numpy(dtype=float)).all():
-            raise ValueError("weights contain NaN or infinite values; use 0 for 'not held'.")
-        unknown = weights.index.difference(close.index)
-        if len(unknown):
-            raise ValueError(f"weights are dated {unknown[0]:%Y-%m-%d}, which is not a session of the price frame.")
-        if weights.index.has_duplicates:
-            raise ValueError(f"weights have two rows dated {weights.index[weights.index.duplicated()][0]:%Y-%m-%d}; "
-                             "keep one row per decision date.")
-    except (ValueError, TypeError) as error:  # pydantic's ValidationError too: re-raised as its base
-        raise (ValueError if isinstance(error, ValueError) else TypeError)(f"{where}: {error}") from error
+    with run_backtest's checks of its weights (the engine names the configuration in their errors)."""
+    weights = weights_fn(prices, **params)
+    if not isinstance(weights, pd.DataFrame):
+        raise TypeError(f"weights_fn returned {type(weights).__name__}, not target weights; return a DataFrame "
+                        "(decision dates x symbols).")
+    check_weights(weights, close)
     decided = weights.reindex(columns=close.columns, fill_value=0.0).astype(float)
     return decided.reindex(close.index)  # sessions without a decision: NaN rows
 
