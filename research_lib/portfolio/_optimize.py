@@ -22,6 +22,16 @@ from research_lib.portfolio._types import Method
 _NEEDS_MU = ("max_sharpe", "efficient_risk", "efficient_return")
 
 
+def _prepared(mu, cov, method: str, c: PortfolioConstraints, views, previous_weights):
+    """The checked inputs of one optimization: ``mu`` and ``cov`` aligned, the gross scale of the
+    weights (the net exposure) and the previous weights as an array over ``cov``'s symbols."""
+    mu, cov = _aligned(mu, cov, method)
+    _check_supported(method, c, views, previous_weights)
+    c.check_feasible(len(cov))
+    previous = None if previous_weights is None else previous_weights.reindex(cov.columns).fillna(0.0).to_numpy()
+    return mu, cov, c.net_exposure or 1.0, previous
+
+
 def _aligned(mu: pd.Series | None, cov: pd.DataFrame, method: str) -> tuple[pd.Series | None, pd.DataFrame]:
     if not isinstance(cov, pd.DataFrame) or list(cov.index) != list(cov.columns):
         raise TypeError("cov must be a square DataFrame with the same symbols as index and columns")
@@ -136,11 +146,7 @@ def optimize_weights(mu: pd.Series | None, cov: pd.DataFrame, method: Method = "
     """
     check_choice("method", method, Method)
     c = constraints or PortfolioConstraints()
-    mu, cov = _aligned(mu, cov, method)
-    _check_supported(method, c, views, previous_weights)
-    c.check_feasible(len(cov))
-    scale = c.net_exposure or 1.0
-    previous = None if previous_weights is None else previous_weights.reindex(cov.columns).fillna(0.0).to_numpy()
+    mu, cov, scale, previous = _prepared(mu, cov, method, c, views, previous_weights)
     if method == "hrp":
         raw = HRPOpt(cov_matrix=cov).optimize()
         return pd.Series(raw, name="weight").reindex(cov.columns) * scale

@@ -20,7 +20,7 @@ import pandas as pd
 from research_lib.portfolio._black_litterman import BlackLittermanViews, black_litterman_posterior
 from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
 from research_lib.portfolio._inputs import check_choice
-from research_lib.portfolio._optimize import _NEEDS_MU, _aligned, _check_supported, check_finite_mu, optimize_weights
+from research_lib.portfolio._optimize import _NEEDS_MU, _prepared, check_finite_mu, optimize_weights
 from research_lib.portfolio._types import Method
 
 __all__ = ["FreshOptimizer", "ReusedOptimizer", "covariance_factor"]
@@ -157,11 +157,7 @@ class ReusedOptimizer:
         method, c = self.method, self.constraints
         if method == "hrp":  # no cvxpy problem to keep
             return optimize_weights(mu, cov, method, c, previous_weights=previous_weights)
-        mu, cov = _aligned(mu, cov, method)
-        _check_supported(method, c, views, previous_weights)
-        c.check_feasible(len(cov))
-        scale = c.net_exposure or 1.0
-        previous = None if previous_weights is None else previous_weights.reindex(cov.columns).fillna(0.0).to_numpy()
+        mu, cov, scale, previous = _prepared(mu, cov, method, c, views, previous_weights)
         if method == "black_litterman":
             mu, cov = black_litterman_posterior(cov, views, self.risk_free_rate)
             method = "max_sharpe"
