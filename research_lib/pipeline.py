@@ -8,7 +8,7 @@ and ``run_dir`` only; secrets stay in the environment) -> HTML of each executed 
 Incremental: each stage is keyed by the parameters it reads, its notebook and library code, the
 outside state that decides what it makes and the sha256 of the run-folder files it reads
 (`research_lib.stages.chain`). A stage whose key matches complete, intact outputs of an earlier
-run in the workspace is not executed: its files (executed notebook and HTML included) are linked
+run in the workspace is not executed: its files (executed notebook and HTML included) are copied
 into the new run folder and the manifest says ``"status": "reused", "reused_from": <run id>``
 (``computed_in``: the run that executed it). ``fresh=True`` (``spartan run --fresh``, or
 ``SPARTAN_REUSE=0``) executes every stage. Every stage's outputs are recorded as
@@ -18,10 +18,7 @@ Logs: every line of the run, its notebook kernels' included, goes to ``run.log.j
 run folder and to the workspace log, carrying the run id and the stage (``research_lib.logs``).
 A failed run raises a ``run_failed`` alert (``research_lib.alerts``).
 
-Kernels: each notebook runs in a kernel that talks over IPC sockets in the temp folder, dies
-with this process (even a SIGKILL of it) and is killed, not interrupted, when its notebook ends
-or is abandoned (`_IPCKernelManager`); the files of kernels whose process was killed are removed
-by the next run (`remove_orphaned_kernel_files`).
+Kernels: each notebook runs in a kernel that dies with this process (`_IPCKernelManager`).
 """
 
 from __future__ import annotations
@@ -94,15 +91,10 @@ class _IPCKernelManager(AsyncKernelManager):
         await super()._async_launch_kernel(guarded_command(kernel_cmd, os.getpid()), **kw)
 
     async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
-        """SIGKILL the kernel's process group and remove its files.
-
-        jupyter_client's shutdown first interrupts the kernel (SIGINT to its process group):
-        a successful notebook's kernel may still be answering the final ``kernel_info_request``
-        that papermill sends after the last cell, and logs ``KeyboardInterrupt caught in kernel``
-        on stderr; an abandoned notebook's cell (Ctrl-C, SIGTERM of the command) would be given
-        up to ``shutdown_wait_time`` to go on. Its outputs are already in hand either way, so the
-        kernel is killed at once (``now`` is always true; a restart, never asked for here, is
-        left to jupyter_client).
+        """SIGKILL the kernel's process group and remove its files. jupyter_client's shutdown would
+        first interrupt it (SIGINT): a finished notebook's kernel may still answer papermill's last
+        ``kernel_info_request`` and log ``KeyboardInterrupt``, an abandoned cell would run on for
+        ``shutdown_wait_time``. Its outputs are in hand: killed at once (a restart is left to jupyter_client).
         """
         if restart:
             await super().shutdown_kernel(now=now, restart=restart)
@@ -252,6 +244,10 @@ def run_pipeline(
     chain = select_stages(discover_stages(notebooks), stages)
     if not chain:
         raise ConfigError(f"No notebooks named NN_verb_object.ipynb in {notebooks}; nothing to run.")
+    if config.validation.sweep and any(p.stem == "06_validate_strategy" for p in chain):
+        from research_lib.stages.validation import check_sweep_recorded
+
+        check_sweep_recorded(config.validation.sweep)  # a mistyped id found now, not after five stages
     run_id = new_run_id(config.scenario) if run_dir is None else Path(run_dir).name
     run_dir = Path(run_dir or paths.reports_dir() / "runs" / run_id).resolve()
     if (run_dir / MANIFEST).exists():
@@ -369,8 +365,8 @@ def _run_stage(run: _Run, number: int, notebook: Path, stage: dict, config_path:
         stage["key"], stage["reads"] = stage_files.stage_key(notebook.stem, notebook, run.config, run.run_dir, run.notebooks)
     found, why = _reusable(run, number, notebook.stem, stage["key"])
     if found is not None:
-        with _timed(run.timings, "linking_s"):
-            reuse.link_files(found.run_dir, found.entry["outputs"], run.run_dir)
+        with _timed(run.timings, "copying_s"):
+            reuse.copy_files(found.run_dir, found.entry["outputs"], run.run_dir)
         stage.update(status="reused", reused_from=found.run_id, computed_in=found.entry.get("computed_in", found.run_id),
                      notebook=notebook.name, outputs=found.entry["outputs"], external=found.entry.get("external"),
                      html=found.entry.get("html"), duration_s=round(time.perf_counter() - started, 3))
@@ -412,8 +408,10 @@ def _reusable(run: _Run, number: int, stage: str, key: str) -> tuple[reuse.Reusa
 
 
 def _progress_bar(stage: str) -> dict | bool:
-    """papermill's cell progress bar on stderr for the CLI, unless progress is turned off."""
-    return progress.enabled() and {"desc": f"      {stage}", "unit": "cell", "file": sys.stderr, "leave": False}
+    """papermill's cell progress bar for the CLI on a terminal (a log file gets the stage lines only),
+    unless progress is turned off."""
+    return progress.enabled() and sys.stderr.isatty() and {"desc": f"      {stage}", "unit": "cell",
+                                                           "file": sys.stderr, "leave": False}
 
 
 def _execute(notebook: Path, run_dir: Path, config_path: Path, cwd: Path, progress_bar: dict | bool = False) -> str | None:

@@ -179,6 +179,8 @@ def sweep_surface(result_or_table, x: str, y: str, metric: str = "sharpe", reduc
     if rest:
         named = {"best": f"best ({'lowest' if lower else 'highest'})", "worst": f"worst ({'highest' if lower else 'lowest'})"}
         rule = ", ".join(filter(None, [rule, f"{named.get(reduce, reduce)} over {', '.join(rest)}"]))
+        if values.isna().any():  # the cells' reductions are over fewer configurations than the grid has
+            rule += " of those that trade"
     return surface, rule
 
 

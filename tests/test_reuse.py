@@ -113,7 +113,7 @@ def statuses(*reused: str) -> dict[str, str]:
     return {s: ("reused" if s in reused else "succeeded") for s in STAGES}
 
 
-def test_an_unchanged_rerun_reuses_every_stage_by_hard_links_and_fresh_recomputes_all(chain):
+def test_an_unchanged_rerun_reuses_every_stage_by_copies_and_fresh_recomputes_all(chain):
     first, run1, _ = chain()
     assert first == statuses()
     assert all(set(s["outputs"]) == {f"{s['name']}.ipynb", *WRITES[s["name"]]} for s in run1["stages"])
@@ -123,7 +123,9 @@ def test_an_unchanged_rerun_reuses_every_stage_by_hard_links_and_fresh_recompute
     assert all(s["reused_from"] == run1["run_id"] and s["outputs"] == t["outputs"]
                for s, t in zip(run2["stages"], run1["stages"]))
     old, new = (paths.reports_dir() / "runs" / m["run_id"] / "signals_ml.parquet" for m in (run1, run2))
-    assert os.stat(old).st_ino == os.stat(new).st_ino, "a hard link, not a copy"
+    assert old.read_bytes() == new.read_bytes() and os.stat(old).st_ino != os.stat(new).st_ino, "a copy, not a link"
+    new.write_text("written in place by a user's notebook")
+    assert "stand_in" in old.read_text(), "an earlier run's file never changes with a later run's"
     fresh, run3, _ = chain(fresh=True)
     assert fresh == statuses() and run3["fresh"]
 
@@ -289,6 +291,36 @@ def test_trials_a_concurrent_run_recorded_while_validation_ran_recompute_it(chai
     assert unchanged == statuses(*STAGES), "its own trials were known already: the registry is as it read it"
 
 
+def test_a_stage_a_user_added_is_recomputed_when_a_file_before_it_changed(chain, monkeypatch):
+    # the user's notebook reads 06's validation.json, which no library artifact names
+    write_notebook(chain.notebooks / "08_gate_note.ipynb", "from research_lib.stages import RunFolder")
+    monkeypatch.setitem(WRITES, "08_gate_note", ["gate_note.json"])
+    DURING_06.append(lambda: record_trial("a-concurrent-run", "its_trial"))
+    chain()
+    DURING_06.clear()
+    SALT["06_validate_strategy"] = "judged with one more trial"  # 06 runs again and writes other numbers
+    again, _, _ = chain()
+    assert (again["06_validate_strategy"], again["08_gate_note"]) == ("succeeded", "succeeded")
+    unchanged, _, _ = chain()
+    assert set(unchanged.values()) == {"reused"}
+
+
+def test_a_mistyped_sweep_id_is_refused_before_any_stage_runs(chain):
+    from research_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"validation.sweep: no sweep 'sweep-nope' in the registry .*list_sweeps"):
+        chain("validation.sweep=sweep-nope")
+    runs = paths.reports_dir() / "runs"
+    assert not runs.exists() or not any(runs.iterdir()), "nothing ran, nothing was written"
+
+
+def test_the_cell_bar_goes_to_a_terminal_only(monkeypatch):
+    import io
+
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # `spartan run > log 2>&1`
+    assert pipeline._progress_bar("03_fit_ml_signals") is False
+
+
 def test_speed_only_settings_are_not_keyed_and_spartan_reuse_0_recomputes(chain, monkeypatch):
     chain()
     faster, _, _ = chain("features.n_jobs=1")
@@ -343,7 +375,7 @@ def test_a_real_rerun_reuses_the_chain_and_recomputes_a_corrupted_stage(smoke_ru
     for stage in second["stages"][:5]:
         assert stage["reused_from"] == first["run_id"] and {f"{stage['name']}.ipynb", f"{stage['name']}.html"} <= set(stage["outputs"])
         for name in stage["outputs"]:
-            assert (smoke_runs["second"] / name).stat().st_ino == (smoke_runs["first"] / name).stat().st_ino
+            assert (smoke_runs["second"] / name).read_bytes() == (smoke_runs["first"] / name).read_bytes()
 
 
 @pytest.mark.notebook

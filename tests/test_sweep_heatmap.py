@@ -99,6 +99,8 @@ def test_the_surface_reduces_over_the_parameters_not_drawn_or_keeps_the_fixed_on
     title = ax.get_title().replace("\n", " ")
     named = {None: "mean", "mean": "mean", "median": "median", "best": "best (highest)", "worst": "worst (lowest)"}
     assert ("symbol=KO" in title) if keep else (f"{named[reduce]} over symbol" in title)
+    if not keep:  # a mean over the symbols that trade is not a mean over all: the title says so
+        assert ("of those that trade" in title) == any(math.isnan(r["sharpe"]) for r in chosen)
 
 
 def test_a_metric_to_minimize_takes_the_lowest_over_the_rest():

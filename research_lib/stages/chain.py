@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from research_lib.config import RunConfig
@@ -24,19 +25,23 @@ from research_lib.stages.reuse import NOT_OUTPUTS, Reusable, find_stage, never_r
 
 __all__ = ["EXTRA_READS", "find_reusable", "makes", "outputs", "reads", "stage_key"]
 
+FOR_PEOPLE = (".ipynb", ".html")  # executed notebooks and their pages: never read by a later stage
+
 # Reports a stage reads besides its artifacts' inputs (`folder.ARTIFACTS`): 05 names the analyst
 # its weights were built on (`stages.portfolio`).
 EXTRA_READS = {"05_build_portfolio": ("llm",)}
 
 
-def reads(stage: str, config: RunConfig) -> list[str]:
-    """The run-folder files ``stage`` reads: its artifacts' inputs and the reports it reads; a
-    stage that reads every parameter (06, a user's notebook) reads every artifact and report."""
+def reads(stage: str, config: RunConfig, run_dir: Path) -> list[str]:
+    """The run-folder files ``stage`` reads: its artifacts' inputs and the reports it reads. A
+    stage that reads every parameter (06, a notebook a user added to the chain) may read anything
+    the stages before it left: every file in ``run_dir`` (but the run's own files, and the executed
+    notebooks and their HTML, which are for people), whoever wrote it."""
     if stage_sections(stage, config) == ALL_SECTIONS:
-        names = [*ARTIFACTS, *REPORTS]
-    else:
-        made_here = [spec for spec in ARTIFACTS.values() if spec.notebook == stage]
-        names = sorted({i for spec in made_here for i in spec.inputs} | set(EXTRA_READS.get(stage, ())))
+        return sorted(entry.name for entry in os.scandir(run_dir) if entry.is_file() and not entry.name.startswith(".")
+                      and entry.name not in NOT_OUTPUTS and not entry.name.endswith(FOR_PEOPLE))
+    made_here = [spec for spec in ARTIFACTS.values() if spec.notebook == stage]
+    names = sorted({i for spec in made_here for i in spec.inputs} | set(EXTRA_READS.get(stage, ())))
     return sorted(ARTIFACTS[n].file if n in ARTIFACTS else REPORTS[n] for n in names)
 
 
@@ -59,7 +64,7 @@ def stage_key(stage: str, notebook: Path, config: RunConfig, run_dir: Path, cwd:
     (None: missing). ``cwd``: the kernels' working folder (a relative ``data.path`` is read there)."""
     producers = [f"research_lib.stages.{spec.stage}" for spec in ARTIFACTS.values() if spec.notebook == stage]
     code = code_digest([*notebook_modules(notebook), *producers], [notebook])
-    read = {name: file_sha256(run_dir / name) for name in reads(stage, config)}
+    read = {name: file_sha256(run_dir / name) for name in reads(stage, config, run_dir)}
     payload = {"params": params_digest(config, stage_sections(stage, config), data_file_hash(config, cwd)),
                "context": stage_context(stage, config), "code": code, "reads": read}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16], read

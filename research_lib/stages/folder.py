@@ -229,7 +229,7 @@ class RunFolder:
             if why_not:
                 skipped.append(f"skipped run {run_dir.name}: {why_not}")
                 continue
-            reuse.link_files(run_dir, [f for n in wanted for f in other._files_of(n)], self.run_dir, copy=True)
+            reuse.copy_files(run_dir, [f for n in wanted for f in other._files_of(n)], self.run_dir)
             self.forget()
             print("\n".join([*skipped, f"{', '.join(wanted)}: reused from run {run_dir.name}"]), flush=True)
             return True

@@ -4,12 +4,10 @@ and by a notebook run alone (the artifacts a `RunFolder` asks for, `research_lib
 An earlier run's outputs are reused only when their key matches (`research_lib.stages.keys`), the
 entry holds every file its stage makes, every file still has the sha256 its run recorded (a
 corrupted file is never reused) and the state outside the run folder the stage read is as its
-run recorded it (`external_change`). ``spartan run`` hard-links reused files (a copy across file
-systems): every writer of the library replaces files atomically (`research_lib._io.atomic_path`:
-a new inode), and the pipeline removes an executed notebook before papermill writes it, so none
-of its writes reaches another run's file. A notebook run alone copies them (``copy=True``): its
-folder is the user's sandbox, where a plain in-place write (``df.to_parquet(folder.path(...))``)
-must never rewrite an earlier run's file.
+run recorded it (`external_change`). Reused files are copied, never hard-linked: a plain in-place
+write (``df.to_parquet(path)`` in a user's notebook of the chain, or in Lab) into one run's file
+must never rewrite an earlier run's, nor a promoted run's. Copies cost disk (a run folder of the
+daily scenario is tens of MB) and a fraction of a second per run.
 
 ``SPARTAN_REUSE=0`` in the environment turns reuse off (``spartan run`` then recomputes every
 stage, as with ``--fresh``, which sets it for its notebooks' kernels).
@@ -33,7 +31,7 @@ from research_lib.stages.keys import file_sha256
 if TYPE_CHECKING:
     from research_lib.config import RunConfig
 
-__all__ = ["REUSE_ENV", "Reusable", "enabled", "external_change", "external_state", "find_stage", "link_files",
+__all__ = ["REUSE_ENV", "Reusable", "enabled", "external_change", "external_state", "find_stage", "copy_files",
            "list_runs", "never_reused", "registry_digest", "state_before", "stat_folder", "verify", "why_not_reusable",
            "written_files"]
 
@@ -209,21 +207,19 @@ def verify(run_dir: Path, outputs: dict[str, str]) -> str | None:
     return None
 
 
-def link_files(source: Path, names: Iterable[str], target: Path, copy: bool = False) -> None:
-    """Hard link (``copy``, or when linking fails: copy) each file ``names`` of ``source`` into
-    ``target``, replacing what is there atomically. A copy is the content only: a writable file."""
+def copy_files(source: Path, names: Iterable[str], target: Path) -> None:
+    """Copy each file ``names`` of ``source`` into ``target`` (the content only: a writable file of
+    its own), replacing what is there atomically."""
     target.mkdir(parents=True, exist_ok=True)
     for name in names:
-        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".link")
+        fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{name}.", suffix=".copy")
         os.close(fd)
-        os.unlink(tmp)
         try:
-            if copy:
-                raise OSError("a copy was asked for")
-            os.link(source / name, tmp)
-        except OSError:  # another file system, or links not allowed: a copy
             shutil.copyfile(source / name, tmp)
-        os.replace(tmp, target / name)
+            os.replace(tmp, target / name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
 
 
 def written_files(before: dict[str, tuple], after: dict[str, tuple]) -> list[str]:

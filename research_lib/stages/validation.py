@@ -20,10 +20,19 @@ from research_lib.stages.strategies import judged_after_cutoff
 from research_lib.validation import evidence, registry
 from research_lib.validation.promotion import evaluate_gate, load_thresholds, verdict
 
-__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "sweep_section", "validate_strategy"]
+__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "check_sweep_recorded", "sweep_section", "validate_strategy"]
 
 VALIDATION_JSON = "validation.json"
 VALIDATION_HTML = "validation.html"
+
+
+def check_sweep_recorded(sweep_id: str) -> None:
+    """Raise `registry.UnknownSweep` (a ConfigError) when no sweep ``sweep_id`` is recorded: what
+    ``spartan run`` checks of ``validation.sweep`` before it starts."""
+    db = paths.state_db()
+    if not (db.is_file() and sweep_id in set(registry.list_sweeps(db)["id"])):
+        raise registry.UnknownSweep(f"validation.sweep: no sweep {sweep_id!r} in the registry {db}; "
+                                    "registry.list_sweeps(paths.state_db()) shows the recorded ones and their ids.")
 
 
 def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], metrics: dict) -> dict:

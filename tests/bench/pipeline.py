@@ -9,7 +9,7 @@ executing an empty notebook, times the number of stages the run executed.
 - ``--fresh``, warm: every stage executed again (target <= 40 s).
 
 For the re-run, where its seconds go: the pipeline's own timings (keys, look-up of earlier runs,
-hashing, linking, HTML, index) from its manifest, and the rest (start-up, configuration).
+hashing, copying, HTML, index) from its manifest, and the rest (start-up, configuration).
 
 ``python tests/bench/pipeline.py`` prints the rows and the verdict; `bench_pipeline()` returns
 ``{"result", "rows", "verdict"}`` like the benchmarks of run_bench.py.
