@@ -144,3 +144,34 @@ def test_a_grid_sweep_is_recorded_in_the_workspace_registry_once(bundled_small, 
     assert trial_statistics(db)["n_trials"] == 8, "other costs: other configurations"
     sweep.sweep({"lookback_days": [63], "top_n": [2]}, momentum_weights, bundled_small, record=False)
     assert trial_statistics(db)["n_trials"] == 8
+
+
+def _edited_momentum_weights(prices: pd.DataFrame, lookback_days: int, top_n: int) -> pd.DataFrame:
+    """momentum_weights after an edit: the same name and parameters, other code (skips 10 sessions)."""
+    close = prices["close"].drop(columns="SP500")
+    return baseline_weights(close, StrategyConfig(lookback_days=lookback_days, skip_days=10, top_n=top_n))
+
+
+_edited_momentum_weights.__name__ = _edited_momentum_weights.__qualname__ = "momentum_weights"
+
+
+def test_an_edited_strategy_swept_again_adds_new_trials(bundled_small, tmp_path, monkeypatch):
+    """A trial is the strategy's code too: the same parameters of an edited strategy were not tried before."""
+    from research_lib.validation.registry import list_trials, trial_statistics
+
+    monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
+    (tmp_path / "params").mkdir()
+    (tmp_path / "params" / "base.yaml").write_text("scenario: base\n")
+    db = tmp_path / "data" / "spartan.sqlite"
+    grid = {"lookback_days": [126, 252], "top_n": [2]}
+    sweep.sweep(grid, momentum_weights, bundled_small, cost_bps=20)
+    sweep.sweep(grid, _edited_momentum_weights, bundled_small, cost_bps=20)
+    trials = list_trials(db)
+    assert trial_statistics(db)["n_trials"] == 4 and trials["family"].nunique() == 1, \
+        "same family name, same parameters, other code: two more trials"
+    assert sweep.code_digest(momentum_weights) != sweep.code_digest(_edited_momentum_weights)
+    sweep.sweep(grid, _edited_momentum_weights, bundled_small, cost_bps=20)
+    assert trial_statistics(db)["n_trials"] == 4, "the edited strategy again: nothing new"
+    lam = eval("lambda prices, lookback_days, top_n: momentum_weights(prices, lookback_days, top_n)",
+               {"momentum_weights": momentum_weights})
+    assert len(sweep.code_digest(lam)) == 16, "a function without readable source is named by its bytecode"

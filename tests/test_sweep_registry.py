@@ -68,7 +68,7 @@ def test_a_recorded_sweep_loads_back_and_each_trading_configuration_is_a_trial(t
     assert (loaded.id, loaded.family, loaded.params, loaded.backtest) == (sweep_id, "ma_crossover",
                                                                          ("fast", "slow", "symbol"), BACKTEST)
     pd.testing.assert_frame_equal(loaded.table, table)  # parameters, metrics, reasons, types: as given
-    assert loaded.returns.dtypes.eq(np.float64).all() and list(loaded.returns.columns) == list(returns.columns)
+    assert loaded.returns.dtypes.eq(np.float32).all() and list(loaded.returns.columns) == list(returns.columns)
     np.testing.assert_allclose(loaded.returns, returns, rtol=1e-7, atol=0)  # NaN warm-up where it was
     # the matrix is float32 parquet in data/sweeps/, beside the database
     listed = list_sweeps(db)
@@ -287,7 +287,7 @@ def test_the_validation_page_shows_pbo_and_dsr_over_the_recorded_sweep(workspace
     common = loaded.returns.dropna()  # the warm-up of configuration 3 is left out for all
     assert len(common) == 600 - 30 and sweep_pbo_span(loaded.returns).equals(common)
     pbo = statistics.probability_of_backtest_overfitting(common)
-    sharpes = [c.dropna().mean() / c.dropna().std(ddof=1) for _, c in loaded.returns.items()]
+    sharpes = [c.dropna().astype(float).mean() / c.dropna().astype(float).std(ddof=1) for _, c in loaded.returns.items()]
     assert len(sharpes) == 11
     variance = float(np.var(sharpes, ddof=1))
     moments = statistics.sharpe_moments(headline)
@@ -402,7 +402,7 @@ def test_a_wide_sweep_ranks_a_seeded_sample_of_configurations_said_on_the_page(w
 
     table, returns = grid_sweep(n_sessions=300, seed=15)
     sweep_id = record_sweep(paths.state_db(), "ma_crossover", table, returns, BACKTEST)
-    monkeypatch.setattr(evidence, "PBO_MAX_CONFIGURATIONS", 6)  # a wide sweep, in small
+    monkeypatch.setattr(evidence, "PBO_MAX_BOOKS", 6)  # a wide sweep, in small
     sweep = _validated(workspace, sweep_id, returns[0].rename("main"), monkeypatch)["sweep"]
     assert (sweep["pbo_configurations"], sweep["pbo_sampled_from"], sweep["n_trials"]) == (6, 11, 11)
     loaded = load_sweep(paths.state_db(), sweep_id).returns.dropna()
@@ -410,6 +410,6 @@ def test_a_wide_sweep_ranks_a_seeded_sample_of_configurations_said_on_the_page(w
     oracle = statistics.probability_of_backtest_overfitting(loaded.iloc[:, picked])
     assert sweep["pbo"]["pbo"] == pytest.approx(oracle["pbo"], rel=1e-12)
     page = (workspace / "reports" / "runs" / "r1" / "validation.html").read_text()
-    assert "PBO ranks a random sample of 6 of those 11 configurations (seed 0); DSR counts them all" in page
-    whole = evidence.sweep_statistics(loaded, 12, None, max_pbo_configurations=20)
+    assert "PBO ranks at most 6 returns columns: a random sample of 6 of those 11 books (configuration x symbol) (seed 0); DSR counts them all" in page
+    whole = evidence.sweep_statistics(loaded, 12, None, max_pbo_books=20)
     assert whole["pbo_sampled_from"] is None and whole["pbo_configurations"] == 11

@@ -13,10 +13,11 @@ import numpy as np
 import pandas as pd
 
 from research_lib.units import SESSIONS_PER_YEAR
+from research_lib.validation import _sweep_store as sc
 from research_lib.validation import statistics as st
 from research_lib.validation.metrics import headline_metrics
 
-__all__ = ["LATE_START_SHARE", "PBO_MAX_CONFIGURATIONS", "analyst_is_claude", "gate_inputs", "judged_returns",
+__all__ = ["LATE_START_SHARE", "PBO_MAX_BOOKS", "analyst_is_claude", "gate_inputs", "judged_returns",
            "llm_summary", "run_statistics", "sweep_pbo_span",
            "sweep_statistics", "trial_matrix", "validation_record"]
 
@@ -76,84 +77,77 @@ def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats:
 
 
 LATE_START_SHARE = 0.2  # a configuration starting later than this share of the history is left out of PBO
-PBO_MAX_CONFIGURATIONS = 2_000  # beyond this, PBO is computed on a seeded random sample of configurations
+PBO_MAX_BOOKS = 2_000  # beyond this many returns columns (books), PBO ranks a seeded random sample of them
 PBO_SAMPLE_SEED = 0
 
 
 def sweep_pbo_span(sweep_returns: pd.DataFrame, late_start_share: float = LATE_START_SHARE) -> pd.DataFrame:
-    """The sessions and configurations PBO is computed on.
+    """The sessions and books (returns columns) PBO is computed on.
 
-    Before its first trade a configuration has no return (NaN: warm-up, in cash); counting those
-    sessions as zeros would rank a slow configuration by its warm-up, so PBO starts where every
-    configuration it counts has started. So that one late starter cannot shrink the span for all,
-    a configuration whose first trade comes more than ``late_start_share`` of the sessions (from
-    the earliest first trade to the end) after the earliest first trade is left out: the span
-    keeps at least ``1 - late_start_share`` of those sessions. The span then runs from the
-    latest first trade of the configurations kept to the end.
+    Before its first trade a book has no return (NaN: warm-up, in cash); counting those sessions
+    as zeros would rank a slow configuration by its warm-up, so PBO starts where every book it
+    counts has started. So that one late starter cannot shrink the span for all, a book whose
+    first trade comes more than ``late_start_share`` of the sessions (from the earliest first
+    trade to the end) after the earliest first trade is left out: the span keeps at least
+    ``1 - late_start_share`` of those sessions. The span then runs from the latest first trade of
+    the books kept to the end.
     """
-    values = sweep_returns.to_numpy(dtype=float)
-    present = ~np.isnan(values)
-    trading = present.any(axis=0)
+    start, kept = _span_positions(sc.column_moments(sweep_returns).first, len(sweep_returns), late_start_share)
+    return sweep_returns.iloc[start:, kept]
+
+
+def _span_positions(first: np.ndarray, n_sessions: int, late_start_share: float) -> tuple[int, np.ndarray]:
+    """`sweep_pbo_span`'s first row and column positions, from each column's first row with a return."""
+    trading = first < n_sessions
     if not trading.any():
-        return sweep_returns.iloc[:, :0]
-    first = np.where(trading, present.argmax(axis=0), len(values))  # a column never present starts never
+        return 0, np.zeros(0, dtype=int)
     earliest = int(first.min())
-    kept = first - earliest <= late_start_share * (len(values) - earliest)
-    return sweep_returns.iloc[int(first[kept].max()):, np.flatnonzero(kept)]
+    kept = np.flatnonzero(first - earliest <= late_start_share * (n_sessions - earliest))
+    return int(first[kept].max()), kept
 
 
-def _pbo_sample(span: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
-    """At most ``limit`` of the span's configurations, drawn at random with ``seed`` (in their order)."""
-    if span.shape[1] <= limit:
-        return span
-    picked = np.sort(np.random.default_rng(seed).choice(span.shape[1], size=limit, replace=False))
-    return span.iloc[:, picked]
-
-
-def _sweep_sharpes(sweep_returns: pd.DataFrame) -> np.ndarray:
-    """Per-period Sharpe ratios (ddof=1, from each configuration's first trade) of the configurations
-    that have one by the registry's rule: at least 3 returns that vary (`statistics.is_flat`)."""
-    values = sweep_returns.to_numpy(dtype=float)
-    counts = (~np.isnan(values)).sum(axis=0)
-    usable = counts >= 3
-    if not usable.any():
-        return np.empty(0)
-    values = values[:, usable]
-    means = np.nanmean(values, axis=0)
-    stds = np.nanstd(values, axis=0, ddof=1)
-    varies = stds > 1e-12 * np.maximum(np.abs(means), 1e-12)
-    return means[varies] / stds[varies]
+def _pbo_sample(kept: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of the ``kept`` column positions, drawn at random with ``seed`` (in their order)."""
+    if len(kept) <= limit:
+        return kept
+    return kept[np.sort(np.random.default_rng(seed).choice(len(kept), size=limit, replace=False))]
 
 
 def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments: dict | None, *,
-                     max_pbo_configurations: int | None = None, seed: int = PBO_SAMPLE_SEED) -> dict:
+                     max_pbo_books: int | None = None, seed: int = PBO_SAMPLE_SEED) -> dict:
     """The skeptic over the sweep the headline strategy was chosen from.
+
+    Memory stays bounded however wide the sweep: the (float32) matrix is read a block of columns at
+    a time for the moments, and only the books PBO ranks are copied (at most ``max_pbo_books``).
 
     Parameters
     ----------
-    sweep_returns : sessions x the sweep's configurations that trade (daily returns, NaN before
-        each one's first trade).
-    n_configurations : configurations in the sweep, those that never trade included.
+    sweep_returns : sessions x the sweep's books that trade (a book is a configuration, or a
+        configuration and a symbol for per-symbol books; daily returns, NaN before its first trade).
+    n_configurations : books in the sweep (the rows of its table), those that never trade included.
     moments : the headline strategy's `statistics.sharpe_moments` (None: too short to judge).
-    max_pbo_configurations, seed : PBO's cost grows with the configurations; beyond this many
-        (after `sweep_pbo_span`; None: ``PBO_MAX_CONFIGURATIONS``, 2,000, about a second over
-        2,000 sessions), it is computed on a random sample of them drawn with ``seed``. DSR always
-        counts every configuration.
+    max_pbo_books, seed : PBO's time and memory grow with the books it ranks; beyond this many
+        (after `sweep_pbo_span`; None: ``PBO_MAX_BOOKS``, 2,000, about a second and 130 MB over
+        2,000 sessions), it ranks a random sample of them drawn with ``seed``. DSR always counts
+        every book.
 
     Returns
     -------
     dict
-        ``n_configurations``, ``n_trading``, ``n_never_traded``; ``n_trials`` and ``sharpe_variance``
-        (of the per-period Sharpe ratios, ddof=1, of each configuration from its first trade);
-        ``expected_max_sharpe_annual`` and ``dsr`` (the headline's deflated Sharpe against them);
-        ``pbo`` (CSCV over `sweep_pbo_span`, without the logits; None with ``pbo_error`` when the
-        span is too short or fewer than two configurations trade), ``pbo_sessions``, ``pbo_first``,
-        ``pbo_last``, ``pbo_configurations`` (the configurations PBO ranks), ``pbo_late_starts``
-        (left out by the span's rule), ``pbo_late_start_share``, ``pbo_sampled_from`` (how many it
-        was sampled from, None when not sampled) and ``pbo_seed``. When no configuration has a
-        Sharpe ratio, ``n_trials`` is 0 and DSR, PBO and the expected best Sharpe are None.
+        ``n_configurations`` (books, as the table's rows), ``n_trading``, ``n_never_traded``;
+        ``n_trials`` and ``sharpe_variance`` (of the per-period Sharpe ratios, ddof=1, of each book
+        from its first trade); ``expected_max_sharpe_annual`` and ``dsr`` (the headline's deflated
+        Sharpe against them); ``pbo`` (CSCV over `sweep_pbo_span`, without the logits; None with
+        ``pbo_error`` when the span is too short or fewer than two books trade), ``pbo_sessions``,
+        ``pbo_first``, ``pbo_last``, ``pbo_configurations`` (the books PBO ranks), ``pbo_late_starts``
+        (left out by the span's rule), ``pbo_late_start_share``, ``pbo_max_books`` (the cap),
+        ``pbo_sampled_from`` (how many it was sampled from, None when not sampled) and ``pbo_seed``.
+        When no book has a Sharpe ratio, ``n_trials`` is 0 and DSR, PBO and the expected best Sharpe
+        are None.
     """
-    sharpes = _sweep_sharpes(sweep_returns)
+    columns = sc.column_moments(sweep_returns)
+    usable = columns.sharpe_usable()
+    sharpes = columns.mean[usable] / columns.std[usable]
     n_trials = len(sharpes)
     variance = float(np.var(sharpes, ddof=1)) if n_trials > 1 else 0.0
     dsr = expected_max = None
@@ -165,12 +159,15 @@ def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments
                                                moments["kurtosis"], n_trials, variance)
             except ValueError:
                 dsr = None
-    span = sweep_pbo_span(sweep_returns)
-    ranked = _pbo_sample(span, max_pbo_configurations or PBO_MAX_CONFIGURATIONS, seed)
+    start, kept = _span_positions(columns.first, len(sweep_returns), LATE_START_SHARE)
+    cap = max_pbo_books or PBO_MAX_BOOKS
+    ranked_columns = _pbo_sample(kept, cap, seed)
+    span_index = sweep_returns.index[start:]
     if not n_trials:
         pbo, pbo_error = None, "no configuration trades"
     else:
         try:
+            ranked = sweep_returns.iloc[start:, ranked_columns]  # the only copy: at most `cap` books
             pbo, pbo_error = st.probability_of_backtest_overfitting(ranked), None
         except ValueError as error:
             pbo, pbo_error = None, str(error)
@@ -178,12 +175,12 @@ def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments
             "n_never_traded": int(n_configurations - sweep_returns.shape[1]), "n_trials": n_trials,
             "sharpe_variance": variance, "dsr": dsr, "expected_max_sharpe_annual": expected_max,
             "pbo": pbo and {k: v for k, v in pbo.items() if k != "logits"}, "pbo_error": pbo_error,
-            "pbo_sessions": len(span), "pbo_first": _session(span.index[0]) if len(span) else None,
-            "pbo_last": _session(span.index[-1]) if len(span) else None,
-            "pbo_configurations": int(ranked.shape[1]),
-            "pbo_late_starts": int(sweep_returns.notna().any().sum() - span.shape[1]),
-            "pbo_late_start_share": LATE_START_SHARE,
-            "pbo_sampled_from": int(span.shape[1]) if ranked.shape[1] < span.shape[1] else None,
+            "pbo_sessions": len(span_index), "pbo_first": _session(span_index[0]) if len(span_index) else None,
+            "pbo_last": _session(span_index[-1]) if len(span_index) else None,
+            "pbo_configurations": int(len(ranked_columns)),
+            "pbo_late_starts": int((columns.count > 0).sum() - len(kept)),
+            "pbo_late_start_share": LATE_START_SHARE, "pbo_max_books": int(cap),
+            "pbo_sampled_from": int(len(kept)) if len(ranked_columns) < len(kept) else None,
             "pbo_seed": seed}
 
 

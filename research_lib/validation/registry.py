@@ -137,7 +137,8 @@ def list_trials(db_path: str | Path) -> pd.DataFrame:
 @dataclass(frozen=True)
 class LoadedSweep:
     """A recorded sweep: its ``table`` (configurations x parameters and metrics), its ``returns``
-    (sessions x the configurations that trade, float64, NaN before a configuration's first trade),
+    (sessions x the configurations that trade, float32 as stored, NaN before a configuration's first
+    trade; compute on it a block of columns at a time, e.g. `_sweep_store.column_moments`),
     the parameter names, the backtest model, and when it was recorded (UTC, ISO 8601)."""
 
     id: str
@@ -154,7 +155,8 @@ def _sweeps_folder(db_path: Path) -> Path:
     return db_path.parent / SWEEPS_DIR_NAME
 
 
-def record_sweep(db_path: str | Path, family: str, table: pd.DataFrame, returns: pd.DataFrame, backtest: dict) -> str:
+def record_sweep(db_path: str | Path, family: str, table: pd.DataFrame, returns: pd.DataFrame, backtest: dict,
+                 code: str | None = None) -> str:
     """Record a sweep and each of its configurations that trades as a trial; return the sweep's id.
 
     Parameters
@@ -166,6 +168,9 @@ def record_sweep(db_path: str | Path, family: str, table: pd.DataFrame, returns:
     returns : sessions x the configurations with a Sharpe ratio (``table``'s index; none when no
         configuration trades), daily simple net returns, NaN only before a configuration's first trade.
     backtest : the backtest model (``run_backtest``'s keywords), the same for every configuration.
+    code : a digest of the strategy's code (`research_lib.validation.sweep` passes one), part of each
+        trial's identity: the same parameters of an edited strategy are new trials, which the
+        deflated Sharpe must count; None leaves the identity to family, parameters and model.
 
     Returns
     -------
@@ -193,7 +198,10 @@ def record_sweep(db_path: str | Path, family: str, table: pd.DataFrame, returns:
     path = _sweeps_folder(db_path) / f"{sweep_id}.parquet"
     row = (sweep_id, family, now_utc(), len(table), returns.shape[1], store.to_json(list(checked.params)),
            checked.backtest_json, path.name, store.sha256(payload), checked.table_json)
-    trial_rows = _sweep_trial_rows(sweep_id, family, checked, table, returns, backtest)
+    if code is not None and (not isinstance(code, str) or not code):
+        raise TypeError(f"code is {code!r}; pass a non-empty digest of the strategy's source, or None.")
+    trial_rows = _sweep_trial_rows(sweep_id, family, checked, table, returns, {"backtest": backtest} | (
+        {"code": code} if code else {}))
     with closing(_connect(db_path)) as conn:
         conn.execute("BEGIN IMMEDIATE")  # the write lock, before anything is read or written
         try:
@@ -234,38 +242,27 @@ def _discard(conn: sqlite3.Connection, path: Path, sweep_id: str, digest: str) -
 
 
 def _sweep_trial_rows(sweep_id: str, family: str, checked: store.CheckedSweep, table: pd.DataFrame,
-                      returns: pd.DataFrame, backtest: dict) -> list[tuple]:
+                      returns: pd.DataFrame, identity: dict) -> list[tuple]:
     """The ``trials`` rows of a sweep's configurations, as `record_trials` makes them, all columns at once.
 
     A configuration is named by its parameters (``fast=10, slow=50, symbol=AAPL``); one whose
     returns are too few or flat (`statistics.is_flat`) has no Sharpe ratio and is not a trial.
+    ``identity`` (the backtest model, and the strategy's code digest when known) is part of every
+    trial's identity beside its parameters.
     """
-    counts, means, stds = _moments(returns)
-    counted = (counts >= 3) & (stds > 1e-12 * means.abs().clip(lower=1e-12))
-    labels = returns.columns[counted.to_numpy()]
+    moments = store.column_moments(returns)
+    counted = moments.sharpe_usable()
+    labels = returns.columns[counted]
+    sharpes = dict(zip(labels, moments.mean[counted] / moments.std[counted]))
+    counts = dict(zip(labels, moments.count[counted]))
     configurations = table.loc[labels, list(checked.params)].to_dict("index")
     recorded_at, rows = now_utc(), []
     for label in labels:
-        params = {"params": configurations[label], "backtest": backtest}
+        params = {"params": configurations[label], **identity}
         name = ", ".join(f"{k}={v}" for k, v in params["params"].items())
         rows.append((trial_hash(family, params), family, name, json.dumps(params, sort_keys=True, default=_plain),
-                     float(means[label] / stds[label]), int(counts[label]), sweep_id, recorded_at))
+                     float(sharpes[label]), int(counts[label]), sweep_id, recorded_at))
     return rows
-
-
-def _moments(returns: pd.DataFrame) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Each column's count, mean and standard deviation (ddof 1) of its returns (NaN skipped),
-    computed in float64 a block of columns at a time (the matrix is float32)."""
-    counts, means, stds = [np.zeros(0)], [np.zeros(0)], [np.zeros(0)]
-    for _, values in store.column_blocks(returns):
-        present = ~np.isnan(values)
-        n = present.sum(axis=0)
-        mean = np.where(present, values, 0.0).sum(axis=0) / np.maximum(n, 1)
-        squares = (np.where(present, values - mean, 0.0) ** 2).sum(axis=0)
-        counts.append(n)
-        means.append(mean)
-        stds.append(np.sqrt(squares / np.maximum(n - 1, 1)))  # a count below 3 is no trial anyway
-    return tuple(pd.Series(np.concatenate(part), index=returns.columns) for part in (counts, means, stds))
 
 
 def _write_sweep_row(conn: sqlite3.Connection, row: tuple) -> None:

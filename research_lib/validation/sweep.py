@@ -31,6 +31,8 @@ One rule comes from the engine: a target on a symbol without a price at its trad
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
@@ -52,8 +54,11 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy |
 
     Every configuration that trades is recorded in the workspace's sweep registry with the
     returns matrix (``record=False`` opts out, e.g. for a throwaway test), so the deflated
-    Sharpe of whatever is validated later counts it: a sweep cannot be forgotten. Those without
-    a Sharpe ratio are left out of the recorded matrix (``left_out`` says which and why).
+    Sharpe of whatever is validated later counts it: a sweep cannot be forgotten. A trial is
+    named by the strategy's name and code (a digest of its source), its parameters and the
+    backtest model: sweeping the same strategy again adds no trials, sweeping it after an edit
+    does. Those without a Sharpe ratio are left out of the recorded matrix (``left_out`` says
+    which and why).
 
     Recording keeps the returns as float32 (what the registry stores: about 7 significant
     digits, half the memory of float64), written batch by batch into one matrix that is not
@@ -113,8 +118,20 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy |
 
     left_out = _left_out(result.table)
     recorded = result.returns.drop(columns=left_out.index.intersection(result.returns.columns))
-    sweep_id = registry.record_sweep(paths.state_db(), f"sweep:{name}", result.table, recorded, backtest_model)
+    sweep_id = registry.record_sweep(paths.state_db(), f"sweep:{name}", result.table, recorded, backtest_model,
+                                     code=code_digest(strategy.function if isinstance(strategy, Strategy) else strategy))
     return dataclasses.replace(result, sweep_id=sweep_id, left_out=left_out)
+
+
+def code_digest(function: Callable) -> str:
+    """16 hex digits of a SHA-256 of ``function``'s source (of its bytecode and constants when the
+    source cannot be read): a strategy edited and swept again is a new set of trials."""
+    try:
+        text = inspect.getsource(function)
+    except (OSError, TypeError):
+        code = getattr(function, "__code__", None)
+        text = repr((code.co_code, code.co_consts)) if code is not None else repr(function)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _left_out(table: pd.DataFrame) -> pd.Series:
