@@ -109,6 +109,19 @@ def test_blend_scores_weights_the_z_scores_of_each_source():
     assert blend_scores({}, {"ml": 1.0}).empty
 
 
+@FAST
+@given(st.lists(st.one_of(st.none(), st.floats(-1e6, 1e6, allow_nan=False)), min_size=0, max_size=25))
+def test_z_scores_on_arrays_are_pandas_to_the_bit(values):
+    """The rebalance loop z-scores arrays as pandas' mean and population std would, bit for bit."""
+    from research_lib.portfolio._construct import _zscores
+
+    row = pd.Series([np.nan if v is None else v for v in values], dtype=float)
+    scored = row.dropna()
+    std = scored.std(ddof=0)
+    expected = ((scored - scored.mean()) / std).reindex(row.index) if len(scored) >= 2 and std > 0 else row * np.nan
+    np.testing.assert_array_equal(_zscores(row.to_numpy()), expected.to_numpy())
+
+
 # --- construct_portfolio: point in time, cash dates, refused dates ----------------------------------
 
 LOOKAHEAD_DATES = DATES[[45, 90, 130, 170, 210, 250, 290, 330, 370, 399]]

@@ -8,6 +8,8 @@ import pytest
 from scipy import stats
 
 from research_lib.signals.evaluation import (
+    _newey_west,
+    _t_stat,
     ic_decay,
     ic_summary,
     information_coefficient,
@@ -140,6 +142,20 @@ def test_ic_summary_closed_form():
     # One session ahead there is no overlap: HAC with 0 lags is the naive t-stat.
     assert out["t_stat"] == pytest.approx(out["t_stat_naive"], rel=1e-12)
     assert out["p_value"] == pytest.approx(2 * stats.norm.sf(out["t_stat"]), rel=1e-12)
+
+
+@pytest.mark.parametrize("size, horizon", [(2, 1), (3, 5), (40, 21), (250, 22), (2520, 21), (3000, 63)])
+def test_t_stats_are_statsmodels_and_scipys_to_the_bit(size, horizon):
+    """The HAC t-stat and the p-value are computed without importing statsmodels' models and
+    scipy.stats; they are theirs, bit for bit."""
+    from statsmodels.regression.linear_model import OLS
+
+    rng = np.random.default_rng(size)
+    for values in (rng.normal(0.02, 0.1, size), np.cumsum(rng.normal(0.0, 0.05, size)) + 0.1):
+        fit = OLS(values, np.ones(size)).fit(cov_type="HAC", cov_kwds={"maxlags": horizon - 1, "use_correction": True})
+        assert _newey_west(values, horizon) == float(fit.tvalues[0])
+        t, p_value = _t_stat(values, horizon)
+        assert p_value == float(2.0 * stats.norm.sf(abs(t)))
 
 
 def test_ic_summary_is_nan_where_undefined():

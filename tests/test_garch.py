@@ -74,6 +74,17 @@ def test_equals_arch_at_a_refit_date_and_between_refits(close, fitted):
     assert ours.iloc[later + 1] == pytest.approx(annualized(between), rel=1e-8)
 
 
+def test_the_variance_recursion_is_lfilters_to_the_bit():
+    from scipy.signal import lfilter
+
+    rng = np.random.default_rng(3)
+    for size in (0, 1, 2, 251, 4000):
+        drive = rng.uniform(0.01, 5.0, size)
+        beta, start = rng.uniform(0.5, 0.99), rng.uniform(0.1, 3.0)
+        expected = lfilter([1.0], [1.0, -beta], drive, zi=[beta * start])[0]
+        np.testing.assert_array_equal(garch._recursion(drive, beta, start), expected)
+
+
 def test_tracks_the_true_volatility_of_simulated_garch():
     omega, alpha, beta, n = 0.05, 0.08, 0.90, 4000  # percent-return units
     rng = np.random.default_rng(0)

@@ -86,6 +86,30 @@ def test_permutation_importance_ranks_the_planted_feature_first():
     assert importance.drop("f0")["mean"].abs().max() < 0.03
 
 
+def test_tuning_fits_a_pipelines_first_steps_once_with_the_same_predictions():
+    """Candidates that differ only in a pipeline's last step share its fitted first steps; their
+    predictions are those of fitting each candidate's whole pipeline."""
+    from research_lib.signals.models import _candidate_predictions, _fit_predict
+
+    X, y = synthetic_panel(n_dates=300, n_symbols=10)
+    X = X.mask(np.random.default_rng(1).random(X.shape) < 0.05)  # the imputer has work to do
+    X_train, y_train, X_test = X.iloc[:2000], y.iloc[:2000], X.iloc[2000:]
+    for name in ("ridge", "hgbr"):
+        estimator, grid = make_estimator(name)
+        candidates = [dict(zip(grid, values)) for values in zip(*grid.values())]
+        for shared, alone in zip(_candidate_predictions(estimator, candidates, X_train, y_train, X_test),
+                                 [_fit_predict(estimator, c, X_train, y_train, X_test)[2] for c in candidates]):
+            np.testing.assert_array_equal(shared, alone)
+
+
+def test_permutation_importance_does_not_depend_on_n_jobs():
+    X, y = synthetic_panel(n_dates=700, strength=0.2)
+    tables = [permutation_importance(WalkForwardModel("hgbr", test_days=100, min_train_days=500, horizon=1,
+                                                      embargo_days=0, n_jobs=n_jobs).fit(X, y), X, y)
+              for n_jobs in (1, 2)]
+    pd.testing.assert_frame_equal(*tables, check_exact=True)
+
+
 @pytest.fixture(scope="module")
 def smoke_ml_inputs(bundled_small):
     config = load_config(REPO / "params" / "smoke.yaml", ["data.start=2015-01-01", "features.vix_symbol=null"])

@@ -274,6 +274,16 @@ def test_risk_models_are_symmetric_psd_and_point_in_time(prices, model):
     assert np.linalg.eigvalsh(cov.to_numpy()).min() > -1e-10
 
 
+def test_ledoit_wolf_is_pypfopts_to_the_bit(prices):
+    """The estimate on arrays is PyPortfolioOpt's own, bit for bit (the rebalance loop calls it
+    once per date)."""
+    from pypfopt.risk_models import CovarianceShrinkage
+
+    for window in (prices.iloc[100:353], prices.iloc[:3], prices[["CCC", "AAA"]]):
+        pd.testing.assert_frame_equal(risk_matrix(window, "ledoit_wolf"), CovarianceShrinkage(window).ledoit_wolf(),
+                                      check_exact=True)
+
+
 def test_bad_inputs_are_refused_with_the_fix(prices):
     with pytest.raises(ValueError, match="choose one of \\['mean_historical'"):
         expected_returns(prices, "mean")

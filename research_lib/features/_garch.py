@@ -27,7 +27,6 @@ import pandas as pd
 from pathlib import Path
 
 from joblib import Memory, Parallel, delayed
-from scipy.signal import lfilter
 from threadpoolctl import threadpool_limits
 
 from research_lib.progress import progress
@@ -169,8 +168,20 @@ def _forecasts(returns: np.ndarray, refit_every: int, min_history: int, fitted: 
             start = refit  # failed fit: carry on with the previous parameters
         mu, omega, alpha, beta = params
         drive = omega + alpha * (returns[start:stop] - mu) ** 2
-        forecasts[start:stop] = lfilter([1.0], [1.0, -beta], drive, zi=[beta * forecasts[start - 1]])[0]
+        forecasts[start:stop] = _recursion(drive, beta, forecasts[start - 1])
     return forecasts
+
+
+def _recursion(drive: np.ndarray, beta: float, initial: float) -> np.ndarray:
+    """``s[t] = drive[t] + beta * s[t - 1]`` from ``s[-1] = initial``: what
+    ``scipy.signal.lfilter([1.0], [1.0, -beta], drive, zi=[beta * initial])[0]`` computes, with
+    the same roundings (one product and one sum per step), without importing ``scipy.signal``
+    (half a second: a third of the features stage once the GARCH fits are cached)."""
+    out, previous = [], float(initial)
+    for value in drive.tolist():
+        previous = value + beta * previous
+        out.append(previous)
+    return np.array(out, dtype=float)
 
 
 def arch_model(*args, **kwargs):

@@ -63,12 +63,39 @@ class Construction:
     notes: pd.DataFrame
 
 
-def _zscore(row: pd.Series) -> pd.Series:
-    row = row.dropna()
-    std = row.std(ddof=0)
-    if len(row) < 2 or not std > 0:
-        return pd.Series(dtype=float)
-    return (row - row.mean()) / std
+def _zscores(values: np.ndarray) -> np.ndarray:
+    """Cross-sectional z-scores of one source's scores (NaN: not scored), with the mean and
+    population standard deviation computed as pandas' ``Series.mean`` and ``std(ddof=0)`` do;
+    all NaN when fewer than two symbols are scored or the scores do not vary."""
+    scored = ~np.isnan(values)
+    x = values[scored]
+    out = np.full(values.shape, np.nan)
+    if x.size < 2:
+        return out
+    count = float(x.size)
+    mean = x.sum() / count
+    std = np.sqrt(((mean - x) ** 2).sum() / count)
+    if std > 0:
+        out[scored] = (x - mean) / std
+    return out
+
+
+def _add_filled(total: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``Series.add(values, fill_value=0.0)`` on aligned arrays: NaN only where both are NaN."""
+    neither = np.isnan(total) & np.isnan(values)
+    return np.where(neither, np.nan, np.where(np.isnan(total), 0.0, total) + np.where(np.isnan(values), 0.0, values))
+
+
+def _blend(scores: Mapping[str, np.ndarray], weights: Mapping[str, float], size: int) -> np.ndarray:
+    """`blend_scores` on arrays aligned to the same ``size`` symbols (NaN: not scored, nor blended)."""
+    total, mass = np.full(size, np.nan), np.full(size, np.nan)
+    for name, values in scores.items():
+        if not weights.get(name, 0.0):
+            continue
+        z = _zscores(values)
+        total = _add_filled(total, z * weights[name])
+        mass = _add_filled(mass, np.where(np.isnan(z), np.nan, weights[name]))
+    return total / mass
 
 
 def blend_scores(rows: Mapping[str, pd.Series], weights: Mapping[str, float]) -> pd.Series:
@@ -78,26 +105,22 @@ def blend_scores(rows: Mapping[str, pd.Series], weights: Mapping[str, float]) ->
     ``weights``-weighted mean of the z-scores it has (sources without a score for it, or
     with a zero weight, drop out). Symbols no source scores are absent.
     """
-    total, mass = pd.Series(dtype=float), pd.Series(dtype=float)
-    for name, row in rows.items():
-        if not weights.get(name, 0.0):
-            continue
-        z = _zscore(row)
-        total = total.add(z * weights[name], fill_value=0.0)
-        mass = mass.add(pd.Series(weights[name], index=z.index), fill_value=0.0)
-    return (total / mass).dropna()
+    symbols = pd.Index([]).append([row.index for row in rows.values()]).unique().sort_values()
+    blend = _blend({name: row.reindex(symbols).to_numpy(dtype=float) for name, row in rows.items()}, weights,
+                   len(symbols))
+    return pd.Series(blend, index=symbols).dropna()
 
 
-def _blend_values(rows: Mapping[str, pd.Series], weights: Mapping[str, float], symbols: pd.Index) -> pd.Series:
-    """Weighted mean of per-source values (e.g. confidences) over the sources present per symbol."""
-    total = pd.Series(0.0, index=symbols)
-    mass = pd.Series(0.0, index=symbols)
-    for name, row in rows.items():
+def _blend_values(rows: Mapping[str, np.ndarray], weights: Mapping[str, float], size: int) -> np.ndarray:
+    """Weighted mean of per-source values (e.g. confidences; NaN: the source has none for
+    that symbol) over the sources present per symbol, on arrays aligned to ``size`` symbols."""
+    total, mass = np.zeros(size), np.zeros(size)
+    for name, values in rows.items():
         w = weights.get(name, 0.0)
-        present = row.reindex(symbols).notna()
-        total += row.reindex(symbols).fillna(0.0) * w
-        mass += present * w
-    return total / mass.replace(0.0, np.nan)
+        present = ~np.isnan(values)
+        total = total + np.where(present, values, 0.0) * w
+        mass = mass + present * w
+    return total / np.where(mass == 0.0, np.nan, mass)
 
 
 def source_weights(settings: PortfolioConfig) -> dict[str, float]:
@@ -110,12 +133,15 @@ def source_weights(settings: PortfolioConfig) -> dict[str, float]:
 def _latest(frame: pd.DataFrame, sessions: pd.DatetimeIndex, at: int, max_age: int) -> pd.Series | None:
     """The last row of ``frame`` dated at or before session ``at``, if at most ``max_age`` sessions old."""
     pos = frame.index.searchsorted(sessions[at], side="right") - 1
-    while pos >= 0 and frame.iloc[pos].isna().all():  # a row without any value is no signal
-        pos -= 1
+    while pos >= 0:
+        row = frame.iloc[pos]
+        if row.notna().any():
+            break
+        pos -= 1  # a row without any value is no signal
     if pos < 0:
         return None
     age = at - sessions.searchsorted(frame.index[pos])
-    return frame.iloc[pos] if age <= max_age else None
+    return row if age <= max_age else None
 
 
 @dataclass(frozen=True)
@@ -140,44 +166,48 @@ def estimates_at(close: pd.DataFrame, at: int, settings: PortfolioConfig, *,
     like its scores, or one number). A source absent from ``scores`` drops out of the blend.
     """
     lookback = settings.lookback_days
-    date = close.index[at]
     if at < lookback:
         return f"only {at + 1} sessions of history; lookback_days={lookback} needs {lookback + 1}"
     window = close.iloc[at - lookback: at + 1]
-    universe = window.columns[window.notna().all() & (window > 0).all()]
+    universe = window.columns[(window.to_numpy() > 0).all(axis=0)]  # priced (not NaN, positive) every session
     needs_signal = settings.uses_signals
-    rows, blend, conf = {}, pd.Series(dtype=float), None
+    rows = {}  # each source's latest scores on the universe (NaN: none)
     if needs_signal:
         weights = source_weights(settings)
         for name, frame in (scores or {}).items():
             row = _latest(frame, close.index, at, settings.max_signal_age_sessions)
             if row is not None:
-                rows[name] = row.reindex(universe)
-        blend = blend_scores(rows, weights)
-        universe = universe.intersection(blend.index)
+                rows[name] = row.reindex(universe).to_numpy(dtype=float)
+        blend = _blend(rows, weights, len(universe))
+        blended = ~np.isnan(blend)
+        universe, blend = universe[blended], blend[blended]
+        rows = {name: values[blended] for name, values in rows.items()}
     if len(universe) < 2:
         what = "priced over the lookback window" + (" and scored by a fresh signal" if needs_signal else "")
         return f"{len(universe)} symbol(s) {what}; at least 2 are needed"
     window = window[universe]
     cov = risk_matrix(window, settings.risk_model)
-    implied = (signal_expected_returns(blend[universe], settings.signal_spread, settings.base_return)
+    implied = (signal_expected_returns(pd.Series(blend, index=universe), settings.signal_spread, settings.base_return)
                if needs_signal else None)
-    views = None
     if settings.method == "black_litterman":
         per_source = {}
-        for name in rows:
+        for name, values in rows.items():
             value = (confidences or {}).get(name, settings.model_confidence)
-            row = (_latest(value, close.index, at, settings.max_signal_age_sessions)
-                   if isinstance(value, pd.DataFrame) else pd.Series(float(value), index=rows[name].index))
-            per_source[name] = row.where(rows[name].notna()) if row is not None else rows[name] * np.nan
-        conf = _blend_values(per_source, weights, universe).fillna(settings.model_confidence).clip(0.0, 1.0)
-        views = BlackLittermanViews(implied, conf)
+            if isinstance(value, pd.DataFrame):
+                row = _latest(value, close.index, at, settings.max_signal_age_sessions)
+                confidence = (np.full(len(universe), np.nan) if row is None
+                              else row.reindex(universe).to_numpy(dtype=float))
+            else:
+                confidence = np.full(len(universe), float(value))
+            per_source[name] = np.where(np.isnan(values), np.nan, confidence)  # only where the source scores
+        conf = pd.Series(_blend_values(per_source, weights, len(universe)), index=universe)
+        views = BlackLittermanViews(implied, conf.fillna(settings.model_confidence).clip(0.0, 1.0))
         return Estimates(None, cov, views, list(universe))
     mu = None
     if settings.method in _NEEDS_MU:
         mu = implied if settings.returns_model == "signals" else expected_returns(
             window, settings.returns_model, benchmark=benchmark, risk_free_rate=settings.risk_free_rate)
-    return Estimates(mu, cov, views, list(universe))
+    return Estimates(mu, cov, None, list(universe))
 
 
 def _drifted(weights: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
@@ -234,6 +264,8 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
     # Rows without any value are dropped once here, so each date finds its latest signal in one step.
     scores = {k: v.dropna(how="all") for k, v in (scores or {}).items()}
     confidences = {k: v.dropna(how="all") if isinstance(v, pd.DataFrame) else v for k, v in (confidences or {}).items()}
+    if volume is not None and not volume.notna().to_numpy().any():
+        volume = None  # no volume at all (e.g. the bundled stocks): as unchecked as NaN ADVs, without averaging them
     symbols = close.columns
     previous = last_optimized = pd.Series(0.0, index=symbols)  # the book after the risk layer; the optimizer's
     previous_at = None

@@ -25,6 +25,7 @@ import datetime as dt
 import math
 import sys
 
+import numpy as np
 import pandas as pd
 
 from research_lib.risk._checks import _finite_positive, _shown, check_orders
@@ -83,31 +84,33 @@ def clamp_weights(current: pd.Series, target: pd.Series, prices: pd.Series, limi
     symbols = now.index.union(wanted.index)
     now, wanted = now.reindex(symbols, fill_value=0.0), wanted.reindex(symbols, fill_value=0.0)
     px = _one_per_symbol("prices", prices).reindex(symbols)
-    involved = symbols[(now != 0) | (wanted != 0)]
-    unpriced = [s for s in involved if not (_finite_positive(px[s]) and math.isfinite(equity / px[s]))]
+    traded = ((now != 0) | (wanted != 0)).to_numpy()  # held or wanted
+    # Each symbol's values as the numpy scalars a Series lookup gives, without a lookup each.
+    involved = list(zip(symbols[traded], now.to_numpy()[traded], wanted.to_numpy()[traded], px.to_numpy()[traded]))
+    unpriced = [s for s, _, _, price in involved if not (_finite_positive(price) and math.isfinite(equity / price))]
     if unpriced:
         raise RiskInputError(f"no positive decision price on {when:%Y-%m-%d} for {unpriced}; give them weight 0 "
                              "(a symbol without a price cannot be held or traded)")
-    shares = now * equity / px
-    volume = _volume(adv, symbols)
-    orders = []
-    for symbol in involved:
-        delta = wanted[symbol] - now[symbol]
+    volume = _volume(adv, symbols).to_numpy()[traded]
+    orders, shares, references, volumes = [], {}, {}, {}
+    for (symbol, weight, wanted_weight, price), symbol_volume in zip(involved, volume):
+        held_shares = weight * equity / price
+        shares[symbol], volumes[symbol] = float(held_shares), float(symbol_volume)
+        references[symbol] = ReferencePrice(float(price), when)
+        delta = wanted_weight - weight
         if abs(delta) < min_trade:
             continue
         # A full exit trades exactly the shares held, so rounding never looks like a short.
-        quantity = abs(shares[symbol]) if wanted[symbol] == 0 else abs(delta) * equity / px[symbol]
+        quantity = abs(held_shares) if wanted_weight == 0 else abs(delta) * equity / price
         if not _finite_positive(quantity):
-            raise RiskInputError(f"the trade of {symbol} from weight {now[symbol]!r} to {wanted[symbol]!r} is "
-                                 f"{quantity!r} shares at {px[symbol]!r} with equity {equity!r}; it cannot be sized")
+            raise RiskInputError(f"the trade of {symbol} from weight {weight!r} to {wanted_weight!r} is "
+                                 f"{quantity!r} shares at {price!r} with equity {equity!r}; it cannot be sized")
         orders.append(Order(symbol, Side.BUY if delta > 0 else Side.SELL, quantity=quantity))
     unlimited = limits.model_copy(update={"max_order_notional": math.inf, "max_order_quantity": None,
                                           "max_open_orders": len(orders), "max_daily_orders": len(orders)})
-    decision = check_orders(orders, {s: float(shares[s]) for s in involved},
-                            {s: ReferencePrice(float(px[s]), when) for s in involved}, unlimited, KillSwitch.ACTIVE,
-                            equity, when, adv={s: float(volume[s]) for s in involved})
-    after = pd.Series(decision.positions_after, dtype=float).reindex(symbols, fill_value=0.0)
-    weights = (after * px / equity).where(after != 0, 0.0).rename("weight")
+    decision = check_orders(orders, shares, references, unlimited, KillSwitch.ACTIVE, equity, when, adv=volumes)
+    after = np.array([decision.positions_after.get(s, 0.0) for s in symbols], dtype=float)
+    weights = pd.Series(np.where(after != 0, after * px.to_numpy() / equity, 0.0), index=symbols, name="weight")
     return weights, _trade_events(decision, wanted, weights, when)
 
 
@@ -126,7 +129,7 @@ def _weights(name: str, weights: pd.Series) -> pd.Series:
         values = weights.astype(float)
     except (TypeError, ValueError):
         raise RiskInputError(f"{name} weights are not all numbers ({weights.to_dict()}); pass floats") from None
-    bad = values[~values.map(math.isfinite)]
+    bad = values[~np.isfinite(values.to_numpy())]
     if len(bad):
         raise RiskInputError(f"{name} weights are not finite: {bad.to_dict()}; use 0 for symbols not held")
     return values
@@ -137,7 +140,8 @@ def _volume(adv: pd.Series | None, symbols: pd.Index) -> pd.Series:
     if adv is None:
         return pd.Series(UNKNOWN_VOLUME, index=symbols)
     volume = _one_per_symbol("adv", adv).reindex(symbols).astype(float)
-    bad = volume[(volume < 0) | (volume == math.inf)]
+    values = volume.to_numpy()
+    bad = volume[(values < 0) | (values == math.inf)]
     if len(bad):
         raise RiskInputError(f"adv is {bad.to_dict()}; pass average daily volumes in shares, finite and >= 0 "
                              "(NaN where unknown)")

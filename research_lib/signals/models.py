@@ -22,7 +22,7 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
 from sklearn.model_selection import ParameterGrid
-from sklearn.pipeline import make_pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -98,9 +98,35 @@ def _fit_predict(estimator, params: dict, X_train: pd.DataFrame, y_train: pd.Ser
     VIX before its history starts) carries no information: it is left out of that fit.
     Returns ``(fitted, used_columns, predictions)``.
     """
-    usable = [c for c in X_train.columns if _varies(X_train[c])]
+    usable = _usable(X_train)
     fitted = clone(estimator).set_params(**params).fit(X_train[usable], y_train)
     return fitted, usable, fitted.predict(X_test[usable])
+
+
+def _usable(X: pd.DataFrame) -> list:
+    """The columns of ``X`` that vary (see `_fit_predict`)."""
+    return [c for c in X.columns if _varies(X[c])]
+
+
+def _candidate_predictions(estimator, candidates: list[dict], X_train: pd.DataFrame, y_train: pd.Series,
+                           X_test: pd.DataFrame) -> list[np.ndarray]:
+    """The test predictions of each candidate's `_fit_predict`.
+
+    When the candidates only set parameters of a pipeline's last step, the steps before it are
+    fitted once (on the same rows, they are the same for every candidate) and only the last step
+    is fitted per candidate: the same arrays reach it, so the same predictions come out. Ridge's
+    imputer and scaler were most of its tuning time.
+    """
+    last = estimator.steps[-1][0] if isinstance(estimator, Pipeline) else None
+    if last is None or len(estimator.steps) < 2 or not all(k.startswith(f"{last}__") for c in candidates for k in c):
+        return [_fit_predict(estimator, params, X_train, y_train, X_test)[2] for params in candidates]
+    usable = _usable(X_train)
+    before = clone(Pipeline(estimator.steps[:-1]))
+    train, test = before.fit_transform(X_train[usable], y_train), before.transform(X_test[usable])
+    final = estimator.steps[-1][1]
+    prefix = len(last) + 2
+    return [clone(final).set_params(**{k[prefix:]: v for k, v in params.items()}).fit(train, y_train).predict(test)
+            for params in candidates]
 
 
 def _varies(column: pd.Series) -> bool:
@@ -210,9 +236,10 @@ def _tune(estimator, grid: dict, X: pd.DataFrame, y: pd.Series, calendar: np.nda
     splits = list(inner.split(dates, calendar))
     if len(candidates) == 1 or not splits:
         return candidates[0]
-    scores = []
-    for params in candidates:
-        ics = [mean_rank_ic(pd.Series(_fit_predict(estimator, params, X.iloc[tr], y.iloc[tr], X.iloc[te])[2],
-                                      index=X.index[te]), y.iloc[te]) for tr, te in splits]
-        scores.append(np.nanmean(ics) if np.isfinite(ics).any() else np.nan)
+    ics = [[] for _ in candidates]
+    for tr, te in splits:
+        predicted = _candidate_predictions(estimator, candidates, X.iloc[tr], y.iloc[tr], X.iloc[te])
+        for candidate_ics, values in zip(ics, predicted):
+            candidate_ics.append(mean_rank_ic(pd.Series(values, index=X.index[te]), y.iloc[te]))
+    scores = [np.nanmean(v) if np.isfinite(v).any() else np.nan for v in ics]
     return candidates[int(np.nanargmax(scores))] if np.isfinite(scores).any() else candidates[0]
