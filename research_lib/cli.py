@@ -130,13 +130,15 @@ def _stop_signals_interrupt() -> Iterator[None]:
         if stopping:  # already stopping: the clean-up runs to its end
             return
         stopping.append(signum)
+        for number in ours:  # ignored from now on, to the very end: Python's shutdown puts its handlers
+            signal.signal(number, signal.SIG_IGN)  # back to the default, which would kill us with the next
         raise Stopped(signum)
 
     defaults = {signal.SIGINT: signal.default_int_handler}
     previous = {number: signal.getsignal(number) for number in STOP_SIGNALS}
-    for number, handler in previous.items():
-        if handler is defaults.get(number, signal.SIG_DFL):
-            signal.signal(number, stop)
+    ours = [number for number, handler in previous.items() if handler is defaults.get(number, signal.SIG_DFL)]
+    for number in ours:
+        signal.signal(number, stop)
     try:
         yield
     finally:

@@ -303,3 +303,34 @@ def test_a_session_killed_before_its_report_gets_it_from_the_ledger_with_its_ale
             assert report["status"] == "halted"
             (tripped,) = [a for a in read_alerts() if a["kind"] == "kill_switch"]
             assert tripped["fields"]["session"] == session and "ACTIVE -> HALTED" in tripped["message"]
+
+
+LATE_SIGNAL_SCRIPT = """
+import os, signal, sys
+from research_lib.cli import _stop_signals_interrupt
+try:
+    with _stop_signals_interrupt():
+        print("ready", flush=True)
+        while True:
+            signal.pause()
+except KeyboardInterrupt as stop:
+    sys.exit(128 + stop.signum)
+"""
+
+
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_signals_after_the_first_cannot_change_the_exit_code_even_while_python_shuts_down(number):
+    """The double Ctrl-C above, without its timing: the command is signalled every millisecond from
+    the first signal to its end. Python's shutdown gives the default action back to the signals it
+    handled, which would kill the command (exit -2) if one came then; they stay ignored instead."""
+    for _ in range(5):
+        command = subprocess.Popen([sys.executable, "-c", LATE_SIGNAL_SCRIPT], cwd=REPO, stdout=subprocess.PIPE,
+                                   text=True)
+        assert command.stdout.readline().strip() == "ready"
+        while command.poll() is None:
+            try:
+                os.kill(command.pid, number)
+            except ProcessLookupError:
+                break
+            time.sleep(0.001)
+        assert command.wait(timeout=30) == 128 + number
