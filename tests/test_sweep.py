@@ -175,3 +175,25 @@ def test_an_edited_strategy_swept_again_adds_new_trials(bundled_small, tmp_path,
     lam = eval("lambda prices, lookback_days, top_n: momentum_weights(prices, lookback_days, top_n)",
                {"momentum_weights": momentum_weights})
     assert len(sweep.code_digest(lam)) == 16, "a function without readable source is named by its bytecode"
+
+
+def test_a_repeated_configuration_is_refused_before_a_recorded_sweep_computes_anything(bundled_small, tmp_path,
+                                                                                        monkeypatch):
+    """Recorded twice it would be one trial counted twice; the refusal comes before the grid runs."""
+    from research_lib.sweeps import families
+
+    monkeypatch.setenv("SPARTAN_HOME", str(tmp_path))
+    calls = []
+
+    def counted(prices, lookback_days, top_n):
+        calls.append(lookback_days)
+        return momentum_weights(prices, lookback_days, top_n)
+
+    with pytest.raises(ValueError, match=r"configurations 0 and 2 are the same, \{'lookback_days': 126, 'top_n': 2\}; "
+                                         r".*drop the repeated value from the grid"):
+        sweep.sweep({"lookback_days": [126, 252, np.int64(126)], "top_n": [2]}, counted, bundled_small)
+    assert calls == [] and not (tmp_path / "data").exists(), "nothing computed, nothing recorded"
+    with pytest.raises(ValueError, match=r"configurations 0 and 1 are the same, \{'window': 14"):
+        sweep.sweep([{"window": 14, "lower": 30, "upper": 70}] * 2, families.rsi_thresholds, bundled_small)
+    kept = sweep.sweep({"lookback_days": [126, 126], "top_n": [2]}, counted, bundled_small, record=False)
+    assert len(kept.table) == 2, "an unrecorded sweep may repeat a configuration: it counts no trial"

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -255,6 +256,19 @@ def configurations_of(grid, function: Callable | None = None) -> list[dict]:
                              "has a column for each).")
         configurations[number] = {name: params[name] if name in params else defaults[name] for name in names}
     return configurations
+
+
+def check_distinct(configurations: list[dict]) -> None:
+    """Refuse a configuration given twice (e.g. a value repeated in a grid's list), as recording
+    a sweep must: it would be one trial counted twice by the deflated Sharpe."""
+    seen: dict[str, int] = {}
+    for number, params in enumerate(configurations):
+        key = json.dumps(list(params.values()), default=lambda v: v.item() if isinstance(v, np.generic) else repr(v))
+        if key in seen:
+            raise ValueError(f"configurations {seen[key]} and {number} are the same, {configurations[seen[key]]}; "
+                             "each configuration must differ in at least one parameter: drop the repeated value "
+                             "from the grid.")
+        seen[key] = number
 
 
 def _check_names(names: list, function: Callable) -> dict:

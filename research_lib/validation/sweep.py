@@ -40,7 +40,7 @@ import pandas as pd
 
 from research_lib.backtest import NO_POSITION, check_weights
 from research_lib.sweeps import Strategy, SweepResult, families, run_sweep
-from research_lib.sweeps.engine import METRICS, configurations_of, evaluate
+from research_lib.sweeps.engine import METRICS, check_distinct, configurations_of, evaluate
 
 __all__ = ["METRICS", "NEVER_TRADES", "SweepResult", "ma_crossover_sweep", "sweep"]
 
@@ -96,6 +96,8 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy |
         malformed (never taking a position is not a failure).
     """
     keep, dtype = (True, "float32") if record else (None, "float64")
+    if record:  # refused before anything is computed, not by the registry after the whole grid ran
+        check_distinct(configurations_of(grid, strategy.function if isinstance(strategy, Strategy) else None))
     if isinstance(strategy, Strategy):
         result = run_sweep(strategy, grid, prices, book=book, keep_returns=keep, returns_dtype=dtype, **backtest_model)
         name = strategy.name
