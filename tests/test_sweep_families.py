@@ -91,3 +91,12 @@ def test_cross_sectional_momentum_is_the_momentum_baseline(stocks):
         backtest = run_backtest(config_weights, stocks, **MODEL)
         np.testing.assert_allclose(result.returns[config].dropna(), backtest.returns, rtol=0, atol=1e-12)
         assert row["n_obs"] == len(backtest.returns)
+
+
+def test_a_product_grid_with_unordered_pairs_is_refused_with_the_list_that_qualifies(stocks):
+    with pytest.raises(ValueError, match=r"configuration 2 \{'fast': 50, 'slow': 20\}: .*1 <= fast < slow.*pass them as "
+                                         r"a list: \[\{'fast': f, 'slow': s\} for f in fasts for s in slows if f < s\]"):
+        run_sweep(families.ma_crossover, {"fast": [5, 50], "slow": [20, 100]}, stocks)
+    fasts, slows = [5, 50], [20, 100]
+    result = run_sweep(families.ma_crossover, [{"fast": f, "slow": s} for f in fasts for s in slows if f < s], stocks)
+    assert sorted(set(map(tuple, result.table[["fast", "slow"]].to_numpy().tolist()))) == [(5, 20), (5, 100), (50, 100)]

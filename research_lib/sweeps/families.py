@@ -33,7 +33,8 @@ def ma_crossover(ind: Indicators, fast: int, slow: int):
     window with a missing close is undefined: flat)."""
     if not 1 <= fast < slow:
         raise ValueError(f"fast ({fast}) and slow ({slow}) must be whole numbers of sessions with 1 <= fast < slow; "
-                         "e.g. fast=10, slow=50.")
+                         "e.g. fast=10, slow=50. To sweep the pairs of a product grid that qualify, pass them as a list: "
+                         "[{'fast': f, 'slow': s} for f in fasts for s in slows if f < s].")
     long = ind.sma(fast) > ind.sma(slow)
     return long, ~long
 
