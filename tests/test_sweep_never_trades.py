@@ -257,3 +257,13 @@ def test_a_malformed_backtest_model_is_refused_even_when_no_configuration_trades
 def test_a_crossover_sweep_on_an_empty_close_is_refused(close):
     with pytest.raises(ValueError, match=r"close has \d+ sessions and \d+ symbols; pass prices\['close'\]"):
         sweep.ma_crossover_sweep(close, [(2, 5)])
+
+
+def test_an_entry_that_never_fires_is_named_as_the_reason_not_the_lag():
+    from research_lib.sweeps import families, run_sweep
+
+    prices = make_prices({"A": 100 + np.cumsum(np.random.default_rng(1).normal(0, 1, 300))})
+    result = run_sweep(families.rsi_thresholds, {"window": [14], "lower": [-1, 101], "upper": [50]}, prices)
+    assert result.table["reason"].tolist() == [
+        NEVER + "the entry signal never fires, or only within execution_lag_sessions (1) of the end of the "
+                      "price history.", None]

@@ -77,6 +77,8 @@ _NEVER = {_kernel.NO_DECISION: "no trade falls inside the price history (every d
           _kernel.ALL_ZERO: "every target weight is zero (too little history for its lookback?).",
           _kernel.ZEROED_UNPRICED: "every target weight is zero or on a symbol without a price at its trade's "
                                    "session."}
+_NEVER_ENTERS = {_kernel.NO_DECISION: "the entry signal never fires, or only within execution_lag_sessions ({lag}) "
+                                    "of the end of the price history."}  # an entry/exit rule decides only on signals
 
 
 @dataclass(frozen=True)
@@ -213,7 +215,7 @@ def evaluate(targets_of: Callable[[int, dict], object], strategy: Strategy, conf
                                    status[rows], returns[n_kept:n_kept + rows.stop - rows.start])
     _raise_failures(status, configurations, close, per_symbol)
     return _result(stats, status, returns[:n_kept] if keep_returns else None, configurations, close, per_symbol,
-                   inputs["lag"])
+                   inputs["lag"], strategy.kind)
 
 
 def _strategy_returns(targets_of: Callable[[int, dict], object], number: int, params: dict):
@@ -336,7 +338,7 @@ def _raise_failures(status, configurations, close, per_symbol) -> None:
                      f"them; pass impact_coefficient=0, or prices with a volume field for {symbol}.")
 
 
-def _result(stats, status, returns, configurations, close, per_symbol, lag) -> SweepResult:
+def _result(stats, status, returns, configurations, close, per_symbol, lag, kind) -> SweepResult:
     n_symbols = close.shape[1]
     repeat = n_symbols if per_symbol else 1
     params = list(configurations[0])
@@ -348,8 +350,8 @@ def _result(stats, status, returns, configurations, close, per_symbol, lag) -> S
                   _kernel.N_OBS, _kernel.COST)[k]
         table[name] = stats[:, column].astype(int) if name == "n_obs" else stats[:, column]
     trades = stats[:, _kernel.FIRST_ROW] >= 0
-    reasons = [None if traded else NO_POSITION + _NEVER[saw].format(lag=lag)
-               for traded, saw in zip(trades, status[:, 1])]
+    never = {**_NEVER, **(_NEVER_ENTERS if kind == "entry_exit" else {})}
+    reasons = [None if traded else NO_POSITION + never[saw].format(lag=lag) for traded, saw in zip(trades, status[:, 1])]
     table["reason"] = pd.Series(reasons, dtype=object)
     table.index.name = "config"
     frame = None
