@@ -307,6 +307,9 @@ def test_the_validation_page_shows_pbo_and_dsr_over_the_recorded_sweep(workspace
     page = (workspace / "reports" / "runs" / "r1" / "validation.html").read_text()
     assert f'id="sweep-pbo">{pbo["pbo"]:.4f}<' in page and f'id="sweep-dsr">{dsr:.4f}<' in page
     assert f"<code>{sweep_id}</code>" in page and "12 (1)" in page and "570 sessions" in page
+    assert re.search(r'id="sweep-claim">As named by <code>validation.sweep</code>: the page cannot check that '
+                     r'<code>main</code> was chosen from this sweep \(ma_crossover\)', page), \
+        "the page says whose claim ties the strategy to the sweep"
     assert "before a configuration&#39;s first trade" in page or "before a configuration's first trade" in page
 
 
