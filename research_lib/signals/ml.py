@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
+from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 
 from research_lib.signals.evaluation import (
@@ -84,9 +84,10 @@ def permutation_importance(model: WalkForwardModel, features: pd.DataFrame, labe
     X, y = features.loc[index, used], labels.loc[index]
     rng = np.random.default_rng(random_state)
     shuffles = [(column, [rng.permutation(X[column].to_numpy()) for _ in range(n_repeats)]) for column in used]
-    jobs = [[(None, [None])], *(shuffles[i::2 * model.n_jobs] for i in range(2 * model.n_jobs))]  # the base IC first
-    scored = dict(pair for chunk in Parallel(n_jobs=model.n_jobs)(delayed(_shuffled_ics)(estimator, X, y, job)
-                                                                   for job in jobs) for pair in chunk)
+    workers = effective_n_jobs(model.n_jobs)  # n_jobs=-1 is every core, as in scikit-learn
+    jobs = [[(None, [None])], *(shuffles[i::2 * workers] for i in range(2 * workers))]  # the base IC first
+    scored = dict(pair for chunk in Parallel(n_jobs=workers)(delayed(_shuffled_ics)(estimator, X, y, job)
+                                                             for job in jobs) for pair in chunk)
     base = scored.pop(None)[0]
     drops = {column: [base - ic for ic in scored[column]] for column in used}
     table = pd.DataFrame({"mean": {k: np.mean(v) for k, v in drops.items()}, "std": {k: np.std(v) for k, v in drops.items()}})
