@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -172,9 +174,58 @@ def test_an_edited_strategy_swept_again_adds_new_trials(bundled_small, tmp_path,
     assert sweep.code_digest(momentum_weights) != sweep.code_digest(_edited_momentum_weights)
     sweep.sweep(grid, _edited_momentum_weights, bundled_small, cost_bps=20)
     assert trial_statistics(db)["n_trials"] == 4, "the edited strategy again: nothing new"
-    lam = eval("lambda prices, lookback_days, top_n: momentum_weights(prices, lookback_days, top_n)",
-               {"momentum_weights": momentum_weights})
-    assert len(sweep.code_digest(lam)) == 16, "a function without readable source is named by its bytecode"
+
+_DIGESTS = """
+import functools, sys
+sys.path.insert(0, sys.argv[1])
+from research_lib.validation.sweep import code_digest
+from strategies import Scaled, above, weights
+made = eval("lambda prices, k: prices.gt({'a', 'b', 'c'} and k).where(prices > 0, (lambda q: q)(0.0))")
+print(code_digest(made), code_digest(above(1.0)), code_digest(functools.partial(weights, k=2)),
+      code_digest(Scaled(2)), code_digest(weights))
+"""
+
+_STRATEGIES = """
+import numpy as np
+def weights(prices, k=1, table=np.arange(5.0)):
+    return prices * k
+def above(threshold):
+    def signal(prices):
+        return prices > threshold
+    return signal
+class Scaled:
+    def __init__(self, k):
+        self.k = k
+    def __call__(self, prices):
+        return prices * self.k
+"""
+
+
+def test_a_strategy_is_named_by_what_it_computes_the_same_in_every_process(tmp_path):
+    """The registry counts a strategy once per distinct computation, across sessions: its digest
+    may not depend on the process (hash seed, object addresses), and must change with a captured
+    threshold, a bound argument, an object's attribute or a default, not only with the source."""
+    import subprocess
+    import sys
+
+    (tmp_path / "strategies.py").write_text(_STRATEGIES)
+    runs = [subprocess.run([sys.executable, "-c", _DIGESTS, str(tmp_path)], capture_output=True, text=True,
+                           check=True, env={**os.environ, "PYTHONHASHSEED": seed}).stdout.split()
+            for seed in ("1", "2")]
+    assert runs[0] == runs[1] and len(set(runs[0])) == 5, runs
+    sys.path.insert(0, str(tmp_path))
+    try:
+        import functools
+
+        from strategies import Scaled, above, weights
+    finally:
+        sys.path.remove(str(tmp_path))
+    assert sweep.code_digest(above(1.0)) != sweep.code_digest(above(2.0)), "a captured threshold"
+    assert sweep.code_digest(functools.partial(weights, k=2)) != sweep.code_digest(functools.partial(weights, k=3))
+    assert sweep.code_digest(Scaled(2)) != sweep.code_digest(Scaled(3)), "a callable object's attributes"
+    weights.__defaults__ = (1, np.arange(6.0))  # a default array edited: the function computes otherwise
+    assert sweep.code_digest(functools.partial(weights, k=2)) != runs[0][2] and sweep.code_digest(weights) != runs[0][4]
+    sys.modules.pop("strategies")
 
 
 def test_a_repeated_configuration_is_refused_before_a_recorded_sweep_computes_anything(bundled_small, tmp_path,

@@ -31,10 +31,13 @@ One rule comes from the engine: a target on a symbol without a price at its trad
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import inspect
+import types
 from collections.abc import Callable, Mapping, Sequence
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -126,14 +129,63 @@ def sweep(grid: Mapping[str, Sequence] | Sequence[Mapping], strategy: Strategy |
 
 
 def code_digest(function: Callable) -> str:
-    """16 hex digits of a SHA-256 of ``function``'s source (of its bytecode and constants when the
-    source cannot be read): a strategy edited and swept again is a new set of trials."""
+    """16 hex digits of a SHA-256 naming what ``function`` computes: its source (its bytecode,
+    names and constants where the source cannot be read), its default arguments and the values
+    its closure captured; for a ``functools.partial``, the function and the bound arguments; for
+    a callable object, its class's source and its attributes. A strategy edited and swept again
+    is a new set of trials; the same strategy gives the same digest in every process."""
+    return hashlib.sha256(_identity(function, depth=0).encode()).hexdigest()[:16]
+
+
+def _identity(value, depth: int) -> str:
+    """A text that is equal, in any process, for values that compute or hold the same thing."""
+    if depth > 8:  # a closure reaching itself: stop following
+        return "..."
+    if isinstance(value, functools.partial):
+        return repr(("partial", _identity(value.func, depth + 1), _identity(value.args, depth + 1),
+                     _identity(sorted(value.keywords.items()), depth + 1)))
+    if isinstance(value, types.FunctionType):
+        cells = tuple(_identity(content, depth + 1) for content in map(_content, value.__closure__ or ())
+                      if content is not value)  # a recursive function captures itself
+        return repr((_source(value), _identity(value.__defaults__, depth + 1),
+                     _identity(sorted((value.__kwdefaults__ or {}).items()), depth + 1), cells))
+    if isinstance(value, (list, tuple)) and any(callable(item) for item in value):
+        return repr(tuple(_identity(item, depth + 1) for item in value))
     try:
-        text = inspect.getsource(function)
+        return joblib.hash(value)  # data: arrays, frames, numbers, strings, containers of them
+    except Exception:  # noqa: BLE001 - not picklable: a callable object, or a function nested in data
+        pass
+    if callable(value) and not isinstance(value, type):
+        state = sorted((k, _identity(v, depth + 1)) for k, v in getattr(value, "__dict__", {}).items())
+        return repr((_source(type(value)), state))
+    return repr(type(value).__qualname__)
+
+
+def _content(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # a name the function captures before it is assigned
+        return None
+
+
+def _source(function) -> str:
+    """``function``'s source, or, where it cannot be read (a function made with exec or eval),
+    its bytecode, names and constants (nested code objects followed)."""
+    try:
+        return inspect.getsource(function)
     except (OSError, TypeError):
         code = getattr(function, "__code__", None)
-        text = repr((code.co_code, code.co_consts)) if code is not None else repr(function)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _code_text(code) if code is not None else repr(getattr(function, "__qualname__", function))
+
+
+def _code_text(code: types.CodeType) -> str:
+    def constant(c):  # a frozenset's order and a nested code object's repr (its address) vary
+        if isinstance(c, types.CodeType):
+            return _code_text(c)
+        if isinstance(c, frozenset):
+            return repr(sorted(repr(item) for item in c))
+        return repr(tuple(constant(item) for item in c)) if isinstance(c, tuple) else repr(c)
+    return repr((code.co_code, code.co_names, code.co_varnames, tuple(constant(c) for c in code.co_consts)))
 
 
 def _left_out(table: pd.DataFrame) -> pd.Series:
