@@ -19,7 +19,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from research_lib._io import atomic_write_bytes
-from research_lib.data import DataSource, calendar_error
+from research_lib.compute import ComputeConfig
+from research_lib.data import DataSource, SyntheticConfig, calendar_error
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
@@ -42,6 +43,7 @@ class DataConfig(StrictModel):
     refresh: bool = Field(False, description="re-fetch from the source instead of reusing the snapshot")
     calendar: str | None = Field("XNYS", description="exchange_calendars code whose sessions the dates must be "
                                  "(XNYS, XLON, 24/7...); null: any day, e.g. crypto")
+    synthetic: SyntheticConfig = Field(SyntheticConfig(), description="the generated market, for source: synthetic")
 
     @field_validator("calendar")
     @classmethod
@@ -78,6 +80,8 @@ class FeaturesConfig(StrictModel):
     vix_symbol: str | None = Field("^VIX", description="VIX series loaded for regime features; null: none")
     garch_refit_days: int = Field(252, ge=1, description="sessions between GARCH(1,1) re-estimations")
     n_jobs: int = Field(2, description="processes for GARCH fits (-1: one per core); speed only")
+    dtype: Literal["float64", "float32"] = Field("float64", description="the stored feature panel's precision "
+                                                 "(float32: half the memory, numbers move in the 7th digit)")
 
 
 class ModelPrice(StrictModel):
@@ -110,6 +114,9 @@ class LLMConfig(StrictModel):
     batch: bool = Field(False, description="send uncached requests as one Message Batch (half price, slower)")
     budget_usd: float = Field(5.0, ge=0, description="spending cap per run; the call that would pass it is not sent")
     dry_run: bool = Field(False, description="estimate tokens and dollars, send nothing")
+    max_symbols: int | None = Field(None, ge=1, description="ask about the most liquid this many symbols each date "
+                                    "(ranked by past dollar volume); null: every symbol")
+    chunk_symbols: int = Field(50, ge=1, le=500, description="symbols per prompt; a larger universe is asked in chunks")
     max_retries: int = Field(4, ge=0, le=10)
     timeout_s: float = Field(60.0, gt=0, description="HTTP timeout per call")
     knowledge_cutoff: dict[str, dt.date] = Field(default_factory=dict, description="model -> reliable knowledge cutoff")
@@ -141,6 +148,8 @@ class BacktestConfig(StrictModel):
     capital: float | None = Field(None, gt=0, description="account value for market impact; null: portfolio.capital")
     borrow_bps_per_year: float = Field(0.0, ge=0, description="fee on the short exposure, basis points a year")
     cash_rate_per_year: float = Field(0.0, description="rate cash earns (and a negative balance pays), a year")
+    delisting_return: float | None = Field(None, ge=-1.0, description="return of a holding whose prices end, from "
+                                           "its last close; null: sold at its last close (a return of 0)")
 
     def model(self, cost_multiple: float = 1.0, capital: float | None = None) -> dict:
         """Keyword arguments for run_backtest; ``cost_multiple`` scales the trading costs
@@ -201,6 +210,7 @@ class RunConfig(StrictModel):
     report: ReportConfig = ReportConfig()
     paper: PaperConfig = PaperConfig()
     validation: ValidationConfig = ValidationConfig()
+    compute: ComputeConfig = ComputeConfig()
 
     @model_validator(mode="after")
     def _shorts_allowed(self) -> RunConfig:

@@ -20,7 +20,7 @@ MAX_LINES = 500
 # Each floor may import its own floor and the floors below it (ARCHITECTURE.md, "Layers").
 FLOORS: list[tuple[str, ...]] = [
     ("errors", "units", "paths", "_io", "_lazy", "_moved", "params", "_kernel_guard"),  # the bottom floor
-    ("logs", "env", "alerts", "progress"),                                        # services every floor may call
+    ("logs", "env", "alerts", "progress", "compute"),                                     # services every floor may call
     ("data",),
     ("features", "backtest", "plots"),
     ("signals", "llm", "sweeps"),

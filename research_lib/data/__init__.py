@@ -26,6 +26,7 @@ from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_U
 from research_lib.data._calendar import calendar_error, session_problems
 from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
+from research_lib.data._synthetic import SyntheticConfig
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
 from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance
 from research_lib.data._validate import validate_index, validate_prices
@@ -35,10 +36,10 @@ __all__ = [
     "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "calendar_error", "canonical_frame",
     "fetch_alpaca", "from_alpaca", "from_yfinance",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
-    "validate_prices", "write_snapshot",
+    "validate_prices", "write_snapshot", "SyntheticConfig",
 ]
 
-DataSource = Literal["bundled", "yfinance", "alpaca", "file"]
+DataSource = Literal["bundled", "yfinance", "alpaca", "file", "synthetic"]
 SOURCES = get_args(DataSource)
 
 

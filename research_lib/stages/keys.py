@@ -52,7 +52,7 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "06_validate_strategy": ALL_SECTIONS,
 }
 # Documented as changing only the speed (``data.refresh`` is handled by never reusing what it reloads).
-SPEED_ONLY = ("features.n_jobs", "data.refresh")
+SPEED_ONLY = ("features.n_jobs", "data.refresh", "compute")
 # Libraries whose versions can change the numbers a stage makes (cvxpy's solvers decide the optimum).
 _VERSIONED = ("numpy", "pandas", "scipy", "scikit-learn", "arch", "cvxpy", "clarabel", "osqp", "scs", "ecos",
               "pyportfolioopt", "skfolio", "quantstats", "numba", "pyarrow")
@@ -76,7 +76,10 @@ def params_digest(config: RunConfig, sections: tuple[str, ...], data_file_sha256
     dumped = config.model_dump(mode="json")
     for setting in SPEED_ONLY:
         head, _, key = setting.partition(".")
-        dumped[head].pop(key, None)
+        if key:
+            dumped[head].pop(key, None)
+        else:
+            dumped.pop(head, None)
     if sections == ALL_SECTIONS:
         named = dumped
     else:
