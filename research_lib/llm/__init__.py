@@ -16,6 +16,12 @@ is checked before each attempt (``research_lib.llm._anthropic``); the cost and t
 run are those of its own API calls (answers served from the cache count as ``cached_answers``).
 Views dated at or before the model's knowledge cutoff are flagged ``contaminated``: the model
 may know what happened next.
+
+A large universe is asked in chunks of at most ``chunk_symbols`` symbols per date
+(``research_lib.llm._chunks``): each chunk is one request, with its own prompt, cache entry and
+validation, so a bad reply abstains for its chunk only. A date that fits in one chunk is asked
+exactly as before chunks existed. ``liquid_subset`` keeps the most liquid symbols of each date
+(``llm.max_symbols``); ``estimate_backfill`` prices a run before anything is sent.
 """
 
 from __future__ import annotations
@@ -28,37 +34,35 @@ import pandas as pd
 
 from research_lib._lazy import lazy_exports
 from research_lib.errors import SpartanError
+from research_lib.llm._ask import ReplayMiss, ask_chunk, prefetch_batch
 from research_lib.llm._cache import Completion, ResponseCache, request_key
-from research_lib.llm._cost import Budget, BudgetExceeded, Price, completion_cost, estimate_tokens
-from research_lib.llm._offline import LABEL as OFFLINE_LABEL
+from research_lib.llm._chunks import build_chunks
+from research_lib.llm._cost import Budget, BudgetExceeded, Price
+from research_lib.llm._estimate import OUTPUT_TOKENS_PER_SYMBOL, describe_estimate, estimate_backfill
 from research_lib.llm._news import fetch_alpaca_headlines, headlines_by_date
-from research_lib.llm._offline import OFFLINE_MODEL, offline_answer
+from research_lib.llm._offline import LABEL as OFFLINE_LABEL
+from research_lib.llm._offline import OFFLINE_MODEL
 from research_lib.llm._payload import API_KEY_ENV, legacy_request_key, request_payload
 from research_lib.llm._prompt import Headline, PromptRequest, build_request
 from research_lib.llm._reply import BadAPIReply
 from research_lib.llm._schema import AnalystAnswer, SymbolView, answer_schema
-from research_lib.llm._validate import parse_answer, reply_problem
+from research_lib.llm._universe import LIQUIDITY_WINDOW_SESSIONS, liquid_subset
+from research_lib.llm._validate import parse_answer
 from research_lib.progress import progress
 
 if TYPE_CHECKING:
     from research_lib.llm._anthropic import ClaudeAnalyst
 
 __all__ = ["API_KEY_ENV", "AnalystAnswer", "AnalystSettings", "BadAPIReply", "BudgetExceeded", "ClaudeAnalyst",
-           "Headline", "LLMResult", "OFFLINE_LABEL", "Price", "ReplayMiss", "ResponseCache", "SpendLimitReached",
-           "SymbolView", "analyst_source", "build_request", "estimate_backfill", "fetch_alpaca_headlines",
-           "generate_views", "headlines_by_date", "make_client", "parse_answer", "prompt_tables"]
+           "Headline", "LIQUIDITY_WINDOW_SESSIONS", "LLMResult", "OFFLINE_LABEL", "OUTPUT_TOKENS_PER_SYMBOL", "Price",
+           "ReplayMiss", "ResponseCache", "SpendLimitReached", "SymbolView", "analyst_source", "build_chunks",
+           "build_request", "describe_estimate", "estimate_backfill", "fetch_alpaca_headlines", "generate_views",
+           "headlines_by_date", "liquid_subset", "make_client", "parse_answer", "prompt_tables"]
 
 # The client's names load the anthropic SDK (about a second) on first use: the offline analyst,
 # replays and dry runs never need it.
 __getattr__, __dir__ = lazy_exports(__name__, {name: "_anthropic" for name in
                                                ("ClaudeAnalyst", "SpendLimitReached", "make_client")})
-
-OUTPUT_TOKENS_PER_SYMBOL = 90  # for estimates: a view is about 60-90 tokens of JSON
-
-
-class ReplayMiss(SpartanError):
-    """``llm.provider: replay`` found no cached answer for a request, or one that is not valid."""
-
 
 @dataclass(frozen=True)
 class AnalystSettings:
@@ -75,6 +79,7 @@ class AnalystSettings:
     max_tokens: int = 4096
     temperature: float | None = None
     batch: bool = False
+    chunk_symbols: int = 50  # symbols per prompt: a date with more is asked in chunks
 
     def key(self, request: PromptRequest, schema: dict) -> str:
         """The cache key: the hash of exactly what would be sent for ``request`` (less ``cache_control``)."""
@@ -121,25 +126,6 @@ def analyst_source(settings: AnalystSettings, has_key: bool) -> str:
     return settings.provider
 
 
-def estimate_backfill(tables: dict, settings: AnalystSettings, cache: ResponseCache) -> dict:
-    """Dry run: how many requests would be sent, their tokens and dollars (an upper estimate)."""
-    schema = answer_schema()
-    to_send = cached = input_tokens = output_tokens = 0
-    for date, table in tables.items():
-        request = build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning)
-        if _cached(cache, request, schema, settings)[0] is not None:
-            cached += 1
-            continue
-        to_send += 1
-        calls = 2 if settings.reasoning else 1
-        input_tokens += calls * (estimate_tokens(request.system + request.user) + estimate_tokens(str(schema)))
-        output_tokens += OUTPUT_TOKENS_PER_SYMBOL * len(table) + (250 if settings.reasoning else 0)
-    usd = completion_cost(settings.price, input_tokens, output_tokens)
-    return {"requests": len(tables), "cached": cached, "to_send": to_send, "input_tokens_est": input_tokens,
-            "output_tokens_est": output_tokens, "usd_est": round(usd, 4), "budget_usd": settings.budget_usd,
-            "within_budget": usd <= settings.budget_usd}
-
-
 def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSettings, cache: ResponseCache,
                    claude: ClaudeAnalyst | None = None, headlines: dict | None = None) -> LLMResult:
     """Views for every date of ``tables`` (see the module docstring for where answers come from).
@@ -160,76 +146,26 @@ def generate_views(tables: dict[pd.Timestamp, pd.DataFrame], settings: AnalystSe
         raise SpartanError(f"llm.provider 'anthropic' needs {API_KEY_ENV}; set it, or use llm.provider: offline or replay.")
     # the schema is the SDK's transform (importing it takes a second); the offline analyst never sends one
     schema = None if source == "offline" else answer_schema()
-    built = {date: build_request(date, table, settings.horizon_days, mask=settings.mask, reasoning=settings.reasoning,
-                                 headlines=(headlines or {}).get(date, ())) for date, table in sorted(tables.items())}
-    batched = _prefetch_batch(built, schema, settings, cache, claude, budget) if settings.batch and source == "anthropic" else {}
+    chunks = build_chunks(tables, settings, headlines)
+    batched = prefetch_batch(chunks, schema, settings, cache, claude, budget) if settings.batch and source == "anthropic" else {}
     views, abstentions, requests = [], [], []
-    for date, request in progress(built.items(), total=len(built), desc="analyst requests", unit="request"):
-        table = tables[date]
-        if date in batched:
-            completion, origin, model = batched[date], "claude", settings.model
+    for index, chunk in enumerate(progress(chunks, total=len(chunks), desc="analyst requests", unit="request")):
+        if index in batched:
+            completion, origin, model = batched[index], "claude", settings.model
         else:
-            completion, origin, model = _answer(request, table, schema, settings, cache, claude, source, budget)
-        date_views, date_abstentions = parse_answer(completion.text, completion.stop_reason, request, settings.horizon_days)
+            completion, origin, model = ask_chunk(chunk, schema, settings, cache, claude, source, budget)
+        chunk_views, chunk_abstentions = parse_answer(completion.text, completion.stop_reason, chunk.request,
+                                                      settings.horizon_days)
+        date = chunk.date
         contaminated = date.date() <= settings.knowledge_cutoff and origin != "offline"
-        for view in date_views:
+        for view in chunk_views:
             views.append({"date": date, **view, "key_risks": "; ".join(view["key_risks"]), "source": origin,
                           "model": model, "contaminated": contaminated})
-        abstentions += [{"date": date, **a, "source": origin} for a in date_abstentions]
-        requests.append({"date": date, "source": origin, "model": model, **_spent_now(completion, origin),
-                         "views": len(date_views), "abstentions": len(date_abstentions)})
+        abstentions += [{"date": date, **a, "source": origin} for a in chunk_abstentions]
+        requests.append({"date": date, "chunk": chunk.part, "symbols": len(chunk.table), "source": origin,
+                         "model": model, **_spent_now(completion, origin), "views": len(chunk_views),
+                         "abstentions": len(chunk_abstentions)})
     return _result(views, abstentions, requests, settings)
-
-
-def _answer(request: PromptRequest, table: pd.DataFrame, schema: dict, settings: AnalystSettings,
-            cache: ResponseCache, claude: ClaudeAnalyst | None, source: str, budget: Budget) -> tuple[Completion, str, str]:
-    if source == "offline":
-        return Completion(offline_answer(request, table, settings.horizon_days), "end_turn"), "offline", OFFLINE_MODEL
-    cached, problem = _cached(cache, request, schema, settings)
-    if cached is not None:
-        return cached, "cache", settings.model
-    key = settings.key(request, schema)
-    if source == "replay":
-        raise ReplayMiss(_replay_miss(request, settings, key, problem))
-    completion = claude.complete(request, schema, budget)
-    _keep_if_answer(cache, key, request, completion, settings)
-    return completion, "claude", settings.model
-
-
-def _cached(cache: ResponseCache, request: PromptRequest, schema: dict,
-            settings: AnalystSettings) -> tuple[Completion | None, str | None]:
-    """``(answer, None)``: the cached answer to ``request`` (under its key, else the key of older
-    versions) that passes the reply level again; else ``(None, why the cached row is not an
-    answer)``, or ``(None, None)`` when nothing is cached. A row that is not an answer (left by
-    an older version) counts as none: it is asked again and replaced."""
-    problem = None
-    for key in settings.keys(request, schema):
-        cached = cache.get(key)
-        if cached is None:
-            continue
-        problem = reply_problem(cached.text, cached.stop_reason, settings.horizon_days)
-        if problem is None:
-            return cached, None
-    return None, problem
-
-
-def _replay_miss(request: PromptRequest, settings: AnalystSettings, key: str, problem: str | None) -> str:
-    where = f"for {request.date:%Y-%m-%d} with model {settings.model} (key {key[:12]})"
-    if problem is None:
-        return (f"llm.provider 'replay': no cached answer {where}; run once with llm.provider: anthropic "
-                "(and a key), or use llm.provider: offline.")
-    return (f"llm.provider 'replay': the cached answer {where} is not valid ({problem[:120]}); run once with "
-            "llm.provider: anthropic (and a key) to ask again, or use llm.provider: offline.")
-
-
-def _keep_if_answer(cache: ResponseCache, key: str, request: PromptRequest, completion: Completion,
-                    settings: AnalystSettings, **extra) -> None:
-    """Cache ``completion`` when it passes the reply level (its entries may still abstain: they are
-    derived again on every read); a refusal, a cut-off or a reply that is no JSON object of the
-    answer's shape may not happen again, so it is asked again next run."""
-    if reply_problem(completion.text, completion.stop_reason, settings.horizon_days) is None:
-        cache.put(key, settings.model, {"date": str(request.date.date()), "system": request.system,
-                                        "user": request.user, **extra}, completion)
 
 
 def _spent_now(completion: Completion, origin: str) -> dict:
@@ -239,22 +175,6 @@ def _spent_now(completion: Completion, origin: str) -> dict:
     tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
     return {**{name: getattr(completion, name) if now else 0 for name in tokens},
             "cost_usd": completion.cost_usd if now else 0.0}
-
-
-def _prefetch_batch(built: dict, schema: dict, settings: AnalystSettings, cache: ResponseCache,
-                    claude: ClaudeAnalyst, budget: Budget) -> dict[pd.Timestamp, Completion]:
-    """Send every uncached request as one Message Batch (half price); cache what it answers."""
-    keys = {date: settings.key(r, schema) for date, r in built.items()}
-    missing = {keys[d]: r for d, r in built.items() if _cached(cache, r, schema, settings)[0] is None}
-    if not missing:
-        return {}
-    answers = claude.complete_batch(missing, schema, budget)
-    fetched = {}
-    for date, key in keys.items():
-        if key in answers:
-            fetched[date] = answers[key]
-            _keep_if_answer(cache, key, built[date], answers[key], settings, batch=True)
-    return fetched
 
 
 VIEW_COLUMNS = {"date": "datetime64[ns]", "symbol": "object", "direction": "object", "conviction": "float64",
@@ -290,7 +210,8 @@ def _result(views: list, abstentions: list, requests: list, settings: AnalystSet
         "analyst": label, "sources": {s: int((requests["source"] == s).sum()) for s in sources},
         "model": OFFLINE_MODEL if sources == ["offline"] else settings.model,
         "knowledge_cutoff": str(settings.knowledge_cutoff), "masked": settings.mask,
-        "requests": len(requests), "cached_answers": int((requests["source"] == "cache").sum()) if len(requests) else 0,
+        "requests": len(requests), "dates": int(requests["date"].nunique()) if len(requests) else 0,
+        "cached_answers": int((requests["source"] == "cache").sum()) if len(requests) else 0,
         "status": _status(views, abstentions), "views": len(views), "abstentions": len(abstentions),
         "contaminated_views": int(views["contaminated"].sum()) if len(views) else 0,
         "input_tokens": int(requests["input_tokens"].sum()) if len(requests) else 0,

@@ -4,6 +4,9 @@ It exists so that the chain runs with no API key and no cache. It is NOT Claude:
 view it writes says so in its rationale, and every report that uses it is labelled
 "offline analyst, not Claude". Its rule: a blend of 12-1 momentum (trend) and 5-day
 idiosyncratic reversal, both cross-sectional z-scores from the same prompt table.
+
+A symbol's view depends on its own row only, so it is the same whether the universe is asked in
+one prompt or in chunks (``llm.chunk_symbols``), and whichever other symbols are asked.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ def offline_answer(request: PromptRequest, table: pd.DataFrame, horizon_days: in
         if column in table.columns:
             score = score + weight * table[column].fillna(0.0)
     by_symbol = {s: a for a, s in request.aliases.items()}
+    values = np.clip(score.loc[request.symbols].to_numpy(dtype=float), -3.0, 3.0).tolist()
     views = []
-    for symbol in request.symbols:
-        value = float(np.clip(score[symbol], -3.0, 3.0))
+    for symbol, value in zip(request.symbols, values):
         direction = "neutral" if abs(value) < 0.25 else ("up" if value > 0 else "down")
         views.append({
             "symbol": by_symbol[symbol],

@@ -10,7 +10,9 @@ rules say they are never instructions.
 
 Masking (the default in backtests) replaces tickers by aliases (shuffled per date, so the
 order reveals nothing) and the date by "day T", so the model cannot recall what happened
-next to a company it recognizes.
+next to a company it recognizes. A universe asked in chunks (``research_lib.llm._chunks``)
+gets one prompt per chunk: its aliases run S01.. within the chunk, shuffled per date and
+chunk (``part``); the first chunk's shuffle is the one a single-prompt date has always had.
 """
 
 from __future__ import annotations
@@ -71,30 +73,34 @@ class Headline:
 
 @dataclass(frozen=True)
 class PromptRequest:
-    """One date's request: the prompt text and how to map aliases back to symbols."""
+    """One date's request (or one chunk of it): the prompt text and how to map aliases back to symbols."""
 
     date: pd.Timestamp
     system: str
     user: str
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> real symbol
+    part: int = 0  # which chunk of the date's universe (0: the first, or the only one)
 
     @property
     def symbols(self) -> list[str]:
         return list(self.aliases.values())
 
 
-def aliases_for(symbols: list[str], date: pd.Timestamp, mask: bool) -> dict[str, str]:
-    """alias -> symbol; identity when not masked, else 'S01'.. in an order shuffled per date."""
+def aliases_for(symbols: list[str], date: pd.Timestamp, mask: bool, part: int = 0) -> dict[str, str]:
+    """alias -> symbol; identity when not masked, else 'S01'.. in an order shuffled per date and
+    chunk ``part`` (part 0 is seeded by the date alone, as before chunks existed)."""
     if not mask:
         return {s: s for s in symbols}
-    seed = int(hashlib.sha256(date.strftime("%Y-%m-%d").encode()).hexdigest()[:8], 16)
+    seed_text = date.strftime("%Y-%m-%d") + (f"/part {part}" if part else "")
+    seed = int(hashlib.sha256(seed_text.encode()).hexdigest()[:8], 16)
     order = np.random.default_rng(seed).permutation(len(symbols))
     return {f"S{i + 1:02d}": symbols[j] for i, j in enumerate(order)}
 
 
 def build_request(date: pd.Timestamp, table: pd.DataFrame, horizon_days: int, *, mask: bool = True,
-                  reasoning: bool = False, headlines: list[Headline] = ()) -> PromptRequest:
-    """The request for ``date`` from ``table`` (symbols x inputs, known at the close of ``date``).
+                  reasoning: bool = False, headlines: list[Headline] = (), part: int = 0) -> PromptRequest:
+    """The request for ``date`` from ``table`` (symbols x inputs, known at the close of ``date``);
+    ``part``: which chunk of the date's universe ``table`` is (it seeds the alias shuffle).
 
     Headlines published after ``date`` are refused (ValueError): they would leak the future.
     """
@@ -104,7 +110,7 @@ def build_request(date: pd.Timestamp, table: pd.DataFrame, horizon_days: int, *,
     if late:
         raise ValueError(f"headline published {late[0].published_at} is after the close of the analysis date "
                          f"{date:%Y-%m-%d} ({close_time:%H:%M %Z}); only news known at the decision may enter its prompt.")
-    aliases = aliases_for(list(table.index), date, mask)
+    aliases = aliases_for(list(table.index), date, mask, part)
     by_symbol = {s: a for a, s in aliases.items()}
     shown = table.rename(index=by_symbol).loc[list(aliases)].round(3)
     when = "day T (dates are hidden)" if mask else date.strftime("%Y-%m-%d")
@@ -122,4 +128,4 @@ def build_request(date: pd.Timestamp, table: pd.DataFrame, horizon_days: int, *,
         parts += ["<headlines>", *lines, "</headlines>"]
     parts.append(f"Give one view for each of: {', '.join(aliases)}.")
     system = SYSTEM_PROMPT.format(horizon=horizon_days) + ("\n\n" + REASONING_NOTE if reasoning else "")
-    return PromptRequest(date=date, system=system, user="\n".join(parts), aliases=aliases)
+    return PromptRequest(date=date, system=system, user="\n".join(parts), aliases=aliases, part=part)

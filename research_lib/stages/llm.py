@@ -32,7 +32,8 @@ def llm_settings(config: RunConfig) -> AnalystSettings:
         provider=llm.provider, model=llm.model, horizon_days=config.ml.horizon_days,
         price=Price(**price.model_dump()) if price else Price(0.0, 0.0, 0.0, 0.0),
         knowledge_cutoff=llm.cutoff, budget_usd=llm.budget_usd, mask=llm.mask,
-        reasoning=llm.reasoning, max_tokens=llm.max_tokens, temperature=llm.temperature, batch=llm.batch)
+        reasoning=llm.reasoning, max_tokens=llm.max_tokens, temperature=llm.temperature, batch=llm.batch,
+        chunk_symbols=llm.chunk_symbols)
 
 
 def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
@@ -50,21 +51,29 @@ def _live_analyst(config: RunConfig) -> ClaudeAnalyst | None:
 def fit_llm_signals(folder: RunFolder) -> dict:
     """The analyst's views for every rebalance date, saved with their costs and evaluation.
 
+    With ``llm.max_symbols``, each date asks about its most liquid symbols only (the others get no
+    view). The estimate of requests, tokens and dollars is printed before anything is sent: it is
+    the whole report of a dry run, and part of the report of a run that asks Claude.
+
     Returns ``{"result", "report"}`` (``result`` is None on a dry run, whose estimate is the report).
     """
-    from research_lib.llm import ResponseCache, estimate_backfill, generate_views, prompt_tables
+    from research_lib.llm import ResponseCache, analyst_source, generate_views, prompt_tables
 
     config = folder.config
     close = folder.prices["close"]
-    tables = prompt_tables(folder.features, rebalance_dates(close.index, config.llm.rebalance), config.llm.inputs)
+    tables, universe = _asked_symbols(prompt_tables(folder.features, rebalance_dates(close.index, config.llm.rebalance),
+                                                    config.llm.inputs), folder)
     cache = ResponseCache(paths.state_db())
     settings = llm_settings(config)
-    if config.llm.dry_run:
-        report = folder.write_report("llm", {"dry_run": estimate_backfill(tables, settings, cache)})
+    if config.llm.dry_run:  # no headlines: fetching them is a call too (their tokens are not counted)
+        report = folder.write_report("llm", {"dry_run": _announce_estimate(tables, settings, cache), **universe})
         return {"result": None, "report": report}
     claude = _live_analyst(config)
-    result = generate_views(tables, settings, cache, claude, headlines=_headlines(config, tables))
-    report = {**result.summary, **_evaluate_llm(result, close, folder)}
+    headlines = _headlines(config, tables)
+    sends = analyst_source(settings, has_key=claude is not None) == "anthropic"
+    estimate = _announce_estimate(tables, settings, cache, headlines) if sends else None
+    result = generate_views(tables, settings, cache, claude, headlines=headlines)
+    report = {**result.summary, **universe, "estimate": estimate, **_evaluate_llm(result, close, folder)}
     if config.llm.ablation:
         report["ablation"] = _masking_ablation(result, tables, settings, cache, claude, close, config)
     write_parquet(result.abstentions, folder.path("llm_abstentions.parquet"))
@@ -86,6 +95,32 @@ def make_llm_views(folder: RunFolder) -> pd.DataFrame:
 def analyst_scores(folder: RunFolder) -> pd.DataFrame:
     """The analyst's expected excess returns (view dates x symbols)."""
     return folder.views.pivot(index="date", columns="symbol", values="expected_excess_return")
+
+
+def _asked_symbols(tables: dict, folder: RunFolder) -> tuple[dict, dict]:
+    """``tables`` cut to the ``llm.max_symbols`` most liquid symbols of each date (past dollar volume),
+    and ``{"universe": what was done}`` for the report (``{}`` when every symbol is asked)."""
+    max_symbols = folder.config.llm.max_symbols
+    if max_symbols is None:
+        return tables, {}
+    from research_lib.llm import liquid_subset
+
+    prices = folder.prices
+    volume = prices["volume"] if "volume" in prices.columns.get_level_values(0) else None
+    kept, universe = liquid_subset(tables, prices["close"], volume, max_symbols)
+    if universe["dates_ranked_without_volume"]:
+        print(f"llm.max_symbols: volume is missing on {universe['dates_ranked_without_volume']} of "
+              f"{universe['dates_cut']} dates cut to the most liquid; {universe['fallback']}", flush=True)
+    return kept, {"universe": universe}
+
+
+def _announce_estimate(tables: dict, settings: AnalystSettings, cache: ResponseCache, headlines: dict | None = None) -> dict:
+    """The estimate of requests, tokens and dollars of the whole run, printed before anything is sent."""
+    from research_lib.llm import describe_estimate, estimate_backfill
+
+    estimate = estimate_backfill(tables, settings, cache, headlines)
+    print(describe_estimate(estimate), flush=True)
+    return estimate
 
 
 def _headlines(config: RunConfig, tables: dict) -> dict | None:
