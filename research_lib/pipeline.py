@@ -42,7 +42,7 @@ from typing import Callable, Iterator
 from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from research_lib import logs, paths, progress
+from research_lib import compute, logs, paths, progress
 from research_lib._kernel_guard import guarded_command, pid_max, process_state
 from research_lib.alerts import alert
 from research_lib.config import RunConfig, load_config, save_config
@@ -322,10 +322,11 @@ def _run_chain(run: _Run, params: str | Path, overrides: list[str] | tuple[str, 
     run_started = time.perf_counter()
     stage = None
     try:
-        for number, notebook in enumerate(chain):
-            stage = manifest["stages"][number]
-            with logs.stage(notebook.stem):
-                _run_stage(run, number, notebook, stage, config_path)
+        with compute.cluster_for_run(config.compute):  # compute.backend dask: one cluster for every stage's kernel
+            for number, notebook in enumerate(chain):
+                stage = manifest["stages"][number]
+                with logs.stage(notebook.stem):
+                    _run_stage(run, number, notebook, stage, config_path)
         manifest["status"] = "succeeded"
     except BaseException as err:
         status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"

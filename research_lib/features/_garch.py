@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 from pathlib import Path
 
-from joblib import Memory, Parallel, delayed
+from joblib import Memory
 from threadpoolctl import threadpool_limits
 
+from research_lib.compute import imap_tasks
 from research_lib.progress import progress
 from research_lib.units import SESSIONS_PER_YEAR
 
@@ -54,7 +55,8 @@ def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: i
         Fit on the last ``window`` returns only; None fits on all returns so far
         (expanding). At least ``min_history``.
     n_jobs : int, default 1
-        Symbols fitted in parallel processes (joblib); -1 for one per core.
+        Symbols fitted in parallel processes (joblib); -1 for one per core. On the Dask
+        backend (`research_lib.compute`) its workers fit them instead.
     cache_dir : path or None
         Keep each fit on disk (joblib.Memory), keyed by the exact returns it was fitted
         on: a later run on the same or extended history reuses them, with identical results.
@@ -130,15 +132,15 @@ def _fit_all(samples: list[list[np.ndarray]], fit, n_jobs: int) -> list:
     """``fit(sample)`` for every symbol's samples, flattened in order, with a bar of the fits as they come back.
 
     A fit already in ``fit``'s disk cache is read in this process: starting worker processes
-    (each importing ``arch``) costs more than reading it. The others go to the workers one
-    symbol at a time (a task per fit costs more in dispatch than it gains in balance).
+    (each importing ``arch``) costs more than reading it. The others go to the workers of the
+    compute backend one symbol at a time (a task per fit costs more in dispatch than it gains
+    in balance); the workers write them to the cache.
     """
     in_cache = getattr(fit, "check_call_in_cache", lambda sample: False)
     cached = [[in_cache(sample) for sample in per_symbol] for per_symbol in samples]
     to_fit = [[s for s, hit in zip(per_symbol, hits) if not hit] for per_symbol, hits in zip(samples, cached)]
     to_fit = [chunk for chunk in to_fit if chunk]
-    computed = Parallel(n_jobs=n_jobs if to_fit else 1, return_as="generator")(
-        delayed(_fit_one_thread)(fit, chunk) for chunk in to_fit)
+    computed = imap_tasks(_fit_one_thread, to_fit, shared={"fit": fit}, n_jobs=n_jobs if to_fit else 1)
     fresh = (fitted for chunk in computed for fitted in chunk)
     results = (fit(sample) if hit else next(fresh)
                for per_symbol, hits in zip(samples, cached) for sample, hit in zip(per_symbol, hits))
@@ -147,8 +149,8 @@ def _fit_all(samples: list[list[np.ndarray]], fit, n_jobs: int) -> list:
         return list(progress(results, total=total, desc="GARCH fits", unit="fit"))
 
 
-def _fit_one_thread(fit, samples: list[np.ndarray]) -> list:
-    with threadpool_limits(limits=1):  # the same numbers in the main process and in joblib workers
+def _fit_one_thread(samples: list[np.ndarray], fit) -> list:
+    with threadpool_limits(limits=1):  # the same numbers in the main process and in any worker
         return [fit(sample) for sample in samples]
 
 

@@ -17,7 +17,9 @@ For each decision date ``t`` (at its close), in this order:
 5. **Risk layer**: the orders from the drifted current book to the targets go through the
    pre-trade checks (`research_lib.risk.clamp_weights`); clamps and rejections are kept.
 
-Everything for ``t`` reads only prices and signals dated at or before ``t``.
+Everything for ``t`` reads only prices and signals dated at or before ``t``. The estimates of
+the dates are independent and run on the compute backend (`research_lib.compute`); the
+optimizer, the volatility target and the risk layer follow the previous book, date by date.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from research_lib.compute import imap_tasks
 from research_lib.portfolio._black_litterman import BlackLittermanViews
 from research_lib.portfolio._constraints import InfeasibleConstraintsError, PortfolioConstraints
 from research_lib.portfolio._inputs import expected_returns, risk_matrix, signal_expected_returns
@@ -210,6 +213,12 @@ def estimates_at(close: pd.DataFrame, at: int, settings: PortfolioConfig, *,
     return Estimates(mu, cov, None, list(universe))
 
 
+def _estimates_task(at: int, *, close: pd.DataFrame, settings: PortfolioConfig, scores, confidences,
+                    benchmark) -> Estimates | str:
+    """`estimates_at` with the session number first (a task of `research_lib.compute.imap_tasks`)."""
+    return estimates_at(close, at, settings, scores=scores, confidences=confidences, benchmark=benchmark)
+
+
 def _drifted(weights: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
     """Weights after prices moved from ``start`` to ``end`` (cash unchanged); unpriced symbols sold."""
     growth = (end / start).reindex(weights.index)
@@ -274,9 +283,14 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
     optimizer = (ReusedOptimizer if reuse_problem else FreshOptimizer)(
         settings.method, constraints, target_volatility=settings.target_volatility,
         target_return=settings.target_return, risk_free_rate=settings.risk_free_rate, solver=settings.solver)
-    for date in progress(dates, desc="month-end optimizations", unit="date"):
-        at = close.index.get_loc(date)
-        estimates = estimates_at(close, at, settings, scores=scores, confidences=confidences, benchmark=benchmark)
+    # Each date's estimates read only the data: they run on the compute backend (locally, here, one
+    # date after the other), coming back in order. The optimizer's chain needs the previous book:
+    # it runs here, date by date.
+    positions = [close.index.get_loc(date) for date in dates]
+    every_estimate = imap_tasks(_estimates_task, positions, shared=dict(
+        close=close, settings=settings, scores=scores, confidences=confidences, benchmark=benchmark))
+    for date, at, estimates in progress(zip(dates, positions, every_estimate), total=len(dates),
+                                        desc="month-end optimizations", unit="date"):
         current = (previous if previous_at is None
                    else _drifted(previous, close.iloc[previous_at], close.iloc[at]))
         if isinstance(estimates, str):

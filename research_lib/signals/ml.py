@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed, effective_n_jobs
 from threadpoolctl import threadpool_limits
 
+from research_lib.compute import map_tasks, parallelism
 from research_lib.signals.evaluation import (
     ic_decay,
     ic_summary,
@@ -73,7 +73,8 @@ def permutation_importance(model: WalkForwardModel, features: pd.DataFrame, labe
     Each feature's column is permuted across that block's rows ``n_repeats`` times. Returns
     a frame indexed by feature with ``mean`` and ``std`` of the drop, largest first.
 
-    The features are scored in the model's ``n_jobs`` processes, each predicting on one thread:
+    The features are scored in the model's ``n_jobs`` processes (or on the Dask workers of the
+    compute backend), each predicting on one thread:
     the same numbers as one process (the permutations are drawn here, in order), and no
     threads waiting on each other for every tree when other work shares the cores.
     """
@@ -84,18 +85,18 @@ def permutation_importance(model: WalkForwardModel, features: pd.DataFrame, labe
     X, y = features.loc[index, used], labels.loc[index]
     rng = np.random.default_rng(random_state)
     shuffles = [(column, [rng.permutation(X[column].to_numpy()) for _ in range(n_repeats)]) for column in used]
-    workers = effective_n_jobs(model.n_jobs)  # n_jobs=-1 is every core, as in scikit-learn
+    workers = parallelism(model.n_jobs)  # n_jobs=-1 is every core, as in scikit-learn; or the Dask workers
     jobs = [[(None, [None])], *(shuffles[i::2 * workers] for i in range(2 * workers))]  # the base IC first
-    scored = dict(pair for chunk in Parallel(n_jobs=workers)(delayed(_shuffled_ics)(estimator, X, y, job)
-                                                             for job in jobs) for pair in chunk)
+    scored = dict(pair for chunk in map_tasks(_shuffled_ics, jobs, shared={"estimator": estimator, "X": X, "y": y},
+                                              n_jobs=workers) for pair in chunk)
     base = scored.pop(None)[0]
     drops = {column: [base - ic for ic in scored[column]] for column in used}
     table = pd.DataFrame({"mean": {k: np.mean(v) for k, v in drops.items()}, "std": {k: np.std(v) for k, v in drops.items()}})
     return table.sort_values("mean", ascending=False)
 
 
-def _shuffled_ics(estimator, X: pd.DataFrame, y: pd.Series,
-                  shuffles: list[tuple[str | None, list[np.ndarray | None]]]) -> list[tuple[str | None, list[float]]]:
+def _shuffled_ics(shuffles: list[tuple[str | None, list[np.ndarray | None]]], *, estimator, X: pd.DataFrame,
+                  y: pd.Series) -> list[tuple[str | None, list[float]]]:
     """For each ``(column, values)``: the mean rank IC of ``estimator`` on ``X`` with ``column``
     replaced by each of ``values`` (column None: ``X`` as it is), predicting on one thread."""
     out = []

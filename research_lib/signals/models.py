@@ -16,7 +16,6 @@ from typing import Iterator, Literal
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, clone
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
@@ -26,7 +25,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from research_lib.progress import progress
+from research_lib.compute import map_tasks
 from research_lib.signals.evaluation import information_coefficient
 
 ModelName = Literal["ridge", "hgbr"]
@@ -172,8 +171,8 @@ class WalkForwardModel(BaseEstimator):
     def fit(self, X: pd.DataFrame, y: pd.Series) -> WalkForwardModel:
         """``X``: features indexed by (date, symbol); ``y``: labels on the same index (NaN allowed).
 
-        Blocks are fitted in ``n_jobs`` processes, each on one thread; results do not
-        depend on ``n_jobs``.
+        Blocks are fitted in ``n_jobs`` processes (or on the Dask workers of the compute
+        backend, `research_lib.compute`), each on one thread; results do not depend on where.
         """
         if not X.index.equals(y.index):
             raise ValueError("X and y must share the same (date, symbol) index; align them with y.reindex(X.index).")
@@ -191,11 +190,9 @@ class WalkForwardModel(BaseEstimator):
                              f"min_train_days ({self.min_train_days}) sessions; lower it or load more history.")
         inner = {"calendar": sessions, "horizon": self.horizon, "embargo_days": self.embargo_days,
                  "inner_splits": self.inner_splits}
-        fitted_blocks = list(progress(
-            Parallel(n_jobs=self.n_jobs, return_as="generator")(
-                delayed(_fit_block)(estimator, grid, X.iloc[train], y.iloc[train], X.iloc[test], **inner)
-                for train, test in blocks),
-            total=len(blocks), desc=f"{self.model} walk-forward blocks", unit="block"))
+        fitted_blocks = map_tasks(_fit_block, blocks, shared={"estimator": estimator, "grid": grid, "X": X, "y": y,
+                                                              **inner},
+                                  n_jobs=self.n_jobs, desc=f"{self.model} walk-forward blocks", unit="block")
 
         predictions, self.folds_, self.fitted_blocks_ = [], [], []
         for (train, test), (params, fitted, used, predicted) in zip(blocks, fitted_blocks):
@@ -212,13 +209,16 @@ class WalkForwardModel(BaseEstimator):
         return self
 
 
-def _fit_block(estimator, grid: dict, X_train: pd.DataFrame, y_train: pd.Series, X_test: pd.DataFrame, *,
+def _fit_block(block: tuple[np.ndarray, np.ndarray], *, estimator, grid: dict, X: pd.DataFrame, y: pd.Series,
                calendar: np.ndarray, horizon: int, embargo_days: int, inner_splits: int):
-    """Tune inside the training window, refit on all of it, predict the test block.
+    """Tune inside the training window, refit on all of it, predict the test block; ``block`` is
+    the (train, test) row positions in ``X`` and ``y``.
 
     One thread (OpenMP start-up costs more than it saves on these sizes, and results then
     do not depend on where the block runs). Returns ``(params, fitted, used_columns, predictions)``.
     """
+    train, test = block
+    X_train, y_train, X_test = X.iloc[train], y.iloc[train], X.iloc[test]
     with threadpool_limits(limits=1):
         params = _tune(estimator, grid, X_train, y_train, calendar, horizon, embargo_days, inner_splits)
         fitted, used, predicted = _fit_predict(estimator, params, X_train, y_train, X_test)

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from research_lib import compute
 from research_lib._io import read_json, write_json, write_parquet
 from research_lib.config import RunConfig, load_config
 from research_lib.env import load_env_file
@@ -131,9 +132,11 @@ class RunFolder:
 
     @classmethod
     def open(cls, config_path: str | Path, run_dir: str | Path) -> RunFolder:
-        """Load the run's parameters (and keys from ``.env``) and make sure its folder exists."""
+        """Load the run's parameters (and keys from ``.env``), choose their compute backend for this
+        process (a notebook opened alone honours ``compute`` too) and make sure the folder exists."""
         load_env_file()
         folder = cls(load_config(config_path), run_dir)
+        compute.configure(folder.config.compute)
         folder.run_dir.mkdir(parents=True, exist_ok=True)
         return folder
 

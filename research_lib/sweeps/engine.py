@@ -36,8 +36,9 @@ dates with positive closes (NaN: no price), run_backtest's model with finite num
 number of sessions for the lag. An error raised by a strategy names the configuration.
 
 Configurations are evaluated in batches (`BATCH_BUDGET_BYTES` of targets at a time), so memory
-does not grow with the grid. The returns matrix, when kept, is written batch by batch into one
-array of the books that trade (float64, or float32 at half the memory), never copied after;
+does not grow with the grid; batches are independent and run on the compute backend
+(`research_lib.compute`), coming back in order. The returns matrix, when kept, is written batch by
+batch into one array of the books that trade (float64, or float32 at half the memory), never copied after;
 `RETURNS_BUDGET_BYTES` bounds the matrix kept by default.
 """
 
@@ -54,8 +55,8 @@ import numpy as np
 import pandas as pd
 
 from research_lib.backtest import NO_POSITION, NoPosition, impact_inputs, run_backtest
+from research_lib.compute import imap_tasks
 from research_lib.params import did_you_mean
-from research_lib.progress import progress
 from research_lib.sweeps import _kernel
 from research_lib.sweeps._checks import check_prices, whole_number
 from research_lib.sweeps._targets import fill_targets
@@ -195,27 +196,45 @@ def evaluate(targets_of: Callable[[int, dict], object], strategy: Strategy, conf
     batch = batch_size or max(1, BATCH_BUDGET_BYTES // max(1, 8 * n_sessions * n_symbols))
     stats = np.empty((n_books, _kernel.N_STATS))
     status = np.empty((n_books, 3), dtype=np.int64)
-    # Room for every book; the kernel writes only the books that trade, one after the other, so
-    # the rows past them are never written (nor resident in memory).
+    # Room for every book; only the books that trade are written, one after the other, so the
+    # rows past them are never written (nor resident in memory).
     returns = np.empty((n_books if keep_returns else 0, n_sessions), dtype=returns_dtype)
     n_kept = 0
-    price = close.to_numpy(dtype=float)
-    batch_targets = np.empty((min(batch, len(configurations)), n_sessions, n_symbols))  # reused by every batch
+    # Batches are independent: they run on the compute backend (`research_lib.compute`; locally, here,
+    # one after the other) and come back in order, each written into place.
     starts = range(0, len(configurations), batch)
-    for lo in progress(starts, total=len(starts), desc="sweep batches", unit="batch"):
-        chunk = configurations[lo:lo + batch]
-        targets = batch_targets[:len(chunk)]
-        for k, params in enumerate(chunk):
-            fill_targets(targets[k], _strategy_returns(targets_of, lo + k, params), strategy, per_symbol, close,
-                         lo + k, params)
-        rows = slice(lo * books_per_configuration, (lo + len(chunk)) * books_per_configuration)
-        n_kept += _kernel.simulate(price, targets, per_symbol, inputs["lag"], inputs["commission"],
-                                   inputs["spread"], inputs["borrow"], inputs["cash_rate"], inputs["impact"],
-                                   inputs["capital"], inputs["adv_value"], inputs["daily_vol"], stats[rows],
-                                   status[rows], returns[n_kept:n_kept + rows.stop - rows.start])
+    batch_results = imap_tasks(_simulate_batch, starts, desc="sweep batches", unit="batch", shared=dict(
+        targets_of=targets_of, strategy=strategy, configurations=configurations, batch=batch, close=close,
+        price=close.to_numpy(dtype=float), per_symbol=per_symbol, inputs=inputs, keep_returns=keep_returns,
+        returns_dtype=returns_dtype))
+    for lo, (batch_stats, batch_status, batch_returns) in zip(starts, batch_results):
+        rows = slice(lo * books_per_configuration, lo * books_per_configuration + len(batch_stats))
+        stats[rows], status[rows] = batch_stats, batch_status
+        returns[n_kept:n_kept + len(batch_returns)] = batch_returns
+        n_kept += len(batch_returns)
     _raise_failures(status, configurations, close, per_symbol)
     return _result(stats, status, returns[:n_kept] if keep_returns else None, configurations, close, per_symbol,
                    inputs["lag"], strategy.kind)
+
+
+def _simulate_batch(lo: int, *, targets_of: Callable[[int, dict], object], strategy: Strategy,
+                    configurations: list[dict], batch: int, close: pd.DataFrame, price: np.ndarray,
+                    per_symbol: bool, inputs: dict, keep_returns: bool, returns_dtype: ReturnsDtype) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The kernel's ``(stats, status, returns)`` of configurations ``lo .. lo + batch - 1`` (the
+    returns of the books that trade only, in order; none when not kept)."""
+    chunk = configurations[lo:lo + batch]
+    n_sessions, n_symbols = close.shape
+    targets = np.empty((len(chunk), n_sessions, n_symbols))
+    for k, params in enumerate(chunk):
+        fill_targets(targets[k], _strategy_returns(targets_of, lo + k, params), strategy, per_symbol, close,
+                     lo + k, params)
+    n_books = len(chunk) * (n_symbols if per_symbol else 1)
+    stats, status = np.empty((n_books, _kernel.N_STATS)), np.empty((n_books, 3), dtype=np.int64)
+    returns = np.empty((n_books if keep_returns else 0, n_sessions), dtype=returns_dtype)
+    n_kept = _kernel.simulate(price, targets, per_symbol, inputs["lag"], inputs["commission"],
+                              inputs["spread"], inputs["borrow"], inputs["cash_rate"], inputs["impact"],
+                              inputs["capital"], inputs["adv_value"], inputs["daily_vol"], stats, status, returns)
+    return stats, status, returns[:n_kept]
 
 
 def _strategy_returns(targets_of: Callable[[int, dict], object], number: int, params: dict):
