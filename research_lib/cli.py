@@ -372,6 +372,10 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     manifest = load_manifest(run_dir)
     metrics = (manifest.get("metrics") or {}).get("strategy")
+    data = manifest.get("data") or {}
+    if data.get("source") == "synthetic":
+        from research_lib.data import SyntheticConfig, market_label
+        print(market_label("synthetic", SyntheticConfig(**data.get("synthetic", {}))) + ".")
     if metrics:
         print(f"Run succeeded: CAGR {metrics['cagr']:.1%}, Sharpe {metrics['sharpe']:.2f}, "
               f"max drawdown {metrics['max_drawdown']:.1%} ({metrics['start']} to {metrics['end']}, net of costs).")

@@ -1,8 +1,9 @@
 """Market data: one canonical, validated price frame from any source.
 
 ``load_prices`` is the entry point. Sources: ``bundled`` (real history shipped in PyPI
-packages, offline, the default), ``yfinance``, ``alpaca`` (keys from the environment)
-and ``file`` (your own CSV or parquet, see ``_files``). Every load is validated (its
+packages, offline, the default), ``yfinance``, ``alpaca`` (keys from the environment),
+``file`` (your own CSV or parquet, see ``_files``) and ``synthetic`` (a seeded factor-model
+market for scale and known-answer tests, labelled as such on every page, see ``_synthetic``). Every load is validated (its
 dates must be sessions of the exchange calendar that have closed), then saved as a
 parquet snapshot with its provenance under ``data/snapshots/``; later loads of the same
 request reuse the snapshot, so a run can be repeated exactly.
@@ -23,10 +24,11 @@ from research_lib import paths
 from research_lib._io import now_utc, package_versions
 from research_lib.params import closest
 from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
-from research_lib.data._calendar import calendar_error, session_problems
+from research_lib.data._calendar import calendar_error, calendar_sessions, session_problems
 from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
-from research_lib.data._synthetic import SyntheticConfig
+from research_lib.data._synthetic import (CONTEXT_ROLES, DEFAULT_END, DEFAULT_START, GENERATOR_VERSION, SyntheticConfig,
+                                          market_label, synthetic_market, synthetic_symbols)
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
 from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance
 from research_lib.data._validate import validate_index, validate_prices
@@ -36,7 +38,7 @@ __all__ = [
     "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "calendar_error", "canonical_frame",
     "fetch_alpaca", "from_alpaca", "from_yfinance",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
-    "validate_prices", "write_snapshot", "SyntheticConfig",
+    "validate_prices", "write_snapshot", "SyntheticConfig", "market_label", "synthetic_symbols",
 ]
 
 DataSource = Literal["bundled", "yfinance", "alpaca", "file", "synthetic"]
@@ -57,13 +59,15 @@ def load_prices(
     calendar: str | None = "XNYS",
     context: Mapping[str, str] | None = None,
     now: dt.datetime | None = None,
+    synthetic: SyntheticConfig | None = None,
 ) -> pd.DataFrame:
     """Load validated daily prices as the canonical frame.
 
     Parameters
     ----------
-    source : ``"bundled"``, ``"yfinance"``, ``"alpaca"`` or ``"file"``.
-    symbols : symbols in the order wanted; ``None`` for the 20 bundled US large caps.
+    source : ``"bundled"``, ``"yfinance"``, ``"alpaca"``, ``"file"`` or ``"synthetic"``.
+    symbols : symbols in the order wanted; ``None`` for the 20 bundled US large caps (synthetic:
+        every generated stock).
     start, end : first and last session wanted (inclusive); ``None`` for all (bundled: from
         ``BUNDLED_START``, the first session from which every bundled series passes validation).
     path : the CSV or parquet file, for ``source="file"``.
@@ -77,6 +81,8 @@ def load_prices(
         the parameter that names it, which a refusal quotes; loaded even when ``symbols``
         is ``None`` (a file's every symbol).
     now : the time of the load (time-zone-aware; naive is UTC); default: the clock.
+    synthetic : the generated market's parameters, for ``source="synthetic"`` (default
+        `SyntheticConfig()`); its dates default to ``DEFAULT_START``..``DEFAULT_END``.
 
     Returns
     -------
@@ -95,11 +101,15 @@ def load_prices(
     if calendar is not None and (reason := calendar_error(calendar)):
         raise ValueError(f"calendar {calendar!r} {reason}")
     context = dict(context or {})
-    symbols = list(symbols) if symbols else (None if source == "file" else list(DEFAULT_UNIVERSE))
+    synthetic = (synthetic or SyntheticConfig()) if source == "synthetic" else None
+    default = synthetic_symbols(synthetic.n_symbols) if synthetic else DEFAULT_UNIVERSE
+    symbols = list(symbols) if symbols else (None if source == "file" else list(default))
     if symbols is not None:
         symbols += [s for s in context if s not in symbols]
     if start is None and source == "bundled":
         start = BUNDLED_START
+    if synthetic:
+        start, end = start or DEFAULT_START, end or DEFAULT_END
     start = pd.Timestamp(start).date() if start is not None else None
     end = pd.Timestamp(end).date() if end is not None else None
     request = {"source": source, "symbols": symbols, "start": str(start) if start else None,
@@ -112,6 +122,9 @@ def load_prices(
         request["path"] = str(Path(path).resolve()) if path else None
         request["file_sha256"] = hashlib.sha256(content).hexdigest() if content is not None else None
         request["reader"] = READER_VERSION  # a snapshot read by an older reader is read again
+    if synthetic:
+        request.update(synthetic=synthetic.model_dump(), generator=GENERATOR_VERSION, calendar=calendar,
+                       context=context)
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
     snapshot = Path(snapshot_dir or paths.data_dir() / "snapshots") / f"{source}-{key}.parquet"
     limits = {"max_stale_sessions": max_stale_sessions, "max_daily_price_ratio": max_daily_price_ratio}
@@ -122,7 +135,7 @@ def load_prices(
         _refuse_off_calendar(prices, calendar, label, now)  # the snapshot may have been made under another calendar
         return prices
 
-    prices, splits = _fetch(source, symbols, start, end, path, content, context)
+    prices, splits = _fetch(source, symbols, start, end, path, content, context, synthetic, calendar)
     validate_index(prices, label)  # slicing by date needs sorted, unique dates
     prices = select(prices, None, start, end)
     if prices.empty:
@@ -144,7 +157,9 @@ def _refuse_off_calendar(prices: pd.DataFrame, calendar: str | None, label: str,
         raise DataValidationError(problems)
 
 
-def _fetch(source, symbols, start, end, path, content, context):
+def _fetch(source, symbols, start, end, path, content, context, synthetic, calendar):
+    if source == "synthetic":
+        return _synthetic(synthetic, symbols, start, end, context, calendar), None
     if source == "bundled":
         _refuse_unknown(symbols, BUNDLED_SYMBOLS, "bundled", context)
         return select(bundled_prices(), symbols), None
@@ -157,6 +172,22 @@ def _fetch(source, symbols, start, end, path, content, context):
     prices, splits = read_price_file(Path(path), content)
     _refuse_unknown(symbols or list(context), symbols_of(prices), f"file {path}", context)
     return (select(prices, symbols) if symbols else prices), splits
+
+
+def _synthetic(config: SyntheticConfig, symbols, start, end, context, calendar) -> pd.DataFrame:
+    """The generated market on the calendar's sessions, with the context series by their role."""
+    unknown_roles = {s: p for s, p in context.items() if p not in CONTEXT_ROLES}
+    if unknown_roles:
+        raise DataValidationError([f"the synthetic market has no series for {p} ({s!r}); it generates only "
+                                   f"{', '.join(CONTEXT_ROLES)}. Set {p} to null or use another source."
+                                   for s, p in unknown_roles.items()])
+    generated = synthetic_symbols(config.n_symbols)
+    _refuse_unknown([s for s in symbols if s not in context], generated, "the synthetic market", context)
+    if end < start:
+        raise DataValidationError([f"data.start {start} is after data.end {end}; swap them."])
+    sessions = calendar_sessions(calendar, start, end)
+    fields = synthetic_market(config, sessions, context)
+    return canonical_frame({name: frame.reindex(columns=symbols) for name, frame in fields.items()})
 
 
 def _refuse_unknown(symbols: list[str], available, label: str, context: Mapping[str, str]) -> None:
@@ -174,5 +205,6 @@ def _refuse_unknown(symbols: list[str], available, label: str, context: Mapping[
 
 
 def _source_versions(source: str) -> dict[str, str]:
-    packages = {"bundled": ("skfolio", "arch"), "yfinance": ("yfinance",), "alpaca": ("alpaca-py",), "file": ()}[source]
+    packages = {"bundled": ("skfolio", "arch"), "yfinance": ("yfinance",), "alpaca": ("alpaca-py",), "file": (),
+                "synthetic": ("numpy",)}[source]
     return package_versions(packages)

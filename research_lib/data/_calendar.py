@@ -11,6 +11,7 @@ midnight UTC, so dates up to yesterday (UTC).
 
 from __future__ import annotations
 
+import datetime as dt
 import warnings
 from functools import lru_cache
 
@@ -99,3 +100,12 @@ def _calendar(name: str, first_year: int, last_year: int):
 def _listed(dates: pd.DatetimeIndex) -> str:
     shown = ", ".join(f"{d:%Y-%m-%d} ({d:%a})" for d in dates[:_SHOWN])
     return shown + (f" and {len(dates) - _SHOWN} more" if len(dates) > _SHOWN else "")
+
+
+def calendar_sessions(calendar: str | None, start: dt.date, end: dt.date) -> pd.DatetimeIndex:
+    """The sessions of ``calendar`` from ``start`` to ``end`` (inclusive); every day for ``None``."""
+    if calendar is None:
+        return pd.date_range(start, end, freq="D", name="date")
+    sessions = _calendar(calendar, start.year, end.year).sessions
+    return pd.DatetimeIndex(sessions[(sessions >= pd.Timestamp(start)) & (sessions <= pd.Timestamp(end))],
+                            name="date").astype("datetime64[ns]")

@@ -40,7 +40,8 @@ def load_run_prices(folder: RunFolder) -> pd.DataFrame:
     config, data = folder.config, folder.config.data
     # data.symbols null: the source's default universe, or every symbol of a file
     prices = load_prices(data.source, data.symbols, data.start, data.end, path=data.path, refresh=data.refresh,
-                         calendar=data.calendar, context=context_symbols(config), **price_limits(config))
+                         calendar=data.calendar, context=context_symbols(config), synthetic=data.synthetic,
+                         **price_limits(config))
     provenance = dict(prices.attrs["provenance"])
     provenance["source_sha256"] = provenance.pop("sha256")
     provenance["config_key"] = folder.key("prices")
