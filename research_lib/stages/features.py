@@ -22,8 +22,10 @@ def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:
 
 
 def compute_features(config: RunConfig, close: pd.DataFrame) -> pd.DataFrame:
-    """The configured features as a (date, symbol) panel."""
-    return build_features(feature_inputs(config, close), config.features.names, config.features.cross_section)
+    """The configured features as a (date, symbol) panel, stored as ``features.dtype`` (float32: half
+    the memory of a 500-name panel; computed in float64 either way, then rounded)."""
+    panel = build_features(feature_inputs(config, close), config.features.names, config.features.cross_section)
+    return panel if config.features.dtype == "float64" else panel.astype(config.features.dtype)
 
 
 @produces("features")
