@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PARAMS ?= params/daily.yaml
 
-.PHONY: install run test lab bench clean browser
+.PHONY: install run test lab bench scale clean browser
 
 install: $(STAMP)
 
@@ -38,13 +38,17 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
 
 # The bench extra (vectorbt, the sweep benchmark's reference) is installed for `make bench` only.
-# `make bench` runs every benchmark; `make bench BENCH="sweep pipeline"` runs some.
+# `make bench` runs every benchmark but scale; `make bench BENCH="sweep pipeline"` runs some;
+# `make bench scale` runs the scale benchmark (synthetic 20/100/500 names, Dask 1 vs 2 workers).
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python tests/bench/run_bench.py $(BENCH)
+	$(BIN)/python tests/bench/run_bench.py $(BENCH) $(filter scale,$(MAKECMDGOALS))
+
+scale:
+	@: # a goal read by `make bench scale`
 
 clean:
 	rm -rf reports/runs reports/index.html reports/bench data/snapshots

@@ -1,7 +1,7 @@
 """`make bench`: time the research pipeline and its heavy parts; save JSON under reports/bench/.
 
-`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep] [sweep_10k]`
-(all by default; `make bench BENCH="sweep sweep_10k"` runs some).
+`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep] [sweep_10k] [scale]`
+(all but scale by default; `make bench BENCH="sweep sweep_10k"` runs some; `make bench scale` the scale one).
 
 - pipeline (tests/bench/pipeline.py): `spartan run params/daily.yaml` in a scratch workspace:
   cold, an unchanged re-run, `--set backtest.cost_bps=20` and `--fresh` warm, each beside the
@@ -34,6 +34,7 @@ sys.path.insert(0, str(REPO))  # run as a script: tests.bench.* importable
 
 from tests.bench.pipeline import bench_pipeline  # noqa: E402  (incremental runs: cold, re-run, cost change, --fresh)
 from tests.bench.sweeps import bench_sweep_10k, bench_sweep_families  # noqa: E402  (vs vectorbt; 10,000 configurations)
+from tests.bench.scale import bench_scale  # noqa: E402  (synthetic 20/100/500 names; Dask 1 vs 2 workers)
 
 
 def timed(fn):
@@ -121,7 +122,10 @@ def bench_portfolio() -> dict:
 
 
 BENCHES = {"pipeline": bench_pipeline, "features": bench_features, "walk_forward": bench_walk_forward,
-           "portfolio": bench_portfolio, "sweep": bench_sweep_families, "sweep_10k": bench_sweep_10k}
+           "portfolio": bench_portfolio, "sweep": bench_sweep_families, "sweep_10k": bench_sweep_10k,
+           "scale": bench_scale}
+# Run only when named (`make bench scale`): about 15 minutes on a 2-core machine.
+ON_REQUEST = ("scale",)
 
 
 def main(names: list[str]) -> int:
@@ -138,7 +142,7 @@ def main(names: list[str]) -> int:
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     machine = {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform()}
     verdicts = []
-    for name in names or list(BENCHES):
+    for name in names or [n for n in BENCHES if n not in ON_REQUEST]:
         outcome = BENCHES[name]()
         path = out_dir / f"{name}-{stamp}.json"
         path.write_text(json.dumps({"benchmark": name, "when": stamp, "machine": machine, **outcome["result"]}, indent=2))
