@@ -8,6 +8,8 @@ reaches the next.
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 
 from research_lib.portfolio import (DEFAULT_RISK_LIMITS, InfeasibleConstraintsError, PortfolioConfig,
                                     PortfolioConstraints, construct_portfolio, optimize_weights, rebalance_dates)
+from research_lib.portfolio import _problem as problem_module
 from research_lib.portfolio._problem import ReusedOptimizer, covariance_factor
 
 LONG = PortfolioConstraints(max_weight=0.4)
@@ -65,13 +68,30 @@ def _both(case: str, mu, cov, previous):
     return out
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=16, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=st.sampled_from(sorted(CASES)), n=st.integers(3, 8), seed=st.integers(0, 10_000),
-       singular=st.booleans())
-def test_reused_problem_reaches_the_fresh_problems_optimum(case, n, seed, singular):
+       singular=st.booleans(), stated_anew=st.booleans())
+def test_reused_problem_reaches_the_fresh_problems_optimum(case, n, seed, singular, stated_anew):
+    """Both forms of the variance: a covariance Parameter, and (``stated_anew``, what books of more
+    than FACTOR_PARAMETER_MAX_ASSETS assets use) ``w' cov w`` stated with each date's covariance."""
     mu, cov = _problem(n, seed, rank=2 if singular else None)
     previous = pd.Series(np.random.default_rng(seed).dirichlet(np.ones(n)), index=mu.index)
+    limit = 0 if stated_anew else problem_module.FACTOR_PARAMETER_MAX_ASSETS
+    with patch.object(problem_module, "FACTOR_PARAMETER_MAX_ASSETS", limit):
+        fresh, reused = _both(case, mu, cov, previous)
+    _assert_same_optimum(case, fresh, reused, mu, cov, previous, singular)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_large_book_reaches_the_fresh_problems_optimum(case):
+    n = problem_module.FACTOR_PARAMETER_MAX_ASSETS + 20
+    mu, cov = _problem(n, 11)
+    previous = pd.Series(1.0 / n, index=mu.index)
     fresh, reused = _both(case, mu, cov, previous)
+    _assert_same_optimum(case, fresh, reused, mu, cov, previous, singular=False)
+
+
+def _assert_same_optimum(case, fresh, reused, mu, cov, previous, singular):
     if fresh is InfeasibleConstraintsError or reused is InfeasibleConstraintsError:
         assert fresh is reused, f"one problem found weights, the other none: {fresh!r} vs {reused!r}"
         return
