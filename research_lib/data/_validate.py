@@ -38,10 +38,15 @@ def validate_prices(
     """
     problems = _index_problems(prices, source)
     if not problems:
-        for symbol in prices["close"].columns:
-            problems += _close_problems(prices["close"][symbol], symbol, source, max_stale_sessions, max_daily_price_ratio, splits)
-            problems += _other_field_problems(prices, symbol, source)
-            problems += _bar_problems(prices, symbol, source)
+        # Each field sliced once, without attrs (pandas deep-copies attrs into every result, and a
+        # provenance record lists every symbol): a 500-name frame is checked in linear time.
+        bare = prices.copy(deep=False)
+        bare.attrs = {}
+        by_field = {name: bare[name] for name in bare.columns.get_level_values(0).unique()}
+        for symbol in by_field["close"].columns:
+            problems += _close_problems(by_field["close"][symbol], symbol, source, max_stale_sessions, max_daily_price_ratio, splits)
+            problems += _other_field_problems(by_field, symbol, source)
+            problems += _bar_problems(by_field, symbol, source)
             if len(problems) >= _MAX_PROBLEMS:
                 break
     if problems:
@@ -155,13 +160,12 @@ def _jump_problem(span, dates, symbol, where, max_ratio, splits) -> list[str]:
     ]
 
 
-def _other_field_problems(prices: pd.DataFrame, symbol: str, source: str) -> list[str]:
+def _other_field_problems(by_field: dict[str, pd.DataFrame], symbol: str, source: str) -> list[str]:
     problems = []
-    fields = prices.columns.get_level_values(0).unique()
     for name in ("open", "high", "low", "volume"):
-        if name not in fields:
+        if name not in by_field:
             continue
-        values = prices[name][symbol].dropna()
+        values = by_field[name][symbol].dropna()
         lowest_ok = 0.0 if name == "volume" else np.nextafter(0.0, 1.0)
         bad = values[~np.isfinite(values) | (values < lowest_ok)]
         if len(bad):
@@ -172,14 +176,13 @@ def _other_field_problems(prices: pd.DataFrame, symbol: str, source: str) -> lis
     return problems
 
 
-def _bar_problems(prices: pd.DataFrame, symbol: str, source: str) -> list[str]:
+def _bar_problems(by_field: dict[str, pd.DataFrame], symbol: str, source: str) -> list[str]:
     """A bar needs ``low <= high``, ``low <= close`` and ``close <= high``, for the fields it has."""
-    fields = prices.columns.get_level_values(0).unique()
     problems = []
     for lower, upper in (("low", "high"), ("low", "close"), ("close", "high")):
-        if lower not in fields or upper not in fields:
+        if lower not in by_field or upper not in by_field:
             continue
-        below, above = prices[lower][symbol], prices[upper][symbol]
+        below, above = by_field[lower][symbol], by_field[upper][symbol]
         bad = below.index[(below > above + _BAR_TOLERANCE * above.abs()).to_numpy()]
         if len(bad):
             day = bad[0]
