@@ -219,6 +219,14 @@ class RunConfig(StrictModel):
                              "risk layer would reject every short sale; set risk.allow_short: true")
         return self
 
+    @model_validator(mode="after")
+    def _analyst_inputs_are_computed(self) -> RunConfig:
+        missing = [name for name in self.llm.inputs if name not in self.features.names]
+        if missing:
+            raise ValueError(f"llm.inputs {missing} are not in features.names, so 04 would have no column for them; "
+                             "add them to features.names or remove them from llm.inputs")
+        return self
+
     def tradable(self, symbols) -> list[str]:
         """The given symbols less the benchmark and context series (the VIX): what may be traded."""
         context = {self.data.benchmark, self.features.vix_symbol}

@@ -118,6 +118,8 @@ def describe_errors(err: ValidationError, heading: str, root: type[BaseModel],
             model = model_at(root, problem["loc"][:-1])
             valid = valid_keys(model) if model else []
             lines.append(f"- {where}: unknown key; valid keys here: {valid}.{did_you_mean(problem['loc'][-1], valid)}")
+        elif not problem["loc"]:  # a rule across sections: its message names the keys; the input is the whole file
+            lines.append(f"- {problem['msg'].removeprefix('Value error, ')}.")
         else:
             lines.append(f"- {where}: {problem['msg']} (got {show(problem.get('input'))!r}).")
     return "\n".join(lines)
