@@ -30,7 +30,7 @@ run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go he
 # %%
 import pandas as pd
 
-from research_lib.stages import RunFolder, fit_llm_signals
+from research_lib.stages import RunFolder, fit_llm_signals, ic_table
 
 folder = RunFolder.open(config_path, run_dir)
 folder.config.llm.model_dump(exclude={"prices", "knowledge_cutoff"})
@@ -72,7 +72,7 @@ pd.Series({k: report.get(k) for k in ("requests", "sources", "input_tokens", "ou
 # happened next): only the after-cutoff IC is evidence of skill.
 
 # %%
-pd.DataFrame({k: report.get(k) for k in ("ic_before_cutoff", "ic_after_cutoff")}).round(4)
+ic_table(report)
 
 # %%
 report.get("agreement_with_ml")

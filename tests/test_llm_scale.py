@@ -353,3 +353,12 @@ def test_a_live_run_prints_its_estimate_before_the_first_request(workspace, tmp_
     assert printed_before_first[0] and sent == report["estimate"]["to_send"] == report["requests"]
     assert report["views"] == 6 * report["dates"]
     assert_no_canary(json.dumps(report, default=str), folder=tmp_path)
+
+
+def test_the_ic_table_shows_the_parts_that_have_an_ic_and_never_fails_on_none():
+    """04's cell raised on a run whose views never differed (no IC before or after the cutoff)."""
+    from research_lib.stages import ic_table
+
+    assert ic_table({"ic_before_cutoff": None, "ic_after_cutoff": None}).empty
+    table = ic_table({"ic_before_cutoff": {"mean": 0.0123456, "t_stat": 2.0}, "ic_after_cutoff": None})
+    assert list(table.columns) == ["ic_before_cutoff"] and table.loc["mean", "ic_before_cutoff"] == 0.0123

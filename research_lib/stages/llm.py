@@ -20,7 +20,7 @@ from research_lib.stages.folder import RunFolder, produces
 if TYPE_CHECKING:  # heavy (anthropic): imported where used, so light stages start fast
     from research_lib.llm import AnalystSettings, ClaudeAnalyst, LLMResult, ResponseCache
 
-__all__ = ["analyst_scores", "fit_llm_signals", "llm_settings", "make_llm_views"]
+__all__ = ["analyst_scores", "fit_llm_signals", "ic_table", "llm_settings", "make_llm_views"]
 
 
 def llm_settings(config: RunConfig) -> AnalystSettings:
@@ -135,6 +135,13 @@ def _headlines(config: RunConfig, tables: dict) -> dict | None:
     found = fetch_alpaca_headlines(symbols, (dates[0] - lookback).to_pydatetime(),
                                    (dates[-1] + pd.Timedelta(days=1)).to_pydatetime())
     return headlines_by_date(found, dates, config.llm.headline_lookback_days, config.llm.max_headlines)
+
+
+def ic_table(report: dict) -> pd.DataFrame:
+    """The views' IC statistics before and after the knowledge cutoff, one column each. A part with no
+    IC (no views dated there, or views that never differ across symbols on a date) has no column."""
+    parts = {name: report[name] for name in ("ic_before_cutoff", "ic_after_cutoff") if report.get(name)}
+    return pd.DataFrame(parts, dtype=float).round(4)
 
 
 def _view_ic(result: LLMResult, close: pd.DataFrame, config: RunConfig) -> pd.Series:
