@@ -2,9 +2,17 @@
 
 Convention: ``weights`` are decided at the close of their date ``d``; the trade is done at
 the close of the session ``execution_lag_sessions`` later, so the new holdings first earn
-the return of the session after that. Between trades, holdings drift with prices. A
-holding whose prices end is sold at its last close (its weight becomes cash). The daily
+the return of the session after that. Between trades, holdings drift with prices. The daily
 series start at the first trade that takes a position (warm-up cash is left out).
+
+Delistings (a symbol whose prices end before the frame does; a canonical frame has no gaps):
+a holding whose prices end is closed at its last close and its value becomes cash on the next
+session, times ``1 + delisting_return`` when one is given (e.g. -0.3 for a delisting for cause,
+-1 for a total loss; a short's value takes the same return). A target on a symbol that has a
+price at its decision date but none at its trade session (it delisted in between) is dropped:
+that weight stays in cash. Both are recorded in ``BacktestResult.events``. A target traded where
+its symbol has no price, nor had one at the decision date (not listed yet, or long gone), is an
+error: the caller targeted a price it could not have seen.
 
 Cost model, every cost a fraction of NAV:
 
@@ -37,7 +45,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
 import numpy as np
@@ -49,6 +57,7 @@ from research_lib.units import SESSIONS_PER_YEAR
 IMPACT_WINDOW = 20
 IMPACT_MIN_SESSIONS = 5
 COST_COLUMNS = ("commission", "spread", "impact", "borrow")
+EVENT_COLUMNS = ("date", "symbol", "event", "weight", "return")
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,10 @@ class BacktestResult:
     holdings : end-of-day weights after drift and trades (sessions x symbols).
     cost_breakdown : sessions x ``COST_COLUMNS`` (commission, spread, impact: fractions of the
         NAV before the trade; borrow: of the previous close's NAV).
+    events : one row per delisting met, ``EVENT_COLUMNS``: ``delisted`` (a holding closed at its
+        last close, dated then; ``weight`` its share of NAV at that close, ``return`` the
+        delisting return applied) and ``target_dropped`` (a target on a symbol delisted before
+        its trade, dated at the trade session; ``weight`` the target).
     """
 
     returns: pd.Series
@@ -68,6 +81,7 @@ class BacktestResult:
     costs: pd.Series
     holdings: pd.DataFrame
     cost_breakdown: pd.DataFrame
+    events: pd.DataFrame = field(default_factory=lambda: _events([]))
 
 
 @dataclass(frozen=True)
@@ -102,9 +116,11 @@ class CostModel:
     @classmethod
     def from_backtest_kwargs(cls, model: Mapping[str, object]) -> CostModel:
         """The cost model in run_backtest's keyword arguments (what ``BacktestConfig.model`` returns);
-        ``execution_lag_sessions`` and ``capital`` are read past, any other unknown key is refused."""
+        ``execution_lag_sessions``, ``capital`` and ``delisting_return`` are read past, any other
+        unknown key is refused."""
         names = {"cost_bps": "commission_bps", **{f.name: f.name for f in fields(cls) if f.name != "commission_bps"}}
-        unknown = [key for key in model if key not in names and key not in ("execution_lag_sessions", "capital")]
+        unknown = [key for key in model if key not in names
+                   and key not in ("execution_lag_sessions", "capital", "delisting_return")]
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a keyword of run_backtest's cost model; valid keys: "
                              f"{list(names)}.{did_you_mean(unknown[0], names)}")
@@ -166,7 +182,7 @@ class NoPosition(ValueError):
 def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 10.0,
                  execution_lag_sessions: int = 1, *, spread_bps: float = 0.0, impact_coefficient: float = 0.0,
                  capital: float | None = None, borrow_bps_per_year: float = 0.0,
-                 cash_rate_per_year: float | pd.Series = 0.0) -> BacktestResult:
+                 cash_rate_per_year: float | pd.Series = 0.0, delisting_return: float | None = None) -> BacktestResult:
     """Simulate holding ``weights`` (decision dates x symbols) on the canonical ``prices``.
 
     Parameters
@@ -181,18 +197,25 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     borrow_bps_per_year : fee on the short exposure, charged daily (/252).
     cash_rate_per_year : annual rate earned on cash (/252 a session): a number, or a Series
         of annual rates by session (the rate on row ``t`` accrues over the session ending at ``t``).
+    delisting_return : return applied to a holding's last close when its prices end (>= -1);
+        None: closed at its last close (a return of 0).
 
     Raises
     ------
     ValueError
         if a parameter is out of range, a weight is not finite, a decision date is not a
-        session or is repeated, a symbol is given weight on a session where it has no
-        price, or impact is asked for where volume is missing.
+        session or is repeated, a symbol is given weight traded where it has no price and had
+        none at its decision date, or impact is asked for where volume is missing.
     NoPosition
         (a ValueError) if the weights, valid otherwise, never hold a position.
     """
     _check_model(cost_bps, execution_lag_sessions, spread_bps, impact_coefficient, capital, borrow_bps_per_year,
                  cash_rate_per_year)
+    if delisting_return is not None and not (isinstance(delisting_return, numbers.Real)
+                                             and not isinstance(delisting_return, bool)
+                                             and math.isfinite(delisting_return) and delisting_return >= -1.0):
+        raise ValueError(f"delisting_return must be a finite number >= -1 (a total loss) or None (closed at the last "
+                         f"close), not {delisting_return!r}.")
     check_weights(weights, prices["close"])
     close = prices["close"][list(weights.columns)]
 
@@ -205,18 +228,28 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
                          f"within execution_lag_sessions ({execution_lag_sessions}) of the end, or there is none).")
     trade_rows, targets = trade_rows[keep], weights.to_numpy(dtype=float)[keep]
     price = close.to_numpy(dtype=float)
-    unpriced = np.argwhere((targets != 0) & np.isnan(price[trade_rows]))
-    if len(unpriced):
-        trade, column = unpriced[0]
+    unpriced = (targets != 0) & np.isnan(price[trade_rows])
+    unseen = np.argwhere(unpriced & np.isnan(price[trade_rows - execution_lag_sessions]))
+    if len(unseen):
+        trade, column = unseen[0]
         raise ValueError(f"weight on {close.columns[column]} traded on {sessions[trade_rows[trade]]:%Y-%m-%d}, "
-                         "when it has no price; give it weight 0 there.")
+                         "when it has no price, nor at its decision date (not listed yet, or delisted); give it "
+                         "weight 0 there.")
+    dropped = unpriced  # priced at the decision, not at the trade: delisted in between
+    events = [(sessions[trade_rows[k]], close.columns[j], "target_dropped", targets[k, j], np.nan)
+              for k, j in np.argwhere(dropped)]
+    targets = np.where(dropped, 0.0, targets)
     active = np.flatnonzero(targets.any(axis=1))
     if not len(active):
         raise NoPosition(f"{NO_POSITION}every target weight is zero (too little history for its lookback?).")
     trade_rows, targets = trade_rows[active[0]:], targets[active[0]:]
 
     cash_rate = _daily_cash_rate(cash_rate_per_year, sessions, trade_rows[0])
-    path = _drift(price, trade_rows, targets, cash_rate, borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR)
+    path = _drift(price, trade_rows, targets, cash_rate, borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR,
+                  delisting_return or 0.0)
+    events = [e for e in events if e[0] >= sessions[trade_rows[0]]]  # before the first position: nothing held
+    events += [(sessions[trade_rows[0] + row - 1], close.columns[j], "delisted", path["delisted"][row, j],
+                delisting_return or 0.0) for row, j in np.argwhere(path["delisted"] != 0)]
     traded = np.abs(targets - path["drifted"])
     turnover = traded.sum(axis=1)
     costs = np.zeros((len(path["gross"]), len(COST_COLUMNS)))
@@ -238,7 +271,14 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
         costs=pd.Series(costs.sum(axis=1), index=index, name="costs"),
         holdings=pd.DataFrame(path["holdings"], index=index, columns=close.columns),
         cost_breakdown=pd.DataFrame(costs, index=index, columns=list(COST_COLUMNS)),
+        events=_events(events),
     )
+
+
+def _events(rows: list[tuple]) -> pd.DataFrame:
+    events = pd.DataFrame(rows, columns=list(EVENT_COLUMNS)).astype({"weight": float, "return": float})
+    events["date"] = pd.to_datetime(events["date"]).astype("datetime64[ns]")
+    return events.sort_values(["date", "symbol"], kind="stable").reset_index(drop=True)
 
 
 def check_weights(weights: pd.DataFrame, close: pd.DataFrame) -> None:
@@ -292,19 +332,20 @@ def _daily_cash_rate(cash_rate_per_year: float | pd.Series, sessions: pd.Datetim
 
 
 def _drift(price: np.ndarray, trade_rows: np.ndarray, targets: np.ndarray, cash_rate: np.ndarray,
-           borrow_rate: float) -> dict[str, np.ndarray]:
+           borrow_rate: float, delisting_return: float = 0.0) -> dict[str, np.ndarray]:
     """Book values between trades, for every session from the first trade on (before trade costs).
 
     A segment starts at a trade's close with the book ``targets[k]`` and NAV 1 and ends at
     the next trade's close; an all-cash segment starts one session before the first trade.
     In segment units a holding is worth ``weight * price[t] / price[start]`` until its price
-    ends (then its last value moves to cash), and cash follows
+    ends (then its last value, times ``1 + delisting_return``, moves to cash), and cash follows
     ``cash[t] = (1 + cash_rate[t]) * cash[t-1] + proceeds[t] - borrow_rate * short[t-1]``.
 
     Returns ``gross`` (daily return before trade costs), ``borrow`` (its fee, a fraction of
     the previous NAV), ``holdings`` (end-of-day weights, the targets on trade sessions),
-    ``drifted`` (the book's weights just before each trade) and ``segment_growth`` (NAV
-    before each trade relative to the previous trade's NAV after costs).
+    ``drifted`` (the book's weights just before each trade), ``segment_growth`` (NAV
+    before each trade relative to the previous trade's NAV after costs) and ``delisted`` (by row
+    of ``t``: the weight in NAV at the previous close of each holding whose prices end at it).
     """
     n_sessions = len(price)
     starts = np.r_[trade_rows[0] - 1, trade_rows]
@@ -320,19 +361,20 @@ def _drift(price: np.ndarray, trade_rows: np.ndarray, targets: np.ndarray, cash_
     value_prev = np.where(alive_prev, book * price[t - 1] / price[start], 0.0)
 
     short_prev = np.maximum(-value_prev, 0.0).sum(axis=1)
-    proceeds = np.where(alive_prev & ~alive_now, value_prev, 0.0).sum(axis=1)
+    closing = np.where(alive_prev & ~alive_now, value_prev, 0.0)  # last values of holdings whose prices end
+    proceeds = (1.0 + delisting_return) * closing.sum(axis=1)
     cash_prev, cash_now = _segment_recursion(1.0 + cash_rate, proceeds - borrow_rate * short_prev,
                                              1.0 - book.sum(axis=1), t, start)
     nav_prev = value_prev.sum(axis=1) + cash_prev
     nav_now = value_now.sum(axis=1) + cash_now
-    pnl = (np.where(alive_now, value_now - value_prev, 0.0).sum(axis=1)
+    pnl = (np.where(alive_now, value_now - value_prev, 0.0).sum(axis=1) + delisting_return * closing.sum(axis=1)
            + cash_rate[t] * cash_prev - borrow_rate * short_prev)
     at = trade_rows - trade_rows[0]
     holdings = value_now / nav_now[:, None]
     drifted = holdings[at].copy()
     holdings[at] = targets
     return {"gross": pnl / nav_prev, "borrow": borrow_rate * short_prev / nav_prev, "holdings": holdings,
-            "drifted": drifted, "segment_growth": nav_now[at]}
+            "drifted": drifted, "segment_growth": nav_now[at], "delisted": closing / nav_prev[:, None]}
 
 
 def _segment_recursion(growth: np.ndarray, flow: np.ndarray, initial: np.ndarray, t: np.ndarray,

@@ -158,7 +158,8 @@ class BacktestConfig(StrictModel):
                 "spread_bps": self.spread_bps * cost_multiple,
                 "impact_coefficient": self.impact_coefficient * cost_multiple,
                 "capital": (self.capital or capital) if self.impact_coefficient else None,
-                "borrow_bps_per_year": self.borrow_bps_per_year, "cash_rate_per_year": self.cash_rate_per_year}
+                "borrow_bps_per_year": self.borrow_bps_per_year, "cash_rate_per_year": self.cash_rate_per_year,
+                **({"delisting_return": self.delisting_return} if self.delisting_return is not None else {})}
 
 
 class ReportConfig(StrictModel):
@@ -217,14 +218,6 @@ class RunConfig(StrictModel):
         if self.portfolio.constraints.lower_bound < 0 and not self.risk.allow_short:
             raise ValueError("portfolio.constraints allow short positions but risk.allow_short is false, so the "
                              "risk layer would reject every short sale; set risk.allow_short: true")
-        return self
-
-    @model_validator(mode="after")
-    def _analyst_inputs_are_computed(self) -> RunConfig:
-        missing = [name for name in self.llm.inputs if name not in self.features.names]
-        if missing:
-            raise ValueError(f"llm.inputs {missing} are not in features.names, so 04 would have no column for them; "
-                             "add them to features.names or remove them from llm.inputs")
         return self
 
     def tradable(self, symbols) -> list[str]:

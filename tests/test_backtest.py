@@ -219,7 +219,7 @@ def test_bad_weights_are_refused_with_the_fix():
         run_backtest(pd.DataFrame({"A": [np.nan]}, index=close.index[:1]), close)
     with pytest.raises(ValueError, match=r"weights are dated 2019-12-31, which is not a session"):
         run_backtest(pd.DataFrame({"B": [1.0]}, index=[pd.Timestamp("2019-12-31")]), close)
-    with pytest.raises(ValueError, match=r"weight on A traded on 2020-01-02, when it has no price"):
+    with pytest.raises(ValueError, match=r"weight on A traded on 2020-01-02, when it has no price, nor at its decision date \(not listed yet"):
         run_backtest(pd.DataFrame({"A": [1.0]}, index=close.index[:1]), close)
     with pytest.raises(ValueError, match="no trade falls inside the price history"):
         run_backtest(pd.DataFrame({"B": [1.0]}, index=close.index[-1:]), close)

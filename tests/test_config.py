@@ -148,13 +148,3 @@ def test_the_backtest_model_scales_trading_costs_for_stress_but_not_financing():
     assert costs.model_copy(update={"capital": 5e5}).model(capital=1e6)["capital"] == 5e5, "its own capital first"
     assert BacktestConfig().model(capital=1e6)["capital"] is None, "no impact: no capital needed"
 
-
-def test_analyst_inputs_must_be_computed_features(tmp_path):
-    """Narrowing features.names without llm.inputs used to fail in 04 with a raw KeyError."""
-    with pytest.raises(ConfigError) as err:
-        load_config(REPO / "params" / "smoke.yaml", ["features.names=[ret_21d, vol_63d]"])
-    message = str(err.value)
-    assert "llm.inputs ['ret_63d'" in message and "add them to features.names or remove them from llm.inputs" in message
-    assert "(got {" not in message  # a rule across sections does not print the whole file
-    config = load_config(REPO / "params" / "smoke.yaml", ["features.names=[ret_21d, vol_63d]", "llm.inputs=[vol_63d]"])
-    assert config.llm.inputs == ["vol_63d"]

@@ -362,3 +362,15 @@ def test_the_ic_table_shows_the_parts_that_have_an_ic_and_never_fails_on_none():
     assert ic_table({"ic_before_cutoff": None, "ic_after_cutoff": None}).empty
     table = ic_table({"ic_before_cutoff": {"mean": 0.0123456, "t_stat": 2.0}, "ic_after_cutoff": None})
     assert list(table.columns) == ["ic_before_cutoff"] and table.loc["mean", "ic_before_cutoff"] == 0.0123
+
+
+def test_analyst_inputs_that_are_not_computed_features_are_a_clear_error(workspace):
+    """Narrowing features.names without llm.inputs failed in 04 with a raw KeyError."""
+    from research_lib.config import load_config
+    from research_lib.errors import ConfigError
+    from research_lib.stages import RunFolder, fit_llm_signals
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "params" / "smoke.yaml", ["features.names=[ret_21d, vol_63d]", "llm.provider=offline"])
+    with pytest.raises(ConfigError, match=r"llm.inputs \['ret_63d', .* add them to features.names or remove them"):
+        fit_llm_signals(RunFolder(config, workspace / "run"))

@@ -7,6 +7,7 @@ import pandas as pd
 
 from research_lib.backtest import BacktestResult, NoPosition, run_backtest
 from research_lib.config import RunConfig
+from research_lib.data import market_label
 from research_lib.portfolio import baseline_weights
 from research_lib.stages.folder import RunFolder
 from research_lib.stages.strategies import LLM_SIGNAL, MOMENTUM, STRATEGIES
@@ -49,6 +50,14 @@ def validation_metrics(folder: RunFolder, results: dict[str, BacktestResult]) ->
     metrics = {"strategy_name": main, **backtest_metrics(**_parts(results[main]), benchmark=benchmark)}
     metrics["alternatives"] = {name: backtest_metrics(**_parts(results[name]), benchmark=benchmark)["strategy"]
                                for name in others}
+    events = results[main].events
+    if len(events):  # delistings met (none in the bundled history): counted, and the largest named
+        largest = events.loc[events["weight"].abs().sort_values(ascending=False, kind="stable").index[:5]]
+        metrics["delisting_events"] = {
+            "counts": {str(k): int(v) for k, v in events["event"].value_counts().sort_index().items()},
+            "under_1e-6_of_nav": int((events["weight"].abs() < 1e-6).sum()),  # an optimizer's rounding dust
+            "largest": [{"date": f"{e.date:%Y-%m-%d}", "symbol": str(e.symbol), "event": str(e.event),
+                         "weight": float(f"{e.weight:.4g}")} for e in largest.itertuples()]}
     if LLM_SIGNAL in results:
         metrics["llm_signal_by_cutoff"] = _split_at_cutoff(results[LLM_SIGNAL].returns, config)
     if STRATEGIES[main].optimized and STRATEGIES[main].on_views(config):
@@ -70,7 +79,13 @@ def _parts(result: BacktestResult) -> dict:
 
 
 def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
-    """The tearsheet's title; it names the LLM analyst and its cost when the run had one."""
+    """The tearsheet's title; it names the LLM analyst and its cost when the run had one, and starts
+    with the warning of a synthetic market when the prices were generated."""
+    market = market_label(config.data.source, config.data.synthetic)
+    return (f"{market} | " if market else "") + _analyst_title(config, llm_report)
+
+
+def _analyst_title(config: RunConfig, llm_report: dict | None) -> str:
     if not llm_report or "analyst" not in llm_report:
         return config.report.title
     r = llm_report

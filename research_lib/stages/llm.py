@@ -61,6 +61,10 @@ def fit_llm_signals(folder: RunFolder) -> dict:
 
     config = folder.config
     close = folder.prices["close"]
+    missing = [name for name in config.llm.inputs if name not in folder.features.columns]
+    if missing:
+        raise ConfigError(f"llm.inputs {missing} are not among the run's features (features.names), so the prompts "
+                          "would have no column for them; add them to features.names or remove them from llm.inputs")
     tables, universe = _asked_symbols(prompt_tables(folder.features, rebalance_dates(close.index, config.llm.rebalance),
                                                     config.llm.inputs), folder)
     cache = ResponseCache(paths.state_db())

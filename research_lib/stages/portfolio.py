@@ -82,7 +82,8 @@ def _construct(folder: RunFolder) -> tuple:
     close = prices["close"][tradable]
     volume = prices["volume"].reindex(columns=tradable) if "volume" in prices.columns.get_level_values(0) else None
     scores, confidences = portfolio_signals(folder, close)
-    construction = construct_portfolio(close, rebalance_dates(close.index, p.rebalance), p, config.risk,
+    decisions = rebalance_dates(close.index, p.rebalance)
+    construction = construct_portfolio(close, decisions, p, config.risk,
                                        scores=scores, confidences=confidences, volume=volume,
                                        benchmark=prices["close"][config.data.benchmark])
     weights = construction.weights
@@ -106,8 +107,17 @@ def _construct(folder: RunFolder) -> tuple:
               "risk_rejected": int((events["action"] == "rejected").sum()),
               "adv_checked": bool(has_volume), "capital": p.capital,
               "vol_target": p.vol_target.model_dump() if p.vol_target else None,
-              "circuit_breaker_trips": trips}
+              "circuit_breaker_trips": trips, "left_out": _left_out(close, decisions, p.lookback_days)}
     return weights, construction, report
+
+
+def _left_out(close: pd.DataFrame, decisions: pd.DatetimeIndex, lookback: int) -> dict:
+    """(decision date, symbol) pairs the optimizer could not hold: no price at the date (not listed yet,
+    or delisted), or a price at the date but not over the whole lookback (listed too recently)."""
+    priced_now = close.reindex(decisions).notna()
+    priced_throughout = close.notna().astype(float).rolling(lookback + 1).min().reindex(decisions).eq(1.0)
+    return {"no_price": int((~priced_now).to_numpy().sum()),
+            "short_history": int((priced_now & ~priced_throughout).to_numpy().sum())}
 
 
 def risk_layer_summary(built: dict) -> str:

@@ -326,6 +326,9 @@ def _model_inputs(prices: pd.DataFrame, close: pd.DataFrame, model: dict) -> dic
     except TypeError as error:
         raise TypeError(f"{error}; the model takes run_backtest's keywords (cost_bps, execution_lag_sessions, "
                         "spread_bps, impact_coefficient, capital, borrow_bps_per_year, cash_rate_per_year).") from None
+    if model.get("delisting_return") not in (None, 0.0):
+        raise ValueError(f"delisting_return={model['delisting_return']!r}: the sweep engine closes a delisted holding "
+                         "at its last close (delisting_return None); leave it out of a sweep's model.")
     defaults = {name: p.default for name, p in inspect.signature(run_backtest).parameters.items()}
     given = {**defaults, **model}
     rate = given["cash_rate_per_year"]
