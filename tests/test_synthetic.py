@@ -108,3 +108,11 @@ def test_the_ml_stage_recovers_the_planted_signal_only_when_planted(workspace, s
         assert rank_ic["mean"] > 0.02 and rank_ic["t_stat"] > 3
     else:
         assert rank_ic["t_stat"] < 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_a_long_market_passes_the_default_validation_whatever_the_seed(tmp_path, seed):
+    """25 years with GARCH volatility: the volatility index once tripled in a day and was refused."""
+    prices = _load(tmp_path, start="1998-01-02", end="2022-12-30", n_symbols=10, seed=seed)
+    vix = prices["close"]["SYN_VIX"]
+    assert (vix / vix.shift()).max() < 3.0

@@ -11,7 +11,8 @@ The model, per session ``t`` and stock ``i`` (simple returns)::
 
 - the market factor (7 %/yr drift, 16 %/yr long-run volatility), 11 sector factors (8 %/yr) and
   each stock's idiosyncratic part have GARCH(1,1) volatility (clustering) and Student-t shocks
-  with 5 degrees of freedom scaled to unit variance (fat tails); a day's return is kept within
+  with 5 degrees of freedom scaled to unit variance and clipped at 8 (fat tails, yet no volatility
+  index that triples in a day, which validation would refuse); a day's return is kept within
   [-60 %, +150 %] so that the default validation (a x3 daily move is an error) passes;
 - ``alpha`` is the planted signal: per stock an AR(1) of unit variance with a 63-session
   half-life, known at the close of ``t-1``. Its correlation with the next session's standardized
@@ -44,11 +45,12 @@ from research_lib.params import StrictModel
 __all__ = ["DEFAULT_END", "DEFAULT_START", "GENERATOR_VERSION", "SyntheticConfig", "market_label",
            "synthetic_market", "synthetic_symbols"]
 
-GENERATOR_VERSION = 1  # part of the snapshot key: a changed model never reuses an old market
+GENERATOR_VERSION = 2  # part of the snapshot key: a changed model never reuses an old market
 DEFAULT_START = dt.date(2000, 1, 3)
 DEFAULT_END = dt.date(2022, 12, 30)  # fixed, not today: the same parameters give the same market
 N_SECTORS = 11
 T_DF = 5  # Student-t degrees of freedom of every shock
+MAX_SHOCK = 8.0  # standard deviations: a GARCH volatility then moves at most about x2.5 in a day
 SIGNAL_HALF_LIFE = 63  # sessions
 RETURN_BOUNDS = (-0.6, 1.5)
 CONTEXT_ROLES = {"data.benchmark": "index", "features.vix_symbol": "volatility index"}
@@ -100,7 +102,8 @@ def synthetic_market(config: SyntheticConfig, sessions: pd.DatetimeIndex,
     first, last = _life_spans(rng, n, n_sessions, config.listed_late, config.delisted)
 
     # Shocks and their GARCH volatilities: the market, the sectors, then the stocks, as one block.
-    shocks = rng.standard_t(T_DF, (n_sessions, 1 + N_SECTORS + n)) * np.sqrt((T_DF - 2) / T_DF)
+    shocks = np.clip(rng.standard_t(T_DF, (n_sessions, 1 + N_SECTORS + n)) * np.sqrt((T_DF - 2) / T_DF),
+                     -MAX_SHOCK, MAX_SHOCK)
     annual_vol = np.concatenate([[0.16], np.full(N_SECTORS, 0.08), idio_vol])
     arch = np.r_[np.full(1 + N_SECTORS, 0.08), np.full(n, 0.05)]  # GARCH: weight of yesterday's shock
     garch = np.r_[np.full(1 + N_SECTORS, 0.90), np.full(n, 0.93)]  # and of yesterday's variance
