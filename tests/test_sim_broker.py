@@ -39,7 +39,8 @@ def day(prices: pd.DataFrame, i: int) -> pd.Timestamp:
 
 def assert_books_balance(sim: SimBroker, prices: pd.DataFrame) -> None:
     """Every fill is at the close of the session after its order's submission with the model's
-    costs, each filled order has exactly one fill, and cash and positions are the fills' sum."""
+    costs, each filled order has exactly one fill, a holding whose prices end is closed at its last
+    close on the first session without one, and cash and positions are the sum of both."""
     close, sessions = prices["close"], prices.index
     orders = {o.broker_id: o for o in sim.orders()}
     fills = sim.fills()
@@ -48,19 +49,30 @@ def assert_books_balance(sim: SimBroker, prices: pd.DataFrame) -> None:
     for order in orders.values():
         assert (order.status == "filled") == (order.broker_id in fills_per_order), order
     cash, held, sim_date = sim.starting_cash, defaultdict(float), sim.sim_date
-    for fill in fills:
-        order = orders[fill.broker_id]
-        submitted = sessions.get_loc(pd.Timestamp(order.submitted_at.date()))
-        assert pd.Timestamp(fill.session) == sessions[submitted + 1] <= sim_date
-        sign = 1.0 if fill.side == "buy" else -1.0
-        reference = close.at[pd.Timestamp(fill.session), fill.symbol]
-        assert fill.price == pytest.approx(reference * (1 + sign * sim.spread_bps / 1e4), rel=1e-12)
-        assert fill.commission == pytest.approx(sim.cost_bps / 1e4 * fill.quantity * reference, rel=1e-12)
-        assert (fill.quantity, fill.price) == (order.filled_quantity, order.filled_avg_price)
-        cash += -sign * fill.quantity * fill.price - fill.commission
-        held[fill.symbol] += sign * fill.quantity
+    closures = []  # a holding whose prices end: closed at its last close on the first session without one
+    for day in sessions[sessions <= sim_date]:
+        for fill in [f for f in fills if pd.Timestamp(f.session) == day]:
+            order = orders[fill.broker_id]
+            submitted = sessions.get_loc(pd.Timestamp(order.submitted_at.date()))
+            assert pd.Timestamp(fill.session) == sessions[submitted + 1] <= sim_date
+            sign = 1.0 if fill.side == "buy" else -1.0
+            reference = close.at[pd.Timestamp(fill.session), fill.symbol]
+            assert fill.price == pytest.approx(reference * (1 + sign * sim.spread_bps / 1e4), rel=1e-12)
+            assert fill.commission == pytest.approx(sim.cost_bps / 1e4 * fill.quantity * reference, rel=1e-12)
+            assert (fill.quantity, fill.price) == (order.filled_quantity, order.filled_avg_price)
+            cash += -sign * fill.quantity * fill.price - fill.commission
+            held[fill.symbol] += sign * fill.quantity
+        for symbol, quantity in list(held.items()):
+            if abs(quantity) > 1e-9 and np.isnan(close.at[day, symbol]):
+                last = close[symbol].loc[:day].dropna().iloc[-1]
+                cash += quantity * last * (1 + (sim.delisting_return or 0.0))
+                closures.append((day.date(), symbol, quantity, last))
+                held[symbol] = 0.0
+    assert [(d.session, d.symbol) for d in sim.delistings()] == [(d, s) for d, s, _, _ in closures]
+    for closure, (_, _, quantity, last) in zip(sim.delistings(), closures):
+        assert (closure.quantity, closure.price) == (pytest.approx(quantity, rel=1e-12), last)
     account, positions = sim.account(), sim.positions()
-    assert account.cash == cash  # exactly: cash moves by fills and nothing else
+    assert account.cash == pytest.approx(cash, rel=1e-12, abs=1e-9)  # cash moves by fills and delistings only
     for symbol in set(held) | set(positions):
         reported = positions[symbol].quantity if symbol in positions else 0.0
         assert reported == pytest.approx(held[symbol], abs=1e-9), symbol

@@ -29,10 +29,10 @@ the targets of the equity before it) pays the backtest's cost to the last digit,
 borrow or cash interest alone (no trade costs, so the two sizings agree) the daily equity is
 the backtest's to 1e-12.
 
-Conventions outside the cost model are kept out of the generated cases on purpose: the
-backtest sells a holding at the close before a gap in its prices (it knows the gap is
-coming), a broker cannot and the sim keeps it at its last close, so a generated holding has
-prices from its order's decision close to the close it is sold at; and the sim holds no
+Conventions outside the cost model are kept out of the generated cases on purpose: a holding
+whose prices end is closed at its last close by both (tests/test_delisting_paper.py), but the
+sim sizes its orders in shares at the decision close, so a generated holding has prices from
+its order's decision close to the close it is sold at; and the sim holds no
 position under ``QUANTITY_TOLERANCE`` shares, so a generated weight is 0 or at least 1e-4.
 """
 

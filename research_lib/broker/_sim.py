@@ -31,8 +31,11 @@ Conventions
   beyond the shares held (less open sells) is refused unless ``allow_short``. As at a real
   broker, nothing is re-checked at the fill but the price: a price move can leave cash
   slightly negative. An order whose symbol has no close at its fill session expires, with a
-  reason (`SimBroker.order_reason`). A holding whose prices end stays at its last close
-  (the backtest instead sells it there, into cash).
+  reason (`SimBroker.order_reason`).
+- **Delistings.** A holding whose prices end is closed as the backtest closes it: on the first
+  session without a price (after that session's fills), its value at the last close, times
+  ``1 + delisting_return`` when one is given, becomes cash, with no commission. Each closure is
+  recorded (`SimBroker.delistings`), once: an advance is one transaction.
 - **Refusals send nothing.** An order refused at submission is not stored: its
   client_order_id stays free. Every stored order keeps its client_order_id for the account's
   whole history (UNIQUE in the database), whatever its status.
@@ -65,7 +68,7 @@ from research_lib.broker._base import (OPEN_STATUSES, Account, BrokerError, Brok
                                        DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, Position,
                                        RateLimited, UnknownOutcome, check_client_order_id)
 from research_lib.broker._sim_store import (ADDED_SETTINGS, EXCHANGE_TZ, LOCK_TIMEOUT_SECONDS, QUANTITY_TOLERANCE,
-                                            SESSION_CLOSE, SESSION_OPEN, SimFill, SimStore, close_frame, cost_model,
+                                            SESSION_CLOSE, SESSION_OPEN, SimDelisting, SimFill, SimStore, close_frame, cost_model,
                                             exchange_time, stored_account)
 
 __all__ = ["EXCHANGE_TZ", "FAULTS", "LOCK_TIMEOUT_SECONDS", "QUANTITY_TOLERANCE", "SESSION_CLOSE", "SESSION_OPEN",
@@ -115,11 +118,14 @@ class SimBroker:
     def __init__(self, db_path: str | Path, prices: pd.DataFrame, account_id: str = "sim",
                  starting_cash: float = 1_000_000.0, cost_bps: float | None = None, spread_bps: float | None = None,
                  *, costs: CostModel | None = None, allow_short: bool = False, start: str | dt.date | None = None,
-                 name: str = "sim"):
+                 name: str = "sim", delisting_return: float | None = None):
         if not (math.isfinite(starting_cash) and starting_cash > 0):
             raise ValueError(f"starting_cash must be finite and > 0 (got {starting_cash}).")
         if not account_id:
             raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
+        if delisting_return is not None and not (math.isfinite(delisting_return) and delisting_return >= -1.0):
+            raise ValueError(f"delisting_return must be finite and >= -1, or None (got {delisting_return}).")
+        self.delisting_return = delisting_return
         self.db_path, self.account_id, self.name = Path(db_path), account_id, name
         self.starting_cash, self.costs = float(starting_cash), cost_model(costs, cost_bps, spread_bps)
         self.cost_bps, self.spread_bps = self.costs.commission_bps, self.costs.spread_bps
@@ -223,6 +229,7 @@ class SimBroker:
                 self._accrue(conn, row)
                 if row == current + 1:
                     self._fill_open_orders(conn, row)
+                self._close_delisted(conn, row)
             if target > current:
                 self._store.set_sim_date(conn, self._day(target))
         return self._sessions[target]
@@ -240,6 +247,10 @@ class SimBroker:
             raise ValueError(f"the sim date {self._day(row)} is the last session of the price history; "
                              "load prices that reach further to continue.")
         return self.advance_to(self._sessions[row + 1])
+
+    def delistings(self) -> list[SimDelisting]:
+        """Every position the sim closed because its prices ended, by session."""
+        return self._store.read_only(self._store.delistings)
 
     def orders(self) -> list[BrokerOrder]:
         """Every order of the account, in submission order."""
@@ -400,6 +411,17 @@ class SimBroker:
                            price=float(close * (1.0 + sign * spread) + sign * impact / quantity),
                            commission=float(self.cost_bps / 1e4 * quantity * close))
             self._store.book_fill(conn, fill)
+
+    def _close_delisted(self, conn: sqlite3.Connection, row: int) -> None:
+        """Close, at its last close, each holding whose prices end before session ``row``."""
+        for symbol, (quantity, _) in self._store.held(conn).items():
+            column = self._column[symbol]
+            last = self._mark[row, column]  # the last close known at ``row``
+            if np.isfinite(self._close[row, column]) or not np.isfinite(last):
+                continue
+            value = quantity * last
+            self._store.close_delisted(conn, SimDelisting(self._sessions[row].date(), symbol, quantity, float(last),
+                                                          float(value * (1.0 + (self.delisting_return or 0.0)))))
 
     def _accrue(self, conn: sqlite3.Connection, row: int) -> None:
         """Session ``row``'s interest on the previous close's cash and borrow fee on its short value."""

@@ -83,6 +83,15 @@ CREATE TABLE IF NOT EXISTS sim_fills (
     commission REAL NOT NULL,
     UNIQUE (account_id, broker_id)
 );
+CREATE TABLE IF NOT EXISTS sim_delistings (
+    account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
+    session TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    quantity REAL NOT NULL,
+    price REAL NOT NULL,
+    cash_flow REAL NOT NULL,
+    PRIMARY KEY (account_id, session, symbol)
+);
 CREATE TABLE IF NOT EXISTS sim_positions (
     account_id TEXT NOT NULL REFERENCES sim_accounts (account_id),
     symbol TEXT NOT NULL,
@@ -111,6 +120,19 @@ class SimFill:
         """The change in cash, in account currency."""
         traded = self.quantity * self.price
         return (-traded if self.side == "buy" else traded) - self.commission
+
+
+@dataclass(frozen=True)
+class SimDelisting:
+    """A position the sim closed because its symbol's prices ended: ``quantity`` shares (signed:
+    negative for a short) closed on ``session``, the first session without a price, at ``price``,
+    the last close; ``cash_flow`` is what cash received (the value times 1 + the delisting return)."""
+
+    session: dt.date
+    symbol: str
+    quantity: float
+    price: float
+    cash_flow: float
 
 
 def stored_account(db_path: str | Path, account_id: str) -> dict | None:
@@ -292,6 +314,19 @@ class SimStore:
         row = conn.execute("SELECT reason FROM sim_orders WHERE account_id = ? AND client_order_id = ?",
                            (self.account_id, client_order_id)).fetchone()
         return row[0] if row else None
+
+    def close_delisted(self, conn: sqlite3.Connection, delisting: SimDelisting) -> None:
+        """Record ``delisting``, credit its cash flow and remove the position."""
+        conn.execute("INSERT INTO sim_delistings VALUES (?, ?, ?, ?, ?, ?)",
+                     (self.account_id, f"{delisting.session:%Y-%m-%d}", delisting.symbol, delisting.quantity,
+                      delisting.price, delisting.cash_flow))
+        self.set_cash(conn, self.cash(conn) + delisting.cash_flow)
+        self.move_position(conn, delisting.symbol, -delisting.quantity, delisting.price)
+
+    def delistings(self, conn: sqlite3.Connection) -> list[SimDelisting]:
+        rows = conn.execute("SELECT session, symbol, quantity, price, cash_flow FROM sim_delistings WHERE account_id = ? "
+                            "ORDER BY session, symbol", (self.account_id,)).fetchall()
+        return [SimDelisting(dt.date.fromisoformat(r[0]), *r[1:]) for r in rows]
 
     def fills(self, conn: sqlite3.Connection) -> list[SimFill]:
         """Every fill of the account, in the order they were applied to cash."""

@@ -148,6 +148,7 @@ class CycleReport:
     adopted: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     clamped: list[dict] = field(default_factory=list)
+    delisted: list[dict] = field(default_factory=list)
     positions: dict[str, float] = field(default_factory=dict)
 
 
@@ -175,6 +176,25 @@ def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleR
                ("adopted" if intent.status in UNRESOLVED else intent.status))
         if intent.status in UNRESOLVED:
             report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "adopted"})
+
+
+def _record_delistings(broker: Broker, ledger: Ledger, strategy: str, report: CycleReport, dry_run: bool) -> None:
+    """Positions the broker closed because their prices ended (the simulated broker reports them;
+    at a real broker a vanished position is a reconciliation mismatch for a person to look at):
+    each goes into the ledger once, as a ``delisted`` intent filled at the last close, so the
+    ledger's positions keep matching the broker's. A dry run records nothing."""
+    closed = getattr(broker, "delistings", None)
+    for delisting in closed() if closed is not None else []:
+        cid = client_order_id(strategy, delisting.session, delisting.symbol, "delisted")
+        quantity = abs(delisting.quantity)
+        intent = Intent(cid, strategy, str(delisting.session), delisting.symbol,
+                        "sell" if delisting.quantity > 0 else "buy", quantity, delisting.price, "delisted",
+                        filled_quantity=quantity, filled_avg_price=delisting.price,
+                        reason=f"prices end: closed at the last close {delisting.price:g}, cash {delisting.cash_flow:+,.2f}")
+        if not dry_run and ledger.record_intent(intent):
+            report.delisted.append({"symbol": delisting.symbol, "session": str(delisting.session),
+                                    "quantity": delisting.quantity, "price": delisting.price,
+                                    "cash_flow": delisting.cash_flow})
 
 
 def reconcile_positions(ledger: Ledger, strategy: str, positions: dict[str, float]) -> list[dict]:
@@ -278,6 +298,7 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
     targets were to be applied in full (ACTIVE, not a dry run; the record keeps it for a cycle
     that traded or had nothing to do)."""
     _resolve(broker, ledger, inputs, report, dry_run)
+    _record_delistings(broker, ledger, inputs.strategy, report, dry_run)
     clock = broker.clock()
     account = broker.account()
     positions = {s: p.quantity for s, p in broker.positions().items()}
@@ -318,7 +339,7 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
     # uncrashed run's book grew with each order it sent, so a re-run decides the same), and
     # counting only the orders really sent today.
     book = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
-    sent_today = sum(1 for i in today if i.status not in ("not_sent", "rejected"))
+    sent_today = sum(1 for i in today if i.status not in ("not_sent", "rejected", "delisted"))
     decision = check_orders(proposed, book, prices, inputs.limits, state, account.equity, inputs.price_time,
                             adv=adv, open_orders=len(open_orders), orders_sent_today=sent_today)
     report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}

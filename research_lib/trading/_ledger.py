@@ -53,7 +53,7 @@ CREATE TABLE IF NOT EXISTS ledger_cycles (
     id INTEGER PRIMARY KEY AUTOINCREMENT, strategy TEXT NOT NULL, session TEXT NOT NULL, broker TEXT NOT NULL,
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT);
 """
-FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent")
+FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent", "delisted")  # delisted: closed by the broker
 INTERRUPTED = "interrupted"  # the status of a cycle whose process ended before it finished
 ALL_STRATEGIES = "*"  # the kill-switch row that applies to every strategy (`spartan halt` without --strategy)
 HALT_FILE = "HALT"

@@ -63,7 +63,8 @@ def open_sim(promoted: Promoted, db: Path, start: dt.date | None = None) -> SimB
     first = None if stored else (start or default_sim_start(promoted))
     try:
         return SimBroker(db, promoted.prices, account, starting_cash=promoted.starting_cash,
-                         costs=sim_costs(promoted, stored), allow_short=promoted.config.risk.allow_short, start=first)
+                         costs=sim_costs(promoted, stored), allow_short=promoted.config.risk.allow_short, start=first,
+                         delisting_return=promoted.config.backtest.delisting_return)
     except ValueError as err:
         raise TradingRefused(f"the simulated account {account!r} cannot be opened: {err}") from None
 
