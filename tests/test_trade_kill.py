@@ -103,6 +103,15 @@ def book(workspace, tmp_path):
             command.wait()
 
 
+def as_typed_at_a_terminal() -> None:
+    """In a child before it runs: Ctrl-C and SIGQUIT at their defaults, as for a command typed at a
+    terminal. A test run started with ``&`` from a non-interactive shell inherits both ignored (POSIX),
+    and a command that inherits an ignored Ctrl-C rightly never handles it (as under nohup): these
+    tests would then wait forever for a command that is behaving as documented."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+
+
 def spartan(book: dict, *args: str, remove: str | None = None, name: str = "command") -> subprocess.Popen:
     """`spartan ARGS` in a new process group, slow orders in its kernel (and ``remove`` taken out
     of it), its output in files (a kernel never holds a pipe open)."""
@@ -113,7 +122,8 @@ def spartan(book: dict, *args: str, remove: str | None = None, name: str = "comm
         env["SPARTAN_TEST_REMOVE"] = remove
     out = (book["temp"].parent / f"{name}.out").open("w")
     err = (book["temp"].parent / f"{name}.err").open("w")
-    book["started"].append(subprocess.Popen([SPARTAN, *args], env=env, stdout=out, stderr=err, start_new_session=True))
+    book["started"].append(subprocess.Popen([SPARTAN, *args], env=env, stdout=out, stderr=err, start_new_session=True,
+                                            preexec_fn=as_typed_at_a_terminal))
     return book["started"][-1]
 
 
@@ -324,7 +334,8 @@ def test_signals_after_the_first_cannot_change_the_exit_code_even_while_python_s
     the first signal to its end. Python's shutdown gives the default action back to the signals it
     handled, which would kill the command (exit -2) if one came then; they stay ignored instead."""
     for _ in range(5):
-        command = subprocess.Popen([sys.executable, "-c", LATE_SIGNAL_SCRIPT], cwd=REPO, stdout=subprocess.PIPE,
+        command = subprocess.Popen([sys.executable, "-c", LATE_SIGNAL_SCRIPT], cwd=REPO, preexec_fn=as_typed_at_a_terminal,
+                                   stdout=subprocess.PIPE,
                                    text=True)
         assert command.stdout.readline().strip() == "ready"
         while command.poll() is None:
