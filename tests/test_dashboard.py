@@ -14,6 +14,7 @@ from __future__ import annotations
 import _thread
 import datetime as dt
 import json
+import signal
 import threading
 import urllib.request
 from html.parser import HTMLParser
@@ -479,7 +480,13 @@ def test_serve_prints_its_url_and_stops_cleanly_on_ctrl_c(built):
 
             threading.Thread(target=get_then_interrupt, daemon=True).start()
 
-    url = serve(built["reports"], port=0, echo=echo)
+    # Ctrl-C as at a terminal, whatever this test process inherited: interrupt_main does nothing while
+    # SIGINT is ignored (a test run started with & from a non-interactive shell has it ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        url = serve(built["reports"], port=0, echo=echo)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert fetched == [200] and url.startswith("http://127.0.0.1:") and said[-1] == "Stopped."
 
 

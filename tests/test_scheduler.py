@@ -367,7 +367,14 @@ def start_scheduler(workspace: Path, schedule_path: Path, clock_start: dt.dateti
               "sys.exit(run_scheduler(load_schedule(sys.argv[1]), clock=clock))\n")
     args = [sys.executable, "-c", script, str(schedule_path)] + ([clock_start.isoformat()] if clock_start else [])
     env = {**os.environ, "SPARTAN_HOME": str(workspace), "PYTHONPATH": str(REPO)}
-    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_at_its_default)
+
+
+def _ctrl_c_at_its_default() -> None:
+    """In the scheduler's process before it runs: Ctrl-C at its default, as typed at a terminal (a test run
+    started with & from a non-interactive shell would otherwise hand it down ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def wait_for(condition, seconds: float, process: subprocess.Popen) -> None:
