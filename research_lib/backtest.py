@@ -248,8 +248,9 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     path = _drift(price, trade_rows, targets, cash_rate, borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR,
                   delisting_return or 0.0)
     events = [e for e in events if e[0] >= sessions[trade_rows[0]]]  # before the first position: nothing held
-    events += [(sessions[trade_rows[0] + row - 1], close.columns[j], "delisted", path["delisted"][row, j],
-                delisting_return or 0.0) for row, j in np.argwhere(path["delisted"] != 0)]
+    closed = path["delisted"]  # by row from the first trade: (value at the last close, that close's NAV)
+    events += [(sessions[trade_rows[0] + row - 1], close.columns[j], "delisted", closed[0][row, j] / closed[1][row],
+                delisting_return or 0.0) for row, j in np.argwhere(closed[0] != 0)]
     traded = np.abs(targets - path["drifted"])
     turnover = traded.sum(axis=1)
     costs = np.zeros((len(path["gross"]), len(COST_COLUMNS)))
@@ -345,7 +346,8 @@ def _drift(price: np.ndarray, trade_rows: np.ndarray, targets: np.ndarray, cash_
     the previous NAV), ``holdings`` (end-of-day weights, the targets on trade sessions),
     ``drifted`` (the book's weights just before each trade), ``segment_growth`` (NAV
     before each trade relative to the previous trade's NAV after costs) and ``delisted`` (by row
-    of ``t``: the weight in NAV at the previous close of each holding whose prices end at it).
+    of ``t``: the value at the previous close of each holding whose prices end at it, and that
+    close's NAV).
     """
     n_sessions = len(price)
     starts = np.r_[trade_rows[0] - 1, trade_rows]
@@ -374,7 +376,7 @@ def _drift(price: np.ndarray, trade_rows: np.ndarray, targets: np.ndarray, cash_
     drifted = holdings[at].copy()
     holdings[at] = targets
     return {"gross": pnl / nav_prev, "borrow": borrow_rate * short_prev / nav_prev, "holdings": holdings,
-            "drifted": drifted, "segment_growth": nav_now[at], "delisted": closing / nav_prev[:, None]}
+            "drifted": drifted, "segment_growth": nav_now[at], "delisted": (closing, nav_prev)}
 
 
 def _segment_recursion(growth: np.ndarray, flow: np.ndarray, initial: np.ndarray, t: np.ndarray,
