@@ -14,10 +14,10 @@ from research_lib.cli import main
 from research_lib.data import synthetic_symbols
 
 OVERRIDES = {
-    "data.synthetic.n_symbols": 500, "data.start": "2016-01-04", "data.end": "2020-12-31",
+    "data.synthetic.n_symbols": 500, "data.start": "2017-01-03", "data.end": "2020-12-31",
     "features.names": "[ret_5d, ret_21d, ret_63d, momentum_12_1, reversal_5d, vol_63d, index_trend_200d]",
     "features.vix_symbol": "null", "features.dtype": "float32", "llm.inputs": "[momentum_12_1, reversal_5d, vol_63d]",
-    "ml.models": "[ridge]", "ml.signal_model": "ridge", "ml.min_train_days": 504, "ml.test_days": 252,
+    "ml.models": "[ridge]", "ml.signal_model": "ridge", "ml.min_train_days": 378, "ml.test_days": 252,
     "llm.provider": "offline", "llm.max_symbols": 200, "report.tearsheet": "true",
 }
 
