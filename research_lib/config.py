@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from research_lib._io import atomic_write_bytes
 from research_lib.compute import ComputeConfig
-from research_lib.data import DataSource, SyntheticConfig, calendar_error
+from research_lib.data import DataSource, SyntheticConfig, calendar_error, market_label
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
@@ -44,6 +44,11 @@ class DataConfig(StrictModel):
     calendar: str | None = Field("XNYS", description="exchange_calendars code whose sessions the dates must be "
                                  "(XNYS, XLON, 24/7...); null: any day, e.g. crypto")
     synthetic: SyntheticConfig = Field(SyntheticConfig(), description="the generated market, for source: synthetic")
+
+    def market_label(self) -> str | None:
+        """The warning every page of a run on generated prices carries (`research_lib.data.market_label`);
+        None for real prices."""
+        return market_label(self.source, self.synthetic)
 
     @field_validator("calendar")
     @classmethod

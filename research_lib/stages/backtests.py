@@ -7,7 +7,6 @@ import pandas as pd
 
 from research_lib.backtest import BacktestResult, NoPosition, run_backtest
 from research_lib.config import RunConfig
-from research_lib.data import market_label
 from research_lib.portfolio import baseline_weights
 from research_lib.stages.folder import RunFolder
 from research_lib.stages.strategies import LLM_SIGNAL, MOMENTUM, STRATEGIES
@@ -81,7 +80,7 @@ def _parts(result: BacktestResult) -> dict:
 def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
     """The tearsheet's title; it names the LLM analyst and its cost when the run had one, and starts
     with the warning of a synthetic market when the prices were generated."""
-    market = market_label(config.data.source, config.data.synthetic)
+    market = config.data.market_label()
     return (f"{market} | " if market else "") + _analyst_title(config, llm_report)
 
 

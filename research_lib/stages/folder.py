@@ -28,7 +28,6 @@ import pandas as pd
 from research_lib import compute
 from research_lib._io import read_json, write_json, write_parquet
 from research_lib.config import RunConfig, load_config
-from research_lib.data import market_label
 from research_lib.env import load_env_file
 from research_lib.errors import ConfigError
 from research_lib.params import did_you_mean
@@ -138,7 +137,7 @@ class RunFolder:
         load_env_file()
         folder = cls(load_config(config_path), run_dir)
         compute.configure(folder.config.compute)
-        if label := market_label(folder.config.data.source, folder.config.data.synthetic):
+        if label := folder.config.data.market_label():
             print(label)  # at the top of every notebook of a synthetic run
         folder.run_dir.mkdir(parents=True, exist_ok=True)
         return folder

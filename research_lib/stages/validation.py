@@ -13,7 +13,6 @@ from __future__ import annotations
 from research_lib import paths
 from research_lib._io import git_commit, write_json
 from research_lib.backtest import BacktestResult
-from research_lib.data import market_label
 from research_lib.reports.validation_page import write_validation_page
 from research_lib.stages.backtests import cost_stress, run_trials
 from research_lib.stages.folder import RunFolder
@@ -74,7 +73,7 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
         provenance={"code": git_commit(paths.workspace_root()),
                     "data_sha256": (prices.attrs.get("provenance") or {}).get("sha256"),
                     "params": config.model_dump(mode="json")}, sweep=sweep)
-    report["market"] = market_label(config.data.source, config.data.synthetic)  # None: real prices
+    report["market"] = config.data.market_label()  # None: real prices
     write_json(run_dir / VALIDATION_JSON, report)
     write_validation_page(report, run_dir / VALIDATION_HTML)
     return report
