@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PARAMS ?= params/daily.yaml
 
@@ -11,12 +12,17 @@ PARAMS ?= params/daily.yaml
 
 install: $(STAMP)
 
-# Re-install whenever the dependency list changes.
+# What running research needs; re-installed whenever the dependency list changes.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@touch $@
+
+# The test tools (pytest and its plugins, hypothesis, nbval, playwright, aiosmtpd): for `make test` only.
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
 run: $(STAMP)
@@ -24,7 +30,7 @@ run: $(STAMP)
 
 # The suite runs on TEST_WORKERS processes (each with its own scratch workspace), a test file per worker.
 TEST_WORKERS ?= 2
-test: $(STAMP) browser
+test: $(TEST_STAMP) browser
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov=research_lib --cov-report=term --cov-fail-under=90 tests notebooks --nbval-lax
 
 # The dashboard's browser test drives Debian's chromium (no browser download): installed when
@@ -34,13 +40,20 @@ browser:
 	  && (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium is not installed: the dashboard browser test will be skipped (apt-get install chromium)"; }
 
+# JupyterLab rooted at the workspace (this folder, or $$SPARTAN_HOME when set): notebooks, reports, params
+# and data in its file browser, opening on notebooks/. --allow-root: Docker, CI containers and many
+# research servers run as root. LAB_PORT=8890 LAB_ARGS=--no-browser to change the port or pass options.
+LAB_PORT ?= 8888
+WORKSPACE := $(or $(SPARTAN_HOME),$(CURDIR))
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	@mkdir -p "$(WORKSPACE)/reports" "$(WORKSPACE)/data"
+	$(BIN)/jupyter lab --allow-root --ServerApp.root_dir="$(WORKSPACE)" --LabApp.default_url=/lab/tree/notebooks \
+	  --ServerApp.port=$(LAB_PORT) $(LAB_ARGS)
 
 # The bench extra (vectorbt, the sweep benchmark's reference) is installed for `make bench` only.
 # `make bench` runs every benchmark but scale; `make bench BENCH="sweep pipeline"` runs some;
 # `make bench scale` runs the scale benchmark (synthetic 20/100/500 names, Dask 1 vs 2 workers).
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 

@@ -29,7 +29,7 @@ run_dir: str = "../reports/lab"  # folder with upstream artifacts; outputs go he
 import pandas as pd
 
 from research_lib.plots import plot_growth
-from research_lib.reports import write_metrics, write_tearsheet
+from research_lib.reports import gate_table, metrics_table, stress_table, write_metrics, write_tearsheet
 from research_lib.stages import RunFolder, backtest_strategies, tearsheet_title, validate_strategy, validation_metrics
 
 folder = RunFolder.open(config_path, run_dir)
@@ -45,7 +45,7 @@ config.strategy
 # %%
 results = backtest_strategies(folder)
 metrics = validation_metrics(folder, results)
-metrics
+metrics_table(metrics)
 
 # %%
 benchmark_returns = prices["close"][config.data.benchmark].pct_change()
@@ -61,7 +61,7 @@ plot_growth(pd.DataFrame({n: r.returns for n, r in results.items()}).join(benchm
 main = results[metrics["strategy_name"]]
 if config.report.tearsheet:
     write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), folder.path("tearsheet.html"),
-                    tearsheet_title(config, folder.report("llm")))
+                    tearsheet_title(config, folder.report("llm"), metrics["strategy_name"]))
 write_metrics(metrics, folder.path("metrics.json"))
 
 # %% [markdown]
@@ -72,10 +72,10 @@ write_metrics(metrics, folder.path("metrics.json"))
 # %%
 validation = validate_strategy(folder, results, metrics)
 print("Gate:", "PASSED" if validation["verdict"]["passed"] else f"FAILED on {', '.join(validation['verdict']['failed'])}")
-pd.DataFrame(validation["verdict"]["criteria"]).set_index("name")
+gate_table(validation["verdict"])
 
 # %%
-pd.DataFrame(validation["cost_stress"]).T[["cagr", "sharpe", "max_drawdown"]]
+stress_table(validation["cost_stress"])
 
 # %%
 pd.DataFrame(validation["by_regime"]).set_index("regime")

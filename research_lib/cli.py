@@ -43,6 +43,7 @@ class Stopped(KeyboardInterrupt):
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="spartan", description="Spartan quant research workspace.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="execute the research notebook chain for a parameter file")
@@ -92,8 +93,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("spartan-research")
+    except PackageNotFoundError:  # pragma: no cover - run from a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if (missing := paths.no_workspace_reason()) is not None:  # before anything could create data/ or reports/
+        print(f"spartan: {missing}.", file=sys.stderr)
+        return EXIT_USAGE
     load_env_file()
     logs.configure()  # JSON lines in reports/logs/spartan.jsonl; runs and sessions add their own file
     handlers = {"promote": _promote, "trade": _trade, "status": _status, "halt": _halt, "resume": _resume,

@@ -168,7 +168,8 @@ class BacktestConfig(StrictModel):
 
 
 class ReportConfig(StrictModel):
-    title: str = "Spartan baseline"
+    title: str = Field("Spartan", description="the tearsheet title's first part; the headline strategy, scenario "
+                       "and analyst follow")
     tearsheet: bool = Field(True, description="write the quantstats HTML tearsheet")
 
 

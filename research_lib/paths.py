@@ -13,6 +13,13 @@ from pathlib import Path
 
 def workspace_root() -> Path:
     """Return the workspace root folder (see the module docstring)."""
+    return find_workspace() or Path.cwd().resolve()
+
+
+def find_workspace() -> Path | None:
+    """The workspace root named by ``$SPARTAN_HOME`` or found at or above the current directory
+    (a folder holding ``params/base.yaml``); None when there is none, so that a command can
+    refuse instead of creating ``data/`` and ``reports/`` in an unrelated folder."""
     env = os.environ.get("SPARTAN_HOME")
     if env:
         return Path(env).resolve()
@@ -20,7 +27,18 @@ def workspace_root() -> Path:
     for folder in (here, *here.parents):
         if (folder / "params" / "base.yaml").is_file():
             return folder
-    return here
+    return None
+
+
+def no_workspace_reason() -> str | None:
+    """Why there is no workspace to work in (None when there is one), with the fix."""
+    env = os.environ.get("SPARTAN_HOME")
+    if env and not Path(env).is_dir():
+        return f"SPARTAN_HOME is {env!r}, which is not a folder: set it to a Spartan workspace (the folder with params/)"
+    if find_workspace() is None:
+        return (f"no Spartan workspace here: neither {Path.cwd()} nor a folder above it holds params/base.yaml. "
+                "cd into the workspace (the clone with params/, notebooks/ and the Makefile) or set SPARTAN_HOME to it")
+    return None
 
 
 def data_dir() -> Path:

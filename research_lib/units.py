@@ -18,4 +18,23 @@ def format_usd(amount: float) -> str:
     return f"${text}"
 
 
-__all__ = ["SESSIONS_PER_YEAR", "format_usd"]
+def format_drawdown(fraction: float | None) -> str:
+    """A drawdown as every page and message shows it: a loss in percent, negative, one decimal
+    (``-48.1%``), whether it was stored as a loss (-0.481) or as its size (0.481)."""
+    if fraction is None or not math.isfinite(fraction):
+        return "n/a"
+    return f"{-abs(fraction):.1%}"
+
+
+FEW_SESSIONS = 63
+"""Statistics from fewer sessions than this (a quarter) are shown with :func:`few_sessions_caveat`."""
+
+
+def few_sessions_caveat(sessions: int | None) -> str:
+    """``""``, or a caveat to print after a statistic estimated from fewer than `FEW_SESSIONS` sessions."""
+    if sessions is None or sessions >= FEW_SESSIONS:
+        return ""
+    return f"from only {sessions} session{'s' if sessions != 1 else ''}, too few to judge; needs {FEW_SESSIONS}"
+
+
+__all__ = ["FEW_SESSIONS", "SESSIONS_PER_YEAR", "few_sessions_caveat", "format_drawdown", "format_usd"]

@@ -229,7 +229,7 @@ def test_paper_trading_shows_the_kill_switch_positions_and_recent_orders(built):
     assert [o["client_order_id"] for o in trend["orders"]] == [i.client_order_id for i in reversed(intents[-15:])]
     assert {o["status"] for o in trend["orders"] if o["session"] == last["session"]} == {"canceled"}, "halted"
     html = built["html"]
-    assert "kill switch HALTED" in html and "Recent orders" in html
+    assert "trading: HALTED (kill switch engaged: no new orders, cancels only)" in html and "Recent orders" in html
     for position in last["positions"]:
         assert f"{position['value']:,.2f}" in html
 

@@ -769,7 +769,8 @@ def test_when_every_answer_is_cut_off_or_refused_stage_04_writes_no_views_and_ev
     assert len(abstained) == prompted and not abstained.duplicated(["date", "symbol"]).any(), "every symbol of every date"
     assert set(abstained["reason"]) == {"answer cut off at max_tokens", "the model refused"}
     assert len(ResponseCache(paths.data_dir() / STATE_DB)) == 0, "nothing invalid is cached"
-    assert "no views" in tearsheet_title(config, report)
+    title = tearsheet_title(config, report, "blend")
+    assert title.startswith(f"Spartan | blend ({config.scenario}) | analyst: ") and "no views" in title
 
 
 # ---------------------------------------------------------------------------------------

@@ -377,7 +377,7 @@ def test_the_session_report_is_written_with_the_strategy_kill_switch_and_analyst
                                   "gate_passed": False}
     assert stored["account"]["starting_cash"] == 1_000_000.0 and stored["account"]["equity"] == 1_000_000.0
     html = (folder / "summary.html").read_text()
-    assert "<code>trend</code>" in html and "Kill switch: ACTIVE" in html and ANALYST in html
+    assert "<code>trend</code>" in html and "trading: ACTIVE (kill switch not engaged)" in html and ANALYST in html
     assert "gate overridden: test" in html
     assert result["session"] == stored["session"]
 
@@ -449,7 +449,7 @@ def test_halt_cancels_open_orders_and_a_halted_session_sends_nothing_until_resum
     halted = trade_session("trend")
     assert halted["status"] == "halted" and halted["cycle"]["sent"] == [] and sim_of().orders() == orders
     assert halted["kill_switch"] == {"state": "halted", "reason": "all strategies: halted by the user"}
-    assert "kill switch HALTED" in describe_session(halted)
+    assert "trading: HALTED (kill switch engaged: no new orders, cancels only)" in describe_session(halted)
     state, reason = resume()["trend"]
     assert state is KillSwitch.ACTIVE and ledger.kill_switch("trend")[0] is KillSwitch.ACTIVE
     assert trade_session("trend")["status"] != "halted"
@@ -550,7 +550,9 @@ def test_status_lists_the_sim_account_and_the_text_shows_the_numbers(workspace):
     assert entry["open_orders"] == [] and entry["last_cycle"]["status"] == "nothing_to_do"
 
     text = describe_status([entry])
-    assert "trend: kill switch ACTIVE" in text and f"sim at {sessions[21]:%Y-%m-%d}" in text
+    assert "trend  trading: ACTIVE (kill switch not engaged)" in text and f"sim account at {sessions[21]:%Y-%m-%d}" in text
+    table = text.split("  positions:\n")[1].splitlines()
+    assert table[0].split() == ["symbol", "quantity", "value"] and len(table) == 1 + len(SYMBOLS), "a header, a row each"
     assert money(account.equity) in text and money(account.cash) in text
     assert money(account.equity - 1_000_000.0) in text
     assert all(symbol in text and money(values[symbol]) in text for symbol in SYMBOLS)
@@ -567,7 +569,9 @@ def test_status_lists_the_sim_account_and_the_text_shows_the_numbers(workspace):
     sent_ids = {o["client_order_id"] for o in rebalanced["cycle"]["sent"]}
     assert {o["client_order_id"] for o in entry["open_orders"]} == sent_ids
     text = describe_status([entry])
-    assert text.count("  open: ") == len(entry["open_orders"]) and "traded" in text
+    orders = text.split("  open orders:\n")[1].splitlines()
+    assert orders[0].split() == ["side", "symbol", "quantity", "client", "order", "id"]
+    assert sorted(line.split()[-1] for line in orders[1:]) == sorted(sent_ids) and "traded" in text
     assert f"{len(rebalanced['cycle']['sent'])} sent" in describe_session(rebalanced)
     assert describe_status([]).startswith("No promoted strategy")
 

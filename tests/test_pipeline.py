@@ -60,7 +60,8 @@ def paper_trade_the_promoted_smoke_run(workspace, capsys):
     assert not any(cid.startswith("smoke-20181203") for cid, _ in sim_orders(workspace)), "halt stops all new orders"
     assert main(["status"]) == 0
     out = capsys.readouterr().out
-    assert "smoke: kill switch HALTED (all strategies: acceptance test)" in out and "sim at 2018-12-03" in out
+    assert "smoke  trading: HALTED (kill switch engaged: no new orders, cancels only); last change: all strategies: " \
+           "acceptance test" in out and "sim account at 2018-12-03" in out
     assert main(["resume"]) == 0 and "ACTIVE" in capsys.readouterr().out
     for folder in ("2018-11-29", "2018-11-30", "2018-12-03"):
         assert {p.name for p in (paper / folder).iterdir()} >= {"07_paper_trade.ipynb", "07_paper_trade.html",

@@ -124,7 +124,7 @@ def test_the_promote_command_exit_codes(tmp_path, monkeypatch, capsys):
     failing = fake_run(tmp_path / "reports" / "runs" / "bad", {**PASSING, "win_rate": 0.5})
     assert main(["promote", str(failing)]) == 1
     err = capsys.readouterr().err
-    assert "fails the promotion gate" in err and "- win_rate: 0.5 (needs >= 0.55" in err
+    assert "fails the promotion gate" in err and "- win_rate: 50.0% (needs >= 55.0%" in err
     assert not (tmp_path / "params" / "promoted").exists()
     assert main(["promote", str(failing), "--override-reason", "demo"]) == 0
     assert "Promoted (gate overridden, reason recorded)" in capsys.readouterr().out

@@ -535,8 +535,8 @@ def test_malformed_books_are_input_errors(kwargs, message):
 
 @pytest.mark.parametrize("state, pnl, drawdown, expected, reason", [
     (KillSwitch.ACTIVE, -0.03, 0.05, KillSwitch.REDUCING,
-     "ACTIVE -> REDUCING: daily_loss_limit: daily loss 0.0300 >= limit 0.0200"),
-    (KillSwitch.ACTIVE, 0.01, 0.10, KillSwitch.HALTED, "ACTIVE -> HALTED: drawdown_stop: drawdown 0.1000 >= limit 0.1000"),
+     "ACTIVE -> REDUCING: daily_loss_limit: daily loss 3.00% >= limit 2.00%"),
+    (KillSwitch.ACTIVE, 0.01, 0.10, KillSwitch.HALTED, "ACTIVE -> HALTED: drawdown_stop: drawdown -10.0% reached the stop at -10.0%"),
     (KillSwitch.REDUCING, -0.05, 0.12, KillSwitch.HALTED, "REDUCING -> HALTED: drawdown_stop"),
     (KillSwitch.ACTIVE, -0.019, 0.09, KillSwitch.ACTIVE, None),
     (KillSwitch.REDUCING, 0.05, 0.0, KillSwitch.REDUCING, None),

@@ -225,7 +225,8 @@ def test_a_traded_session_is_not_run_again_and_a_failed_attempt_keeps_the_earlie
     assert main(["trade", "--asof", session]) == 0, "traded already: exit 0"
     out = capsys.readouterr().out
     assert f"spartan trade trend {session} on sim: already traded; nothing was run or sent" in out
-    assert "traded (kill switch ACTIVE" in out and "orders: 4 sent" in out, "the report's own summary"
+    assert f"{session} on sim: traded (decision" in out and "trading: ACTIVE (kill switch not engaged)" in out
+    assert "orders: 4 sent" in out, "the report's own summary"
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == files, "no file of the session changed"
 
     # A folder holding a report the ledger does not know (the state database was replaced):

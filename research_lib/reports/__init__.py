@@ -8,7 +8,8 @@ dashboard's trading and broker code.
 
 from research_lib._lazy import lazy_exports
 
-_WHERE = {"build_index": "index", "collect_runs": "index", "write_metrics": "tearsheet", "write_tearsheet": "tearsheet"}
+_WHERE = {"build_index": "index", "collect_runs": "index", "write_metrics": "tearsheet", "write_tearsheet": "tearsheet",
+          "gate_table": "tables", "metrics_table": "tables", "stress_table": "tables"}
 
 __all__ = sorted(_WHERE)
 

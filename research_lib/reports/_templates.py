@@ -8,7 +8,9 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from research_lib._io import atomic_write_bytes
-from research_lib.units import format_usd
+from research_lib.risk import trading_state
+from research_lib.units import few_sessions_caveat, format_drawdown, format_usd
+from research_lib.validation.promotion import criterion_text
 
 
 def _fmt(value, spec: str) -> str:
@@ -26,6 +28,10 @@ def environment() -> Environment:
     env.filters["num"] = lambda v, digits=2: _fmt(v, f".{digits}f")
     env.filters["money"] = lambda v: _fmt(v, ",.2f")
     env.filters["usd"] = format_usd  # dollars with enough digits to be true ($0.004, never $0.00)
+    env.filters["drawdown"] = format_drawdown  # a loss in percent, -48.1%, on every page
+    env.filters["trading_state"] = trading_state  # "trading: ACTIVE (kill switch not engaged)"
+    env.filters["criterion"] = criterion_text  # a gate criterion's (value, requirement) as text
+    env.filters["few_sessions"] = few_sessions_caveat
     return env
 
 

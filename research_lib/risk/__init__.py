@@ -31,7 +31,7 @@ research rebalances):
 """
 
 from research_lib.risk._checks import check_orders
-from research_lib.risk._kill_switch import KillSwitch, next_state, resume
+from research_lib.risk._kill_switch import KillSwitch, next_state, resume, trading_state
 from research_lib.risk._limits import RiskInputError, RiskLimits
 from research_lib.risk._orders import (MIN_ORDER_QUANTITY, ClampedOrder, Order, ReferencePrice, RejectedOrder,
                                        RiskDecision, RiskNote, Side)
@@ -41,5 +41,5 @@ from research_lib.risk._research import EVENT_COLUMNS, UNKNOWN_VOLUME, clamp_wei
 
 __all__ = ["EVENT_COLUMNS", "MIN_ORDER_QUANTITY", "UNKNOWN_VOLUME", "ClampedOrder", "KillSwitch", "Order", "ReferencePrice", "RejectedOrder",
            "RiskDecision", "RiskInputError", "RiskLimits", "RiskNote", "Side", "check_orders", "clamp_weights",
-           "drawdown_circuit_breaker", "follow_multiplier", "next_state", "resume", "volatility_multiplier",
-           "volatility_target"]
+           "drawdown_circuit_breaker", "follow_multiplier", "next_state", "resume", "trading_state",
+           "volatility_multiplier", "volatility_target"]

@@ -10,6 +10,7 @@ import math
 from enum import Enum
 
 from research_lib.risk._limits import RiskInputError, RiskLimits
+from research_lib.units import format_drawdown
 
 
 class KillSwitch(Enum):
@@ -26,6 +27,19 @@ class KillSwitch(Enum):
 
 
 _RANK = {KillSwitch.ACTIVE: 0, KillSwitch.REDUCING: 1, KillSwitch.HALTED: 2}
+_MEANING = {KillSwitch.ACTIVE: "kill switch not engaged",
+            KillSwitch.REDUCING: "kill switch engaged: only orders that reduce positions",
+            KillSwitch.HALTED: "kill switch engaged: no new orders, cancels only"}
+
+
+def trading_state(state: KillSwitch | str) -> str:
+    """What the kill switch means for trading, as every page and message says it:
+    ``trading: ACTIVE (kill switch not engaged)``, ``trading: HALTED (kill switch engaged: ...)``."""
+    try:
+        state = KillSwitch(state)
+    except ValueError:
+        return f"trading: {str(state).upper()} (kill switch state unknown)"
+    return f"trading: {state.name} ({_MEANING[state]})"
 
 
 def _as_state(state: object, name: str) -> KillSwitch:
@@ -62,10 +76,11 @@ def next_state(state: KillSwitch, daily_pnl_frac: float, drawdown_frac: float,
         raise RiskInputError(f"drawdown_frac is {drawdown_frac}; pass the drawdown as a positive fraction "
                              "below the peak (0.1 for 10 % down)")
     elif drawdown_frac >= limits.drawdown_stop:
-        target, why = KillSwitch.HALTED, f"drawdown_stop: drawdown {drawdown_frac:.4f} >= limit {limits.drawdown_stop:.4f}"
+        target, why = KillSwitch.HALTED, (f"drawdown_stop: drawdown {format_drawdown(drawdown_frac)} reached the "
+                                          f"stop at {format_drawdown(limits.drawdown_stop)}")
     elif daily_pnl_frac <= -limits.daily_loss_limit:
-        target, why = KillSwitch.REDUCING, (f"daily_loss_limit: daily loss {-daily_pnl_frac:.4f} >= limit "
-                                            f"{limits.daily_loss_limit:.4f}")
+        target, why = KillSwitch.REDUCING, (f"daily_loss_limit: daily loss {-daily_pnl_frac:.2%} >= limit "
+                                            f"{limits.daily_loss_limit:.2%}")
     else:
         return state, None
     if target.rank <= state.rank:

@@ -77,19 +77,21 @@ def _parts(result: BacktestResult) -> dict:
     return {"returns": result.returns, "turnover": result.turnover, "costs": result.costs}
 
 
-def tearsheet_title(config: RunConfig, llm_report: dict | None) -> str:
-    """The tearsheet's title; it names the LLM analyst and its cost when the run had one, and starts
-    with the warning of a synthetic market when the prices were generated."""
+def tearsheet_title(config: RunConfig, llm_report: dict | None, strategy: str) -> str:
+    """The tearsheet's title: the headline strategy (metrics.json's ``strategy_name``) and the
+    scenario, the LLM analyst and its cost when the run had one, after the warning of a synthetic
+    market when the prices were generated."""
     market = config.data.market_label()
-    return (f"{market} | " if market else "") + _analyst_title(config, llm_report)
+    headline = f"{config.report.title} | {strategy} ({config.scenario})"
+    return (f"{market} | " if market else "") + headline + _analyst_title(llm_report)
 
 
-def _analyst_title(config: RunConfig, llm_report: dict | None) -> str:
+def _analyst_title(llm_report: dict | None) -> str:
     if not llm_report or "analyst" not in llm_report:
-        return config.report.title
+        return " | no LLM analyst in this run"
     r = llm_report
     per_signal = f"{format_usd(r['usd_per_signal'])} per signal" if r.get("views") else "no views"
-    return (f"{config.report.title} | LLM views: {r['analyst']}; tokens {r['input_tokens']:,} in, {r['output_tokens']:,} out, "
+    return (f" | analyst: {r['analyst']}; tokens {r['input_tokens']:,} in, {r['output_tokens']:,} out, "
             f"{r['cache_read_tokens']:,} cache read, {r['cache_write_tokens']:,} cache write; {format_usd(r['cost_usd'])} "
             f"({per_signal})")
 

@@ -11,9 +11,10 @@ import dataclasses
 
 from research_lib import paths
 from research_lib.broker import SimBroker
-from research_lib.risk import KillSwitch
+from research_lib.risk import KillSwitch, trading_state
 from research_lib.trading._ledger import ALL_STRATEGIES, Ledger
 from research_lib.trading._market import open_sim, sim_account
+from research_lib.units import few_sessions_caveat
 from research_lib.validation.promotion import load_promoted, promoted_names
 
 
@@ -27,8 +28,11 @@ def status(strategy: str | None = None) -> list[dict]:
         promoted = load_promoted(name)
         state, why = ledger.kill_switch(name)
         cycles = ledger.cycles(name)
+        real = [c for c in cycles if not c["summary"].get("dry_run")]
+        dry = [c for c in cycles if c["summary"].get("dry_run") and (not real or c["id"] > real[-1]["id"])]
         entry = {"strategy": name, "kill_switch": {"state": state.value, "reason": why},
-                 "last_cycle": cycles[-1] if cycles else None, "broker": promoted.config.paper.broker,
+                 "last_cycle": real[-1] if real else None, "last_dry_run": dry[-1] if dry else None,
+                 "broker": promoted.config.paper.broker,
                  "account": None, "positions": [], "open_orders": []}
         if SimBroker.stored_account(paths.state_db(), sim_account(name)):
             sim = open_sim(promoted, paths.state_db())
@@ -84,8 +88,8 @@ def describe_session(result: dict) -> str:
     """A few lines on what a session did (printed by `spartan trade` and notebook 07)."""
     cycle, account, tracking = result["cycle"], result["account"], result["drift"]
     lines = [f"{result['strategy']} {result['session']} on {result['broker']}: {result['status']} "
-             f"(kill switch {result['kill_switch']['state'].upper()}; decision {result['decision']}, "
-             f"{'rebalancing' if result['rebalance'] else 'holding'})",
+             f"(decision {result['decision']}, {'rebalancing' if result['rebalance'] else 'holding'})",
+             f"  {trading_state(result['kill_switch']['state'])}",
              f"  orders: {len(cycle['sent'])} sent, {len(cycle['adopted'])} adopted, {len(cycle['rejected'])} rejected, "
              f"{len(cycle['cancelled'])} cancelled; {len(result['open_orders'])} open at the broker",
              f"  equity {_money(account['equity'])}, cash {_money(account['cash'])}, P&L "
@@ -94,6 +98,8 @@ def describe_session(result: dict) -> str:
         lines.append(f"  against the backtest ({tracking['sessions']} sessions): tracking error "
                      f"{tracking['tracking_error']:.2%}{' (ABOVE TOLERANCE)' if tracking['flagged'] else ''}, "
                      f"book overlap {tracking['signal_agreement']:.0%}")
+        if caveat := few_sessions_caveat(tracking["sessions"]):
+            lines[-1] += f" ({caveat})"
     lines += [f"  rejected {r['side']} {r['symbol']}: {r['reason']}" for r in cycle["rejected"]]
     if result["kill_switch"]["state"] != "active":
         lines.append(f"  kill switch: {result['kill_switch']['reason']}")
@@ -101,22 +107,48 @@ def describe_session(result: dict) -> str:
 
 
 def describe_status(entries: list[dict]) -> str:
-    """`spartan status`'s text for `status`'s entries."""
+    """`spartan status`'s text for `status`'s entries: per strategy its trading state, last real
+    cycle (and a later dry run beside it), the simulated account, and positions and open orders
+    as tables with headers."""
     if not entries:
         return "No promoted strategy. Promote a validated run with `spartan promote reports/runs/<run_id>`."
     out = []
     for e in entries:
-        out.append(f"{e['strategy']}: kill switch {e['kill_switch']['state'].upper()} ({e['kill_switch']['reason']})")
-        last = e["last_cycle"]
-        out.append(f"  last cycle: {last['session']} on {last['broker']}, {last['status']}" if last else
+        switch = e["kill_switch"]
+        out.append(f"{e['strategy']}  {trading_state(switch['state'])}; last change: {switch['reason']}")
+        last, dry = e["last_cycle"], e.get("last_dry_run")
+        out.append(f"  last cycle:   {last['session']} on {last['broker']}, {last['status']}" if last else
                    "  never traded: spartan trade --strategy " + e["strategy"])
+        if dry:
+            out.append(f"  last dry run: {dry['session']} on {dry['broker']}, {dry['status']} (sent nothing)")
         if e["account"]:
             a = e["account"]
-            out.append(f"  sim at {a['sim_date']}: equity {_money(a['equity'])}, cash {_money(a['cash'])}, "
+            out.append(f"  sim account at {a['sim_date']}: equity {_money(a['equity'])}, cash {_money(a['cash'])}, "
                        f"P&L since start {_money(a['pnl_total'])}")
-        out += [f"  {p['symbol']:>8} {p['quantity']:>14,.4f}  {_money(p['value'])}" for p in e["positions"]]
-        out += [f"  open: {o['side']} {o['quantity']:,.4f} {o['symbol']} ({o['client_order_id']})" for o in e["open_orders"]]
+        if e["positions"]:
+            out += ["  positions:", *_table(("symbol", "quantity", "value"),
+                                            [(p["symbol"], f"{p['quantity']:,.4f}", _money(p["value"]))
+                                             for p in e["positions"]])]
+        if e["open_orders"]:
+            out += ["  open orders:", *_table(("side", "symbol", "quantity", "client order id"),
+                                              [(o["side"], o["symbol"], f"{o['quantity']:,.4f}", o["client_order_id"])
+                                               for o in e["open_orders"]])]
     return "\n".join(out)
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "    ") -> list[str]:
+    """Lines of a plain-text table: a header row, then rows; text columns left-aligned, numbers right."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
+    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
+
+    def line(cells) -> str:
+        return indent + "  ".join(str(c).rjust(w) if n else str(c).ljust(w)
+                                  for c, w, n in zip(cells, widths, numeric)).rstrip()
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _is_number(text: str) -> bool:
+    return text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit() or text == "n/a"
 
 
 def _money(value) -> str:

@@ -25,6 +25,7 @@ from research_lib.config import RunConfig
 from research_lib.data import sha256_of
 from research_lib.errors import ConfigError, SpartanError
 from research_lib.params import StrictModel
+from research_lib.units import format_drawdown
 
 PROMOTION_FILE = "promotion.yaml"
 PAPER_ARTIFACTS = ("weights.parquet", "prices.parquet")
@@ -118,9 +119,29 @@ class PromotionRefused(SpartanError):
     """The run failed the gate and no override reason was given (the message lists each failure)."""
 
 
+_PERCENT_CRITERIA = ("win_rate",)
+
+
+def criterion_text(criterion: Criterion | dict) -> tuple[str, str]:
+    """A criterion's value and requirement as every page and message shows them: a drawdown as a
+    loss in percent (``-48.1%``, needs ``no deeper than -15.0%``), a win rate in percent, the rest
+    as numbers."""
+    c = criterion if isinstance(criterion, dict) else asdict(criterion)
+    value, threshold = c["value"], c["threshold"]
+    missing = value is None or (isinstance(value, float) and math.isnan(value))
+    if c["name"] == "max_drawdown":
+        return ("missing" if missing else format_drawdown(value)), f"no deeper than {format_drawdown(threshold)}"
+    if c["name"] in _PERCENT_CRITERIA:
+        return ("missing" if missing else f"{value:.1%}"), f"{c['rule']} {threshold:.1%}"
+    return ("missing" if missing else f"{value:.4g}"), f"{c['rule']} {threshold:g}"
+
+
 def describe_failures(criteria: list[Criterion]) -> str:
-    lines = [f"- {c.name}: {'missing' if c.value is None else f'{c.value:.4g}'} (needs {c.rule} {c.threshold:g}; "
-             f"{c.meaning})" for c in criteria if not c.passed]
+    lines = []
+    for c in criteria:
+        if not c.passed:
+            value, needs = criterion_text(c)
+            lines.append(f"- {c.name}: {value} (needs {needs}; {c.meaning})")
     return "\n".join(lines)
 
 
