@@ -8,6 +8,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, Undefined, select_autoescape
 
 from research_lib._io import atomic_write_bytes
+from research_lib.reports import _charts as charts
 from research_lib.risk import trading_state
 from research_lib.units import few_sessions_caveat, format_drawdown, format_usd
 from research_lib.validation.promotion import criterion_text
@@ -32,6 +33,7 @@ def environment() -> Environment:
     env.filters["trading_state"] = trading_state  # "trading: ACTIVE (kill switch not engaged)"
     env.filters["criterion"] = criterion_text  # a gate criterion's (value, requirement) as text
     env.filters["few_sessions"] = few_sessions_caveat
+    env.globals["charts"] = charts  # inline SVG charts: no script, no network
     return env
 
 

@@ -28,7 +28,6 @@ from pathlib import Path
 import yaml
 
 from research_lib._io import atomic_write_bytes
-from research_lib.reports import _charts as charts
 from research_lib.reports._reading import PROBLEMS, href, number, parse_time, problem
 from research_lib.reports._templates import environment
 from research_lib.reports.dashboard_paper import paper_trading
@@ -279,7 +278,6 @@ def build_index(reports_dir: str | Path, now: dt.datetime | None = None) -> Path
     """Render ``reports_dir/index.html`` from the workspace's files; return its path."""
     reports_dir = Path(reports_dir)
     env = environment()
-    env.globals["charts"] = charts
     html = env.get_template("index.html.j2").render(**dashboard(reports_dir, now))
     target = reports_dir / "index.html"
     atomic_write_bytes(target, html.encode())

@@ -21,6 +21,7 @@ import pandas as pd
 from research_lib._io import now_utc, read_json, write_json
 from research_lib.alerts import alert
 from research_lib.reports._templates import render_to
+from research_lib.reports.dashboard_paper import expected_equity
 from research_lib.risk import KillSwitch
 from research_lib.trading import (CYCLE_FILE, Ledger, daily_pnl, drift, expected_backtest, mean_slippage_bps,
                                   slippage)
@@ -66,12 +67,41 @@ def session_report(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.D
         "slippage": {"mean_bps": mean_slippage_bps(fills), "fills": len(fills),
                      "recent": fills.tail(20).to_dict(orient="records")},
         "drift": tracking,
+        "equity_chart": _equity_chart(pnl, tracking),
+        "book_vs_targets": book_vs_targets(cycles),
         "adv_checked": record["adv_checked"],
         "promoted": {"run_id": promoted.record.get("run_id"), "promoted_at": promoted.record.get("promoted_at"),
                      "override_reason": promoted.record.get("override_reason"),
                      "gate_passed": (promoted.record.get("gate") or {}).get("passed")},
         "analyst": (manifest.get("llm") or {}).get("analyst") or "unknown: the promoted run's manifest has no analyst",
     }
+
+
+def _equity_chart(pnl: pd.DataFrame, tracking: dict) -> dict:
+    """Paper equity per session and the backtest's expectation over the compared sessions."""
+    equity = [(f"{d:%Y-%m-%d}", _num(e)) for d, e in pnl["equity"].items()] if len(pnl) else []
+    return {"sessions": [s for s, _ in equity], "paper": [e for _, e in equity],
+            "expected": expected_equity(equity, tracking.get("by_session") or [])}
+
+
+def book_vs_targets(cycles: list[dict]) -> dict:
+    """Per finished cycle (oldest first): the book's gross exposure at the cycle, the targets' gross
+    exposure, and the share of the book off target, half the sum of ``|weight - target|`` over
+    the symbols of either (0: on target; 1: a wholly different book). Sessions without targets
+    (no decision yet) have None."""
+    out = {"sessions": [], "held_gross": [], "target_gross": [], "off_target": []}
+    for c in cycles:
+        weights, targets = c["summary"].get("weights") or {}, c["summary"].get("targets")
+        out["sessions"].append(c["session"])
+        out["held_gross"].append(sum(abs(w) for w in weights.values()))
+        if targets is None:
+            out["target_gross"].append(None)
+            out["off_target"].append(None)
+            continue
+        symbols = set(weights) | set(targets)
+        out["target_gross"].append(sum(abs(t) for t in targets.values()))
+        out["off_target"].append(0.5 * sum(abs(weights.get(s, 0.0) - targets.get(s, 0.0)) for s in symbols))
+    return out
 
 
 def _positions_table(positions: dict[str, float], prices: dict[str, float], targets: dict[str, float] | None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from research_lib._io import atomic_path, write_json
+from research_lib.reports._charts import grouped_bars, percent
 
 
 def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str) -> Path:
@@ -27,7 +29,27 @@ def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, 
         warnings.simplefilter("ignore")
         qs.reports.html(returns.rename("Strategy"), benchmark=benchmark, output=str(tmp), title=title,
                         benchmark_title=benchmark_title)
+        html = Path(tmp).read_text(encoding="utf-8")
+        html = _NETWORK_ICON.sub("", replace_yearly_chart(html, returns, benchmark, benchmark_title))
+        Path(tmp).write_text(html, encoding="utf-8")
     return path
+
+
+_NETWORK_ICON = re.compile(r'<link rel="shortcut icon" href="https?://[^"]*"[^>]*>')  # the page fetches nothing
+_EOY_CHART = re.compile(r'(<div id="eoy_returns">)(.*?)(</div>)', re.S)
+
+
+def replace_yearly_chart(html: str, returns: pd.Series, benchmark: pd.Series, benchmark_title: str) -> str:
+    """quantstats' "EOY Returns vs Benchmark" chart (0.0.86 draws its year labels bunched at the
+    left of bars drawn on the right) replaced by our own: the compounded return of each calendar
+    year, the strategy beside the benchmark, as inline SVG."""
+    yearly = pd.DataFrame({"Strategy": returns, benchmark_title: benchmark}).groupby(returns.index.year).apply(
+        lambda r: (1 + r.fillna(0.0)).prod() - 1)
+    chart = grouped_bars([str(y) for y in yearly.index], {c: yearly[c].tolist() for c in yearly},
+                         title="Returns by calendar year, strategy against benchmark", fmt=percent(0),
+                         y_label="compounded within each year", width=620, height=260)
+    replaced, count = _EOY_CHART.subn(lambda m: m.group(1) + str(chart) + m.group(3), html, count=1)
+    return replaced if count else html
 
 
 def write_metrics(metrics: dict, path: str | Path) -> Path:

@@ -14,6 +14,7 @@ import pandas as pd
 
 from research_lib.units import SESSIONS_PER_YEAR
 from research_lib.validation import _sweep_store as sc
+from research_lib.validation import figures
 from research_lib.validation import statistics as st
 from research_lib.validation.metrics import headline_metrics
 
@@ -73,6 +74,7 @@ def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats:
     out["walk"] = attempt(lambda: st.walk_forward_selection(trial_returns, max(train, 2), test))
     out["by_year"] = st.breakdown_by_year(returns).reset_index().to_dict("records")
     out["by_regime"] = st.breakdown_by_regime(returns, benchmark).reset_index().to_dict("records")
+    out["figures"] = figures.validation_figures(returns, out, trial_stats)
     return out
 
 
@@ -174,7 +176,7 @@ def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments
     return {"n_configurations": int(n_configurations), "n_trading": int(sweep_returns.shape[1]),
             "n_never_traded": int(n_configurations - sweep_returns.shape[1]), "n_trials": n_trials,
             "sharpe_variance": variance, "dsr": dsr, "expected_max_sharpe_annual": expected_max,
-            "pbo": pbo and {k: v for k, v in pbo.items() if k != "logits"}, "pbo_error": pbo_error,
+            "pbo": pbo and {k: v for k, v in pbo.items() if k not in st.PBO_ARRAYS}, "pbo_error": pbo_error,
             "pbo_sessions": len(span_index), "pbo_first": _session(span_index[0]) if len(span_index) else None,
             "pbo_last": _session(span_index[-1]) if len(span_index) else None,
             "pbo_configurations": int(len(ranked_columns)),
@@ -218,13 +220,14 @@ def validation_record(*, strategy: str, run_id: str, judged_on: str, gate_stats:
         "verdict": verdict, "thresholds": thresholds.model_dump(), "moments": stats["moments"], "psr": stats["psr"],
         "trials": {**trial_stats, "this_run": sorted(trial_names), "expected_max_sharpe_annual":
                    stats["expected_max_sharpe"] * SESSIONS_PER_YEAR ** 0.5},
-        "pbo": {k: v for k, v in pbo.items() if k != "logits"},
-        "bootstrap": stats["bootstrap"],
+        "pbo": {k: v for k, v in pbo.items() if k not in st.PBO_ARRAYS},
+        "bootstrap": stats["bootstrap"] and {k: v for k, v in stats["bootstrap"].items() if k != "samples"},
         "cost_stress": stress,
         "by_year": stats["by_year"],
         "by_regime": stats["by_regime"],
         "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * SESSIONS_PER_YEAR ** 0.5,
                                   "sessions": len(walk["returns"]), "choices": walk["choices"]},
+        "figures": stats["figures"],
         "llm": llm,
         "sweep": sweep,
         "provenance": provenance,

@@ -113,7 +113,9 @@ def probability_of_backtest_overfitting(trial_returns: pd.DataFrame, n_splits: i
     Returns
     -------
     dict
-        ``pbo``, ``logits`` (one per combination), ``n_combinations``, ``n_trials``,
+        ``pbo``, ``logits`` (one per combination), ``is_sharpe`` and ``oos_rank`` (per combination,
+        the in-sample best's per-period in-sample Sharpe and relative out-of-sample rank ``w``;
+        these three arrays are `PBO_ARRAYS`), ``n_combinations``, ``n_trials``,
         ``n_splits``, ``performance_degradation`` (slope of OOS on IS Sharpe of the chosen
         trials) and ``prob_oos_loss`` (share of combinations whose chosen trial loses out
         of sample).
@@ -145,11 +147,13 @@ def probability_of_backtest_overfitting(trial_returns: pd.DataFrame, n_splits: i
     omega = rank / (n_trials + 1.0)
     logits = np.log(omega / (1.0 - omega))
     slope = float(np.polyfit(picked_is, picked_oos, 1)[0]) if np.ptp(picked_is) > 0 else float("nan")
-    return {"pbo": float((logits <= 0).mean()), "logits": logits, "n_combinations": len(combos),
+    return {"pbo": float((logits <= 0).mean()), "logits": logits, "is_sharpe": picked_is, "oos_rank": omega,
+            "n_combinations": len(combos),
             "n_trials": int(n_trials), "n_splits": n_splits, "performance_degradation": slope,
             "prob_oos_loss": float((picked_oos < 0).mean())}
 
 
+PBO_ARRAYS = ("logits", "is_sharpe", "oos_rank")  # per-combination arrays: for figures, not for JSON records
 _PBO_CHUNK_CELLS = 2**20  # combinations x trials per chunk: a few arrays of 8 MB each
 
 
@@ -180,7 +184,8 @@ def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int
 
     Blocks of ``block`` consecutive returns keep short-range dependence; ``n_boot`` resamples
     with a fixed ``seed`` make the interval reproducible. Returns ``sharpe``, ``low``,
-    ``high`` (the ``alpha / 2`` and ``1 - alpha / 2`` quantiles) and the settings.
+    ``high`` (the ``alpha / 2`` and ``1 - alpha / 2`` quantiles), the settings, and ``samples`` (the
+    ``n_boot`` resampled Sharpe ratios, an array).
     """
     if not 0 < alpha < 1:
         raise ValueError(f"alpha is {alpha}; pass a probability strictly between 0 and 1, e.g. 0.05 for 95 %")
@@ -197,7 +202,7 @@ def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int
     point = values.mean() / values.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR)
     low, high = np.quantile(sharpes, [alpha / 2, 1 - alpha / 2])
     return {"sharpe": float(point), "low": float(low), "high": float(high), "confidence": 1 - alpha,
-            "n_boot": n_boot, "block": block}
+            "n_boot": n_boot, "block": block, "samples": sharpes}
 
 
 def walk_forward_selection(trial_returns: pd.DataFrame, train_days: int = 756, test_days: int = 252) -> dict:
