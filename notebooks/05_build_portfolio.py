@@ -30,7 +30,7 @@ import pandas as pd
 
 from research_lib.plots import plot_exposures, plot_frontier, plot_risk_contributions, plot_weights
 from research_lib.portfolio import book_exposures
-from research_lib.stages import RunFolder, build_weights, portfolio_snapshot, risk_layer_summary
+from research_lib.stages import RunFolder, build_weights, portfolio_snapshot, risk_event_tables, risk_layer_summary
 
 folder = RunFolder.open(config_path, run_dir)
 config = folder.config
@@ -77,12 +77,11 @@ plot_risk_contributions(snapshot["contributions"]);
 # `params: risk`). A clamped order was sent smaller; a rejected one not at all.
 
 # %%
-events = built["construction"].risk_events if built["construction"] else pd.DataFrame()
 print(risk_layer_summary(built))
-events.groupby(events["reason"].str.split(":").str[0]).size() if len(events) else events
-
-# %%
-events.tail(10)
+tables = risk_event_tables(built)  # None when nothing was clamped or rejected: no empty tables
+if tables:
+    by_limit, latest = tables
+    display(by_limit, latest)
 
 # %% [markdown]
 # ## Shares for the capital

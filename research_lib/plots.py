@@ -84,24 +84,47 @@ def _axes(ax, figsize):
     return plt.subplots(figsize=figsize)[1] if ax is None else ax
 
 
+MAX_LEGEND_ENTRIES = 40  # beyond this many symbols a legend is not readable: the plot says how many instead
+
+
+def palette(n: int) -> list:
+    """``n`` colours that stay apart: matplotlib's tab20 for up to 20 (pairs of a dark and a light
+    shade), then tab20b and tab20c, 60 in all, cycled beyond."""
+    from matplotlib import colormaps
+
+    colours = [colormaps[name](i) for name in ("tab20", "tab20b", "tab20c") for i in range(20)]
+    return [colours[i % len(colours)] for i in range(n)]
+
+
 def plot_weights(weights: pd.DataFrame, ax=None, title: str = "Target weights"):
-    """Stacked long weights per rebalance date (shorts, if any, stacked below zero)."""
-    ax = _axes(ax, (10, 5))
+    """Stacked long weights per rebalance date (shorts, if any, stacked below zero), one colour per
+    symbol (`palette`), the legend in columns beside the plot."""
+    ax = _axes(ax, (11, 5))
     long, short = weights.clip(lower=0.0), weights.clip(upper=0.0)
-    long.plot.area(ax=ax, linewidth=0, title=title, legend=weights.shape[1] <= 25)
+    colours = palette(weights.shape[1])
+    long.plot.area(ax=ax, linewidth=0, title=title, legend=False, color=colours)
     if (short < 0).any().any():
-        short.plot.area(ax=ax, linewidth=0, legend=False)
+        short.plot.area(ax=ax, linewidth=0, legend=False, color=colours)
     ax.set_ylabel("fraction of equity")
-    if weights.shape[1] <= 25:
-        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
+    if weights.shape[1] <= MAX_LEGEND_ENTRIES:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles[:weights.shape[1]], labels[:weights.shape[1]], loc="upper left", bbox_to_anchor=(1.0, 1.0),
+                  fontsize="small", ncol=1 + weights.shape[1] // 21, frameon=False)
+    else:
+        ax.text(1.01, 1.0, f"{weights.shape[1]} symbols", transform=ax.transAxes, va="top")
     return ax
 
 
 def plot_exposures(exposures: pd.DataFrame, ax=None):
-    """Gross and net exposure and target turnover per rebalance date (from `book_exposures`)."""
+    """Gross and net exposure and target turnover per rebalance date (from `book_exposures`).
+    Every line stays visible where they coincide (a long-only book's net is its gross): gross is
+    drawn wide and pale, net thin and dashed over it."""
     ax = _axes(ax, (10, 4))
-    exposures[["gross", "net", "turnover"]].plot(ax=ax, title="Exposure and turnover of the targets")
-    ax.set_ylabel("fraction of equity")
+    ax.plot(exposures.index, exposures["gross"], linewidth=5, alpha=0.35, color="tab:blue", label="gross")
+    ax.plot(exposures.index, exposures["net"], linewidth=1.5, linestyle="--", color="tab:orange", label="net")
+    ax.plot(exposures.index, exposures["turnover"], linewidth=1, color="tab:green", label="turnover")
+    ax.set(title="Exposure and turnover of the targets", ylabel="fraction of equity")
+    ax.legend(frameon=False)
     return ax
 
 
@@ -112,8 +135,10 @@ def plot_frontier(frontier: pd.DataFrame, mu: pd.Series, cov: pd.DataFrame, weig
     ax.plot(frontier["volatility"], frontier["expected_return"], label="efficient frontier")
     vols = np.sqrt(np.diag(cov))
     ax.scatter(vols, mu.reindex(cov.columns), s=12, color="grey", label="assets")
-    for symbol, x, y in zip(cov.columns, vols, mu.reindex(cov.columns)):
-        ax.annotate(symbol, (x, y), fontsize=7, alpha=0.7)
+    hidden = _label_points(ax, list(cov.columns), vols, mu.reindex(cov.columns).to_numpy())
+    if hidden:
+        ax.text(0.99, 0.01, f"{hidden} labels left out where they would overlap", transform=ax.transAxes,
+                ha="right", va="bottom", fontsize=7, color="grey")
     w = weights.reindex(cov.columns).fillna(0.0)
     ax.scatter([float(np.sqrt(w @ cov @ w))], [float(mu.reindex(cov.columns) @ w)], marker="*", s=200,
                color="red", label="target weights")
@@ -122,6 +147,36 @@ def plot_frontier(frontier: pd.DataFrame, mu: pd.Series, cov: pd.DataFrame, weig
     ax.set_title(title)
     ax.legend()
     return ax
+
+
+_LABEL_OFFSETS = ((4, 3), (4, -9), (-4, 3), (-4, -9))  # points: right-above, right-below, left-above, left-below
+
+
+def _label_points(ax, labels: list[str], xs, ys) -> int:
+    """Label each point where its text overlaps no other label (trying four places around it);
+    return how many were left out."""
+    ax.figure.canvas.draw()  # the data-to-display transform needs the final axes limits
+    to_display = ax.transData.transform
+    points_to_px = ax.figure.dpi / 72.0
+    taken: list[tuple[float, float, float, float]] = []
+    hidden = 0
+    for label, x, y in sorted(zip(labels, xs, ys), key=lambda t: (-t[2], t[1])):
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        px, py = to_display((x, y))
+        width, height = 4.3 * len(str(label)) * points_to_px, 7.5 * points_to_px
+        for dx, dy in _LABEL_OFFSETS:
+            left = px + dx * points_to_px - (width if dx < 0 else 0)
+            bottom = py + dy * points_to_px
+            box = (left, bottom, left + width, bottom + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+                taken.append(box)
+                ax.annotate(str(label), (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=7,
+                            alpha=0.8, ha="right" if dx < 0 else "left")
+                break
+        else:
+            hidden += 1
+    return hidden
 
 
 def plot_risk_contributions(contributions: pd.DataFrame, ax=None, title: str = "Weight and share of risk"):

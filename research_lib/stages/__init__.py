@@ -19,7 +19,7 @@ _WHERE = {
     "feature_inputs": "features", "ARTIFACTS": "folder", "REPORTS": "folder", "Artifact": "folder",
     "RunFolder": "folder", "config_key": "folder", "produces": "folder", "analyst_scores": "llm",
     "fit_llm_signals": "llm", "ic_table": "llm", "llm_settings": "llm", "fit_ml_signals": "ml", "build_weights": "portfolio",
-    "portfolio_signals": "portfolio", "risk_layer_summary": "portfolio",
+    "portfolio_signals": "portfolio", "risk_layer_summary": "portfolio", "risk_event_tables": "portfolio",
     "context_symbols": "prices", "load_run_prices": "prices", "STRATEGIES": "strategies", "Strategy": "strategies",
     "rule_weights": "strategies", "validate_strategy": "validation",
 }

@@ -18,7 +18,7 @@ from research_lib.stages.folder import RunFolder, produces
 from research_lib.stages.strategies import STRATEGIES
 
 __all__ = ["OPTIMIZER_WEIGHTS_FILE", "RISK_EVENTS_FILE", "build_weights", "make_weights", "portfolio_signals",
-           "risk_layer_summary"]
+           "risk_event_tables", "risk_layer_summary"]
 
 OPTIMIZER_WEIGHTS_FILE = "weights_optimizer.parquet"
 RISK_EVENTS_FILE = "risk_events.parquet"
@@ -132,3 +132,13 @@ def risk_layer_summary(built: dict) -> str:
     if counts.get("accepted", 0):  # position-reducing trades that left net exposure beyond its limit
         summary += f", {counts['accepted']} position-reducing trades accepted beyond the net limit"
     return summary
+
+
+def risk_event_tables(built: dict, last: int = 10) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The risk layer's events of `build_weights` by limit (counts per action) and the ``last``
+    ones, or None when there are none (a notebook then shows only `risk_layer_summary`'s line)."""
+    events = built["construction"].risk_events if built["construction"] is not None else None
+    if events is None or events.empty:
+        return None
+    by_limit = events.groupby([events["reason"].str.split(":").str[0].rename("limit"), "action"]).size()
+    return by_limit.unstack(fill_value=0), events.tail(last)
