@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.test_dashboard import HOSTILE, built  # noqa: F401  (the module's workspace fixture)
@@ -98,3 +100,94 @@ def test_a_session_report_link_clicks_through_and_back(built, page):  # noqa: F8
     page.get_by_role("link", name="dashboard").click()
     page.wait_for_load_state("load")
     assert page.url.endswith("/reports/index.html") and page.title() == "Spartan dashboard"
+
+
+# ---------------------------------------------------------------- every page at 1,024 and 1,440 px
+
+WIDTHS = (1024, 1440)
+# Words the browser split across two lines: any run of letters, digits and underscores whose text
+# lies on more than one line (a break at a space, hyphen, slash or bracket is not mid-word). SVG
+# text never wraps: left out.
+BROKEN_WORDS = """() => {
+  const broken = [];
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    if (node.parentElement.closest('svg, script, style')) continue;
+    for (const m of node.textContent.matchAll(/[\\p{L}\\p{N}_]{2,}/gu)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+      if (lines.size > 1) broken.push(m[0]);
+    }
+  }
+  return broken;
+}"""
+CHARTS = """() => [...document.querySelectorAll('svg, img')].filter(e => !e.parentElement.closest('svg'))
+  .map(e => { const r = e.getBoundingClientRect(); return [e.getAttribute('aria-label') || e.tagName, r.width, r.height]; })"""
+
+
+@pytest.fixture(scope="module")
+def pages(built):  # noqa: F811
+    """The four pages people read, real: the dashboard, a quantstats tearsheet and a validation page
+    (written into the promoted run's folder from generated returns) and a paper session's summary."""
+    from research_lib._io import read_json, write_json
+    from research_lib.reports import write_tearsheet
+    from research_lib.reports.validation_page import write_validation_page
+    from research_lib.validation import evidence
+    from research_lib.validation.metrics import headline_metrics
+    from research_lib.validation.promotion import GateThresholds, evaluate_gate, verdict
+
+    rng = np.random.default_rng(3)
+    index = pd.bdate_range("2012-01-02", periods=1300)
+    returns = pd.Series(rng.normal(5e-4, 0.01, len(index)), index)
+    benchmark = pd.Series(rng.normal(3e-4, 0.011, len(index)), index, name="SP500")
+    trials = pd.DataFrame({f"trial_{i}": rng.normal(2e-4, 0.01, len(index)) for i in range(7)}, index)
+    trials["headline"] = returns
+    trial_stats = {"n_trials": trials.shape[1], "sharpe_variance": float((trials.mean() / trials.std()).var())}
+    thresholds = GateThresholds()
+    stats = evidence.run_statistics(returns, trials, trial_stats, thresholds, benchmark)
+    stress = {f"{m}x": headline_metrics(returns - (m - 1) * 2e-4) for m in (1, 2, 3)}
+    gate_stats = evidence.gate_inputs(returns, stats, trial_stats, stress, thresholds)
+    run = built["made"]["run_dir"]
+    record = evidence.validation_record(
+        strategy="headline", run_id=run.name, judged_on="every session of the backtest", gate_stats=gate_stats,
+        verdict=verdict(evaluate_gate(gate_stats, thresholds)), thresholds=thresholds, stats=stats,
+        trial_stats=trial_stats, trial_names=list(trials), stress=stress, llm=None,
+        provenance={"code": {"commit": "0123456789abcdef", "dirty": False}, "data_sha256": "a" * 64})
+    write_json(run / "validation.json", record)
+    report_dir = built["reports"] / "runs" / run.name
+    write_validation_page(read_json(run / "validation.json"), report_dir / "validation.html")
+    write_tearsheet(returns, benchmark, report_dir / "tearsheet.html", "headline (test) | analyst: none")
+    session = built["trades"][-1]["session"]
+    return {"dashboard": (built["reports"] / "index.html", 9), "tearsheet": (report_dir / "tearsheet.html", 10),
+            "validation": (report_dir / "validation.html", 8),
+            "paper summary": (built["reports"] / "paper" / "trend" / session / "summary.html", 3)}
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+@pytest.mark.parametrize("name", ["dashboard", "tearsheet", "validation", "paper summary"])
+def test_each_page_holds_at_laptop_and_desktop_widths(pages, browser, name, width):
+    path, least_charts = pages[name]
+    context = browser.new_context(viewport={"width": width, "height": 900})
+    page = context.new_page()
+    console, requests = [], []
+    page.on("console", lambda m: console.append((m.type, m.text)))
+    page.on("pageerror", lambda e: console.append(("pageerror", str(e))))
+    page.on("request", lambda r: requests.append(r.url))
+    try:
+        page.goto(path.as_uri(), wait_until="load")
+        assert [m for m in console if m[0] in ("error", "pageerror")] == [], f"{name} at {width}px"
+        assert all(url.startswith(("file://", "data:")) for url in requests), f"{name} fetched {requests}"
+        charts = page.evaluate(CHARTS)
+        assert len(charts) >= least_charts, f"{name}: {len(charts)} charts, expected {least_charts} or more"
+        assert [c for c in charts if not (c[1] > 0 and c[2] > 0)] == [], f"{name}: every chart has a size"
+        scroll, client = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.clientWidth]")
+        assert scroll <= client, f"{name} at {width}px overflows horizontally: {scroll} > {client}"
+        clipped = page.evaluate("[...document.querySelectorAll('.scroll')].filter(e => e.scrollWidth > e.clientWidth)"
+                                ".map(e => e.scrollWidth + ' > ' + e.clientWidth)")
+        assert clipped == [], f"{name} at {width}px: a table is wider than its box, its last columns cut off"
+        if name != "tearsheet":  # quantstats' own page is not ours to reflow
+            assert page.evaluate(BROKEN_WORDS) == [], f"{name} at {width}px breaks words mid-word"
+    finally:
+        context.close()

@@ -31,11 +31,14 @@ def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, 
                         benchmark_title=benchmark_title)
         html = Path(tmp).read_text(encoding="utf-8")
         html = _NETWORK_ICON.sub("", replace_yearly_chart(html, returns, benchmark, benchmark_title))
+        html = html.replace('<body onload="save()">', "<body>", 1)  # save() exists only in quantstats' download mode
         Path(tmp).write_text(html, encoding="utf-8")
     return path
 
 
-_NETWORK_ICON = re.compile(r'<link rel="shortcut icon" href="https?://[^"]*"[^>]*>')  # the page fetches nothing
+# quantstats 0.0.86's page fetches its favicon from the network and calls an undefined save() on load:
+# both are taken out, so that the page opens offline without a script error.
+_NETWORK_ICON = re.compile(r'<link rel="shortcut icon" href="https?://[^"]*"[^>]*>')
 _EOY_CHART = re.compile(r'(<div id="eoy_returns">)(.*?)(</div>)', re.S)
 
 
