@@ -13,7 +13,7 @@ from research_lib.pipeline import discover_stages
 from tests.conftest import REPO
 
 STAGES = discover_stages(REPO / "notebooks")  # the research chain
-NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # the chain and 07_paper_trade
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))  # the chain, 00_explore and 07_paper_trade
 IDS = [p.stem for p in NOTEBOOKS]
 
 
@@ -55,8 +55,8 @@ def test_code_cells_stay_thin(path):
             f"{path.name}: loops and functions belong in research_lib:\n{cell.source}")
 
 
-def test_the_paper_trading_notebook_is_not_a_research_stage():
-    assert [p.name for p in NOTEBOOKS if p not in STAGES] == ["07_paper_trade.ipynb"]
+def test_the_exploration_and_paper_trading_notebooks_are_not_research_stages():
+    assert [p.name for p in NOTEBOOKS if p not in STAGES] == ["00_explore.ipynb", "07_paper_trade.ipynb"]
 
 
 @pytest.mark.notebook
