@@ -134,27 +134,14 @@ def pages(built):  # noqa: F811
     from research_lib._io import read_json, write_json
     from research_lib.reports import write_tearsheet
     from research_lib.reports.validation_page import write_validation_page
-    from research_lib.validation import evidence
-    from research_lib.validation.metrics import headline_metrics
-    from research_lib.validation.promotion import GateThresholds, evaluate_gate, verdict
+    from tests.test_validation_page import validation_record
 
-    rng = np.random.default_rng(3)
     index = pd.bdate_range("2012-01-02", periods=1300)
+    run = built["made"]["run_dir"]
+    record = validation_record(index, run.name)
+    rng = np.random.default_rng(3)
     returns = pd.Series(rng.normal(5e-4, 0.01, len(index)), index)
     benchmark = pd.Series(rng.normal(3e-4, 0.011, len(index)), index, name="SP500")
-    trials = pd.DataFrame({f"trial_{i}": rng.normal(2e-4, 0.01, len(index)) for i in range(7)}, index)
-    trials["headline"] = returns
-    trial_stats = {"n_trials": trials.shape[1], "sharpe_variance": float((trials.mean() / trials.std()).var())}
-    thresholds = GateThresholds()
-    stats = evidence.run_statistics(returns, trials, trial_stats, thresholds, benchmark)
-    stress = {f"{m}x": headline_metrics(returns - (m - 1) * 2e-4) for m in (1, 2, 3)}
-    gate_stats = evidence.gate_inputs(returns, stats, trial_stats, stress, thresholds)
-    run = built["made"]["run_dir"]
-    record = evidence.validation_record(
-        strategy="headline", run_id=run.name, judged_on="every session of the backtest", gate_stats=gate_stats,
-        verdict=verdict(evaluate_gate(gate_stats, thresholds)), thresholds=thresholds, stats=stats,
-        trial_stats=trial_stats, trial_names=list(trials), stress=stress, llm=None,
-        provenance={"code": {"commit": "0123456789abcdef", "dirty": False}, "data_sha256": "a" * 64})
     write_json(run / "validation.json", record)
     report_dir = built["reports"] / "runs" / run.name
     write_validation_page(read_json(run / "validation.json"), report_dir / "validation.html")
