@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 import pandas as pd
 
 from research_lib.reports.validation_page import write_validation_page
@@ -61,3 +62,21 @@ def test_a_page_of_an_older_record_without_figures_still_renders(tmp_path):
     record.pop("figures")
     html = write_validation_page(record, tmp_path / "validation.html").read_text()
     assert "chart-bootstrap" not in html and "chart-costs" in html and "Promotion gate" in html
+
+
+def test_positions_against_targets_carry_the_targets_in_force_through_holding_sessions():
+    from research_lib.reports.paper import book_vs_targets
+
+    def cycle(session, weights, targets):
+        return {"session": session, "summary": {"weights": weights, "targets": targets}}
+
+    got = book_vs_targets([cycle("d0", {}, None),                                   # before any decision
+                           cycle("d1", {}, {"A": 0.5, "B": 0.5}),                   # a decision, orders out
+                           cycle("d2", {"A": 0.6, "B": 0.4}, None),                 # holding: same targets
+                           cycle("d3", {"A": 0.6, "B": 0.4}, {}),                   # a decision to hold cash
+                           cycle("d4", {"A": -0.2, "C": 0.1}, None)])               # still that decision
+    assert got["sessions"] == ["d0", "d1", "d2", "d3", "d4"]
+    assert got["held_gross"] == pytest.approx([0.0, 0.0, 1.0, 1.0, 0.3])
+    assert got["target_gross"][0] is None and got["target_gross"][1:] == pytest.approx([1.0, 1.0, 0.0, 0.0])
+    assert got["off_target"][0] is None
+    assert got["off_target"][1:] == pytest.approx([0.5, 0.5 * (0.1 + 0.1), 0.5, 0.5 * 0.3])

@@ -167,7 +167,10 @@ def line_chart(x: Sequence[str], series: Mapping[str, Sequence[float | None]], *
         body.append(_text(xs[i], bottom + 16, x[i], anchor=anchor))
     body += _legend(list(series), SERIES_COLOURS, right, dashed, legend_y)
     tooltips = len(x) <= MAX_POINTS_WITH_TOOLTIPS
-    for k, (name, vs) in reversed(list(enumerate(series.items()))):  # the first series on top
+    # The first series on top of the later ones, and dashed series above solid ones: where lines
+    # coincide, a solid line shows through the gaps of a dashed one drawn over it.
+    order = sorted(reversed(list(enumerate(series.items()))), key=lambda item: item[1][0] in dashed)
+    for k, (name, vs) in order:
         colour = SERIES_COLOURS[k % len(SERIES_COLOURS)]
         dash = ' stroke-dasharray="5 3"' if name in dashed else ""
         for segment in _segments(xs, x, vs):

@@ -87,11 +87,15 @@ def _equity_chart(pnl: pd.DataFrame, tracking: dict) -> dict:
 def book_vs_targets(cycles: list[dict]) -> dict:
     """Per finished cycle (oldest first): the book's gross exposure at the cycle, the targets' gross
     exposure, and the share of the book off target, half the sum of ``|weight - target|`` over
-    the symbols of either (0: on target; 1: a wholly different book). Sessions without targets
-    (no decision yet) have None."""
+    the symbols of either (0: on target; 1: a wholly different book). A cycle that holds (no new
+    targets) is compared with the targets in force, the latest earlier ones; sessions before any
+    targets have None."""
     out = {"sessions": [], "held_gross": [], "target_gross": [], "off_target": []}
+    targets = None
     for c in cycles:
-        weights, targets = c["summary"].get("weights") or {}, c["summary"].get("targets")
+        weights = c["summary"].get("weights") or {}
+        if c["summary"].get("targets") is not None:  # {} is a decision too: all cash
+            targets = c["summary"]["targets"]
         out["sessions"].append(c["session"])
         out["held_gross"].append(sum(abs(w) for w in weights.values()))
         if targets is None:
