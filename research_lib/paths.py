@@ -33,8 +33,9 @@ def find_workspace() -> Path | None:
 def no_workspace_reason() -> str | None:
     """Why there is no workspace to work in (None when there is one), with the fix."""
     env = os.environ.get("SPARTAN_HOME")
-    if env and not Path(env).is_dir():
-        return f"SPARTAN_HOME is {env!r}, which is not a folder: set it to a Spartan workspace (the folder with params/)"
+    if env and not (Path(env) / "params" / "base.yaml").is_file():
+        what = "holds no params/base.yaml" if Path(env).is_dir() else "is not a folder"
+        return f"SPARTAN_HOME is {env!r}, which {what}: set it to a Spartan workspace (the folder with params/)"
     if find_workspace() is None:
         return (f"no Spartan workspace here: neither {Path.cwd()} nor a folder above it holds params/base.yaml. "
                 "cd into the workspace (the clone with params/, notebooks/ and the Makefile) or set SPARTAN_HOME to it")

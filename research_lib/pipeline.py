@@ -53,8 +53,8 @@ from research_lib.env import load_env_file
 from research_lib.stages import chain as stage_files, reuse
 
 STAGE_PATTERN = re.compile(r"^(\d\d)_[a-z0-9_]+\.ipynb$")
-PAPER_NOTEBOOK = "07_paper_trade.ipynb"  # run by `spartan trade`, one session at a time; not a research stage
-EXPLORE_NOTEBOOK = "00_explore.ipynb"  # where a researcher starts in Lab; not a research stage
+PAPER_NOTEBOOK = "07_paper_trade.ipynb"  # run by `spartan trade`, one session at a time
+NOT_STAGES = (PAPER_NOTEBOOK, "00_explore.ipynb")  # paper trading; where a researcher starts in Lab
 MANIFEST = "manifest.json"
 _VERSIONED = ("pandas", "numpy", "papermill", "quantstats", "scikit-learn", "skfolio", "arch")
 KERNEL_LOGGING = "--IPKernelApp.extensions=research_lib.logs"  # kernels log like the process that starts them
@@ -191,8 +191,7 @@ class StageFailed(SpartanError):
 def discover_stages(notebooks_dir: Path) -> list[Path]:
     """The research chain: every ``NN_verb_object.ipynb`` in ``notebooks_dir`` but the paper-trading
     and the exploration notebooks, in number order."""
-    return sorted(p for p in Path(notebooks_dir).iterdir()
-                  if STAGE_PATTERN.match(p.name) and p.name not in (PAPER_NOTEBOOK, EXPLORE_NOTEBOOK))
+    return sorted(p for p in Path(notebooks_dir).iterdir() if STAGE_PATTERN.match(p.name) and p.name not in NOT_STAGES)
 
 
 def select_stages(available: list[Path], wanted: list[str] | None) -> list[Path]:

@@ -21,9 +21,10 @@ def format_usd(amount: float) -> str:
 def format_drawdown(fraction: float | None) -> str:
     """A drawdown as every page and message shows it: a loss in percent, negative, one decimal
     (``-48.1%``), whether it was stored as a loss (-0.481) or as its size (0.481)."""
-    if fraction is None or not math.isfinite(fraction):
+    if fraction is None or isinstance(fraction, bool) or not math.isfinite(fraction):
         return "n/a"
-    return f"{-abs(fraction):.1%}"
+    shown = f"{-abs(fraction):.1%}"
+    return "0.0%" if shown == "-0.0%" else shown
 
 
 FEW_SESSIONS = 63
@@ -32,8 +33,9 @@ FEW_SESSIONS = 63
 
 def few_sessions_caveat(sessions: int | None) -> str:
     """``""``, or a caveat to print after a statistic estimated from fewer than `FEW_SESSIONS` sessions."""
-    if sessions is None or sessions >= FEW_SESSIONS:
-        return ""
+    if sessions is None or isinstance(sessions, bool) or not sessions == sessions or not 0 <= sessions < FEW_SESSIONS:
+        return ""  # unknown (None, NaN), not a count, or enough
+    sessions = int(sessions)
     return f"from only {sessions} session{'s' if sessions != 1 else ''}, too few to judge; needs {FEW_SESSIONS}"
 
 

@@ -41,6 +41,9 @@ def test_no_command_creates_folders_where_there_is_no_workspace(argv, tmp_path, 
     monkeypatch.setenv("SPARTAN_HOME", str(tmp_path / "typo"))
     assert cli.main(argv) == cli.EXIT_USAGE
     assert "is not a folder" in capsys.readouterr().err and not (tmp_path / "typo").exists()
+    monkeypatch.setenv("SPARTAN_HOME", str(empty))
+    assert cli.main(argv) == cli.EXIT_USAGE
+    assert "holds no params/base.yaml" in capsys.readouterr().err and list(empty.iterdir()) == []
 
 
 def test_status_shows_the_last_real_cycle_beside_a_later_dry_run(workspace):
@@ -62,11 +65,25 @@ def test_status_shows_the_last_real_cycle_beside_a_later_dry_run(workspace):
 @pytest.mark.parametrize("state, words", [("active", "trading: ACTIVE (kill switch not engaged)"),
                                           ("reducing", "trading: REDUCING (kill switch engaged"),
                                           ("halted", "trading: HALTED (kill switch engaged"),
-                                          ("bogus", "trading: BOGUS (kill switch state unknown)")])
+                                          ("HALTED", "trading: HALTED (kill switch engaged"),
+                                          ("bogus", "trading: state unknown ('bogus' is not a kill switch state)"),
+                                          (None, "trading: state unknown (None is not")])
 def test_the_trading_state_never_reads_as_a_tripped_switch_when_active(state, words):
     assert trading_state(state).startswith(words)
     if state != "active":
         assert "not engaged" not in trading_state(state)
+
+
+def test_status_tables_keep_numbers_right_aligned_with_missing_or_odd_values():
+    entry = {"strategy": "s", "kill_switch": {"state": "active", "reason": "never set"}, "last_cycle": None,
+             "account": None, "open_orders": [],
+             "positions": [{"symbol": "X", "quantity": float("nan"), "value": None},
+                           {"symbol": "LONGNAME", "quantity": 1234.5, "value": float("inf")},
+                           {"symbol": "Y", "quantity": None, "value": 100.0}]}
+    table = describe_status([entry]).split("  positions:\n")[1].splitlines()
+    assert [line.split()[1:] for line in table[1:]] == [["n/a", "n/a"], ["1,234.5000", "n/a"], ["n/a", "100.00"]]
+    ends = {len(line) for line in table}
+    assert len(ends) == 1, "every row ends in the same column: numbers right-aligned"
 
 
 @pytest.mark.parametrize("stored", [-0.4806, 0.4806, -0.48059999])
@@ -79,15 +96,21 @@ def test_a_drawdown_is_one_format_on_every_page_and_message(stored):
     assert "drawdown -48.1% reached the stop at -20.0%" in why
 
 
-@pytest.mark.parametrize("value", [None, float("nan"), float("inf")])
+@pytest.mark.parametrize("value", [None, float("nan"), float("inf"), True])
 def test_a_missing_drawdown_is_shown_as_such(value):
     assert format_drawdown(value) == "n/a"
+
+
+@pytest.mark.parametrize("value", [0.0, -0.0, 1e-9, -0.0004])
+def test_no_drawdown_is_no_negative_zero(value):
+    assert format_drawdown(value) == "0.0%"
 
 
 def test_statistics_from_few_sessions_carry_a_caveat():
     assert few_sessions_caveat(2) == f"from only 2 sessions, too few to judge; needs {FEW_SESSIONS}"
     assert few_sessions_caveat(1).startswith("from only 1 session,")
     assert few_sessions_caveat(FEW_SESSIONS) == "" and few_sessions_caveat(None) == ""
+    assert [few_sessions_caveat(v) for v in (float("nan"), -5, True, float("inf"))] == ["", "", "", ""]
     result = {"strategy": "s", "session": "2024-01-02", "broker": "sim", "status": "traded", "decision": "2024-01-01",
               "rebalance": True, "kill_switch": {"state": "active", "reason": "never set"},
               "cycle": {"sent": [], "adopted": [], "rejected": [], "cancelled": []}, "open_orders": [],

@@ -49,3 +49,14 @@ def test_a_page_without_the_chart_is_left_as_it_is():
     index = pd.bdate_range("2020-01-01", periods=5)
     r = pd.Series(0.01, index)
     assert replace_yearly_chart("<html>no chart</html>", r, r, "B") == "<html>no chart</html>"
+
+
+def test_a_benchmark_named_strategy_and_a_year_without_returns_are_drawn_honestly():
+    index = pd.bdate_range("2018-01-01", "2020-12-31")
+    returns = pd.Series(0.001, index)
+    returns["2019"] = np.nan  # a year with no return at all: no bar, not a 0 % bar
+    html = replace_yearly_chart('<div id="eoy_returns">old</div>', returns, pd.Series(-0.001, index), "Strategy")
+    tips = dict(re.findall(r"<title>([^<:]+): (-?[0-9.]+)%</title>", html))
+    assert set(tips) == {"Strategy, 2018", "Strategy, 2020", "Strategy (benchmark), 2018",
+                         "Strategy (benchmark), 2019", "Strategy (benchmark), 2020"}
+    assert float(tips["Strategy, 2018"]) > 0 > float(tips["Strategy (benchmark), 2018"])

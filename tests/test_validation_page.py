@@ -67,16 +67,17 @@ def test_a_page_of_an_older_record_without_figures_still_renders(tmp_path):
 def test_positions_against_targets_carry_the_targets_in_force_through_holding_sessions():
     from research_lib.reports.paper import book_vs_targets
 
-    def cycle(session, weights, targets):
-        return {"session": session, "summary": {"weights": weights, "targets": targets}}
+    def cycle(session, weights, targets, equity=1.0):
+        return {"session": session, "summary": {"weights": weights, "targets": targets, "equity": equity}}
 
     got = book_vs_targets([cycle("d0", {}, None),                                   # before any decision
                            cycle("d1", {}, {"A": 0.5, "B": 0.5}),                   # a decision, orders out
+                           cycle("dx", {}, None, equity=None),                      # failed before the account
                            cycle("d2", {"A": 0.6, "B": 0.4}, None),                 # holding: same targets
-                           cycle("d3", {"A": 0.6, "B": 0.4}, {}),                   # a decision to hold cash
+                           cycle("d3", {"A": 0.6, "B": None}, {}),                  # a decision to hold cash
                            cycle("d4", {"A": -0.2, "C": 0.1}, None)])               # still that decision
     assert got["sessions"] == ["d0", "d1", "d2", "d3", "d4"]
-    assert got["held_gross"] == pytest.approx([0.0, 0.0, 1.0, 1.0, 0.3])
+    assert got["held_gross"] == pytest.approx([0.0, 0.0, 1.0, 0.6, 0.3]), "a failed cycle is no empty book"
     assert got["target_gross"][0] is None and got["target_gross"][1:] == pytest.approx([1.0, 1.0, 0.0, 0.0])
     assert got["off_target"][0] is None
-    assert got["off_target"][1:] == pytest.approx([0.5, 0.5 * (0.1 + 0.1), 0.5, 0.5 * 0.3])
+    assert got["off_target"][1:] == pytest.approx([0.5, 0.5 * (0.1 + 0.1), 0.3, 0.5 * 0.3])

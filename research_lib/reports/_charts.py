@@ -48,6 +48,8 @@ def tick_formatter(ticks: Sequence[float]) -> Formatter:
     """Thousands separators and just enough decimals to tell ``ticks`` apart."""
     step = abs(ticks[1] - ticks[0]) if len(ticks) > 1 else abs(ticks[0]) or 1.0
     decimals = max(0, -math.floor(math.log10(step) + 1e-9))
+    while decimals < 6 and any(abs(float(f"{t:.{decimals}f}") - t) > 1e-9 * max(1.0, abs(t)) for t in ticks):
+        decimals += 1  # a step of 0.25 needs two decimals, not one (0.2, 0.8)
     return lambda v: f"{v:,.{decimals}f}"
 
 
@@ -207,7 +209,8 @@ def grouped_bars(labels: Sequence[str], series: Mapping[str, Sequence[float | No
     left, right, top, bottom = 78.0, width - 16.0, 40.0, height - 34.0
     legend_y = _legend_y(title, list(series), right) if legend else 16.0
     top += LEGEND_LINE if legend_y > 16.0 else 0.0
-    ticks = nice_ticks(min([*finite, 0.0]), max([*finite, 0.0]) or 1.0)
+    low, high = min([*finite, 0.0]), max([*finite, 0.0])
+    ticks = nice_ticks(low, high if high > low else 1.0)  # all negative: the axis ends at 0
     tick_fmt = fmt or tick_formatter(ticks)
     lo, hi = ticks[0], ticks[-1]
 
@@ -232,7 +235,7 @@ def grouped_bars(labels: Sequence[str], series: Mapping[str, Sequence[float | No
                 top_y = zero - 1.5 if v >= 0 else zero
                 bottom_y = top_y + 1.5
             fill = BAD if len(series) == 1 and v < 0 else colour
-            note = f" ({notes[i]})" if notes and notes[i] else ""
+            note = f" ({notes[i]})" if notes and i < len(notes) and notes[i] else ""
             who = f"{name}, " if legend else ""
             body.append(f'<rect x="{x + 1:.1f}" y="{top_y:.1f}" width="{max(bar - 2, 1):.1f}" '
                         f'height="{bottom_y - top_y:.1f}" rx="2" fill="{fill}"><title>{escape(who)}{escape(label)}: '
@@ -253,8 +256,15 @@ def _legend_y(title: str, names: Sequence[str], right: float) -> float:
     """The legend's baseline: on the title's line when both fit, else on a line of its own under
     the y label (the plot then starts lower: see `LEGEND_LINE`)."""
     title_width = 8 + 7.5 * len(title)
-    legend_width = sum(40 + 6.5 * len(str(name)) for name in names)
+    legend_width = sum(40 + 6.5 * len(_short(str(name))) for name in names)
     return 16.0 if title_width + 16 + legend_width <= right else 46.0
+
+
+LEGEND_NAME_CHARS = 28  # a longer series name is cut in the legend (with an ellipsis)
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= LEGEND_NAME_CHARS else name[:LEGEND_NAME_CHARS - 1] + "\u2026"
 
 
 LEGEND_LINE = 18.0  # how much lower the plot starts when the legend has a line of its own
@@ -266,7 +276,8 @@ def _legend(names: Sequence[str], colours: Sequence[str], right: float, dashed: 
     out, x = [], right
     for k, name in reversed(list(enumerate(names))):
         colour = colours[k % len(colours)]
-        x -= 14 + 6.5 * len(str(name))
+        name = _short(str(name))
+        x -= 14 + 6.5 * len(name)
         dash = ' stroke-dasharray="5 3"' if name in dashed else ""
         out.append(f'<line x1="{x - 22:.1f}" x2="{x - 4:.1f}" y1="{y - 4:.1f}" y2="{y - 4:.1f}" stroke="{colour}" '
                    f'stroke-width="2.5"{dash}/>')
@@ -282,8 +293,11 @@ def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str, x_
     ``marks`` (label -> x) and a shaded ``band`` (low, high), e.g. a confidence interval."""
     if len(counts) == 0 or len(edges) != len(counts) + 1 or not any(counts):
         return _no_data(title, width)
+    marks = {k: v for k, v in (marks or {}).items() if v is not None and math.isfinite(v)}
+    if band and not all(v is not None and math.isfinite(v) for v in band):
+        band = None  # an interval that could not be estimated is not drawn
     left, right, top, bottom = 78.0, width - 16.0, 40.0, height - 44.0
-    xs_all = [*edges, *(marks or {}).values(), *(band or ())]
+    xs_all = [*edges, *marks.values(), *(band or ())]
     x_ticks = nice_ticks(min(xs_all), max(xs_all))
     x_fmt = fmt or tick_formatter(x_ticks)
     y_ticks = nice_ticks(0.0, max(counts))
@@ -304,7 +318,7 @@ def histogram(edges: Sequence[float], counts: Sequence[float], *, title: str, x_
                     f'height="{bottom - y:.1f}" fill="{SERIES_COLOURS[0]}"><title>{escape(x_fmt(lo))} to '
                     f"{escape(x_fmt(hi))}: {n:g}</title></rect>")
     body += _x_axis(x_ticks, sx, x_fmt, bottom, left, right, x_label)
-    for k, (label, x) in enumerate((marks or {}).items()):
+    for k, (label, x) in enumerate(marks.items()):
         colour = SERIES_COLOURS[(k + 1) % len(SERIES_COLOURS)]
         body.append(f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{top - 4}" y2="{bottom}" stroke="{colour}" '
                     f'stroke-width="2" stroke-dasharray="4 3"><title>{escape(label)}: {escape(x_fmt(x))}</title></line>')

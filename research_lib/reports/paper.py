@@ -87,15 +87,19 @@ def _equity_chart(pnl: pd.DataFrame, tracking: dict) -> dict:
 def book_vs_targets(cycles: list[dict]) -> dict:
     """Per finished cycle (oldest first): the book's gross exposure at the cycle, the targets' gross
     exposure, and the share of the book off target, half the sum of ``|weight - target|`` over
-    the symbols of either (0: on target; 1: a wholly different book). A cycle that holds (no new
-    targets) is compared with the targets in force, the latest earlier ones; sessions before any
-    targets have None."""
+    the symbols of either (0: on target; 0.5: in cash against a fully invested target; 1: two fully
+    invested books with nothing in common). A cycle that holds (no new targets) is compared with
+    the targets in force, the latest earlier ones; sessions before any targets have None. A cycle
+    that never read its account (it failed first: no equity) is left out rather than drawn as an
+    empty book; a missing weight or target counts as 0."""
     out = {"sessions": [], "held_gross": [], "target_gross": [], "off_target": []}
     targets = None
     for c in cycles:
-        weights = c["summary"].get("weights") or {}
         if c["summary"].get("targets") is not None:  # {} is a decision too: all cash
-            targets = c["summary"]["targets"]
+            targets = {s: _num(w) or 0.0 for s, w in c["summary"]["targets"].items()}
+        if _num(c["summary"].get("equity")) is None:
+            continue
+        weights = {s: _num(w) or 0.0 for s, w in (c["summary"].get("weights") or {}).items()}
         out["sessions"].append(c["session"])
         out["held_gross"].append(sum(abs(w) for w in weights.values()))
         if targets is None:

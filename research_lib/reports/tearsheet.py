@@ -46,8 +46,9 @@ def replace_yearly_chart(html: str, returns: pd.Series, benchmark: pd.Series, be
     """quantstats' "EOY Returns vs Benchmark" chart (0.0.86 draws its year labels bunched at the
     left of bars drawn on the right) replaced by our own: the compounded return of each calendar
     year, the strategy beside the benchmark, as inline SVG."""
-    yearly = pd.DataFrame({"Strategy": returns, benchmark_title: benchmark}).groupby(returns.index.year).apply(
-        lambda r: (1 + r.fillna(0.0)).prod() - 1)
+    names = ["Strategy", benchmark_title if benchmark_title != "Strategy" else "Strategy (benchmark)"]
+    frame = pd.DataFrame({names[0]: returns, names[1]: benchmark.reindex(returns.index)})
+    yearly = frame.groupby(returns.index.year).agg(lambda r: (1 + r.dropna()).prod() - 1 if r.notna().any() else None)
     chart = grouped_bars([str(y) for y in yearly.index], {c: yearly[c].tolist() for c in yearly},
                          title="Returns by calendar year, strategy against benchmark", fmt=percent(0),
                          y_label="compounded within each year", width=620, height=260)

@@ -36,9 +36,9 @@ def trading_state(state: KillSwitch | str) -> str:
     """What the kill switch means for trading, as every page and message says it:
     ``trading: ACTIVE (kill switch not engaged)``, ``trading: HALTED (kill switch engaged: ...)``."""
     try:
-        state = KillSwitch(state)
+        state = state if isinstance(state, KillSwitch) else KillSwitch(str(state).strip().lower())
     except ValueError:
-        return f"trading: {str(state).upper()} (kill switch state unknown)"
+        return f"trading: state unknown ({state!r} is not a kill switch state)"
     return f"trading: {state.name} ({_MEANING[state]})"
 
 

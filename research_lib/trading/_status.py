@@ -8,6 +8,7 @@ Alpaca's are cancelled at the next cycle).
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from research_lib import paths
 from research_lib.broker import SimBroker
@@ -127,11 +128,11 @@ def describe_status(entries: list[dict]) -> str:
                        f"P&L since start {_money(a['pnl_total'])}")
         if e["positions"]:
             out += ["  positions:", *_table(("symbol", "quantity", "value"),
-                                            [(p["symbol"], f"{p['quantity']:,.4f}", _money(p["value"]))
+                                            [(p["symbol"], _quantity(p["quantity"]), _money(p["value"]))
                                              for p in e["positions"]])]
         if e["open_orders"]:
             out += ["  open orders:", *_table(("side", "symbol", "quantity", "client order id"),
-                                              [(o["side"], o["symbol"], f"{o['quantity']:,.4f}", o["client_order_id"])
+                                              [(o["side"], o["symbol"], _quantity(o["quantity"]), o["client_order_id"])
                                                for o in e["open_orders"]])]
     return "\n".join(out)
 
@@ -151,5 +152,18 @@ def _is_number(text: str) -> bool:
     return text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit() or text == "n/a"
 
 
+def _quantity(value) -> str:
+    """Shares with four decimals; "n/a" for a missing or non-finite quantity."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{value:,.4f}" if math.isfinite(value) else "n/a"
+
+
 def _money(value) -> str:
-    return "n/a" if value is None else f"{value:,.2f}"
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return "n/a"
+    return f"{value:,.2f}" if math.isfinite(value) else "n/a"
