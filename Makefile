@@ -29,9 +29,14 @@ run: $(STAMP)
 	$(BIN)/spartan run $(PARAMS)
 
 # The suite runs on TEST_WORKERS processes (each with its own scratch workspace), a test file per worker.
+# The longest files are handed out first, so that the two workers finish together (pytest drops the
+# repeated paths).
 TEST_WORKERS ?= 2
+LONGEST_FIRST := notebooks tests/test_scale_smoke.py tests/test_pipeline.py tests/test_compute.py tests/test_soak.py \
+                 tests/test_reuse.py tests/test_trade_kill.py tests/test_notebooks.py
 test: $(TEST_STAMP) browser
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov=research_lib --cov-report=term --cov-fail-under=90 tests notebooks --nbval-lax
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --cov=research_lib --cov-report=term --cov-fail-under=90 \
+	  $(LONGEST_FIRST) tests --nbval-lax
 
 # The dashboard's browser test drives Debian's chromium (no browser download): installed when
 # missing and this is root on Debian (as on CI); otherwise that one test is skipped with a reason.
