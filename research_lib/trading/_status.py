@@ -152,18 +152,18 @@ def _is_number(text: str) -> bool:
     return text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit() or text == "n/a"
 
 
-def _quantity(value) -> str:
-    """Shares with four decimals; "n/a" for a missing or non-finite quantity."""
+def _number(value, decimals: int) -> str:
+    """``value`` with thousands separators and ``decimals``; "n/a" when missing or not finite."""
     try:
         value = float(value)
     except (TypeError, ValueError):
         return "n/a"
-    return f"{value:,.4f}" if math.isfinite(value) else "n/a"
+    return f"{value:,.{decimals}f}" if math.isfinite(value) else "n/a"
+
+
+def _quantity(value) -> str:
+    return _number(value, 4)  # shares
 
 
 def _money(value) -> str:
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        return "n/a"
-    return f"{value:,.2f}" if math.isfinite(value) else "n/a"
+    return _number(value, 2)
