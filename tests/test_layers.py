@@ -27,7 +27,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("portfolio", "risk"),
     ("config",),                                                         # RunConfig assembles the sections
     ("validation",),
-    ("trading", "broker"),
+    ("trading", "broker", "execution"),
     ("reports",),
     ("stages",),
     ("pipeline", "scheduler", "cli"),

@@ -1,0 +1,124 @@
+"""An intraday market for the simulated broker: bars inside a session, and the volume profile.
+
+Offline there are no minute bars, so a session's bars are simulated: a seeded Brownian bridge from
+the day's open to its close, stretched so that its highest point is the day's high and its lowest
+the day's low, and volume shared out over the bars on the usual U shape (heavy at the open and the
+close) with seeded noise, summing to the day's volume exactly. The same (symbol, session, seed)
+gives the same bars on every run. They are a model, not a record: every report that uses them says
+so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+BARS_PER_SESSION = 78  # 5-minute bars from 09:30 to 16:00 (a full NYSE session)
+BAR_MINUTES = 5
+
+
+def _seed(symbol: str, session: pd.Timestamp, seed: int) -> int:
+    key = f"{symbol}|{pd.Timestamp(session):%Y-%m-%d}|{seed}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
+
+
+def u_shape(n_bars: int = BARS_PER_SESSION) -> np.ndarray:
+    """The typical share of a session's volume in each bar: high at the open and the close, low at
+    midday (a parabola 3:1 from the ends to the middle), summing to 1."""
+    x = np.linspace(-1.0, 1.0, n_bars)
+    weights = 1.0 + 2.0 * x**2
+    return weights / weights.sum()
+
+
+def intraday_bars(open_: float, high: float, low: float, close: float, volume: float, *, symbol: str,
+                  session, seed: int = 0, n_bars: int = BARS_PER_SESSION) -> pd.DataFrame:
+    """``n_bars`` bars (open, high, low, close, volume) of one session, consistent with its daily bar:
+    the first open is ``open_``, the last close ``close``, the highest high ``high``, the lowest low
+    ``low`` and the volumes (whole shares) sum to ``volume``.
+
+    Raises
+    ------
+    ValueError
+        for a daily bar that cannot exist (a non-finite or non-positive price, ``low`` above the
+        open or close, ``high`` below them, negative volume), naming the symbol and session.
+    """
+    prices = np.array([open_, high, low, close], dtype=float)
+    where = f"{symbol} on {pd.Timestamp(session):%Y-%m-%d}"
+    if not np.isfinite(prices).all() or (prices <= 0).any():
+        raise ValueError(f"{where}: open, high, low and close must be finite and positive, got {prices.tolist()}")
+    if not (low <= min(open_, close) and high >= max(open_, close)):
+        raise ValueError(f"{where}: the daily bar is impossible (open {open_}, high {high}, low {low}, close {close})")
+    if not np.isfinite(volume) or volume < 0:
+        raise ValueError(f"{where}: volume must be finite and >= 0, got {volume}")
+    if n_bars < 4:
+        raise ValueError(f"n_bars is {n_bars}; a session needs at least 4 bars")
+    rng = np.random.default_rng(_seed(symbol, session, seed))
+    path = _stretched_bridge(rng, open_, high, low, close, n_bars)
+    bars = pd.DataFrame({"open": path[:-1], "close": path[1:]})
+    bars["high"] = bars[["open", "close"]].max(axis=1)
+    bars["low"] = bars[["open", "close"]].min(axis=1)
+    bars["volume"] = share_out(int(round(volume)), u_shape(n_bars) * rng.lognormal(0.0, 0.25, n_bars))
+    start = pd.Timestamp(session).normalize() + pd.Timedelta(hours=9, minutes=30)
+    bars.index = pd.DatetimeIndex([start + pd.Timedelta(minutes=BAR_MINUTES * i) for i in range(n_bars)], name="time")
+    return bars[["open", "high", "low", "close", "volume"]]
+
+
+def _stretched_bridge(rng: np.random.Generator, open_: float, high: float, low: float, close: float,
+                      n_bars: int) -> np.ndarray:
+    """``n_bars + 1`` prices from ``open_`` to ``close`` whose maximum is ``high`` and minimum ``low``."""
+    steps = rng.normal(0.0, 1.0, n_bars).cumsum()
+    t = np.arange(1, n_bars + 1) / n_bars
+    bridge = np.r_[0.0, steps - t * steps[-1]]  # 0 at both ends
+    path = open_ + (close - open_) * np.r_[0.0, t] + bridge * (high - low) / max(np.ptp(bridge), 1e-12)
+    top, bottom = max(open_, close), min(open_, close)
+    for bound, beyond, is_high in ((high, top, True), (low, bottom, False)):
+        outside = path > beyond if is_high else path < beyond
+        outside[[0, -1]] = False
+        if bound == beyond:  # the day never went past its open/close on this side
+            path = np.minimum(path, beyond) if is_high else np.maximum(path, beyond)
+            continue
+        if not outside.any():  # reach the bound once, at a seeded interior point still between open and close
+            interior = np.arange(1, n_bars)
+            inside = interior[(path[interior] >= bottom) & (path[interior] <= top)]
+            if not inside.size:  # every interior point is past the other bound: keep that side's extreme
+                inside = interior[(interior != path.argmin()) & (interior != path.argmax())]
+            outside[rng.choice(inside)] = True
+            path[outside] = beyond + (1e-9 if is_high else -1e-9)
+        extreme = path[outside].max() if is_high else path[outside].min()
+        path[outside] = beyond + (path[outside] - beyond) * (bound - beyond) / (extreme - beyond)
+    path[0], path[-1] = open_, close
+    return path
+
+
+def share_out(total: int, weights: np.ndarray) -> np.ndarray:
+    """Whole numbers proportional to ``weights`` (non-negative, not all zero) summing to ``total``
+    exactly (largest remainders)."""
+    if total == 0:
+        return np.zeros(len(weights), dtype=np.int64)
+    if not weights.sum() > 0:
+        raise ValueError(f"cannot share {total} out by weights that sum to {weights.sum()}")
+    exact = total * weights / weights.sum()
+    whole = np.floor(exact).astype(np.int64)
+    short = total - int(whole.sum())
+    whole[np.argsort(-(exact - whole), kind="stable")[:short]] += 1
+    return whole
+
+
+def volume_profile(intraday_volume: pd.DataFrame, asof, lookback_sessions: int = 20) -> pd.Series:
+    """The expected share of a session's volume in each bar for the session ``asof``, from the
+    ``lookback_sessions`` sessions before it only (point in time: the session itself and later ones
+    are never read).
+
+    ``intraday_volume`` has a row per session (a DatetimeIndex) and a column per bar. A session
+    with no volume counts for nothing; with no usable past session the profile is `u_shape`.
+    """
+    past = intraday_volume.loc[intraday_volume.index < pd.Timestamp(asof)].tail(lookback_sessions)
+    values = past.to_numpy(dtype=float)
+    totals = values.sum(axis=1, keepdims=True)
+    usable = np.isfinite(values).all(axis=1) & (totals[:, 0] > 0)
+    if not usable.any():
+        return pd.Series(u_shape(intraday_volume.shape[1]), index=intraday_volume.columns, name="volume_share")
+    shares = (values[usable] / totals[usable]).mean(axis=0)
+    return pd.Series(shares / shares.sum(), index=intraday_volume.columns, name="volume_share")

@@ -1,0 +1,169 @@
+"""Execution schedules: a parent order split into child slices over a session's bars.
+
+``market`` sends the parent at once in the window's first bar, with no participation cap: today's
+behaviour, the baseline the others are measured against. ``twap`` shares it equally over the bars
+of the window, ``vwap`` in proportion to the expected volume of each bar (`intraday.volume_profile`,
+from past sessions only), ``iceberg`` shows ``display_fraction`` of the parent at a time, refreshed
+each bar until done. Every slice:
+
+- is a whole number of lots, and the slices sum to the parent exactly (largest remainders);
+- (but market's) is at most ``participation_cap`` of its bar's expected volume: what the cap leaves over at the
+  end of the window is, by ``end_policy``, either worked in the bars after the window up to the close
+  (``cross``: marketable at the band's edge, still under the cap) or left unfilled and reported
+  (``leave``);
+- carries a limit price inside ``limit_band`` of the arrival price (a buy at most arrival x (1 +
+  band), a sell at least arrival x (1 - band)), and ``limit_band`` may not exceed the risk layer's
+  fat-finger band, so every slice can pass the pre-trade checks;
+- has the client order id `child_order_id(parent_id, k)`, derived from the parent's alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from research_lib.broker import MAX_CLIENT_ORDER_ID, check_client_order_id
+from research_lib.execution.intraday import share_out
+from research_lib.params import StrictModel
+
+ALGORITHMS = ("market", "twap", "vwap", "iceberg")
+MAX_SLICES = 999  # child ids end in a three-digit slice number
+
+
+class ExecutionConfig(StrictModel):
+    """``params: execution``: how a strategy's orders are worked through the session."""
+
+    algorithm: Literal["market", "twap", "vwap", "iceberg"] = Field(
+        "market", description="market: the whole order at once, uncapped (today's behaviour); twap, vwap, iceberg: "
+        "sliced over the window under the participation cap")
+    window_start_bar: int = Field(3, ge=0, description="first bar of the window (5-minute bars from 09:30: 3 is 09:45)")
+    window_end_bar: int = Field(72, ge=1, description="bar after the window's last (72 is 15:30)")
+    participation_cap: float = Field(0.1, gt=0, le=1, description="largest share of a bar's expected volume a slice takes")
+    limit_band: float = Field(0.005, gt=0, lt=1, description="slice limit prices within this fraction of the arrival "
+                              "price (at most risk.fat_finger_band)")
+    end_policy: Literal["cross", "leave"] = Field(
+        "cross", description="what the cap leaves at the window's end: cross: work it up to the close, leave: report it")
+    display_fraction: float = Field(0.1, gt=0, le=1, description="iceberg: the share of the parent shown at a time")
+    vwap_lookback_sessions: int = Field(20, ge=1, description="vwap: past sessions the volume profile is estimated from")
+
+    @model_validator(mode="after")
+    def _window(self):
+        if self.window_end_bar <= self.window_start_bar:
+            raise ValueError(f"window_end_bar ({self.window_end_bar}) must come after window_start_bar "
+                             f"({self.window_start_bar})")
+        return self
+
+
+@dataclass(frozen=True)
+class ChildSlice:
+    """One child order of a schedule: its id, the bar it works in, its size and limit price."""
+
+    client_order_id: str
+    index: int
+    bar: int
+    lots: int
+    lot_size: float
+    limit_price: float
+    phase: str  # "window", or "after window" for what end_policy "cross" works up to the close
+
+    @property
+    def quantity(self) -> float:
+        return self.lots * self.lot_size
+
+
+def child_order_id(parent_id: str, index: int) -> str:
+    """``<parent>.<k>`` with a three-digit slice number, at most 48 characters: a parent id too long
+    for the suffix is shortened with a hash of it, so two parents never share a child id."""
+    if not 0 <= index <= MAX_SLICES:
+        raise ValueError(f"slice number {index} is outside 0..{MAX_SLICES}")
+    room = MAX_CLIENT_ORDER_ID - 4
+    base = parent_id if len(parent_id) <= room else (
+        parent_id[: room - 7] + "~" + hashlib.sha256(parent_id.encode()).hexdigest()[:6])
+    return check_client_order_id(f"{base}.{index:03d}")
+
+
+def plan_schedule(parent_id: str, side: str, quantity: float, arrival_price: float, expected_volume,
+                  config: ExecutionConfig, *, lot_size: float = 1.0, fat_finger_band: float | None = None,
+                  ) -> tuple[list[ChildSlice], float]:
+    """The child slices of a parent order and the quantity the cap leaves unplanned (0 when the
+    schedule completes it).
+
+    ``expected_volume`` is the expected volume of each bar of the session (shares; its length is
+    the number of bars). ``quantity`` is rounded down to whole lots of ``lot_size``.
+
+    Raises
+    ------
+    ValueError
+        for a side other than buy or sell, a non-finite or negative quantity, a non-positive arrival
+        price, expected volumes that are not finite and non-negative, a window beyond the session,
+        or a ``limit_band`` wider than ``fat_finger_band``.
+    """
+    if side not in ("buy", "sell"):
+        raise ValueError(f"side is {side!r}; pass 'buy' or 'sell'")
+    if not (math.isfinite(quantity) and quantity >= 0):
+        raise ValueError(f"quantity is {quantity}; pass a finite quantity >= 0")
+    if not (math.isfinite(arrival_price) and arrival_price > 0):
+        raise ValueError(f"arrival_price is {arrival_price}; pass a finite price > 0")
+    if not (math.isfinite(lot_size) and lot_size > 0):
+        raise ValueError(f"lot_size is {lot_size}; pass a finite size > 0")
+    volume = np.asarray(expected_volume, dtype=float)
+    if volume.ndim != 1 or not np.isfinite(volume).all() or (volume < 0).any():
+        raise ValueError("expected_volume must be finite, non-negative volumes, one per bar")
+    if config.window_end_bar > len(volume):
+        raise ValueError(f"the window ends at bar {config.window_end_bar} but the session has {len(volume)} bars")
+    if fat_finger_band is not None and config.limit_band > fat_finger_band:
+        raise ValueError(f"execution.limit_band {config.limit_band} is wider than risk.fat_finger_band "
+                         f"{fat_finger_band}: every slice would be refused; narrow it")
+    lots = int(math.floor(quantity / lot_size + 1e-9))
+    limit = arrival_price * (1 + config.limit_band if side == "buy" else 1 - config.limit_band)
+    caps = np.floor(config.participation_cap * volume / lot_size + 1e-9).astype(np.int64)
+    window = np.arange(config.window_start_bar, config.window_end_bar)
+    planned = _window_lots(lots, window, volume, caps, config)
+    left = lots - int(planned.sum())
+    if left and config.end_policy == "cross":
+        after = np.arange(config.window_end_bar, len(volume))
+        extra = _capped(np.r_[left, np.zeros(len(after) - 1, dtype=np.int64)], caps[after]) if len(after) else after
+        planned = np.r_[planned, extra]
+        window = np.r_[window, after]
+        left -= int(extra.sum())
+    slices, k = [], 0
+    for bar, n in zip(window, planned):
+        if n <= 0:
+            continue
+        if k > MAX_SLICES:
+            raise ValueError(f"more than {MAX_SLICES + 1} slices: a narrower window or a larger participation cap")
+        phase = "window" if bar < config.window_end_bar else "after window"
+        slices.append(ChildSlice(child_order_id(parent_id, k), k, int(bar), int(n), lot_size, limit, phase))
+        k += 1
+    return slices, left * lot_size
+
+
+def _window_lots(lots: int, window: np.ndarray, volume: np.ndarray, caps: np.ndarray,
+                 config: ExecutionConfig) -> np.ndarray:
+    """Lots per bar of the window by the algorithm, each at most its bar's cap."""
+    if config.algorithm == "market":  # all at once: the baseline has no cap
+        planned = np.zeros(len(window), dtype=np.int64)
+        planned[0] = lots
+        return planned
+    if config.algorithm == "iceberg":
+        shown = max(1, int(math.ceil(config.display_fraction * lots)))
+        target = np.minimum(shown, np.maximum(0, lots - shown * np.arange(len(window)))).astype(float)
+    else:
+        weights = np.ones(len(window)) if config.algorithm == "twap" else volume[window]
+        target = weights if weights.sum() > 0 else np.ones(len(window))
+    return _capped(share_out(lots, target), caps[window])
+
+
+def _capped(wanted: np.ndarray, caps: np.ndarray) -> np.ndarray:
+    """``wanted`` lots per bar, none above its cap: what a bar cannot take moves on to the next bars
+    (a schedule never works ahead of itself); what is left after the last bar is not planned."""
+    out, carry = np.zeros_like(wanted), 0
+    for i, (want, cap) in enumerate(zip(wanted, caps)):
+        out[i] = min(int(want) + carry, int(cap))
+        carry += int(want) - int(out[i])
+    return out

@@ -1,0 +1,159 @@
+"""Execution schedules and the intraday market (issue 18, first part): rules a trader relies on,
+checked on generated orders, volumes and daily bars, hostile ones included. Each rule is stated
+from its definition, not from how the code computes it."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from research_lib.broker import MAX_CLIENT_ORDER_ID
+from research_lib.execution import (ALGORITHMS, BARS_PER_SESSION, ExecutionConfig, child_order_id, intraday_bars,
+                                    plan_schedule, volume_profile)
+
+volumes = st.lists(st.one_of(st.just(0.0), st.floats(0, 5e6), st.floats(1e3, 2e5)), min_size=BARS_PER_SESSION,
+                   max_size=BARS_PER_SESSION)
+configs = st.builds(lambda algorithm, start, length, cap, band, policy, shown: ExecutionConfig(
+    algorithm=algorithm, window_start_bar=start, window_end_bar=min(start + length, BARS_PER_SESSION),
+    participation_cap=cap, limit_band=band, end_policy=policy, display_fraction=shown),
+    st.sampled_from(ALGORITHMS), st.integers(0, 70), st.integers(1, 78), st.floats(0.001, 1.0),
+    st.floats(0.0001, 0.05), st.sampled_from(["cross", "leave"]), st.floats(0.01, 1.0))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(config=configs, volume=volumes, quantity=st.one_of(st.just(0.0), st.floats(0, 1e7), st.integers(1, 500)),
+       side=st.sampled_from(["buy", "sell"]), price=st.floats(0.01, 1e5), lot=st.sampled_from([1.0, 0.0001, 100.0]))
+def test_a_schedule_adds_up_respects_the_cap_and_the_band_and_never_works_ahead(config, volume, quantity, side, price,
+                                                                                lot):
+    slices, left = plan_schedule("trend-20240102-AAPL-b", side, quantity, price, volume, config, lot_size=lot,
+                                 fat_finger_band=0.05)
+    whole_lots = math.floor(quantity / lot + 1e-9)
+    assert sum(s.lots for s in slices) + round(left / lot) == whole_lots, "slices and the rest make the parent"
+    assert left >= 0 and all(s.lots > 0 for s in slices)
+    if config.algorithm == "market":
+        assert len(slices) <= 1 and left == 0 and all(s.bar == config.window_start_bar for s in slices), \
+            "market: the whole parent at once, the baseline without a cap"
+    for s in slices:
+        if config.algorithm != "market":
+            assert s.quantity <= config.participation_cap * volume[s.bar] + 1e-6 * lot, "over the participation cap"
+        move = s.limit_price / price - 1
+        assert (0 < move <= config.limit_band + 1e-12) if side == "buy" else (-config.limit_band - 1e-12 <= move < 0)
+        assert s.bar >= config.window_start_bar
+        assert s.phase == ("window" if s.bar < config.window_end_bar else "after window")
+    assert [s.bar for s in slices] == sorted(s.bar for s in slices) and len({s.bar for s in slices}) == len(slices)
+    if config.end_policy == "leave":
+        assert all(s.bar < config.window_end_bar for s in slices)
+    ids = [s.client_order_id for s in slices]
+    assert len(set(ids)) == len(ids) and all(len(i) <= MAX_CLIENT_ORDER_ID for i in ids)
+    again, _ = plan_schedule("trend-20240102-AAPL-b", side, quantity, price, volume, config, lot_size=lot)
+    assert [s.client_order_id for s in again] == ids and again == slices, "the same order gives the same slices"
+
+
+def test_twap_is_even_and_vwap_follows_the_volume_when_nothing_binds():
+    volume = np.r_[np.full(39, 2e6), np.full(39, 6e6)]
+    window = ExecutionConfig(window_start_bar=0, window_end_bar=78, participation_cap=1.0)
+    twap, _ = plan_schedule("p", "buy", 7800, 10.0, volume, window.model_copy(update={"algorithm": "twap"}))
+    assert {s.lots for s in twap} == {100} and len(twap) == 78
+    vwap, _ = plan_schedule("p", "buy", 8000, 10.0, volume, window.model_copy(update={"algorithm": "vwap"}))
+    exact = 8000 * volume / volume.sum()
+    assert sum(s.lots for s in vwap) == 8000 and all(abs(s.lots - exact[s.bar]) < 1 for s in vwap), \
+        "each bar within one share of its volume-weighted share"
+
+
+def test_what_the_cap_leaves_is_crossed_after_the_window_or_reported():
+    volume = np.full(78, 1000.0)
+    config = ExecutionConfig(algorithm="twap", window_start_bar=0, window_end_bar=10, participation_cap=0.1)
+    crossed, left = plan_schedule("p", "sell", 5000, 10.0, volume, config)
+    assert left == 0 and sum(s.lots for s in crossed) == 5000 and crossed[-1].phase == "after window"
+    kept, left = plan_schedule("p", "sell", 5000, 10.0, volume, config.model_copy(update={"end_policy": "leave"}))
+    assert sum(s.lots for s in kept) == 1000 and left == 4000
+    huge, left = plan_schedule("p", "sell", 1e6, 10.0, volume, config)
+    assert sum(s.lots for s in huge) == 7800 and left == 1e6 - 7800, "the cap holds to the close"
+
+
+@pytest.mark.parametrize("args, message", [
+    (("buy", float("nan"), 10.0), "quantity"), (("buy", -5.0, 10.0), "quantity"), (("hold", 5.0, 10.0), "side"),
+    (("buy", 5.0, 0.0), "arrival_price"), (("buy", 5.0, float("inf")), "arrival_price")])
+def test_hostile_orders_are_refused_by_name(args, message):
+    with pytest.raises(ValueError, match=message):
+        plan_schedule("p", *args, np.full(78, 1e5), ExecutionConfig())
+
+
+def test_a_band_wider_than_the_risk_layers_or_a_window_past_the_session_is_refused():
+    with pytest.raises(ValueError, match="fat_finger_band"):
+        plan_schedule("p", "buy", 5.0, 10.0, np.full(78, 1e5), ExecutionConfig(limit_band=0.02), fat_finger_band=0.01)
+    with pytest.raises(ValueError, match="the session has 40 bars"):
+        plan_schedule("p", "buy", 5.0, 10.0, np.full(40, 1e5), ExecutionConfig())
+    with pytest.raises(ValueError, match="expected_volume"):
+        plan_schedule("p", "buy", 5.0, 10.0, np.r_[np.full(77, 1e5), np.nan], ExecutionConfig())
+    with pytest.raises(ValueError, match="window_end_bar"):
+        ExecutionConfig(window_start_bar=10, window_end_bar=10)
+
+
+@given(parent=st.text(alphabet="abcXYZ019._-~", min_size=1, max_size=48), k=st.integers(0, 999))
+def test_child_ids_fit_the_brokers_limit_and_two_parents_never_share_one(parent, k):
+    child = child_order_id(parent, k)
+    other = child_order_id(parent + "x", k)
+    assert len(child) <= MAX_CLIENT_ORDER_ID and child.endswith(f".{k:03d}") and child != other
+    assert child == child_order_id(parent, k)
+
+
+# ---------------------------------------------------------------- the intraday market
+
+daily_bars = st.tuples(st.floats(1.0, 1000.0), st.floats(0.0, 0.1), st.floats(0.0, 0.1), st.floats(-1.0, 1.0),
+                       st.floats(0, 1e9))
+
+
+@settings(max_examples=100, deadline=None)
+@given(bar=daily_bars, symbol=st.sampled_from(["AAPL", "KO", "X"]), seed=st.integers(0, 3))
+def test_intraday_bars_are_consistent_with_the_daily_bar(bar, symbol, seed):
+    open_, up, down, where, volume = bar
+    high, low = open_ * (1 + up), open_ * (1 - down)
+    close = low + (high - low) * (where + 1) / 2
+    bars = intraday_bars(open_, high, low, close, volume, symbol=symbol, session="2024-01-02", seed=seed)
+    assert len(bars) == BARS_PER_SESSION and bars.index.is_monotonic_increasing
+    assert bars["open"].iloc[0] == open_ and bars["close"].iloc[-1] == close
+    assert bars["high"].max() == pytest.approx(high, rel=1e-9) and bars["low"].min() == pytest.approx(low, rel=1e-9)
+    assert (bars["high"] <= high * (1 + 1e-12)).all() and (bars["low"] >= low * (1 - 1e-12)).all()
+    assert (bars["low"] <= bars[["open", "close"]].min(axis=1)).all()
+    assert int(bars["volume"].sum()) == round(volume) and (bars["volume"] >= 0).all()
+    same = intraday_bars(open_, high, low, close, volume, symbol=symbol, session="2024-01-02", seed=seed)
+    pd.testing.assert_frame_equal(bars, same)
+
+
+@pytest.mark.parametrize("bar, message", [((100, 99, 98, 100.5, 1e6), "impossible"),
+                                          ((100, 101, 99, 100, -1), "volume"),
+                                          ((float("nan"), 101, 99, 100, 1e6), "finite and positive"),
+                                          ((0.0, 101, 0.0, 100, 1e6), "finite and positive")])
+def test_an_impossible_daily_bar_is_refused_naming_symbol_and_session(bar, message):
+    with pytest.raises(ValueError, match=message) as err:
+        intraday_bars(*bar, symbol="KO", session="2024-01-02")
+    assert "KO on 2024-01-02" in str(err.value)
+
+
+def test_the_vwap_profile_uses_only_past_sessions():
+    sessions = pd.bdate_range("2024-01-01", periods=60)
+    rng = np.random.default_rng(0)
+    history = pd.DataFrame(rng.uniform(1e3, 1e5, (60, BARS_PER_SESSION)), index=sessions)
+    asof = sessions[40]
+    before = volume_profile(history, asof, lookback_sessions=20)
+    changed = history.copy()
+    future = changed.index >= asof
+    changed.loc[future] = rng.uniform(0, 1e7, (int(future.sum()), BARS_PER_SESSION)) * np.arange(1, BARS_PER_SESSION + 1)
+    after = volume_profile(changed, asof, lookback_sessions=20)
+    pd.testing.assert_series_equal(before, after)
+    expected = (history.iloc[20:40].div(history.iloc[20:40].sum(axis=1), axis=0)).mean()
+    np.testing.assert_allclose(before.to_numpy(), (expected / expected.sum()).to_numpy(), rtol=1e-12)
+    assert before.sum() == pytest.approx(1.0)
+
+
+def test_a_profile_without_usable_past_falls_back_to_the_u_shape():
+    sessions = pd.bdate_range("2024-01-01", periods=3)
+    empty = pd.DataFrame(0.0, index=sessions, columns=range(BARS_PER_SESSION))
+    profile = volume_profile(empty, sessions[-1])
+    assert profile.sum() == pytest.approx(1.0) and profile.iloc[0] > profile.iloc[39] < profile.iloc[-1]
