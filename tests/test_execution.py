@@ -157,3 +157,72 @@ def test_a_profile_without_usable_past_falls_back_to_the_u_shape():
     empty = pd.DataFrame(0.0, index=sessions, columns=range(BARS_PER_SESSION))
     profile = volume_profile(empty, sessions[-1])
     assert profile.sum() == pytest.approx(1.0) and profile.iloc[0] > profile.iloc[39] < profile.iloc[-1]
+
+
+# ---------------------------------------------------------------- simulated fills and shortfall
+
+from research_lib.execution import MarketModel, simulate_execution  # noqa: E402
+
+
+def session_bars(volume=2_000_000.0, close=100.4):
+    return intraday_bars(100.0, 101.5, 98.8, close, volume, symbol="AAPL", session="2020-03-02")
+
+
+@settings(max_examples=60, deadline=None)
+@given(algorithm=st.sampled_from(ALGORITHMS), share=st.floats(0.0001, 0.2), side=st.sampled_from(["buy", "sell"]),
+       band=st.floats(0.0002, 0.05), spread=st.floats(0, 50), impact=st.floats(0, 2))
+def test_fills_and_shortfall_follow_their_definitions(algorithm, share, side, band, spread, impact):
+    bars = session_bars()
+    quantity = round(share * bars["volume"].sum())
+    config = ExecutionConfig(algorithm=algorithm, limit_band=band)
+    slices, _ = plan_schedule("p", side, quantity, 100.0, bars["volume"].to_numpy(), config)
+    model = MarketModel(spread_bps=spread, impact_coefficient=impact)
+    result = simulate_execution(slices, bars, side=side, quantity=quantity, arrival_price=100.0, daily_volatility=0.02,
+                                model=model)
+    sign = 1 if side == "buy" else -1
+    typical = bars[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
+    per_share = impact * 0.02 / math.sqrt(bars["volume"].sum())
+    by_id = {s.client_order_id: s for s in slices}
+    for row in result.fills.itertuples():
+        s = by_id[row.client_order_id]
+        assert 0 <= row.filled <= s.quantity
+        expected = typical[s.bar] * (1 + sign * (spread / 2e4 + per_share * math.sqrt(row.filled)))
+        assert row.price == pytest.approx(expected, rel=1e-12)
+        if row.filled:
+            assert sign * (row.price - s.limit_price) <= 1e-9, "a fill inside its limit"
+        if row.filled < s.quantity:  # one more lot would have passed the limit
+            more = typical[s.bar] * (1 + sign * (spread / 2e4 + per_share * math.sqrt(row.filled + s.lot_size)))
+            assert sign * (more - s.limit_price) > -1e-9
+    filled = result.fills["filled"].sum()
+    paid = (result.fills["filled"] * result.fills["price"]).sum() + (quantity - filled) * result.close_price
+    perold = 1e4 * sign * (paid - quantity * 100.0) / (quantity * 100.0) if quantity else 0.0
+    assert result.shortfall_bps["total"] == pytest.approx(perold, abs=1e-6)
+    parts = sum(v for k, v in result.shortfall_bps.items() if k != "total")
+    assert parts == pytest.approx(result.shortfall_bps["total"], abs=1e-9)
+
+
+def test_slicing_a_large_order_pays_less_impact_than_sending_it_at_once():
+    bars = session_bars()
+    volume = bars["volume"].to_numpy()
+    quantity = 0.05 * volume.sum()
+    impact = {}
+    for algorithm in ALGORITHMS:
+        config = ExecutionConfig(algorithm=algorithm, limit_band=0.05)
+        slices, left = plan_schedule("p", "buy", quantity, 100.0, volume, config)
+        result = simulate_execution(slices, bars, side="buy", quantity=quantity, arrival_price=100.0,
+                                    daily_volatility=0.02, model=MarketModel())
+        impact[algorithm] = result.shortfall_bps["impact"]
+    reference = bars[["open", "high", "low", "close"]].mean(axis=1).iloc[config.window_start_bar] / 100.0
+    assert impact["market"] == pytest.approx(1e4 * 0.5 * 0.02 * math.sqrt(0.05) * reference, rel=1e-9), \
+        "sent at once, the parent pays the backtest's square-root impact"
+    assert impact["twap"] < impact["market"] / 3 and impact["vwap"] < impact["market"] / 3
+
+
+def test_a_schedule_that_cannot_fill_reports_the_rest_as_opportunity_cost():
+    bars = session_bars(close=101.0)  # the day trades between 98.8 and 101.5
+    slices, left = plan_schedule("p", "buy", 1000, 90.0, bars["volume"].to_numpy(), ExecutionConfig(
+        algorithm="twap", limit_band=0.001))  # limits at 90.09: no bar comes down to them
+    result = simulate_execution(slices, bars, side="buy", quantity=1000, arrival_price=90.0, daily_volatility=0.02,
+                                model=MarketModel())
+    assert result.filled == 0 and result.average_price is None
+    assert result.shortfall_bps["opportunity"] == pytest.approx(1e4 * 11 / 90) == result.shortfall_bps["total"]

@@ -9,6 +9,8 @@
   a seeded path of bars consistent with the session's open, high, low, close and volume
   (`intraday_bars`), and the point-in-time intraday volume profile VWAP follows
   (`volume_profile`: past sessions only).
+- ``simulate``: `simulate_execution` fills a schedule on those bars with a spread and the backtest's
+  square-root impact, and measures its implementation shortfall against the arrival price.
 
 Everything here is simulated or planned; nothing is sent. The trading cycle sends the slices.
 """
@@ -16,6 +18,7 @@ Everything here is simulated or planned; nothing is sent. The trading cycle send
 from research_lib.execution.intraday import BARS_PER_SESSION, intraday_bars, volume_profile
 from research_lib.execution.schedule import (ALGORITHMS, ChildSlice, ExecutionConfig, child_order_id,
                                              plan_schedule)
+from research_lib.execution.simulate import ExecutionResult, MarketModel, simulate_execution
 
-__all__ = ["ALGORITHMS", "BARS_PER_SESSION", "ChildSlice", "ExecutionConfig", "child_order_id", "intraday_bars",
-           "plan_schedule", "volume_profile"]
+__all__ = ["ALGORITHMS", "BARS_PER_SESSION", "ChildSlice", "ExecutionConfig", "ExecutionResult", "MarketModel",
+           "child_order_id", "intraday_bars", "plan_schedule", "simulate_execution", "volume_profile"]

@@ -1,0 +1,124 @@
+"""The simulated fills of a schedule on a session's bars, and its implementation shortfall.
+
+A slice in bar ``b`` fills at the bar's typical price ``(open + high + low + close) / 4`` plus (for a
+buy; minus for a sell) half the quoted spread and a temporary square-root impact
+``impact_coefficient * daily_volatility * sqrt(quantity / daily_volume)``, the backtest's impact
+law applied to each child: the whole parent sent at once pays exactly the backtest's impact, a
+sliced parent pays it on smaller pieces but carries the price's drift over the window. A slice whose
+price would pass its limit fills only the quantity that keeps it inside (none if even the first
+share would not); the rest is unfilled.
+
+Implementation shortfall (Perold), in basis points of the parent's value at the arrival price,
+positive when it cost money: ``spread`` and ``impact`` paid on the fills, ``timing`` (the bars'
+typical prices against the arrival price, over the filled quantity: delay and drift) and
+``opportunity`` (the unfilled quantity valued at the session's close against the arrival price).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from research_lib.execution.schedule import ChildSlice
+
+
+@dataclass(frozen=True)
+class MarketModel:
+    """The intraday market's costs: the quoted spread (a fill pays half) and temporary impact. The
+    default coefficient, 0.5, is mid-range of published estimates of the square-root law's
+    prefactor (about 0.5 to 1 for US large caps); the backtest's ``impact_coefficient`` is the
+    same number when volume is known."""
+
+    spread_bps: float = 5.0
+    impact_coefficient: float = 0.5
+
+    def __post_init__(self):
+        for name in ("spread_bps", "impact_coefficient"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} is {value}; pass a finite number >= 0")
+
+
+@dataclass
+class ExecutionResult:
+    """What a schedule did: per slice, and the parent's shortfall against the arrival price."""
+
+    side: str
+    quantity: float
+    arrival_price: float
+    close_price: float
+    fills: pd.DataFrame  # client_order_id, bar, quantity, filled, price, reference
+    shortfall_bps: dict[str, float] = field(default_factory=dict)
+    benchmarks: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def filled(self) -> float:
+        return float(self.fills["filled"].sum())
+
+    @property
+    def average_price(self) -> float | None:
+        return float((self.fills["filled"] * self.fills["price"]).sum() / self.filled) if self.filled else None
+
+
+def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: str, quantity: float,
+                       arrival_price: float, daily_volatility: float, model: MarketModel,
+                       window: tuple[int, int] | None = None) -> ExecutionResult:
+    """Fill ``slices`` on ``bars`` (one session, `intraday.intraday_bars`'s columns) under ``model``.
+
+    ``quantity`` is the parent's (the unfilled rest is what the slices did not fill, including what
+    the schedule left unplanned); ``daily_volatility`` the daily standard deviation of returns
+    (known before the session). ``window`` (first bar, bar after the last) sets the TWAP and VWAP
+    benchmarks' bars (default: the whole session).
+    """
+    if side not in ("buy", "sell"):
+        raise ValueError(f"side is {side!r}; pass 'buy' or 'sell'")
+    if not (math.isfinite(daily_volatility) and daily_volatility >= 0):
+        raise ValueError(f"daily_volatility is {daily_volatility}; pass a finite number >= 0")
+    sign = 1.0 if side == "buy" else -1.0
+    typical = bars[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
+    day_volume = float(bars["volume"].sum())
+    half_spread = model.spread_bps / 2e4
+    rows = []
+    for s in slices:
+        ref = typical[s.bar]
+        impact_per_share = model.impact_coefficient * daily_volatility / math.sqrt(day_volume) if day_volume else math.inf
+        room = sign * (s.limit_price / ref - 1.0) - half_spread  # what impact may add before the limit binds
+        if room <= 0:
+            filled = 0.0
+        elif impact_per_share * math.sqrt(s.quantity) <= room:  # the whole slice fits inside its limit
+            filled = s.quantity
+        else:
+            fits = (room / impact_per_share) ** 2  # sqrt(q) * per_share <= room
+            filled = min(s.quantity, math.floor(fits / s.lot_size + 1e-9) * s.lot_size)
+        impact = impact_per_share * math.sqrt(filled) if filled else 0.0
+        price = ref * (1.0 + sign * (half_spread + impact))
+        rows.append({"client_order_id": s.client_order_id, "bar": s.bar, "quantity": s.quantity, "filled": filled,
+                     "price": price, "reference": ref, "spread": half_spread, "impact": impact})
+    fills = pd.DataFrame(rows, columns=["client_order_id", "bar", "quantity", "filled", "price", "reference", "spread",
+                                        "impact"])
+    close = float(bars["close"].iloc[-1])
+    result = ExecutionResult(side, quantity, arrival_price, close, fills)
+    result.shortfall_bps = _shortfall(fills, sign, quantity, arrival_price, close)
+    start, end = window or (0, len(bars))
+    inside = bars.iloc[start:end]
+    inside_typical = typical[start:end]
+    vwap = float((inside_typical * inside["volume"]).sum() / inside["volume"].sum()) if inside["volume"].sum() else None
+    result.benchmarks = {"twap": float(inside_typical.mean()), "vwap": vwap, "arrival": arrival_price}
+    return result
+
+
+def _shortfall(fills: pd.DataFrame, sign: float, quantity: float, arrival: float, close: float) -> dict[str, float]:
+    value = quantity * arrival
+    if value <= 0:
+        return {"spread": 0.0, "impact": 0.0, "timing": 0.0, "opportunity": 0.0, "total": 0.0}
+    q, ref = fills["filled"].to_numpy(), fills["reference"].to_numpy()
+    parts = {"spread": float((q * ref * fills["spread"]).sum()),
+             "impact": float((q * ref * fills["impact"]).sum()),
+             "timing": float(sign * (q * (ref - arrival)).sum()),
+             "opportunity": float(sign * (quantity - q.sum()) * (close - arrival))}
+    out = {k: 1e4 * v / value for k, v in parts.items()}
+    out["total"] = float(np.sum(list(out.values())))
+    return out
