@@ -8,7 +8,7 @@ TEST_STAMP := $(VENV)/.test-stamp
 BENCH_STAMP := $(VENV)/.bench-stamp
 PARAMS ?= params/daily.yaml
 
-.PHONY: install run test lab bench scale clean browser
+.PHONY: install run test lab bench scale execution clean browser
 
 install: $(STAMP)
 
@@ -57,16 +57,17 @@ lab: $(STAMP)
 
 # The bench extra (vectorbt, the sweep benchmark's reference) is installed for `make bench` only.
 # `make bench` runs every benchmark but scale; `make bench BENCH="sweep pipeline"` runs some;
-# `make bench scale` runs the scale benchmark (synthetic 20/100/500 names, Dask 1 vs 2 workers).
+# `make bench scale` runs the scale benchmark (synthetic 20/100/500 names, Dask 1 vs 2 workers);
+# `make bench execution` market, TWAP, VWAP and iceberg on the intraday simulator.
 $(BENCH_STAMP): $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $@
 
 bench: $(BENCH_STAMP)
-	$(BIN)/python tests/bench/run_bench.py $(BENCH) $(filter scale,$(MAKECMDGOALS))
+	$(BIN)/python tests/bench/run_bench.py $(BENCH) $(filter scale execution,$(MAKECMDGOALS))
 
-scale:
-	@: # a goal read by `make bench scale`
+scale execution:
+	@: # goals read by `make bench scale` and `make bench execution`
 
 clean:
 	rm -rf reports/runs reports/index.html reports/bench data/snapshots

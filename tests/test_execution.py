@@ -226,3 +226,19 @@ def test_a_schedule_that_cannot_fill_reports_the_rest_as_opportunity_cost():
                                 model=MarketModel())
     assert result.filled == 0 and result.average_price is None
     assert result.shortfall_bps["opportunity"] == pytest.approx(1e4 * 11 / 90) == result.shortfall_bps["total"]
+
+
+def test_modelled_daily_bars_are_possible_days_and_use_no_future_close():
+    from research_lib.execution import modelled_daily_bars
+
+    sessions = pd.bdate_range("2020-01-01", periods=120)
+    rng = np.random.default_rng(4)
+    close = pd.Series(100 * np.exp(np.cumsum(rng.normal(0, 0.02, 120))), sessions)
+    bars = modelled_daily_bars(close)
+    assert (bars["low"] <= bars[["open", "close"]].min(axis=1)).all() and (bars["high"] >= bars[["open", "close"]].max(
+        axis=1)).all() and (bars["open"].iloc[1:].to_numpy() == close.reindex(bars.index).shift(1).iloc[1:]).all()
+    cut = sessions[80]
+    changed = close.copy()
+    changed[changed.index >= cut] *= np.exp(rng.normal(0, 0.3, int((changed.index >= cut).sum())))
+    pd.testing.assert_frame_equal(modelled_daily_bars(changed).loc[:cut - pd.Timedelta(days=1)],
+                                  bars.loc[:cut - pd.Timedelta(days=1)])

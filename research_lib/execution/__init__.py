@@ -15,10 +15,10 @@
 Everything here is simulated or planned; nothing is sent. The trading cycle sends the slices.
 """
 
-from research_lib.execution.intraday import BARS_PER_SESSION, intraday_bars, volume_profile
+from research_lib.execution.intraday import BARS_PER_SESSION, intraday_bars, modelled_daily_bars, volume_profile
 from research_lib.execution.schedule import (ALGORITHMS, ChildSlice, ExecutionConfig, child_order_id,
                                              plan_schedule)
 from research_lib.execution.simulate import ExecutionResult, MarketModel, simulate_execution
 
 __all__ = ["ALGORITHMS", "BARS_PER_SESSION", "ChildSlice", "ExecutionConfig", "ExecutionResult", "MarketModel",
-           "child_order_id", "intraday_bars", "plan_schedule", "simulate_execution", "volume_profile"]
+           "child_order_id", "intraday_bars", "modelled_daily_bars", "plan_schedule", "simulate_execution", "volume_profile"]

@@ -122,3 +122,22 @@ def volume_profile(intraday_volume: pd.DataFrame, asof, lookback_sessions: int =
         return pd.Series(u_shape(intraday_volume.shape[1]), index=intraday_volume.columns, name="volume_share")
     shares = (values[usable] / totals[usable]).mean(axis=0)
     return pd.Series(shares / shares.sum(), index=intraday_volume.columns, name="volume_share")
+
+
+RANGE_BEYOND = 0.4  # how far past the open/close a day's high and low reach, in daily standard deviations
+
+
+def modelled_daily_bars(close: pd.Series, volume: float = 1_000_000.0, window: int = 21) -> pd.DataFrame:
+    """Daily bars (open, high, low, close, volume) for a symbol that has closes only, as the bundled
+    stocks do: the open is the previous close, the high and low reach `RANGE_BEYOND` daily standard
+    deviations (trailing ``window`` sessions, to the previous session) past the open and close, the
+    volume is ``volume`` every day (orders sized as a share of it make results scale-free). A model
+    of the day, point in time; sessions before ``window`` returns are left out."""
+    close = close.dropna()
+    sigma = np.log(close).diff().rolling(window).std().shift(1)
+    frame = pd.DataFrame({"open": close.shift(1), "close": close, "sigma": sigma}).dropna()
+    top, bottom = frame[["open", "close"]].max(axis=1), frame[["open", "close"]].min(axis=1)
+    frame["high"] = top * np.exp(RANGE_BEYOND * frame["sigma"])
+    frame["low"] = bottom * np.exp(-RANGE_BEYOND * frame["sigma"])
+    frame["volume"] = float(volume)
+    return frame[["open", "high", "low", "close", "volume", "sigma"]]

@@ -44,7 +44,7 @@ class ExecutionConfig(StrictModel):
     window_start_bar: int = Field(3, ge=0, description="first bar of the window (5-minute bars from 09:30: 3 is 09:45)")
     window_end_bar: int = Field(72, ge=1, description="bar after the window's last (72 is 15:30)")
     participation_cap: float = Field(0.1, gt=0, le=1, description="largest share of a bar's expected volume a slice takes")
-    limit_band: float = Field(0.005, gt=0, lt=1, description="slice limit prices within this fraction of the arrival "
+    limit_band: float = Field(0.02, gt=0, lt=1, description="slice limit prices within this fraction of the arrival "
                               "price (at most risk.fat_finger_band)")
     end_policy: Literal["cross", "leave"] = Field(
         "cross", description="what the cap leaves at the window's end: cross: work it up to the close, leave: report it")

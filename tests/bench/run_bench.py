@@ -1,6 +1,7 @@
 """`make bench`: time the research pipeline and its heavy parts; save JSON under reports/bench/.
 
-`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep] [sweep_10k] [scale]`
+`python tests/bench/run_bench.py [pipeline] [features] [walk_forward] [portfolio] [sweep] [sweep_10k] [scale]
+[execution]`
 (all but scale by default; `make bench BENCH="sweep sweep_10k"` runs some; `make bench scale` the scale one).
 
 - pipeline (tests/bench/pipeline.py): `spartan run params/daily.yaml` in a scratch workspace:
@@ -35,6 +36,7 @@ sys.path.insert(0, str(REPO))  # run as a script: tests.bench.* importable
 from tests.bench.pipeline import bench_pipeline  # noqa: E402  (incremental runs: cold, re-run, cost change, --fresh)
 from tests.bench.sweeps import bench_sweep_10k, bench_sweep_families  # noqa: E402  (vs vectorbt; 10,000 configurations)
 from tests.bench.scale import bench_scale  # noqa: E402  (synthetic 20/100/500 names; Dask 1 vs 2 workers)
+from tests.bench.execution import bench_execution  # noqa: E402  (market, TWAP, VWAP, iceberg on the simulator)
 
 
 def timed(fn):
@@ -123,7 +125,7 @@ def bench_portfolio() -> dict:
 
 BENCHES = {"pipeline": bench_pipeline, "features": bench_features, "walk_forward": bench_walk_forward,
            "portfolio": bench_portfolio, "sweep": bench_sweep_families, "sweep_10k": bench_sweep_10k,
-           "scale": bench_scale}
+           "scale": bench_scale, "execution": bench_execution}
 # Run only when named (`make bench scale`): about 15 minutes on a 2-core machine.
 ON_REQUEST = ("scale",)
 
@@ -146,9 +148,9 @@ def main(names: list[str]) -> int:
         outcome = BENCHES[name]()
         path = out_dir / f"{name}-{stamp}.json"
         path.write_text(json.dumps({"benchmark": name, "when": stamp, "machine": machine, **outcome["result"]}, indent=2))
-        print(f"\n{'measure':48s} {'seconds':>8s}")
-        for label, seconds in outcome["rows"]:
-            print(f"{label:48s} {seconds:8.2f}")
+        print(f"\n{'measure':48s} {outcome.get('unit', 'seconds'):>8s}")
+        for label, value in outcome["rows"]:
+            print(f"{label:48s} {value:8.2f}")
         print(outcome["verdict"])
         print(f"saved {path}")
         verdicts.append(outcome["verdict"])
