@@ -22,41 +22,14 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, model_validator
-
 from research_lib.broker import MAX_CLIENT_ORDER_ID, check_client_order_id
+from research_lib.config import ExecutionConfig
 from research_lib.execution.intraday import share_out
-from research_lib.params import StrictModel
 
-ALGORITHMS = ("market", "twap", "vwap", "iceberg")
+ALGORITHMS = ("market", "twap", "vwap", "iceberg")  # ExecutionConfig.algorithm's values
 MAX_SLICES = 999  # child ids end in a three-digit slice number
-
-
-class ExecutionConfig(StrictModel):
-    """``params: execution``: how a strategy's orders are worked through the session."""
-
-    algorithm: Literal["market", "twap", "vwap", "iceberg"] = Field(
-        "market", description="market: the whole order at once, uncapped (today's behaviour); twap, vwap, iceberg: "
-        "sliced over the window under the participation cap")
-    window_start_bar: int = Field(3, ge=0, description="first bar of the window (5-minute bars from 09:30: 3 is 09:45)")
-    window_end_bar: int = Field(72, ge=1, description="bar after the window's last (72 is 15:30)")
-    participation_cap: float = Field(0.1, gt=0, le=1, description="largest share of a bar's expected volume a slice takes")
-    limit_band: float = Field(0.02, gt=0, lt=1, description="slice limit prices within this fraction of the arrival "
-                              "price (at most risk.fat_finger_band)")
-    end_policy: Literal["cross", "leave"] = Field(
-        "cross", description="what the cap leaves at the window's end: cross: work it up to the close, leave: report it")
-    display_fraction: float = Field(0.1, gt=0, le=1, description="iceberg: the share of the parent shown at a time")
-    vwap_lookback_sessions: int = Field(20, ge=1, description="vwap: past sessions the volume profile is estimated from")
-
-    @model_validator(mode="after")
-    def _window(self):
-        if self.window_end_bar <= self.window_start_bar:
-            raise ValueError(f"window_end_bar ({self.window_end_bar}) must come after window_start_bar "
-                             f"({self.window_start_bar})")
-        return self
 
 
 @dataclass(frozen=True)
