@@ -14,6 +14,7 @@ from __future__ import annotations
 import _thread
 import datetime as dt
 import json
+import re
 import signal
 import threading
 import urllib.request
@@ -232,6 +233,16 @@ def test_paper_trading_shows_the_kill_switch_positions_and_recent_orders(built):
     assert "trading: HALTED (kill switch engaged: no new orders, cancels only)" in html and "Recent orders" in html
     for position in last["positions"]:
         assert f"{position['value']:,.2f}" in html
+
+
+def test_average_slippage_is_shown_against_the_roadmaps_line(built):
+    last = built["trades"][-1]
+    trend = next(p for p in built["model"]["paper"] if p["strategy"] == "trend")
+    assert trend["cycle"]["slippage"] == {"mean_bps": last["slippage"]["mean_bps"], "fills": last["slippage"]["fills"]}
+    assert last["slippage"]["fills"] > 0 and built["model"]["slippage_target_bps"] == 10.0
+    row = re.search(r"<td>Average slippage</td>(.*?)</tr>", built["html"], re.S).group(1)
+    assert f"{last['slippage']['mean_bps']:.1f} bps" in row and "10 bps" in row and f"{last['slippage']['fills']} fills" in row
+    assert "too few to judge" in built["html"].split("<td>Average slippage</td>")[1].split("</p>")[0]
 
 
 def state_db_of(built) -> Path:

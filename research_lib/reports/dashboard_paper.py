@@ -16,6 +16,7 @@ from research_lib.reports._reading import PROBLEMS, href, number, problem
 from research_lib.trading import Ledger
 
 RECENT_ORDERS = 15
+SLIPPAGE_TARGET_BPS = 10.0  # the roadmap's line: average slippage under 0.1 %
 # (label, promoted risk key, how the current value is found) of the limits the dashboard shows
 LIMITS = (("Largest position", "max_weight", "|weight| of the largest position"),
           ("Gross exposure", "max_gross_exposure", "sum of |weights|"),
@@ -71,10 +72,11 @@ def _strategy_paper(reports_dir: Path, name: str, db: Path) -> dict:
 
 def _cycle_view(cycle: dict) -> dict:
     """What the page shows of a cycle.json, numbers as floats or None (a corrupt file shows n/a)."""
-    account, drift = cycle.get("account") or {}, cycle.get("drift") or {}
+    account, drift, slipped = cycle.get("account") or {}, cycle.get("drift") or {}, cycle.get("slippage") or {}
     return {"broker": str(cycle.get("broker") or ""), "status": str(cycle.get("status") or ""),
             "decision": str(cycle.get("decision") or ""), "rebalance": bool(cycle.get("rebalance")),
             "account": {k: number(account.get(k)) for k in ("equity", "cash", "pnl_total", "daily_pnl")},
+            "slippage": {"mean_bps": number(slipped.get("mean_bps")), "fills": int(number(slipped.get("fills")) or 0)},
             "drift": {"sessions": int(number(drift.get("sessions")) or 0), "flagged": bool(drift.get("flagged")),
                       **{k: number(drift.get(k)) for k in ("paper_return", "expected_return", "tracking_error")}},
             "positions": [{"symbol": str(p.get("symbol")),

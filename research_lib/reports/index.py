@@ -30,7 +30,7 @@ import yaml
 from research_lib._io import atomic_write_bytes
 from research_lib.reports._reading import PROBLEMS, href, number, parse_time, problem
 from research_lib.reports._templates import environment
-from research_lib.reports.dashboard_paper import paper_trading
+from research_lib.reports.dashboard_paper import SLIPPAGE_TARGET_BPS, paper_trading
 from research_lib.validation.promotion import promoted_strategies
 
 _HEADLINE = ("cagr", "sharpe", "max_drawdown", "win_rate")
@@ -269,6 +269,7 @@ def dashboard(reports_dir: str | Path, now: dt.datetime | None = None) -> dict:
     runs = collect_runs(reports_dir)
     promoted = promoted_strategies()
     return {"built_at": now.isoformat(timespec="seconds"), "runs": runs, "promoted": promoted,
+            "slippage_target_bps": SLIPPAGE_TARGET_BPS,
             "paper": paper_trading(reports_dir, promoted), "llm": llm_spend(runs),
             "data": data_freshness(runs, now.astimezone().date()), "schedule": read_schedule(reports_dir, now),
             "alerts": read_alerts(reports_dir)}
