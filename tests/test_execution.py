@@ -32,8 +32,9 @@ def test_a_schedule_adds_up_respects_the_cap_and_the_band_and_never_works_ahead(
                                                                                 lot):
     slices, left = plan_schedule("trend-20240102-AAPL-b", side, quantity, price, volume, config, lot_size=lot,
                                  fat_finger_band=0.05)
-    whole_lots = math.floor(quantity / lot + 1e-9)
-    assert sum(s.lots for s in slices) + round(left / lot) == whole_lots, "slices and the rest make the parent"
+    planned = sum(s.lots for s in slices) + round(left / lot)
+    assert planned * lot <= quantity * (1 + 1e-12), "never more than the parent (up to float error)"
+    assert (planned + 1) * lot > quantity * (1 - 1e-12), "no whole lot of the parent left out"
     assert left >= 0 and all(s.lots > 0 for s in slices)
     if config.algorithm == "market":
         assert len(slices) <= 1 and left == 0 and all(s.bar == config.window_start_bar for s in slices), \
@@ -242,3 +243,70 @@ def test_modelled_daily_bars_are_possible_days_and_use_no_future_close():
     changed[changed.index >= cut] *= np.exp(rng.normal(0, 0.3, int((changed.index >= cut).sum())))
     pd.testing.assert_frame_equal(modelled_daily_bars(changed).loc[:cut - pd.Timedelta(days=1)],
                                   bars.loc[:cut - pd.Timedelta(days=1)])
+
+
+# ---------------------------------------------------------------- found by a hostile review
+
+def test_rounding_never_plans_more_than_the_parent_and_lot_counts_stay_exact():
+    volume = np.full(78, 1000.0)
+    slices, _ = plan_schedule("p", "buy", 0.9999999995, 100.0, volume, ExecutionConfig(algorithm="twap"))
+    assert slices == []
+    slices, left = plan_schedule("p", "buy", 0.3, 100.0, volume, ExecutionConfig(algorithm="market"), lot_size=0.1)
+    assert [s.lots for s in slices] == [3] and left == 0
+    tiny, left = plan_schedule("p", "buy", 1.0, 100.0, np.full(78, 1e12), ExecutionConfig(
+        algorithm="twap", end_policy="leave"), lot_size=1e-8)
+    assert sum(s.lots for s in tiny) == 100_000_000 and left == 0
+    with pytest.raises(ValueError, match="lots"):
+        plan_schedule("p", "buy", 1e15, 100.0, volume, ExecutionConfig(), lot_size=1e-8)
+
+
+def test_an_iceberg_never_shows_more_than_its_display_fraction():
+    config = ExecutionConfig(algorithm="iceberg", display_fraction=0.01, window_start_bar=0, window_end_bar=10,
+                             participation_cap=1.0, end_policy="leave")
+    slices, left = plan_schedule("p", "sell", 1000, 100.0, np.full(78, 1e6), config)
+    assert {s.lots for s in slices} == {10} and len(slices) == 10 and left == 900
+
+
+def test_long_parents_get_distinct_child_ids():
+    a = "rebalance-2026-12-04-portfolio-main-order-2990"
+    b = "rebalance-2026-12-04-portfolio-main-order-3953"
+    assert child_order_id(a, 0) != child_order_id(b, 0) and len(child_order_id(a, 0)) <= MAX_CLIENT_ORDER_ID
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_intraday_bars_at_large_prices_have_no_nan_and_exact_extremes(seed):
+    bars = intraday_bars(1e9, 1.5e9, 5e8, 1e9, 1000, symbol="X", session="2024-01-02", seed=seed)
+    assert bars.notna().all().all()
+    assert bars["high"].max() == 1.5e9 and bars["low"].min() == 5e8
+
+
+def test_a_volume_past_what_can_be_counted_is_refused():
+    with pytest.raises(ValueError, match="volume"):
+        intraday_bars(10, 11, 9, 10, 1e19, symbol="X", session="2024-01-02")
+
+
+def test_the_profile_skips_negative_rows_and_reads_an_unsorted_history_by_date():
+    sessions = pd.to_datetime(["2024-01-08", "2024-01-09", "2024-01-10"])
+    history = pd.DataFrame([[0.0, 0.0, 5.0], [9.0, 0.0, 0.0], [10.0, -5.0, 10.0]], index=sessions)
+    assert volume_profile(history, "2024-01-11", 3).tolist() == [0.5, 0.0, 0.5], "the negative row is left out"
+    shuffled = history.iloc[[1, 0, 2]]
+    pd.testing.assert_series_equal(volume_profile(shuffled, "2024-01-11", 2), volume_profile(history, "2024-01-11", 2))
+
+
+def test_modelled_bars_of_an_unsorted_series_are_those_of_the_sorted_one():
+    from research_lib.execution import modelled_daily_bars
+
+    sessions = pd.bdate_range("2024-01-01", periods=40)
+    close = pd.Series(np.linspace(100, 120, 40), sessions, name="X")
+    pd.testing.assert_frame_equal(modelled_daily_bars(close.iloc[::-1]), modelled_daily_bars(close))
+    with pytest.raises(ValueError, match="positive"):
+        modelled_daily_bars(close.where(close.index != sessions[5], 0.0))
+
+
+def test_a_slice_outside_the_session_is_refused_by_name():
+    bars = session_bars()
+    [s] = plan_schedule("p", "buy", 10, 100.0, bars["volume"].to_numpy(), ExecutionConfig())[0]
+    late = type(s)(s.client_order_id, s.index, len(bars), s.lots, s.lot_size, s.limit_price, s.phase)
+    with pytest.raises(ValueError, match=f"{s.client_order_id} works in bar 78"):
+        simulate_execution([late], bars, side="buy", quantity=10, arrival_price=100.0, daily_volatility=0.02,
+                           model=MarketModel())

@@ -50,8 +50,8 @@ def intraday_bars(open_: float, high: float, low: float, close: float, volume: f
         raise ValueError(f"{where}: open, high, low and close must be finite and positive, got {prices.tolist()}")
     if not (low <= min(open_, close) and high >= max(open_, close)):
         raise ValueError(f"{where}: the daily bar is impossible (open {open_}, high {high}, low {low}, close {close})")
-    if not np.isfinite(volume) or volume < 0:
-        raise ValueError(f"{where}: volume must be finite and >= 0, got {volume}")
+    if not np.isfinite(volume) or not 0 <= volume <= 2**62:
+        raise ValueError(f"{where}: volume must be finite, >= 0 and at most 2**62, got {volume}")
     if n_bars < 4:
         raise ValueError(f"n_bars is {n_bars}; a session needs at least 4 bars")
     rng = np.random.default_rng(_seed(symbol, session, seed))
@@ -85,9 +85,12 @@ def _stretched_bridge(rng: np.random.Generator, open_: float, high: float, low: 
             if not inside.size:  # every interior point is past the other bound: keep that side's extreme
                 inside = interior[(interior != path.argmin()) & (interior != path.argmax())]
             outside[rng.choice(inside)] = True
-            path[outside] = beyond + (1e-9 if is_high else -1e-9)
-        extreme = path[outside].max() if is_high else path[outside].min()
+            nudge = max(abs(beyond) * 1e-9, 1e-12)  # above the float spacing at any price
+            path[outside] = beyond + (nudge if is_high else -nudge)
+        extreme_at = np.flatnonzero(outside)[np.argmax(path[outside]) if is_high else np.argmin(path[outside])]
+        extreme = path[extreme_at]
         path[outside] = beyond + (path[outside] - beyond) * (bound - beyond) / (extreme - beyond)
+        path[extreme_at] = bound  # exactly, not to within rounding
     path[0], path[-1] = open_, close
     return path
 
@@ -112,12 +115,14 @@ def volume_profile(intraday_volume: pd.DataFrame, asof, lookback_sessions: int =
     are never read).
 
     ``intraday_volume`` has a row per session (a DatetimeIndex) and a column per bar. A session
-    with no volume counts for nothing; with no usable past session the profile is `u_shape`.
+    with no volume, a NaN or a negative volume counts for nothing; with no usable past session the
+    profile is `u_shape`.
     """
-    past = intraday_volume.loc[intraday_volume.index < pd.Timestamp(asof)].tail(lookback_sessions)
+    history = intraday_volume.sort_index()  # the latest sessions before asof, whatever the rows' order
+    past = history.loc[history.index < pd.Timestamp(asof)].tail(lookback_sessions)
     values = past.to_numpy(dtype=float)
     totals = values.sum(axis=1, keepdims=True)
-    usable = np.isfinite(values).all(axis=1) & (totals[:, 0] > 0)
+    usable = np.isfinite(values).all(axis=1) & (values >= 0).all(axis=1) & (totals[:, 0] > 0)
     if not usable.any():
         return pd.Series(u_shape(intraday_volume.shape[1]), index=intraday_volume.columns, name="volume_share")
     shares = (values[usable] / totals[usable]).mean(axis=0)
@@ -133,7 +138,9 @@ def modelled_daily_bars(close: pd.Series, volume: float = 1_000_000.0, window: i
     deviations (trailing ``window`` sessions, to the previous session) past the open and close, the
     volume is ``volume`` every day (orders sized as a share of it make results scale-free). A model
     of the day, point in time; sessions before ``window`` returns are left out."""
-    close = close.dropna()
+    close = close.dropna().sort_index()
+    if close.index.has_duplicates or (close <= 0).any():
+        raise ValueError(f"{close.name}: closes must be positive, one per session (duplicated dates or a close <= 0)")
     sigma = np.log(close).diff().rolling(window).std().shift(1)
     frame = pd.DataFrame({"open": close.shift(1), "close": close, "sigma": sigma}).dropna()
     top, bottom = frame[["open", "close"]].max(axis=1), frame[["open", "close"]].min(axis=1)

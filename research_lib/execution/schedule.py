@@ -30,6 +30,7 @@ from research_lib.execution.intraday import share_out
 
 ALGORITHMS = ("market", "twap", "vwap", "iceberg")  # ExecutionConfig.algorithm's values
 MAX_SLICES = 999  # child ids end in a three-digit slice number
+MAX_LOTS = 2**53  # lots are counted exactly as integers (and as floats, up to here)
 
 
 @dataclass(frozen=True)
@@ -51,12 +52,13 @@ class ChildSlice:
 
 def child_order_id(parent_id: str, index: int) -> str:
     """``<parent>.<k>`` with a three-digit slice number, at most 48 characters: a parent id too long
-    for the suffix is shortened with a hash of it, so two parents never share a child id."""
+    for the suffix is cut and ends in ``~`` and 12 hex digits of its sha256 (two such parents share
+    child ids only if their hashes' first 48 bits agree)."""
     if not 0 <= index <= MAX_SLICES:
         raise ValueError(f"slice number {index} is outside 0..{MAX_SLICES}")
     room = MAX_CLIENT_ORDER_ID - 4
     base = parent_id if len(parent_id) <= room else (
-        parent_id[: room - 7] + "~" + hashlib.sha256(parent_id.encode()).hexdigest()[:6])
+        parent_id[: room - 13] + "~" + hashlib.sha256(parent_id.encode()).hexdigest()[:12])
     return check_client_order_id(f"{base}.{index:03d}")
 
 
@@ -92,9 +94,14 @@ def plan_schedule(parent_id: str, side: str, quantity: float, arrival_price: flo
     if fat_finger_band is not None and config.limit_band > fat_finger_band:
         raise ValueError(f"execution.limit_band {config.limit_band} is wider than risk.fat_finger_band "
                          f"{fat_finger_band}: every slice would be refused; narrow it")
-    lots = int(math.floor(quantity / lot_size + 1e-9))
+    ratio = quantity / lot_size  # whole lots, up to float error: 0.3 / 0.1 (2.9999999999999996) is 3; 0.9999999995 is 0
+    whole = round(ratio) if abs(ratio - round(ratio)) <= 1e-12 * max(1.0, ratio) else math.floor(ratio)
+    if whole > MAX_LOTS:
+        raise ValueError(f"quantity / lot_size is {whole:.3g} lots, more than {MAX_LOTS:.3g}: use a larger lot_size")
+    lots = int(whole)
     limit = arrival_price * (1 + config.limit_band if side == "buy" else 1 - config.limit_band)
-    caps = np.floor(config.participation_cap * volume / lot_size + 1e-9).astype(np.int64)
+    # A bar never needs room for more than the whole parent (and int64 must hold it).
+    caps = np.minimum(np.floor(config.participation_cap * volume / lot_size * (1 + 1e-12)), lots).astype(np.int64)
     window = np.arange(config.window_start_bar, config.window_end_bar)
     planned = _window_lots(lots, window, volume, caps, config)
     left = lots - int(planned.sum())
@@ -123,12 +130,13 @@ def _window_lots(lots: int, window: np.ndarray, volume: np.ndarray, caps: np.nda
         planned = np.zeros(len(window), dtype=np.int64)
         planned[0] = lots
         return planned
-    if config.algorithm == "iceberg":
+    if config.algorithm == "iceberg":  # the shown quantity, refreshed each bar: never more than shown at once
         shown = max(1, int(math.ceil(config.display_fraction * lots)))
-        target = np.minimum(shown, np.maximum(0, lots - shown * np.arange(len(window)))).astype(float)
-    else:
-        weights = np.ones(len(window)) if config.algorithm == "twap" else volume[window]
-        target = weights if weights.sum() > 0 else np.ones(len(window))
+        blocks = np.minimum(shown, np.maximum(0, lots - shown * np.arange(len(window), dtype=np.int64)))
+        return _capped(np.r_[blocks[:-1], lots - blocks[:-1].sum()] if len(blocks) else blocks,
+                       np.minimum(caps[window], shown))
+    weights = np.ones(len(window)) if config.algorithm == "twap" else volume[window]
+    target = weights if weights.sum() > 0 else np.ones(len(window))
     return _capped(share_out(lots, target), caps[window])
 
 

@@ -83,6 +83,8 @@ def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: st
     half_spread = model.spread_bps / 2e4
     rows = []
     for s in slices:
+        if not 0 <= s.bar < len(bars):
+            raise ValueError(f"slice {s.client_order_id} works in bar {s.bar}, but the session has {len(bars)} bars")
         ref = typical[s.bar]
         impact_per_share = model.impact_coefficient * daily_volatility / math.sqrt(day_volume) if day_volume else math.inf
         room = sign * (s.limit_price / ref - 1.0) - half_spread  # what impact may add before the limit binds
