@@ -162,6 +162,7 @@ def test_a_profile_without_usable_past_falls_back_to_the_u_shape():
 
 # ---------------------------------------------------------------- simulated fills and shortfall
 
+from research_lib.backtest import impact_rate  # noqa: E402  (the oracle: the backtest's impact law)
 from research_lib.execution import MarketModel, simulate_execution  # noqa: E402
 
 
@@ -182,18 +183,19 @@ def test_fills_and_shortfall_follow_their_definitions(algorithm, share, side, ba
                                 model=model)
     sign = 1 if side == "buy" else -1
     typical = bars[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
-    per_share = impact * 0.02 / math.sqrt(bars["volume"].sum())
+
+    def price_of(bar, shares):  # the bar's typical price, half the spread, and the backtest's impact law
+        return typical[bar] * (1 + sign * (spread / 2e4 + impact_rate(impact, 0.02, shares, bars["volume"].sum())))
+
     by_id = {s.client_order_id: s for s in slices}
     for row in result.fills.itertuples():
         s = by_id[row.client_order_id]
         assert 0 <= row.filled <= s.quantity
-        expected = typical[s.bar] * (1 + sign * (spread / 2e4 + per_share * math.sqrt(row.filled)))
-        assert row.price == pytest.approx(expected, rel=1e-12)
+        assert row.price == pytest.approx(price_of(s.bar, row.filled), rel=1e-12)
         if row.filled:
             assert sign * (row.price - s.limit_price) <= 1e-9, "a fill inside its limit"
         if row.filled < s.quantity:  # one more lot would have passed the limit
-            more = typical[s.bar] * (1 + sign * (spread / 2e4 + per_share * math.sqrt(row.filled + s.lot_size)))
-            assert sign * (more - s.limit_price) > -1e-9
+            assert sign * (price_of(s.bar, row.filled + s.lot_size) - s.limit_price) > -1e-9
     filled = result.fills["filled"].sum()
     paid = (result.fills["filled"] * result.fills["price"]).sum() + (quantity - filled) * result.close_price
     perold = 1e4 * sign * (paid - quantity * 100.0) / (quantity * 100.0) if quantity else 0.0

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from research_lib.backtest import impact_rate
 from research_lib.execution.schedule import ChildSlice
 
 
@@ -81,12 +82,15 @@ def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: st
     typical = bars[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
     day_volume = float(bars["volume"].sum())
     half_spread = model.spread_bps / 2e4
+    # The backtest's law, impact_rate(q) = coefficient * vol * sqrt(q / volume): its rate for one share,
+    # times sqrt(q) for q shares (inverted below to find how much fits inside a limit).
+    impact_per_share = (float(impact_rate(model.impact_coefficient, daily_volatility, 1.0, day_volume))
+                        if day_volume else math.inf)
     rows = []
     for s in slices:
         if not 0 <= s.bar < len(bars):
             raise ValueError(f"slice {s.client_order_id} works in bar {s.bar}, but the session has {len(bars)} bars")
         ref = typical[s.bar]
-        impact_per_share = model.impact_coefficient * daily_volatility / math.sqrt(day_volume) if day_volume else math.inf
         room = sign * (s.limit_price / ref - 1.0) - half_spread  # what impact may add before the limit binds
         if room <= 0:
             filled = 0.0

@@ -11,6 +11,7 @@ import pandas as pd
 
 from research_lib._io import atomic_path, write_json
 from research_lib.reports._charts import grouped_bars, percent
+from research_lib.validation.statistics import breakdown_by_year
 
 
 def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str) -> Path:
@@ -47,8 +48,8 @@ def replace_yearly_chart(html: str, returns: pd.Series, benchmark: pd.Series, be
     left of bars drawn on the right) replaced by our own: the compounded return of each calendar
     year, the strategy beside the benchmark, as inline SVG."""
     names = ["Strategy", benchmark_title if benchmark_title != "Strategy" else "Strategy (benchmark)"]
-    frame = pd.DataFrame({names[0]: returns, names[1]: benchmark.reindex(returns.index)})
-    yearly = frame.groupby(returns.index.year).agg(lambda r: (1 + r.dropna()).prod() - 1 if r.notna().any() else None)
+    yearly = pd.DataFrame({name: breakdown_by_year(series.dropna())["return"]  # a year without returns: no bar
+                           for name, series in zip(names, (returns, benchmark.reindex(returns.index)))})
     chart = grouped_bars([str(y) for y in yearly.index], {c: yearly[c].tolist() for c in yearly},
                          title="Returns by calendar year, strategy against benchmark", fmt=percent(0),
                          y_label="compounded within each year", width=620, height=260)

@@ -127,29 +127,25 @@ def describe_status(entries: list[dict]) -> str:
             out.append(f"  sim account at {a['sim_date']}: equity {_money(a['equity'])}, cash {_money(a['cash'])}, "
                        f"P&L since start {_money(a['pnl_total'])}")
         if e["positions"]:
-            out += ["  positions:", *_table(("symbol", "quantity", "value"),
+            out += ["  positions:", *_table(("symbol", "quantity", "value"), (False, True, True),
                                             [(p["symbol"], _quantity(p["quantity"]), _money(p["value"]))
                                              for p in e["positions"]])]
         if e["open_orders"]:
             out += ["  open orders:", *_table(("side", "symbol", "quantity", "client order id"),
-                                              [(o["side"], o["symbol"], _quantity(o["quantity"]), o["client_order_id"])
+                                              (False, False, True, False), [(o["side"], o["symbol"], _quantity(o["quantity"]), o["client_order_id"])
                                                for o in e["open_orders"]])]
     return "\n".join(out)
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]], indent: str = "    ") -> list[str]:
-    """Lines of a plain-text table: a header row, then rows; text columns left-aligned, numbers right."""
+def _table(headers: tuple[str, ...], numeric: tuple[bool, ...], rows: list[tuple[str, ...]],
+           indent: str = "    ") -> list[str]:
+    """Lines of a plain-text table: a header row, then rows; the ``numeric`` columns right-aligned."""
     widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows)]
-    numeric = [all(_is_number(row[i]) for row in rows) for i in range(len(headers))]
 
     def line(cells) -> str:
         return indent + "  ".join(str(c).rjust(w) if n else str(c).ljust(w)
                                   for c, w, n in zip(cells, widths, numeric)).rstrip()
     return [line(headers), *(line(row) for row in rows)]
-
-
-def _is_number(text: str) -> bool:
-    return text.replace(",", "").replace(".", "", 1).lstrip("-").isdigit() or text == "n/a"
 
 
 def _number(value, decimals: int) -> str:
