@@ -218,6 +218,8 @@ class ExecutionConfig(StrictModel):
         "cross", description="what the cap leaves at the window's end: cross: work it up to the close, leave: report it")
     display_fraction: float = Field(0.1, gt=0, le=1, description="iceberg: the share of the parent shown at a time")
     vwap_lookback_sessions: int = Field(20, ge=1, description="vwap: past sessions the volume profile is estimated from")
+    bars_per_slice: int = Field(6, ge=1, le=78, description="twap, vwap: bars one child order works over (6: a child every "
+                                "30 minutes); each child is an order against risk.max_daily_orders")
 
     @model_validator(mode="after")
     def _window(self):

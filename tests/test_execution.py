@@ -18,11 +18,11 @@ from research_lib.execution import (ALGORITHMS, BARS_PER_SESSION, ExecutionConfi
 
 volumes = st.lists(st.one_of(st.just(0.0), st.floats(0, 5e6), st.floats(1e3, 2e5)), min_size=BARS_PER_SESSION,
                    max_size=BARS_PER_SESSION)
-configs = st.builds(lambda algorithm, start, length, cap, band, policy, shown: ExecutionConfig(
+configs = st.builds(lambda algorithm, start, length, cap, band, policy, shown, span: ExecutionConfig(
     algorithm=algorithm, window_start_bar=start, window_end_bar=min(start + length, BARS_PER_SESSION),
-    participation_cap=cap, limit_band=band, end_policy=policy, display_fraction=shown),
+    participation_cap=cap, limit_band=band, end_policy=policy, display_fraction=shown, bars_per_slice=span),
     st.sampled_from(ALGORITHMS), st.integers(0, 70), st.integers(1, 78), st.floats(0.001, 1.0),
-    st.floats(0.0001, 0.05), st.sampled_from(["cross", "leave"]), st.floats(0.01, 1.0))
+    st.floats(0.0001, 0.05), st.sampled_from(["cross", "leave"]), st.floats(0.01, 1.0), st.integers(1, 12))
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -40,13 +40,23 @@ def test_a_schedule_adds_up_respects_the_cap_and_the_band_and_never_works_ahead(
         assert len(slices) <= 1 and left == 0 and all(s.bar == config.window_start_bar for s in slices), \
             "market: the whole parent at once, the baseline without a cap"
     for s in slices:
+        span = volume[s.bar:s.bar + s.bars]
+        assert len(span) == s.bars >= 1
         if config.algorithm != "market":
-            assert s.quantity <= config.participation_cap * volume[s.bar] + 1e-6 * lot, "over the participation cap"
+            assert s.quantity <= config.participation_cap * sum(span) + 1e-6 * lot, "over the participation cap"
+        if config.algorithm in ("market", "iceberg") or config.bars_per_slice == 1:
+            assert s.bars == 1
+        else:
+            assert s.bars <= config.bars_per_slice
+            in_window = s.bar < config.window_end_bar
+            assert (s.bar + s.bars <= config.window_end_bar) if in_window else s.bar + s.bars <= len(volume), \
+                "a child works inside the window, or after it"
         move = s.limit_price / price - 1
         assert (0 < move <= config.limit_band + 1e-12) if side == "buy" else (-config.limit_band - 1e-12 <= move < 0)
         assert s.bar >= config.window_start_bar
         assert s.phase == ("window" if s.bar < config.window_end_bar else "after window")
     assert [s.bar for s in slices] == sorted(s.bar for s in slices) and len({s.bar for s in slices}) == len(slices)
+    assert all(a.bar + a.bars <= b.bar for a, b in zip(slices, slices[1:])), "children never overlap in time"
     if config.end_policy == "leave":
         assert all(s.bar < config.window_end_bar for s in slices)
     ids = [s.client_order_id for s in slices]
@@ -57,7 +67,7 @@ def test_a_schedule_adds_up_respects_the_cap_and_the_band_and_never_works_ahead(
 
 def test_twap_is_even_and_vwap_follows_the_volume_when_nothing_binds():
     volume = np.r_[np.full(39, 2e6), np.full(39, 6e6)]
-    window = ExecutionConfig(window_start_bar=0, window_end_bar=78, participation_cap=1.0)
+    window = ExecutionConfig(window_start_bar=0, window_end_bar=78, participation_cap=1.0, bars_per_slice=1)
     twap, _ = plan_schedule("p", "buy", 7800, 10.0, volume, window.model_copy(update={"algorithm": "twap"}))
     assert {s.lots for s in twap} == {100} and len(twap) == 78
     vwap, _ = plan_schedule("p", "buy", 8000, 10.0, volume, window.model_copy(update={"algorithm": "vwap"}))
@@ -68,7 +78,8 @@ def test_twap_is_even_and_vwap_follows_the_volume_when_nothing_binds():
 
 def test_what_the_cap_leaves_is_crossed_after_the_window_or_reported():
     volume = np.full(78, 1000.0)
-    config = ExecutionConfig(algorithm="twap", window_start_bar=0, window_end_bar=10, participation_cap=0.1)
+    config = ExecutionConfig(algorithm="twap", window_start_bar=0, window_end_bar=10, participation_cap=0.1,
+                             bars_per_slice=1)
     crossed, left = plan_schedule("p", "sell", 5000, 10.0, volume, config)
     assert left == 0 and sum(s.lots for s in crossed) == 5000 and crossed[-1].phase == "after window"
     kept, left = plan_schedule("p", "sell", 5000, 10.0, volume, config.model_copy(update={"end_policy": "leave"}))
@@ -184,18 +195,20 @@ def test_fills_and_shortfall_follow_their_definitions(algorithm, share, side, ba
     sign = 1 if side == "buy" else -1
     typical = bars[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
 
-    def price_of(bar, shares):  # the bar's typical price, half the spread, and the backtest's impact law
-        return typical[bar] * (1 + sign * (spread / 2e4 + impact_rate(impact, 0.02, shares, bars["volume"].sum())))
+    def price_of(s, shares):  # worked evenly over its bars: their mean typical price, half the spread, and the
+        per_bar = shares / s.bars  # backtest's impact law on what it trades in each bar
+        reference = typical[s.bar:s.bar + s.bars].mean()
+        return reference * (1 + sign * (spread / 2e4 + impact_rate(impact, 0.02, per_bar, bars["volume"].sum())))
 
     by_id = {s.client_order_id: s for s in slices}
     for row in result.fills.itertuples():
         s = by_id[row.client_order_id]
         assert 0 <= row.filled <= s.quantity
-        assert row.price == pytest.approx(price_of(s.bar, row.filled), rel=1e-12)
+        assert row.price == pytest.approx(price_of(s, row.filled), rel=1e-12)
         if row.filled:
             assert sign * (row.price - s.limit_price) <= 1e-9, "a fill inside its limit"
         if row.filled < s.quantity:  # one more lot would have passed the limit
-            assert sign * (price_of(s.bar, row.filled + s.lot_size) - s.limit_price) > -1e-9
+            assert sign * (price_of(s, row.filled + s.lot_size) - s.limit_price) > -1e-9
     filled = result.fills["filled"].sum()
     paid = (result.fills["filled"] * result.fills["price"]).sum() + (quantity - filled) * result.close_price
     perold = 1e4 * sign * (paid - quantity * 100.0) / (quantity * 100.0) if quantity else 0.0
@@ -309,6 +322,6 @@ def test_a_slice_outside_the_session_is_refused_by_name():
     bars = session_bars()
     [s] = plan_schedule("p", "buy", 10, 100.0, bars["volume"].to_numpy(), ExecutionConfig())[0]
     late = type(s)(s.client_order_id, s.index, len(bars), s.lots, s.lot_size, s.limit_price, s.phase)
-    with pytest.raises(ValueError, match=f"{s.client_order_id} works in bar 78"):
+    with pytest.raises(ValueError, match=f"{s.client_order_id} works in bars 78 to 78"):
         simulate_execution([late], bars, side="buy", quantity=10, arrival_price=100.0, daily_volatility=0.02,
                            model=MarketModel())

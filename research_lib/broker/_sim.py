@@ -11,6 +11,14 @@ Conventions
   ``execution_lag_sessions=1``, so paper and backtest compare session by session.
   `clock` reports ``is_open`` True while such a session exists: a cycle run at the close of
   ``d`` may submit. At the last session of the history the market is closed for good.
+- **Child orders** of an execution schedule (`research_lib.execution`): an order submitted with a
+  ``limit_price`` and a ``bar`` works, evenly, over ``bars`` 5-minute bars of the next session from
+  ``bar``, on that session's intraday bars (`research_lib.execution.session_bars`: modelled from the
+  closes, seeded, the same on every run; SIMULATED). It fills by `research_lib.execution.fill_slice`:
+  at the mean typical price of its bars, plus the half-spread and the impact of what it trades in each
+  bar (the cost model's coefficient, volatility and average traded value), never beyond its limit;
+  what does not fill expires at its last bar, with the reason. Child orders fill before the
+  market-on-close orders of the session, in the order of their bars.
 - **Fill price and costs** are the backtest's cost model (`research_lib.backtest.CostModel`),
   charged on each trade as `run_backtest` charges it: a buy fills at ``close * (1 +
   spread_bps / 1e4 + impact)``, a sell at ``close * (1 - spread_bps / 1e4 - impact)`` (the
@@ -67,6 +75,7 @@ from research_lib.backtest import IMPACT_MIN_SESSIONS, IMPACT_WINDOW, CostModel,
 from research_lib.broker._base import (OPEN_STATUSES, Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
                                        DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, Position,
                                        RateLimited, UnknownOutcome, check_client_order_id)
+from research_lib.broker._sim_intraday import fill_worked_orders, worked_order
 from research_lib.broker._sim_store import (ADDED_SETTINGS, EXCHANGE_TZ, LOCK_TIMEOUT_SECONDS, QUANTITY_TOLERANCE,
                                             SESSION_CLOSE, SESSION_OPEN, SimDelisting, SimFill, SimStore, close_frame, cost_model,
                                             exchange_time, stored_account)
@@ -136,6 +145,8 @@ class SimBroker:
             raise ValueError(f"impact_coefficient={impact} needs a volume field in prices (the average traded "
                              "value); pass prices with volume, or costs with impact_coefficient=0.")
         self._adv_value, self._daily_vol = impact_inputs(prices, close) if impact else (None, None)
+        self._volume = (prices["volume"].reindex(columns=close.columns).to_numpy(dtype=float)
+                        if "volume" in prices.columns.get_level_values(0) else None)
         self._sessions = close.index
         self._symbols = list(close.columns)
         self._column = {symbol: i for i, symbol in enumerate(self._symbols)}
@@ -175,8 +186,11 @@ class SimBroker:
         return self._guarded("open_orders", lambda: self._store.read_only(self._store.open_orders))
 
     def submit_order(self, symbol: str, side: Literal["buy", "sell"], quantity: float,
-                     client_order_id: str) -> BrokerOrder:
-        """Accept a market order to fill at the next session's close.
+                     client_order_id: str, *, limit_price: float | None = None, bar: int | None = None,
+                     bars: int = 1) -> BrokerOrder:
+        """Accept a market order to fill at the next session's close, or, with ``limit_price`` and
+        ``bar``, a child order working over ``bars`` bars of the next session from ``bar`` (see the
+        module docstring).
 
         Raises
         ------
@@ -188,10 +202,13 @@ class SimBroker:
             if a buy's cost at the sim date's close, with costs, exceeds the buying power.
         OrderRejected
             for an unknown side, symbol or quantity, a symbol without a close at the sim date, a
-            sell beyond the position without ``allow_short``, or no session left to fill at.
+            sell beyond the position without ``allow_short``, or no session left to fill at; for a
+            limit price that is not a finite number > 0, a limit without a bar (or a bar without a
+            limit), or bars outside the session's `BARS_PER_SESSION`.
         """
         check_client_order_id(client_order_id)
-        return self._guarded("submit_order", lambda: self._submit(symbol, side, quantity, client_order_id))
+        return self._guarded("submit_order", lambda: self._submit(symbol, side, quantity, client_order_id,
+                                                                  worked_order(limit_price, bar, bars)))
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
         """The account's order with this client_order_id, whatever its status, or None."""
@@ -341,7 +358,8 @@ class SimBroker:
         return {s: Position(s, quantity, avg, quantity * self._mark[row, self._column[s]])
                 for s, (quantity, avg) in held.items()}
 
-    def _submit(self, symbol: str, side: str, quantity: float, client_order_id: str) -> BrokerOrder:
+    def _submit(self, symbol: str, side: str, quantity: float, client_order_id: str,
+                worked: tuple[float, int, int] | None) -> BrokerOrder:
         with self._store.write() as conn:
             if self._store.order_by_client_id(conn, client_order_id) is not None:
                 raise DuplicateClientOrderId(f"client_order_id {client_order_id!r} was already used by an order of "
@@ -360,7 +378,7 @@ class SimBroker:
                 if quantity > available + QUANTITY_TOLERANCE:
                     raise OrderRejected(f"sell of {quantity:g} {symbol} exceeds the {available:g} shares held less open "
                                         "sells; the sim does not short unless allow_short=True.")
-            self._store.add_order(conn, symbol, side, quantity, client_order_id, self._day(row))
+            self._store.add_order(conn, symbol, side, quantity, client_order_id, self._day(row), worked)
             return self._store.order_by_client_id(conn, client_order_id)
 
     def _check_order(self, symbol: str, side: str, quantity: float, row: int) -> float:
@@ -396,10 +414,14 @@ class SimBroker:
             self._store.close_order(conn, broker_id, "canceled", "canceled by the client")
 
     def _fill_open_orders(self, conn: sqlite3.Connection, row: int) -> None:
-        """Fill every open order at the close of session ``row``, in submission order."""
+        """Fill the child orders in session ``row``'s bars, then every market order at its close, in
+        submission order."""
+        fill_worked_orders(conn, self._store, row, sessions=self._sessions, close=self._close, volume=self._volume,
+                           column=self._column, impact=lambda symbol, value: self._impact(row, symbol, value),
+                           spread=self.spread_bps / 1e4, commission=self.cost_bps / 1e4)
         spread = self.spread_bps / 1e4
         traded = dict.fromkeys(self._symbols, 0.0)  # value traded at this close so far: impact is on the sum
-        for broker_id, client_order_id, symbol, side, quantity in self._store.open_order_rows(conn):
+        for broker_id, client_order_id, symbol, side, quantity in self._store.open_order_rows(conn, on_close=True):
             close = self._close[row, self._column[symbol]]
             if not np.isfinite(close):
                 self._store.close_order(conn, broker_id, "expired", f"{symbol} has no close on {self._day(row)}, its fill session")
@@ -473,3 +495,4 @@ class SimBroker:
 
     def _day(self, row: int) -> str:
         return f"{self._sessions[row]:%Y-%m-%d}"
+

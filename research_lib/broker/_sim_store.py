@@ -37,6 +37,7 @@ SESSION_OPEN, SESSION_CLOSE = dt.time(9, 30), dt.time(16, 0)
 ADDED_SETTINGS = ("impact_coefficient", "borrow_bps_per_year", "cash_rate_per_year")  # 0 in older accounts
 _T = TypeVar("_T")
 _OPEN = "('" + "','".join(OPEN_STATUSES) + "')"
+WORKED_COLUMNS = {"limit_price": "REAL", "work_bar": "INTEGER", "work_bars": "INTEGER"}  # NULL: market-on-close
 _ORDER_COLUMNS = "broker_id, client_order_id, symbol, side, quantity, status, filled_quantity, filled_avg_price, submitted_session"
 
 _SCHEMA = """
@@ -66,6 +67,9 @@ CREATE TABLE IF NOT EXISTS sim_orders (
     filled_quantity REAL NOT NULL DEFAULT 0,
     filled_avg_price REAL,
     reason TEXT,
+    limit_price REAL,
+    work_bar INTEGER,
+    work_bars INTEGER,
     PRIMARY KEY (account_id, seq),
     UNIQUE (account_id, broker_id),
     UNIQUE (account_id, client_order_id)
@@ -168,6 +172,10 @@ class SimStore:
         with closing(self._connect()) as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            have = {column for _, column, *_ in conn.execute("PRAGMA table_info(sim_orders)")}
+            for column, kind in WORKED_COLUMNS.items():
+                if column not in have:  # a file of an earlier version: its orders were all market-on-close
+                    conn.execute(f"ALTER TABLE sim_orders ADD COLUMN {column} {kind}")
 
     def write(self):
         """One write transaction: committed whole when the block succeeds, else rolled back."""
@@ -257,19 +265,30 @@ class SimStore:
     # -- orders and fills ----------------------------------------------------------------
 
     def add_order(self, conn: sqlite3.Connection, symbol: str, side: str, quantity: float, client_order_id: str,
-                  session: str) -> None:
-        """Store a new order, with the next broker_id of the account."""
+                  session: str, worked: tuple[float, int, int] | None = None) -> None:
+        """Store a new order, with the next broker_id of the account; ``worked`` is a child order's
+        (limit price, first bar, bars) in the next session (None: market-on-close)."""
         seq = conn.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM sim_orders WHERE account_id = ?",
                            (self.account_id,)).fetchone()[0]
         conn.execute("INSERT INTO sim_orders (account_id, seq, broker_id, client_order_id, symbol, side, quantity, "
-                     "status, submitted_session) VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?)",
+                     "status, submitted_session, limit_price, work_bar, work_bars) "
+                     "VALUES (?, ?, ?, ?, ?, ?, ?, 'new', ?, ?, ?, ?)",
                      (self.account_id, seq, f"{self.account_id}-{seq:08d}", client_order_id, symbol, side,
-                      float(quantity), session))
+                      float(quantity), session, *(worked or (None, None, None))))
 
-    def open_order_rows(self, conn: sqlite3.Connection) -> list[tuple[str, str, str, str, float]]:
-        """(broker_id, client_order_id, symbol, side, quantity) of the open orders, in submission order."""
+    def open_order_rows(self, conn: sqlite3.Connection, *, on_close: bool = False) -> list[tuple[str, str, str, str, float]]:
+        """(broker_id, client_order_id, symbol, side, quantity) of the open orders (the market-on-close
+        ones only, with ``on_close``), in submission order."""
+        only = "AND work_bar IS NULL" if on_close else ""
         return conn.execute(f"SELECT broker_id, client_order_id, symbol, side, quantity FROM sim_orders "
-                            f"WHERE account_id = ? AND status IN {_OPEN} ORDER BY seq", (self.account_id,)).fetchall()
+                            f"WHERE account_id = ? AND status IN {_OPEN} {only} ORDER BY seq", (self.account_id,)).fetchall()
+
+    def worked_order_rows(self, conn: sqlite3.Connection) -> list[tuple]:
+        """(broker_id, client_order_id, symbol, side, quantity, limit_price, work_bar, work_bars) of the
+        open child orders, by the bar they start in, then in submission order."""
+        return conn.execute(f"SELECT broker_id, client_order_id, symbol, side, quantity, limit_price, work_bar, work_bars "
+                            f"FROM sim_orders WHERE account_id = ? AND status IN {_OPEN} AND work_bar IS NOT NULL "
+                            f"ORDER BY work_bar, seq", (self.account_id,)).fetchall()
 
     def open_sells(self, conn: sqlite3.Connection, symbol: str) -> float:
         """The shares of ``symbol`` in open sell orders."""
@@ -285,16 +304,22 @@ class SimStore:
         conn.execute("UPDATE sim_orders SET status = ?, reason = ? WHERE account_id = ? AND broker_id = ?",
                      (status, reason, self.account_id, broker_id))
 
-    def book_fill(self, conn: sqlite3.Connection, fill: SimFill) -> None:
-        """Store ``fill``, apply it to the cash and the position, and mark its order filled."""
+    def book_fill(self, conn: sqlite3.Connection, fill: SimFill, unfilled_reason: str | None = None) -> None:
+        """Store ``fill``, apply it to the cash and the position, and mark its order filled, or, when
+        part of it did not fill (``unfilled_reason`` says why), expired with what filled."""
         conn.execute("INSERT INTO sim_fills (account_id, broker_id, client_order_id, session, symbol, side, quantity, "
                      "price, commission) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                      (self.account_id, fill.broker_id, fill.client_order_id, f"{fill.session:%Y-%m-%d}", fill.symbol,
                       fill.side, fill.quantity, fill.price, fill.commission))
         self.set_cash(conn, self.cash(conn) + fill.cash_flow)
         self.move_position(conn, fill.symbol, fill.quantity if fill.side == "buy" else -fill.quantity, fill.price)
-        conn.execute("UPDATE sim_orders SET status = 'filled', filled_quantity = quantity, filled_avg_price = ? "
-                     "WHERE account_id = ? AND broker_id = ?", (fill.price, self.account_id, fill.broker_id))
+        if unfilled_reason is None:
+            conn.execute("UPDATE sim_orders SET status = 'filled', filled_quantity = quantity, filled_avg_price = ? "
+                         "WHERE account_id = ? AND broker_id = ?", (fill.price, self.account_id, fill.broker_id))
+            return
+        conn.execute("UPDATE sim_orders SET status = 'expired', filled_quantity = ?, filled_avg_price = ?, reason = ? "
+                     "WHERE account_id = ? AND broker_id = ?",
+                     (fill.quantity, fill.price, unfilled_reason, self.account_id, fill.broker_id))
 
     def orders(self, conn: sqlite3.Connection, where: str = "") -> list[BrokerOrder]:
         """The account's orders matching the SQL condition ``where`` (``AND ...``), in submission order."""

@@ -9,16 +9,23 @@
   a seeded path of bars consistent with the session's open, high, low, close and volume
   (`intraday_bars`), and the point-in-time intraday volume profile VWAP follows
   (`volume_profile`: past sessions only).
+- ``fills``: how one child fills (`fill_slice`), the rule the simulator and the simulated broker share.
 - ``simulate``: `simulate_execution` fills a schedule on those bars with a spread and the backtest's
   square-root impact, and measures its implementation shortfall against the arrival price.
 
 Everything here is simulated or planned; nothing is sent. The trading cycle sends the slices.
 """
 
-from research_lib.execution.intraday import BARS_PER_SESSION, intraday_bars, modelled_daily_bars, volume_profile
-from research_lib.execution.schedule import (ALGORITHMS, ChildSlice, ExecutionConfig, child_order_id,
-                                             plan_schedule)
-from research_lib.execution.simulate import ExecutionResult, MarketModel, simulate_execution
+from research_lib._lazy import lazy_exports
 
-__all__ = ["ALGORITHMS", "BARS_PER_SESSION", "ChildSlice", "ExecutionConfig", "ExecutionResult", "MarketModel",
-           "child_order_id", "intraday_bars", "modelled_daily_bars", "plan_schedule", "simulate_execution", "volume_profile"]
+# Loaded on first use, so that the simulated broker can take the intraday market and the fill rule
+# (`intraday`, `fills`) without loading `schedule`, which takes the broker's client order id rules.
+_WHERE = {
+    **dict.fromkeys(["BARS_PER_SESSION", "intraday_bars", "modelled_daily_bars", "session_bars", "volume_profile"],
+                    "intraday"),
+    **dict.fromkeys(["ALGORITHMS", "ChildSlice", "ExecutionConfig", "child_order_id", "plan_schedule"], "schedule"),
+    **dict.fromkeys(["SliceFill", "fill_slice", "span_reference"], "fills"),
+    **dict.fromkeys(["ExecutionResult", "MarketModel", "simulate_execution"], "simulate"),
+}
+__all__ = sorted(_WHERE)
+__getattr__, __dir__ = lazy_exports(__name__, _WHERE)

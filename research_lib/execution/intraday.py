@@ -148,3 +148,26 @@ def modelled_daily_bars(close: pd.Series, volume: float = 1_000_000.0, window: i
     frame["low"] = bottom * np.exp(-RANGE_BEYOND * frame["sigma"])
     frame["volume"] = float(volume)
     return frame[["open", "high", "low", "close", "volume", "sigma"]]
+
+
+def session_bars(close: pd.Series, session, *, volume: float | None = None, seed: int = 0,
+                 window: int = 21) -> pd.DataFrame:
+    """The intraday bars of ``session`` for a symbol with closes only (the simulated broker's market):
+    its daily bar modelled by `modelled_daily_bars` from the closes up to the session, then
+    `intraday_bars`. With fewer than ``window`` earlier returns the day runs from the previous close
+    to the close with no range beyond them. ``volume`` None: the model's 1,000,000 shares (the
+    volume's shape matters, not its level, when the prices have none)."""
+    stamp = pd.Timestamp(session)
+    history = close.loc[:stamp].dropna()
+    if history.empty or history.index[-1] != stamp:
+        raise ValueError(f"{close.name} has no close on {stamp:%Y-%m-%d}: no intraday market that day")
+    day_volume = 1_000_000.0 if volume is None or not np.isfinite(volume) or volume < 0 else float(volume)
+    modelled = modelled_daily_bars(history.tail(window + 2), volume=day_volume, window=window)
+    if stamp in modelled.index:
+        day = modelled.loc[stamp]
+        bar = (day["open"], day["high"], day["low"], day["close"])
+    else:
+        previous = float(history.iloc[-2]) if len(history) > 1 else float(history.iloc[-1])
+        last = float(history.iloc[-1])
+        bar = (previous, max(previous, last), min(previous, last), last)
+    return intraday_bars(*bar, day_volume, symbol=str(close.name), session=stamp, seed=seed)

@@ -7,7 +7,8 @@ from past sessions only), ``iceberg`` shows ``display_fraction`` of the parent a
 each bar until done. Every slice:
 
 - is a whole number of lots, and the slices sum to the parent exactly (largest remainders);
-- (but market's) is at most ``participation_cap`` of its bar's expected volume: what the cap leaves over at the
+- (but market's) is at most ``participation_cap`` of the expected volume of the bars it works over
+  (``bars_per_slice`` bars for twap and vwap, one for an iceberg's refresh): what the cap leaves over at the
   end of the window is, by ``end_policy``, either worked in the bars after the window up to the close
   (``cross``: marketable at the band's edge, still under the cap) or left unfilled and reported
   (``leave``);
@@ -44,6 +45,7 @@ class ChildSlice:
     lot_size: float
     limit_price: float
     phase: str  # "window", or "after window" for what end_policy "cross" works up to the close
+    bars: int = 1  # the bars it works over, evenly, from ``bar``
 
     @property
     def quantity(self) -> float:
@@ -111,16 +113,33 @@ def plan_schedule(parent_id: str, side: str, quantity: float, arrival_price: flo
         planned = np.r_[planned, extra]
         window = np.r_[window, after]
         left -= int(extra.sum())
+    if config.algorithm in ("twap", "vwap") and config.bars_per_slice > 1:
+        window, planned, spans = _grouped(window, planned, config)
+    else:
+        spans = np.ones(len(window), dtype=np.int64)
     slices, k = [], 0
-    for bar, n in zip(window, planned):
+    for bar, n, span in zip(window, planned, spans):
         if n <= 0:
             continue
         if k > MAX_SLICES:
             raise ValueError(f"more than {MAX_SLICES + 1} slices: a narrower window or a larger participation cap")
         phase = "window" if bar < config.window_end_bar else "after window"
-        slices.append(ChildSlice(child_order_id(parent_id, k), k, int(bar), int(n), lot_size, limit, phase))
+        slices.append(ChildSlice(child_order_id(parent_id, k), k, int(bar), int(n), lot_size, limit, phase, int(span)))
         k += 1
     return slices, left * lot_size
+
+
+def _grouped(bars: np.ndarray, lots: np.ndarray, config: ExecutionConfig) -> tuple[np.ndarray, ...]:
+    """Consecutive bars in groups of ``bars_per_slice`` (counted from the window's start, and again
+    from its end for the bars after it), each group one child: its first bar, its lots (the sum of
+    its bars', so under the cap of the group's volume) and how many bars it spans."""
+    after = bars >= config.window_end_bar
+    group = np.where(after, (bars - config.window_end_bar) // config.bars_per_slice + config.window_end_bar,
+                     (bars - config.window_start_bar) // config.bars_per_slice)
+    keys, first = np.unique(group, return_index=True)
+    sums = np.array([lots[group == key].sum() for key in keys], dtype=np.int64)
+    spans = np.array([(group == key).sum() for key in keys], dtype=np.int64)
+    return bars[first], sums, spans
 
 
 def _window_lots(lots: int, window: np.ndarray, volume: np.ndarray, caps: np.ndarray,

@@ -1,12 +1,12 @@
 """The simulated fills of a schedule on a session's bars, and its implementation shortfall.
 
-A slice in bar ``b`` fills at the bar's typical price ``(open + high + low + close) / 4`` plus (for a
-buy; minus for a sell) half the quoted spread and a temporary square-root impact
-``impact_coefficient * daily_volatility * sqrt(quantity / daily_volume)``, the backtest's impact
-law applied to each child: the whole parent sent at once pays exactly the backtest's impact, a
-sliced parent pays it on smaller pieces but carries the price's drift over the window. A slice whose
-price would pass its limit fills only the quantity that keeps it inside (none if even the first
-share would not); the rest is unfilled.
+A slice fills by `fills.fill_slice`: at the mean typical price ``(open + high + low + close) / 4`` of
+the bars it works over, plus (for a buy; minus for a sell) half the quoted spread and a temporary
+square-root impact ``impact_coefficient * daily_volatility * sqrt(quantity per bar / daily_volume)``,
+the backtest's impact law applied to each child: the whole parent sent at once pays exactly the
+backtest's impact, a sliced parent pays it on smaller pieces but carries the price's drift over the
+window. A slice whose price would pass its limit fills only the quantity that keeps it inside (none
+if even the first share would not); the rest is unfilled.
 
 Implementation shortfall (Perold), in basis points of the parent's value at the arrival price,
 positive when it cost money: ``spread`` and ``impact`` paid on the fills, ``timing`` (the bars'
@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib.backtest import impact_rate
+from research_lib.execution.fills import fill_slice, span_reference, typical_prices
 from research_lib.execution.schedule import ChildSlice
 
 
@@ -79,7 +80,7 @@ def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: st
     if not (math.isfinite(daily_volatility) and daily_volatility >= 0):
         raise ValueError(f"daily_volatility is {daily_volatility}; pass a finite number >= 0")
     sign = 1.0 if side == "buy" else -1.0
-    typical = bars[["open", "high", "low", "close"]].mean(axis=1).to_numpy()
+    typical = typical_prices(bars)
     day_volume = float(bars["volume"].sum())
     half_spread = model.spread_bps / 2e4
     # The backtest's law, impact_rate(q) = coefficient * vol * sqrt(q / volume): its rate for one share,
@@ -88,21 +89,13 @@ def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: st
                         if day_volume else math.inf)
     rows = []
     for s in slices:
-        if not 0 <= s.bar < len(bars):
-            raise ValueError(f"slice {s.client_order_id} works in bar {s.bar}, but the session has {len(bars)} bars")
-        ref = typical[s.bar]
-        room = sign * (s.limit_price / ref - 1.0) - half_spread  # what impact may add before the limit binds
-        if room <= 0:
-            filled = 0.0
-        elif impact_per_share * math.sqrt(s.quantity) <= room:  # the whole slice fits inside its limit
-            filled = s.quantity
-        else:
-            fits = (room / impact_per_share) ** 2  # sqrt(q) * per_share <= room
-            filled = min(s.quantity, math.floor(fits / s.lot_size + 1e-9) * s.lot_size)
-        impact = impact_per_share * math.sqrt(filled) if filled else 0.0
-        price = ref * (1.0 + sign * (half_spread + impact))
-        rows.append({"client_order_id": s.client_order_id, "bar": s.bar, "quantity": s.quantity, "filled": filled,
-                     "price": price, "reference": ref, "spread": half_spread, "impact": impact})
+        if not (0 <= s.bar and s.bar + s.bars <= len(bars)):
+            raise ValueError(f"slice {s.client_order_id} works in bars {s.bar} to {s.bar + s.bars - 1}, but the session "
+                             f"has {len(bars)} bars")
+        fill = fill_slice(side, s.quantity, s.lot_size, s.limit_price, span_reference(bars, s.bar, s.bars), half_spread,
+                          impact_per_share, s.bars)
+        rows.append({"client_order_id": s.client_order_id, "bar": s.bar, "quantity": s.quantity, "filled": fill.filled,
+                     "price": fill.price, "reference": fill.reference, "spread": fill.spread, "impact": fill.impact})
     fills = pd.DataFrame(rows, columns=["client_order_id", "bar", "quantity", "filled", "price", "reference", "spread",
                                         "impact"])
     close = float(bars["close"].iloc[-1])
