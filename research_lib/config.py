@@ -202,9 +202,8 @@ class ValidationConfig(StrictModel):
 
 
 class ExecutionConfig(StrictModel):
-    """How a strategy's orders are worked through the session (`research_lib.execution.plan_schedule`).
-    Defined beside the other sections; it becomes ``params: execution`` when paper trading works
-    its orders with it (not yet: a parameter that changed nothing would mislead)."""
+    """How paper trading works a strategy's orders through the session (``params: execution``;
+    `research_lib.execution.plan_schedule`), frozen with the strategy at promotion."""
 
     algorithm: Literal["market", "twap", "vwap", "iceberg"] = Field(
         "market", description="market: the whole order at once, uncapped (today's behaviour); twap, vwap, iceberg: "
@@ -217,7 +216,6 @@ class ExecutionConfig(StrictModel):
     end_policy: Literal["cross", "leave"] = Field(
         "cross", description="what the cap leaves at the window's end: cross: work it up to the close, leave: report it")
     display_fraction: float = Field(0.1, gt=0, le=1, description="iceberg: the share of the parent shown at a time")
-    vwap_lookback_sessions: int = Field(20, ge=1, description="vwap: past sessions the volume profile is estimated from")
     bars_per_slice: int = Field(6, ge=1, le=78, description="twap, vwap: bars one child order works over (6: a child every "
                                 "30 minutes); each child is an order against risk.max_daily_orders")
 
@@ -244,6 +242,7 @@ class RunConfig(StrictModel):
     backtest: BacktestConfig = BacktestConfig()
     report: ReportConfig = ReportConfig()
     paper: PaperConfig = PaperConfig()
+    execution: ExecutionConfig = ExecutionConfig()
     validation: ValidationConfig = ValidationConfig()
     compute: ComputeConfig = ComputeConfig()
 
@@ -252,6 +251,13 @@ class RunConfig(StrictModel):
         if self.portfolio.constraints.lower_bound < 0 and not self.risk.allow_short:
             raise ValueError("portfolio.constraints allow short positions but risk.allow_short is false, so the "
                              "risk layer would reject every short sale; set risk.allow_short: true")
+        return self
+
+    @model_validator(mode="after")
+    def _band_inside_fat_finger(self) -> RunConfig:
+        if self.execution.limit_band > self.risk.fat_finger_band:
+            raise ValueError(f"execution.limit_band {self.execution.limit_band} is wider than risk.fat_finger_band "
+                             f"{self.risk.fat_finger_band}: every child order would be refused; narrow limit_band")
         return self
 
     def tradable(self, symbols) -> list[str]:

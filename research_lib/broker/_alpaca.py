@@ -218,8 +218,11 @@ class AlpacaBroker:
         return [_order(order) for order in orders]
 
     def submit_order(self, symbol: str, side: Literal["buy", "sell"], quantity: float,
-                     client_order_id: str) -> BrokerOrder:
-        """Send a market day order for ``quantity`` shares (rounded to 9 decimals).
+                     client_order_id: str, *, limit_price: float | None = None, bar: int | None = None,
+                     bars: int = 1) -> BrokerOrder:
+        """Send a market day order for ``quantity`` shares (rounded to 9 decimals). Child orders of
+        an execution schedule (``limit_price``, ``bar``) are not worked at Alpaca yet: refused,
+        nothing sent.
 
         Raises
         ------
@@ -238,6 +241,9 @@ class AlpacaBroker:
             if 429 or 5xx answers, or failures to connect, outlasted the retries.
         """
         check_client_order_id(client_order_id)
+        if limit_price is not None or bar is not None:
+            raise OrderRejected("Spartan does not work execution schedules at Alpaca yet (child limit orders over "
+                                "bars); trade execution.algorithm: market there. Nothing was sent.")
         if side not in ("buy", "sell"):
             raise OrderRejected(f"side {side!r} is not valid; valid sides: ['buy', 'sell']")
         if not (isinstance(quantity, numbers.Real) and math.isfinite(quantity)

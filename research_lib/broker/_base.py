@@ -2,7 +2,9 @@
 
 The broker is the source of truth: positions, open orders, cash and equity are read from it
 at the start of every trading cycle. Orders are market, day orders in shares (fractional
-allowed), each with a deterministic ``client_order_id`` (at most 48 characters) so that a
+allowed), or, for a broker that works execution schedules (the sim), child limit orders over given
+5-minute bars of the next session (``limit_price``, ``bar``, ``bars``); each has a deterministic
+``client_order_id`` (at most 48 characters) so that a
 retried or re-run submission can be recognised instead of duplicated.
 
 Errors are translated into the few cases the trading cycle must treat differently:
@@ -119,7 +121,8 @@ class Broker(Protocol):
     def open_orders(self) -> list[BrokerOrder]: ...
 
     def submit_order(self, symbol: str, side: Literal["buy", "sell"], quantity: float,
-                     client_order_id: str) -> BrokerOrder: ...
+                     client_order_id: str, *, limit_price: float | None = None, bar: int | None = None,
+                     bars: int = 1) -> BrokerOrder: ...
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None: ...
 

@@ -19,7 +19,9 @@ a session and writes its report. Nothing here imports the reports.
 import warnings
 from importlib import import_module
 
-from research_lib.trading._cycle import CommandGone, CycleInputs, CycleReport, client_order_id, command_gone, run_cycle
+from research_lib.trading._cycle import run_cycle
+from research_lib.trading._inputs import CycleInputs, CycleReport
+from research_lib.trading._orders import CommandGone, client_order_id, command_gone
 from research_lib.trading._errors import InvalidSession, ReportUnwritable, TradeLocked, TradeLockUnusable, TradingRefused
 from research_lib.trading._ledger import ALL_STRATEGIES, FINAL_STATUSES, INTERRUPTED, Intent, Ledger
 from research_lib.trading._lock import trade_lock

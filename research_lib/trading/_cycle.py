@@ -14,8 +14,11 @@ The steps, each safe to kill and re-run (TRADING_SAFETY.md, "Restart and reconci
    today's open orders already do; one order per symbol and side, with a deterministic
    ``client_order_id`` so a re-run converges to the same orders. They pass the pre-trade
    checks (`research_lib.risk.check_orders`) with the kill-switch state.
-5. **Send**: each intent is written to the ledger *before* its order is sent; the broker's
-   answer updates it. An unknown outcome is looked up at once, and again at the next cycle.
+5. **Send** (`research_lib.trading._orders`): each intent is written to the ledger *before* its
+   order is sent; the broker's answer updates it. An unknown outcome is looked up at once, and
+   again at the next cycle. With an execution algorithm (``inputs.execution``), each order is a
+   parent whose schedule is recorded whole first, then its children are checked and sent one by
+   one (`research_lib.trading._working`); a re-run sends only the children not yet sent.
 
 Nothing is sent while the market is closed, while HALTED, or on a dry run (which still
 reconciles, copying the broker's answers into the ledger, and reports what it would send).
@@ -33,128 +36,19 @@ and the caller's ``notes``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import hashlib
-import re
-import time
-from dataclasses import dataclass, field
 
 import pandas as pd
 
-from research_lib._kernel_guard import command_pid, process_state
-from research_lib.broker import (Broker, BrokerError, BrokerOrder, DuplicateClientOrderId, InsufficientBuyingPower,
-                                 OrderRejected, UnknownOutcome, check_client_order_id)
-from research_lib.errors import SpartanError
-from research_lib.risk import KillSwitch, Order, ReferencePrice, RiskLimits, Side, check_orders, next_state
+from research_lib.broker import Broker
+from research_lib.risk import KillSwitch, Order, ReferencePrice, Side, check_orders, next_state
+from research_lib.trading._inputs import CycleInputs, CycleReport
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
+from research_lib.trading._orders import apply_answer, cancel_order, client_order_id, send_order
+from research_lib.trading._working import (NOT_COUNTED, cancel_unsent, is_worked, record_schedules, send_children,
+                                           unsent_quantity, working_count)
 
 UNRESOLVED = ("intent", "unknown")
-COMMAND_POLL_S = 0.2  # while the command that started this kernel is stopped, look again this often
 POSITION_TOLERANCE = 1e-6  # relative (shares for positions under one share): fills and positions agree to rounding
-
-
-def client_order_id(strategy: str, session: dt.date, symbol: str, side: str) -> str:
-    """``<strategy>-<yyyymmdd>-<symbol>-<b|s>``, at most 48 characters, the same on every re-run.
-
-    Long strategy names or symbols are shortened with a hash suffix so that two different
-    inputs never share an id.
-    """
-    def part(text: str, width: int) -> str:
-        clean = re.sub(r"[^A-Za-z0-9._-]", "_", text)
-        if len(clean) <= width:
-            return clean
-        return clean[: width - 7] + "~" + hashlib.sha256(text.encode()).hexdigest()[:6]
-
-    return check_client_order_id(f"{part(strategy, 20)}-{session:%Y%m%d}-{part(symbol, 14)}-{side[0]}")
-
-
-class CommandGone(SpartanError):
-    """This notebook kernel's command has ended (killed, stopped): the cycle sends and cancels
-    nothing more. What it recorded stays; the next cycle resolves it."""
-
-
-def command_gone() -> str | None:
-    """Why this process must send nothing more, or None.
-
-    In a notebook kernel, the process that started it (``JPY_PARENT_PID``: `spartan trade`, or a
-    Jupyter server) must still be there, this kernel's parent or not (a kernelspec may start the
-    kernel through a wrapper); a zombie, exited but not yet reaped, is gone. Outside a kernel
-    (the scheduler, a script, a test) there is no such process to outlive: always None.
-    """
-    starter = command_pid()
-    if starter is None or process_state(starter) != "gone":
-        return None
-    return f"the process that started this notebook kernel (pid {starter}) has ended; nothing more is sent"
-
-
-def _guard_command(poll_s: float = COMMAND_POLL_S) -> None:
-    """Checked before every order and cancel: wait while the command that started this kernel
-    is stopped (Ctrl-Z, SIGSTOP; the kernel runs in a session of its own and is not stopped with
-    it), then raise `CommandGone` if it has ended."""
-    starter = command_pid()
-    while starter is not None and process_state(starter) == "stopped":
-        time.sleep(poll_s)
-    reason = command_gone()
-    if reason:
-        raise CommandGone(reason)
-
-
-@dataclass(frozen=True)
-class CycleInputs:
-    """What the cycle needs besides the broker and the ledger.
-
-    targets : target weights (symbol -> fraction of equity) decided at ``session``'s close, or
-        None to hold: reconcile and check the loss limits, but propose no order (the book drifts
-        with prices between decisions, as in the backtest).
-    decision : the date of the decision ``targets`` come from (recorded with the cycle).
-    prices : reference prices of every symbol held or targeted, observed at ``price_time``.
-    adv : average daily volume in shares per symbol (None: unknown, which fails closed).
-    """
-
-    strategy: str
-    session: dt.date
-    targets: pd.Series | None
-    prices: pd.Series
-    price_time: dt.datetime
-    limits: RiskLimits
-    adv: pd.Series | None = None
-    min_trade_value: float = 1.0
-    decision: dt.date | None = None
-
-
-@dataclass
-class CycleReport:
-    """What the cycle found and did; ``status`` is ``traded``, ``nothing_to_do``, ``market_closed``,
-    ``halted`` or ``dry_run``. ``positions`` are the broker's, reconciled before any order (the
-    orders sent fill later: at the next close on the sim); ``kill_switch_before`` is the state
-    the cycle started in, ``kill_switch`` the one it ended in."""
-
-    strategy: str
-    session: str
-    cycle_id: int | None = None
-    status: str = "running"
-    kill_switch_before: str = "active"
-    kill_switch: str = "active"
-    kill_switch_reason: str | None = None
-    equity: float | None = None
-    cash: float | None = None
-    daily_pnl: float | None = None
-    drawdown: float | None = None
-    resolved: list[dict] = field(default_factory=list)
-    cancelled: list[str] = field(default_factory=list)
-    would_cancel: list[str] = field(default_factory=list)
-    mismatches: list[dict] = field(default_factory=list)
-    sent: list[dict] = field(default_factory=list)
-    adopted: list[dict] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
-    clamped: list[dict] = field(default_factory=list)
-    delisted: list[dict] = field(default_factory=list)
-    positions: dict[str, float] = field(default_factory=dict)
-
-
-def _apply(ledger: Ledger, order: BrokerOrder, status: str | None = None) -> None:
-    ledger.update_intent(order.client_order_id, status or order.status, broker_id=order.broker_id,
-                         filled_quantity=order.filled_quantity, filled_avg_price=order.filled_avg_price)
 
 
 def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, dry_run: bool) -> None:
@@ -172,7 +66,7 @@ def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleR
                     ledger.update_intent(intent.client_order_id, "not_sent", reason="not found at the broker")
                 report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "not_sent"})
             continue
-        _apply(ledger, found, None if found.status in FINAL_STATUSES else
+        apply_answer(ledger, found, None if found.status in FINAL_STATUSES else
                ("adopted" if intent.status in UNRESOLVED else intent.status))
         if intent.status in UNRESOLVED:
             report.resolved.append({"client_order_id": intent.client_order_id, "outcome": "adopted"})
@@ -287,6 +181,7 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
             "decision": None if inputs.decision is None else str(inputs.decision), "dry_run": dry_run,
             "rebalance": rebalancing and report.status in ("traded", "nothing_to_do"),
             "weights": _book_weights(report.positions, inputs.prices, report.equity),
+            "execution": None if inputs.execution is None else inputs.execution.model_dump(),
             "cycle": dataclasses.asdict(report), "price_time": inputs.price_time.isoformat(),
             "prices": {str(s): float(p) for s, p in inputs.prices.items()},
             "targets": None if inputs.targets is None else {str(s): float(w) for s, w in inputs.targets.items()},
@@ -312,7 +207,7 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
             left = order.quantity - order.filled_quantity
             pending[order.symbol] = pending.get(order.symbol, 0.0) + (left if order.side == "buy" else -left)
         else:
-            _cancel(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
+            cancel_order(broker, ledger, order, report, dry_run)  # not this session's: never left to fill unseen
     report.equity, report.cash, report.positions = account.equity, account.cash, positions
     report.mismatches = reconcile_positions(ledger, inputs.strategy, positions)
     if report.mismatches and not dry_run:
@@ -322,7 +217,9 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
     rebalancing = inputs.targets is not None and state is KillSwitch.ACTIVE and not dry_run
     if state is KillSwitch.HALTED:
         for order in open_orders:  # only cancels are allowed: nothing of this session is left to fill
-            _cancel(broker, ledger, order, report, dry_run)
+            cancel_order(broker, ledger, order, report, dry_run)
+        if not dry_run:
+            cancel_unsent(ledger, inputs, f"kill switch HALTED ({report.kill_switch_reason})")
         report.status = "halted"
         return rebalancing
     if not clock.is_open:
@@ -332,16 +229,21 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
         report.status = "halted"
         report.kill_switch_reason = "the broker reports trading_blocked"
         return rebalancing
-    proposed = _proposed_orders(inputs, account.equity, positions, pending)
+    schedules = ledger.schedules(inputs.strategy, str(inputs.session))
+    to_come = unsent_quantity(ledger, inputs, today)  # children of today's schedules not at the broker yet
+    planned = {s: pending.get(s, 0.0) + to_come.get(s, 0.0) for s in {*pending, *to_come}}
+    proposed = _proposed_orders(inputs, account.equity, positions, planned)
     prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
     adv = {} if inputs.adv is None else {s: float(v) for s, v in inputs.adv.dropna().items()}
-    # Checked against the book as it will be once this session's orders at the broker fill (an
-    # uncrashed run's book grew with each order it sent, so a re-run decides the same), and
-    # counting only the orders really sent today.
-    book = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
-    sent_today = sum(1 for i in today if i.status not in ("not_sent", "rejected", "delisted"))
+    # Checked against the book as it will be once this session's orders fill (an uncrashed run's
+    # book grew with each order it sent, so a re-run decides the same), and counting only the
+    # orders really sent today.
+    at_broker = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
+    book = {s: at_broker.get(s, 0.0) + to_come.get(s, 0.0) for s in {*at_broker, *to_come}}
+    sent_today = sum(1 for i in today if i.status not in NOT_COUNTED)
+    open_count = working_count(open_orders, schedules)
     decision = check_orders(proposed, book, prices, inputs.limits, state, account.equity, inputs.price_time,
-                            adv=adv, open_orders=len(open_orders), orders_sent_today=sent_today)
+                            adv=adv, open_orders=open_count, orders_sent_today=sent_today)
     report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
                         for r in decision.rejected]
     report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
@@ -351,8 +253,17 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
                        for o in decision.to_send]
         report.status = "dry_run"
         return rebalancing
-    for order in decision.to_send:
-        _send(broker, ledger, inputs, order, report)
+    worked = is_worked(inputs)
+    if worked:  # parents become schedules, recorded whole before any child is sent
+        record_schedules(ledger, inputs, list(decision.to_send), report)
+    if worked or schedules:  # children go one by one, each checked on its own (a re-run resumes them)
+        send_children(broker, ledger, inputs, report, state=state, equity=account.equity, book=at_broker, adv=adv,
+                      open_count=open_count, sent_today=sent_today)
+    if not worked:
+        for order in decision.to_send:
+            cid = client_order_id(inputs.strategy, inputs.session, order.symbol, order.side.value)
+            send_order(broker, ledger, inputs.strategy, str(inputs.session), order,
+                       float(inputs.prices[order.symbol]), report, cid=cid)
     report.status = "traded" if report.sent or report.adopted else "nothing_to_do"
     return rebalancing
 
@@ -364,70 +275,3 @@ def _book_weights(positions: dict[str, float], prices: pd.Series, equity: float 
     return {s: q * float(prices[s]) / equity for s, q in positions.items() if s in prices.index and q}
 
 
-def _cancel(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleReport, dry_run: bool) -> None:
-    """Cancel an open order and record what the broker then says. A cancel can be asynchronous
-    (Alpaca's pending_cancel, and a fill may still come): until the broker reports a final
-    status the intent keeps its status, so the next cycle looks it up again. A dry run only
-    reports the order in ``would_cancel``."""
-    if dry_run:
-        report.would_cancel.append(order.client_order_id)
-        return
-    _guard_command()
-    broker.cancel_order(order.broker_id)
-    report.cancelled.append(order.client_order_id)
-    known = ledger.intent(order.client_order_id)
-    if known is None or known.status in FINAL_STATUSES:
-        return
-    found = broker.order_by_client_id(order.client_order_id)
-    if found is not None and found.status in FINAL_STATUSES:
-        _apply(ledger, found)
-
-
-def _send(broker: Broker, ledger: Ledger, inputs: CycleInputs, order: Order, report: CycleReport) -> None:
-    """Step 5: intent first, then the order; every answer (or its absence) is recorded."""
-    side = order.side.value
-    cid = client_order_id(inputs.strategy, inputs.session, order.symbol, side)
-    price = float(inputs.prices[order.symbol])
-    known = ledger.intent(cid)
-    if known is not None and known.status not in ("not_sent",):
-        return  # this session already decided this order; its state came from the broker in step 1
-    _guard_command()
-    state, why = ledger.kill_switch(inputs.strategy)
-    if state is KillSwitch.HALTED:  # halted while this cycle was sending: nothing more goes out
-        report.kill_switch, report.kill_switch_reason = state.value, why
-        report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"kill_switch: HALTED ({why})"})
-        return
-    if known is None:
-        ledger.record_intent(Intent(cid, inputs.strategy, str(inputs.session), order.symbol, side, order.quantity,
-                                    price, "intent"))
-    else:
-        ledger.update_intent(cid, "intent", quantity=order.quantity, decision_price=price,
-                             reason="re-sent after it was not found at the broker")
-    try:
-        placed = broker.submit_order(order.symbol, side, order.quantity, cid)
-    except DuplicateClientOrderId:
-        found = broker.order_by_client_id(cid)
-        if found is not None:
-            _apply(ledger, found, "adopted" if found.is_open else None)
-            report.adopted.append({"client_order_id": cid, "symbol": order.symbol})
-        else:
-            ledger.update_intent(cid, "unknown", reason="duplicate id but not found; resolved next cycle")
-        return
-    except UnknownOutcome:
-        found = broker.order_by_client_id(cid)
-        if found is None:
-            ledger.update_intent(cid, "unknown", reason="no answer and not found yet; resolved next cycle")
-        else:
-            _apply(ledger, found, "adopted" if found.is_open else None)
-            report.adopted.append({"client_order_id": cid, "symbol": order.symbol})
-        return
-    except (InsufficientBuyingPower, OrderRejected) as error:
-        ledger.update_intent(cid, "rejected", reason=str(error))
-        report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"broker: {error}"})
-        return
-    except BrokerError:
-        ledger.update_intent(cid, "unknown", reason="broker error while sending; resolved next cycle")
-        raise
-    _apply(ledger, placed, "sent" if placed.is_open else None)
-    report.sent.append({"client_order_id": cid, "symbol": order.symbol, "side": side, "quantity": order.quantity,
-                        "decision_price": price})

@@ -4,12 +4,18 @@ kill-switch and equity history, in the workspace's SQLite state (WAL).
 An intent is keyed by its deterministic ``client_order_id``, so writing it twice is a no-op
 and a re-run of the same session finds what the previous run did. Statuses:
 
+- ``planned``: a child order of an execution schedule, recorded with its schedule, not sent yet;
 - ``intent``: written, not yet known to be at the broker (a crash here leaves it so; the
   next cycle looks it up by client_order_id);
 - ``sent``: the broker acknowledged it; ``adopted``: found at the broker after an unknown
   outcome or a duplicate-id answer; ``not_sent``: looked up and not found;
 - ``rejected``: the broker or the risk layer refused it (with the reason);
 - ``filled``, ``canceled``, ``expired``: final states copied from the broker.
+
+An order worked by an execution algorithm (`research_lib.execution`) is recorded as its schedule
+(`Schedule`: the parent order, its arrival price and its child slices) and one ``planned`` intent per
+child, all in one transaction, before any child is sent; each child is then sent as any intent is.
+A re-run finds the schedule and sends only the children still ``planned`` or ``not_sent``.
 
 A cycle is ``running`` from its start to its finish, which records its status (``traded``...,
 ``failed: <error>``) and its summary. A cycle whose process was killed keeps ``running`` and no
@@ -49,6 +55,10 @@ CREATE TABLE IF NOT EXISTS ledger_kill_switch (
 CREATE TABLE IF NOT EXISTS ledger_equity (
     strategy TEXT NOT NULL, session TEXT NOT NULL, equity REAL NOT NULL, cash REAL NOT NULL, recorded_at TEXT NOT NULL,
     PRIMARY KEY (strategy, session));
+CREATE TABLE IF NOT EXISTS ledger_schedules (
+    parent_id TEXT PRIMARY KEY, strategy TEXT NOT NULL, session TEXT NOT NULL, symbol TEXT NOT NULL, side TEXT NOT NULL,
+    quantity REAL NOT NULL, arrival_price REAL NOT NULL, algorithm TEXT NOT NULL, unplanned REAL NOT NULL,
+    slices TEXT NOT NULL, created_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger_cycles (
     id INTEGER PRIMARY KEY AUTOINCREMENT, strategy TEXT NOT NULL, session TEXT NOT NULL, broker TEXT NOT NULL,
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT);
@@ -75,6 +85,23 @@ class Intent:
     filled_quantity: float = 0.0
     filled_avg_price: float | None = None
     reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A parent order worked by an execution algorithm: ``slices`` are its children (client_order_id,
+    bar, bars, quantity, limit_price, phase), ``unplanned`` what the participation cap left out."""
+
+    parent_id: str
+    strategy: str
+    session: str
+    symbol: str
+    side: str
+    quantity: float
+    arrival_price: float
+    algorithm: str
+    unplanned: float
+    slices: tuple[dict, ...]
 
 
 class Ledger:
@@ -137,6 +164,30 @@ class Ledger:
         sql = "SELECT * FROM ledger_intents WHERE strategy = ?" + (" AND session = ?" if session else "")
         rows = self._read(sql + " ORDER BY created_at, client_order_id", (strategy, session) if session else (strategy,))
         return [Intent(*row[:12]) for row in rows]
+
+    def record_schedule(self, schedule: Schedule) -> bool:
+        """Write ``schedule`` and a ``planned`` intent per child in one transaction, unless the parent
+        is already recorded; True if written."""
+        now = now_utc()
+        with self._write() as conn:
+            written = conn.execute(
+                "INSERT OR IGNORE INTO ledger_schedules VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (schedule.parent_id, schedule.strategy, schedule.session, schedule.symbol, schedule.side,
+                 schedule.quantity, schedule.arrival_price, schedule.algorithm, schedule.unplanned,
+                 json.dumps(list(schedule.slices)), now)).rowcount == 1
+            if written:
+                conn.executemany(
+                    "INSERT INTO ledger_intents (client_order_id, strategy, session, symbol, side, quantity, "
+                    "decision_price, status, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'planned', ?, ?)",
+                    [(child["client_order_id"], schedule.strategy, schedule.session, schedule.symbol, schedule.side,
+                      child["quantity"], schedule.arrival_price, now, now) for child in schedule.slices])
+            return written
+
+    def schedules(self, strategy: str, session: str | None = None) -> list[Schedule]:
+        """The strategy's schedules (of one session if given), oldest first."""
+        sql = "SELECT * FROM ledger_schedules WHERE strategy = ?" + (" AND session = ?" if session else "")
+        rows = self._read(sql + " ORDER BY created_at, parent_id", (strategy, session) if session else (strategy,))
+        return [Schedule(*row[:9], tuple(json.loads(row[9]))) for row in rows]
 
     def intent(self, client_order_id: str) -> Intent | None:
         rows = self._read("SELECT * FROM ledger_intents WHERE client_order_id = ?", (client_order_id,))

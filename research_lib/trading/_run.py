@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from research_lib.trading._cycle import CycleInputs, run_cycle
+from research_lib.trading._cycle import run_cycle
+from research_lib.trading._inputs import CycleInputs
 from research_lib.trading._errors import TradingRefused
 from research_lib.trading._ledger import Ledger
 from research_lib.trading._market import market, reference_prices
@@ -35,6 +36,10 @@ def run_session(promoted: Promoted, broker: str, session: dt.date, ledger: Ledge
     sent) or a `research_lib.broker.BrokerError` (the ledger records what is known).
     """
     config = promoted.config
+    if broker != "sim" and config.execution.algorithm != "market":
+        raise TradingRefused(f"execution.algorithm {config.execution.algorithm!r} is worked on the simulated broker only "
+                             "so far; at Alpaca each order is sent at market. Trade it with --broker sim, or promote "
+                             "it with execution.algorithm: market to trade it at Alpaca.")
     max_age = config.paper.max_target_age_sessions
     decided = targets = None
     if broker == "sim":  # the decision first: a refusal must leave the simulated market where it stands
@@ -49,7 +54,8 @@ def run_session(promoted: Promoted, broker: str, session: dt.date, ledger: Ledge
         applied, applied_in = applied_decision(ledger, promoted.name)
         rebalance = applied != f"{decided:%Y-%m-%d}" or applied_in == f"{session:%Y-%m-%d}"
         inputs = CycleInputs(promoted.name, session, targets if rebalance else None, close, price_time, config.risk,
-                             adv=adv, min_trade_value=config.paper.min_trade_value, decision=decided.date())
+                             adv=adv, min_trade_value=config.paper.min_trade_value, decision=decided.date(),
+                             execution=config.execution)
         report = run_cycle(live, ledger, inputs, dry_run=dry_run,
                            notes={REPORT_DIR: recorded_dir(folder), "adv_checked": adv_checked})
     return ledger.cycle(report.cycle_id), prices

@@ -29,7 +29,7 @@ from research_lib.trading._report_dirs import finished, reportable
 from research_lib.validation.promotion import Promoted, load_promoted
 
 BROKERS = ("sim", "alpaca")
-UNSETTLED = ("intent", "unknown", "not_sent")  # an order a re-run of its session looks up or sends again
+UNSETTLED = ("intent", "unknown", "not_sent", "planned")  # an order a re-run of its session looks up or sends again
 SETTLED_STATUSES = ("traded", "nothing_to_do")  # a cycle after which a re-run sends nothing (all else resolved)
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
