@@ -221,3 +221,43 @@ def test_a_sigkill_at_any_moment_of_a_schedule_never_sends_a_slice_twice_and_the
     mid = sum(0 < n < 12 for n in states)
     print("children at the broker when killed:", states)
     assert mid >= 10, f"only {mid} of 50 kills landed mid-schedule ({states}); the test would prove little"
+
+
+# ------------------------------------------------------------------ the paper report
+
+def test_a_twap_strategy_trades_in_children_and_its_report_measures_each_parent(workspace):
+    import yaml
+
+    from research_lib.stages.paper import trade_session
+    from tests.test_paper import SYMBOLS as PAPER_SYMBOLS
+    from tests.test_paper import promote_by_hand, sim_of
+
+    made = promote_by_hand(workspace)
+    record = yaml.safe_load(made["file"].read_text())
+    record["params"]["execution"] = {"algorithm": "twap"}
+    made["file"].write_text(yaml.safe_dump(record, sort_keys=False))
+    first = trade_session("trend")
+    assert {s["symbol"] for s in first["cycle"]["scheduled"]} == set(PAPER_SYMBOLS)
+    assert first["execution"]["algorithm"] == "twap" and first["execution"]["orders"] == [], "nothing filled yet"
+    second = trade_session("trend")  # the next session: the children worked in its bars
+    rows = second["execution"]["orders"]
+    assert {r["symbol"] for r in rows} == set(PAPER_SYMBOLS) and {r["algorithm"] for r in rows} == {"twap"}
+    fills = sim_of().fills()
+    for row in rows:  # Perold's shortfall from the broker's own fills and the fill session's close
+        mine = [f for f in fills if f.symbol == row["symbol"] and f.session.isoformat() == row["fill_session"]]
+        filled = sum(f.quantity for f in mine)
+        close = made["prices"]["close"][row["symbol"]].loc[row["fill_session"]]
+        paid = sum(f.quantity * f.price for f in mine) + (row["quantity"] - filled) * close
+        sign = 1 if row["side"] == "buy" else -1
+        perold = 1e4 * sign * (paid - row["quantity"] * row["arrival"]) / (row["quantity"] * row["arrival"])
+        assert row["shortfall_bps"]["total"] == pytest.approx(perold, abs=1e-6)
+        parts = sum(v for k, v in row["shortfall_bps"].items() if k != "total")
+        assert parts == pytest.approx(row["shortfall_bps"]["total"], abs=1e-9)
+        assert row["filled"] == pytest.approx(filled) and row["orders"] == 12
+        better_bps = 1e4 * sign * (row["twap"] - row["average_fill"]) / row["twap"]
+        assert row["beat_twap"] == ("beat" if better_bps > 0.1 else "missed" if better_bps < -0.1 else "even")
+        assert row["participation"] is None and row["vwap"] is None, "the prices have no volume: not measured"
+    pages = sorted(workspace.rglob("summary.html"), key=lambda p: p.stat().st_mtime)
+    html = pages[-1].read_text()
+    assert "Execution quality" in html and "SIMULATED" in html and "TWAP" in html
+    assert all(f"{r['twap']:.2f} {r['beat_twap']}" in html for r in rows), "each parent against its window's TWAP"

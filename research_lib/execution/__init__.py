@@ -10,6 +10,7 @@
   (`intraday_bars`), and the point-in-time intraday volume profile VWAP follows
   (`volume_profile`: past sessions only).
 - ``fills``: how one child fills (`fill_slice`), the rule the simulator and the simulated broker share.
+- ``quality``: a parent's implementation shortfall in parts and the TWAP/VWAP benchmarks it beat or missed.
 - ``simulate``: `simulate_execution` fills a schedule on those bars with a spread and the backtest's
   square-root impact, and measures its implementation shortfall against the arrival price.
 
@@ -26,6 +27,7 @@ _WHERE = {
     **dict.fromkeys(["ALGORITHMS", "ChildSlice", "ExecutionConfig", "child_order_id", "plan_schedule"], "schedule"),
     **dict.fromkeys(["SliceFill", "fill_slice", "span_reference"], "fills"),
     **dict.fromkeys(["ExecutionResult", "MarketModel", "simulate_execution"], "simulate"),
+    **dict.fromkeys(["average_price", "beat", "shortfall_bps", "window_benchmarks"], "quality"),
 }
 __all__ = sorted(_WHERE)
 __getattr__, __dir__ = lazy_exports(__name__, _WHERE)

@@ -8,10 +8,8 @@ backtest's impact, a sliced parent pays it on smaller pieces but carries the pri
 window. A slice whose price would pass its limit fills only the quantity that keeps it inside (none
 if even the first share would not); the rest is unfilled.
 
-Implementation shortfall (Perold), in basis points of the parent's value at the arrival price,
-positive when it cost money: ``spread`` and ``impact`` paid on the fills, ``timing`` (the bars'
-typical prices against the arrival price, over the filled quantity: delay and drift) and
-``opportunity`` (the unfilled quantity valued at the session's close against the arrival price).
+Implementation shortfall against the arrival price is `quality.shortfall_bps` (the arrival price
+is the session's open here, so ``delay`` is 0).
 """
 
 from __future__ import annotations
@@ -19,11 +17,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from research_lib.backtest import impact_rate
-from research_lib.execution.fills import fill_slice, span_reference, typical_prices
+from research_lib.execution.fills import fill_slice, span_reference
+from research_lib.execution.quality import shortfall_bps, window_benchmarks
 from research_lib.execution.schedule import ChildSlice
 
 
@@ -79,8 +77,6 @@ def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: st
         raise ValueError(f"side is {side!r}; pass 'buy' or 'sell'")
     if not (math.isfinite(daily_volatility) and daily_volatility >= 0):
         raise ValueError(f"daily_volatility is {daily_volatility}; pass a finite number >= 0")
-    sign = 1.0 if side == "buy" else -1.0
-    typical = typical_prices(bars)
     day_volume = float(bars["volume"].sum())
     half_spread = model.spread_bps / 2e4
     # The backtest's law, impact_rate(q) = coefficient * vol * sqrt(q / volume): its rate for one share,
@@ -100,24 +96,6 @@ def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: st
                                         "impact"])
     close = float(bars["close"].iloc[-1])
     result = ExecutionResult(side, quantity, arrival_price, close, fills)
-    result.shortfall_bps = _shortfall(fills, sign, quantity, arrival_price, close)
-    start, end = window or (0, len(bars))
-    inside = bars.iloc[start:end]
-    inside_typical = typical[start:end]
-    vwap = float((inside_typical * inside["volume"]).sum() / inside["volume"].sum()) if inside["volume"].sum() else None
-    result.benchmarks = {"twap": float(inside_typical.mean()), "vwap": vwap, "arrival": arrival_price}
+    result.shortfall_bps = shortfall_bps(fills, side, quantity, arrival_price, close)
+    result.benchmarks = {**window_benchmarks(bars, *(window or (0, len(bars)))), "arrival": arrival_price}
     return result
-
-
-def _shortfall(fills: pd.DataFrame, sign: float, quantity: float, arrival: float, close: float) -> dict[str, float]:
-    value = quantity * arrival
-    if value <= 0:
-        return {"spread": 0.0, "impact": 0.0, "timing": 0.0, "opportunity": 0.0, "total": 0.0}
-    q, ref = fills["filled"].to_numpy(), fills["reference"].to_numpy()
-    parts = {"spread": float((q * ref * fills["spread"]).sum()),
-             "impact": float((q * ref * fills["impact"]).sum()),
-             "timing": float(sign * (q * (ref - arrival)).sum()),
-             "opportunity": float(sign * (quantity - q.sum()) * (close - arrival))}
-    out = {k: 1e4 * v / value for k, v in parts.items()}
-    out["total"] = float(np.sum(list(out.values())))
-    return out

@@ -17,7 +17,8 @@ from research_lib.validation.promotion import criterion_text
 def _fmt(value, spec: str) -> str:
     if value is None or isinstance(value, Undefined) or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
-    return format(value, spec)
+    text = format(value, spec)
+    return text[1:] if text.startswith("-") and not text.strip("-0.,%") else text  # never "-0.0"
 
 
 def environment() -> Environment:

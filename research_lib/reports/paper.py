@@ -23,8 +23,8 @@ from research_lib.alerts import alert
 from research_lib.reports._templates import render_to
 from research_lib.reports.dashboard_paper import expected_equity
 from research_lib.risk import KillSwitch
-from research_lib.trading import (CYCLE_FILE, Ledger, daily_pnl, drift, expected_backtest, mean_slippage_bps,
-                                  slippage)
+from research_lib.trading import (CYCLE_FILE, Ledger, daily_pnl, drift, execution_quality, expected_backtest,
+                                  mean_slippage_bps, slippage)
 from research_lib.validation.promotion import Promoted
 
 SUMMARY_FILE = "summary.html"  # the page, beside CYCLE_FILE (the record, whose name trading owns)
@@ -67,6 +67,7 @@ def session_report(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.D
         "slippage": {"mean_bps": mean_slippage_bps(fills), "fills": len(fills),
                      "recent": fills.tail(20).to_dict(orient="records")},
         "drift": tracking,
+        "execution": _execution(promoted, ledger, cycle, prices),
         "equity_chart": _equity_chart(pnl, tracking),
         "book_vs_targets": book_vs_targets(cycles),
         "adv_checked": record["adv_checked"],
@@ -75,6 +76,22 @@ def session_report(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.D
                      "gate_passed": (promoted.record.get("gate") or {}).get("passed")},
         "analyst": (manifest.get("llm") or {}).get("analyst") or "unknown: the promoted run's manifest has no analyst",
     }
+
+
+EXECUTION_ROWS = 20  # the latest parent orders shown
+
+
+def _execution(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.DataFrame) -> dict:
+    """The execution report: how the strategy's orders are worked and, per parent order filled by
+    this cycle's session, its shortfall and benchmarks (`research_lib.trading.execution_quality`;
+    on the simulated broker only, whose intraday market can be made again)."""
+    config = promoted.config.execution
+    out = {"algorithm": config.algorithm, "config": config.model_dump(), "orders": [],
+           "simulated": cycle["broker"] == "sim"}
+    if cycle["broker"] == "sim":
+        half_spread = promoted.config.backtest.spread_bps / 1e4
+        out["orders"] = execution_quality(ledger, promoted.name, prices, half_spread, up_to=cycle["session"])[-EXECUTION_ROWS:]
+    return out
 
 
 def _equity_chart(pnl: pd.DataFrame, tracking: dict) -> dict:

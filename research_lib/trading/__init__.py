@@ -2,8 +2,11 @@
 trading cycle, and the session `spartan trade` runs.
 
 - ``_ledger``: the SQLite ledger (intents before orders, cycles, equity, the kill switch);
-- ``_cycle``: one crash-safe cycle (`run_cycle`): reconcile, risk checks, orders;
+- ``_cycle``: one crash-safe cycle (`run_cycle`): reconcile, risk checks, orders; its inputs and
+  report (``_inputs``), sending and cancelling (``_orders``), orders worked by an execution
+  algorithm (``_working``);
 - ``_tracking``: daily P&L, slippage and drift against the backtest;
+- ``_quality``: the execution report per parent order (`execution_quality`);
 - ``_lock``: one trade of a strategy at a time (`trade_lock`);
 - ``_market``: the sim and Alpaca markets a session trades in (`open_sim`);
 - ``_report_dirs``: where a session's report lives and which cycles still need theirs;
@@ -31,12 +34,13 @@ from research_lib.trading._report_dirs import (CYCLE_FILE, mark_reported, report
 from research_lib.trading._run import run_session
 from research_lib.trading._session import parse_asof, resolve_session, session_cycle, session_done, session_refusal
 from research_lib.trading._status import describe_session, describe_status, halt, resume, status
+from research_lib.trading._quality import execution_quality
 from research_lib.trading._tracking import daily_pnl, drift, expected_backtest, mean_slippage_bps, slippage
 
 __all__ = ["ALL_STRATEGIES", "CYCLE_FILE", "FINAL_STATUSES", "INTERRUPTED", "CommandGone", "CycleInputs",
            "CycleReport", "Intent", "InvalidSession", "Ledger", "ReportUnwritable", "TradeLockUnusable",
            "TradeLocked", "TradingRefused", "client_order_id", "command_gone", "daily_pnl", "describe_session",
-           "describe_status", "drift", "expected_backtest", "halt", "legacy_cost_note", "mark_reported",
+           "describe_status", "drift", "execution_quality", "expected_backtest", "halt", "legacy_cost_note", "mark_reported",
            "mean_slippage_bps", "parse_asof", "report_dir_of", "report_rebuildable", "resolve_session", "resume",
            "run_cycle", "run_session", "session_cycle", "session_done", "session_refusal", "session_report_dir",
            "slippage", "status", "trade_lock", "traded_prices", "unreported_cycles"]
