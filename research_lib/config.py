@@ -11,6 +11,8 @@ Secrets never live here: API keys come from the environment (see ``research_lib.
 
 from __future__ import annotations
 
+import math
+
 import datetime as dt
 from pathlib import Path
 from typing import Any, Literal
@@ -153,6 +155,9 @@ class BacktestConfig(StrictModel):
     capital: float | None = Field(None, gt=0, description="account value for market impact; null: portfolio.capital")
     borrow_bps_per_year: float = Field(0.0, ge=0, description="fee on the short exposure, basis points a year")
     cash_rate_per_year: float = Field(0.0, description="rate cash earns (and a negative balance pays), a year")
+    impact_from_execution: bool = Field(False, description="charge impact as params: execution works each order: "
+                                        "the square-root law on each bar's share, as the execution simulator does "
+                                        "(impact_coefficient x execution.impact_factor()); false: the whole order at the close")
     delisting_return: float | None = Field(None, ge=-1.0, description="return of a holding whose prices end, from "
                                            "its last close; null: sold at its last close (a return of 0)")
 
@@ -219,6 +224,35 @@ class ExecutionConfig(StrictModel):
     bars_per_slice: int = Field(6, ge=1, le=78, description="twap, vwap: bars one child order works over (6: a child every "
                                 "30 minutes); each child is an order against risk.max_daily_orders")
 
+    def impact_factor(self, n_bars: int = 78) -> float:
+        """The market impact of an order worked this way, as a fraction of the impact of the whole
+        order at once, under the execution simulator's law (the quantity a bar trades, ``s`` of the
+        order, pays ``coefficient * volatility * sqrt(s * order / daily volume)``), with the
+        participation cap not binding: the sum of ``s ** 1.5`` over the bars. 1 at market,
+        ``1 / sqrt(bars in the window)`` for twap; vwap follows the intraday U shape
+        (`research_lib.execution.intraday.u_shape`, 3:1 from the ends to the middle), each child
+        evenly over its bars; an iceberg trades ``display_fraction`` a bar, and what the window
+        cannot hold in one bar after it (``cross``) or not at all (``leave``)."""
+        window = self.window_end_bar - self.window_start_bar
+        if self.algorithm == "market":
+            return 1.0
+        if self.algorithm == "twap":
+            return 1.0 / math.sqrt(window)
+        if self.algorithm == "iceberg":
+            shown = self.display_fraction
+            blocks = math.ceil(1.0 / shown - 1e-12)
+            if blocks <= window:
+                return (blocks - 1) * shown**1.5 + (1.0 - (blocks - 1) * shown) ** 1.5
+            rest = 1.0 - window * shown
+            return window * shown**1.5 + (rest**1.5 if self.end_policy == "cross" else 0.0)
+        x = [-1.0 + 2.0 * i / (n_bars - 1) for i in range(n_bars)]  # vwap: the U shape over the window
+        weights = [1.0 + 2.0 * x[i] ** 2 for i in range(self.window_start_bar, self.window_end_bar)]
+        total, factor = sum(weights), 0.0
+        for first in range(0, window, self.bars_per_slice):  # each child: its bars' share, evenly over them
+            group = weights[first:first + self.bars_per_slice]
+            factor += len(group) * (sum(group) / total / len(group)) ** 1.5
+        return factor
+
     @model_validator(mode="after")
     def _window(self):
         if self.window_end_bar <= self.window_start_bar:
@@ -265,9 +299,12 @@ class RunConfig(StrictModel):
         context = {self.data.benchmark, self.features.vix_symbol}
         return [s for s in symbols if s not in context]
 
-    def backtest_model(self, cost_multiple: float = 1.0) -> dict:
+    def backtest_model(self, cost_multiple: float = 1.0, capital: float | None = None) -> dict:
         """The run's cost model as run_backtest's keyword arguments (trading costs x ``cost_multiple``)."""
-        return self.backtest.model(cost_multiple, capital=self.portfolio.capital)
+        model = self.backtest.model(cost_multiple, capital=capital or self.portfolio.capital)
+        if self.backtest.impact_from_execution:  # the algorithm's expected impact, as the simulator charges it
+            model["impact_coefficient"] *= self.execution.impact_factor()
+        return model
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -261,3 +261,40 @@ def test_a_twap_strategy_trades_in_children_and_its_report_measures_each_parent(
     html = pages[-1].read_text()
     assert "Execution quality" in html and "SIMULATED" in html and "TWAP" in html
     assert all(f"{r['twap']:.2f} {r['beat_twap']}" in html for r in rows), "each parent against its window's TWAP"
+
+
+# ------------------------------------------------------------------ the research side
+
+@pytest.mark.parametrize("execution", [
+    {"algorithm": "market"}, {"algorithm": "twap"}, {"algorithm": "twap", "bars_per_slice": 1},
+    {"algorithm": "vwap"}, {"algorithm": "vwap", "window_start_bar": 0, "window_end_bar": 78, "bars_per_slice": 5},
+    {"algorithm": "iceberg", "display_fraction": 0.25}, {"algorithm": "iceberg", "display_fraction": 0.3},
+    {"algorithm": "iceberg", "display_fraction": 0.001}, {"algorithm": "iceberg", "display_fraction": 0.01},
+    {"algorithm": "iceberg", "display_fraction": 0.001, "end_policy": "leave"}])
+def test_the_backtest_charges_the_impact_an_algorithm_pays_in_the_simulator(execution):
+    from research_lib.config import RunConfig
+    from research_lib.execution import MarketModel, plan_schedule, simulate_execution
+    flat = RunConfig(scenario="x", backtest={"impact_coefficient": 0.5})
+    worked = RunConfig(scenario="x", backtest={"impact_coefficient": 0.5, "impact_from_execution": True},
+                       execution=execution)
+    assert flat.backtest_model()["impact_coefficient"] == 0.5, "off by default: the whole order at the close"
+    coefficient = worked.backtest_model()["impact_coefficient"]
+    if execution["algorithm"] in ("market", "twap"):
+        window = 1 if execution["algorithm"] == "market" else 69
+        assert coefficient == pytest.approx(0.5 / math.sqrt(window)), "the square-root law on 1/window a bar"
+    # the oracle: the simulator's own impact on a parent worked by the algorithm, on flat bars (no drift,
+    # even volume, no cap), against the backtest's law with the coefficient the config gives
+    from research_lib.execution.intraday import u_shape
+    flat_bars = pd.DataFrame({"open": 100.0, "high": 100.0, "low": 100.0, "close": 100.0,
+                              "volume": 1e9 * u_shape()}, index=range(BARS_PER_SESSION))
+    config = worked.execution.model_copy(update={"participation_cap": 1.0, "limit_band": 0.05})
+    quantity = 0.02 * flat_bars["volume"].sum()
+    slices, left = plan_schedule("p", "buy", quantity, 100.0, flat_bars["volume"].to_numpy(), config)
+    result = simulate_execution(slices, flat_bars, side="buy", quantity=quantity, arrival_price=100.0,
+                                daily_volatility=0.02, model=MarketModel(spread_bps=0.0, impact_coefficient=0.5))
+    from research_lib.backtest import impact_rate
+    backtest_bps = 1e4 * impact_rate(coefficient, 0.02, quantity, flat_bars["volume"].sum())
+    filled = result.filled / quantity  # what the backtest trades is all of it: compare per unit filled
+    assert result.shortfall_bps["impact"] == pytest.approx(backtest_bps, rel=1e-6), \
+        "the backtest charges the impact the simulator measures for the algorithm"
+    assert left == 0 and filled == pytest.approx(1.0) or execution.get("end_policy") == "leave"

@@ -47,7 +47,7 @@ def session_report(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.D
     intents = ledger.intents(name)  # every order of the strategy, in the ledger's order
     fills = slippage([i for i in intents if i.session <= session])
     expected, holdings = expected_backtest(promoted.weights, prices, first,
-                                           promoted.config.backtest.model(capital=promoted.starting_cash))
+                                           promoted.config.backtest_model(capital=promoted.starting_cash))
     weights_by_session = {c["session"]: c["summary"].get("weights") or {} for c in cycles}
     tracking = drift(pnl, weights_by_session, expected, holdings, promoted.config.paper.max_tracking_error)
     orders = [dataclasses.asdict(i) for i in intents if i.session == session]
