@@ -213,8 +213,10 @@ class ExecutionConfig(StrictModel):
     algorithm: Literal["market", "twap", "vwap", "iceberg"] = Field(
         "market", description="market: the whole order at once, uncapped (today's behaviour); twap, vwap, iceberg: "
         "sliced over the window under the participation cap")
-    window_start_bar: int = Field(3, ge=0, description="first bar of the window (5-minute bars from 09:30: 3 is 09:45)")
-    window_end_bar: int = Field(72, ge=1, description="bar after the window's last (72 is 15:30)")
+    # A session has 78 five-minute bars (research_lib.execution.BARS_PER_SESSION), 0 at 09:30.
+    window_start_bar: int = Field(3, ge=0, le=77, description="first bar of the window (5-minute bars from 09:30: 3 is "
+                                  "09:45)")
+    window_end_bar: int = Field(72, ge=1, le=78, description="bar after the window's last (72 is 15:30)")
     participation_cap: float = Field(0.1, gt=0, le=1, description="largest share of a bar's expected volume a slice takes")
     limit_band: float = Field(0.02, gt=0, lt=1, description="slice limit prices within this fraction of the arrival "
                               "price (at most risk.fat_finger_band)")

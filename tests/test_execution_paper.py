@@ -160,13 +160,84 @@ def test_a_halt_cancels_the_children_not_yet_sent(tmp_path):
     ledger.set_kill_switch("trend", KillSwitch.HALTED, "by hand")
     report = run_cycle(sim, ledger, inputs_at(prices, day))
     assert report.status == "halted" and sim.orders() == []
-    assert {i.status for i in ledger.intents("trend", str(day.date()))} == {"canceled"}
+    assert {i.status for i in ledger.intents("trend", str(day.date()))} == {"withdrawn"}
 
 
-def test_a_config_whose_band_passes_the_fat_finger_band_is_refused():
+def test_a_config_whose_band_passes_the_fat_finger_band_or_whose_window_passes_the_close_is_refused():
     from research_lib.config import RunConfig
     with pytest.raises(ValueError, match="execution.limit_band 0.06 is wider than risk.fat_finger_band"):
         RunConfig(scenario="x", execution={"algorithm": "twap", "limit_band": 0.06})
+    with pytest.raises(ValueError, match="window_end_bar"):
+        RunConfig(scenario="x", execution={"algorithm": "twap", "window_end_bar": 90})
+
+
+def test_a_band_as_wide_as_the_fat_finger_band_passes_the_checks(tmp_path):
+    prices = closes()
+    sim, ledger = SimBroker(tmp_path / "s.sqlite", prices, start=prices.index[30]), Ledger(tmp_path / "s.sqlite")
+    wide = ExecutionConfig(algorithm="twap", limit_band=LIMITS.fat_finger_band)
+    report = run_cycle(sim, ledger, inputs_at(prices, prices.index[30], execution=wide))
+    assert report.rejected == [] and len(sim.orders()) == 36
+
+
+def test_a_rerun_after_a_crash_sends_the_rest_of_a_working_parent_under_the_open_order_limit(tmp_path):
+    from research_lib.broker import BrokerUnavailable
+    prices = closes()
+    one, limits = pd.Series({"AAA": 0.5}), LIMITS.model_copy(update={"max_open_orders": 1})
+    sim, ledger = SimBroker(tmp_path / "s.sqlite", prices, start=prices.index[30]), Ledger(tmp_path / "s.sqlite")
+    submit, calls = sim.submit_order, []
+
+    def down_at_the_fourth(*args, **kwargs):  # the broker is unreachable for the fourth child
+        calls.append(args)
+        if len(calls) == 4:
+            raise BrokerUnavailable("down")
+        return submit(*args, **kwargs)
+
+    sim.submit_order = down_at_the_fourth
+    with pytest.raises(BrokerUnavailable):
+        run_cycle(sim, ledger, inputs_at(prices, prices.index[30], targets=one, limits=limits))
+    sim.submit_order = submit
+    again = run_cycle(sim, ledger, inputs_at(prices, prices.index[30], targets=one, limits=limits))
+    assert again.rejected == [] and len(sim.orders()) == 12, "one working parent is one open order"
+
+
+def test_after_a_halt_and_a_resume_the_decision_is_worked_again_and_withdrawn_children_are_not_orders(tmp_path):
+    from research_lib.trading._working import record_schedules
+    from research_lib.trading import CycleReport
+    from research_lib.risk import Order, Side
+    prices = closes()
+    day, limits = prices.index[30], LIMITS.model_copy(update={"max_daily_orders": 24})
+    sim, ledger = SimBroker(tmp_path / "s.sqlite", prices, start=day), Ledger(tmp_path / "s.sqlite")
+    two = pd.Series({"AAA": 0.3, "BBB": 0.3})
+    record_schedules(ledger, inputs_at(prices, day, targets=two), [Order("AAA", Side.BUY, quantity=100.0)],
+                     CycleReport("trend", ""))  # a crash right after the schedule was recorded
+    ledger.set_kill_switch("trend", KillSwitch.HALTED, "by hand")
+    assert run_cycle(sim, ledger, inputs_at(prices, day, targets=two, limits=limits)).status == "halted"
+    ledger.set_kill_switch("trend", KillSwitch.ACTIVE, "resumed")
+    report = run_cycle(sim, ledger, inputs_at(prices, day, targets=two, limits=limits))
+    assert report.rejected == [] and {s["symbol"] for s in report.scheduled} == {"AAA", "BBB"}
+    parents = {s.parent_id for s in ledger.schedules("trend", str(day.date()))}
+    assert parents == {"trend-20200212-AAA-b", "trend-20200212-AAA-b.r2", "trend-20200212-BBB-b"}
+    assert len(sim.orders()) == 24, "the 12 withdrawn children do not count against the 24 orders a day"
+
+
+def test_an_exit_worked_by_children_sells_the_whole_position_in_one_session(tmp_path):
+    prices = closes()
+    sim, ledger = SimBroker(tmp_path / "s.sqlite", prices, start=prices.index[30]), Ledger(tmp_path / "s.sqlite")
+    run_cycle(sim, ledger, inputs_at(prices, prices.index[30], targets=pd.Series({"AAA": 0.3})))
+    sim.step()
+    exit_ = run_cycle(sim, ledger, inputs_at(prices, prices.index[31], targets=pd.Series({"AAA": 0.0})))
+    assert exit_.rejected == [] and exit_.scheduled and exit_.scheduled[0]["side"] == "sell"
+    sim.step()
+    assert "AAA" not in sim.positions(), "no dust left after an exit"
+
+
+def test_a_parent_of_more_shares_than_fine_lots_can_count_is_worked_in_larger_lots(tmp_path):
+    cheap = closes() * 0.0005  # about 5 cents a share: 10 million shares for half the book
+    sim, ledger = SimBroker(tmp_path / "s.sqlite", cheap, start=cheap.index[30]), Ledger(tmp_path / "s.sqlite")
+    limits = LIMITS.model_copy(update={"max_order_notional": 1e7})
+    report = run_cycle(sim, ledger, inputs_at(cheap, cheap.index[30], targets=pd.Series({"AAA": 0.5}), limits=limits))
+    assert report.rejected == [] and report.scheduled[0]["quantity"] > 9e6
+    assert sum(o.quantity for o in sim.orders()) == pytest.approx(report.scheduled[0]["quantity"], rel=1e-9)
 
 
 # ------------------------------------------------------------------ SIGKILL at random moments

@@ -7,8 +7,10 @@ Conventions
   client's headers and nowhere else: never in a message, a repr or a log line.
 - **Paper by default.** A live endpoint (``paper=False``, or ``url_override`` naming Alpaca's
   live host) is refused unless ``live=True`` *and* ``live_confirmation == LIVE_CONFIRMATION``.
-- **Orders** are market day orders in shares (fractional allowed, rounded to Alpaca's 9
-  decimals), each with the caller's ``client_order_id``.
+- **Orders** are day orders in shares, each with the caller's ``client_order_id``: at market
+  (fractional allowed, rounded to Alpaca's 9 decimals), or limit orders for whole shares at a
+  price on Alpaca's tick (the children of an execution schedule, which the trading cycle sends
+  when their bars start and cancels when they end: `works_schedules` is False).
 - **Timeouts.** alpaca-py sets no HTTP timeout; every request here gets ``timeout_s`` (connect
   and read) from an adapter mounted on the client's ``requests`` session.
 - **Retries.** alpaca-py's own retry (429 and 504, 3 times, 3 s apart) is turned off. A call
@@ -62,7 +64,7 @@ from alpaca.trading.client import TradingClient
 from alpaca.trading.enums import OrderSide, PositionSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.models import Position as AlpacaPosition
-from alpaca.trading.requests import GetOrdersRequest, MarketOrderRequest
+from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
 from requests.adapters import HTTPAdapter
 
 from research_lib.broker._base import (Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
@@ -176,6 +178,8 @@ class AlpacaBroker:
         for prefix in ("http://", "https://"):
             self._client._session.mount(prefix, _TimeoutAdapter(self.timeout_s))
 
+    works_schedules = False  # orders go at once: the trading cycle times the children of a schedule
+
     def __repr__(self) -> str:  # never shows the keys
         return f"AlpacaBroker(name={self.name!r}, paper={self.paper}, url={self.url!r})"
 
@@ -220,9 +224,11 @@ class AlpacaBroker:
     def submit_order(self, symbol: str, side: Literal["buy", "sell"], quantity: float,
                      client_order_id: str, *, limit_price: float | None = None, bar: int | None = None,
                      bars: int = 1) -> BrokerOrder:
-        """Send a market day order for ``quantity`` shares (rounded to 9 decimals). Child orders of
-        an execution schedule (``limit_price``, ``bar``) are not worked at Alpaca yet: refused,
-        nothing sent.
+        """Send a day order for ``quantity`` shares: at market (rounded to 9 decimals), or with
+        ``limit_price`` a limit order for whole shares (Alpaca takes fractional quantities at market
+        only), its price to the cent (to 1/100 cent under $1; a buy's rounded down and a sell's up,
+        so that it stays inside the limit asked for). Alpaca sends an order at once: ``bar`` is
+        refused (the trading cycle sends each child of a schedule when its bars start).
 
         Raises
         ------
@@ -241,17 +247,20 @@ class AlpacaBroker:
             if 429 or 5xx answers, or failures to connect, outlasted the retries.
         """
         check_client_order_id(client_order_id)
-        if limit_price is not None or bar is not None:
-            raise OrderRejected("Spartan does not work execution schedules at Alpaca yet (child limit orders over "
-                                "bars); trade execution.algorithm: market there. Nothing was sent.")
+        if bar is not None:
+            raise OrderRejected("Alpaca sends an order at once: it takes no bar to work it in (the trading cycle "
+                                "sends each child of a schedule when its bars start). Nothing was sent.")
         if side not in ("buy", "sell"):
             raise OrderRejected(f"side {side!r} is not valid; valid sides: ['buy', 'sell']")
         if not (isinstance(quantity, numbers.Real) and math.isfinite(quantity)
                 and round(float(quantity), QUANTITY_DECIMALS) > 0):
             raise OrderRejected(f"quantity {quantity!r} must be a finite number of shares >= 1e-{QUANTITY_DECIMALS}.")
-        request = MarketOrderRequest(symbol=symbol, qty=round(float(quantity), QUANTITY_DECIMALS),
-                                     side=OrderSide(side), time_in_force=TimeInForce.DAY,
-                                     client_order_id=client_order_id)
+        fields = {"symbol": symbol, "side": OrderSide(side), "time_in_force": TimeInForce.DAY,
+                  "client_order_id": client_order_id}
+        if limit_price is None:
+            request = MarketOrderRequest(qty=round(float(quantity), QUANTITY_DECIMALS), **fields)
+        else:
+            request = LimitOrderRequest(qty=_whole_shares(quantity), limit_price=_tick(limit_price, side), **fields)
         return _order(self._call("submit_order", lambda: self._client.submit_order(request)))
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
@@ -384,6 +393,28 @@ def _position(position: AlpacaPosition) -> Position:
     return Position(symbol=position.symbol, quantity=-quantity if position.side == PositionSide.SHORT else quantity,
                     avg_entry_price=float(position.avg_entry_price),
                     market_value=_float(position.market_value, f"market_value of {position.symbol}"))
+
+
+def _whole_shares(quantity: float) -> int:
+    """A limit order's quantity: whole shares (a float within 1e-9 of one counts as it)."""
+    whole = round(float(quantity))
+    if abs(float(quantity) - whole) > 10.0 ** -QUANTITY_DECIMALS or whole < 1:
+        raise OrderRejected(f"quantity {quantity!r}: Alpaca takes limit orders for whole shares only (fractional "
+                            "quantities at market); nothing was sent.")
+    return whole
+
+
+def _tick(limit_price: float, side: str) -> float:
+    """A limit price on Alpaca's tick (a cent, 1/100 cent under $1), rounded towards the inside
+    of the limit asked for: down for a buy, up for a sell."""
+    if not (isinstance(limit_price, numbers.Real) and math.isfinite(limit_price) and limit_price > 0):
+        raise OrderRejected(f"limit_price {limit_price!r} must be a finite price > 0; nothing was sent.")
+    step = 0.01 if limit_price >= 1.0 else 0.0001
+    ticks = limit_price / step
+    ticks = math.floor(ticks + 1e-9) if side == "buy" else math.ceil(ticks - 1e-9)
+    if ticks < 1:
+        raise OrderRejected(f"limit_price {limit_price!r} is below Alpaca's tick; nothing was sent.")
+    return round(ticks * step, 4)
 
 
 def _float(value: str | float | None, what: str) -> float:

@@ -111,6 +111,7 @@ class Broker(Protocol):
     its own beyond what the implementation documents."""
 
     name: str
+    works_schedules: bool  # True: a child order names its bars and the broker works it then (the sim)
 
     def clock(self) -> Clock: ...
 

@@ -124,6 +124,8 @@ class SimBroker:
         ``start`` is after the history, or the stored account was created with other settings.
     """
 
+    works_schedules = True  # a child order names its bars of the next session, and the sim works it there
+
     def __init__(self, db_path: str | Path, prices: pd.DataFrame, account_id: str = "sim",
                  starting_cash: float = 1_000_000.0, cost_bps: float | None = None, spread_bps: float | None = None,
                  *, costs: CostModel | None = None, allow_short: bool = False, start: str | dt.date | None = None,

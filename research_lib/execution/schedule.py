@@ -101,7 +101,8 @@ def plan_schedule(parent_id: str, side: str, quantity: float, arrival_price: flo
     if whole > MAX_LOTS:
         raise ValueError(f"quantity / lot_size is {whole:.3g} lots, more than {MAX_LOTS:.3g}: use a larger lot_size")
     lots = int(whole)
-    limit = arrival_price * (1 + config.limit_band if side == "buy" else 1 - config.limit_band)
+    band = config.limit_band * (1 - 1e-9)  # a hair inside, so that a band equal to the fat-finger band passes its check
+    limit = arrival_price * (1 + band if side == "buy" else 1 - band)
     # A bar never needs room for more than the whole parent (and int64 must hold it).
     caps = np.minimum(np.floor(config.participation_cap * volume / lot_size * (1 + 1e-12)), lots).astype(np.int64)
     window = np.arange(config.window_start_bar, config.window_end_bar)

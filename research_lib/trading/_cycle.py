@@ -36,6 +36,8 @@ and the caller's ``notes``.
 from __future__ import annotations
 
 import dataclasses
+import time
+from typing import Callable
 
 import pandas as pd
 
@@ -45,7 +47,7 @@ from research_lib.trading._inputs import CycleInputs, CycleReport
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
 from research_lib.trading._orders import apply_answer, cancel_order, client_order_id, send_order
 from research_lib.trading._working import (NOT_COUNTED, cancel_unsent, is_worked, record_schedules, send_children,
-                                           unsent_quantity, working_count)
+                                           unsent_quantity, work_live, working_orders)
 
 UNRESOLVED = ("intent", "unknown")
 POSITION_TOLERANCE = 1e-6  # relative (shares for positions under one share): fills and positions agree to rounding
@@ -159,17 +161,19 @@ def _proposed_orders(inputs: CycleInputs, equity: float, positions: dict[str, fl
 
 
 def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: bool = False,
-              notes: dict | None = None) -> CycleReport:
+              notes: dict | None = None, sleep: Callable[[float], None] = time.sleep) -> CycleReport:
     """Run one cycle for ``inputs.session`` (see the module docstring); return its report.
 
     ``notes`` (JSON-able) are recorded with the cycle's finish, beside what the cycle did.
+    ``sleep`` waits for a child's bars when a schedule is worked at a broker that sends orders at
+    once (Alpaca): the cycle then lasts until the schedule's window ends.
     """
     report = CycleReport(inputs.strategy, str(inputs.session))
     report.kill_switch_before = ledger.kill_switch(inputs.strategy)[0].value
     report.cycle_id = ledger.start_cycle(inputs.strategy, str(inputs.session), broker.name, dry_run=dry_run)
     rebalancing = False  # whether the decision's targets were applied in full (ACTIVE, not a dry run)
     try:
-        rebalancing = _steps(broker, ledger, inputs, report, dry_run)
+        rebalancing = _steps(broker, ledger, inputs, report, dry_run, sleep)
         return report
     except BaseException as error:
         report.status = f"failed: {type(error).__name__}: {error}"
@@ -188,7 +192,8 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
             **(notes or {})})
 
 
-def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, dry_run: bool) -> bool:
+def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, dry_run: bool,
+           sleep: Callable[[float], None]) -> bool:
     """Steps 1 to 5 (see the module docstring), filling ``report``; return whether the decision's
     targets were to be applied in full (ACTIVE, not a dry run; the record keeps it for a cycle
     that traded or had nothing to do)."""
@@ -241,9 +246,9 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
     at_broker = {s: positions.get(s, 0.0) + pending.get(s, 0.0) for s in {*positions, *pending}}
     book = {s: at_broker.get(s, 0.0) + to_come.get(s, 0.0) for s in {*at_broker, *to_come}}
     sent_today = sum(1 for i in today if i.status not in NOT_COUNTED)
-    open_count = working_count(open_orders, schedules)
+    working = working_orders(open_orders, schedules)
     decision = check_orders(proposed, book, prices, inputs.limits, state, account.equity, inputs.price_time,
-                            adv=adv, open_orders=open_count, orders_sent_today=sent_today)
+                            adv=adv, open_orders=len(working), orders_sent_today=sent_today)
     report.rejected += [{"symbol": r.order.symbol, "side": r.order.side.value, "reason": r.reason}
                         for r in decision.rejected]
     report.clamped += [{"symbol": c.order.symbol, "quantity": c.order.quantity, "reason": c.reason}
@@ -253,12 +258,16 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
                        for o in decision.to_send]
         report.status = "dry_run"
         return rebalancing
-    worked = is_worked(inputs)
+    worked, live = is_worked(inputs), not getattr(broker, "works_schedules", False)
     if worked:  # parents become schedules, recorded whole before any child is sent
-        record_schedules(ledger, inputs, list(decision.to_send), report)
+        record_schedules(ledger, inputs, list(decision.to_send), report, now=clock.now if live else None)
     if worked or schedules:  # children go one by one, each checked on its own (a re-run resumes them)
-        send_children(broker, ledger, inputs, report, state=state, equity=account.equity, book=at_broker, adv=adv,
-                      open_count=open_count, sent_today=sent_today)
+        checks = {"state": state, "equity": account.equity, "book": at_broker, "adv": adv, "working": working,
+                  "sent_today": sent_today}
+        if live:
+            work_live(broker, ledger, inputs, report, sleep=sleep, **checks)
+        else:
+            send_children(broker, ledger, inputs, report, **checks)
     if not worked:
         for order in decision.to_send:
             cid = client_order_id(inputs.strategy, inputs.session, order.symbol, order.side.value)

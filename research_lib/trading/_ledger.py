@@ -5,6 +5,7 @@ An intent is keyed by its deterministic ``client_order_id``, so writing it twice
 and a re-run of the same session finds what the previous run did. Statuses:
 
 - ``planned``: a child order of an execution schedule, recorded with its schedule, not sent yet;
+  ``withdrawn``: a planned child that will never be sent (the strategy was halted, the market closed);
 - ``intent``: written, not yet known to be at the broker (a crash here leaves it so; the
   next cycle looks it up by client_order_id);
 - ``sent``: the broker acknowledged it; ``adopted``: found at the broker after an unknown
@@ -63,7 +64,8 @@ CREATE TABLE IF NOT EXISTS ledger_cycles (
     id INTEGER PRIMARY KEY AUTOINCREMENT, strategy TEXT NOT NULL, session TEXT NOT NULL, broker TEXT NOT NULL,
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT);
 """
-FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent", "delisted")  # delisted: closed by the broker
+FINAL_STATUSES = ("filled", "canceled", "expired", "rejected", "not_sent", "delisted",  # delisted: closed by the broker
+                  "withdrawn")  # a planned child never sent: the strategy was halted, or the market closed
 INTERRUPTED = "interrupted"  # the status of a cycle whose process ended before it finished
 ALL_STRATEGIES = "*"  # the kill-switch row that applies to every strategy (`spartan halt` without --strategy)
 HALT_FILE = "HALT"

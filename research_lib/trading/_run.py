@@ -36,10 +36,6 @@ def run_session(promoted: Promoted, broker: str, session: dt.date, ledger: Ledge
     sent) or a `research_lib.broker.BrokerError` (the ledger records what is known).
     """
     config = promoted.config
-    if broker != "sim" and config.execution.algorithm != "market":
-        raise TradingRefused(f"execution.algorithm {config.execution.algorithm!r} is worked on the simulated broker only "
-                             "so far; at Alpaca each order is sent at market. Trade it with --broker sim, or promote "
-                             "it with execution.algorithm: market to trade it at Alpaca.")
     max_age = config.paper.max_target_age_sessions
     decided = targets = None
     if broker == "sim":  # the decision first: a refusal must leave the simulated market where it stands
@@ -101,7 +97,7 @@ def applied_decision(ledger: Ledger, strategy: str) -> tuple[str | None, str | N
     for cycle in reversed(ledger.cycles(strategy)):
         summary = cycle["summary"]
         if cycle["status"] in ("traded", "nothing_to_do") and summary.get("rebalance") and summary.get("decision"):
-            if any(i.status in ("canceled", "expired") for i in ledger.intents(strategy, cycle["session"])):
+            if any(i.status in ("canceled", "expired", "withdrawn") for i in ledger.intents(strategy, cycle["session"])):
                 return None, None
             return summary["decision"], cycle["session"]
     return None, None

@@ -15,22 +15,47 @@ the cycle's first step), and never plans the parent again. A child refused by th
 
 Open orders are counted against ``risk.max_open_orders`` by working parent (the children of one
 parent work one after another in the market), each child against ``risk.max_daily_orders``.
+
+Two kinds of broker (`Broker.works_schedules`):
+
+- **the simulated broker** takes each child with the bars of the next session it works over, and
+  works it there when the sim moves on: every child is sent at once, at the close;
+- **Alpaca** sends an order the moment it gets it, so the cycle works the schedule itself, in the
+  session it runs in (`work_live`): the window starts at the next bar, each child is a limit day
+  order for whole shares sent when its first bar starts, its fills are polled until its last bar
+  ends, and what is left of it then is cancelled. A child whose bars passed while nothing ran (a
+  crash, a late start) is sent at once for as long as it would have worked. When the market
+  closes, the children not sent are cancelled in the ledger. A re-run after a crash picks the
+  schedule up where it stands: open children are polled (and cancelled when their bars are over),
+  unsent ones sent in their turn, none twice.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import math
+import time
+from typing import Callable
+from zoneinfo import ZoneInfo
+
 import numpy as np
 
-from research_lib.broker import Broker, BrokerOrder
+from research_lib.broker import Broker, BrokerOrder, OPEN_STATUSES
 from research_lib.execution import BARS_PER_SESSION, plan_schedule
 from research_lib.execution.intraday import u_shape
 from research_lib.risk import KillSwitch, Order, ReferencePrice, Side, check_orders
 from research_lib.trading._inputs import CycleInputs, CycleReport
-from research_lib.trading._ledger import Intent, Ledger, Schedule
-from research_lib.trading._orders import UNSENT, client_order_id, send_order
+from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger, Schedule
+from research_lib.trading._orders import UNSENT, apply_answer, cancel_order, client_order_id, send_order
 
-CHILD_LOT = 1e-9  # children are fractional shares to 9 decimals (Alpaca's precision)
-NOT_COUNTED = ("not_sent", "planned", "rejected", "delisted")  # intents that are not orders sent today
+CHILD_LOT = 1e-9  # children at the sim: fractional shares to 9 decimals
+LIVE_LOT = 1.0  # children at Alpaca: whole shares (its limit orders take no fraction)
+EXCHANGE = ZoneInfo("America/New_York")
+SESSION_OPEN = dt.time(9, 30)
+BAR = dt.timedelta(minutes=5)
+POLL_S = 30.0  # how often a working child's fills are read (a 30-minute child: 60 reads)
+NOT_COUNTED = ("not_sent", "planned", "withdrawn", "rejected", "delisted")  # intents that are not orders sent today
+CLAMP_TOLERANCE = 1e-9  # a child clamped by less than this share of it (float rounding) goes as clamped
 
 
 def is_worked(inputs: CycleInputs) -> bool:
@@ -58,23 +83,65 @@ def unsent_quantity(ledger: Ledger, inputs: CycleInputs, today: list[Intent]) ->
     return out
 
 
-def working_count(open_orders: list[BrokerOrder], schedules: list[Schedule]) -> int:
-    """Open orders counted against ``max_open_orders``: one per working parent, one per other order."""
-    return len({parent_of(o.client_order_id, schedules) or o.client_order_id for o in open_orders})
+def working_orders(open_orders: list[BrokerOrder], schedules: list[Schedule]) -> set[str]:
+    """Open orders as counted against ``max_open_orders``: one per working parent (its id), one per
+    other order (its client_order_id)."""
+    return {parent_of(o.client_order_id, schedules) or o.client_order_id for o in open_orders}
 
 
-def record_schedules(ledger: Ledger, inputs: CycleInputs, parents: list[Order], report: CycleReport) -> None:
+def _parent_id(ledger: Ledger, inputs: CycleInputs, symbol: str, side: str) -> str | None:
+    """The id of a new parent for ``symbol`` and ``side`` this session: the order's client_order_id,
+    or, when the schedule under it was cut short (children withdrawn by a halt or the close, none
+    still working), the same id with ``.r2``, ``.r3``... None while a schedule under it is still
+    working, or once it was worked to its end (what it left unfilled is reported, not chased)."""
+    base = client_order_id(inputs.strategy, inputs.session, symbol, side)
+    known = {s.parent_id: s for s in ledger.schedules(inputs.strategy, str(inputs.session))}
+    for revision in range(1, 100):
+        parent = base if revision == 1 else f"{base}.r{revision}"
+        if parent not in known:
+            return parent
+        kids = [ledger.intent(c["client_order_id"]) or _GONE for c in known[parent].slices]
+        if any(k.status not in FINAL_STATUSES for k in kids) or not any(k.status == "withdrawn" for k in kids):
+            return None
+    return None
+
+
+def _lot(quantity: float, smallest: float) -> float:
+    """``smallest``, or the power of ten that keeps a parent under 2**50 lots (plan_schedule counts
+    lots exactly up to 2**53)."""
+    if not quantity > 0:
+        return smallest
+    return max(smallest, 10.0 ** math.ceil(math.log10(quantity / 2**50)))
+
+
+def record_schedules(ledger: Ledger, inputs: CycleInputs, parents: list[Order], report: CycleReport, *,
+                     now: dt.datetime | None = None) -> None:
     """Plan each parent and record its schedule with its ``planned`` children (a parent already
-    recorded this session keeps its schedule)."""
-    config = inputs.execution
+    recorded this session keeps its schedule). ``now`` (a live broker's clock): the window starts
+    at the bar after it, in this session, and children are whole shares; None: the next session's
+    window (the sim)."""
+    config, lot = inputs.execution, CHILD_LOT
+    if now is not None:
+        config, lot = _live_window(config, now), LIVE_LOT
+        if config is None:
+            report.rejected += [{"symbol": o.symbol, "side": o.side.value, "reason": "execution: no 5-minute bar is "
+                                 "left in today's session to work it in"} for o in parents]
+            return
     for order in parents:
         side = order.side.value
-        parent = client_order_id(inputs.strategy, inputs.session, order.symbol, side)
+        parent = _parent_id(ledger, inputs, order.symbol, side)
+        if parent is None:  # its schedule is still working: what it will fill is already counted
+            continue
         arrival = float(inputs.prices[order.symbol])
         daily = float(inputs.adv.get(order.symbol, np.nan)) if inputs.adv is not None else np.nan
         expected = u_shape(BARS_PER_SESSION) * (daily if np.isfinite(daily) and daily > 0 else 0.0)
-        slices, unplanned = plan_schedule(parent, side, order.quantity, arrival, expected, config, lot_size=CHILD_LOT,
-                                          fat_finger_band=inputs.limits.fat_finger_band)
+        try:
+            slices, unplanned = plan_schedule(parent, side, order.quantity, arrival, expected, config,
+                                              lot_size=_lot(order.quantity, lot),
+                                              fat_finger_band=inputs.limits.fat_finger_band)
+        except ValueError as error:  # refused for this order only; the others are worked
+            report.rejected.append({"symbol": order.symbol, "side": side, "reason": f"execution: {error}"})
+            continue
         children = tuple({"client_order_id": s.client_order_id, "bar": s.bar, "bars": s.bars, "quantity": s.quantity,
                           "limit_price": s.limit_price, "phase": s.phase} for s in slices)
         schedule = Schedule(parent, inputs.strategy, str(inputs.session), order.symbol, side, order.quantity, arrival,
@@ -86,42 +153,136 @@ def record_schedules(ledger: Ledger, inputs: CycleInputs, parents: list[Order], 
 
 
 def send_children(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, *, state: KillSwitch,
-                  equity: float, book: dict[str, float], adv: dict[str, float], open_count: int,
-                  sent_today: int) -> None:
-    """Send today's children still ``planned`` or ``not_sent``, each checked on its own against the
-    book as it will be once the orders at the broker (``book``) and the children sent before it fill."""
-    book = dict(book)
+                  equity: float, book: dict[str, float], adv: dict[str, float], working: set[str],
+                  sent_today: int, only: set[str] | None = None, live: bool = False) -> int:
+    """Send today's children still ``planned`` or ``not_sent`` (those in ``only``, if given), each
+    checked on its own against the book as it will be once the orders at the broker (``book``,
+    updated in place) and the children sent before it fill. ``working`` (updated in place) are the
+    open orders as `working_orders` counts them: a child of a parent already working adds none.
+    ``live``: sent with their limit only (the broker sends at once), else with their bars too.
+    Returns the number of orders sent today, these included."""
     prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}
     for schedule in ledger.schedules(inputs.strategy, str(inputs.session)):
         side = Side.BUY if schedule.side == "buy" else Side.SELL
         for child in schedule.slices:
             cid = child["client_order_id"]
             known = ledger.intent(cid)
-            if known is None or known.status not in UNSENT:
+            if known is None or known.status not in UNSENT or (only is not None and cid not in only):
                 continue
             order = Order(schedule.symbol, side, quantity=child["quantity"], limit_price=child["limit_price"])
+            others = len(working - {schedule.parent_id})
             decision = check_orders([order], book, prices, inputs.limits, state, equity, inputs.price_time, adv=adv,
-                                    open_orders=open_count, orders_sent_today=sent_today)
-            if decision.accepted != (order,):  # refused, or clamped: a child goes whole or not at all
+                                    open_orders=others, orders_sent_today=sent_today)
+            hair = [c.order for c in decision.clamped if c.order.quantity >= order.quantity * (1 - CLAMP_TOLERANCE)]
+            order = hair[0] if hair else order  # float rounding of the book (the last child of an exit), not a limit
+            if decision.accepted != (order,) and not hair:  # refused, or clamped: a child goes whole or not at all
                 refusal = decision.rejected or decision.clamped
                 reason = refusal[0].reason if refusal else "refused by the pre-trade checks"
                 ledger.update_intent(cid, "rejected", reason=f"pre-trade check: {reason}")
                 report.rejected.append({"symbol": schedule.symbol, "side": schedule.side, "client_order_id": cid,
                                         "reason": reason})
                 continue
-            worked = {"limit_price": child["limit_price"], "bar": child["bar"], "bars": child["bars"]}
+            worked = ({"limit_price": child["limit_price"]} if live else
+                      {"limit_price": child["limit_price"], "bar": child["bar"], "bars": child["bars"]})
             if send_order(broker, ledger, inputs.strategy, str(inputs.session), order, schedule.arrival_price, report,
                           cid=cid, worked=worked):
-                book[schedule.symbol] = book.get(schedule.symbol, 0.0) + side.sign * child["quantity"]
+                book[schedule.symbol] = book.get(schedule.symbol, 0.0) + side.sign * order.quantity
+                working.add(schedule.parent_id)
                 sent_today += 1
+    return sent_today
 
 
 def cancel_unsent(ledger: Ledger, inputs: CycleInputs, why: str) -> None:
-    """Mark today's children not yet sent ``canceled`` (the kill switch halted the strategy): none
-    of them will be sent, and the decision stays to be traded once the strategy is resumed."""
+    """Mark today's children not yet sent ``withdrawn`` (the kill switch halted the strategy, the
+    market closed): none of them will be sent, and the decision stays to be traded (a new schedule,
+    `_parent_id`), once the strategy is resumed."""
     for schedule in ledger.schedules(inputs.strategy, str(inputs.session)):
         for child in schedule.slices:
             known = ledger.intent(child["client_order_id"])
             if known is not None and known.status in UNSENT:
-                ledger.update_intent(known.client_order_id, "canceled", reason=f"not sent: {why}")
+                ledger.update_intent(known.client_order_id, "withdrawn", reason=f"not sent: {why}")
 
+
+
+def bar_start(session: dt.date, bar: int) -> dt.datetime:
+    """When 5-minute bar ``bar`` of ``session`` starts (bar 0 at 09:30 New York)."""
+    return dt.datetime.combine(session, SESSION_OPEN, EXCHANGE) + bar * BAR
+
+
+def _live_window(config, now: dt.datetime):
+    """``config`` with its window moved to start at the bar after ``now`` (None: no bar left today)."""
+    local = now.astimezone(EXCHANGE)
+    current = math.floor((local - bar_start(local.date(), 0)) / BAR)
+    first = max(config.window_start_bar, current + 1)
+    if first >= BARS_PER_SESSION:
+        return None
+    if first >= config.window_end_bar:  # past the window: what is left is worked up to the close
+        return config.model_copy(update={"window_start_bar": first, "window_end_bar": first + 1})
+    return config.model_copy(update={"window_start_bar": first})
+
+
+def work_live(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, *, state: KillSwitch,
+              equity: float, book: dict[str, float], adv: dict[str, float], working: set[str], sent_today: int,
+              sleep: Callable[[float], None] = time.sleep, poll_s: float = POLL_S) -> None:
+    """Work today's schedules at a broker that sends orders at once (see the module docstring)."""
+    session = inputs.session
+    ends: dict[str, dt.datetime] = {}
+    while True:
+        todo = [(s, c) for s in ledger.schedules(inputs.strategy, str(session)) for c in s.slices
+                if (ledger.intent(c["client_order_id"]) or _GONE).status in (*UNSENT, "sent", "adopted")]
+        if not todo:
+            return
+        clock = broker.clock()
+        now = clock.now
+        halted, why = ledger.kill_switch(inputs.strategy)
+        if halted is KillSwitch.HALTED:  # halted while working: cancel what is open, send nothing more
+            for _, child in todo:
+                found = broker.order_by_client_id(child["client_order_id"])
+                if found is not None and found.is_open:
+                    cancel_order(broker, ledger, found, report, dry_run=False)
+            cancel_unsent(ledger, inputs, f"kill switch HALTED ({why})")
+            return
+        if not clock.is_open:
+            for _, child in todo:
+                _finish_child(broker, ledger, child["client_order_id"], report)
+            cancel_unsent(ledger, inputs, "the market closed before it was sent")
+            return
+        due = [(s, c) for s, c in todo if ledger.intent(c["client_order_id"]).status in UNSENT
+               and bar_start(session, c["bar"]) <= now]
+        for schedule, child in due:  # late ones (bars passed while nothing ran) work as long as they would have
+            start, span = bar_start(session, child["bar"]), child["bars"] * BAR
+            ends[child["client_order_id"]] = max(start + span, now + span)
+            sent_today = send_children(broker, ledger, inputs, report, state=state, equity=equity, book=book,
+                                       adv=adv, working=working, sent_today=sent_today,
+                                       only={child["client_order_id"]}, live=True)
+        for _, child in todo:
+            cid = child["client_order_id"]
+            known = ledger.intent(cid)
+            if known.status in UNSENT:
+                continue
+            end = ends.setdefault(cid, bar_start(session, child["bar"] + child["bars"]))
+            found = broker.order_by_client_id(cid)
+            if found is None:
+                continue  # resolved by the next cycle's first step
+            apply_answer(ledger, found, None if found.status not in OPEN_STATUSES else known.status)
+            if found.is_open and now >= end:
+                cancel_order(broker, ledger, found, report, dry_run=False)
+        starts = [bar_start(session, c["bar"]) for _, c in todo if ledger.intent(c["client_order_id"]).status in UNSENT]
+        busy = [ends[c["client_order_id"]] for _, c in todo if c["client_order_id"] in ends
+                and ledger.intent(c["client_order_id"]).status not in FINAL_STATUSES]
+        upcoming = [(w - now).total_seconds() for w in starts + busy if w > now]
+        pause = min(upcoming + ([poll_s] if busy else []), default=poll_s)  # poll only while a child works
+        sleep(max(pause, 0.0))
+
+
+def _finish_child(broker: Broker, ledger: Ledger, cid: str, report: CycleReport) -> None:
+    """At the close: copy a sent child's last state from the broker (a day order expires with the session)."""
+    known = ledger.intent(cid)
+    if known is None or known.status in UNSENT:
+        return
+    found = broker.order_by_client_id(cid)
+    if found is not None:
+        apply_answer(ledger, found, None if found.status not in OPEN_STATUSES else known.status)
+
+
+_GONE = Intent("", "", "", "", "", 0.0, 0.0, "not_sent")  # a child with no intent: treated as never sent
