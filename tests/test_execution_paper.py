@@ -369,3 +369,17 @@ def test_the_backtest_charges_the_impact_an_algorithm_pays_in_the_simulator(exec
     assert result.shortfall_bps["impact"] == pytest.approx(backtest_bps, rel=1e-6), \
         "the backtest charges the impact the simulator measures for the algorithm"
     assert left == 0 and filled == pytest.approx(1.0) or execution.get("end_policy") == "leave"
+
+
+def test_a_child_never_sent_in_its_session_is_withdrawn_when_a_later_session_trades(tmp_path):
+    from research_lib.trading._working import record_schedules
+    from research_lib.trading import CycleReport
+    from research_lib.risk import Order, Side
+    prices = closes()
+    sim, ledger = SimBroker(tmp_path / "s.sqlite", prices, start=prices.index[30]), Ledger(tmp_path / "s.sqlite")
+    record_schedules(ledger, inputs_at(prices, prices.index[30]), [Order("AAA", Side.BUY, quantity=100.0)],
+                     CycleReport("trend", ""))  # recorded, then the process died before sending
+    sim.step()
+    run_cycle(sim, ledger, inputs_at(prices, prices.index[31], targets=None))
+    old = ledger.intents("trend", str(prices.index[30].date()))
+    assert {i.status for i in old} == {"withdrawn"} and sim.orders() == []

@@ -275,6 +275,12 @@ def test_the_next_day_holds_the_decision_and_records_the_fills(market):
     assert held == pytest.approx({s: BOOK[s] * CASH / BASE[s] for s in SYMBOLS})
     assert (market.report_dir(next_day) / "cycle.json").is_file()
     assert (market.report_dir(next_day) / "summary.html").is_file()
+    rows = result["execution"]["orders"]  # yesterday's orders, measured without intraday bars
+    assert {r["symbol"] for r in rows} == set(SYMBOLS) and {r["algorithm"] for r in rows} == {"market"}
+    for row in rows:  # all bought and filled: the shortfall is the fill against the arrival price
+        assert row["shortfall_bps"]["total"] == pytest.approx(1e4 * (row["average_fill"] / row["arrival"] - 1))
+        assert row["shortfall_bps"]["timing"] is None and row["twap"] is None and row["filled"] == row["quantity"]
+    assert "no intraday bars are fetched" in (market.report_dir(next_day) / "summary.html").read_text()
     assert_no_canary(market.workspace)
 
 

@@ -84,14 +84,12 @@ EXECUTION_ROWS = 20  # the latest parent orders shown
 def _execution(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.DataFrame) -> dict:
     """The execution report: how the strategy's orders are worked and, per parent order filled by
     this cycle's session, its shortfall and benchmarks (`research_lib.trading.execution_quality`;
-    on the simulated broker only, whose intraday market can be made again)."""
-    config = promoted.config.execution
-    out = {"algorithm": config.algorithm, "config": config.model_dump(), "orders": [],
-           "simulated": cycle["broker"] == "sim"}
-    if cycle["broker"] == "sim":
-        half_spread = promoted.config.backtest.spread_bps / 1e4
-        out["orders"] = execution_quality(ledger, promoted.name, prices, half_spread, up_to=cycle["session"])[-EXECUTION_ROWS:]
-    return out
+    its parts and benchmarks on the simulated broker only, whose intraday market can be made again)."""
+    config, simulated = promoted.config.execution, cycle["broker"] == "sim"
+    half_spread = promoted.config.backtest.spread_bps / 1e4 if simulated else None
+    orders = execution_quality(ledger, promoted.name, prices, half_spread, up_to=cycle["session"])
+    return {"algorithm": config.algorithm, "config": config.model_dump(), "orders": orders[-EXECUTION_ROWS:],
+            "simulated": simulated}
 
 
 def _equity_chart(pnl: pd.DataFrame, tracking: dict) -> dict:

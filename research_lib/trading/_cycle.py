@@ -61,6 +61,10 @@ def _resolve(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleR
     for intent in ledger.intents(inputs.strategy):
         if intent.status in FINAL_STATUSES:
             continue
+        if intent.status == "planned":  # a child never sent: nothing to look up; withdrawn once its session is over
+            if intent.session < str(inputs.session) and not dry_run:
+                ledger.update_intent(intent.client_order_id, "withdrawn", reason="its session ended before it was sent")
+            continue
         found = broker.order_by_client_id(intent.client_order_id)
         if found is None:
             if intent.status in UNRESOLVED:

@@ -9,6 +9,10 @@ report is SIMULATED like the market it measures. The reference price of a child 
 bars, of a market order the session's close (where the sim fills it); what its fill paid beyond
 that is the half-spread of the account's cost model and the rest, impact. Orders still open or
 not sent yet are left out until they are final.
+
+At Alpaca (``half_spread`` None) the orders fill in the session they are sent, and no intraday
+bars are fetched: a row has the arrival price, the average fill, the total shortfall and its
+unfilled part, but no delay, timing, spread or impact, and no benchmarks.
 """
 
 from __future__ import annotations
@@ -21,10 +25,11 @@ from research_lib.execution import (BARS_PER_SESSION, average_price, beat, sessi
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
 
 
-def execution_quality(ledger: Ledger, strategy: str, prices: pd.DataFrame, half_spread: float,
+def execution_quality(ledger: Ledger, strategy: str, prices: pd.DataFrame, half_spread: float | None,
                       up_to: str | None = None) -> list[dict]:
     """One row per parent order of ``strategy`` (sessions up to ``up_to``) whose orders are all
-    final and that filled something or was worked: see the module docstring."""
+    final and that filled something or was worked, oldest first: see the module docstring.
+    ``half_spread`` None: not the simulated broker."""
     intents = [i for i in ledger.intents(strategy) if up_to is None or i.session <= up_to]
     schedules = [s for s in ledger.schedules(strategy) if up_to is None or s.session <= up_to]
     by_id = {i.client_order_id: i for i in intents}
@@ -41,16 +46,19 @@ def execution_quality(ledger: Ledger, strategy: str, prices: pd.DataFrame, half_
             continue
         rows.append(_row(intent.symbol, intent.side, intent.session, intent.quantity, intent.decision_price, "market",
                          [(None, intent)], prices, half_spread))
-    return [r for r in rows if r is not None]
+    return sorted((r for r in rows if r is not None), key=lambda r: r["session"])
 
 
 def _row(symbol: str, side: str, session: str, quantity: float, arrival: float, algorithm: str,
          kids: list[tuple[dict | None, Intent]], prices: pd.DataFrame, half_spread: float) -> dict | None:
     close = prices["close"][symbol]
-    later = close.index[close.index > pd.Timestamp(session)]
+    simulated = half_spread is not None  # the sim fills in the next session, Alpaca in the session itself
+    later = close.index[close.index > pd.Timestamp(session)] if simulated else close.index[close.index >= pd.Timestamp(session)]
     if not len(later) or not np.isfinite(close.loc[later[0]]):
         return None
     day = later[0]
+    if not simulated:
+        return _unmodelled_row(symbol, side, session, quantity, arrival, algorithm, kids, float(close.loc[day]), day)
     volume = float(prices["volume"][symbol].loc[day]) if "volume" in prices.columns.get_level_values(0) else None
     known_volume = volume is not None and np.isfinite(volume) and volume > 0
     bars = session_bars(close.loc[:day], day, volume=volume if known_volume else None)
@@ -79,3 +87,23 @@ def _row(symbol: str, side: str, session: str, quantity: float, arrival: float, 
             "window": f"{bars.index[first]:%H:%M}-{bars.index[end - 1] + pd.Timedelta(minutes=5):%H:%M}",
             "twap": bench["twap"], "vwap": bench["vwap"] if known_volume else None,
             "beat_twap": beat(side, avg, bench["twap"]), "beat_vwap": beat(side, avg, bench["vwap"]) if known_volume else None}
+
+
+def _unmodelled_row(symbol: str, side: str, session: str, quantity: float, arrival: float, algorithm: str,
+                    kids: list[tuple[dict | None, Intent]], close: float, day: pd.Timestamp) -> dict:
+    """A row without intraday bars: the total shortfall and its unfilled part only."""
+    fills = pd.DataFrame([{"filled": i.filled_quantity or 0.0, "price": i.filled_avg_price or 0.0} for _, i in kids])
+    filled, avg = float(fills["filled"].sum()), average_price(fills)
+    sign = 1.0 if side == "buy" else -1.0
+    paid = float((fills["filled"] * fills["price"]).sum()) + (quantity - filled) * close
+    value = quantity * arrival
+    total = 1e4 * sign * (paid - value) / value if value > 0 else 0.0
+    unfilled = 1e4 * sign * (quantity - filled) * (close - arrival) / value if value > 0 else 0.0
+    first = min((c["bar"] for c, _ in kids if c), default=None)
+    end = max((c["bar"] + c["bars"] for c, _ in kids if c), default=None)
+    return {"session": session, "fill_session": f"{day:%Y-%m-%d}", "symbol": symbol, "side": side,
+            "algorithm": algorithm, "orders": len(kids), "quantity": quantity, "filled": filled, "arrival": arrival,
+            "average_fill": avg, "shortfall_bps": {"delay": None, "timing": None, "spread": None, "impact": None,
+                                                   "opportunity": unfilled, "total": total},
+            "participation": None, "twap": None, "vwap": None, "beat_twap": None, "beat_vwap": None,
+            "window": "at market" if first is None else f"bars {first}-{end - 1}"}
