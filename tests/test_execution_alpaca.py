@@ -125,7 +125,7 @@ def test_a_rejected_child_is_recorded_and_the_schedule_goes_on(server, tmp_path)
     assert_ledger_agrees_with_broker(server, ledger)
 
 
-@pytest.mark.parametrize("crash_after", [0, 2, 9])
+@pytest.mark.parametrize("crash_after", [2, 9])  # with children open, and later with some done
 def test_a_crash_mid_schedule_reruns_to_completion_without_sending_a_child_twice(server, tmp_path, crash_after):
     ledger = Ledger(tmp_path / "state.sqlite")
     with pytest.raises(Crash):

@@ -242,7 +242,8 @@ def test_a_parent_of_more_shares_than_fine_lots_can_count_is_worked_in_larger_lo
 
 # ------------------------------------------------------------------ SIGKILL at random moments
 
-ONE = pd.Series({"AAA": 0.5})  # one parent: twelve children
+ONE = pd.Series({"AAA": 0.5})  # one parent
+HOURLY = ExecutionConfig(algorithm="twap", bars_per_slice=12)  # six children, one an hour
 
 
 def _run_in_child(db, prices, day) -> int:
@@ -250,7 +251,8 @@ def _run_in_child(db, prices, day) -> int:
     pid = os.fork()
     if pid == 0:  # the child: run the cycle and leave at once, whatever happens
         try:
-            run_cycle(SimBroker(db, prices, start=prices.index[30]), Ledger(db), inputs_at(prices, day, targets=ONE))
+            run_cycle(SimBroker(db, prices, start=prices.index[30]), Ledger(db),
+                      inputs_at(prices, day, HOURLY, targets=ONE))
         finally:
             os._exit(0)
     return pid
@@ -265,7 +267,7 @@ def test_a_sigkill_at_any_moment_of_a_schedule_never_sends_a_slice_twice_and_the
     os.waitpid(_run_in_child(reference_db, prices, day), 0)
     duration = time.perf_counter() - started
     reference = {(o.client_order_id, round(o.quantity, 9), o.side) for o in SimBroker(reference_db, prices).orders()}
-    assert len(reference) == 12
+    assert len(reference) == 6
     rng = np.random.default_rng(18)
     states = []
     for trial in range(50):
@@ -279,7 +281,7 @@ def test_a_sigkill_at_any_moment_of_a_schedule_never_sends_a_slice_twice_and_the
         ledger = Ledger(db)
         sim = sim or SimBroker(db, prices, start=prices.index[30])
         schedules_before = ledger.schedules("trend", str(day.date()))
-        report = run_cycle(sim, ledger, inputs_at(prices, day, targets=ONE))  # the re-run
+        report = run_cycle(sim, ledger, inputs_at(prices, day, HOURLY, targets=ONE))  # the re-run
         assert report.status in ("traded", "nothing_to_do")
         orders = sim.orders()
         ids = [o.client_order_id for o in orders]
@@ -288,8 +290,10 @@ def test_a_sigkill_at_any_moment_of_a_schedule_never_sends_a_slice_twice_and_the
             f"trial {trial}: the completed schedule differs from an uncrashed run's"
         assert all(s in ledger.schedules("trend", str(day.date())) for s in schedules_before), \
             "a recorded schedule is resumed, never planned again"
-        assert run_cycle(sim, ledger, inputs_at(prices, day, targets=ONE)).sent == [], "and a third run sends nothing"
-    mid = sum(0 < n < 12 for n in states)
+        if trial % 10 == 0:
+            assert run_cycle(sim, ledger, inputs_at(prices, day, HOURLY, targets=ONE)).sent == [], \
+                "and a third run sends nothing"
+    mid = sum(0 < n < 6 for n in states)
     print("children at the broker when killed:", states)
     assert mid >= 10, f"only {mid} of 50 kills landed mid-schedule ({states}); the test would prove little"
 
