@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from research_lib.errors import SpartanError
+from research_lib.execution.ids import MAX_CLIENT_ORDER_ID, check_client_order_id  # noqa: F401 (this package's names)
 
-MAX_CLIENT_ORDER_ID = 48
 OrderStatus = Literal["new", "accepted", "partially_filled", "filled", "canceled", "rejected", "expired"]
 OPEN_STATUSES = ("new", "accepted", "partially_filled")
 
@@ -128,11 +128,3 @@ class Broker(Protocol):
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None: ...
 
     def cancel_order(self, broker_id: str) -> None: ...
-
-
-def check_client_order_id(client_order_id: str) -> str:
-    """Refuse an id Alpaca would refuse: empty, or longer than 48 characters."""
-    if not client_order_id or len(client_order_id) > MAX_CLIENT_ORDER_ID:
-        raise ValueError(f"client_order_id {client_order_id!r} has {len(client_order_id or '')} characters; "
-                         f"it must have 1 to {MAX_CLIENT_ORDER_ID}")
-    return client_order_id

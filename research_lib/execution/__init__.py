@@ -19,12 +19,13 @@ Everything here is simulated or planned; nothing is sent. The trading cycle send
 
 from research_lib._lazy import lazy_exports
 
-# Loaded on first use, so that the simulated broker can take the intraday market and the fill rule
-# (`intraday`, `fills`) without loading `schedule`, which takes the broker's client order id rules.
+# Loaded on first use: the brokers take the intraday market, the fill rule and the id rules
+# (`intraday`, `fills`, `ids`) without loading the scheduler and its parameters.
 _WHERE = {
     **dict.fromkeys(["BARS_PER_SESSION", "intraday_bars", "modelled_daily_bars", "session_bars", "volume_profile"],
                     "intraday"),
     **dict.fromkeys(["ALGORITHMS", "ChildSlice", "ExecutionConfig", "child_order_id", "plan_schedule"], "schedule"),
+    **dict.fromkeys(["MAX_CLIENT_ORDER_ID", "check_client_order_id"], "ids"),
     **dict.fromkeys(["SliceFill", "fill_slice", "span_reference"], "fills"),
     **dict.fromkeys(["ExecutionResult", "MarketModel", "simulate_execution"], "simulate"),
     **dict.fromkeys(["average_price", "beat", "shortfall_bps", "window_benchmarks"], "quality"),

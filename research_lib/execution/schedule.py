@@ -25,7 +25,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from research_lib.broker import MAX_CLIENT_ORDER_ID, check_client_order_id
+
+from research_lib.execution.ids import MAX_CLIENT_ORDER_ID, check_client_order_id
 from research_lib.config import ExecutionConfig
 from research_lib.execution.intraday import share_out
 
