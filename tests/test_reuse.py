@@ -151,6 +151,10 @@ def test_with_a_circuit_breaker_the_portfolio_stage_reads_the_backtest_costs(cha
     chain(breaker)
     changed, _, _ = chain(breaker, "backtest.cost_bps=20")
     assert changed == statuses(*STAGES[:4])
+    worked = "backtest.impact_from_execution=true"  # then the backtest charges the execution algorithm's impact
+    chain(breaker, "backtest.cost_bps=20", worked)
+    changed, _, _ = chain(breaker, "backtest.cost_bps=20", worked, "execution.algorithm=twap")
+    assert changed == statuses(*STAGES[:4])
 
 
 def test_changed_code_recomputes_the_stages_that_run_it(chain, monkeypatch):

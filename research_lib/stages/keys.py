@@ -61,12 +61,13 @@ _VERSIONED = ("numpy", "pandas", "scipy", "scikit-learn", "arch", "cvxpy", "clar
 def stage_sections(stage: str, config: RunConfig) -> tuple[str, ...]:
     """The parameters stage ``stage`` (a notebook name without ``.ipynb``) reads under ``config``.
 
-    05 runs a backtest, and so reads ``backtest``, only when ``portfolio.circuit_breaker`` is set.
+    05 runs a backtest, and so reads ``backtest``, only when ``portfolio.circuit_breaker`` is set
+    (and ``execution`` too when the backtest charges its impact: ``backtest.impact_from_execution``).
     A stage outside the table (a user's notebook) is taken to read everything.
     """
     sections = STAGE_READS.get(stage, ALL_SECTIONS)
     if stage == "05_build_portfolio" and config.portfolio.circuit_breaker is not None:
-        sections = (*sections, "backtest")
+        sections = (*sections, "backtest", *(("execution",) if config.backtest.impact_from_execution else ()))
     return sections
 
 
