@@ -157,4 +157,85 @@ def test_the_close_ends_the_work_and_withdraws_the_children_not_sent(server, tmp
     report = run_cycle(broker_for(server), ledger, worked_inputs(late, every_bar), sleep=close_early)
     statuses = {i.status for i in ledger.intents(STRATEGY)}
     assert report.scheduled and statuses <= {"expired", "withdrawn", "canceled"} and "withdrawn" in statuses
+    assert_ledger_agrees_with_broker(server, ledger)
     assert all(o["status"] != "new" for o in children(server))
+
+
+# ------------------------------------------------------------------ what an operator or the market does meanwhile
+
+def test_a_reducing_kill_switch_set_while_working_stops_the_buys_still_to_come(server, tmp_path):
+    from research_lib.risk import KillSwitch
+    ledger, market, operator = Ledger(tmp_path / "state.sqlite"), Market(server), Ledger(tmp_path / "state.sqlite")
+    at_switch = []
+
+    def sleep(seconds):
+        market.sleep(seconds)
+        if market.sleeps == 1:  # `spartan` from another shell, while the schedule works
+            operator.set_kill_switch(STRATEGY, KillSwitch.REDUCING, "operator: reduce only")
+            at_switch.append(len(children(server)))
+    report = run_cycle(broker_for(server), ledger, worked_inputs(), sleep=sleep)
+    later = children(server)[at_switch[0]:]
+    assert later == [] and any("REDUCING" in r["reason"] for r in report.rejected)
+
+
+def test_a_halt_while_working_cancels_what_works_and_the_ledger_keeps_every_fill(server, tmp_path):
+    from research_lib.risk import KillSwitch
+    ledger, market, operator = Ledger(tmp_path / "state.sqlite"), Market(server, share=1.0), Ledger(tmp_path / "state.sqlite")
+
+    def sleep(seconds):
+        market.sleep(seconds)  # the children working fill whole here
+        if market.sleeps == 2:
+            operator.set_kill_switch(STRATEGY, KillSwitch.HALTED, "operator halt")
+    report = run_cycle(broker_for(server), ledger, worked_inputs(), sleep=sleep)
+    assert report.status == "halted" and report.kill_switch == "halted"
+    assert all(o["status"] != "new" for o in children(server))
+    statuses = assert_ledger_agrees_with_broker(server, ledger)
+    assert "withdrawn" in statuses.values() and "filled" in statuses.values()
+
+
+def test_a_cancel_refused_because_the_child_just_filled_records_the_fill_and_the_work_goes_on(server, tmp_path):
+    ledger, market, broker = Ledger(tmp_path / "state.sqlite"), Market(server), broker_for(server)
+    cancel = broker.cancel_order
+
+    def fills_first(broker_id):  # the rest fills between the last read and the DELETE: Alpaca answers 422
+        order = next(o for o in server.orders() if o["id"] == broker_id)
+        server.fill_order(broker_id, None, PRICES[order["symbol"]])
+        return cancel(broker_id)
+
+    broker.cancel_order = fills_first
+    run_cycle(broker, ledger, worked_inputs(), sleep=market.sleep)
+    planned = {c["client_order_id"] for s in ledger.schedules(STRATEGY, str(DEFAULT_NOW.date())) for c in s.slices}
+    assert {o["client_order_id"] for o in children(server)} == planned
+    assert {o["status"] for o in children(server)} == {"filled"}
+    assert_ledger_agrees_with_broker(server, ledger)
+
+
+def test_a_child_whose_answer_was_lost_is_found_adopted_and_cancelled_at_its_end(server, tmp_path):
+    from tests.test_alpaca_broker import FakeTime
+    ledger, market, fake = Ledger(tmp_path / "state.sqlite"), Market(server, share=0.3), FakeTime()
+    broker = real_broker(server, timeout_s=0.5, monotonic=fake.monotonic, sleep=fake.sleep)
+    submit, sent = broker.submit_order, []
+
+    def answer_lost(*args, **kwargs):  # stored by Alpaca, the answer lost, and the first lookup misses it
+        sent.append(args)
+        if len(sent) != 2:
+            return submit(*args, **kwargs)
+        server.timeout_after_accept_next("delay", 1.0)
+        try:
+            return submit(*args, **kwargs)
+        finally:
+            server.fail_next(404, body={"code": 40410000, "message": "order not found"})
+
+    broker.submit_order = answer_lost
+    run_cycle(broker, ledger, worked_inputs(), sleep=market.sleep)
+    assert all(o["status"] in ("filled", "canceled") for o in children(server)), "none works past its bars"
+    assert_ledger_agrees_with_broker(server, ledger)
+
+
+def test_a_cycle_started_after_the_window_works_the_bars_left_up_to_the_close(server, tmp_path):
+    ledger, late = Ledger(tmp_path / "state.sqlite"), dt.datetime(2024, 3, 13, 15, 0, tzinfo=NEW_YORK)
+    server.set_time(late)
+    run_cycle(broker_for(server), ledger, worked_inputs(late), sleep=Market(server).sleep)
+    for schedule in ledger.schedules(STRATEGY, str(late.date())):
+        bars = [c["bar"] for c in schedule.slices]
+        assert bars == [67, 70, 73, 76], "a child every 15 minutes from 15:05 to the close, not one burst"

@@ -277,7 +277,8 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
             cid = client_order_id(inputs.strategy, inputs.session, order.symbol, order.side.value)
             send_order(broker, ledger, inputs.strategy, str(inputs.session), order,
                        float(inputs.prices[order.symbol]), report, cid=cid)
-    report.status = "traded" if report.sent or report.adopted else "nothing_to_do"
+    if report.status == "running":  # not halted while working a schedule
+        report.status = "traded" if report.sent or report.adopted else "nothing_to_do"
     return rebalancing
 
 

@@ -84,13 +84,22 @@ def apply_answer(ledger: Ledger, order: BrokerOrder, status: str | None = None) 
 def cancel_order(broker: Broker, ledger: Ledger, order: BrokerOrder, report: CycleReport, dry_run: bool) -> None:
     """Cancel an open order and record what the broker then says. A cancel can be asynchronous
     (Alpaca's pending_cancel, and a fill may still come): until the broker reports a final
-    status the intent keeps its status, so the next cycle looks it up again. A dry run only
-    reports the order in ``would_cancel``."""
+    status the intent keeps its status, so the next cycle looks it up again. A cancel refused
+    because the order closed meanwhile (filled, say) records its final state instead. A dry run
+    only reports the order in ``would_cancel``."""
     if dry_run:
         report.would_cancel.append(order.client_order_id)
         return
     _guard_command()
-    broker.cancel_order(order.broker_id)
+    try:
+        broker.cancel_order(order.broker_id)
+    except OrderRejected:  # refused: it may have filled (or been cancelled) since it was read
+        found = broker.order_by_client_id(order.client_order_id)
+        if found is None or found.is_open:
+            raise
+        if (known := ledger.intent(order.client_order_id)) is not None and known.status not in FINAL_STATUSES:
+            apply_answer(ledger, found)
+        return
     report.cancelled.append(order.client_order_id)
     known = ledger.intent(order.client_order_id)
     if known is None or known.status in FINAL_STATUSES:

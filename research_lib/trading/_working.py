@@ -54,6 +54,7 @@ EXCHANGE = ZoneInfo("America/New_York")
 SESSION_OPEN = dt.time(9, 30)
 BAR = dt.timedelta(minutes=5)
 POLL_S = 30.0  # how often a working child's fills are read (a 30-minute child: 60 reads)
+LIVE = ("sent", "adopted", "unknown")  # a child that may be working at the broker
 NOT_COUNTED = ("not_sent", "planned", "withdrawn", "rejected", "delisted")  # intents that are not orders sent today
 CLAMP_TOLERANCE = 1e-9  # a child clamped by less than this share of it (float rounding) goes as clamped
 
@@ -216,36 +217,43 @@ def _live_window(config, now: dt.datetime):
     first = max(config.window_start_bar, current + 1)
     if first >= BARS_PER_SESSION:
         return None
-    if first >= config.window_end_bar:  # past the window: what is left is worked up to the close
-        return config.model_copy(update={"window_start_bar": first, "window_end_bar": first + 1})
+    if first >= config.window_end_bar:  # past the window: worked over the bars left up to the close
+        return config.model_copy(update={"window_start_bar": first, "window_end_bar": BARS_PER_SESSION})
     return config.model_copy(update={"window_start_bar": first})
 
 
 def work_live(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, *, state: KillSwitch,
               equity: float, book: dict[str, float], adv: dict[str, float], working: set[str], sent_today: int,
               sleep: Callable[[float], None] = time.sleep, poll_s: float = POLL_S) -> None:
-    """Work today's schedules at a broker that sends orders at once (see the module docstring)."""
+    """Work today's schedules at a broker that sends orders at once (see the module docstring).
+
+    The kill switch is read again each round: REDUCING binds the children sent after it, HALTED
+    cancels what works and withdraws the rest. A cancel is asked once per child (a pending cancel is
+    polled until the broker says it is over); a child whose outcome is unknown is looked up each
+    round, adopted when found, and left to the next cycle's first step when not found by its end.
+    """
     session = inputs.session
     ends: dict[str, dt.datetime] = {}
+    cancelled: set[str] = set()
+    given_up: set[str] = set()
     while True:
         todo = [(s, c) for s in ledger.schedules(inputs.strategy, str(session)) for c in s.slices
-                if (ledger.intent(c["client_order_id"]) or _GONE).status in (*UNSENT, "sent", "adopted")]
+                if c["client_order_id"] not in given_up
+                and (ledger.intent(c["client_order_id"]) or _GONE).status in (*UNSENT, *LIVE)]
         if not todo:
             return
         clock = broker.clock()
         now = clock.now
-        halted, why = ledger.kill_switch(inputs.strategy)
-        if halted is KillSwitch.HALTED:  # halted while working: cancel what is open, send nothing more
+        state, why = ledger.kill_switch(inputs.strategy)
+        if state is KillSwitch.HALTED or not clock.is_open:  # copy every fill first, then stop
             for _, child in todo:
-                found = broker.order_by_client_id(child["client_order_id"])
-                if found is not None and found.is_open:
+                found = _poll(broker, ledger, child["client_order_id"])
+                if state is KillSwitch.HALTED and found is not None and found.is_open:
                     cancel_order(broker, ledger, found, report, dry_run=False)
-            cancel_unsent(ledger, inputs, f"kill switch HALTED ({why})")
-            return
-        if not clock.is_open:
-            for _, child in todo:
-                _finish_child(broker, ledger, child["client_order_id"], report)
-            cancel_unsent(ledger, inputs, "the market closed before it was sent")
+            if state is KillSwitch.HALTED:
+                report.status, report.kill_switch, report.kill_switch_reason = "halted", state.value, why
+            cancel_unsent(ledger, inputs, f"kill switch HALTED ({why})" if state is KillSwitch.HALTED
+                          else "the market closed before it was sent")
             return
         due = [(s, c) for s, c in todo if ledger.intent(c["client_order_id"]).status in UNSENT
                and bar_start(session, c["bar"]) <= now]
@@ -257,32 +265,33 @@ def work_live(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: Cycle
                                        only={child["client_order_id"]}, live=True)
         for _, child in todo:
             cid = child["client_order_id"]
-            known = ledger.intent(cid)
-            if known.status in UNSENT:
+            if ledger.intent(cid).status in UNSENT:
                 continue
             end = ends.setdefault(cid, bar_start(session, child["bar"] + child["bars"]))
-            found = broker.order_by_client_id(cid)
-            if found is None:
-                continue  # resolved by the next cycle's first step
-            apply_answer(ledger, found, None if found.status not in OPEN_STATUSES else known.status)
-            if found.is_open and now >= end:
+            found = _poll(broker, ledger, cid)
+            if found is None and now >= end:
+                given_up.add(cid)  # sent, never found: the next cycle's first step resolves it
+            elif found is not None and found.is_open and now >= end and cid not in cancelled:
+                cancelled.add(cid)
                 cancel_order(broker, ledger, found, report, dry_run=False)
         starts = [bar_start(session, c["bar"]) for _, c in todo if ledger.intent(c["client_order_id"]).status in UNSENT]
         busy = [ends[c["client_order_id"]] for _, c in todo if c["client_order_id"] in ends
-                and ledger.intent(c["client_order_id"]).status not in FINAL_STATUSES]
+                and ledger.intent(c["client_order_id"]).status in LIVE]
         upcoming = [(w - now).total_seconds() for w in starts + busy if w > now]
         pause = min(upcoming + ([poll_s] if busy else []), default=poll_s)  # poll only while a child works
         sleep(max(pause, 0.0))
 
 
-def _finish_child(broker: Broker, ledger: Ledger, cid: str, report: CycleReport) -> None:
-    """At the close: copy a sent child's last state from the broker (a day order expires with the session)."""
+def _poll(broker: Broker, ledger: Ledger, cid: str) -> BrokerOrder | None:
+    """Copy a sent child's state from the broker into the ledger (an unknown one found is adopted)."""
     known = ledger.intent(cid)
     if known is None or known.status in UNSENT:
-        return
+        return None
     found = broker.order_by_client_id(cid)
     if found is not None:
-        apply_answer(ledger, found, None if found.status not in OPEN_STATUSES else known.status)
+        still = "adopted" if known.status == "unknown" else known.status
+        apply_answer(ledger, found, None if found.status not in OPEN_STATUSES else still)
+    return found
 
 
 _GONE = Intent("", "", "", "", "", 0.0, 0.0, "not_sent")  # a child with no intent: treated as never sent
