@@ -232,14 +232,18 @@ def work_live(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: Cycle
     polled until the broker says it is over); a child whose outcome is unknown is looked up each
     round, adopted when found, and left to the next cycle's first step when not found by its end.
     """
-    session = inputs.session
+    session, day = inputs.session, str(inputs.session)
     ends: dict[str, dt.datetime] = {}
     cancelled: set[str] = set()
     given_up: set[str] = set()
+
+    def statuses() -> dict[str, str]:  # one read of the session's intents a step, not one per child
+        return {i.client_order_id: i.status for i in ledger.intents(inputs.strategy, day)}
+
     while True:
-        todo = [(s, c) for s in ledger.schedules(inputs.strategy, str(session)) for c in s.slices
-                if c["client_order_id"] not in given_up
-                and (ledger.intent(c["client_order_id"]) or _GONE).status in (*UNSENT, *LIVE)]
+        status = statuses()
+        todo = [(s, c) for s in ledger.schedules(inputs.strategy, day) for c in s.slices
+                if c["client_order_id"] not in given_up and status.get(c["client_order_id"], "not_sent") in (*UNSENT, *LIVE)]
         if not todo:
             return
         clock = broker.clock()
@@ -255,17 +259,17 @@ def work_live(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: Cycle
             cancel_unsent(ledger, inputs, f"kill switch HALTED ({why})" if state is KillSwitch.HALTED
                           else "the market closed before it was sent")
             return
-        due = [(s, c) for s, c in todo if ledger.intent(c["client_order_id"]).status in UNSENT
-               and bar_start(session, c["bar"]) <= now]
+        due = [(s, c) for s, c in todo if status[c["client_order_id"]] in UNSENT and bar_start(session, c["bar"]) <= now]
         for schedule, child in due:  # late ones (bars passed while nothing ran) work as long as they would have
             start, span = bar_start(session, child["bar"]), child["bars"] * BAR
             ends[child["client_order_id"]] = max(start + span, now + span)
             sent_today = send_children(broker, ledger, inputs, report, state=state, equity=equity, book=book,
                                        adv=adv, working=working, sent_today=sent_today,
                                        only={child["client_order_id"]}, live=True)
+        status = statuses() if due else status
         for _, child in todo:
             cid = child["client_order_id"]
-            if ledger.intent(cid).status in UNSENT:
+            if status[cid] not in LIVE:
                 continue
             end = ends.setdefault(cid, bar_start(session, child["bar"] + child["bars"]))
             found = _poll(broker, ledger, cid)
@@ -274,9 +278,10 @@ def work_live(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: Cycle
             elif found is not None and found.is_open and now >= end and cid not in cancelled:
                 cancelled.add(cid)
                 cancel_order(broker, ledger, found, report, dry_run=False)
-        starts = [bar_start(session, c["bar"]) for _, c in todo if ledger.intent(c["client_order_id"]).status in UNSENT]
+        status = statuses()
+        starts = [bar_start(session, c["bar"]) for _, c in todo if status[c["client_order_id"]] in UNSENT]
         busy = [ends[c["client_order_id"]] for _, c in todo if c["client_order_id"] in ends
-                and ledger.intent(c["client_order_id"]).status in LIVE]
+                and status[c["client_order_id"]] in LIVE and c["client_order_id"] not in given_up]
         upcoming = [(w - now).total_seconds() for w in starts + busy if w > now]
         pause = min(upcoming + ([poll_s] if busy else []), default=poll_s)  # poll only while a child works
         sleep(max(pause, 0.0))
@@ -288,9 +293,12 @@ def _poll(broker: Broker, ledger: Ledger, cid: str) -> BrokerOrder | None:
     if known is None or known.status in UNSENT:
         return None
     found = broker.order_by_client_id(cid)
-    if found is not None:
-        still = "adopted" if known.status == "unknown" else known.status
-        apply_answer(ledger, found, None if found.status not in OPEN_STATUSES else still)
+    if found is None:
+        return None
+    status = found.status if found.status not in OPEN_STATUSES else ("adopted" if known.status == "unknown"
+                                                                    else known.status)
+    if (status, found.filled_quantity, found.broker_id) != (known.status, known.filled_quantity, known.broker_id):
+        apply_answer(ledger, found, status)  # written only when something moved: a poll is not a write
     return found
 
 
