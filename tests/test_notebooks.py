@@ -59,10 +59,10 @@ def test_the_exploration_and_paper_trading_notebooks_are_not_research_stages():
     assert [p.name for p in NOTEBOOKS if p not in STAGES] == ["00_explore.ipynb", "07_paper_trade.ipynb"]
 
 
-# 03 and 05, the two slowest (the walk-forward fits, the optimizer), are left out here: nbval runs
-# their cells on their shipped parameters (`make test` collects notebooks/), and how a folder computes
-# or reuses what is missing is `RunFolder`'s, tested in test_run_folder.py.
-ALONE = [p for p in STAGES if p.stem not in ("03_fit_ml_signals", "05_build_portfolio")]
+# Only the first two stages run alone here, on the smoke scenario: nbval runs every notebook's cells on
+# its shipped parameters (`make test` collects notebooks/), and how a folder computes or reuses what is
+# missing is `RunFolder`'s, tested in test_run_folder.py (the other four took a minute of the suite).
+ALONE = [p for p in STAGES if p.stem in ("01_load_data", "02_build_features")]
 
 
 @pytest.mark.notebook
