@@ -204,7 +204,6 @@ def cancel_unsent(ledger: Ledger, inputs: CycleInputs, why: str) -> None:
                 ledger.update_intent(known.client_order_id, "withdrawn", reason=f"not sent: {why}")
 
 
-
 def bar_start(session: dt.date, bar: int) -> dt.datetime:
     """When 5-minute bar ``bar`` of ``session`` starts (bar 0 at 09:30 New York)."""
     return dt.datetime.combine(session, SESSION_OPEN, EXCHANGE) + bar * BAR
