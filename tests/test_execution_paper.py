@@ -332,6 +332,10 @@ def test_a_twap_strategy_trades_in_children_and_its_report_measures_each_parent(
         better_bps = 1e4 * sign * (row["twap"] - row["average_fill"]) / row["twap"]
         assert row["beat_twap"] == ("beat" if better_bps > 0.1 else "missed" if better_bps < -0.1 else "even")
         assert row["participation"] is None and row["vwap"] is None, "the prices have no volume: not measured"
+    from research_lib.paths import state_db
+    from research_lib.trading import Ledger as WorkspaceLedger, execution_quality
+    everything = execution_quality(WorkspaceLedger(state_db()), "trend", made["prices"], 0.0)
+    assert execution_quality(WorkspaceLedger(state_db()), "trend", made["prices"], 0.0, latest=2) == everything[-2:]
     pages = sorted(workspace.rglob("summary.html"), key=lambda p: p.stat().st_mtime)
     html = pages[-1].read_text()
     assert "Execution quality" in html and "SIMULATED" in html and "TWAP" in html

@@ -21,7 +21,7 @@ import pandas as pd
 
 from research_lib.backtest import impact_rate
 from research_lib.execution.fills import fill_slice, span_reference
-from research_lib.execution.quality import shortfall_bps, window_benchmarks
+from research_lib.execution.quality import average_price, shortfall_bps, window_benchmarks
 from research_lib.execution.schedule import ChildSlice
 
 
@@ -60,7 +60,7 @@ class ExecutionResult:
 
     @property
     def average_price(self) -> float | None:
-        return float((self.fills["filled"] * self.fills["price"]).sum() / self.filled) if self.filled else None
+        return average_price(self.fills)
 
 
 def simulate_execution(slices: list[ChildSlice], bars: pd.DataFrame, *, side: str, quantity: float,

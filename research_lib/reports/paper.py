@@ -87,9 +87,9 @@ def _execution(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.DataF
     its parts and benchmarks on the simulated broker only, whose intraday market can be made again)."""
     config, simulated = promoted.config.execution, cycle["broker"] == "sim"
     half_spread = promoted.config.backtest.spread_bps / 1e4 if simulated else None
-    orders = execution_quality(ledger, promoted.name, prices, half_spread, up_to=cycle["session"])
-    return {"algorithm": config.algorithm, "config": config.model_dump(), "orders": orders[-EXECUTION_ROWS:],
-            "simulated": simulated}
+    orders = execution_quality(ledger, promoted.name, prices, half_spread, up_to=cycle["session"],
+                               latest=EXECUTION_ROWS)
+    return {"algorithm": config.algorithm, "config": config.model_dump(), "orders": orders, "simulated": simulated}
 
 
 def _equity_chart(pnl: pd.DataFrame, tracking: dict) -> dict:

@@ -239,7 +239,7 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
         report.kill_switch_reason = "the broker reports trading_blocked"
         return rebalancing
     schedules = ledger.schedules(inputs.strategy, str(inputs.session))
-    to_come = unsent_quantity(ledger, inputs, today)  # children of today's schedules not at the broker yet
+    to_come = unsent_quantity(schedules, today)  # children of today's schedules not at the broker yet
     planned = {s: pending.get(s, 0.0) + to_come.get(s, 0.0) for s in {*pending, *to_come}}
     proposed = _proposed_orders(inputs, account.equity, positions, planned)
     prices = {s: ReferencePrice(float(p), inputs.price_time) for s, p in inputs.prices.items() if p > 0}

@@ -26,31 +26,29 @@ from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
 
 
 def execution_quality(ledger: Ledger, strategy: str, prices: pd.DataFrame, half_spread: float | None,
-                      up_to: str | None = None) -> list[dict]:
-    """One row per parent order of ``strategy`` (sessions up to ``up_to``) whose orders are all
-    final and that filled something or was worked, oldest first: see the module docstring.
-    ``half_spread`` None: not the simulated broker."""
+                      up_to: str | None = None, latest: int | None = None) -> list[dict]:
+    """One row per parent order of ``strategy`` (sessions up to ``up_to``; the ``latest`` ones
+    only, if given) whose orders are all final and that filled something or was worked, oldest
+    first: see the module docstring. ``half_spread`` None: not the simulated broker."""
     intents = [i for i in ledger.intents(strategy) if up_to is None or i.session <= up_to]
     schedules = [s for s in ledger.schedules(strategy) if up_to is None or s.session <= up_to]
     by_id = {i.client_order_id: i for i in intents}
     children = {c["client_order_id"] for s in schedules for c in s.slices}
-    rows = []
+    parents = []  # (session, symbol, side, quantity, arrival, algorithm, [(child or None, intent)])
     for schedule in schedules:
         kids = [(c, by_id[c["client_order_id"]]) for c in schedule.slices if c["client_order_id"] in by_id]
-        if not kids or any(i.status not in FINAL_STATUSES for _, i in kids):
-            continue
-        rows.append(_row(schedule.symbol, schedule.side, schedule.session, schedule.quantity, schedule.arrival_price,
-                         schedule.algorithm, kids, prices, half_spread))
-    for intent in intents:
-        if intent.client_order_id in children or intent.status != "filled":  # a delisting is not an order
-            continue
-        rows.append(_row(intent.symbol, intent.side, intent.session, intent.quantity, intent.decision_price, "market",
-                         [(None, intent)], prices, half_spread))
-    return sorted((r for r in rows if r is not None), key=lambda r: r["session"])
+        if kids and all(i.status in FINAL_STATUSES for _, i in kids):
+            parents.append((schedule.session, schedule.symbol, schedule.side, schedule.quantity,
+                            schedule.arrival_price, schedule.algorithm, kids))
+    parents += [(i.session, i.symbol, i.side, i.quantity, i.decision_price, "market", [(None, i)]) for i in intents
+                if i.client_order_id not in children and i.status == "filled"]  # a delisting is not an order
+    parents.sort(key=lambda parent: parent[0])
+    rows = (_row(*parent, prices, half_spread) for parent in (parents[-latest:] if latest else parents))
+    return [row for row in rows if row is not None]
 
 
-def _row(symbol: str, side: str, session: str, quantity: float, arrival: float, algorithm: str,
-         kids: list[tuple[dict | None, Intent]], prices: pd.DataFrame, half_spread: float) -> dict | None:
+def _row(session: str, symbol: str, side: str, quantity: float, arrival: float, algorithm: str,
+         kids: list[tuple[dict | None, Intent]], prices: pd.DataFrame, half_spread: float | None) -> dict | None:
     close = prices["close"][symbol]
     simulated = half_spread is not None  # the sim fills in the next session, Alpaca in the session itself
     later = close.index[close.index > pd.Timestamp(session)] if simulated else close.index[close.index >= pd.Timestamp(session)]
@@ -91,19 +89,17 @@ def _row(symbol: str, side: str, session: str, quantity: float, arrival: float, 
 
 def _unmodelled_row(symbol: str, side: str, session: str, quantity: float, arrival: float, algorithm: str,
                     kids: list[tuple[dict | None, Intent]], close: float, day: pd.Timestamp) -> dict:
-    """A row without intraday bars: the total shortfall and its unfilled part only."""
-    fills = pd.DataFrame([{"filled": i.filled_quantity or 0.0, "price": i.filled_avg_price or 0.0} for _, i in kids])
-    filled, avg = float(fills["filled"].sum()), average_price(fills)
-    sign = 1.0 if side == "buy" else -1.0
-    paid = float((fills["filled"] * fills["price"]).sum()) + (quantity - filled) * close
-    value = quantity * arrival
-    total = 1e4 * sign * (paid - value) / value if value > 0 else 0.0
-    unfilled = 1e4 * sign * (quantity - filled) * (close - arrival) / value if value > 0 else 0.0
+    """A row without intraday bars: the total shortfall and its unfilled part only (the fills are
+    their own reference, so the rest of the total is not split)."""
+    fills = pd.DataFrame([{"filled": i.filled_quantity or 0.0, "price": i.filled_avg_price or 0.0,
+                           "reference": i.filled_avg_price or 0.0, "spread": 0.0, "impact": 0.0} for _, i in kids])
+    parts = shortfall_bps(fills, side, quantity, arrival, close)
     first = min((c["bar"] for c, _ in kids if c), default=None)
     end = max((c["bar"] + c["bars"] for c, _ in kids if c), default=None)
     return {"session": session, "fill_session": f"{day:%Y-%m-%d}", "symbol": symbol, "side": side,
-            "algorithm": algorithm, "orders": len(kids), "quantity": quantity, "filled": filled, "arrival": arrival,
-            "average_fill": avg, "shortfall_bps": {"delay": None, "timing": None, "spread": None, "impact": None,
-                                                   "opportunity": unfilled, "total": total},
+            "algorithm": algorithm, "orders": len(kids), "quantity": quantity, "filled": float(fills["filled"].sum()),
+            "arrival": arrival, "average_fill": average_price(fills),
+            "shortfall_bps": {**dict.fromkeys(("delay", "timing", "spread", "impact"), None),
+                              "opportunity": parts["opportunity"], "total": parts["total"]},
             "participation": None, "twap": None, "vwap": None, "beat_twap": None, "beat_vwap": None,
             "window": "at market" if first is None else f"bars {first}-{end - 1}"}

@@ -72,10 +72,10 @@ def parent_of(client_order_id: str, schedules: list[Schedule]) -> str | None:
     return None
 
 
-def unsent_quantity(ledger: Ledger, inputs: CycleInputs, today: list[Intent]) -> dict[str, float]:
-    """Signed shares of today's children not at the broker yet (``planned`` or ``not_sent``): the
-    orders to come, which the cycle's targets already count on."""
-    children = {c["client_order_id"] for s in ledger.schedules(inputs.strategy, str(inputs.session)) for c in s.slices}
+def unsent_quantity(schedules: list[Schedule], today: list[Intent]) -> dict[str, float]:
+    """Signed shares of the children of today's ``schedules`` not at the broker yet (``planned`` or
+    ``not_sent``, from ``today``'s intents): the orders to come, which the cycle's targets already count on."""
+    children = {c["client_order_id"] for s in schedules for c in s.slices}
     out: dict[str, float] = {}
     for intent in today:
         if intent.client_order_id in children and intent.status in UNSENT:
@@ -90,13 +90,12 @@ def working_orders(open_orders: list[BrokerOrder], schedules: list[Schedule]) ->
     return {parent_of(o.client_order_id, schedules) or o.client_order_id for o in open_orders}
 
 
-def _parent_id(ledger: Ledger, inputs: CycleInputs, symbol: str, side: str) -> str | None:
+def _parent_id(ledger: Ledger, inputs: CycleInputs, known: dict[str, Schedule], symbol: str, side: str) -> str | None:
     """The id of a new parent for ``symbol`` and ``side`` this session: the order's client_order_id,
-    or, when the schedule under it was cut short (children withdrawn by a halt or the close, none
+    or, when the schedule under it (among ``known``, today's by parent id) was cut short (children withdrawn by a halt or the close, none
     still working), the same id with ``.r2``, ``.r3``... None while a schedule under it is still
     working, or once it was worked to its end (what it left unfilled is reported, not chased)."""
     base = client_order_id(inputs.strategy, inputs.session, symbol, side)
-    known = {s.parent_id: s for s in ledger.schedules(inputs.strategy, str(inputs.session))}
     for revision in range(1, 100):
         parent = base if revision == 1 else f"{base}.r{revision}"
         if parent not in known:
@@ -128,9 +127,10 @@ def record_schedules(ledger: Ledger, inputs: CycleInputs, parents: list[Order], 
             report.rejected += [{"symbol": o.symbol, "side": o.side.value, "reason": "execution: no 5-minute bar is "
                                  "left in today's session to work it in"} for o in parents]
             return
+    known = {s.parent_id: s for s in ledger.schedules(inputs.strategy, str(inputs.session))}  # today's, by id
     for order in parents:
         side = order.side.value
-        parent = _parent_id(ledger, inputs, order.symbol, side)
+        parent = _parent_id(ledger, inputs, known, order.symbol, side)
         if parent is None:  # its schedule is still working: what it will fill is already counted
             continue
         arrival = float(inputs.prices[order.symbol])
