@@ -61,7 +61,7 @@ plot_growth(pd.DataFrame({n: r.returns for n, r in results.items()}).join(benchm
 main = results[metrics["strategy_name"]]
 if config.report.tearsheet:
     write_tearsheet(main.returns, benchmark_returns.rename(config.data.benchmark), folder.path("tearsheet.html"),
-                    tearsheet_title(config, folder.report("llm"), metrics["strategy_name"]))
+                    tearsheet_title(config, folder.report("llm"), metrics["strategy_name"]), config.sessions_per_year)
 write_metrics(metrics, folder.path("metrics.json"))
 
 # %% [markdown]

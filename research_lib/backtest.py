@@ -25,11 +25,12 @@ Cost model, every cost a fraction of NAV:
   is the mean of ``close * volume`` and ``daily_vol`` the standard deviation (ddof=1) of
   daily returns over the ``IMPACT_WINDOW`` sessions before the trade's session (sessions
   without data are skipped; at least ``IMPACT_MIN_SESSIONS`` needed);
-- each session, borrow ``borrow_bps_per_year / 252`` on the short exposure of the previous
+- each session, borrow ``borrow_bps_per_year / sessions_per_year`` (252 on New York's calendar,
+  365 on crypto's) on the short exposure of the previous
   close (the sum of the short positions' values).
 
 Cash is ``1 - sum(weights)``: short-sale proceeds included, negative for a leveraged book.
-It earns (or, when negative, pays) ``cash_rate_per_year / 252`` a session, on the balance
+It earns (or, when negative, pays) ``cash_rate_per_year / sessions_per_year`` a session, on the balance
 of the previous close. The default model (only ``cost_bps``) is the frictionless book of
 earlier versions: no spread, no impact, no borrow fee, cash earning nothing.
 
@@ -116,11 +117,11 @@ class CostModel:
     @classmethod
     def from_backtest_kwargs(cls, model: Mapping[str, object]) -> CostModel:
         """The cost model in run_backtest's keyword arguments (what ``BacktestConfig.model`` returns);
-        ``execution_lag_sessions``, ``capital`` and ``delisting_return`` are read past, any other
-        unknown key is refused."""
+        ``execution_lag_sessions``, ``capital``, ``delisting_return`` and ``sessions_per_year`` are read
+        past, any other unknown key is refused."""
         names = {"cost_bps": "commission_bps", **{f.name: f.name for f in fields(cls) if f.name != "commission_bps"}}
         unknown = [key for key in model if key not in names
-                   and key not in ("execution_lag_sessions", "capital", "delisting_return")]
+                   and key not in ("execution_lag_sessions", "capital", "delisting_return", "sessions_per_year")]
         if unknown:
             raise ValueError(f"{unknown[0]!r} is not a keyword of run_backtest's cost model; valid keys: "
                              f"{list(names)}.{did_you_mean(unknown[0], names)}")
@@ -182,7 +183,8 @@ class NoPosition(ValueError):
 def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 10.0,
                  execution_lag_sessions: int = 1, *, spread_bps: float = 0.0, impact_coefficient: float = 0.0,
                  capital: float | None = None, borrow_bps_per_year: float = 0.0,
-                 cash_rate_per_year: float | pd.Series = 0.0, delisting_return: float | None = None) -> BacktestResult:
+                 cash_rate_per_year: float | pd.Series = 0.0, delisting_return: float | None = None,
+                 sessions_per_year: int = SESSIONS_PER_YEAR) -> BacktestResult:
     """Simulate holding ``weights`` (decision dates x symbols) on the canonical ``prices``.
 
     Parameters
@@ -194,11 +196,13 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
     spread_bps : half-spread plus slippage, per unit of turnover.
     impact_coefficient : square-root impact coefficient (0 for none).
     capital : account value in currency at the close before the first trade; needed for impact.
-    borrow_bps_per_year : fee on the short exposure, charged daily (/252).
-    cash_rate_per_year : annual rate earned on cash (/252 a session): a number, or a Series
-        of annual rates by session (the rate on row ``t`` accrues over the session ending at ``t``).
+    borrow_bps_per_year : fee on the short exposure, charged daily (/``sessions_per_year``).
+    cash_rate_per_year : annual rate earned on cash (/``sessions_per_year`` a session): a number, or
+        a Series of annual rates by session (the rate on row ``t`` accrues over the session ending at ``t``).
     delisting_return : return applied to a holding's last close when its prices end (>= -1);
         None: closed at its last close (a return of 0).
+    sessions_per_year : sessions in a year on the prices' calendar: 252 for New York (the
+        default), 365 for crypto (``RunConfig.sessions_per_year`` gives a run's).
 
     Raises
     ------
@@ -216,6 +220,10 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
                                              and math.isfinite(delisting_return) and delisting_return >= -1.0):
         raise ValueError(f"delisting_return must be a finite number >= -1 (a total loss) or None (closed at the last "
                          f"close), not {delisting_return!r}.")
+    if not (isinstance(sessions_per_year, numbers.Integral) and not isinstance(sessions_per_year, bool)
+            and sessions_per_year > 0):
+        raise ValueError(f"sessions_per_year must be a positive whole number (got {sessions_per_year!r}); e.g. 252 for "
+                         "New York, 365 for crypto.")
     check_weights(weights, prices["close"])
     close = prices["close"][list(weights.columns)]
 
@@ -244,8 +252,8 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
         raise NoPosition(f"{NO_POSITION}every target weight is zero (too little history for its lookback?).")
     trade_rows, targets = trade_rows[active[0]:], targets[active[0]:]
 
-    cash_rate = _daily_cash_rate(cash_rate_per_year, sessions, trade_rows[0])
-    path = _drift(price, trade_rows, targets, cash_rate, borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR,
+    cash_rate = _daily_cash_rate(cash_rate_per_year, sessions, trade_rows[0]) / sessions_per_year
+    path = _drift(price, trade_rows, targets, cash_rate, borrow_bps_per_year / 1e4 / sessions_per_year,
                   delisting_return or 0.0)
     events = [e for e in events if e[0] >= sessions[trade_rows[0]]]  # before the first position: nothing held
     closed = path["delisted"]  # by row from the first trade: (value at the last close, that close's NAV)
@@ -319,7 +327,7 @@ def _check_model(cost_bps, lag, spread_bps, impact_coefficient, capital, borrow_
 
 
 def _daily_cash_rate(cash_rate_per_year: float | pd.Series, sessions: pd.DatetimeIndex, first_row: int) -> np.ndarray:
-    """The rate cash earns over each session; rates before the first trade's session are unused (set to 0)."""
+    """The annual rate in force over each session; rates before the first trade's session are unused (set to 0)."""
     if isinstance(cash_rate_per_year, pd.Series):
         annual = np.array(cash_rate_per_year.reindex(sessions), dtype=float)
     else:
@@ -329,7 +337,7 @@ def _daily_cash_rate(cash_rate_per_year: float | pd.Series, sessions: pd.Datetim
         raise ValueError(f"cash_rate_per_year has no rate for {sessions[first_row + gaps[0]]:%Y-%m-%d}; give an annual "
                          "rate for every session from the first trade on (e.g. rates.reindex(sessions).ffill()).")
     annual[:first_row] = 0.0
-    return annual / SESSIONS_PER_YEAR
+    return annual
 
 
 def _drift(price: np.ndarray, trade_rows: np.ndarray, targets: np.ndarray, cash_rate: np.ndarray,

@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from research_lib._io import atomic_write_bytes
 from research_lib.compute import ComputeConfig
-from research_lib.data import DataSource, SyntheticConfig, calendar_error, market_label
+from research_lib.data import (AssetClass, DataSource, SyntheticConfig, calendar_error, market_label, sessions_per_year,
+                               universe_calendar)
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
@@ -46,6 +47,14 @@ class DataConfig(StrictModel):
     calendar: str | None = Field("XNYS", description="exchange_calendars code whose sessions the dates must be "
                                  "(XNYS, XLON, 24/7...); null: any day, e.g. crypto")
     synthetic: SyntheticConfig = Field(SyntheticConfig(), description="the generated market, for source: synthetic")
+    markets: dict[str, AssetClass] = Field({}, description="asset class (stock, crypto, forex) of symbols whose "
+                                           "spelling does not say it; BTC/USD, BTC-USD are crypto, EURUSD=X forex")
+
+    def universe_calendar(self) -> str | None:
+        """The calendar the run's rows follow: the stocks' exchange (``calendar``) when the universe
+        holds a stock, else 24/5 for forex, 24/7 for crypto (see `research_lib.data.universe_calendar`)."""
+        symbols = [*(self.symbols or ["stocks"]), self.benchmark]  # null: the source's default, stocks
+        return universe_calendar(symbols, self.calendar, self.markets)
 
     def market_label(self) -> str | None:
         """The warning every page of a run on generated prices carries (`research_lib.data.market_label`);
@@ -301,9 +310,16 @@ class RunConfig(StrictModel):
         context = {self.data.benchmark, self.features.vix_symbol}
         return [s for s in symbols if s not in context]
 
+    @property
+    def sessions_per_year(self) -> int:
+        """Sessions in a year on the run's calendar (252 New York, 365 crypto, 260 forex): annualizes
+        every return, volatility, Sharpe ratio and daily rate of the run."""
+        return sessions_per_year(self.data.universe_calendar())
+
     def backtest_model(self, cost_multiple: float = 1.0, capital: float | None = None) -> dict:
         """The run's cost model as run_backtest's keyword arguments (trading costs x ``cost_multiple``)."""
         model = self.backtest.model(cost_multiple, capital=capital or self.portfolio.capital)
+        model["sessions_per_year"] = self.sessions_per_year
         if self.backtest.impact_from_execution:  # the algorithm's expected impact, as the simulator charges it
             model["impact_coefficient"] *= self.execution.impact_factor()
         return model

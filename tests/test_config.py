@@ -55,7 +55,7 @@ def test_unknown_override_key_is_refused_with_a_hint():
 
 
 def test_bad_choice_lists_the_valid_options():
-    with pytest.raises(ConfigError, match=r"data.source: Input should be 'bundled', 'yfinance', 'alpaca', 'file' or 'synthetic' \(got 'bloomberg'\)"):
+    with pytest.raises(ConfigError, match=r"data.source: Input should be 'bundled', 'yfinance', 'alpaca', 'polygon', 'file' or 'synthetic' \(got 'bloomberg'\)"):
         load_config(REPO / "params" / "daily.yaml", ["data.source=bloomberg"])
 
 

@@ -129,7 +129,7 @@ def test_real_bundled_history_before_1993_is_refused_as_stale(tmp_path):
 
 
 def test_unknown_source_lists_valid_ones(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown data source 'bloomberg'; valid sources: \['bundled', 'yfinance', 'alpaca', 'file', 'synthetic'\]"):
+    with pytest.raises(ValueError, match=r"unknown data source 'bloomberg'; valid sources: \['bundled', 'yfinance', 'alpaca', 'polygon', 'file', 'synthetic'\]"):
         load_prices("bloomberg", snapshot_dir=tmp_path)
 
 

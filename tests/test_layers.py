@@ -22,7 +22,7 @@ FLOORS: list[tuple[str, ...]] = [
     ("errors", "units", "paths", "_io", "_lazy", "_moved", "params", "_kernel_guard"),  # the bottom floor
     ("logs", "env", "alerts", "progress", "compute"),                                     # services every floor may call
     ("data",),
-    ("features", "backtest", "plots"),
+    ("features", "backtest", "plots", "hedging"),
     ("signals", "llm", "sweeps"),
     ("portfolio", "risk"),
     ("config",),                                                         # RunConfig assembles the sections

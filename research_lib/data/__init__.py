@@ -1,12 +1,19 @@
 """Market data: one canonical, validated price frame from any source.
 
 ``load_prices`` is the entry point. Sources: ``bundled`` (real history shipped in PyPI
-packages, offline, the default), ``yfinance``, ``alpaca`` (keys from the environment),
+packages, offline, the default), ``yfinance`` (stocks, crypto ``BTC-USD``, forex ``EURUSD=X``),
+``alpaca`` (stocks, keys from the environment; crypto pairs ``BTC/USD``), ``polygon``
+(``POLYGON_API_KEY`` from the environment),
 ``file`` (your own CSV or parquet, see ``_files``) and ``synthetic`` (a seeded factor-model
 market for scale and known-answer tests, labelled as such on every page, see ``_synthetic``). Every load is validated (its
 dates must be sessions of the exchange calendar that have closed), then saved as a
 parquet snapshot with its provenance under ``data/snapshots/``; later loads of the same
 request reuse the snapshot, so a run can be repeated exactly.
+
+A symbol's market decides its calendar (``_markets``): stocks the exchange of ``calendar``,
+crypto every day (``24/7``), forex weekdays (``24/5``). A universe on one calendar is loaded on
+it; a mixed one is loaded per calendar, each part validated on its own, then aligned point in
+time on the universe's calendar (a value is used only once it is published).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_U
 from research_lib.data._calendar import calendar_error, calendar_sessions, session_problems
 from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
+from research_lib.data._markets import (ASSET_CLASSES, AssetClass, align_point_in_time, asset_class,
+                                        publication_times, sessions_per_year, symbol_calendar, universe_calendar)
 from research_lib.data._synthetic import (CONTEXT_ROLES, DEFAULT_END, DEFAULT_START, GENERATOR_VERSION, SyntheticConfig,
                                           market_label, synthetic_market, synthetic_symbols)
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
@@ -35,13 +44,15 @@ from research_lib.data._validate import validate_index, validate_prices
 from research_lib.errors import DataValidationError
 
 __all__ = [
-    "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS", "calendar_error", "canonical_frame",
-    "fetch_alpaca", "from_alpaca", "from_yfinance",
+    "ASSET_CLASSES", "AssetClass", "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS",
+    "align_point_in_time", "asset_class", "calendar_error", "calendar_sessions", "canonical_frame",
+    "fetch_alpaca", "from_alpaca", "from_yfinance", "publication_times", "sessions_per_year", "symbol_calendar",
+    "universe_calendar",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
     "validate_prices", "write_snapshot", "SyntheticConfig", "market_label", "synthetic_symbols",
 ]
 
-DataSource = Literal["bundled", "yfinance", "alpaca", "file", "synthetic"]
+DataSource = Literal["bundled", "yfinance", "alpaca", "polygon", "file", "synthetic"]
 SOURCES = get_args(DataSource)
 
 
@@ -60,12 +71,13 @@ def load_prices(
     context: Mapping[str, str] | None = None,
     now: dt.datetime | None = None,
     synthetic: SyntheticConfig | None = None,
+    markets: Mapping[str, AssetClass] | None = None,
 ) -> pd.DataFrame:
     """Load validated daily prices as the canonical frame.
 
     Parameters
     ----------
-    source : ``"bundled"``, ``"yfinance"``, ``"alpaca"``, ``"file"`` or ``"synthetic"``.
+    source : ``"bundled"``, ``"yfinance"``, ``"alpaca"``, ``"polygon"``, ``"file"`` or ``"synthetic"``.
     symbols : symbols in the order wanted; ``None`` for the 20 bundled US large caps (synthetic:
         every generated stock).
     start, end : first and last session wanted (inclusive); ``None`` for all (bundled: from
@@ -74,15 +86,18 @@ def load_prices(
     refresh : fetch again even if a snapshot of this request exists.
     snapshot_dir : where snapshots live; default ``data/snapshots`` in the workspace.
     max_stale_sessions, max_daily_price_ratio : validation limits, see ``validate_prices``.
-    calendar : ``exchange_calendars`` code whose sessions the dates must be (``"XNYS"``:
-        New York); ``"24/7"`` or ``None`` for a market that trades every day (crypto).
-        Whatever the calendar, a date whose session has not closed at ``now`` is refused.
+    calendar : ``exchange_calendars`` code of the stocks' exchange, whose sessions their dates
+        must be (``"XNYS"``: New York); crypto symbols follow ``"24/7"``, forex ``"24/5"``
+        whatever it says; ``None`` checks no calendar for any symbol. Whatever the calendar, a
+        date whose session has not closed at ``now`` is refused.
     context : series loaded besides ``symbols`` (the benchmark, the VIX), each mapped to
         the parameter that names it, which a refusal quotes; loaded even when ``symbols``
         is ``None`` (a file's every symbol).
     now : the time of the load (time-zone-aware; naive is UTC); default: the clock.
     synthetic : the generated market's parameters, for ``source="synthetic"`` (default
         `SyntheticConfig()`); its dates default to ``DEFAULT_START``..``DEFAULT_END``.
+    markets : asset class (``stock``, ``crypto``, ``forex``) of symbols whose spelling does not
+        say it (see `asset_class`).
 
     Returns
     -------
@@ -106,6 +121,14 @@ def load_prices(
     symbols = list(symbols) if symbols else (None if source == "file" else list(default))
     if symbols is not None:
         symbols += [s for s in context if s not in symbols]
+    if symbols is not None and calendar is not None:
+        groups = _by_calendar(symbols, calendar, markets)
+        if len(groups) > 1:
+            return _load_mixed(groups, calendar, dict(markets or {}), source=source, start=start, end=end, path=path,
+                               refresh=refresh, snapshot_dir=snapshot_dir, context=context, now=now,
+                               synthetic=synthetic, limits={"max_stale_sessions": max_stale_sessions,
+                                                            "max_daily_price_ratio": max_daily_price_ratio})
+        calendar = next(iter(groups))  # a crypto universe follows 24/7, a forex one 24/5
     if start is None and source == "bundled":
         start = BUNDLED_START
     if synthetic:
@@ -150,6 +173,41 @@ def load_prices(
     return prices
 
 
+def _by_calendar(symbols: list[str], calendar: str, markets) -> dict[str, list[str]]:
+    """The symbols grouped by the calendar their market trades on, in order of first appearance."""
+    groups: dict[str, list[str]] = {}
+    for symbol in symbols:
+        groups.setdefault(symbol_calendar(symbol, calendar, markets), []).append(symbol)
+    return groups
+
+
+def _load_mixed(groups: dict[str, list[str]], calendar: str, markets: dict, *, source, start, end, path, refresh,
+                snapshot_dir, context, now, synthetic, limits) -> pd.DataFrame:
+    """A universe spanning calendars: each part loaded and validated on its own calendar, then put on
+    the universe's calendar point in time (`align_point_in_time`) and saved as one snapshot."""
+    parts = []
+    for part_calendar, part_symbols in groups.items():
+        part = load_prices(source, part_symbols, start, end, path=path, refresh=refresh, snapshot_dir=snapshot_dir,
+                           calendar=part_calendar, context={s: p for s, p in context.items() if s in part_symbols},
+                           now=now, synthetic=synthetic, markets=markets, **limits)
+        parts.append((part, part_calendar))
+    symbols = [s for group in groups.values() for s in group]
+    target = universe_calendar(symbols, calendar, markets)
+    first, last = min(p.index[0] for p, _ in parts), max(p.index[-1] for p, _ in parts)
+    sessions = calendar_sessions(target, first.date(), last.date())
+    prices = select(align_point_in_time(parts, sessions, target), symbols)
+    validate_prices(prices, f"{source} (aligned on {target})", **limits)
+    request = {"source": source, "calendar": target, "groups": groups,
+               "parts": [p.attrs["provenance"]["sha256"] for p, _ in parts]}
+    key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
+    snapshot = Path(snapshot_dir or paths.data_dir() / "snapshots") / f"{source}-aligned-{key}.parquet"
+    record = write_snapshot(prices, snapshot, {**request, "symbols": symbols, "retrieved_at": now_utc(),
+                                               "aligned": "point in time: each row holds what was published by "
+                                                          f"the close of its {target} session"})
+    prices.attrs["provenance"] = {**record, "snapshot": str(snapshot)}
+    return prices
+
+
 def _refuse_off_calendar(prices: pd.DataFrame, calendar: str | None, label: str, now: dt.datetime | None) -> None:
     now = pd.Timestamp.now(tz="UTC") if now is None else pd.Timestamp(now)
     problems = session_problems(prices.index, calendar, label, now if now.tzinfo else now.tz_localize("UTC"))
@@ -166,12 +224,25 @@ def _fetch(source, symbols, start, end, path, content, context, synthetic, calen
     if source == "yfinance":
         return fetch_yfinance(symbols, start, end)
     if source == "alpaca":
+        if symbols and all(asset_class(s) == "crypto" for s in symbols):
+            from research_lib.data._crypto import fetch_alpaca_crypto
+
+            return fetch_alpaca_crypto(symbols, start, end)
         return fetch_alpaca(symbols, start, end)
+    if source == "polygon":
+        from research_lib.data._polygon import fetch_polygon
+
+        return fetch_polygon(symbols, start, end)
     if path is None:
         raise DataValidationError(["data.source 'file' needs data.path, the CSV or parquet file to read."])
     prices, splits = read_price_file(Path(path), content)
     _refuse_unknown(symbols or list(context), symbols_of(prices), f"file {path}", context)
-    return (select(prices, symbols) if symbols else prices), splits
+    if not symbols:
+        return prices, splits
+    chosen = select(prices, symbols)
+    if set(symbols_of(prices)) - set(symbols):  # rows only other symbols have (a stock on a crypto weekend)
+        chosen = chosen.loc[chosen["close"].notna().any(axis=1)]
+    return chosen, splits
 
 
 def _synthetic(config: SyntheticConfig, symbols, start, end, context, calendar) -> pd.DataFrame:
@@ -205,6 +276,7 @@ def _refuse_unknown(symbols: list[str], available, label: str, context: Mapping[
 
 
 def _source_versions(source: str) -> dict[str, str]:
-    packages = {"bundled": ("skfolio", "arch"), "yfinance": ("yfinance",), "alpaca": ("alpaca-py",), "file": (),
+    packages = {"bundled": ("skfolio", "arch"), "yfinance": ("yfinance",), "alpaca": ("alpaca-py",),
+                "polygon": ("polygon-api-client",), "file": (),
                 "synthetic": ("numpy",)}[source]
     return package_versions(packages)

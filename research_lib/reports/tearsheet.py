@@ -14,11 +14,13 @@ from research_lib.reports._charts import grouped_bars, percent
 from research_lib.validation.statistics import breakdown_by_year
 
 
-def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str) -> Path:
+def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, title: str,
+                    periods_per_year: int = 252) -> Path:
     """Write quantstats' full HTML report of ``returns`` against ``benchmark`` to ``path``.
 
     Both series are daily simple returns; the benchmark is aligned to the strategy's
-    dates. The file appears only when complete.
+    dates; ``periods_per_year`` annualizes (the run's calendar: 252 New York, 365 crypto).
+    The file appears only when complete.
     """
     logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import quantstats as qs
@@ -29,7 +31,7 @@ def write_tearsheet(returns: pd.Series, benchmark: pd.Series, path: str | Path, 
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qs.reports.html(returns.rename("Strategy"), benchmark=benchmark, output=str(tmp), title=title,
-                        benchmark_title=benchmark_title)
+                        benchmark_title=benchmark_title, periods_per_year=periods_per_year)
         html = Path(tmp).read_text(encoding="utf-8")
         html = _NETWORK_ICON.sub("", replace_yearly_chart(html, returns, benchmark, benchmark_title))
         html = html.replace('<body onload="save()">', "<body>", 1)  # save() exists only in quantstats' download mode

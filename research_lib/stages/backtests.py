@@ -46,9 +46,11 @@ def validation_metrics(folder: RunFolder, results: dict[str, BacktestResult]) ->
     config = folder.config
     benchmark = folder.prices["close"][config.data.benchmark].pct_change(fill_method=None)
     main, *others = results
-    metrics = {"strategy_name": main, **backtest_metrics(**_parts(results[main]), benchmark=benchmark)}
-    metrics["alternatives"] = {name: backtest_metrics(**_parts(results[name]), benchmark=benchmark)["strategy"]
-                               for name in others}
+    year = config.sessions_per_year
+    metrics = {"strategy_name": main, "sessions_per_year": year,
+               **backtest_metrics(**_parts(results[main]), benchmark=benchmark, periods_per_year=year)}
+    metrics["alternatives"] = {name: backtest_metrics(**_parts(results[name]), benchmark=benchmark,
+                                                      periods_per_year=year)["strategy"] for name in others}
     events = results[main].events
     if len(events):  # delistings met (none in the bundled history): counted, and the largest named
         largest = events.loc[events["weight"].abs().sort_values(ascending=False, kind="stable").index[:5]]
@@ -69,7 +71,8 @@ def _split_at_cutoff(returns: pd.Series, config: RunConfig) -> dict:
     part after it can show skill rather than memory."""
     cutoff = pd.Timestamp(config.llm.cutoff)
     parts = {"before_cutoff": returns[returns.index <= cutoff], "after_cutoff": returns[returns.index > cutoff]}
-    out = {name: (headline_metrics(part) if len(part) >= 21 else None) for name, part in parts.items()}
+    out = {name: (headline_metrics(part, config.sessions_per_year) if len(part) >= 21 else None)
+           for name, part in parts.items()}
     return {"knowledge_cutoff": str(cutoff.date()), **out}
 
 
@@ -131,5 +134,5 @@ def cost_stress(folder: RunFolder, results: dict[str, BacktestResult], main: str
     for multiple in sorted({1.0, 2.0, 3.0, gate_multiple}):
         stressed = results[main] if multiple == 1.0 else run_backtest(
             weights, prices, **folder.config.backtest_model(multiple))
-        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns.reindex(sessions).dropna())
+        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns.reindex(sessions).dropna(), config.sessions_per_year)
     return stress

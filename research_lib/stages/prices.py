@@ -41,7 +41,7 @@ def load_run_prices(folder: RunFolder) -> pd.DataFrame:
     # data.symbols null: the source's default universe, or every symbol of a file
     prices = load_prices(data.source, data.symbols, data.start, data.end, path=data.path, refresh=data.refresh,
                          calendar=data.calendar, context=context_symbols(config), synthetic=data.synthetic,
-                         **price_limits(config))
+                         markets=data.markets, **price_limits(config))
     provenance = dict(prices.attrs["provenance"])
     provenance["source_sha256"] = provenance.pop("sha256")
     provenance["config_key"] = folder.key("prices")

@@ -63,8 +63,8 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
     stress = cost_stress(folder, results, main, returns.index, thresholds.cost_stress_multiple)
     benchmark = prices["close"][config.data.benchmark].pct_change(fill_method=None)
     stats = evidence.run_statistics(returns, evidence.trial_matrix(trials, returns.index), trial_stats, thresholds,
-                                    benchmark)
-    sweep = sweep_section(chosen_from, stats["moments"]) if chosen_from else None
+                                    benchmark, config.sessions_per_year)
+    sweep = sweep_section(chosen_from, stats["moments"], config.sessions_per_year) if chosen_from else None
     gate_stats = evidence.gate_inputs(returns, stats, trial_stats, stress, thresholds)
     report = evidence.validation_record(
         strategy=main, run_id=run_dir.name, judged_on=judged_on, gate_stats=gate_stats,
@@ -79,8 +79,8 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
     return report
 
 
-def sweep_section(loaded: registry.LoadedSweep, moments: dict | None) -> dict:
+def sweep_section(loaded: registry.LoadedSweep, moments: dict | None, periods_per_year: int = 252) -> dict:
     """The record's "sweep" section: the sweep's identity, and PBO and DSR over it (``moments``: the
     headline strategy's `statistics.sharpe_moments`, None when too short to judge)."""
     return {"id": loaded.id, "family": loaded.family, "created_at": loaded.created_at, "params": list(loaded.params),
-            **evidence.sweep_statistics(loaded.returns, len(loaded.table), moments)}
+            **evidence.sweep_statistics(loaded.returns, len(loaded.table), moments, periods_per_year=periods_per_year)}

@@ -61,7 +61,6 @@ from research_lib.sweeps import _kernel
 from research_lib.sweeps._checks import check_prices, whole_number
 from research_lib.sweeps._targets import fill_targets
 from research_lib.sweeps.indicators import Indicators
-from research_lib.units import SESSIONS_PER_YEAR
 
 __all__ = ["BATCH_BUDGET_BYTES", "METRICS", "RETURNS_BUDGET_BYTES", "Strategy", "SweepResult", "entry_exit",
            "run_sweep", "target_weights"]
@@ -338,8 +337,8 @@ def _model_inputs(prices: pd.DataFrame, close: pd.DataFrame, model: dict) -> dic
     adv_value, daily_vol = impact_inputs(prices, close) if impact > 0 else (np.empty((0, 0)), np.empty((0, 0)))
     adv_value, daily_vol = np.ascontiguousarray(adv_value), np.ascontiguousarray(daily_vol)  # one compiled kernel
     return {"lag": int(given["execution_lag_sessions"]), "commission": given["cost_bps"] / 1e4,
-            "spread": given["spread_bps"] / 1e4, "borrow": given["borrow_bps_per_year"] / 1e4 / SESSIONS_PER_YEAR,
-            "cash_rate": annual / SESSIONS_PER_YEAR, "impact": impact, "capital": float(given["capital"] or 0.0),
+            "spread": given["spread_bps"] / 1e4, "borrow": given["borrow_bps_per_year"] / 1e4 / given["sessions_per_year"],
+            "cash_rate": annual / given["sessions_per_year"], "impact": impact, "capital": float(given["capital"] or 0.0),
             "adv_value": adv_value, "daily_vol": daily_vol}
 
 

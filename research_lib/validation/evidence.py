@@ -44,7 +44,7 @@ def trial_matrix(trials: dict[str, tuple[dict, pd.Series]], index: pd.DatetimeIn
 
 
 def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats: dict, thresholds,
-                   benchmark: pd.Series) -> dict:
+                   benchmark: pd.Series, periods_per_year: int = SESSIONS_PER_YEAR) -> dict:
     """Moments, PSR, DSR, MinTRL against the best unskilled trial, PBO, bootstrap and walk-forward
     selection; each is None when the history is too short for it (and its criterion then fails)."""
     def attempt(compute):
@@ -67,13 +67,16 @@ def run_statistics(returns: pd.Series, trial_returns: pd.DataFrame, trial_stats:
             confidence=thresholds.track_record_confidence))
         out["min_track_record"] = None if trl is None or trl == float("inf") else trl
     out["pbo"] = attempt(lambda: st.probability_of_backtest_overfitting(trial_returns))
-    out["bootstrap"] = attempt(lambda: st.bootstrap_sharpe_interval(returns))
+    out["bootstrap"] = attempt(lambda: st.bootstrap_sharpe_interval(returns, periods_per_year=periods_per_year))
     # Three years to choose on, one to hold; halved for short histories (e.g. the smoke scenario).
     n = len(trial_returns)
-    train, test = (756, 252) if n >= 1008 else (n // 2, max(n // 6, 1))
+    year = periods_per_year
+    train, test = (3 * year, year) if n >= 4 * year else (n // 2, max(n // 6, 1))
     out["walk"] = attempt(lambda: st.walk_forward_selection(trial_returns, max(train, 2), test))
-    out["by_year"] = st.breakdown_by_year(returns).reset_index().to_dict("records")
-    out["by_regime"] = st.breakdown_by_regime(returns, benchmark).reset_index().to_dict("records")
+    out["by_year"] = st.breakdown_by_year(returns, periods_per_year).reset_index().to_dict("records")
+    out["by_regime"] = st.breakdown_by_regime(returns, benchmark, periods_per_year=periods_per_year
+                                              ).reset_index().to_dict("records")
+    out["periods_per_year"] = periods_per_year
     out["figures"] = figures.validation_figures(returns, out, trial_stats)
     return out
 
@@ -116,7 +119,8 @@ def _pbo_sample(kept: np.ndarray, limit: int, seed: int) -> np.ndarray:
 
 
 def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments: dict | None, *,
-                     max_pbo_books: int | None = None, seed: int = PBO_SAMPLE_SEED) -> dict:
+                     max_pbo_books: int | None = None, seed: int = PBO_SAMPLE_SEED,
+                     periods_per_year: int = SESSIONS_PER_YEAR) -> dict:
     """The skeptic over the sweep the headline strategy was chosen from.
 
     Memory stays bounded however wide the sweep: the (float32) matrix is read a block of columns at
@@ -154,7 +158,7 @@ def sweep_statistics(sweep_returns: pd.DataFrame, n_configurations: int, moments
     variance = float(np.var(sharpes, ddof=1)) if n_trials > 1 else 0.0
     dsr = expected_max = None
     if n_trials:
-        expected_max = float(st.expected_max_sharpe(n_trials, variance) * SESSIONS_PER_YEAR ** 0.5)
+        expected_max = float(st.expected_max_sharpe(n_trials, variance) * periods_per_year ** 0.5)
         if moments:
             try:
                 dsr = st.deflated_sharpe_ratio(moments["sharpe"], moments["n_obs"], moments["skew"],
@@ -192,8 +196,9 @@ def _session(label) -> str:
 
 
 def gate_inputs(returns: pd.Series, stats: dict, trial_stats: dict, stress: dict, thresholds) -> dict:
-    """What the gate's criteria compare with their thresholds (``promotion.evaluate_gate``)."""
-    headline = headline_metrics(returns)
+    """What the gate's criteria compare with their thresholds (``promotion.evaluate_gate``), annualized
+    on the sessions a year `run_statistics` was given."""
+    headline = headline_metrics(returns, stats.get("periods_per_year", SESSIONS_PER_YEAR))
     return {"sharpe": headline["sharpe"], "win_rate": headline["win_rate"], "max_drawdown": headline["max_drawdown"],
             "deflated_sharpe": stats["dsr"], "pbo": (stats["pbo"] or {}).get("pbo"), "n_obs": len(returns),
             "min_track_record": stats["min_track_record"], "n_trials": trial_stats["n_trials"],
@@ -215,17 +220,19 @@ def validation_record(*, strategy: str, run_id: str, judged_on: str, gate_stats:
     """``validation.json``: the gate's inputs and verdict and every statistic behind them; ``sweep``:
     the statistics over the sweep the strategy was chosen from (`sweep_statistics`), when one is named."""
     pbo, walk = stats["pbo"] or {}, stats["walk"]
+    year = stats.get("periods_per_year", SESSIONS_PER_YEAR)
     return {
         "strategy": strategy, "run_id": run_id, "judged_on": judged_on, "gate_stats": gate_stats,
         "verdict": verdict, "thresholds": thresholds.model_dump(), "moments": stats["moments"], "psr": stats["psr"],
         "trials": {**trial_stats, "this_run": sorted(trial_names), "expected_max_sharpe_annual":
-                   stats["expected_max_sharpe"] * SESSIONS_PER_YEAR ** 0.5},
+                   stats["expected_max_sharpe"] * year ** 0.5},
         "pbo": {k: v for k, v in pbo.items() if k not in st.PBO_ARRAYS},
         "bootstrap": stats["bootstrap"] and {k: v for k, v in stats["bootstrap"].items() if k != "samples"},
         "cost_stress": stress,
         "by_year": stats["by_year"],
         "by_regime": stats["by_regime"],
-        "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * SESSIONS_PER_YEAR ** 0.5,
+        "sessions_per_year": year,
+        "walk_forward": walk and {"sharpe_annual": walk["sharpe"] * year ** 0.5,
                                   "sessions": len(walk["returns"]), "choices": walk["choices"]},
         "figures": stats["figures"],
         "llm": llm,

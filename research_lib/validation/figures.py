@@ -23,7 +23,7 @@ MAX_POINTS = 300  # points of a scatter or an equity line on the page
 def validation_figures(returns: pd.Series, stats: dict, trial_stats: dict) -> dict:
     """The figures of `research_lib.validation.evidence.run_statistics`'s ``stats`` (with its
     arrays: the bootstrap's ``samples``, PBO's `statistics.PBO_ARRAYS`)."""
-    return {"bootstrap": _bootstrap(stats.get("bootstrap")), "pbo": _pbo(stats.get("pbo")),
+    return {"bootstrap": _bootstrap(stats.get("bootstrap")), "pbo": _pbo(stats.get("pbo"), stats.get("periods_per_year", SESSIONS_PER_YEAR)),
             "dsr": dsr_curve(stats.get("moments"), trial_stats["n_trials"], trial_stats["sharpe_variance"]),
             "walk_forward": _walk_forward(returns, stats.get("walk"))}
 
@@ -48,12 +48,12 @@ def _even(n: int, most: int = MAX_POINTS) -> np.ndarray:
     return np.arange(n) if n <= most else np.unique(np.linspace(0, n - 1, most).round().astype(int))
 
 
-def _pbo(pbo: dict | None) -> dict | None:
+def _pbo(pbo: dict | None, periods_per_year: int) -> dict | None:
     if not pbo or pbo.get("logits") is None:
         return None
     picked = _even(len(pbo["is_sharpe"]))
     return {"logits": histogram(pbo["logits"]),
-            "is_sharpe_annual": (np.asarray(pbo["is_sharpe"])[picked] * math.sqrt(SESSIONS_PER_YEAR)).tolist(),
+            "is_sharpe_annual": (np.asarray(pbo["is_sharpe"])[picked] * math.sqrt(periods_per_year)).tolist(),
             "oos_rank": np.asarray(pbo["oos_rank"])[picked].tolist(), "shown": int(len(picked)),
             "of": int(len(pbo["is_sharpe"]))}
 

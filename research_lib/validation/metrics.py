@@ -1,7 +1,8 @@
 """Headline performance numbers from daily simple returns.
 
-Pure functions of NumPy arrays; fractions, never percentages; 252 sessions a year;
-the risk-free rate is taken as zero.
+Pure functions of NumPy arrays; fractions, never percentages; ``periods_per_year`` sessions a
+year (252 for New York, the default; a run passes its calendar's, ``RunConfig.sessions_per_year``:
+365 for crypto); the risk-free rate is taken as zero.
 """
 
 from __future__ import annotations
@@ -45,31 +46,33 @@ def win_rate(returns: np.ndarray) -> float:
     return float(np.mean(active > 0)) if active.size else float("nan")
 
 
-def headline_metrics(returns: pd.Series) -> dict[str, float | str | int]:
-    """The numbers a tearsheet leads with, as plain JSON-ready values."""
+def headline_metrics(returns: pd.Series, periods_per_year: int = SESSIONS_PER_YEAR) -> dict[str, float | str | int]:
+    """The numbers a tearsheet leads with, as plain JSON-ready values (annualized over
+    ``periods_per_year`` sessions)."""
     values = returns.to_numpy(dtype=float)
     return {
         "start": returns.index[0].strftime("%Y-%m-%d"),
         "end": returns.index[-1].strftime("%Y-%m-%d"),
         "sessions": int(len(values)),
         "total_return": float(np.prod(1.0 + values) - 1.0),
-        "cagr": cagr(values),
-        "annual_volatility": annual_volatility(values),
-        "sharpe": sharpe_ratio(values),
+        "cagr": cagr(values, periods_per_year),
+        "annual_volatility": annual_volatility(values, periods_per_year),
+        "sharpe": sharpe_ratio(values, periods_per_year),
         "max_drawdown": max_drawdown(values),
         "win_rate": win_rate(values),
     }
 
 
-def backtest_metrics(returns: pd.Series, turnover: pd.Series, costs: pd.Series, benchmark: pd.Series) -> dict:
+def backtest_metrics(returns: pd.Series, turnover: pd.Series, costs: pd.Series, benchmark: pd.Series,
+                     periods_per_year: int = SESSIONS_PER_YEAR) -> dict:
     """Headline numbers of a backtest and of its benchmark over the same sessions.
 
     ``benchmark`` holds the benchmark's daily simple returns; sessions it lacks count as 0.
     """
-    years = len(returns) / SESSIONS_PER_YEAR
+    years = len(returns) / periods_per_year
     return {
-        "strategy": headline_metrics(returns),
-        "benchmark": headline_metrics(benchmark.reindex(returns.index).fillna(0.0)),
+        "strategy": headline_metrics(returns, periods_per_year),
+        "benchmark": headline_metrics(benchmark.reindex(returns.index).fillna(0.0), periods_per_year),
         "annual_turnover": float(turnover.sum() / years),
         "annual_cost": float(costs.sum() / years),
     }

@@ -179,7 +179,7 @@ def _cscv_choice(chosen: np.ndarray, sums: np.ndarray, squares: np.ndarray,
 
 
 def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int = 21, alpha: float = 0.05,
-                              seed: int = 0) -> dict:
+                              seed: int = 0, periods_per_year: int = SESSIONS_PER_YEAR) -> dict:
     """Annualized Sharpe with a circular block bootstrap confidence interval.
 
     Blocks of ``block`` consecutive returns keep short-range dependence; ``n_boot`` resamples
@@ -198,8 +198,8 @@ def bootstrap_sharpe_interval(returns: pd.Series, n_boot: int = 1000, block: int
     starts = rng.integers(0, n, size=(n_boot, n_blocks))
     index = (starts[:, :, None] + np.arange(block)) % n
     samples = values[index.reshape(n_boot, -1)[:, :n]]
-    sharpes = samples.mean(axis=1) / samples.std(axis=1, ddof=1) * math.sqrt(SESSIONS_PER_YEAR)
-    point = values.mean() / values.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR)
+    sharpes = samples.mean(axis=1) / samples.std(axis=1, ddof=1) * math.sqrt(periods_per_year)
+    point = values.mean() / values.std(ddof=1) * math.sqrt(periods_per_year)
     low, high = np.quantile(sharpes, [alpha / 2, 1 - alpha / 2])
     return {"sharpe": float(point), "low": float(low), "high": float(high), "confidence": 1 - alpha,
             "n_boot": n_boot, "block": block, "samples": sharpes}
@@ -232,19 +232,20 @@ def walk_forward_selection(trial_returns: pd.DataFrame, train_days: int = 756, t
             "sharpe": float(stitched.mean() / stitched.std(ddof=1)) if stitched.std(ddof=1) > 0 else float("nan")}
 
 
-def breakdown_by_year(returns: pd.Series) -> pd.DataFrame:
+def breakdown_by_year(returns: pd.Series, periods_per_year: int = SESSIONS_PER_YEAR) -> pd.DataFrame:
     """Per calendar year: compounded return, annualized volatility and Sharpe, sessions."""
     grouped = returns.groupby(returns.index.year)
     out = pd.DataFrame({
         "return": grouped.apply(lambda r: float((1 + r).prod() - 1)),
-        "volatility": grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
-        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
+        "volatility": grouped.std(ddof=1) * math.sqrt(periods_per_year),
+        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(periods_per_year),
         "sessions": grouped.size()})
     out.index.name = "year"
     return out
 
 
-def breakdown_by_regime(returns: pd.Series, benchmark_returns: pd.Series, window: int = 63) -> pd.DataFrame:
+def breakdown_by_regime(returns: pd.Series, benchmark_returns: pd.Series, window: int = 63,
+                        periods_per_year: int = SESSIONS_PER_YEAR) -> pd.DataFrame:
     """Annualized return, volatility and Sharpe in calm and volatile markets.
 
     A session is *volatile* when the benchmark's trailing ``window``-session volatility,
@@ -257,7 +258,7 @@ def breakdown_by_regime(returns: pd.Series, benchmark_returns: pd.Series, window
     joined = pd.DataFrame({"r": returns, "regime": regime.reindex(returns.index)}).dropna()
     grouped = joined.groupby("regime")["r"]
     return pd.DataFrame({
-        "annual_return": grouped.mean() * SESSIONS_PER_YEAR,
-        "volatility": grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
-        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR),
+        "annual_return": grouped.mean() * periods_per_year,
+        "volatility": grouped.std(ddof=1) * math.sqrt(periods_per_year),
+        "sharpe": grouped.mean() / grouped.std(ddof=1) * math.sqrt(periods_per_year),
         "sessions": grouped.size()})
