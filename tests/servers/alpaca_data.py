@@ -15,6 +15,13 @@ concatenates the pages per symbol. Like the real API, this server pages across s
 that have no bars, and serves at most ``page_size`` bars per page whatever ``limit`` says,
 so a small ``page_size`` forces the client to paginate.
 
+Crypto: ``CryptoHistoricalDataClient.get_crypto_bars`` builds ``url_override + "/v1beta3" +
+"/crypto/us/bars"`` and sends ``symbols=BTC/USD,ETH/USD&timeframe=1Day&start=...&end=...&limit=10000
+[&page_token=...]``, with the two key headers only when it was given keys (crypto data needs none).
+The answer and the paging are the stocks' (``{"bars": {"BTC/USD": [...]}, "next_page_token"}``);
+this server serves ``crypto`` (pair -> ``crypto_bar`` dicts) there, accepts requests without keys
+and refuses wrong ones.
+
 Every request is recorded in ``server.requests``; ``server.fail_next(status)`` makes the
 next request(s) fail with that HTTP status (e.g. 429, 403) before any other check.
 """
@@ -37,6 +44,7 @@ from zoneinfo import ZoneInfo
 NEW_YORK = ZoneInfo("America/New_York")
 BARS_PATH = "/v2/stocks/bars"
 NEWS_PATH = "/v1beta1/news"
+CRYPTO_BARS_PATH = "/v1beta3/crypto/us/bars"
 
 
 def daily_bar(session: str, open: float, high: float, low: float, close: float, volume: float) -> dict:
@@ -46,6 +54,14 @@ def daily_bar(session: str, open: float, high: float, low: float, close: float, 
     stamp = midnight.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {"t": stamp, "o": open, "h": high, "l": low, "c": close, "v": volume,
             "n": 1000, "vw": round((high + low + close) / 3, 4)}
+
+
+def crypto_bar(day: str, open: float, high: float, low: float, close: float, volume: float, *,
+               stamp: str | None = None) -> dict:
+    """One daily crypto bar as Alpaca sends it: ``t`` is the start of the UTC day (``...T00:00:00Z``);
+    ``stamp`` overrides it (e.g. the former Chicago-midnight ``...T06:00:00Z``)."""
+    return {"t": stamp or f"{day}T00:00:00Z", "o": open, "h": high, "l": low, "c": close, "v": volume,
+            "n": 100, "vw": round((high + low + close) / 3, 4)}
 
 
 @dataclass
@@ -68,8 +84,10 @@ class AlpacaDataServer(LocalHTTPServer):
     """
 
     def __init__(self, bars: dict[str, list[dict]] | None = None, *, key: str = "test-key-id",
-                 secret: str = "test-secret-key", page_size: int = 10_000, news: list[dict] | None = None) -> None:
+                 secret: str = "test-secret-key", page_size: int = 10_000, news: list[dict] | None = None,
+                 crypto: dict[str, list[dict]] | None = None) -> None:
         self.bars = dict(bars or {})
+        self.crypto = dict(crypto or {})  # pair -> crypto_bar dicts
         self.news = list(news or [])  # items shaped like news_item(...)
         self.key, self.secret, self.page_size = key, secret, page_size
         self.requests: list[RecordedRequest] = []
@@ -104,14 +122,20 @@ class AlpacaDataServer(LocalHTTPServer):
             fault = self._faults.popleft() if self._faults else None
         if fault:
             return fault[0], {"message": fault[1]}
-        if request.method != "GET" or request.path not in (BARS_PATH, NEWS_PATH):
+        if request.method != "GET" or request.path not in (BARS_PATH, NEWS_PATH, CRYPTO_BARS_PATH):
             return 404, {"message": "Not Found"}
         headers = {k.lower(): v for k, v in request.headers.items()}
-        if headers.get("apca-api-key-id") != self.key or headers.get("apca-api-secret-key") != self.secret:
+        sent = (headers.get("apca-api-key-id"), headers.get("apca-api-secret-key"))
+        anonymous = request.path == CRYPTO_BARS_PATH and sent == (None, None)  # crypto data needs no keys
+        if not anonymous and sent != (self.key, self.secret):
             return 401, {"message": "unauthorized."}
         query = request.query
         if request.path == NEWS_PATH:
             return self._news(query)
+        return self._bars(query, self.crypto if request.path == CRYPTO_BARS_PATH else self.bars)
+
+    def _bars(self, query: dict, served: dict[str, list[dict]]) -> tuple[int, dict]:
+        """Stock or crypto bars: the same query, answer and paging."""
         symbols = [s for s in query.get("symbols", "").split(",") if s]
         if not symbols:
             return 400, {"message": "missing symbols"}
@@ -123,7 +147,7 @@ class AlpacaDataServer(LocalHTTPServer):
             offset = _offset(query.get("page_token"))
         except ValueError as err:
             return 400, {"message": str(err)}
-        items = [(symbol, bar) for symbol in sorted(set(symbols)) for bar in self.bars.get(symbol, [])
+        items = [(symbol, bar) for symbol in sorted(set(symbols)) for bar in served.get(symbol, [])
                  if start <= _instant(bar["t"], None) <= end]
         size = min(int(query.get("limit") or 1000), self.page_size)
         page = items[offset : offset + size]
