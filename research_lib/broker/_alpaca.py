@@ -11,6 +11,11 @@ Conventions
   (fractional allowed, rounded to Alpaca's 9 decimals), or limit orders for whole shares at a
   price on Alpaca's tick (the children of an execution schedule, which the trading cycle sends
   when their bars start and cancels when they end: `works_schedules` is False).
+- **Crypto pairs** (``BTC/USD``: `research_lib.data.asset_class`) follow Alpaca's crypto rules:
+  good-till-cancelled orders (Alpaca takes no day orders for crypto), fractional quantities at
+  market and at a limit, no shorting (Alpaca refuses a sell beyond the holding), at any hour.
+  Alpaca lists a crypto position without its slash (``BTCUSD``); `positions` names it as the
+  orders do (``BTC/USD``), so the ledger's symbols and the broker's match.
 - **Timeouts.** alpaca-py sets no HTTP timeout; every request here gets ``timeout_s`` (connect
   and read) from an adapter mounted on the client's ``requests`` session.
 - **Retries.** alpaca-py's own retry (429 and 504, 3 times, 3 s apart) is turned off. A call
@@ -61,7 +66,7 @@ import urllib3
 from alpaca.common.enums import BaseURL
 from alpaca.common.exceptions import APIError
 from alpaca.trading.client import TradingClient
-from alpaca.trading.enums import OrderSide, PositionSide, QueryOrderStatus, TimeInForce
+from alpaca.trading.enums import AssetClass, OrderSide, PositionSide, QueryOrderStatus, TimeInForce
 from alpaca.trading.models import Order as AlpacaOrder
 from alpaca.trading.models import Position as AlpacaPosition
 from alpaca.trading.requests import GetOrdersRequest, LimitOrderRequest, MarketOrderRequest
@@ -70,6 +75,7 @@ from requests.adapters import HTTPAdapter
 from research_lib.broker._base import (Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
                                        DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, OrderStatus,
                                        Position, RateLimited, UnknownOutcome, check_client_order_id)
+from research_lib.data import CRYPTO_QUOTES, asset_class
 from research_lib.errors import ConfigError
 
 KEY_ID_ENV, SECRET_KEY_ENV = "APCA_API_KEY_ID", "APCA_API_SECRET_KEY"
@@ -203,7 +209,8 @@ class AlpacaBroker:
 
     def positions(self) -> dict[str, Position]:
         """Holdings by symbol (shorts negative)."""
-        return {p.symbol: _position(p) for p in self._call("positions", self._client.get_all_positions)}
+        return {position.symbol: position
+                for position in map(_position, self._call("positions", self._client.get_all_positions))}
 
     def open_orders(self) -> list[BrokerOrder]:
         """Open orders, oldest first.
@@ -227,7 +234,8 @@ class AlpacaBroker:
         """Send a day order for ``quantity`` shares: at market (rounded to 9 decimals), or with
         ``limit_price`` a limit order for whole shares (Alpaca takes fractional quantities at market
         only), its price to the cent (to 1/100 cent under $1; a buy's rounded down and a sell's up,
-        so that it stays inside the limit asked for). Alpaca sends an order at once: ``bar`` is
+        so that it stays inside the limit asked for). A crypto pair's order is good till cancelled
+        and fractional at a limit too. Alpaca sends an order at once: ``bar`` is
         refused (the trading cycle sends each child of a schedule when its bars start).
 
         Raises
@@ -255,12 +263,14 @@ class AlpacaBroker:
         if not (isinstance(quantity, numbers.Real) and math.isfinite(quantity)
                 and round(float(quantity), QUANTITY_DECIMALS) > 0):
             raise OrderRejected(f"quantity {quantity!r} must be a finite number of shares >= 1e-{QUANTITY_DECIMALS}.")
-        fields = {"symbol": symbol, "side": OrderSide(side), "time_in_force": TimeInForce.DAY,
-                  "client_order_id": client_order_id}
+        crypto = asset_class(symbol) == "crypto"
+        fields = {"symbol": symbol, "side": OrderSide(side), "client_order_id": client_order_id,
+                  "time_in_force": TimeInForce.GTC if crypto else TimeInForce.DAY}  # crypto takes no day orders
         if limit_price is None:
             request = MarketOrderRequest(qty=round(float(quantity), QUANTITY_DECIMALS), **fields)
         else:
-            request = LimitOrderRequest(qty=_whole_shares(quantity), limit_price=_tick(limit_price, side), **fields)
+            quantity = round(float(quantity), QUANTITY_DECIMALS) if crypto else _whole_shares(quantity)
+            request = LimitOrderRequest(qty=quantity, limit_price=_tick(limit_price, side), **fields)
         return _order(self._call("submit_order", lambda: self._client.submit_order(request)))
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
@@ -390,9 +400,20 @@ def _status(alpaca_status: str, quantity: float, filled: float) -> OrderStatus:
 
 def _position(position: AlpacaPosition) -> Position:
     quantity = abs(float(position.qty))
-    return Position(symbol=position.symbol, quantity=-quantity if position.side == PositionSide.SHORT else quantity,
+    return Position(symbol=_pair(position.symbol) if position.asset_class == AssetClass.CRYPTO else position.symbol, quantity=-quantity if position.side == PositionSide.SHORT else quantity,
                     avg_entry_price=float(position.avg_entry_price),
                     market_value=_float(position.market_value, f"market_value of {position.symbol}"))
+
+
+def _pair(symbol: str) -> str:
+    """A crypto position's symbol as orders spell it: ``BTCUSD`` -> ``BTC/USD`` (Alpaca lists
+    positions without the slash); a symbol with a slash, or no known quote currency, as it is."""
+    if "/" in symbol:
+        return symbol
+    for quote in sorted(CRYPTO_QUOTES, key=len, reverse=True):  # USDT before USD
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return f"{symbol[:-len(quote)]}/{quote}"
+    return symbol
 
 
 def _whole_shares(quantity: float) -> int:

@@ -42,6 +42,7 @@ from typing import Callable
 import pandas as pd
 
 from research_lib.broker import Broker
+from research_lib.data import asset_class
 from research_lib.risk import KillSwitch, Order, ReferencePrice, Side, check_orders, next_state
 from research_lib.trading._inputs import CycleInputs, CycleReport
 from research_lib.trading._ledger import FINAL_STATUSES, Intent, Ledger
@@ -196,6 +197,12 @@ def run_cycle(broker: Broker, ledger: Ledger, inputs: CycleInputs, *, dry_run: b
             **(notes or {})})
 
 
+def _trades_around_the_clock(inputs: CycleInputs) -> bool:
+    """Whether every symbol the cycle may trade is a crypto pair (24/7: no market hours to wait for)."""
+    symbols = {*inputs.prices.index, *(inputs.targets.index if inputs.targets is not None else ())}
+    return bool(symbols) and all(asset_class(s) == "crypto" for s in symbols)
+
+
 def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleReport, dry_run: bool,
            sleep: Callable[[float], None]) -> bool:
     """Steps 1 to 5 (see the module docstring), filling ``report``; return whether the decision's
@@ -231,7 +238,7 @@ def _steps(broker: Broker, ledger: Ledger, inputs: CycleInputs, report: CycleRep
             cancel_unsent(ledger, inputs, f"kill switch HALTED ({report.kill_switch_reason})")
         report.status = "halted"
         return rebalancing
-    if not clock.is_open:
+    if not clock.is_open and not _trades_around_the_clock(inputs):  # the clock is the stock market's
         report.status = "market_closed"
         return rebalancing
     if account.trading_blocked:

@@ -81,7 +81,10 @@ open and ``"accepted"`` while it is closed; nothing fills until the test says so
 (``fill_open_orders``, ``fill_order``), unless ``fill_on_submit=True``, which fills marketable
 orders at the current price while the market is open. Only simple market and limit orders,
 ``day`` or ``gtc``, are accepted; fractional quantities and notional amounts only for market day
-orders. The clock (default Wednesday 2024-03-13 10:00 New York) moves only by ``set_time``; it is
+orders. Crypto pairs (a symbol with a slash, ``BTC/USD``) follow Alpaca's crypto rules: ``gtc`` or
+``ioc`` only, fractional quantities for market and limit orders, no shorting, trading at any hour
+(``new`` and, with ``fill_on_submit``, filled whatever the stock market's clock says); their
+positions come back as Alpaca lists them, without the slash (``BTCUSD``, ``asset_class: crypto``). The clock (default Wednesday 2024-03-13 10:00 New York) moves only by ``set_time``; it is
 open 9:30-16:00 New York on weekdays (no holidays) unless ``set_market_open`` overrides it. Day
 orders expire only when the test calls ``expire_day_orders``.
 
@@ -549,7 +552,7 @@ class AlpacaTradingServer(LocalHTTPServer):
             self._check_available(order.symbol, order.held_qty())
         self._orders[order.id] = order
         self._by_client_id[order.client_order_id] = order.id
-        if self.fill_on_submit and self._market_open():
+        if self.fill_on_submit and ("/" in order.symbol or self._market_open()):  # crypto trades at any hour
             self._fill_if_marketable(order)
         return order.to_json()
 
@@ -569,7 +572,10 @@ class AlpacaTradingServer(LocalHTTPServer):
             raise _Rejected(422, 40010001, f"invalid side {side!r}: use buy or sell")
         if kind not in ("market", "limit"):
             raise _Rejected(422, 40010001, f"order type {kind!r}: this test server takes market and limit orders")
-        if tif not in ("day", "gtc"):
+        crypto = "/" in symbol
+        if crypto and tif not in ("gtc", "ioc"):
+            raise _Rejected(422, 40010001, f"invalid crypto time_in_force {tif!r}: crypto orders take gtc or ioc")
+        if not crypto and tif not in ("day", "gtc"):
             raise _Rejected(422, 40010001, f"time_in_force {tif!r}: this test server takes day and gtc orders")
         if body.get("order_class") not in (None, "", "simple"):
             raise _Rejected(422, 40010001, f"order_class {body['order_class']!r}: this test server takes simple orders")
@@ -581,7 +587,7 @@ class AlpacaTradingServer(LocalHTTPServer):
         if (kind == "limit") != (limit_price is not None):
             raise _Rejected(422, 40010001, "limit_price is required for limit orders and only for them")
         fractional = notional is not None or qty != qty.to_integral_value()
-        if fractional and (kind, tif) != ("market", "day"):
+        if fractional and not crypto and (kind, tif) != ("market", "day"):
             raise _Rejected(422, 40010001, "fractional and notional orders must be market day orders")
         client_order_id = body.get("client_order_id") or str(uuid.uuid4())
         if not isinstance(client_order_id, str) or len(client_order_id) > MAX_CLIENT_ORDER_ID_CHARS:
@@ -591,7 +597,7 @@ class AlpacaTradingServer(LocalHTTPServer):
         return _Order(id=str(uuid.uuid4()), client_order_id=client_order_id, symbol=symbol, side=side, type=kind,
                       time_in_force=tif, qty=qty, notional=notional, limit_price=limit_price,
                       reference_price=self._prices[symbol], extended_hours=bool(body.get("extended_hours")),
-                      submitted_at=self._now, status="new" if self._market_open() else "accepted")
+                      submitted_at=self._now, status="new" if crypto or self._market_open() else "accepted")
 
     def _check_available(self, symbol: str, requested: Decimal) -> None:
         existing = self._positions[symbol].qty if symbol in self._positions else Decimal(0)
@@ -616,7 +622,7 @@ class AlpacaTradingServer(LocalHTTPServer):
 
     def _position_symbol(self, symbol_or_asset_id: str) -> str:
         for symbol in self._positions:
-            if symbol_or_asset_id in (symbol, asset_id(symbol)):
+            if symbol_or_asset_id in (symbol, symbol.replace("/", ""), asset_id(symbol)):
                 return symbol
         raise _Rejected(404, 40410000, "position does not exist")
 
@@ -625,8 +631,9 @@ class AlpacaTradingServer(LocalHTTPServer):
         market_value, cost_basis = position.qty * price, position.qty * position.avg_entry_price
         pl = market_value - cost_basis
         return {
-            "asset_id": asset_id(symbol), "symbol": symbol, "exchange": "NASDAQ", "asset_class": "us_equity",
-            "asset_marginable": True, "qty": _text(position.qty), "qty_available": _text(position.qty),
+            "asset_id": asset_id(symbol), "symbol": symbol.replace("/", ""),  # Alpaca lists BTC/USD as BTCUSD
+            "exchange": "CRYPTO" if "/" in symbol else "NASDAQ",
+            "asset_class": "crypto" if "/" in symbol else "us_equity", "asset_marginable": "/" not in symbol, "qty": _text(position.qty), "qty_available": _text(position.qty),
             "avg_entry_price": _text(position.avg_entry_price), "side": "long", "market_value": _text(market_value),
             "cost_basis": _text(cost_basis), "unrealized_pl": _text(pl), "unrealized_plpc": _text(pl / cost_basis),
             "unrealized_intraday_pl": _text(pl), "unrealized_intraday_plpc": _text(pl / cost_basis),
@@ -643,7 +650,7 @@ class AlpacaTradingServer(LocalHTTPServer):
         elif "percentage" in query:
             qty = (held * _field(query, "percentage") / 100).quantize(_SHARE_STEP, ROUND_DOWN)
         return self._submit({"symbol": symbol, "qty": str(qty), "side": "sell", "type": "market",
-                             "time_in_force": "day"})
+                             "time_in_force": "gtc" if "/" in symbol else "day"})
 
     # -- execution -------------------------------------------------------------------------------
     def _fill_if_marketable(self, order: _Order) -> bool:
