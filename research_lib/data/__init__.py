@@ -34,6 +34,7 @@ from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_U
 from research_lib.data._calendar import calendar_error, calendar_sessions, session_problems
 from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
+from research_lib.data._fx import convert_prices, convert_returns, rate_on_sessions
 from research_lib.data._markets import (ASSET_CLASSES, CRYPTO_QUOTES, AssetClass, align_point_in_time, asset_class,
                                         publication_times, sessions_per_year, symbol_calendar, universe_calendar)
 from research_lib.data._synthetic import (CONTEXT_ROLES, DEFAULT_END, DEFAULT_START, GENERATOR_VERSION, SyntheticConfig,
@@ -45,7 +46,8 @@ from research_lib.errors import DataValidationError
 
 __all__ = [
     "ASSET_CLASSES", "AssetClass", "CRYPTO_QUOTES", "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS",
-    "align_point_in_time", "asset_class", "calendar_error", "calendar_sessions", "canonical_frame",
+    "align_point_in_time", "asset_class", "calendar_error", "calendar_sessions", "canonical_frame", "convert_prices",
+    "convert_returns", "rate_on_sessions",
     "fetch_alpaca", "from_alpaca", "from_yfinance", "publication_times", "sessions_per_year", "symbol_calendar",
     "universe_calendar",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
