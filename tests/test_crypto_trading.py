@@ -14,9 +14,14 @@ import pytest
 from research_lib.broker import OrderRejected, SimBroker
 from research_lib.broker._alpaca import _pair
 from research_lib.data import calendar_sessions, canonical_frame
+from research_lib.stages.paper import trade_session
 from research_lib.trading import CycleInputs, Ledger, run_cycle
+from tests.servers.alpaca_data import AlpacaDataServer, crypto_bar
 from tests.servers.alpaca_trading import NEW_YORK, AlpacaTradingServer
 from tests.test_alpaca_broker import KEY, SECRET, broker_for, keys  # noqa: F401 (keys is a fixture)
+from tests.test_paper_alpaca import KEY as CANARY_KEY
+from tests.test_paper_alpaca import SECRET as CANARY_SECRET
+from tests.test_paper_alpaca import STRATEGY, assert_no_canary, write_promotion
 from tests.test_trading_cycle import LIMITS
 
 SUNDAY = dt.datetime(2024, 3, 17, 12, 0, tzinfo=NEW_YORK)  # the stock market is closed
@@ -98,3 +103,34 @@ def test_the_simulated_broker_trades_crypto_every_day_in_fractions(tmp_path):
     assert pd.Timestamp(fill.session) == pd.Timestamp("2024-03-17") and fill.quantity == pytest.approx(0.05)
     assert fill.price == pytest.approx(closes.loc["2024-03-17", "BTC/USD"])
     assert sim.positions()["BTC/USD"].quantity == pytest.approx(0.05)
+
+
+# -- `spartan trade` end to end: a crypto book at Alpaca (both local servers, nothing of ours mocked)
+
+def test_a_crypto_book_trades_todays_utc_day_at_alpaca_while_the_stock_market_is_closed(workspace, monkeypatch):
+    now = dt.datetime.now(dt.timezone.utc)
+    day = now.date()  # a crypto session is a UTC day, whatever New York's date
+    days = pd.date_range(end=day, periods=61, freq="D")  # sixty closed days, then today's so far
+    pairs = {"BTC/USD": 60_000.0, "ETH/USD": 3_000.0}
+    closes = pd.DataFrame({s: [p * (1 + 0.001 * i) for i in range(len(days))] for s, p in pairs.items()}, index=days)
+    research = canonical_frame({"close": closes.iloc[:-1], "volume": closes.iloc[:-1] * 0 + 5_000.0})
+    write_promotion(workspace, "20240101-000000-coins", research,
+                    pd.DataFrame([[0.25, 0.25]], index=days[[-2]], columns=list(pairs)))
+    bars = {s: [crypto_bar(f"{d:%Y-%m-%d}", c, c * 1.01, c * 0.99, c, 5_000.0) for d, c in closes[s].items()]
+            for s in pairs}
+    with AlpacaTradingServer(CANARY_KEY, CANARY_SECRET, cash=100_000, prices=closes.iloc[-1].to_dict(), now=now) as trading, \
+            AlpacaDataServer({}, key=CANARY_KEY, secret=CANARY_SECRET, crypto=bars) as data:
+        trading.set_market_open(False)  # the stock market's clock: crypto does not wait for it
+        for name, value in {"NO_PROXY": "127.0.0.1,localhost", "APCA_API_KEY_ID": CANARY_KEY,
+                            "APCA_API_SECRET_KEY": CANARY_SECRET, "APCA_API_BASE_URL": trading.url,
+                            "APCA_API_DATA_URL": data.url}.items():
+            monkeypatch.setenv(name, value)
+        result = trade_session(STRATEGY, broker="alpaca")
+        assert result["session"] == f"{day:%Y-%m-%d}" and result["status"] == "traded", result
+        posts = bodies(trading)
+        assert sorted(p["symbol"] for p in posts) == sorted(pairs)
+        assert all(p["time_in_force"] == "gtc" and p["side"] == "buy" for p in posts)
+        for post in posts:  # a quarter of the equity in each pair, in fractions of a coin
+            assert post["qty"] == pytest.approx(0.25 * 100_000 / closes[post["symbol"]].iloc[-1], rel=1e-6)
+        assert any(r.path.endswith("/crypto/us/bars") for r in data.requests)
+    assert_no_canary(workspace)

@@ -33,10 +33,12 @@ from research_lib.params import closest
 from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
 from research_lib.data._calendar import calendar_error, calendar_sessions, session_problems
 from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
+from research_lib.data._crypto import fetch_alpaca_crypto
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
 from research_lib.data._fx import convert_prices, convert_returns, rate_on_sessions
 from research_lib.data._markets import (ASSET_CLASSES, CRYPTO_QUOTES, AssetClass, align_point_in_time, asset_class,
                                         publication_times, sessions_per_year, symbol_calendar, universe_calendar)
+from research_lib.data._polygon import fetch_polygon
 from research_lib.data._synthetic import (CONTEXT_ROLES, DEFAULT_END, DEFAULT_START, GENERATOR_VERSION, SyntheticConfig,
                                           market_label, synthetic_market, synthetic_symbols)
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
@@ -48,7 +50,7 @@ __all__ = [
     "ASSET_CLASSES", "AssetClass", "CRYPTO_QUOTES", "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS",
     "align_point_in_time", "asset_class", "calendar_error", "calendar_sessions", "canonical_frame", "convert_prices",
     "convert_returns", "rate_on_sessions",
-    "fetch_alpaca", "from_alpaca", "from_yfinance", "publication_times", "sessions_per_year", "symbol_calendar",
+    "fetch_alpaca", "fetch_alpaca_crypto", "fetch_polygon", "from_alpaca", "from_yfinance", "publication_times", "sessions_per_year", "symbol_calendar",
     "universe_calendar",
     "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
     "validate_prices", "write_snapshot", "SyntheticConfig", "market_label", "synthetic_symbols",
@@ -227,13 +229,9 @@ def _fetch(source, symbols, start, end, path, content, context, synthetic, calen
         return fetch_yfinance(symbols, start, end)
     if source == "alpaca":
         if symbols and all(asset_class(s) == "crypto" for s in symbols):
-            from research_lib.data._crypto import fetch_alpaca_crypto
-
             return fetch_alpaca_crypto(symbols, start, end)
         return fetch_alpaca(symbols, start, end)
     if source == "polygon":
-        from research_lib.data._polygon import fetch_polygon
-
         return fetch_polygon(symbols, start, end)
     if path is None:
         raise DataValidationError(["data.source 'file' needs data.path, the CSV or parquet file to read."])

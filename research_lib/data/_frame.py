@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from research_lib.errors import DataValidationError
+
 FIELDS = ("open", "high", "low", "close", "volume")
 
 
@@ -52,3 +54,23 @@ def select(prices: pd.DataFrame, symbols: list[str] | None = None, start=None, e
         fields = out.columns.get_level_values("field").unique()
         out = out.reindex(columns=pd.MultiIndex.from_product([fields, symbols], names=["field", "symbol"]))
     return out
+
+
+def bars_frame(table: pd.DataFrame, symbols: list[str], source: str) -> pd.DataFrame:
+    """One bar per row (columns ``symbol``, ``date`` and the fields) -> canonical frame over ``symbols``.
+
+    Exact repeats of a row are dropped; two different bars of a symbol on one date raise
+    ``DataValidationError`` naming them (there is no right one to keep).
+    """
+    table = table.astype({f: "float64" for f in FIELDS if f in table}).drop_duplicates()
+    clash = table[table.duplicated(["symbol", "date"], keep=False)]
+    if len(clash):
+        first = clash.iloc[0]
+        raise DataValidationError([
+            f"{source} returned {int((clash['symbol'] == first['symbol']).sum())} different bars for "
+            f"{first['symbol']} on {first['date']:%Y-%m-%d} ({clash[['symbol', 'date']].drop_duplicates().shape[0]} "
+            "symbol-dates in all); re-fetch with data.refresh: true, and report it to the data vendor if it persists."
+        ])
+    fields = {f: table.pivot(index="date", columns="symbol", values=f).reindex(columns=symbols).sort_index()
+              for f in FIELDS if f in table}
+    return canonical_frame(fields)

@@ -25,8 +25,8 @@ import re
 
 import pandas as pd
 
-from research_lib.data._frame import FIELDS, canonical_frame
-from research_lib.errors import DataValidationError, SpartanError
+from research_lib.data._frame import FIELDS, bars_frame
+from research_lib.errors import SpartanError
 
 POLYGON_KEY_ENV = "POLYGON_API_KEY"
 POLYGON_URL_ENV = "POLYGON_API_URL"  # e.g. a self-hosted proxy, or the local server of the tests
@@ -78,26 +78,6 @@ def from_polygon(aggs_by_symbol: dict[str, list], symbols: list[str]) -> pd.Data
     stamps = pd.to_datetime(table["t"], unit="ms", utc=True).dt.tz_convert(NEW_YORK)
     table["date"] = stamps.dt.tz_localize(None).dt.normalize()
     return bars_frame(table.drop(columns="t"), symbols, "polygon")
-
-
-def bars_frame(table: pd.DataFrame, symbols: list[str], source: str) -> pd.DataFrame:
-    """One bar per row (columns ``symbol``, ``date`` and the fields) -> canonical frame over ``symbols``.
-
-    Exact repeats of a row are dropped; two different bars of a symbol on one date raise
-    ``DataValidationError`` naming them (there is no right one to keep).
-    """
-    table = table.astype({f: "float64" for f in FIELDS if f in table}).drop_duplicates()
-    clash = table[table.duplicated(["symbol", "date"], keep=False)]
-    if len(clash):
-        first = clash.iloc[0]
-        raise DataValidationError([
-            f"{source} returned {int((clash['symbol'] == first['symbol']).sum())} different bars for "
-            f"{first['symbol']} on {first['date']:%Y-%m-%d} ({clash[['symbol', 'date']].drop_duplicates().shape[0]} "
-            "symbol-dates in all); re-fetch with data.refresh: true, and report it to the data vendor if it persists."
-        ])
-    fields = {f: table.pivot(index="date", columns="symbol", values=f).reindex(columns=symbols).sort_index()
-              for f in FIELDS if f in table}
-    return canonical_frame(fields)
 
 
 def _daily_aggs(client, ticker: str, first: dt.date, last: dt.date, key: str, base: str) -> list:

@@ -8,6 +8,10 @@ reference prices were observed.
   A dry run never creates or moves the account: without one it runs against a scratch account.
 - ``alpaca``: Alpaca's paper endpoint (keys from the environment, ``APCA_API_BASE_URL`` to
   point it elsewhere), today's session only, reference prices and volume from Alpaca's daily bars.
+  A crypto book's session is today's UTC day (crypto days are UTC days) and its bars Alpaca's
+  crypto bars; a book mixing stocks and crypto trades New York's session on bars aligned point in
+  time (`research_lib.data.align_point_in_time`). No broker here trades forex: a book holding a
+  currency pair is refused.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import pandas as pd
 from research_lib import paths
 from research_lib.backtest import CostModel
 from research_lib.broker import AlpacaBroker, Broker, SimBroker
-from research_lib.data import fetch_alpaca
+from research_lib.data import align_point_in_time, asset_class, fetch_alpaca, fetch_alpaca_crypto, select
 from research_lib.risk import UNKNOWN_VOLUME
 from research_lib.trading._errors import TradingRefused
 from research_lib.trading._ledger import Ledger
@@ -128,21 +132,42 @@ def _sim_market(promoted: Promoted, session: dt.date, db: Path) -> tuple[SimBrok
         sim.advance_to(session)
     except ValueError as err:
         raise TradingRefused(f"the simulated account of {promoted.name!r} cannot trade {session}: {err}") from None
-    return sim, promoted.prices, dt.datetime.combine(session, CLOSE, NEW_YORK)
+    return sim, promoted.prices, dt.datetime.combine(session, CLOSE, NEW_YORK)  # the sim's clock
+
+
+def trading_zone(promoted: Promoted) -> dt.tzinfo:
+    """Where the strategy's session dates are days: UTC for a book of crypto pairs only (its
+    sessions are UTC days), New York otherwise."""
+    symbols = set(promoted.weights.columns)
+    forex = sorted(s for s in symbols if asset_class(s, promoted.config.data.markets) == "forex")
+    if forex:
+        raise TradingRefused(f"{promoted.name!r} holds currency pairs {forex}: no broker here trades forex (rates are "
+                             "research inputs); paper trade stocks or crypto pairs.")
+    crypto = all(asset_class(s, promoted.config.data.markets) == "crypto" for s in symbols)
+    return dt.timezone.utc if symbols and crypto else NEW_YORK
+
+
+def session_end(promoted: Promoted, session: dt.date) -> dt.datetime:
+    """When ``session``'s prices are final: 16:00 New York, or the next midnight UTC for a crypto book."""
+    if trading_zone(promoted) is NEW_YORK:
+        return dt.datetime.combine(session, CLOSE, NEW_YORK)
+    return dt.datetime.combine(session + dt.timedelta(days=1), dt.time(0), dt.timezone.utc)
 
 
 def _alpaca_market(promoted: Promoted, session: dt.date, ledger: Ledger) -> tuple[AlpacaBroker, pd.DataFrame, dt.datetime]:
     broker = alpaca_broker()
-    now = broker.clock().now.astimezone(NEW_YORK)
+    zone = trading_zone(promoted)
+    now = broker.clock().now.astimezone(zone)
     if session != now.date():
-        raise TradingRefused(f"Alpaca trades today's session only ({now.date()} in New York); leave out --asof "
+        where = "New York" if zone is NEW_YORK else "UTC, a crypto day"
+        raise TradingRefused(f"Alpaca trades today's session only ({now.date()} in {where}); leave out --asof "
                              f"(got {session}). Replay past sessions with --broker sim.")
     bars = _alpaca_bars(promoted, session, ledger)
     last = bars.index[-1].date() if len(bars.index) else None
     if last != session:
         raise TradingRefused(f"Alpaca has no bar for {session} yet (latest: {last}); run the cycle during or after "
                              "the session.")
-    return broker, bars, min(now, dt.datetime.combine(session, CLOSE, NEW_YORK))
+    return broker, bars, min(now, session_end(promoted, session))
 
 
 def _alpaca_bars(promoted: Promoted, session: dt.date, ledger: Ledger) -> pd.DataFrame:
@@ -154,8 +179,15 @@ def _alpaca_bars(promoted: Promoted, session: dt.date, ledger: Ledger) -> pd.Dat
     cycles = ledger.cycles(promoted.name)
     if cycles:
         start = min(start, dt.date.fromisoformat(cycles[0]["session"]) - dt.timedelta(days=7))
-    bars, _ = fetch_alpaca(symbols, start, session)
-    return bars
+    crypto = [s for s in symbols if asset_class(s, promoted.config.data.markets) == "crypto"]
+    stocks = [s for s in symbols if s not in crypto]
+    if not crypto:
+        return fetch_alpaca(symbols, start, session)[0]
+    coins, _ = fetch_alpaca_crypto(crypto, start, session)
+    if not stocks:
+        return coins
+    shares, _ = fetch_alpaca(stocks, start, session)  # New York's sessions, today's bar so far included
+    return select(align_point_in_time([(shares, "XNYS"), (coins, "24/7")], shares.index, "XNYS"), symbols)
 
 
 def traded_prices(promoted: Promoted, cycle: dict, ledger: Ledger) -> pd.DataFrame:

@@ -24,7 +24,7 @@ from research_lib.errors import ConfigError
 from research_lib.risk import KillSwitch
 from research_lib.trading._errors import InvalidSession, TradingRefused
 from research_lib.trading._ledger import Ledger
-from research_lib.trading._market import NEW_YORK, alpaca_broker, default_sim_start, sim_account
+from research_lib.trading._market import alpaca_broker, default_sim_start, sim_account, trading_zone
 from research_lib.trading._report_dirs import finished, reportable
 from research_lib.validation.promotion import Promoted, load_promoted
 
@@ -67,8 +67,8 @@ def resolve_session(strategy: str | None = None, broker: str | None = None, asof
         _check_sim_session(promoted, day, last_traded_session(ledger, promoted.name), dry_run)
         return promoted, kind, day
     if day is None:
-        return promoted, kind, dt.datetime.now(NEW_YORK).date()
-    today = alpaca_broker().clock().now.astimezone(NEW_YORK).date()
+        return promoted, kind, dt.datetime.now(trading_zone(promoted)).date()
+    today = alpaca_broker().clock().now.astimezone(trading_zone(promoted)).date()
     if day != today:
         raise InvalidSession(f"--asof {day}: Alpaca trades today's session only ({today} in New York, by Alpaca's "
                              "clock); leave out --asof, or replay past sessions with --broker sim.")
