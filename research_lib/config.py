@@ -27,6 +27,7 @@ from research_lib.data import (AssetClass, DataSource, SyntheticConfig, calendar
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
+from research_lib.hedging import HedgeConfig
 from research_lib.portfolio import (DEFAULT_RISK_LIMITS, CircuitBreakerConfig, PortfolioConfig, RebalanceFrequency,
                                     StrategyConfig, VolTargetConfig)
 from research_lib.risk import RiskLimits
@@ -289,6 +290,9 @@ class RunConfig(StrictModel):
     paper: PaperConfig = PaperConfig()
     execution: ExecutionConfig = ExecutionConfig()
     validation: ValidationConfig = ValidationConfig()
+    hedge: HedgeConfig = Field(HedgeConfig(), description="index options over the headline strategy on the "
+                               "validation page: puts (or a collar) on data.benchmark, priced by model on the "
+                               "features.vix_symbol close where the source has it, else on realized volatility")
     compute: ComputeConfig = ComputeConfig()
 
     @model_validator(mode="after")
@@ -414,7 +418,9 @@ def _describe(err: ValidationError, path: Path) -> str:
 
 
 # The run's parameters and every section of them, wherever the section is defined (a section used
-# by one package lives in it: PortfolioConfig in portfolio/, RiskLimits in risk/, MLConfig in signals/).
-__all__ = ["DEFAULT_RISK_LIMITS", "BacktestConfig", "CircuitBreakerConfig", "DataConfig", "FeaturesConfig", "LLMConfig",
-           "MLConfig", "ModelPrice", "PaperConfig", "PortfolioConfig", "ReportConfig", "RiskLimits", "RunConfig",
-           "StrategyConfig", "ValidationConfig", "VolTargetConfig", "load_config", "save_config"]
+# by one package lives in it: PortfolioConfig in portfolio/, RiskLimits in risk/, MLConfig in signals/,
+# HedgeConfig in hedging/).
+__all__ = ["DEFAULT_RISK_LIMITS", "BacktestConfig", "CircuitBreakerConfig", "DataConfig", "FeaturesConfig",
+           "HedgeConfig", "LLMConfig", "MLConfig", "ModelPrice", "PaperConfig", "PortfolioConfig", "ReportConfig",
+           "RiskLimits", "RunConfig", "StrategyConfig", "ValidationConfig", "VolTargetConfig", "load_config",
+           "save_config"]

@@ -81,7 +81,7 @@ def test_provenance_names_the_key_the_sections_and_the_inputs(price_file, tmp_pa
     folder.features
     made = folder.provenance("features")
     assert made == {"artifact": "features", "file": "features.parquet",
-                    "config_key": artifact_key(folder.config, "features"), "sections": ["data.benchmark", "features"],
+                    "config_key": artifact_key(folder.config, "features"), "sections": ["data.benchmark", "data.symbols", "data.calendar", "data.markets", "features"],
                     "upstream": ["prices"], "inputs": {"prices.parquet": file_sha256(tmp_path / "run" / "prices.parquet")},
                     "fresh": True}
     weights = folder.provenance("weights")

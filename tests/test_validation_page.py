@@ -81,3 +81,66 @@ def test_positions_against_targets_carry_the_targets_in_force_through_holding_se
     assert got["target_gross"][0] is None and got["target_gross"][1:] == pytest.approx([1.0, 1.0, 0.0, 0.0])
     assert got["off_target"][0] is None
     assert got["off_target"][1:] == pytest.approx([0.5, 0.5 * (0.1 + 0.1), 0.3, 0.5 * 0.3])
+
+
+def _hedged_record(kind: str, tmp_path, with_vix: bool = True, index_gap: bool = False) -> tuple[dict, str]:
+    """A validation record with its hedge section, and its page: the headline strategy is the
+    index itself over two years, and the index history starts a year earlier (``index_gap``: the
+    index lacks a judged session)."""
+    from research_lib.config import RunConfig
+    from research_lib.stages.validation import hedge_section
+
+    dates = pd.bdate_range("2017-01-02", periods=780)
+    rng = np.random.default_rng(11)
+    index_returns = rng.normal(3e-4, 0.012, len(dates))
+    index_returns[600:620] = -0.02  # a crash inside the judged sessions
+    close = pd.DataFrame({"SP500": 2000.0 * np.cumprod(1.0 + index_returns)}, dates)
+    if with_vix:
+        close["^VIX"] = 18.0
+    returns = close["SP500"].pct_change().iloc[260:]
+    if index_gap:
+        close.loc[dates[400], "SP500"] = np.nan
+    record = validation_record(returns.index)
+    record["hedge"] = hedge_section(returns, close, RunConfig(scenario="t", hedge={"kind": kind}))
+    return record, write_validation_page(record, tmp_path / "validation.html").read_text()
+
+
+def test_the_hedge_section_shows_drawdown_sharpe_and_cost_with_and_without_and_says_prices_are_modelled(tmp_path):
+    from research_lib.units import format_drawdown
+
+    record, html = _hedged_record("protective_put", tmp_path)
+    h = record["hedge"]
+    assert h["hedged"]["max_drawdown"] > h["unhedged"]["max_drawdown"], "puts on the index cut the index's crash"
+    section = html[html.index('<h2 id="hedge">'):html.index("<h2>By volatility regime</h2>")]
+    assert "Hedge overlay (modelled)" in section
+    text = re.sub(r"<[^>]+>", "", section)
+    assert "modelled" in text.lower() and "not traded quotes" in text
+    for name, side in (("without the hedge", "unhedged"), ("with the hedge", "hedged")):
+        row = re.search(rf"<td>{name}</td>(.*?)</tr>", section, re.S).group(1)
+        cells = re.findall(r'<td class="num">(.*?)</td>', row)
+        assert cells == [f"{100 * h[side]['cagr']:.1f}%", f"{h[side]['sharpe']:.2f}",
+                         format_drawdown(h[side]["max_drawdown"])], name
+    for key, label in (("premium_paid_per_year", "Premium paid"), ("costs_paid_per_year", "Trading costs"),
+                       ("hedge_pnl_per_year", "Net P&amp;L of the hedge"), ("cagr_drag", "CAGR drag")):
+        row = re.search(rf"<tr><th>{re.escape(label)}.*?</th><td class=\"num\">(.*?)</td>", section, re.S)
+        assert row and row.group(1) == f"{100 * h['hedge_cost'][key]:.2f}%", key
+    assert h["hedge_cost"]["premium_paid_per_year"] > 0 and h["hedge_cost"]["costs_paid_per_year"] > 0
+    config_line = re.sub(r"<[^>]+>", "", re.search(r'<p class="muted" id="hedge-config">(.*?)</p>', section, re.S)[1])
+    assert config_line.startswith("Protective puts on SP500: puts struck at 95% of the index close, expiring after "
+                                  "63 sessions, rolled every 21")
+    assert "volatility: the VIX (^VIX) on 520 sessions, realized over 21 sessions plus 3% on 0 sessions." in config_line
+
+
+def test_no_hedge_section_when_the_hedge_is_none(tmp_path):
+    record, html = _hedged_record("none", tmp_path)
+    assert record["hedge"] is None
+    assert 'id="hedge"' not in html and "Hedge overlay" not in html and "Costs stressed" in html
+
+
+def test_a_hedge_the_data_cannot_price_says_why_and_still_says_prices_are_modelled(tmp_path):
+    record, html = _hedged_record("collar", tmp_path, with_vix=False, index_gap=True)
+    section = html[html.index('<h2 id="hedge">'):html.index("<h2>By volatility regime</h2>")]
+    assert re.search(r'<p class="fail" id="hedge-error">Not computed: index_close lacks 1 of the 520 strategy dates',
+                     section)
+    assert "not traded quotes" in section and "hedge-returns" not in section
+    assert "calls at 110% of the index close" in section and "(this source's VIX is not loaded)" in section

@@ -1,7 +1,11 @@
 """Point-in-time features of the canonical price frame, selected by name.
 
 ``build_features`` returns a long panel: rows ``(date, symbol)``, one column per feature.
-A feature dated ``t`` uses closes up to and including ``t`` only. Symbol features can be
+A feature dated ``t`` uses closes up to and including ``t`` only. Windows named in sessions
+(``ret_21d``, ``vol_63d``, ``beta_252d``) count sessions of the prices' calendar (21 sessions are
+a month in New York, three weeks of crypto); the calendar-period features (``ret_4w``,
+``vol_13w``, ``ret_12m``, ``vol_12m``) span the same weeks and months on any calendar;
+volatilities are annualized with ``FeatureInputs.sessions_per_year``. Symbol features can be
 standardized across symbols on each date (``cross_section="zscore"`` or ``"rank"``);
 regime features (one value per date) are kept as they are.
 """
@@ -43,7 +47,8 @@ VIX_FEATURES = ("vix_level", "vix_trend_63d")
 class FeatureInputs:
     """What features are computed from: universe closes, the index, optionally the VIX.
 
-    ``n_jobs`` and ``cache_dir`` only affect speed (GARCH fits in parallel, kept on disk).
+    ``n_jobs`` and ``cache_dir`` only affect speed (GARCH fits in parallel, kept on disk);
+    ``sessions_per_year`` annualizes volatilities (252 New York, 365 crypto).
     """
 
     close: pd.DataFrame
@@ -52,18 +57,19 @@ class FeatureInputs:
     garch_refit_days: int = 252
     n_jobs: int = 1
     cache_dir: str | None = None
+    sessions_per_year: int = 252
 
     @cached_property
     def beta_and_idio_vol(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """252-session beta and idiosyncratic volatility, computed once for the features that use them."""
-        return beta_and_idiosyncratic_volatility(self.close, self.index_close, 252)
+        return beta_and_idiosyncratic_volatility(self.close, self.index_close, 252, self.sessions_per_year)
 
 
 def _garch(inputs: FeatureInputs) -> pd.DataFrame:
     from research_lib.features._garch import garch_volatility
 
     return garch_volatility(inputs.close, refit_every=inputs.garch_refit_days, n_jobs=inputs.n_jobs,
-                            cache_dir=inputs.cache_dir)
+                            cache_dir=inputs.cache_dir, sessions_per_year=inputs.sessions_per_year)
 
 
 _SYMBOL_FEATURES: dict[str, Callable[[FeatureInputs], pd.DataFrame]] = {
@@ -73,8 +79,8 @@ _SYMBOL_FEATURES: dict[str, Callable[[FeatureInputs], pd.DataFrame]] = {
     "ret_126d": lambda x: trailing_return(x.close, 126),
     "momentum_12_1": lambda x: momentum(x.close, 252, 21),
     "reversal_5d": lambda x: idiosyncratic_reversal(x.close, x.index_close, x.beta_and_idio_vol[0], 5),
-    "vol_21d": lambda x: realized_volatility(x.close, 21),
-    "vol_63d": lambda x: realized_volatility(x.close, 63),
+    "vol_21d": lambda x: realized_volatility(x.close, 21, x.sessions_per_year),
+    "vol_63d": lambda x: realized_volatility(x.close, 63, x.sessions_per_year),
     "garch_vol": _garch,
     "drawdown_252d": lambda x: drawdown(x.close, 252),
     "rsi_14": lambda x: rsi(x.close, 14),
@@ -129,7 +135,7 @@ def build_features(inputs: FeatureInputs, names: list[str] | tuple[str, ...] = A
 
     regime_names = [n for n in names if n in REGIME_FEATURES]
     if regime_names:
-        regime = regime_features(inputs.index_close, inputs.vix)[regime_names]
+        regime = regime_features(inputs.index_close, inputs.vix, inputs.sessions_per_year)[regime_names]
         symbols = inputs.close.columns
         broadcast = regime.loc[regime.index.repeat(len(symbols))]
         broadcast.index = pd.MultiIndex.from_product([regime.index, symbols])

@@ -38,7 +38,8 @@ MIN_HISTORY_FLOOR = 100
 
 
 def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: int = 500,
-                     window: int | None = None, *, n_jobs: int = 1, cache_dir: str | Path | None = None) -> pd.DataFrame:
+                     window: int | None = None, *, n_jobs: int = 1, cache_dir: str | Path | None = None,
+                     sessions_per_year: int = SESSIONS_PER_YEAR) -> pd.DataFrame:
     """Annualized GARCH(1,1) forecast of next-session volatility at each close.
 
     Parameters
@@ -92,7 +93,7 @@ def garch_volatility(close: pd.DataFrame, refit_every: int = 252, min_history: i
     out = pd.DataFrame(np.nan, index=close.index, columns=close.columns)
     for position, (valid, r, per_symbol) in enumerate(zip(series, returns, samples)):
         variance = _forecasts(r, refit_every, min_history, [next(fitted) for _ in per_symbol])
-        out.iloc[close.index.get_indexer(valid.index[1:]), position] = np.sqrt(variance * SESSIONS_PER_YEAR) / PERCENT
+        out.iloc[close.index.get_indexer(valid.index[1:]), position] = np.sqrt(variance * sessions_per_year) / PERCENT
     return out
 
 

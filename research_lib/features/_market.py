@@ -13,8 +13,10 @@ from research_lib.features._price import distance_from_moving_average, realized_
 from research_lib.units import SESSIONS_PER_YEAR
 
 
-def beta_and_idiosyncratic_volatility(close: pd.DataFrame, index_close: pd.Series, days: int = 252):
-    """Rolling OLS beta of daily returns on the index's, and the annualized residual volatility.
+def beta_and_idiosyncratic_volatility(close: pd.DataFrame, index_close: pd.Series, days: int = 252,
+                                      sessions_per_year: int = SESSIONS_PER_YEAR):
+    """Rolling OLS beta of daily returns on the index's, and the residual volatility annualized
+    over ``sessions_per_year``.
 
     Returns
     -------
@@ -32,7 +34,7 @@ def beta_and_idiosyncratic_volatility(close: pd.DataFrame, index_close: pd.Serie
     cov = cross.sub(mean_r.mul(mean_m, axis=0)) * days / (days - 1)
     beta = cov.div(var_m, axis=0)
     residual_var = (var_r - beta.pow(2).mul(var_m, axis=0)).clip(lower=0.0)
-    return beta, np.sqrt(residual_var * SESSIONS_PER_YEAR)
+    return beta, np.sqrt(residual_var * sessions_per_year)
 
 
 def idiosyncratic_reversal(close: pd.DataFrame, index_close: pd.Series, beta: pd.DataFrame, days: int = 5) -> pd.DataFrame:
@@ -45,11 +47,12 @@ def idiosyncratic_reversal(close: pd.DataFrame, index_close: pd.Series, beta: pd
     return -(own - beta.mul(market, axis=0))
 
 
-def regime_features(index_close: pd.Series, vix: pd.Series | None = None) -> pd.DataFrame:
+def regime_features(index_close: pd.Series, vix: pd.Series | None = None,
+                    sessions_per_year: int = SESSIONS_PER_YEAR) -> pd.DataFrame:
     """Per-date market regime: index trend and volatility, and VIX level/trend if given."""
     frame = pd.DataFrame({
         "index_trend_200d": distance_from_moving_average(index_close.to_frame(), 200).iloc[:, 0],
-        "index_vol_21d": realized_volatility(index_close.to_frame(), 21).iloc[:, 0],
+        "index_vol_21d": realized_volatility(index_close.to_frame(), 21, sessions_per_year).iloc[:, 0],
     })
     if vix is not None:
         frame["vix_level"] = vix / 100.0

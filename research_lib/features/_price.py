@@ -23,10 +23,10 @@ def momentum(close: pd.DataFrame, lookback_days: int = 252, skip_days: int = 21)
     return close.shift(skip_days) / close.shift(lookback_days) - 1.0
 
 
-def realized_volatility(close: pd.DataFrame, days: int = 21) -> pd.DataFrame:
-    """Annualized standard deviation of daily log returns over the last ``days`` sessions."""
+def realized_volatility(close: pd.DataFrame, days: int = 21, sessions_per_year: int = SESSIONS_PER_YEAR) -> pd.DataFrame:
+    """Annualized (``sessions_per_year``) standard deviation of daily log returns over the last ``days`` sessions."""
     log_returns = np.log(close).diff()
-    return log_returns.rolling(days, min_periods=days).std() * np.sqrt(SESSIONS_PER_YEAR)
+    return log_returns.rolling(days, min_periods=days).std() * np.sqrt(sessions_per_year)
 
 
 def drawdown(close: pd.DataFrame, days: int = 252) -> pd.DataFrame:

@@ -18,7 +18,8 @@ def feature_inputs(config: RunConfig, close: pd.DataFrame) -> FeatureInputs:
     return FeatureInputs(close=close[config.tradable(close.columns)], index_close=close[config.data.benchmark],
                          vix=close[vix] if vix in close.columns else None,
                          garch_refit_days=config.features.garch_refit_days, n_jobs=config.features.n_jobs,
-                         cache_dir=str(paths.data_dir() / "cache" / "garch"))
+                         cache_dir=str(paths.data_dir() / "cache" / "garch"),
+                         sessions_per_year=config.sessions_per_year)
 
 
 def compute_features(config: RunConfig, close: pd.DataFrame) -> pd.DataFrame:

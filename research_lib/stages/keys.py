@@ -41,11 +41,12 @@ ALL_SECTIONS = ("*",)  # the whole configuration: a stage that writes every para
 
 # What each stage of the chain reads from the parameters (checked against the stages' code:
 # `tradable` reads data.benchmark and features.vix_symbol; the ML labels and the analyst's IC are
-# lagged by backtest.execution_lag_sessions). 06 writes the whole configuration into
+# lagged by backtest.execution_lag_sessions; 01 loads the VIX the hedge prices on). 06 writes the whole configuration into
 # validation.json (promotion checks it against the run's), so it reads everything.
 STAGE_READS: dict[str, tuple[str, ...]] = {
-    "01_load_data": ("data", "features.names", "features.vix_symbol"),
-    "02_build_features": ("data.benchmark", "features"),
+    "01_load_data": ("data", "features.names", "features.vix_symbol", "hedge.kind", "hedge.volatility"),
+    # the calendar the universe follows annualizes the volatility features (RunConfig.sessions_per_year)
+    "02_build_features": ("data.benchmark", "data.symbols", "data.calendar", "data.markets", "features"),
     "03_fit_ml_signals": ("ml", "backtest.execution_lag_sessions"),
     "04_ask_claude": ("llm", "ml.horizon_days", "backtest.execution_lag_sessions"),
     "05_build_portfolio": ("strategy", "portfolio", "risk", "data.benchmark", "features.vix_symbol"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from research_lib.config import RunConfig
-from research_lib.data import load_prices, read_snapshot, write_snapshot
+from research_lib.data import BUNDLED_SYMBOLS, load_prices, read_snapshot, write_snapshot
 from research_lib.features import VIX_FEATURES
 from research_lib.stages.folder import RunFolder, produces
 
@@ -22,12 +22,27 @@ def price_limits(config: RunConfig) -> dict:
 
 def context_symbols(config: RunConfig) -> dict[str, str]:
     """The series loaded besides the universe, each with the parameter that names it (quoted when a
-    source lacks it): the benchmark and, when VIX features are wanted, the VIX."""
+    source lacks it): the benchmark and, when VIX features are wanted, the VIX.
+
+    The hedge overlay (``hedge.volatility: vix``) asks for the VIX too, but only from a source
+    known to have it (`_source_has_vix`): from any other it is not asked for, and the hedge prices
+    its options on realized volatility instead of failing the load.
+    """
     named = {config.data.benchmark: "data.benchmark"}
     vix = config.features.vix_symbol
-    if vix is not None and any(n in VIX_FEATURES for n in config.features.names):
+    for_features = any(n in VIX_FEATURES for n in config.features.names)
+    for_hedge = config.hedge.kind != "none" and config.hedge.volatility == "vix" and _source_has_vix(config)
+    if vix is not None and (for_features or for_hedge):
         named.setdefault(vix, "features.vix_symbol")
     return named
+
+
+def _source_has_vix(config: RunConfig) -> bool:
+    """Whether ``data.source`` surely has ``features.vix_symbol``: the synthetic market generates it
+    (a "volatility index", `research_lib.data._synthetic.CONTEXT_ROLES`), the bundled data hold a
+    fixed list (``^VIX``, 2014-2019); a file or a vendor may not."""
+    vix, source = config.features.vix_symbol, config.data.source
+    return vix is not None and (source == "synthetic" or (source == "bundled" and vix in BUNDLED_SYMBOLS))
 
 
 def _read_prices(path: Path, config: RunConfig) -> pd.DataFrame:

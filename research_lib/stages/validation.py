@@ -10,9 +10,13 @@ inputs stay those of the run's own trials.
 
 from __future__ import annotations
 
+import pandas as pd
+
 from research_lib import paths
 from research_lib._io import git_commit, write_json
 from research_lib.backtest import BacktestResult
+from research_lib.config import RunConfig
+from research_lib.hedging import MODELLED_LABEL, HedgeInputError, hedge_overlay, hedge_summary
 from research_lib.reports.validation_page import write_validation_page
 from research_lib.stages.backtests import cost_stress, run_trials
 from research_lib.stages.folder import RunFolder
@@ -20,7 +24,8 @@ from research_lib.stages.strategies import judged_after_cutoff
 from research_lib.validation import evidence, registry
 from research_lib.validation.promotion import evaluate_gate, load_thresholds, verdict
 
-__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "check_sweep_recorded", "sweep_section", "validate_strategy"]
+__all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "check_sweep_recorded", "hedge_section", "sweep_section",
+           "validate_strategy"]
 
 VALIDATION_JSON = "validation.json"
 VALIDATION_HTML = "validation.html"
@@ -74,6 +79,7 @@ def validate_strategy(folder: RunFolder, results: dict[str, BacktestResult], met
                     "data_sha256": (prices.attrs.get("provenance") or {}).get("sha256"),
                     "params": config.model_dump(mode="json")}, sweep=sweep)
     report["market"] = config.data.market_label()  # None: real prices
+    report["hedge"] = hedge_section(returns, prices["close"], config)
     write_json(run_dir / VALIDATION_JSON, report)
     write_validation_page(report, run_dir / VALIDATION_HTML)
     return report
@@ -84,3 +90,30 @@ def sweep_section(loaded: registry.LoadedSweep, moments: dict | None, periods_pe
     headline strategy's `statistics.sharpe_moments`, None when too short to judge)."""
     return {"id": loaded.id, "family": loaded.family, "created_at": loaded.created_at, "params": list(loaded.params),
             **evidence.sweep_statistics(loaded.returns, len(loaded.table), moments, periods_per_year=periods_per_year)}
+
+
+def hedge_section(returns: pd.Series, close: pd.DataFrame, config: RunConfig) -> dict | None:
+    """The record's "hedge" section: ``returns`` with and without puts (or a collar) on
+    ``data.benchmark``, what the options cost, the parameters and the modelled-prices label; None
+    when ``hedge.kind`` is none.
+
+    ``close`` is the run's closes (sessions x symbols), from before ``returns`` start so realized
+    volatility has history. With ``hedge.volatility: vix`` the ``features.vix_symbol`` column
+    prices the options where the run loaded it (`stages.prices.context_symbols`), realized
+    volatility elsewhere. Data the overlay cannot price (`HedgeInputError`: the index lacks a
+    judged session, too short a history) leave the reason in ``error``: the page says why, the
+    rest of the validation stands.
+    """
+    hedge = config.hedge
+    if hedge.kind == "none":
+        return None
+    vix_symbol = config.features.vix_symbol
+    vix = close[vix_symbol] if hedge.volatility == "vix" and vix_symbol in close.columns else None
+    section = {"index": config.data.benchmark, "vix_symbol": vix_symbol if vix is not None else None,
+               "config": hedge.model_dump(mode="json"), "label": MODELLED_LABEL}
+    try:
+        result = hedge_overlay(returns, close[config.data.benchmark], hedge, vix, config.sessions_per_year)
+    except HedgeInputError as err:
+        return {**section, "error": str(err)}
+    return {**section, **hedge_summary(result, config.sessions_per_year), "rolls": len(result.rolls),
+            "volatility_source_days": result.volatility_source_days}
