@@ -173,3 +173,15 @@ def test_a_mixed_file_is_validated_per_calendar_then_aligned(tmp_path):
     with pytest.raises(DataValidationError, match=r"1 dates that are not XNYS sessions.*2024-03-09 \(Sat\)"):
         load_prices("file", ["AAPL", "BTC-USD"], path=path, snapshot_dir=tmp_path / "snap", now=now,
                     context={"AAPL": "data.benchmark"})
+
+
+def test_a_schedule_on_the_crypto_calendar_fires_every_day_before_the_utc_close():
+    from research_lib.scheduler import SessionTrigger
+
+    trigger = SessionTrigger("24/7", -15, "UTC")
+    friday = dt.datetime(2024, 3, 8, 12, 0, tzinfo=dt.timezone.utc)
+    fires = [trigger.get_next_fire_time(None, friday)]
+    for _ in range(3):
+        fires.append(trigger.get_next_fire_time(fires[-1], friday))
+    assert [f.strftime("%a %H:%M") for f in fires] == ["Fri 23:45", "Sat 23:45", "Sun 23:45", "Mon 23:45"]
+    assert trigger.session_of(fires[1]) == dt.date(2024, 3, 9)  # Saturday is a session

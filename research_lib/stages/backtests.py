@@ -134,5 +134,6 @@ def cost_stress(folder: RunFolder, results: dict[str, BacktestResult], main: str
     for multiple in sorted({1.0, 2.0, 3.0, gate_multiple}):
         stressed = results[main] if multiple == 1.0 else run_backtest(
             weights, prices, **folder.config.backtest_model(multiple))
-        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns.reindex(sessions).dropna(), config.sessions_per_year)
+        stress[f"{multiple:g}x"] = headline_metrics(stressed.returns.reindex(sessions).dropna(),
+                                                    folder.config.sessions_per_year)
     return stress
