@@ -134,3 +134,20 @@ def test_a_crypto_book_trades_todays_utc_day_at_alpaca_while_the_stock_market_is
             assert post["qty"] == pytest.approx(0.25 * 100_000 / closes[post["symbol"]].iloc[-1], rel=1e-6)
         assert any(r.path.endswith("/crypto/us/bars") for r in data.requests)
     assert_no_canary(workspace)
+
+
+def test_spartan_trade_on_the_sim_trades_a_crypto_book_on_a_weekend(workspace):
+    days = calendar_sessions("24/7", dt.date(2024, 1, 1), dt.date(2024, 3, 31))  # every day, weekends included
+    closes = pd.DataFrame({"BTC/USD": [40_000.0 * (1 + 0.002 * i) for i in range(len(days))],
+                           "ETH/USD": [2_000.0 * (1 + 0.001 * i) for i in range(len(days))]}, index=days)
+    prices = canonical_frame({"close": closes, "volume": closes * 0 + 5_000.0})
+    write_promotion(workspace, "20240101-000000-coins", prices,
+                    pd.DataFrame([[0.25, 0.25]], index=days[[60]], columns=list(closes)))
+    saturday, sunday = dt.date(2024, 3, 9), dt.date(2024, 3, 10)
+    traded = trade_session(STRATEGY, broker="sim", asof=saturday)
+    assert traded["session"] == "2024-03-09" and traded["status"] == "traded", traded
+    after = trade_session(STRATEGY, broker="sim", asof=sunday)  # Saturday's orders fill at Sunday's close
+    held = after["cycle"]["positions"]
+    for pair in closes:
+        assert held[pair] != round(held[pair])  # fractions of a coin
+        assert held[pair] * closes.loc["2024-03-10", pair] == pytest.approx(0.25 * after["cycle"]["equity"], rel=0.02)

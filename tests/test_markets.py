@@ -185,3 +185,12 @@ def test_a_schedule_on_the_crypto_calendar_fires_every_day_before_the_utc_close(
         fires.append(trigger.get_next_fire_time(fires[-1], friday))
     assert [f.strftime("%a %H:%M") for f in fires] == ["Fri 23:45", "Sat 23:45", "Sun 23:45", "Mon 23:45"]
     assert trigger.session_of(fires[1]) == dt.date(2024, 3, 9)  # Saturday is a session
+
+
+def test_offline_crypto_is_the_synthetic_market_on_the_24_7_calendar(tmp_path):
+    config = load_config(REPO / "params" / "smoke.yaml", ["data.source=synthetic", "data.calendar=24/7",
+                                                          "data.symbols=null", "data.benchmark=INDEX"])
+    assert config.sessions_per_year == 365
+    prices = load_prices("synthetic", None, "2021-01-01", "2021-01-31", calendar="24/7", snapshot_dir=tmp_path,
+                         context={"INDEX": "data.benchmark"})
+    assert len(prices) == 31 and prices.index.dayofweek.nunique() == 7

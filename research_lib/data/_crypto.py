@@ -22,8 +22,7 @@ import os
 
 import pandas as pd
 
-from research_lib.data._frame import FIELDS
-from research_lib.data._frame import bars_frame
+from research_lib.data._frame import FIELDS, bars_frame
 from research_lib.data._sources import ALPACA_DATA_URL_ENV, ALPACA_KEY_ENV, ALPACA_SECRET_ENV
 from research_lib.errors import SpartanError
 

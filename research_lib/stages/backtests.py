@@ -47,7 +47,7 @@ def validation_metrics(folder: RunFolder, results: dict[str, BacktestResult]) ->
     benchmark = folder.prices["close"][config.data.benchmark].pct_change(fill_method=None)
     main, *others = results
     year = config.sessions_per_year
-    metrics = {"strategy_name": main, "sessions_per_year": year,
+    metrics = {"strategy_name": main,  # annualized over `year` sessions, as validation.json records
                **backtest_metrics(**_parts(results[main]), benchmark=benchmark, periods_per_year=year)}
     metrics["alternatives"] = {name: backtest_metrics(**_parts(results[name]), benchmark=benchmark,
                                                       periods_per_year=year)["strategy"] for name in others}
