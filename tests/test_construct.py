@@ -615,3 +615,17 @@ def test_the_risk_layer_summary_says_what_happened(smoke_run):
              "report": {}}
     assert risk_layer_summary(noted) == ("1 trades clamped, 0 rejected, 1 position-reducing trades accepted beyond "
                                          "the net limit")
+
+
+def test_on_a_crypto_calendar_the_volatility_target_annualizes_with_365_sessions():
+    vt = VolTargetConfig(target_vol=0.05, lookback_days=40, max_leverage=1.0)
+    settings_ = portfolio(method="min_volatility", vol_target=vt, constraints=PortfolioConstraints(max_weight=0.5))
+    dates = DATES[[100, 240]]
+    stocks = construct_portfolio(CLOSE, dates, settings_, loose_limits())
+    crypto = construct_portfolio(CLOSE, dates, settings_, loose_limits(), sessions_per_year=365)
+    for date in dates:  # the same daily volatility is sqrt(365 / 252) times more in a crypto year
+        scale = crypto.weights.loc[date].sum() / crypto.optimizer_weights.loc[date].sum()
+        oracle = vol_multiplier_oracle(crypto.optimizer_weights.loc[date], CLOSE, DATES.get_loc(date), 40, 0.05,
+                                       1.0) * (252 / 365) ** 0.5
+        on_stocks = stocks.weights.loc[date].sum() / stocks.optimizer_weights.loc[date].sum()
+        assert scale == pytest.approx(oracle, rel=1e-9) and scale == pytest.approx(on_stocks * (252 / 365) ** 0.5)

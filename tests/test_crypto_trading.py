@@ -15,7 +15,9 @@ from research_lib.broker import OrderRejected, SimBroker
 from research_lib.broker._alpaca import _pair
 from research_lib.data import calendar_sessions, canonical_frame
 from research_lib.stages.paper import trade_session
-from research_lib.trading import CycleInputs, Ledger, run_cycle
+from research_lib.trading import CycleInputs, Ledger, TradingRefused, run_cycle
+from research_lib.trading._market import trading_zone
+from research_lib.validation.promotion import load_promoted
 from tests.servers.alpaca_data import AlpacaDataServer, crypto_bar
 from tests.servers.alpaca_trading import NEW_YORK, AlpacaTradingServer
 from tests.test_alpaca_broker import KEY, SECRET, broker_for, keys  # noqa: F401 (keys is a fixture)
@@ -151,3 +153,24 @@ def test_spartan_trade_on_the_sim_trades_a_crypto_book_on_a_weekend(workspace):
     for pair in closes:
         assert held[pair] != round(held[pair])  # fractions of a coin
         assert held[pair] * closes.loc["2024-03-10", pair] == pytest.approx(0.25 * after["cycle"]["equity"], rel=0.02)
+
+
+def test_no_broker_trades_forex_not_even_the_sim(workspace):
+    days = calendar_sessions("24/5", dt.date(2024, 1, 1), dt.date(2024, 3, 29))
+    closes = pd.DataFrame({"EURUSD=X": 1.08, "GBPUSD=X": 1.27}, index=days)
+    write_promotion(workspace, "20240101-000000-fx", canonical_frame({"close": closes}),
+                    pd.DataFrame([[0.25, 0.25]], index=days[[40]], columns=list(closes)))
+    with pytest.raises(TradingRefused, match=r"holds currency pairs \['EURUSD=X', 'GBPUSD=X'\]: no broker here "
+                                             r"trades forex"):
+        trade_session(STRATEGY, broker="sim", asof=days[50].date())
+
+
+def test_a_crypto_book_named_only_by_data_markets_is_refused_at_alpaca(workspace, monkeypatch):
+    days = calendar_sessions("24/7", dt.date(2024, 1, 1), dt.date(2024, 3, 31))
+    closes = pd.DataFrame({"XBTUSD": 60_000.0, "BTC/USD": 60_000.0}, index=days)
+    write_promotion(workspace, "20240101-000000-xbt", canonical_frame({"close": closes}),
+                    pd.DataFrame([[0.25, 0.25]], index=days[[40]], columns=list(closes)))
+    path = workspace / "params" / "promoted" / f"{STRATEGY}.yaml"
+    path.write_text(path.read_text().replace("markets: {}", "markets:\n      XBTUSD: crypto"))
+    with pytest.raises(TradingRefused, match=r"trades \['XBTUSD'\], named crypto or stock by data.markets only"):
+        trading_zone(load_promoted(STRATEGY))

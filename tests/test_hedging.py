@@ -103,12 +103,15 @@ def test_delta_is_the_slope_of_the_price(spot, vol, t, r, q, kind):
     ({"spot": float("nan")}, r"spot must be finite and > 0; got nan; pass the underlying's price"),
     ({"spot": -5.0}, r"spot must be finite and > 0; got -5.0"),
     ({"strike": 0.0}, r"strike must be finite and > 0; got 0.0; pass the strike in the spot's price units"),
-    ({"years": -0.1}, r"years must be finite and >= 0; got -0.1; pass the time to expiry in years"),
-    ({"years": math.inf}, r"years must be finite and >= 0; got inf"),
+    ({"years": -0.1}, r"years must be finite and between 0 and 100 \(years\); got -0.1; pass the time to expiry"),
+    ({"years": math.inf}, r"years must be finite and between 0 and 100 \(years\); got inf"),
+    ({"years": 1e300}, r"years must be finite and between 0 and 100 \(years\); got 1e\+300"),
     ({"volatility": np.array([0.2, np.nan])}, r"volatility must be finite and >= 0; got nan at position \(1,\) "
                                               r"\(1 of 2 values bad\); pass an annualized fraction"),
     ({"volatility": -0.2}, r"volatility must be finite and >= 0; got -0.2"),
-    ({"rate": math.inf}, r"rate must be finite; got inf"),
+    ({"rate": math.inf}, r"rate must be finite and between -1 and 1 \(-100 % to \+100 % a year\); got inf"),
+    ({"rate": -800.0}, r"rate must be finite and between -1 and 1 .*; got -800.0"),  # it overflowed to inf
+    ({"dividend_yield": -800.0}, r"dividend_yield must be finite and between -1 and 1 .*; got -800.0"),
     ({"spot": "high"}, r"spot is 'high', not a number"),
     ({"kind": "pot"}, r"kind is 'pot'; pass one of \['call', 'put'\]\. Did you mean 'put'\?"),
     ({"spot": np.ones(3), "strike": np.ones(2)}, r"shapes do not broadcast together: spot \(3,\), strike \(2,\)"),

@@ -194,3 +194,35 @@ def test_offline_crypto_is_the_synthetic_market_on_the_24_7_calendar(tmp_path):
     prices = load_prices("synthetic", None, "2021-01-01", "2021-01-31", calendar="24/7", snapshot_dir=tmp_path,
                          context={"INDEX": "data.benchmark"})
     assert len(prices) == 31 and prices.index.dayofweek.nunique() == 7
+
+
+def test_unsorted_or_repeated_dates_are_refused_not_aligned_into_the_past():
+    stocks, crypto = _market(5)
+    with pytest.raises(ValueError, match=r"sessions must be sorted and unique to be aligned point in time"):
+        align_point_in_time([(stocks, "XNYS"), (crypto, "24/7")], NY_SESSIONS[::-1], "XNYS")
+    with pytest.raises(ValueError, match=r"the dates of BTC/USD, ETH/USD must be sorted and unique"):
+        align_point_in_time([(stocks, "XNYS"), (crypto.iloc[::-1], "24/7")], NY_SESSIONS, "XNYS")
+
+
+def test_any_day_calendar_aligns_whatever_the_dates_unit():
+    days = pd.date_range("2024-03-01", periods=10, freq="D").as_unit("s")  # pandas 3 may give s or us
+    frame = canonical_frame({"close": pd.DataFrame({"X": np.arange(10.0)}, index=days)})
+    aligned = align_point_in_time([(frame, None)], days.as_unit("us"), None)
+    assert aligned["close"]["X"].tolist() == list(np.arange(10.0))
+
+
+def test_a_failed_mixed_load_leaves_no_snapshot_and_a_mixed_file_needs_no_symbol_list(tmp_path):
+    days = pd.date_range("2024-03-01", "2024-03-20", freq="D")
+    aapl = pd.Series(170.0 + np.arange(len(days)), index=days).where(days.isin(NY_SESSIONS))
+    table = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "AAPL": aapl.to_numpy(),
+                          "BTC-USD": 60_000.0 + np.arange(len(days))})
+    path, snapshots = tmp_path / "mixed.csv", tmp_path / "snap"
+    table.to_csv(path, index=False)
+    late = dt.datetime(2024, 3, 20, 21, 0, tzinfo=dt.timezone.utc)  # BTC's 03-20 has not closed; AAPL's has
+    with pytest.raises(DataValidationError, match=r"session has not closed yet"):
+        load_prices("file", ["AAPL", "BTC-USD"], path=path, snapshot_dir=snapshots, now=late,
+                    context={"AAPL": "data.benchmark"})
+    assert not snapshots.exists() or not any(snapshots.iterdir())  # AAPL's part was not left behind
+    every = load_prices("file", None, path=path, snapshot_dir=snapshots, now=late + dt.timedelta(days=1),
+                        context={"AAPL": "data.benchmark"})
+    assert list(every["close"].columns) == ["AAPL", "BTC-USD"] and every.index.isin(NY_SESSIONS).all()

@@ -44,7 +44,7 @@ from research_lib.data._synthetic import (CONTEXT_ROLES, DEFAULT_END, DEFAULT_ST
 from research_lib.data._snapshot import read_provenance, read_snapshot, sha256_of, write_snapshot
 from research_lib.data._sources import fetch_alpaca, fetch_yfinance, from_alpaca, from_yfinance
 from research_lib.data._validate import validate_index, validate_prices
-from research_lib.errors import DataValidationError
+from research_lib.errors import DataValidationError, SpartanError
 
 __all__ = [
     "ASSET_CLASSES", "AssetClass", "CRYPTO_QUOTES", "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS",
@@ -125,6 +125,10 @@ def load_prices(
     symbols = list(symbols) if symbols else (None if source == "file" else list(default))
     if symbols is not None:
         symbols += [s for s in context if s not in symbols]
+    if symbols is None and source == "file" and path is not None and calendar is not None:
+        in_file = symbols_of(read_price_file(Path(path), file_bytes(Path(path)))[0])
+        if len(_by_calendar(in_file, calendar, markets)) > 1:  # a file spanning calendars: its every symbol
+            symbols = in_file + [s for s in context if s not in in_file]
     if symbols is not None and calendar is not None:
         groups = _by_calendar(symbols, calendar, markets)
         if len(groups) > 1:
@@ -188,23 +192,29 @@ def _by_calendar(symbols: list[str], calendar: str, markets) -> dict[str, list[s
 def _load_mixed(groups: dict[str, list[str]], calendar: str, markets: dict, *, source, start, end, path, refresh,
                 snapshot_dir, context, now, synthetic, limits) -> pd.DataFrame:
     """A universe spanning calendars: each part loaded and validated on its own calendar, then put on
-    the universe's calendar point in time (`align_point_in_time`) and saved as one snapshot."""
-    parts = []
-    for part_calendar, part_symbols in groups.items():
-        part = load_prices(source, part_symbols, start, end, path=path, refresh=refresh, snapshot_dir=snapshot_dir,
-                           calendar=part_calendar, context={s: p for s, p in context.items() if s in part_symbols},
-                           now=now, synthetic=synthetic, markets=markets, **limits)
-        parts.append((part, part_calendar))
+    the universe's calendar point in time (`align_point_in_time`) and saved as one snapshot. When a
+    part or the whole is refused, the snapshots its parts wrote are removed: nothing is left written."""
+    folder = Path(snapshot_dir or paths.data_dir() / "snapshots")
+    before = set(folder.glob(f"{source}-*")) if folder.is_dir() else set()
     symbols = [s for group in groups.values() for s in group]
     target = universe_calendar(symbols, calendar, markets)
-    first, last = min(p.index[0] for p, _ in parts), max(p.index[-1] for p, _ in parts)
-    sessions = calendar_sessions(target, first.date(), last.date())
-    prices = select(align_point_in_time(parts, sessions, target), symbols)
-    validate_prices(prices, f"{source} (aligned on {target})", **limits)
+    try:
+        parts = [(load_prices(source, part_symbols, start, end, path=path, refresh=refresh, snapshot_dir=folder,
+                              calendar=part_calendar, context={s: p for s, p in context.items() if s in part_symbols},
+                              now=now, synthetic=synthetic, markets=markets, **limits), part_calendar)
+                 for part_calendar, part_symbols in groups.items()]
+        first, last = min(p.index[0] for p, _ in parts), max(p.index[-1] for p, _ in parts)
+        sessions = calendar_sessions(target, first.date(), last.date())
+        prices = select(align_point_in_time(parts, sessions, target), symbols)
+        validate_prices(prices, f"{source} (aligned on {target})", **limits)
+    except (DataValidationError, SpartanError, ValueError):
+        for made in set(folder.glob(f"{source}-*")) - before:
+            made.unlink(missing_ok=True)
+        raise
     request = {"source": source, "calendar": target, "groups": groups,
                "parts": [p.attrs["provenance"]["sha256"] for p, _ in parts]}
     key = hashlib.sha256(json.dumps(request, sort_keys=True).encode()).hexdigest()[:16]
-    snapshot = Path(snapshot_dir or paths.data_dir() / "snapshots") / f"{source}-aligned-{key}.parquet"
+    snapshot = folder / f"{source}-aligned-{key}.parquet"
     record = write_snapshot(prices, snapshot, {**request, "symbols": symbols, "retrieved_at": now_utc(),
                                                "aligned": "point in time: each row holds what was published by "
                                                           f"the close of its {target} session"})

@@ -101,7 +101,7 @@ def sessions_per_year(calendar: str | None) -> int:
 def publication_times(dates: pd.DatetimeIndex, calendar: str | None) -> pd.DatetimeIndex:
     """When the daily values dated ``dates`` are known (UTC): the session's close on ``calendar``;
     midnight UTC after the date for ``None``, ``24/7`` and ``24/5`` (a UTC day)."""
-    dates = pd.DatetimeIndex(dates)
+    dates = pd.DatetimeIndex(dates).as_unit("ns")  # one unit for every calendar: the times are compared
     if calendar is None or not len(dates):
         return (dates + pd.Timedelta(days=1)).tz_localize("UTC")
     exchange = _calendar(calendar, dates.min().year, dates.max().year)
@@ -115,6 +115,12 @@ def publication_times(dates: pd.DatetimeIndex, calendar: str | None) -> pd.Datet
     return known.tz_localize("UTC") if known.tz is None else known.tz_convert("UTC")
 
 
+def _refuse_unordered(dates: pd.Index, what: str) -> None:
+    if not (dates.is_monotonic_increasing and dates.is_unique):
+        raise ValueError(f"{what} must be sorted and unique to be aligned point in time; sort them and drop repeated "
+                         "dates first (e.g. frame.sort_index() and frame[~frame.index.duplicated()]).")
+
+
 def align_point_in_time(parts: list[tuple[pd.DataFrame, str | None]], sessions: pd.DatetimeIndex,
                         calendar: str | None) -> pd.DataFrame:
     """Canonical frames on their own calendars, put on ``sessions`` of ``calendar`` point in time.
@@ -124,11 +130,20 @@ def align_point_in_time(parts: list[tuple[pd.DataFrame, str | None]], sessions: 
     summed volume. A symbol that published nothing in that interval (a stock on a Saturday of a crypto
     calendar) repeats its last close, with the open, high and low at that close and no volume; before
     its first bar it is NaN. Nothing published after ``s``'s close reaches row ``s``.
+
+    Raises
+    ------
+    ValueError
+        if ``sessions`` or a part's dates are not sorted and unique (which bar is the last
+        published would be ambiguous).
     """
     sessions = pd.DatetimeIndex(sessions, name="date")
+    _refuse_unordered(sessions, "sessions")
     closes = publication_times(sessions, calendar)
     fields: dict[str, list[pd.DataFrame]] = {}
     for frame, part_calendar in parts:
+        symbols = frame.columns.get_level_values(-1).unique()
+        _refuse_unordered(frame.index, f"the dates of {', '.join(map(str, symbols[:3]))}")
         known = publication_times(frame.index, part_calendar)
         # the first session whose close is at or after the bar's publication
         slot = np.searchsorted(closes.asi8, known.asi8, side="left")

@@ -30,8 +30,12 @@ class HedgeInputError(SpartanError, ValueError):
     """An input of the hedging layer is malformed; the message names it, shows the value and says the fix."""
 
 
-_RULES = {"positive": ("> 0", lambda a: a <= 0), "non-negative": (">= 0", lambda a: a < 0),
-          "any": ("", lambda a: np.zeros(a.shape, dtype=bool))}
+# A rate or yield beyond +-100 % a year, or an expiry beyond a century, overflows the exponentials
+# (a price of inf or NaN); no market quotes such options.
+_RULES = {"positive": ("> 0", lambda a: a <= 0),
+          "non-negative": (">= 0", lambda a: a < 0),
+          "expiry": ("between 0 and 100 (years)", lambda a: (a < 0) | (a > 100)),
+          "annual rate": ("between -1 and 1 (-100 % to +100 % a year)", lambda a: np.abs(a) > 1)}
 
 
 def _checked(name: str, value: object, rule: str, fix: str) -> np.ndarray:
@@ -58,12 +62,12 @@ def _inputs(spot, strike, years, volatility, rate, dividend_yield, kind) -> tupl
     arrays = (
         _checked("spot", spot, "positive", "pass the underlying's price, e.g. drop missing closes with .dropna()"),
         _checked("strike", strike, "positive", "pass the strike in the spot's price units, e.g. 0.95 * spot"),
-        _checked("years", years, "non-negative", "pass the time to expiry in years (0 at expiry), "
+        _checked("years", years, "expiry", "pass the time to expiry in years (0 at expiry), "
                  "e.g. sessions / 252"),
         _checked("volatility", volatility, "non-negative", "pass an annualized fraction, e.g. 0.2 for 20 % "
                  "(a VIX close divided by 100)"),
-        _checked("rate", rate, "any", "pass an annual continuously compounded rate, e.g. 0.03"),
-        _checked("dividend_yield", dividend_yield, "any", "pass an annual continuously compounded yield, e.g. 0.015"),
+        _checked("rate", rate, "annual rate", "pass an annual continuously compounded rate, e.g. 0.03"),
+        _checked("dividend_yield", dividend_yield, "annual rate", "pass an annual continuously compounded yield, e.g. 0.015"),
     )
     try:
         return tuple(np.broadcast_arrays(*arrays))
@@ -80,7 +84,7 @@ def _d1_d2(spot, strike, years, volatility, rate, dividend_yield) -> tuple[np.nd
     spread = volatility * np.sqrt(years)
     smooth = spread > 0
     safe = np.where(smooth, spread, 1.0)
-    log_moneyness = np.log(spot / strike) + (rate - dividend_yield) * years  # log(forward / strike)
+    log_moneyness = np.log(spot) - np.log(strike) + (rate - dividend_yield) * years  # log(forward / strike)
     with np.errstate(over="ignore"):
         step = np.where(log_moneyness > 0, np.inf, np.where(log_moneyness < 0, -np.inf, 0.0))
         d1 = np.where(smooth, log_moneyness / safe + 0.5 * safe, step)

@@ -161,12 +161,13 @@ class Estimates:
 def estimates_at(close: pd.DataFrame, at: int, settings: PortfolioConfig, *,
                  scores: Mapping[str, pd.DataFrame] | None = None,
                  confidences: Mapping[str, pd.DataFrame | float] | None = None,
-                 benchmark: pd.Series | None = None) -> Estimates | str:
+                 benchmark: pd.Series | None = None, sessions_per_year: int = 252) -> Estimates | str:
     """The optimizer's inputs at the close of session number ``at``, or why there are none.
 
     ``scores`` are the signal sources (dates x symbols, e.g. ``{"ml": ..., "llm": ...}``),
     blended with ``ml_weight``; ``confidences`` give each source's Idzorek confidence (a frame
     like its scores, or one number). A source absent from ``scores`` drops out of the blend.
+    Expected returns and covariances are annualized over ``sessions_per_year`` (the prices' calendar).
     """
     lookback = settings.lookback_days
     if at < lookback:
@@ -189,7 +190,7 @@ def estimates_at(close: pd.DataFrame, at: int, settings: PortfolioConfig, *,
         what = "priced over the lookback window" + (" and scored by a fresh signal" if needs_signal else "")
         return f"{len(universe)} symbol(s) {what}; at least 2 are needed"
     window = window[universe]
-    cov = risk_matrix(window, settings.risk_model)
+    cov = risk_matrix(window, settings.risk_model, frequency=sessions_per_year)
     implied = (signal_expected_returns(pd.Series(blend, index=universe), settings.signal_spread, settings.base_return)
                if needs_signal else None)
     if settings.method == "black_litterman":
@@ -209,14 +210,16 @@ def estimates_at(close: pd.DataFrame, at: int, settings: PortfolioConfig, *,
     mu = None
     if settings.method in _NEEDS_MU:
         mu = implied if settings.returns_model == "signals" else expected_returns(
-            window, settings.returns_model, benchmark=benchmark, risk_free_rate=settings.risk_free_rate)
+            window, settings.returns_model, benchmark=benchmark, risk_free_rate=settings.risk_free_rate,
+            frequency=sessions_per_year)
     return Estimates(mu, cov, None, list(universe))
 
 
 def _estimates_task(at: int, *, close: pd.DataFrame, settings: PortfolioConfig, scores, confidences,
-                    benchmark) -> Estimates | str:
+                    benchmark, sessions_per_year) -> Estimates | str:
     """`estimates_at` with the session number first (a task of `research_lib.compute.imap_tasks`)."""
-    return estimates_at(close, at, settings, scores=scores, confidences=confidences, benchmark=benchmark)
+    return estimates_at(close, at, settings, scores=scores, confidences=confidences, benchmark=benchmark,
+                        sessions_per_year=sessions_per_year)
 
 
 def _drifted(weights: pd.Series, start: pd.Series, end: pd.Series) -> pd.Series:
@@ -231,7 +234,7 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
                         scores: Mapping[str, pd.DataFrame] | None = None,
                         confidences: Mapping[str, pd.DataFrame | float] | None = None,
                         volume: pd.DataFrame | None = None, benchmark: pd.Series | None = None,
-                        reuse_problem: bool = True) -> Construction:
+                        reuse_problem: bool = True, sessions_per_year: int = 252) -> Construction:
     """Target weights on each rebalance date (see the module docstring for the steps).
 
     Parameters
@@ -251,6 +254,9 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
         Build the optimizer's problem once and re-solve it per date (`ReusedOptimizer`, the
         default), rather than PyPortfolioOpt's new problem per date (False); weights agree
         within the solver's tolerance.
+    sessions_per_year : int
+        Sessions in a year on the prices' calendar (252 New York, 365 crypto): annualizes the
+        expected returns, covariances and the volatility target's trailing volatility.
 
     Returns
     -------
@@ -288,7 +294,8 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
     # it runs here, date by date.
     positions = [close.index.get_loc(date) for date in dates]
     every_estimate = imap_tasks(_estimates_task, positions, shared=dict(
-        close=close, settings=settings, scores=scores, confidences=confidences, benchmark=benchmark))
+        close=close, settings=settings, scores=scores, confidences=confidences, benchmark=benchmark,
+        sessions_per_year=sessions_per_year))
     for date, at, estimates in progress(zip(dates, positions, every_estimate), total=len(dates),
                                         desc="month-end optimizations", unit="date"):
         current = (previous if previous_at is None
@@ -304,7 +311,7 @@ def construct_portfolio(close: pd.DataFrame, rebalance_dates, settings: Portfoli
             vt = settings.vol_target
             trailing = close.iloc[at - vt.lookback_days: at + 1].pct_change(fill_method=None).iloc[1:]
             scale = volatility_multiplier(target.to_numpy(), trailing.fillna(0.0).to_numpy(), vt.target_vol,
-                                          vt.max_leverage)
+                                          vt.max_leverage, sessions_per_year)
             target = target * scale
         adv = None
         if volume is not None:

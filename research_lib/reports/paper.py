@@ -49,7 +49,8 @@ def session_report(promoted: Promoted, ledger: Ledger, cycle: dict, prices: pd.D
     expected, holdings = expected_backtest(promoted.weights, prices, first,
                                            promoted.config.backtest_model(capital=promoted.starting_cash))
     weights_by_session = {c["session"]: c["summary"].get("weights") or {} for c in cycles}
-    tracking = drift(pnl, weights_by_session, expected, holdings, promoted.config.paper.max_tracking_error)
+    tracking = drift(pnl, weights_by_session, expected, holdings, promoted.config.paper.max_tracking_error,
+                     promoted.config.sessions_per_year)
     orders = [dataclasses.asdict(i) for i in intents if i.session == session]
     manifest = read_json(promoted.run_dir / "manifest.json") or {}
     return {

@@ -49,7 +49,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     "02_build_features": ("data.benchmark", "data.symbols", "data.calendar", "data.markets", "features"),
     "03_fit_ml_signals": ("ml", "backtest.execution_lag_sessions"),
     "04_ask_claude": ("llm", "ml.horizon_days", "backtest.execution_lag_sessions"),
-    "05_build_portfolio": ("strategy", "portfolio", "risk", "data.benchmark", "features.vix_symbol"),
+    "05_build_portfolio": ("strategy", "portfolio", "risk", "data.benchmark", "features.vix_symbol", "data.symbols",
+                           "data.calendar", "data.markets"),
     "06_validate_strategy": ALL_SECTIONS,
 }
 # Documented as changing only the speed (``data.refresh`` is handled by never reusing what it reloads).

@@ -85,7 +85,8 @@ def _construct(folder: RunFolder) -> tuple:
     decisions = rebalance_dates(close.index, p.rebalance)
     construction = construct_portfolio(close, decisions, p, config.risk,
                                        scores=scores, confidences=confidences, volume=volume,
-                                       benchmark=prices["close"][config.data.benchmark])
+                                       benchmark=prices["close"][config.data.benchmark],
+                                       sessions_per_year=config.sessions_per_year)
     weights = construction.weights
     trips = None
     if p.circuit_breaker is not None and weights.to_numpy().any():

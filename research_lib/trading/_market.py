@@ -117,6 +117,7 @@ def market(promoted: Promoted, kind: str, session: dt.date, ledger: Ledger,
     """The broker at ``session``, the prices the cycle trades on and when its reference prices
     were observed. The sim moves to the session; a dry run never creates or moves the strategy's
     account: without one it runs against a scratch account made at the session."""
+    refuse_forex(promoted)
     if kind != "sim":
         yield _alpaca_market(promoted, session, ledger)
     elif not dry_run or SimBroker.stored_account(paths.state_db(), sim_account(promoted.name)):
@@ -135,15 +136,24 @@ def _sim_market(promoted: Promoted, session: dt.date, db: Path) -> tuple[SimBrok
     return sim, promoted.prices, dt.datetime.combine(session, CLOSE, NEW_YORK)  # the sim's clock
 
 
+def refuse_forex(promoted: Promoted) -> None:
+    """No broker here trades forex, the sim included: a book holding a currency pair is refused."""
+    forex = sorted(s for s in promoted.weights.columns if asset_class(s, promoted.config.data.markets) == "forex")
+    if forex:
+        raise TradingRefused(f"{promoted.name!r} holds currency pairs {forex}: no broker here trades forex (rates are "
+                             "research inputs); paper trade stocks or crypto pairs.")
+
+
 def trading_zone(promoted: Promoted) -> dt.tzinfo:
     """Where the strategy's session dates are days: UTC for a book of crypto pairs only (its
     sessions are UTC days), New York otherwise."""
     symbols = set(promoted.weights.columns)
-    forex = sorted(s for s in symbols if asset_class(s, promoted.config.data.markets) == "forex")
-    if forex:
-        raise TradingRefused(f"{promoted.name!r} holds currency pairs {forex}: no broker here trades forex (rates are "
-                             "research inputs); paper trade stocks or crypto pairs.")
-    crypto = all(asset_class(s, promoted.config.data.markets) == "crypto" for s in symbols)
+    renamed = sorted(s for s in symbols if asset_class(s, promoted.config.data.markets) != asset_class(s))
+    if renamed:  # the broker and the cycle read a symbol's market from its spelling, as Alpaca does
+        raise TradingRefused(f"{promoted.name!r} trades {renamed}, named crypto or stock by data.markets only: the "
+                             "brokers read a symbol's market from its spelling (crypto pairs as BASE/QUOTE, e.g. "
+                             "BTC/USD); spell them so in the data and promote the run again.")
+    crypto = all(asset_class(s) == "crypto" for s in symbols)
     return dt.timezone.utc if symbols and crypto else NEW_YORK
 
 

@@ -86,8 +86,10 @@ def expected_backtest(weights: pd.DataFrame, prices: pd.DataFrame, start: pd.Tim
 
 
 def drift(paper: pd.DataFrame, paper_weights: dict[str, dict[str, float]], expected_returns: pd.Series | None,
-          expected_holdings: pd.DataFrame | None, max_tracking_error: float) -> dict:
-    """Paper against the expected backtest on the sessions both have.
+          expected_holdings: pd.DataFrame | None, max_tracking_error: float,
+          sessions_per_year: int = SESSIONS_PER_YEAR) -> dict:
+    """Paper against the expected backtest on the sessions both have (the tracking error annualized
+    over ``sessions_per_year``, the strategy calendar's: 252 New York, 365 crypto).
 
     ``paper`` is `daily_pnl`'s frame; ``paper_weights`` maps a session (``YYYY-MM-DD``) to the
     book's weights at its close. Returns a dict with the sessions compared, the cumulative
@@ -122,7 +124,7 @@ def drift(paper: pd.DataFrame, paper_weights: dict[str, dict[str, float]], expec
         out["paper_return"] = float(np.prod(1.0 + r_paper.to_numpy()) - 1.0)
         out["expected_return"] = float(np.prod(1.0 + r_expected.to_numpy()) - 1.0)
     if len(compared) >= 2:
-        out["tracking_error"] = float((r_paper - r_expected).std(ddof=1) * math.sqrt(SESSIONS_PER_YEAR))
+        out["tracking_error"] = float((r_paper - r_expected).std(ddof=1) * math.sqrt(sessions_per_year))
         out["flagged"] = len(compared) >= MIN_DRIFT_SESSIONS and out["tracking_error"] > max_tracking_error
     if agreement:
         values = list(agreement.values())
