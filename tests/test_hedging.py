@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from research_lib.data import load_prices
+from research_lib.validation.metrics import hedge_summary
 from research_lib.hedging import (MODELLED_LABEL, ROLL_COLUMNS, HedgeConfig, black_scholes_delta, black_scholes_price,
-                                  hedge_overlay, hedge_summary)
+                                  hedge_overlay)
 
 FAST = settings(max_examples=200, deadline=None)
 

@@ -9,13 +9,14 @@ costs are fractions of the strategy's equity (which starts at 1.0); index levels
 and option prices are in index points; strikes in `HedgeConfig` are fractions of the index
 close at purchase; volatility, rates and yields are annualized fractions (VIX / 100),
 rates continuously compounded; time is ``sessions / sessions_per_year`` years. Point in
-time: what is done at the close of ``t`` uses only data known at that close.
+time: what is done at the close of ``t`` uses only data known at that close. Its drawdown,
+Sharpe and cost with and without the hedge: `research_lib.validation.metrics.hedge_summary`.
 """
 
 from research_lib.hedging._black_scholes import (OPTION_KINDS, HedgeInputError, OptionKind, black_scholes_delta,
                                                  black_scholes_price)
 from research_lib.hedging._overlay import (MODELLED_LABEL, ROLL_COLUMNS, VOLATILITY_SOURCES, HedgeConfig, HedgeResult,
-                                           hedge_overlay, hedge_summary)
+                                           hedge_overlay)
 
 __all__ = ["MODELLED_LABEL", "OPTION_KINDS", "ROLL_COLUMNS", "VOLATILITY_SOURCES", "HedgeConfig", "HedgeInputError",
-           "HedgeResult", "OptionKind", "black_scholes_delta", "black_scholes_price", "hedge_overlay", "hedge_summary"]
+           "HedgeResult", "OptionKind", "black_scholes_delta", "black_scholes_price", "hedge_overlay"]

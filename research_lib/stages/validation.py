@@ -16,12 +16,13 @@ from research_lib import paths
 from research_lib._io import git_commit, write_json
 from research_lib.backtest import BacktestResult
 from research_lib.config import RunConfig
-from research_lib.hedging import MODELLED_LABEL, HedgeInputError, hedge_overlay, hedge_summary
+from research_lib.hedging import MODELLED_LABEL, HedgeInputError, hedge_overlay
 from research_lib.reports.validation_page import write_validation_page
 from research_lib.stages.backtests import cost_stress, run_trials
 from research_lib.stages.folder import RunFolder
 from research_lib.stages.strategies import judged_after_cutoff
 from research_lib.validation import evidence, registry
+from research_lib.validation.metrics import hedge_summary
 from research_lib.validation.promotion import evaluate_gate, load_thresholds, verdict
 
 __all__ = ["VALIDATION_HTML", "VALIDATION_JSON", "check_sweep_recorded", "hedge_section", "sweep_section",

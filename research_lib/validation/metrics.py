@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from research_lib.hedging import HedgeResult
 from research_lib.units import SESSIONS_PER_YEAR
 
 
@@ -75,4 +76,29 @@ def backtest_metrics(returns: pd.Series, turnover: pd.Series, costs: pd.Series, 
         "benchmark": headline_metrics(benchmark.reindex(returns.index).fillna(0.0), periods_per_year),
         "annual_turnover": float(turnover.sum() / years),
         "annual_cost": float(costs.sum() / years),
+    }
+
+
+def hedge_summary(result: HedgeResult, periods_per_year: int = SESSIONS_PER_YEAR) -> dict:
+    """What a hedge overlay (`research_lib.hedging.hedge_overlay`) did and cost, JSON-ready.
+
+    ``unhedged`` and ``hedged``: `headline_metrics`' ``cagr``, ``sharpe`` and ``max_drawdown``;
+    ``hedge_cost``: ``premium_paid_per_year`` and ``costs_paid_per_year`` (the overlay's totals
+    over the years of returns, fractions of equity; the premium is gross of the options sold back
+    at each roll), ``hedge_pnl_per_year`` (the daily hedge P&L summed over the years: the net cost,
+    or gain) and ``cagr_drag`` (unhedged CAGR less hedged CAGR); ``sessions``; ``label`` (the
+    option prices are modelled, not traded quotes).
+    """
+    shown = ("cagr", "sharpe", "max_drawdown")
+    before, after = (headline_metrics(r, periods_per_year) for r in (result.unhedged, result.returns))
+    years = len(result.unhedged) / periods_per_year
+    return {
+        "unhedged": {k: before[k] for k in shown},
+        "hedged": {k: after[k] for k in shown},
+        "hedge_cost": {"premium_paid_per_year": result.premium_paid / years,
+                       "costs_paid_per_year": result.costs_paid / years,
+                       "hedge_pnl_per_year": float(result.hedge_pnl.sum() / years),
+                       "cagr_drag": before["cagr"] - after["cagr"]},
+        "sessions": len(result.unhedged),
+        "label": result.label,
     }
