@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from research_lib._io import atomic_write_bytes
 from research_lib.compute import ComputeConfig
-from research_lib.data import (AssetClass, DataSource, SyntheticConfig, calendar_error, market_label, sessions_per_year,
-                               universe_calendar)
+from research_lib.data import (AssetClass, DataSource, SyntheticConfig, asset_class, calendar_error, market_label,
+                               sessions_per_year, universe_calendar)
 from research_lib.errors import ConfigError
 from research_lib.params import StrictModel, describe_errors, did_you_mean, read_mapping, refuse_secrets
 from research_lib.features import ALL_FEATURES, CrossSection, FeatureName
@@ -307,6 +307,16 @@ class RunConfig(StrictModel):
         if self.execution.limit_band > self.risk.fat_finger_band:
             raise ValueError(f"execution.limit_band {self.execution.limit_band} is wider than risk.fat_finger_band "
                              f"{self.risk.fat_finger_band}: every child order would be refused; narrow limit_band")
+        return self
+
+    @model_validator(mode="after")
+    def _algorithms_on_new_york_sessions(self) -> RunConfig:
+        symbols = self.data.symbols or []
+        if self.execution.algorithm != "market" and any(
+                asset_class(s, self.data.markets) != "stock" for s in symbols):
+            raise ValueError(f"execution.algorithm {self.execution.algorithm!r} works orders over New York's session "
+                             "(its five-minute bars); data.symbols holds crypto or forex, which trade around the "
+                             "clock: use execution.algorithm: market")
         return self
 
     def tradable(self, symbols) -> list[str]:

@@ -226,3 +226,9 @@ def test_a_failed_mixed_load_leaves_no_snapshot_and_a_mixed_file_needs_no_symbol
     every = load_prices("file", None, path=path, snapshot_dir=snapshots, now=late + dt.timedelta(days=1),
                         context={"AAPL": "data.benchmark"})
     assert list(every["close"].columns) == ["AAPL", "BTC-USD"] and every.index.isin(NY_SESSIONS).all()
+
+
+def test_execution_algorithms_are_refused_for_a_universe_that_trades_around_the_clock():
+    with pytest.raises(Exception, match=r"execution.algorithm 'twap' works orders over New York's session"):
+        load_config(REPO / "params" / "smoke.yaml", ["data.symbols=[AAPL, BTC/USD]", "execution.algorithm=twap"])
+    assert load_config(REPO / "params" / "smoke.yaml", ["data.symbols=[AAPL, BTC/USD]"]).execution.algorithm == "market"
