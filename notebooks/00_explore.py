@@ -21,8 +21,8 @@
 # to a run folder (`make run` and notebooks 01-06 are the recorded research chain).
 
 # %% tags=["parameters"]
-source: str = "bundled"  # bundled (real history shipped offline), synthetic, yfinance, csv or parquet
-symbols: str = "AAPL,JPM,KO,MSFT,XOM"  # comma-separated
+source: str = "bundled"  # bundled (real history shipped offline), synthetic, yfinance, alpaca, polygon
+symbols: str = "AAPL,JPM,KO,MSFT,XOM"  # comma-separated; crypto as BTC-USD (yfinance) or BTC/USD (alpaca)
 benchmark: str = "SP500"  # compared with in the snapshot
 start: str = "2008-01-01"
 end: str = "2022-12-31"
@@ -31,7 +31,7 @@ cost_bps: float = 10.0  # commission per side, in basis points of the traded val
 # %%
 import quantstats as qs
 
-from research_lib.data import load_prices
+from research_lib.data import load_prices, sessions_per_year, universe_calendar
 from research_lib.features import rsi
 from research_lib.plots import plot_prices, plot_sharpe_heatmap
 from research_lib.sweeps import families, run_sweep
@@ -39,6 +39,7 @@ from research_lib.sweeps import families, run_sweep
 universe = [s.strip() for s in symbols.split(",") if s.strip()]
 prices = load_prices(source, [*universe, benchmark], start, end)
 close = prices["close"][universe]
+year = sessions_per_year(universe_calendar([*universe, benchmark], "XNYS"))  # 252 New York, 365 crypto
 prices.attrs["provenance"]
 
 # %% [markdown]
@@ -60,7 +61,8 @@ rsi(close, 14).iloc[-252:].plot(figsize=(10, 3), title="RSI (14 sessions), the l
 
 # %%
 grid = {"window": [7, 14, 21], "lower": [20, 25, 30, 35], "upper": [65, 70, 75, 80]}
-result = run_sweep(families.rsi_thresholds, grid, prices.drop(columns=benchmark, level=1), cost_bps=cost_bps)
+result = run_sweep(families.rsi_thresholds, grid, prices.drop(columns=benchmark, level=1), cost_bps=cost_bps,
+                   sessions_per_year=year)
 result.table.sort_values("sharpe", ascending=False).head(5)
 
 # %%

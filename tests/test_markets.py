@@ -232,3 +232,18 @@ def test_execution_algorithms_are_refused_for_a_universe_that_trades_around_the_
     with pytest.raises(Exception, match=r"execution.algorithm 'twap' works orders over New York's session"):
         load_config(REPO / "params" / "smoke.yaml", ["data.symbols=[AAPL, BTC/USD]", "execution.algorithm=twap"])
     assert load_config(REPO / "params" / "smoke.yaml", ["data.symbols=[AAPL, BTC/USD]"]).execution.algorithm == "market"
+
+
+@pytest.mark.parametrize("year", [252, 365])
+def test_a_sweeps_table_annualizes_with_the_calendars_year(year):
+    from research_lib.sweeps import families, run_sweep
+
+    stocks, crypto = _market(9)
+    result = run_sweep(families.rsi_thresholds, {"window": [5, 9], "lower": [35], "upper": [60]}, crypto,
+                       cost_bps=5.0, borrow_bps_per_year=80.0, sessions_per_year=year, keep_returns=True)
+    for config, row in result.table.iterrows():
+        returns = result.returns[config].dropna()
+        oracle = headline_metrics(returns, year)
+        assert row["sharpe"] == pytest.approx(oracle["sharpe"], rel=1e-9)
+        assert row["cagr"] == pytest.approx(oracle["cagr"], rel=1e-9)
+        assert row["annual_volatility"] == pytest.approx(oracle["annual_volatility"], rel=1e-9)

@@ -25,7 +25,7 @@ the caller: a target on a symbol that has no price at its trade's session (not l
 delisted) is set to 0 before trading. For entry/exit that means an entry traded where the symbol
 has no price, or a holding sold at a gap or delisting, stays flat until the position changes again
 (decisions are the changes, not a restated state). Metrics are over the daily series from the first trade
-that takes a position: Sharpe (ddof=1, x sqrt(252), no risk-free rate), CAGR, annual
+that takes a position: Sharpe (ddof=1, x sqrt(sessions a year), no risk-free rate), CAGR, annual
 volatility, maximum drawdown, annual turnover, ``n_obs`` and ``annual_cost`` (all costs, borrow
 included, a fraction of NAV a year). A configuration that never takes a position gets NaN
 metrics, ``n_obs`` 0 and a ``reason``; it never stops the sweep. One that trades on a single
@@ -212,8 +212,22 @@ def evaluate(targets_of: Callable[[int, dict], object], strategy: Strategy, conf
         returns[n_kept:n_kept + len(batch_returns)] = batch_returns
         n_kept += len(batch_returns)
     _raise_failures(status, configurations, close, per_symbol)
+    _annualize(stats, inputs["sessions_per_year"])
     return _result(stats, status, returns[:n_kept] if keep_returns else None, configurations, close, per_symbol,
                    inputs["lag"], strategy.kind)
+
+
+def _annualize(stats: np.ndarray, sessions_per_year: int) -> None:
+    """The kernel's metrics, annualized over 252 sessions, over the model's ``sessions_per_year`` instead
+    (in place; exact: each is a power of the year's length)."""
+    ratio = sessions_per_year / 252.0
+    if ratio == 1.0:
+        return
+    stats[:, _kernel.SHARPE] *= ratio ** 0.5
+    stats[:, _kernel.VOLATILITY] *= ratio ** 0.5
+    stats[:, _kernel.CAGR] = (1.0 + stats[:, _kernel.CAGR]) ** ratio - 1.0
+    stats[:, _kernel.TURNOVER] *= ratio
+    stats[:, _kernel.COST] *= ratio
 
 
 def _simulate_batch(lo: int, *, targets_of: Callable[[int, dict], object], strategy: Strategy,
@@ -338,7 +352,8 @@ def _model_inputs(prices: pd.DataFrame, close: pd.DataFrame, model: dict) -> dic
     adv_value, daily_vol = np.ascontiguousarray(adv_value), np.ascontiguousarray(daily_vol)  # one compiled kernel
     return {"lag": int(given["execution_lag_sessions"]), "commission": given["cost_bps"] / 1e4,
             "spread": given["spread_bps"] / 1e4, "borrow": given["borrow_bps_per_year"] / 1e4 / given["sessions_per_year"],
-            "cash_rate": annual / given["sessions_per_year"], "impact": impact, "capital": float(given["capital"] or 0.0),
+            "cash_rate": annual / given["sessions_per_year"], "sessions_per_year": int(given["sessions_per_year"]),
+            "impact": impact, "capital": float(given["capital"] or 0.0),
             "adv_value": adv_value, "daily_vol": daily_vol}
 
 
