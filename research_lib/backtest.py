@@ -143,13 +143,18 @@ class CostModel:
 
     @property
     def borrow_rate_per_session(self) -> float:
-        """The borrow fee of one session, per unit of short exposure at the previous close."""
-        return self.borrow_bps_per_year / 1e4 / SESSIONS_PER_YEAR
+        """The borrow fee of one New York session, per unit of short exposure at the previous close."""
+        return self.session_rates()[1]
 
     @property
     def cash_rate_per_session(self) -> float:
-        """The rate cash earns over one session, on the previous close's balance."""
-        return self.cash_rate_per_year / SESSIONS_PER_YEAR
+        """The rate cash earns over one New York session, on the previous close's balance."""
+        return self.session_rates()[0]
+
+    def session_rates(self, sessions_per_year: int = SESSIONS_PER_YEAR) -> tuple[float, float]:
+        """The cash rate and the borrow fee (per unit of short exposure) of one session on a calendar
+        of ``sessions_per_year`` sessions (252 New York, 365 crypto)."""
+        return self.cash_rate_per_year / sessions_per_year, self.borrow_bps_per_year / 1e4 / sessions_per_year
 
 
 def impact_inputs(prices: pd.DataFrame, close: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

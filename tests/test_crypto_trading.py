@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import tempfile
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from research_lib.backtest import CostModel
 from research_lib.broker import OrderRejected, SimBroker
 from research_lib.broker._alpaca import _pair
 from research_lib.data import calendar_sessions, canonical_frame
@@ -174,3 +177,14 @@ def test_a_crypto_book_named_only_by_data_markets_is_refused_at_alpaca(workspace
     path.write_text(path.read_text().replace("markets: {}", "markets:\n      XBTUSD: crypto"))
     with pytest.raises(TradingRefused, match=r"trades \['XBTUSD'\], named crypto or stock by data.markets only"):
         trading_zone(load_promoted(STRATEGY))
+
+
+def test_the_sims_cash_rate_accrues_over_the_calendars_year():
+    days = calendar_sessions("24/7", dt.date(2023, 1, 1), dt.date(2024, 1, 1))  # 366 sessions: 365 accruals
+    prices = canonical_frame({"close": pd.DataFrame({"BTC/USD": 30_000.0}, index=days)})
+    for year, expected in ((365, (1 + 0.05 / 365) ** 365), (252, (1 + 0.05 / 252) ** 365)):
+        with tempfile.TemporaryDirectory() as folder:
+            sim = SimBroker(Path(folder) / "sim.sqlite", prices, starting_cash=1_000.0,
+                            costs=CostModel(cash_rate_per_year=0.05), sessions_per_year=year)
+            sim.advance_to(days[-1].date())
+            assert sim.account().cash == pytest.approx(1_000.0 * expected, rel=1e-9)

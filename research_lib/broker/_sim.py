@@ -114,7 +114,7 @@ class SimBroker:
     allow_short : let a sell exceed the shares held.
     start : the new account's first sim date: the first session on or after it (default: the
         first session of ``prices``). Ignored when reopening an account unless given.
-    name : the broker's name in reports.
+    name, sessions_per_year : the broker's name in reports; the year the cash and borrow rates accrue over.
 
     Raises
     ------
@@ -129,14 +129,14 @@ class SimBroker:
     def __init__(self, db_path: str | Path, prices: pd.DataFrame, account_id: str = "sim",
                  starting_cash: float = 1_000_000.0, cost_bps: float | None = None, spread_bps: float | None = None,
                  *, costs: CostModel | None = None, allow_short: bool = False, start: str | dt.date | None = None,
-                 name: str = "sim", delisting_return: float | None = None):
+                 name: str = "sim", delisting_return: float | None = None, sessions_per_year: int = 252):
         if not (math.isfinite(starting_cash) and starting_cash > 0):
             raise ValueError(f"starting_cash must be finite and > 0 (got {starting_cash}).")
         if not account_id:
             raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
         if delisting_return is not None and not (math.isfinite(delisting_return) and delisting_return >= -1.0):
             raise ValueError(f"delisting_return must be finite and >= -1, or None (got {delisting_return}).")
-        self.delisting_return = delisting_return
+        self.delisting_return, self.sessions_per_year = delisting_return, sessions_per_year  # 365 for crypto
         self.db_path, self.account_id, self.name = Path(db_path), account_id, name
         self.starting_cash, self.costs = float(starting_cash), cost_model(costs, cost_bps, spread_bps)
         self.cost_bps, self.spread_bps = self.costs.commission_bps, self.costs.spread_bps
@@ -449,7 +449,7 @@ class SimBroker:
 
     def _accrue(self, conn: sqlite3.Connection, row: int) -> None:
         """Session ``row``'s interest on the previous close's cash and borrow fee on its short value."""
-        cash_rate, borrow_rate = self.costs.cash_rate_per_session, self.costs.borrow_rate_per_session
+        cash_rate, borrow_rate = self.costs.session_rates(self.sessions_per_year)
         if cash_rate == 0.0 and borrow_rate == 0.0:
             return
         short = sum(-quantity * self._mark[row - 1, self._column[symbol]]

@@ -68,7 +68,8 @@ def open_sim(promoted: Promoted, db: Path, start: dt.date | None = None) -> SimB
     try:
         return SimBroker(db, promoted.prices, account, starting_cash=promoted.starting_cash,
                          costs=sim_costs(promoted, stored), allow_short=promoted.config.risk.allow_short, start=first,
-                         delisting_return=promoted.config.backtest.delisting_return)
+                         delisting_return=promoted.config.backtest.delisting_return,
+                         sessions_per_year=promoted.config.sessions_per_year)
     except ValueError as err:
         raise TradingRefused(f"the simulated account {account!r} cannot be opened: {err}") from None
 
