@@ -144,3 +144,23 @@ def test_a_hedge_the_data_cannot_price_says_why_and_still_says_prices_are_modell
                      section)
     assert "not traded quotes" in section and "hedge-returns" not in section
     assert "calls at 110% of the index close" in section and "(this source's VIX is not loaded)" in section
+
+
+def test_on_the_bundled_index_puts_cut_the_2020_drawdown_at_a_cost_the_page_reports(tmp_path):
+    from research_lib.config import RunConfig
+    from research_lib.data import load_prices
+    from research_lib.stages.validation import hedge_section
+    from research_lib.units import format_drawdown
+
+    close = load_prices("bundled", ["SP500"], "2019-10-01", "2020-12-28", snapshot_dir=tmp_path)["close"]
+    returns = close["SP500"].pct_change().loc["2020-01-02":]  # holding the index through the 2020 crash
+    record = validation_record(returns.index)
+    record["hedge"] = hedge_section(returns, close, RunConfig(scenario="t", hedge={"kind": "protective_put"}))
+    h = record["hedge"]
+    assert h["unhedged"]["max_drawdown"] < -0.30 and h["hedged"]["max_drawdown"] > h["unhedged"]["max_drawdown"] + 0.1
+    assert h["hedge_cost"]["premium_paid_per_year"] > 0 and h["hedge_cost"]["costs_paid_per_year"] > 0
+    assert h["volatility_source_days"] == {"vix": 0, "realized": len(returns)}  # the bundled VIX ends in 2019
+    text = re.sub(r"<[^>]+>", " ", write_validation_page(record, tmp_path / "validation.html").read_text())
+    for shown in (format_drawdown(h["unhedged"]["max_drawdown"]), format_drawdown(h["hedged"]["max_drawdown"]),
+                  f"{100 * h['hedge_cost']['premium_paid_per_year']:.2f}%", "not traded quotes"):
+        assert shown in text
