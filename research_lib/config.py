@@ -311,12 +311,11 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _algorithms_on_new_york_sessions(self) -> RunConfig:
-        symbols = self.data.symbols or []
-        if self.execution.algorithm != "market" and any(
-                asset_class(s, self.data.markets) != "stock" for s in symbols):
+        named = [*(self.data.symbols or []), self.data.benchmark, *self.data.markets]
+        if self.execution.algorithm != "market" and any(asset_class(s, self.data.markets) != "stock" for s in named):
             raise ValueError(f"execution.algorithm {self.execution.algorithm!r} works orders over New York's session "
-                             "(its five-minute bars); data.symbols holds crypto or forex, which trade around the "
-                             "clock: use execution.algorithm: market")
+                             "(its five-minute bars); data.symbols, data.benchmark or data.markets name crypto or "
+                             "forex, which trade around the clock: use execution.algorithm: market")
         return self
 
     def tradable(self, symbols) -> list[str]:

@@ -188,3 +188,18 @@ def test_the_sims_cash_rate_accrues_over_the_calendars_year():
                             costs=CostModel(cash_rate_per_year=0.05), sessions_per_year=year)
             sim.advance_to(days[-1].date())
             assert sim.account().cash == pytest.approx(1_000.0 * expected, rel=1e-9)
+
+
+def test_a_crypto_book_with_an_execution_algorithm_is_refused_before_anything_is_sent(workspace):
+    days = calendar_sessions("24/7", dt.date(2024, 1, 1), dt.date(2024, 3, 31))
+    closes = pd.DataFrame({"BTC/USD": 60_000.0, "ETH/USD": 3_000.0}, index=days)
+    write_promotion(workspace, "20240101-000000-algo", canonical_frame({"close": closes}),
+                    pd.DataFrame([[0.25, 0.25]], index=days[[40]], columns=list(closes)))
+    path = workspace / "params" / "promoted" / f"{STRATEGY}.yaml"  # a file universe no setting named: promoted
+    path.write_text(path.read_text().replace("algorithm: market", "algorithm: twap"))
+    with pytest.raises(TradingRefused, match=r"trades crypto \['BTC/USD', 'ETH/USD'\] with execution.algorithm "
+                                             r"'twap'"):
+        trade_session(STRATEGY, broker="sim", asof=dt.date(2024, 3, 9))
+    assert not (workspace / "data" / "spartan.sqlite").exists() or not Ledger(
+        workspace / "data" / "spartan.sqlite").intents(STRATEGY)
+

@@ -232,6 +232,9 @@ def test_execution_algorithms_are_refused_for_a_universe_that_trades_around_the_
     with pytest.raises(Exception, match=r"execution.algorithm 'twap' works orders over New York's session"):
         load_config(REPO / "params" / "smoke.yaml", ["data.symbols=[AAPL, BTC/USD]", "execution.algorithm=twap"])
     assert load_config(REPO / "params" / "smoke.yaml", ["data.symbols=[AAPL, BTC/USD]"]).execution.algorithm == "market"
+    for named in (["data.symbols=null", "data.benchmark=BTC/USD"], ["data.markets={XBTUSD: crypto}"]):
+        with pytest.raises(Exception, match=r"data.symbols, data.benchmark or data.markets name crypto or forex"):
+            load_config(REPO / "params" / "smoke.yaml", [*named, "execution.algorithm=vwap"])
 
 
 @pytest.mark.parametrize("year", [252, 365])

@@ -228,3 +228,45 @@ def test_two_different_bars_for_one_session_are_refused_by_name():
     items = [agg("2024-03-08T05:00:00Z", 1.0), agg("2024-03-08T05:00:00Z", 1.5)]
     with pytest.raises(DataValidationError, match=r"^polygon returned 2 different bars for AAA on 2024-03-08"):
         from_polygon({"AAA": items}, ["AAA"])
+
+
+@pytest.mark.parametrize("page", [1, 2])
+def test_a_page_that_is_not_json_refuses_the_load_rather_than_cutting_the_history_short(polygon, page, capsys):
+    polygon.garbled_pages = {page}  # the client logs the decoding error and stops reading: it raises nothing
+    with pytest.raises(SpartanError, match=r"Polygon sent a page of the daily aggregates for AAPL that could not be "
+                                           r"read .*nothing was loaded: retry later"):
+        fetch(["AAPL"])
+    capsys.readouterr()
+
+
+def test_a_next_url_carrying_the_key_leaves_it_in_no_log_record(polygon, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    polygon.key_in_next_url = True
+    prices, _ = fetch(["AAPL"])
+    assert len(prices) == len(SESSIONS)
+    wire = [r for r in caplog.records if r.name.startswith("urllib3")]
+    assert any("cursor=" in r.getMessage() for r in wire), "urllib3 logged the pages it fetched"
+    output = capsys.readouterr()
+    for text in (caplog.text, output.out, output.err):
+        assert CANARY not in text and "canary-polygon-" not in text
+
+
+def test_results_that_are_not_a_list_are_refused_naming_the_ticker(polygon, monkeypatch):
+    answer = polygon._answer
+    monkeypatch.setattr(polygon, "_answer", lambda request: (200, {**answer(request)[1], "results": None}))
+    with pytest.raises(SpartanError, match=r"Polygon answered the daily aggregates for AAPL with results that are "
+                                           r"not a list of bars"):
+        fetch(["AAPL"])
+
+
+def test_polygons_crypto_bars_are_dated_by_their_utc_day():
+    stamp = int(pd.Timestamp("2024-03-02 00:00", tz="UTC").timestamp() * 1000)  # 19:00 New York on 03-01
+    bar = Agg(open=1.0, high=2.0, low=0.5, close=1.5, volume=10.0, timestamp=stamp)
+    frame = from_polygon({"X:BTCUSD": [bar], "AAPL": []}, ["X:BTCUSD", "AAPL"])
+    assert list(frame.index) == [pd.Timestamp("2024-03-02")]
+
+
+def test_a_start_after_the_end_is_refused_before_asking(polygon, tmp_path):
+    with pytest.raises(DataValidationError, match=r"data.start 2024-03-13 is after data.end 2024-03-05; swap them"):
+        load_prices("polygon", ["AAPL"], "2024-03-13", "2024-03-05", snapshot_dir=tmp_path)
+    assert polygon.requests == []

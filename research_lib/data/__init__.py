@@ -143,6 +143,8 @@ def load_prices(
         start, end = start or DEFAULT_START, end or DEFAULT_END
     start = pd.Timestamp(start).date() if start is not None else None
     end = pd.Timestamp(end).date() if end is not None else None
+    if start and end and end < start:
+        raise DataValidationError([f"data.start {start} is after data.end {end}; swap them."])
     request = {"source": source, "symbols": symbols, "start": str(start) if start else None,
                "end": str(end) if end else None}
     if symbols is None and context:  # a file's every symbol, which must include the context
@@ -264,8 +266,6 @@ def _synthetic(config: SyntheticConfig, symbols, start, end, context, calendar) 
                                    for s, p in unknown_roles.items()])
     generated = synthetic_symbols(config.n_symbols)
     _refuse_unknown([s for s in symbols if s not in context], generated, "the synthetic market", context)
-    if end < start:
-        raise DataValidationError([f"data.start {start} is after data.end {end}; swap them."])
     sessions = calendar_sessions(calendar, start, end)
     fields = synthetic_market(config, sessions, context)
     return canonical_frame({name: frame.reindex(columns=symbols) for name, frame in fields.items()})

@@ -46,11 +46,13 @@ _YEARS_AVERAGED = 10
 def asset_class(symbol: str, markets: Mapping[str, str] | None = None) -> AssetClass:
     """``"crypto"``, ``"forex"`` or ``"stock"`` for ``symbol``: as ``markets`` names it, else from its
     spelling (``BTC/USD``, ``BTC-USD``: crypto; ``EURUSD=X``, ``EUR/USD``: forex; anything else, such
-    as ``AAPL``, ``BRK-B`` or ``^GSPC``: stock)."""
+    as ``AAPL``, ``BRK-B`` or ``^GSPC``: stock; Polygon's ``X:BTCUSD`` crypto, ``C:EURUSD`` forex)."""
     if markets and symbol in markets:
         return markets[symbol]  # checked where the setting is read (config.DataConfig)
-    if _YAHOO_FX.match(symbol):
+    if _YAHOO_FX.match(symbol) or symbol.startswith("C:"):  # C:EURUSD, Polygon's forex
         return "forex"
+    if symbol.startswith("X:"):  # X:BTCUSD, Polygon's crypto
+        return "crypto"
     pair = _PAIR.match(symbol)
     if pair:
         base, quote = pair.groups()

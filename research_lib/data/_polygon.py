@@ -18,10 +18,13 @@ Conventions
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
+from urllib.parse import quote, quote_plus
 
 import pandas as pd
 
@@ -68,29 +71,76 @@ def fetch_polygon(symbols: list[str], start: dt.date | None, end: dt.date | None
 def from_polygon(aggs_by_symbol: dict[str, list], symbols: list[str]) -> pd.DataFrame:
     """Convert Polygon daily aggregates (``polygon.rest.models.Agg``, per ticker) to a canonical frame.
 
-    Rows are New York session dates, in order whatever the order received; a symbol without
+    Rows are New York session dates (UTC days for Polygon's crypto ``X:`` and forex ``C:`` tickers,
+    whose daily bars start at midnight UTC), in order whatever the order received; a symbol without
     aggregates is an all-NaN column; a missing value (``None``) is NaN. The same bar received twice
     (same timestamp, same values) is kept once; two different bars for one session are refused.
     """
     rows = [{"symbol": symbol, "t": agg.timestamp, **{f: getattr(agg, f) for f in FIELDS}}
             for symbol, items in aggs_by_symbol.items() for agg in items]
     table = pd.DataFrame(rows, columns=["symbol", "t", *FIELDS])
-    stamps = pd.to_datetime(table["t"], unit="ms", utc=True).dt.tz_convert(NEW_YORK)
-    table["date"] = stamps.dt.tz_localize(None).dt.normalize()
+    stamps = pd.to_datetime(table["t"], unit="ms", utc=True)
+    utc_day = table["symbol"].str.startswith(("X:", "C:"))  # Polygon's crypto and forex: UTC days
+    local = stamps.dt.tz_convert(NEW_YORK).dt.tz_localize(None).dt.normalize()
+    table["date"] = local.where(~utc_day, stamps.dt.tz_localize(None).dt.normalize())
     return bars_frame(table.drop(columns="t"), symbols, "polygon")
 
 
 def _daily_aggs(client, ticker: str, first: dt.date, last: dt.date, key: str, base: str) -> list:
-    """Every page of ``ticker``'s adjusted daily aggregates, or a SpartanError saying why not."""
+    """Every page of ``ticker``'s adjusted daily aggregates, or a SpartanError saying why not.
+
+    The client stops reading pages at one that is not JSON, logging an error rather than raising:
+    that would cut the history short, so such a log record refuses the load."""
     from polygon.exceptions import AuthError, BadResponse
     from urllib3.exceptions import HTTPError
 
-    try:
-        return list(client.list_aggs(ticker, 1, "day", first.isoformat(), last.isoformat(),
-                                     adjusted=True, sort="asc", limit=50_000))
-    except (BadResponse, AuthError, HTTPError) as err:
-        refusal = _refusal(ticker, err, key, base)
+    with _watched(key) as errors:
+        try:
+            aggs = list(client.list_aggs(ticker, 1, "day", first.isoformat(), last.isoformat(),
+                                         adjusted=True, sort="asc", limit=50_000))
+        except (BadResponse, AuthError, HTTPError) as err:
+            refusal = _refusal(ticker, err, key, base)
+        except TypeError:  # "results": null, or a result that is not a list of bars
+            refusal = (f"Polygon answered the daily aggregates for {ticker} with results that are not a list of "
+                       "bars; retry later, and report it to Polygon if it persists.")
+        else:
+            if not errors:
+                return aggs
+            refusal = _scrub(f"Polygon sent a page of the daily aggregates for {ticker} that could not be read "
+                             f"({errors[0]}); the history would stop there, so nothing was loaded: retry later.", key)
     raise SpartanError(refusal)  # raised outside the handler: no chained error, which may quote the key
+
+
+@contextlib.contextmanager
+def _watched(key: str):
+    """The client's error log records while the block runs (their messages, in a list), and urllib3's
+    log records with the key (as written, or URL-encoded) replaced by ``***``."""
+    errors: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                errors.append(record.getMessage())
+
+    class Redact(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            for secret in {key, quote(key, safe=""), quote_plus(key)} - {""}:
+                text = text.replace(secret, "***")
+            record.msg, record.args = text, ()
+            return True
+
+    client_log, handler, redact = logging.getLogger("RESTClient"), Collect(), Redact()
+    wire_logs = [logging.getLogger(name) for name in ("urllib3.connectionpool", "urllib3.util.retry")]
+    client_log.addHandler(handler)
+    for log in wire_logs:
+        log.addFilter(redact)
+    try:
+        yield errors
+    finally:
+        client_log.removeHandler(handler)
+        for log in wire_logs:
+            log.removeFilter(redact)
 
 
 def _refusal(ticker: str, err: Exception, key: str, base: str) -> str:

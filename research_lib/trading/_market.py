@@ -119,6 +119,11 @@ def market(promoted: Promoted, kind: str, session: dt.date, ledger: Ledger,
     were observed. The sim moves to the session; a dry run never creates or moves the strategy's
     account: without one it runs against a scratch account made at the session."""
     refuse_forex(promoted)
+    crypto = sorted(s for s in promoted.weights.columns if asset_class(s, promoted.config.data.markets) == "crypto")
+    if crypto and promoted.config.execution.algorithm != "market":  # e.g. a file whose symbols no setting named
+        raise TradingRefused(f"{promoted.name!r} trades crypto {crypto[:3]} with execution.algorithm "
+                             f"{promoted.config.execution.algorithm!r}, which works orders over New York's session; "
+                             "crypto trades around the clock: promote it again with execution.algorithm: market.")
     if kind != "sim":
         yield _alpaca_market(promoted, session, ledger)
     elif not dry_run or SimBroker.stored_account(paths.state_db(), sim_account(promoted.name)):

@@ -186,7 +186,7 @@ class _Handler(BaseHTTPRequestHandler):
         request = RecordedRequest(self.command, parts.path, query, dict(self.headers.items()))
         status, body = self.owner._answer(request)
         request.status, request.response = status, body
-        payload = json.dumps(body).encode()
+        payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()  # a str: sent as it is
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))

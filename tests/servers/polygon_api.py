@@ -59,6 +59,8 @@ class PolygonServer(LocalHTTPServer):
                  key: str = "test-polygon-key", page_size: int = 50_000) -> None:
         self.aggs, self.unadjusted = dict(aggs or {}), dict(unadjusted or {})
         self.key, self.page_size = key, page_size
+        self.garbled_pages: set[int] = set()  # pages (1 = a request's first) answered 200 with a body that is not JSON
+        self.key_in_next_url = False  # a next_url carrying the key as apiKey (a proxy's habit)
         self.requests: list[RecordedRequest] = []
         self._faults: collections.deque[tuple[int, str]] = collections.deque()
         self._lock = threading.Lock()
@@ -116,6 +118,9 @@ class PolygonServer(LocalHTTPServer):
         served = (self.unadjusted if not adjusted and ticker in self.unadjusted else self.aggs).get(ticker, [])
         rows = sorted((a for a in served if first <= a["t"] <= last), key=lambda a: a["t"], reverse=not ascending)
         page = rows[:size]
+        page_number = 1 + sum(1 for r in self.requests if "cursor" in r.query)  # this one included
+        if page_number in self.garbled_pages:
+            return 200, "<html><body>502 Bad Gateway</body></html>"
         body = {"ticker": ticker, "queryCount": len(page), "resultsCount": len(page), "adjusted": adjusted,
                 "status": "OK", "request_id": request_id, "count": len(page)}
         if page:
@@ -125,6 +130,8 @@ class PolygonServer(LocalHTTPServer):
                 "limit") or 5000, "sort": "asc" if ascending else "desc"}).encode()).decode().rstrip("=")
             start, end = (rows[size]["t"], route["end"]) if ascending else (route["start"], rows[size]["t"])
             body["next_url"] = f"{self.url}/v2/aggs/ticker/{ticker}/range/1/day/{start}/{end}?cursor={cursor}"
+            if self.key_in_next_url:
+                body["next_url"] += "&" + urlencode({"apiKey": self.key})
         return 200, body
 
 
