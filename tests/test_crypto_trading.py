@@ -7,15 +7,20 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
+from decimal import Decimal
 import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from research_lib.backtest import CostModel
 from research_lib.broker import OrderRejected, SimBroker
 from research_lib.broker._alpaca import _pair
+from research_lib.broker._pairs import PairRules, pair_limit, pair_quantity
 from research_lib.data import calendar_sessions, canonical_frame
 from research_lib.stages.paper import trade_session
 from research_lib.trading import CycleInputs, Ledger, TradingRefused, run_cycle
@@ -135,8 +140,9 @@ def test_a_crypto_book_trades_todays_utc_day_at_alpaca_while_the_stock_market_is
         posts = bodies(trading)
         assert sorted(p["symbol"] for p in posts) == sorted(pairs)
         assert all(p["time_in_force"] == "gtc" and p["side"] == "buy" for p in posts)
-        for post in posts:  # a quarter of the equity in each pair, in fractions of a coin
-            assert post["qty"] == pytest.approx(0.25 * 100_000 / closes[post["symbol"]].iloc[-1], rel=1e-6)
+        for post in posts:  # a quarter of the equity in each pair, in fractions of a coin on the pair's step
+            target = 0.25 * 100_000 / closes[post["symbol"]].iloc[-1]
+            assert post["qty"] == pytest.approx(math.floor(target / 1e-4) * 1e-4, abs=1e-12)
         assert any(r.path.endswith("/crypto/us/bars") for r in data.requests)
     assert_no_canary(workspace)
 
@@ -203,3 +209,42 @@ def test_a_crypto_book_with_an_execution_algorithm_is_refused_before_anything_is
     assert not (workspace / "data" / "spartan.sqlite").exists() or not Ledger(
         workspace / "data" / "spartan.sqlite").intents(STRATEGY)
 
+
+def test_crypto_orders_keep_to_the_pairs_increments_read_once_from_its_asset_record(server):
+    server.pair_rules["BTC/USD"] = ("0.0001", "0.0001", "1")  # Alpaca's example: whole dollars, 0.0001 BTC
+    broker = broker_for(server)
+    broker.submit_order("BTC/USD", "buy", 0.012345678, "pair-1", limit_price=65_100.7)
+    broker.submit_order("BTC/USD", "sell", 0.0123456, "pair-2", limit_price=64_000.2)
+    first, second = bodies(server)
+    assert (first["qty"], first["limit_price"]) == (0.0123, 65_100.0)  # less, and inside the limit
+    assert (second["qty"], second["limit_price"]) == (0.0123, 64_001.0)
+    with pytest.raises(OrderRejected, match=r"quantity 5e-05 of BTC/USD is below Alpaca's minimum order "
+                                            r"\(min_order_size 0.0001, in steps of 0.0001\); nothing was sent"):
+        broker.submit_order("BTC/USD", "buy", 0.00005, "pair-3")
+    with pytest.raises(OrderRejected, match=r"Alpaca lists no crypto pair DOGE/USD; nothing was sent"):
+        broker.submit_order("DOGE/USD", "buy", 10.0, "pair-4")
+    assert len(bodies(server)) == 2
+    assert [r.path for r in server.requests if r.path.startswith("/v2/assets/")] == [
+        "/v2/assets/BTCUSD", "/v2/assets/DOGEUSD"]  # once per pair
+
+
+
+@settings(max_examples=300, deadline=None)
+@given(quantity=st.floats(1e-9, 1e6), price=st.floats(1e-6, 1e6), side=st.sampled_from(["buy", "sell"]),
+       step=st.sampled_from([1e-9, 1e-8, 1e-4, 0.001, 0.1, 1.0]), tick=st.sampled_from([1e-6, 1e-4, 0.01, 1.0]))
+def test_a_pairs_quantity_is_never_more_than_asked_and_its_limit_never_outside(quantity, price, side, step, tick):
+    rules = PairRules(min_order_size=step, quantity_step=step, price_step=tick)
+    try:
+        sent = pair_quantity("X/USD", quantity, rules)
+    except OrderRejected:
+        assert quantity < step * (1 + 1e-9)  # refused only when less than one step was asked for
+    else:
+        assert sent <= quantity * (1 + 1e-12) and quantity - sent < step * (1 + 1e-9)
+        assert Decimal(repr(sent)) % Decimal(repr(step)) == 0  # a whole number of steps
+    try:
+        limit = pair_limit("X/USD", price, side, rules)
+    except OrderRejected:
+        assert side == "buy" and price < tick * (1 + 1e-9)
+    else:
+        assert (limit <= price * (1 + 1e-12)) if side == "buy" else (limit >= price * (1 - 1e-12))
+        assert abs(limit - price) < tick * (1 + 1e-9) and Decimal(repr(limit)) % Decimal(repr(tick)) == 0

@@ -13,7 +13,8 @@ Conventions
   when their bars start and cancels when they end: `works_schedules` is False).
 - **Crypto pairs** (``BTC/USD``: `research_lib.data.asset_class`) follow Alpaca's crypto rules:
   good-till-cancelled orders (Alpaca takes no day orders for crypto), fractional quantities at
-  market and at a limit, no shorting (Alpaca refuses a sell beyond the holding), at any hour.
+  market and at a limit on the pair's increments (its asset record, read once:
+  `research_lib.broker._pairs`), no shorting (Alpaca refuses a sell beyond the holding), at any hour.
   Alpaca lists a crypto position without its slash (``BTCUSD``); `positions` names it as the
   orders do (``BTC/USD``), so the ledger's symbols and the broker's match.
 - **Timeouts.** alpaca-py sets no HTTP timeout; every request here gets ``timeout_s`` (connect
@@ -75,6 +76,7 @@ from requests.adapters import HTTPAdapter
 from research_lib.broker._base import (Account, BrokerError, BrokerOrder, BrokerUnavailable, Clock,
                                        DuplicateClientOrderId, InsufficientBuyingPower, OrderRejected, OrderStatus,
                                        Position, RateLimited, UnknownOutcome, check_client_order_id)
+from research_lib.broker._pairs import PairRules, pair_limit, pair_quantity
 from research_lib.data import CRYPTO_QUOTES, asset_class
 from research_lib.errors import ConfigError
 
@@ -84,7 +86,7 @@ ALPACA_REQUESTS_PER_MINUTE = 200  # Alpaca's limit per account
 OPEN_ORDERS_LIMIT = 500  # the most orders one GET /v2/orders returns
 QUANTITY_DECIMALS = 9  # Alpaca's share precision
 BrokerCall = Literal["clock", "account", "positions", "open_orders", "submit_order", "order_by_client_id",
-                     "cancel_order"]
+                     "cancel_order", "asset"]
 _OPEN = {"new": "new", "pending_cancel": "new", "pending_replace": "new", "stopped": "new", "done_for_day": "new",
          "calculated": "new", "accepted": "accepted", "pending_new": "accepted", "accepted_for_bidding": "accepted",
          "pending_review": "accepted", "held": "accepted", "suspended": "accepted",
@@ -104,7 +106,7 @@ class RequestThrottle:
     def __init__(self, per_minute: int, monotonic: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep) -> None:
         self.per_minute = per_minute
-        self._monotonic, self._sleep = monotonic, sleep
+        self._monotonic, self._sleep, self._pairs = monotonic, sleep, {}
         self._sent: collections.deque[float] = collections.deque(maxlen=per_minute)
         self._lock = threading.Lock()
 
@@ -177,7 +179,7 @@ class AlpacaBroker:
         self.timeout_s, self.max_retries = float(timeout_s), max_retries
         self.retry_wait_s, self.max_total_retry_s = float(retry_wait_s), float(max_total_retry_s)
         self.requests_per_minute = requests_per_minute
-        self._monotonic, self._sleep = monotonic, sleep
+        self._monotonic, self._sleep, self._pairs = monotonic, sleep, {}
         self._throttle = RequestThrottle(requests_per_minute, monotonic, sleep)
         self._client = TradingClient(key_id, secret_key, paper=paper, url_override=url_override)
         self._client._retry = 0  # alpaca-py's retry resends blindly and sleeps 3 s; `_call` retries instead
@@ -266,11 +268,15 @@ class AlpacaBroker:
         crypto = asset_class(symbol) == "crypto"
         fields = {"symbol": symbol, "side": OrderSide(side), "client_order_id": client_order_id,
                   "time_in_force": TimeInForce.GTC if crypto else TimeInForce.DAY}  # crypto takes no day orders
-        if limit_price is None:
+        if crypto:
+            rules = self._pair_rules(symbol)
+            fields["qty"] = pair_quantity(symbol, round(float(quantity), QUANTITY_DECIMALS), rules)
+            request = (MarketOrderRequest(**fields) if limit_price is None else
+                       LimitOrderRequest(limit_price=pair_limit(symbol, limit_price, side, rules), **fields))
+        elif limit_price is None:
             request = MarketOrderRequest(qty=round(float(quantity), QUANTITY_DECIMALS), **fields)
         else:
-            quantity = round(float(quantity), QUANTITY_DECIMALS) if crypto else _whole_shares(quantity)
-            request = LimitOrderRequest(qty=quantity, limit_price=_tick(limit_price, side), **fields)
+            request = LimitOrderRequest(qty=_whole_shares(quantity), limit_price=_tick(limit_price, side), **fields)
         return _order(self._call("submit_order", lambda: self._client.submit_order(request)))
 
     def order_by_client_id(self, client_order_id: str) -> BrokerOrder | None:
@@ -294,6 +300,16 @@ class AlpacaBroker:
             raise OrderRejected(f"broker_id {broker_id!r} is not an Alpaca order id (a UUID); "
                                 "nothing was sent.") from None
         self._call("cancel_order", lambda: self._client.cancel_order_by_id(broker_id))
+
+    def _pair_rules(self, symbol: str) -> PairRules:
+        """The crypto pair's order rules, from its asset record (asked for once; BTCUSD names BTC/USD)."""
+        if symbol not in self._pairs:
+            try:
+                asset = self._call("asset", lambda: self._client.get_asset(symbol.replace("/", "")))
+            except _NotFound:
+                raise OrderRejected(f"Alpaca lists no crypto pair {symbol}; nothing was sent.") from None
+            self._pairs[symbol] = PairRules(asset.min_order_size, asset.min_trade_increment, asset.price_increment)
+        return self._pairs[symbol]
 
     # -- requests ------------------------------------------------------------------------
 

@@ -84,7 +84,10 @@ orders at the current price while the market is open. Only simple market and lim
 orders. Crypto pairs (a symbol with a slash, ``BTC/USD``) follow Alpaca's crypto rules: ``gtc`` or
 ``ioc`` only, fractional quantities for market and limit orders, no shorting, trading at any hour
 (``new`` and, with ``fill_on_submit``, filled whatever the stock market's clock says); their
-positions come back as Alpaca lists them, without the slash (``BTCUSD``, ``asset_class: crypto``). The clock (default Wednesday 2024-03-13 10:00 New York) moves only by ``set_time``; it is
+positions come back as Alpaca lists them, without the slash (``BTCUSD``, ``asset_class: crypto``).
+``GET /v2/assets/{symbol}`` (``BTCUSD`` or ``BTC/USD``) answers a pair's record with its
+``min_order_size``, ``min_trade_increment`` and ``price_increment`` (``pair_rules``; default
+0.0001, 0.0001 and 0.01), which a crypto order must respect (422 otherwise). The clock (default Wednesday 2024-03-13 10:00 New York) moves only by ``set_time``; it is
 open 9:30-16:00 New York on weekdays (no holidays) unless ``set_market_open`` overrides it. Day
 orders expire only when the test calls ``expire_day_orders``.
 
@@ -117,6 +120,7 @@ from tests.servers.alpaca_data import NEW_YORK
 ORDERS_PATH = "/v2/orders"
 BY_CLIENT_ORDER_ID_PATH = "/v2/orders:by_client_order_id"
 POSITIONS_PATH = "/v2/positions"
+ASSETS_PATH = "/v2/assets/"
 MAX_CLIENT_ORDER_ID_CHARS = 48
 DEFAULT_NOW = dt.datetime(2024, 3, 13, 10, 0, tzinfo=NEW_YORK)
 SESSION_HOURS = (dt.time(9, 30), dt.time(16, 0))  # New York, Monday to Friday
@@ -248,6 +252,7 @@ class AlpacaTradingServer(LocalHTTPServer):
                  fill_on_submit: bool = False) -> None:
         self.key, self._secret = key, secret
         self.fee_bps, self.fill_on_submit = _decimal(fee_bps, "fee_bps", minimum=0), fill_on_submit
+        self.pair_rules: dict[str, tuple[str, str, str]] = {}  # pair -> (min_order_size, min_trade_increment, price_increment)
         self.requests: list[RecordedRequest] = []
         self.account_id, self.account_number = str(uuid.uuid4()), "PA3TESTSERVER"
         self._lock = threading.RLock()
@@ -459,6 +464,8 @@ class AlpacaTradingServer(LocalHTTPServer):
         if (match := _ORDER_ID.match(path)) and method in ("GET", "DELETE"):
             order = self._order(match.group(1))
             return (200, order.to_json()) if method == "GET" else (204, self._cancel(order))
+        if method == "GET" and path.startswith(ASSETS_PATH):
+            return 200, self._asset_json(path.removeprefix(ASSETS_PATH))
         if (method, path) == ("GET", POSITIONS_PATH):
             return 200, [self._position_json(symbol) for symbol in sorted(self._positions)]
         if (match := _POSITION.match(path)) and method in ("GET", "DELETE"):
@@ -594,10 +601,36 @@ class AlpacaTradingServer(LocalHTTPServer):
             raise _Rejected(422, 40010001, "client_order_id must be no more than 48 characters")
         if client_order_id in self._by_client_id:
             raise _Rejected(422, 40010001, "client_order_id must be unique")
-        return _Order(id=str(uuid.uuid4()), client_order_id=client_order_id, symbol=symbol, side=side, type=kind,
-                      time_in_force=tif, qty=qty, notional=notional, limit_price=limit_price,
-                      reference_price=self._prices[symbol], extended_hours=bool(body.get("extended_hours")),
-                      submitted_at=self._now, status="new" if crypto or self._market_open() else "accepted")
+        order = _Order(id=str(uuid.uuid4()), client_order_id=client_order_id, symbol=symbol, side=side, type=kind,
+                       time_in_force=tif, qty=qty, notional=notional, limit_price=limit_price,
+                       reference_price=self._prices[symbol], extended_hours=bool(body.get("extended_hours")),
+                       submitted_at=self._now, status="new" if crypto or self._market_open() else "accepted")
+        if crypto and qty is not None:
+            self._check_pair_rules(order)
+        return order
+
+    def _asset_json(self, name: str) -> dict:
+        symbol = next((s for s in self._prices if name in (s, s.replace("/", ""))), None)
+        if symbol is None:
+            raise _Rejected(404, 40410000, "asset not found")
+        record = {"id": asset_id(symbol), "class": "crypto" if "/" in symbol else "us_equity", "symbol": symbol,
+                  "exchange": "CRYPTO" if "/" in symbol else "NASDAQ", "name": symbol, "status": "active",
+                  "tradable": True, "marginable": "/" not in symbol, "shortable": "/" not in symbol,
+                  "easy_to_borrow": "/" not in symbol, "fractionable": True}
+        if "/" in symbol:
+            rules = self.pair_rules.get(symbol, ("0.0001", "0.0001", "0.01"))
+            record.update(zip(("min_order_size", "min_trade_increment", "price_increment"), rules))
+        return record
+
+    def _check_pair_rules(self, order: _Order) -> None:
+        """A crypto order's quantity and limit price on its pair's increments, as Alpaca checks them."""
+        minimum, step, tick = (Decimal(v) for v in self.pair_rules.get(order.symbol, ("0.0001", "0.0001", "0.01")))
+        if order.qty < minimum:
+            raise _Rejected(422, 40010001, f"qty must be >= {minimum} (min_order_size of {order.symbol})")
+        if order.qty % step:
+            raise _Rejected(422, 40010001, f"qty must be a multiple of {step} (min_trade_increment)")
+        if order.limit_price is not None and order.limit_price % tick:
+            raise _Rejected(422, 40010001, f"limit_price must be a multiple of {tick} (price_increment)")
 
     def _check_available(self, symbol: str, requested: Decimal) -> None:
         existing = self._positions[symbol].qty if symbol in self._positions else Decimal(0)
