@@ -32,8 +32,8 @@ from research_lib._io import now_utc, package_versions
 from research_lib.params import closest
 from research_lib.data._bundled import BUNDLED_START, BUNDLED_SYMBOLS, DEFAULT_UNIVERSE, bundled_prices
 from research_lib.data._calendar import calendar_error, calendar_sessions, session_problems
-from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._crypto import fetch_alpaca_crypto
+from research_lib.data._files import READER_VERSION, file_bytes, read_price_file
 from research_lib.data._frame import FIELDS, canonical_frame, select, symbols_of
 from research_lib.data._fx import convert_prices, convert_returns, rate_on_sessions
 from research_lib.data._markets import (ASSET_CLASSES, CRYPTO_QUOTES, AssetClass, align_point_in_time, asset_class,
@@ -47,13 +47,13 @@ from research_lib.data._validate import validate_index, validate_prices
 from research_lib.errors import DataValidationError, SpartanError
 
 __all__ = [
-    "ASSET_CLASSES", "AssetClass", "CRYPTO_QUOTES", "BUNDLED_START", "BUNDLED_SYMBOLS", "DataSource", "DEFAULT_UNIVERSE", "FIELDS",
-    "align_point_in_time", "asset_class", "calendar_error", "calendar_sessions", "canonical_frame", "convert_prices",
-    "convert_returns", "rate_on_sessions",
-    "fetch_alpaca", "fetch_alpaca_crypto", "fetch_polygon", "from_alpaca", "from_yfinance", "publication_times", "sessions_per_year", "symbol_calendar",
-    "universe_calendar",
-    "load_prices", "read_provenance", "read_snapshot", "select", "sha256_of", "symbols_of",
-    "validate_prices", "write_snapshot", "SyntheticConfig", "market_label", "synthetic_symbols",
+    "ASSET_CLASSES", "AssetClass", "BUNDLED_START", "BUNDLED_SYMBOLS", "CRYPTO_QUOTES", "DataSource",
+    "DEFAULT_UNIVERSE", "FIELDS", "SyntheticConfig", "align_point_in_time", "asset_class", "calendar_error",
+    "calendar_sessions", "canonical_frame", "convert_prices", "convert_returns", "fetch_alpaca",
+    "fetch_alpaca_crypto", "fetch_polygon", "from_alpaca", "from_yfinance", "load_prices", "market_label",
+    "publication_times", "rate_on_sessions", "read_provenance", "read_snapshot", "select", "sessions_per_year",
+    "sha256_of", "symbol_calendar", "symbols_of", "synthetic_symbols", "universe_calendar", "validate_prices",
+    "write_snapshot",
 ]
 
 DataSource = Literal["bundled", "yfinance", "alpaca", "polygon", "file", "synthetic"]
