@@ -91,6 +91,9 @@ def test_the_cycle_trades_a_crypto_book_while_the_stock_market_is_closed(server,
     positions = server.positions()
     assert float(positions["BTC/USD"]) * PRICES["BTC/USD"] == pytest.approx(20_000, rel=0.01)
     assert float(positions["BTC/USD"]) != round(float(positions["BTC/USD"]))  # a fraction of a coin
+    sent = {b["symbol"]: b["qty"] for b in bodies(server)}  # on the pair's 0.0001 step, less than asked
+    assert {i.symbol: i.quantity for i in ledger.intents("coins")} == sent  # the ledger holds what Alpaca took
+    assert {o["symbol"]: o["quantity"] for o in report.sent} == sent
     again = run_cycle(broker_for(server), ledger, _inputs({"BTC/USD": 0.2, "ETH/USD": 0.1}))
     assert len(bodies(server)) == 2 and not again.mismatches  # reconciled: the ledger and Alpaca agree
 
@@ -248,3 +251,12 @@ def test_a_pairs_quantity_is_never_more_than_asked_and_its_limit_never_outside(q
     else:
         assert (limit <= price * (1 + 1e-12)) if side == "buy" else (limit >= price * (1 - 1e-12))
         assert abs(limit - price) < tick * (1 + 1e-9) and Decimal(repr(limit)) % Decimal(repr(tick)) == 0
+
+
+@pytest.mark.parametrize("year", [0, -5, True, 365.5, None])
+def test_a_simulated_account_refuses_a_year_that_is_not_a_positive_whole_number(tmp_path, year):
+    prices = canonical_frame({"close": pd.DataFrame({"BTC/USD": 30_000.0},
+                                                    index=calendar_sessions("24/7", dt.date(2024, 1, 1),
+                                                                            dt.date(2024, 1, 10)))})
+    with pytest.raises(ValueError, match=r"sessions_per_year must be a positive whole number"):
+        SimBroker(tmp_path / "sim.sqlite", prices, sessions_per_year=year)

@@ -270,3 +270,23 @@ def test_a_start_after_the_end_is_refused_before_asking(polygon, tmp_path):
     with pytest.raises(DataValidationError, match=r"data.start 2024-03-13 is after data.end 2024-03-05; swap them"):
         load_prices("polygon", ["AAPL"], "2024-03-13", "2024-03-05", snapshot_dir=tmp_path)
     assert polygon.requests == []
+
+
+def test_a_fetch_watches_only_its_own_thread(caplog):
+    """A client error logged by another thread's fetch neither refuses this one nor is rewritten."""
+    import threading
+
+    from research_lib.data._polygon import _watched
+
+    caplog.set_level(logging.DEBUG)
+    client_log, seen = logging.getLogger("RESTClient"), {}
+    other = threading.Thread(target=lambda: client_log.error("Error decoding json response: Expecting value"))
+    with _watched(CANARY) as errors:
+        other.start()
+        other.join()
+        seen["other"] = list(errors)
+        client_log.error("Error decoding json response: here")
+        logging.getLogger("urllib3.connectionpool").debug("GET /x?apiKey=%s", "not-the-key")
+    assert seen["other"] == [] and errors == ["Error decoding json response: here"]
+    assert "GET /x?apiKey=not-the-key" in caplog.text  # a record without the key is left as it was
+

@@ -270,7 +270,7 @@ class AlpacaBroker:
                   "time_in_force": TimeInForce.GTC if crypto else TimeInForce.DAY}  # crypto takes no day orders
         if crypto:
             rules = self._pair_rules(symbol)
-            fields["qty"] = pair_quantity(symbol, round(float(quantity), QUANTITY_DECIMALS), rules)
+            fields["qty"] = pair_quantity(symbol, float(quantity), rules)  # floored: never more than checked
             request = (MarketOrderRequest(**fields) if limit_price is None else
                        LimitOrderRequest(limit_price=pair_limit(symbol, limit_price, side, rules), **fields))
         elif limit_price is None:

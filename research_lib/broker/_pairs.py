@@ -35,8 +35,9 @@ def _on_step(value: float, step: float | None, rounding: str) -> float:
 
 
 def pair_quantity(symbol: str, quantity: float, rules: PairRules) -> float:
-    """``quantity`` rounded down to the pair's increment; `OrderRejected` (nothing sent) below its minimum."""
-    rounded = _on_step(float(quantity), rules.quantity_step, ROUND_FLOOR)
+    """``quantity`` rounded down to the pair's increment (to 1e-9, Alpaca's precision, when the record
+    gives none); `OrderRejected` (nothing sent) below its minimum."""
+    rounded = _on_step(float(quantity), rules.quantity_step or 1e-9, ROUND_FLOOR)
     if rounded <= 0 or (rules.min_order_size and rounded < rules.min_order_size):
         raise OrderRejected(f"quantity {quantity!r} of {symbol} is below Alpaca's minimum order (min_order_size "
                             f"{rules.min_order_size}, in steps of {rules.quantity_step}); nothing was sent: the "

@@ -28,11 +28,10 @@ Conventions
   average traded value and volatility over the ``IMPACT_WINDOW`` sessions before the fill
   (known when the order is submitted); orders in one symbol filled at one close pay impact
   as one trade of their summed value, so splitting an order does not lower it.
-- **Cash** changes by fills (``-quantity * price - commission`` for a buy, ``quantity *
-  price - commission`` for a sell) and, each session, by the backtest's daily accrual before
-  that session's fills: it earns (a negative balance pays) ``cash_rate_per_year / 252`` on
-  the previous close's cash and pays ``borrow_bps_per_year / 1e4 / 252`` on the previous
-  close's short market value.
+- **Cash** changes by fills (``-quantity * price - commission`` for a buy, ``quantity * price -
+  commission`` for a sell) and, each session, by the backtest's daily accrual before that session's
+  fills: it earns (a negative balance pays) ``cash_rate_per_year / sessions_per_year`` on the previous
+  close's cash and pays ``borrow_bps_per_year / 1e4 / sessions_per_year`` on its short market value.
 - **Buying power** (no margin) is cash, plus the proceeds of open sells of shares held, less
   the cost of open buys, all valued at the sim date's close with costs (impact as if each
   order filled there alone); a buy that would exceed it is refused at submission. A sell
@@ -44,9 +43,8 @@ Conventions
   session without a price (after that session's fills), its value at the last close, times
   ``1 + delisting_return`` when one is given, becomes cash, with no commission. Each closure is
   recorded (`SimBroker.delistings`), once: an advance is one transaction.
-- **Refusals send nothing.** An order refused at submission is not stored: its
-  client_order_id stays free. Every stored order keeps its client_order_id for the account's
-  whole history (UNIQUE in the database), whatever its status.
+- **Refusals send nothing.** An order refused at submission is not stored: its client_order_id
+  stays free. Every stored order keeps its client_order_id for the account's whole history.
 - **State** lives in SQLite at ``db_path`` (the workspace's is ``research_lib.paths.state_db()``),
   kept by `research_lib.broker._sim_store`: each state change (a submission, a cancel, an
   advance with its fills) is one transaction. An account's settings (starting cash, the cost
@@ -132,6 +130,8 @@ class SimBroker:
                  name: str = "sim", delisting_return: float | None = None, sessions_per_year: int = 252):
         if not (math.isfinite(starting_cash) and starting_cash > 0):
             raise ValueError(f"starting_cash must be finite and > 0 (got {starting_cash}).")
+        if not (isinstance(sessions_per_year, int) and not isinstance(sessions_per_year, bool) and sessions_per_year > 0):
+            raise ValueError(f"sessions_per_year must be a positive whole number (got {sessions_per_year!r}), e.g. 365.")
         if not account_id:
             raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
         if delisting_return is not None and not (math.isfinite(delisting_return) and delisting_return >= -1.0):

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import re
+import threading
 from urllib.parse import quote, quote_plus
 
 import pandas as pd
@@ -114,20 +115,24 @@ def _daily_aggs(client, ticker: str, first: dt.date, last: dt.date, key: str, ba
 @contextlib.contextmanager
 def _watched(key: str):
     """The client's error log records while the block runs (their messages, in a list), and urllib3's
-    log records with the key (as written, or URL-encoded) replaced by ``***``."""
+    log records holding the key (as written, or URL-encoded) with it replaced by ``***``: of this
+    thread only (the client runs in it), so a fetch in another thread is neither refused nor rewritten."""
     errors: list[str] = []
+    here = threading.get_ident()
+    secrets = {key, quote(key, safe=""), quote_plus(key)} - {""}
 
     class Collect(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
-            if record.levelno >= logging.ERROR:
+            if record.levelno >= logging.ERROR and record.thread == here:
                 errors.append(record.getMessage())
 
     class Redact(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            text = record.getMessage()
-            for secret in {key, quote(key, safe=""), quote_plus(key)} - {""}:
-                text = text.replace(secret, "***")
-            record.msg, record.args = text, ()
+            text = record.getMessage() if record.thread == here else ""
+            if any(secret in text for secret in secrets):
+                for secret in secrets:
+                    text = text.replace(secret, "***")
+                record.msg, record.args = text, ()
             return True
 
     client_log, handler, redact = logging.getLogger("RESTClient"), Collect(), Redact()

@@ -152,6 +152,9 @@ def send_order(broker: Broker, ledger: Ledger, strategy: str, session: str, orde
         ledger.update_intent(cid, "unknown", reason="broker error while sending; resolved next cycle")
         raise
     apply_answer(ledger, placed, "sent" if placed.is_open else None)
-    report.sent.append({"client_order_id": cid, "symbol": order.symbol, "side": side, "quantity": order.quantity,
+    if placed.quantity != order.quantity:  # the broker's rules rounded it (a crypto pair's step): record what it took
+        ledger.update_intent(cid, ledger.intent(cid).status, quantity=placed.quantity,
+                             reason=f"{order.quantity:.12g} asked, {placed.quantity:.12g} taken on the broker's increments")
+    report.sent.append({"client_order_id": cid, "symbol": order.symbol, "side": side, "quantity": placed.quantity,
                         "decision_price": decision_price, **(worked or {})})
     return True
