@@ -45,6 +45,24 @@ os.environ["SPARTAN_HOME"] = str(_SESSION_HOME)
 atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """With ``--dist loadfile`` (make test), the notebooks nbval runs go to one worker, one after
+    another in the chain's order, as a user runs them in Lab: each finds what the notebooks before it
+    wrote to ``reports/lab`` and reuses it, instead of computing the chain again for itself (notebook
+    05 alone refits 03's models on the daily scenario). Every other file is its own unit, as before."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class NotebooksInOrder(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return "notebooks" if path.startswith("notebooks/") and path.endswith(".ipynb") else path
+
+    return NotebooksInOrder(config, log)
+
+
 @pytest.fixture(scope="session")
 def bundled_small(tmp_path_factory) -> pd.DataFrame:
     """Six bundled stocks and the S&P 500 index, 2015-2018 (real prices)."""
