@@ -29,8 +29,8 @@ run: $(STAMP)
 	$(BIN)/spartan run $(PARAMS)
 
 # The suite runs on TEST_WORKERS processes (each with its own scratch workspace), a test file per worker
-# (nbval's notebooks all to one worker, in the chain's order: tests/conftest.py). The longest are handed out first, so that the two workers finish together (pytest drops the
-# repeated paths).
+# (nbval's notebooks all to one worker, in the chain's order: see tests/conftest.py). The longest are
+# handed out first, so that the two workers finish together (pytest drops the repeated paths).
 TEST_WORKERS ?= 2
 LONGEST_FIRST := notebooks tests/test_scale_smoke.py tests/test_pipeline.py tests/test_compute.py tests/test_soak.py \
                  tests/test_reuse.py tests/test_trade_kill.py tests/test_notebooks.py

@@ -1,5 +1,5 @@
-"""Small file helpers shared by the library: atomic writes, UTC timestamps and the workspace's
-locks (an exclusive ``flock`` on a file under ``data/locks/``)."""
+"""Small file helpers shared by the library: atomic writes, YAML reads, UTC timestamps and the
+workspace's locks (an exclusive ``flock`` on a file under ``data/locks/``)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,20 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
+
+import yaml
 
 LOCKS_DIR = "locks"  # under the workspace's data/
+# libyaml's parser where PyYAML was built with it (its wheels are): the same values and error classes as
+# yaml.safe_load, about ten times faster (a promoted record is read at every dashboard rebuild)
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _HOLDER_PID = re.compile(r"\bpid ([0-9]+)\b")
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, parsed by libyaml when available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)
 
 
 @contextmanager

@@ -358,8 +358,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    import yaml
-
+    from research_lib._io import load_yaml
     from research_lib.validation.promotion import PromotionRefused, promote
     from research_lib.reports import build_index
 
@@ -367,7 +366,7 @@ def _promote(args: argparse.Namespace) -> int:
         path = promote(args.run_dir, args.override_reason)
     except (ConfigError, PromotionRefused) as err:
         return _refusal(err)
-    overridden = bool(yaml.safe_load(path.read_text()).get("override_reason"))
+    overridden = bool(load_yaml(path.read_text()).get("override_reason"))
     print(f"Promoted{' (gate overridden, reason recorded)' if overridden else ''}: {path}")
     build_index(paths.reports_dir())
     return EXIT_OK

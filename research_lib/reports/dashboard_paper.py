@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import yaml
-
 from research_lib import paths
+from research_lib._io import load_yaml
 from research_lib.reports._reading import PROBLEMS, href, number, problem
 from research_lib.trading import Ledger
 
@@ -97,7 +96,7 @@ def _promoted_risk(name: str, problems: list[str]) -> dict | None:
         problems.append(f"not promoted (no params/promoted/{name}.yaml): its risk limits are unknown")
         return None
     try:
-        risk = (yaml.safe_load(path.read_text()) or {})["params"]["risk"]
+        risk = (load_yaml(path.read_text()) or {})["params"]["risk"]
         return {key: number(risk.get(key)) for _, key, _ in LIMITS}
     except PROBLEMS as err:
         problems.append(problem(path, paths.workspace_root(), err))

@@ -20,7 +20,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from research_lib import paths
-from research_lib._io import atomic_write_bytes, now_utc, read_json
+from research_lib._io import atomic_write_bytes, load_yaml, now_utc, read_json
 from research_lib.config import RunConfig
 from research_lib.data import sha256_of
 from research_lib.errors import ConfigError, SpartanError
@@ -51,7 +51,7 @@ def load_thresholds(path: str | Path | None = None) -> GateThresholds:
     if not path.is_file():
         return GateThresholds()
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = load_yaml(path.read_text()) or {}
         return GateThresholds.model_validate(raw)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
@@ -211,7 +211,7 @@ def promoted_strategies(promoted_dir: str | Path | None = None) -> list[dict]:
     out = []
     for path in sorted(folder.glob("*.yaml")):
         try:
-            record = yaml.safe_load(path.read_text()) or {}
+            record = load_yaml(path.read_text()) or {}
             out.append({"strategy": record.get("strategy", path.stem), "run_id": record.get("run_id"),
                         "promoted_at": record.get("promoted_at"), "passed": (record.get("gate") or {}).get("passed"),
                         "override_reason": record.get("override_reason"), "file": path.name})
@@ -259,7 +259,7 @@ def load_promoted(strategy: str | None = None) -> Promoted:
     strategy = promoted_strategy(strategy)
     file = paths.promoted_dir() / f"{strategy}.yaml"
     try:
-        record = yaml.safe_load(file.read_text()) or {}
+        record = load_yaml(file.read_text()) or {}
         config = RunConfig.model_validate(record["params"])
     except (yaml.YAMLError, KeyError, ValidationError) as err:
         raise ConfigError(f"{file} is not a promoted strategy this version can read ({type(err).__name__}: {err}); "
