@@ -16,15 +16,21 @@ from typing import Any, Iterator
 import yaml
 
 LOCKS_DIR = "locks"  # under the workspace's data/
-# libyaml's parser where PyYAML was built with it (its wheels are): the same values and error classes as
-# yaml.safe_load, about ten times faster (a promoted record is read at every dashboard rebuild)
-_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's parser where PyYAML was built with it (its wheels are): about ten times faster than
+# yaml.safe_load (a promoted record is read at every dashboard rebuild)
+_FAST_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _HOLDER_PID = re.compile(r"\bpid ([0-9]+)\b")
 
 
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load(text)``, parsed by libyaml when available."""
-    return yaml.load(text, Loader=_SAFE_LOADER)
+    """YAML the library wrote (``yaml.safe_dump``: a promoted record), parsed by libyaml when
+    available: what ``yaml.safe_load`` reads, faster. Text it refuses is parsed again by PyYAML's
+    own parser, whose error quotes the line with a caret under the fault. libyaml accepts a little
+    that PyYAML refuses (a tab after a value), so files people write (params) use safe_load."""
+    try:
+        return yaml.load(text, Loader=_FAST_SAFE_LOADER)
+    except yaml.YAMLError:
+        return yaml.safe_load(text)
 
 
 @contextmanager

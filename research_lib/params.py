@@ -19,7 +19,6 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from research_lib._io import load_yaml
 from research_lib.errors import ConfigError
 
 SECRET_NAMES = ("ANTHROPIC_API_KEY", "APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "SPARTAN_SMTP_PASSWORD")
@@ -55,7 +54,7 @@ def read_mapping(path: Path, what: str) -> dict[str, Any]:
     """The YAML mapping in ``path`` (empty file: {}); a ConfigError names ``what`` and the file
     when it is not valid YAML or not a mapping."""
     try:
-        raw = load_yaml(Path(path).read_text()) or {}
+        raw = yaml.safe_load(Path(path).read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{what} {path} is not valid YAML: {err}") from None
     if not isinstance(raw, dict):

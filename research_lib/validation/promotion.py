@@ -51,7 +51,7 @@ def load_thresholds(path: str | Path | None = None) -> GateThresholds:
     if not path.is_file():
         return GateThresholds()
     try:
-        raw = load_yaml(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text()) or {}
         return GateThresholds.model_validate(raw)
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
