@@ -270,14 +270,25 @@ def test_a_sigkill_at_any_moment_of_a_schedule_never_sends_a_slice_twice_and_the
     assert len(reference) == 6
     rng = np.random.default_rng(18)
     states = []
+    # Even trials kill at a moment uniform over the whole run; odd ones uniform between the latest
+    # moment a kill found nothing sent and the earliest it found everything sent, so that enough
+    # kills land while the children are being sent, however the machine's load stretches the
+    # process start (a fixed range left as few as 9 of 50 there on a busy machine).
+    nothing_sent_until, all_sent_from = 0.0, duration * 1.1
     for trial in range(50):
         db = tmp_path / f"trial{trial}.sqlite"
         pid = _run_in_child(db, prices, day)
-        time.sleep(rng.uniform(0, duration * 1.1))
+        low, high = sorted((nothing_sent_until, all_sent_from)) if trial % 2 else (0.0, duration * 1.1)
+        delay = rng.uniform(low, high)
+        time.sleep(delay)
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
         sim = SimBroker(db, prices, start=prices.index[30]) if db.exists() else None
         states.append(0 if sim is None else len(sim.orders()))
+        if states[-1] == 0:
+            nothing_sent_until = max(nothing_sent_until, delay)
+        elif states[-1] == 6:
+            all_sent_from = min(all_sent_from, delay)
         ledger = Ledger(db)
         sim = sim or SimBroker(db, prices, start=prices.index[30])
         schedules_before = ledger.schedules("trend", str(day.date()))
