@@ -23,10 +23,13 @@ _HOLDER_PID = re.compile(r"\bpid ([0-9]+)\b")
 
 
 def load_yaml(text: str) -> Any:
-    """YAML the library wrote (``yaml.safe_dump``: a promoted record), parsed by libyaml when
-    available: what ``yaml.safe_load`` reads, faster. Text it refuses is parsed again by PyYAML's
-    own parser, whose error quotes the line with a caret under the fault. libyaml accepts a little
-    that PyYAML refuses (a tab after a value), so files people write (params) use safe_load."""
+    """``yaml.safe_load(text)``: the same value or the same error, faster on the records the library
+    writes with ``yaml.safe_dump`` (a promoted record). libyaml parses it unless it holds a tab or a
+    ``!``, the two places libyaml differs (it accepts a tab after a value, reads a bare ``!`` as ''
+    rather than None; a hand-edited record may hold either); text libyaml refuses is parsed again by
+    PyYAML, whose error quotes the line with a caret under the fault."""
+    if "\t" in text or "!" in text:
+        return yaml.safe_load(text)
     try:
         return yaml.load(text, Loader=_FAST_SAFE_LOADER)
     except yaml.YAMLError:
