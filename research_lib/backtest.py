@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 
 from research_lib.params import did_you_mean
-from research_lib.units import SESSIONS_PER_YEAR
+from research_lib.units import SESSIONS_PER_YEAR, check_sessions_per_year
 
 IMPACT_WINDOW = 20
 IMPACT_MIN_SESSIONS = 5
@@ -225,10 +225,7 @@ def run_backtest(weights: pd.DataFrame, prices: pd.DataFrame, cost_bps: float = 
                                              and math.isfinite(delisting_return) and delisting_return >= -1.0):
         raise ValueError(f"delisting_return must be a finite number >= -1 (a total loss) or None (closed at the last "
                          f"close), not {delisting_return!r}.")
-    if not (isinstance(sessions_per_year, numbers.Integral) and not isinstance(sessions_per_year, bool)
-            and sessions_per_year > 0):
-        raise ValueError(f"sessions_per_year must be a positive whole number (got {sessions_per_year!r}); e.g. 252 for "
-                         "New York, 365 for crypto.")
+    check_sessions_per_year(sessions_per_year)
     check_weights(weights, prices["close"])
     close = prices["close"][list(weights.columns)]
 

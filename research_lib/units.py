@@ -1,9 +1,19 @@
 """Units every floor shares: sessions in a year, and dollars as every page shows them."""
 
 import math
+import numbers
 
 SESSIONS_PER_YEAR = 252
 """Trading sessions in a year (US equities): annualizes returns, volatility and daily rates."""
+
+
+def check_sessions_per_year(value: object) -> int:
+    """``value``, a calendar's sessions in a year (252 New York, 365 crypto, 260 forex), if it is a
+    positive whole number; a ValueError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"sessions_per_year must be a positive whole number (got {value!r}), e.g. 252 for New York, "
+                         "365 for crypto.")
+    return int(value)
 
 
 def format_usd(amount: float) -> str:

@@ -76,6 +76,21 @@ def test_annualization_follows_the_calendar_in_metrics_and_in_the_backtest():
         run_backtest(weights, prices, sessions_per_year=0)
 
 
+@pytest.mark.parametrize("year", [0, -252, 252.0, True, "252", None])
+def test_the_backtest_and_the_hedge_refuse_a_year_that_is_not_a_positive_whole_number(year):
+    """(The simulated account's refusal: tests/test_crypto_trading.py.)"""
+    from research_lib.hedging import HedgeConfig, HedgeInputError, hedge_overlay
+
+    days = pd.bdate_range("2021-01-01", periods=60)
+    prices = canonical_frame({"close": pd.DataFrame({"SPY": np.linspace(100.0, 110.0, 60)}, index=days)})
+    message = r"sessions_per_year must be a positive whole number \(got .*\), e.g. 252 for New York"
+    with pytest.raises(ValueError, match=message):
+        run_backtest(pd.DataFrame({"SPY": [1.0]}, index=days[:1]), prices, sessions_per_year=year)
+    with pytest.raises(HedgeInputError, match=message):
+        hedge_overlay(prices["close"]["SPY"].pct_change().iloc[30:], prices["close"]["SPY"],
+                      HedgeConfig(kind="protective_put"), None, year)
+
+
 def test_a_value_is_known_at_its_sessions_close():
     friday, saturday = pd.Timestamp("2024-03-08"), pd.Timestamp("2024-03-09")
     assert publication_times(pd.DatetimeIndex([friday]), "XNYS")[0] == pd.Timestamp("2024-03-08 21:00", tz="UTC")

@@ -77,6 +77,7 @@ from research_lib.broker._sim_intraday import fill_worked_orders, worked_order
 from research_lib.broker._sim_store import (ADDED_SETTINGS, EXCHANGE_TZ, LOCK_TIMEOUT_SECONDS, QUANTITY_TOLERANCE,
                                             SESSION_CLOSE, SESSION_OPEN, SimDelisting, SimFill, SimStore, close_frame, cost_model,
                                             exchange_time, stored_account)
+from research_lib.units import SESSIONS_PER_YEAR, check_sessions_per_year
 
 __all__ = ["EXCHANGE_TZ", "FAULTS", "LOCK_TIMEOUT_SECONDS", "QUANTITY_TOLERANCE", "SESSION_CLOSE", "SESSION_OPEN",
            "BrokerCall", "SimBroker", "SimFill"]
@@ -127,11 +128,10 @@ class SimBroker:
     def __init__(self, db_path: str | Path, prices: pd.DataFrame, account_id: str = "sim",
                  starting_cash: float = 1_000_000.0, cost_bps: float | None = None, spread_bps: float | None = None,
                  *, costs: CostModel | None = None, allow_short: bool = False, start: str | dt.date | None = None,
-                 name: str = "sim", delisting_return: float | None = None, sessions_per_year: int = 252):
+                 name: str = "sim", delisting_return: float | None = None, sessions_per_year: int = SESSIONS_PER_YEAR):
         if not (math.isfinite(starting_cash) and starting_cash > 0):
             raise ValueError(f"starting_cash must be finite and > 0 (got {starting_cash}).")
-        if not (isinstance(sessions_per_year, int) and not isinstance(sessions_per_year, bool) and sessions_per_year > 0):
-            raise ValueError(f"sessions_per_year must be a positive whole number (got {sessions_per_year!r}), e.g. 365.")
+        check_sessions_per_year(sessions_per_year)
         if not account_id:
             raise ValueError("account_id must be a non-empty string, e.g. 'sim'.")
         if delisting_return is not None and not (math.isfinite(delisting_return) and delisting_return >= -1.0):

@@ -17,7 +17,7 @@ from pydantic import Field, model_validator
 
 from research_lib.hedging._black_scholes import HedgeInputError, black_scholes_price
 from research_lib.params import StrictModel
-from research_lib.units import SESSIONS_PER_YEAR
+from research_lib.units import SESSIONS_PER_YEAR, check_sessions_per_year
 
 MODELLED_LABEL = ("Option prices are modelled with Black-Scholes on the VIX close, or on realized volatility plus "
                   "a premium where no VIX close is known; they are not traded quotes.")
@@ -270,8 +270,10 @@ def hedge_overlay(strategy_returns: pd.Series, index_close: pd.Series, config: H
     if not isinstance(config, HedgeConfig):
         raise HedgeInputError(f"config is a {type(config).__name__}; pass a HedgeConfig, e.g. "
                               "HedgeConfig(kind='protective_put')")
-    if isinstance(sessions_per_year, bool) or not isinstance(sessions_per_year, int) or sessions_per_year < 1:
-        raise HedgeInputError(f"sessions_per_year is {sessions_per_year!r}; pass a positive integer, e.g. 252")
+    try:
+        check_sessions_per_year(sessions_per_year)
+    except ValueError as err:
+        raise HedgeInputError(str(err)) from None
     returns = _strategy(strategy_returns)
     dates = strategy_returns.index
     level, realized = _index_on(dates, index_close, config.realized_window_days, sessions_per_year)
