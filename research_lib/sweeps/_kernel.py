@@ -74,8 +74,9 @@ def signals_to_targets(entries, exits, short, per_symbol, out):
 
 @_jit
 def simulate(price, targets, per_symbol, lag, commission_rate, spread_rate, borrow_rate, cash_rate,
-             impact_coefficient, capital, adv_value, daily_vol, stats, status, returns):
-    """Simulate every book of the batch; fill ``stats`` (books x N_STATS) and ``status`` (books x 3:
+             impact_coefficient, capital, adv_value, daily_vol, sessions_per_year, stats, status, returns):
+    """Simulate every book of the batch; fill ``stats`` (books x N_STATS, annualized over
+    ``sessions_per_year``) and ``status`` (books x 3:
     error code, row, column, or for a book that never trades the code OK and what it saw). When
     ``returns`` has rows (as many as the batch has books, float64 or float32), write the daily
     net returns of each book that trades (NaN before its first trade) into its next row, in order,
@@ -93,7 +94,8 @@ def simulate(price, targets, per_symbol, lag, commission_rate, spread_rate, borr
             for c in range(width):
                 cols[c] = first_col + c
             _walk(price, targets[config], cols, lag, commission_rate, spread_rate, borrow_rate, cash_rate,
-                  impact_coefficient, capital, adv_value, daily_vol, scratch, buffer, stats[book], status[book])
+                  impact_coefficient, capital, adv_value, daily_vol, sessions_per_year, scratch, buffer, stats[book],
+                  status[book])
             first = int(stats[book, FIRST_ROW])
             if keep and first >= 0:
                 returns[written, :first] = np.nan
@@ -104,7 +106,7 @@ def simulate(price, targets, per_symbol, lag, commission_rate, spread_rate, borr
 
 @_jit
 def _walk(price, targets, cols, lag, commission_rate, spread_rate, borrow_rate, cash_rate, impact_coefficient,
-          capital, adv_value, daily_vol, scratch, buffer, stats, status):
+          capital, adv_value, daily_vol, sessions_per_year, scratch, buffer, stats, status):
     """One book, session by session, exactly as run_backtest: see research_lib.backtest's docstring.
 
     Before the first trade the book is the all-cash segment run_backtest starts one session
@@ -216,14 +218,16 @@ def _walk(price, targets, cols, lag, commission_rate, spread_rate, borrow_rate, 
         stats[:FIRST_ROW] = np.nan
         stats[N_OBS] = 0.0
         return
-    _metrics(buffer[first:], turnover_sum, cost_sum, stats)
+    _metrics(buffer[first:], turnover_sum, cost_sum, sessions_per_year, stats)
 
 
 @_jit
-def _metrics(returns, turnover_sum, cost_sum, stats):
-    """research_lib.validation.metrics of ``returns`` (Sharpe with ddof=1, 252 sessions a year)."""
+def _metrics(returns, turnover_sum, cost_sum, sessions_per_year, stats):
+    """research_lib.validation.metrics of ``returns`` (Sharpe with ddof=1, ``sessions_per_year``
+    sessions a year)."""
     n = returns.shape[0]
-    years = n / 252.0
+    year = float(sessions_per_year)
+    years = n / year
     mean = returns.sum() / n
     squares = 0.0
     wealth, peak, drawdown = 1.0, 1.0, 0.0
@@ -233,9 +237,9 @@ def _metrics(returns, turnover_sum, cost_sum, stats):
         peak = max(peak, wealth)
         drawdown = min(drawdown, wealth / peak - 1.0)
     std = math.sqrt(squares / (n - 1)) if n > 1 else np.nan
-    stats[SHARPE] = mean / std * math.sqrt(252.0) if std > 0.0 else np.nan
-    stats[CAGR] = wealth ** (252.0 / n) - 1.0
-    stats[VOLATILITY] = std * math.sqrt(252.0)
+    stats[SHARPE] = mean / std * math.sqrt(year) if std > 0.0 else np.nan
+    stats[CAGR] = wealth ** (year / n) - 1.0
+    stats[VOLATILITY] = std * math.sqrt(year)
     stats[DRAWDOWN] = drawdown
     stats[TURNOVER] = turnover_sum / years
     stats[N_OBS] = n

@@ -212,22 +212,8 @@ def evaluate(targets_of: Callable[[int, dict], object], strategy: Strategy, conf
         returns[n_kept:n_kept + len(batch_returns)] = batch_returns
         n_kept += len(batch_returns)
     _raise_failures(status, configurations, close, per_symbol)
-    _annualize(stats, inputs["sessions_per_year"])
     return _result(stats, status, returns[:n_kept] if keep_returns else None, configurations, close, per_symbol,
                    inputs["lag"], strategy.kind)
-
-
-def _annualize(stats: np.ndarray, sessions_per_year: int) -> None:
-    """The kernel's metrics, annualized over 252 sessions, over the model's ``sessions_per_year`` instead
-    (in place; exact: each is a power of the year's length)."""
-    ratio = sessions_per_year / 252.0
-    if ratio == 1.0:
-        return
-    stats[:, _kernel.SHARPE] *= ratio ** 0.5
-    stats[:, _kernel.VOLATILITY] *= ratio ** 0.5
-    stats[:, _kernel.CAGR] = (1.0 + stats[:, _kernel.CAGR]) ** ratio - 1.0
-    stats[:, _kernel.TURNOVER] *= ratio
-    stats[:, _kernel.COST] *= ratio
 
 
 def _simulate_batch(lo: int, *, targets_of: Callable[[int, dict], object], strategy: Strategy,
@@ -246,7 +232,8 @@ def _simulate_batch(lo: int, *, targets_of: Callable[[int, dict], object], strat
     returns = np.empty((n_books if keep_returns else 0, n_sessions), dtype=returns_dtype)
     n_kept = _kernel.simulate(price, targets, per_symbol, inputs["lag"], inputs["commission"],
                               inputs["spread"], inputs["borrow"], inputs["cash_rate"], inputs["impact"],
-                              inputs["capital"], inputs["adv_value"], inputs["daily_vol"], stats, status, returns)
+                              inputs["capital"], inputs["adv_value"], inputs["daily_vol"], inputs["sessions_per_year"],
+                              stats, status, returns)
     return stats, status, returns[:n_kept]
 
 
