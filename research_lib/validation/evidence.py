@@ -198,7 +198,7 @@ def _session(label) -> str:
 def gate_inputs(returns: pd.Series, stats: dict, trial_stats: dict, stress: dict, thresholds) -> dict:
     """What the gate's criteria compare with their thresholds (``promotion.evaluate_gate``), annualized
     on the sessions a year `run_statistics` was given."""
-    headline = headline_metrics(returns, stats.get("periods_per_year", SESSIONS_PER_YEAR))
+    headline = headline_metrics(returns, stats["periods_per_year"])
     return {"sharpe": headline["sharpe"], "win_rate": headline["win_rate"], "max_drawdown": headline["max_drawdown"],
             "deflated_sharpe": stats["dsr"], "pbo": (stats["pbo"] or {}).get("pbo"), "n_obs": len(returns),
             "min_track_record": stats["min_track_record"], "n_trials": trial_stats["n_trials"],
@@ -220,7 +220,7 @@ def validation_record(*, strategy: str, run_id: str, judged_on: str, gate_stats:
     """``validation.json``: the gate's inputs and verdict and every statistic behind them; ``sweep``:
     the statistics over the sweep the strategy was chosen from (`sweep_statistics`), when one is named."""
     pbo, walk = stats["pbo"] or {}, stats["walk"]
-    year = stats.get("periods_per_year", SESSIONS_PER_YEAR)
+    year = stats["periods_per_year"]
     return {
         "strategy": strategy, "run_id": run_id, "judged_on": judged_on, "gate_stats": gate_stats,
         "verdict": verdict, "thresholds": thresholds.model_dump(), "moments": stats["moments"], "psr": stats["psr"],

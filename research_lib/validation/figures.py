@@ -13,7 +13,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from research_lib.units import SESSIONS_PER_YEAR
 from research_lib.validation import statistics as st
 
 BINS = 30
@@ -23,7 +22,7 @@ MAX_POINTS = 300  # points of a scatter or an equity line on the page
 def validation_figures(returns: pd.Series, stats: dict, trial_stats: dict) -> dict:
     """The figures of `research_lib.validation.evidence.run_statistics`'s ``stats`` (with its
     arrays: the bootstrap's ``samples``, PBO's `statistics.PBO_ARRAYS`)."""
-    return {"bootstrap": _bootstrap(stats.get("bootstrap")), "pbo": _pbo(stats.get("pbo"), stats.get("periods_per_year", SESSIONS_PER_YEAR)),
+    return {"bootstrap": _bootstrap(stats.get("bootstrap")), "pbo": _pbo(stats.get("pbo"), stats["periods_per_year"]),
             "dsr": dsr_curve(stats.get("moments"), trial_stats["n_trials"], trial_stats["sharpe_variance"]),
             "walk_forward": _walk_forward(returns, stats.get("walk"))}
 

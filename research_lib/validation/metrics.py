@@ -7,11 +7,15 @@ year (252 for New York, the default; a run passes its calendar's, ``RunConfig.se
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from research_lib.hedging import HedgeResult
 from research_lib.units import SESSIONS_PER_YEAR
+
+if TYPE_CHECKING:  # hedge_summary reads a HedgeResult; the metrics need nothing of the hedging package
+    from research_lib.hedging import HedgeResult
 
 
 
